@@ -1,0 +1,614 @@
+//! A worker's logic as a pure state machine.
+//!
+//! The worker receives assignments from the scheduler, fetches the inputs it does not hold from
+//! the peers the scheduler named, runs tasks (the shell executes `Execute` commands on task
+//! threads or child processes, never on the event loop), keeps results in memory and serves them
+//! to peers and clients. Heartbeats are timers here, so a wedged event loop stops them.
+//!
+//! Per-task states on the worker: `Fetching { missing }` → `Queued` → `Running` → (result stored,
+//! task forgotten). A `Cancel` for the current attempt forgets the task in any state; a result
+//! that arrives for a forgotten attempt is dropped.
+use rusk_proto::graph::TaskKind;
+use rusk_proto::msg::{
+    Assignment, HeartbeatInfo, SchedulerToWorker, TaskError, WorkerInfo, WorkerToScheduler,
+};
+use rusk_proto::{AttemptId, Incarnation, TaskRef, MAX_RESULT_BYTES};
+use bytes::Bytes;
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub info: WorkerInfo,
+    /// Tasks handed to the executor per thread at once. More than one keeps the task threads
+    /// busy while the event loop is away (the executor queues them); the scheduler's own
+    /// per-worker bound limits how much work waits here in all.
+    pub dispatched_per_thread_max: u32,
+    /// Heartbeat interval used until the scheduler's `Welcome` says otherwise.
+    pub heartbeat_interval: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    FromScheduler(SchedulerToWorker),
+    /// A peer answered a fetch; `None` items are results the peer does not hold.
+    Fetched {
+        peer: Arc<str>,
+        items: Vec<(TaskRef, Option<Bytes>)>,
+    },
+    /// A fetch from `peer` failed as a whole (connection refused, closed, timed out).
+    FetchFailed { peer: Arc<str>, tasks: Vec<TaskRef> },
+    /// An `Execute` finished.
+    Finished {
+        task: TaskRef,
+        attempt: AttemptId,
+        result: Result<Bytes, TaskError>,
+    },
+    /// A peer or client asks for stored results; `request` is the shell's reply handle.
+    PeerRequest { request: u64, tasks: Vec<TaskRef> },
+    Tick,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    ToScheduler(WorkerToScheduler),
+    Fetch {
+        peer: Arc<str>,
+        tasks: Vec<TaskRef>,
+    },
+    Execute {
+        task: TaskRef,
+        attempt: AttemptId,
+        kind: Arc<TaskKind>,
+        inputs: Vec<Bytes>,
+    },
+    /// Stop the running attempt if the shell can (a `cmd` child is killed); its result is
+    /// ignored either way.
+    Abandon { task: TaskRef, attempt: AttemptId },
+    ReplyPeer {
+        request: u64,
+        items: Vec<(TaskRef, Option<Bytes>)>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WState {
+    Fetching { missing: u32 },
+    Queued,
+    Running,
+}
+
+struct WTask {
+    assignment: Arc<Assignment>,
+    state: WState,
+    /// Fetched inputs this task holds a reference on.
+    replicas_held: Vec<TaskRef>,
+}
+
+struct Replica {
+    data: Bytes,
+    users: u32,
+}
+
+pub struct WorkerCore {
+    config: WorkerConfig,
+    incarnation: Option<Incarnation>,
+    heartbeat_interval: Duration,
+    next_heartbeat: Duration,
+    tasks: FxHashMap<TaskRef, WTask>,
+    /// Results this worker computed and the scheduler counts on it for.
+    store: FxHashMap<TaskRef, Bytes>,
+    stored_bytes: u64,
+    /// Inputs fetched from peers, kept while a local task still needs them.
+    replicas: FxHashMap<TaskRef, Replica>,
+    /// Inputs being fetched, with the tasks waiting for them.
+    fetching: FxHashMap<TaskRef, Vec<(TaskRef, AttemptId)>>,
+    /// Fetches decided in this turn, sent as one request per peer by `flush`.
+    fetch_batches: FxHashMap<Arc<str>, Vec<TaskRef>>,
+    queue: VecDeque<(TaskRef, AttemptId)>,
+    /// Executes handed to the shell whose `Finished` has not come back (abandoned ones too).
+    dispatched: u32,
+    out: Vec<Command>,
+}
+
+impl WorkerCore {
+    pub fn new(config: WorkerConfig) -> WorkerCore {
+        let heartbeat_interval = config.heartbeat_interval;
+        WorkerCore {
+            config,
+            incarnation: None,
+            heartbeat_interval,
+            next_heartbeat: Duration::ZERO,
+            tasks: FxHashMap::default(),
+            store: FxHashMap::default(),
+            stored_bytes: 0,
+            replicas: FxHashMap::default(),
+            fetching: FxHashMap::default(),
+            fetch_batches: FxHashMap::default(),
+            queue: VecDeque::new(),
+            dispatched: 0,
+            out: Vec::new(),
+        }
+    }
+
+    /// The first command of every connection: register with the scheduler.
+    pub fn start(&mut self, now: Duration) -> Vec<Command> {
+        self.next_heartbeat = now + self.heartbeat_interval;
+        vec![Command::ToScheduler(WorkerToScheduler::Register(
+            self.config.info.clone(),
+        ))]
+    }
+
+    pub fn incarnation(&self) -> Option<Incarnation> {
+        self.incarnation
+    }
+
+    pub fn next_timeout(&self) -> Duration {
+        self.next_heartbeat
+    }
+
+    pub fn handle(&mut self, now: Duration, event: Event) -> Vec<Command> {
+        let mut out = Vec::new();
+        self.handle_into(now, event, &mut out);
+        out
+    }
+
+    /// Apply one event, appending commands to `out`. Call [`WorkerCore::flush`] after a batch of
+    /// events so that fetches to the same peer go out as one request.
+    pub fn handle_into(&mut self, now: Duration, event: Event, out: &mut Vec<Command>) {
+        std::mem::swap(&mut self.out, out);
+        match event {
+            Event::FromScheduler(msg) => self.on_scheduler(msg),
+            Event::Fetched { peer: _, items } => {
+                for (dep, data) in items {
+                    match data {
+                        Some(data) => self.on_input_arrived(dep, data),
+                        None => self.on_input_unavailable(dep),
+                    }
+                }
+            }
+            Event::FetchFailed { peer: _, tasks } => {
+                for dep in tasks {
+                    self.on_input_unavailable(dep);
+                }
+            }
+            Event::Finished {
+                task,
+                attempt,
+                result,
+            } => self.on_finished(task, attempt, result),
+            Event::PeerRequest { request, tasks } => {
+                let items = tasks
+                    .into_iter()
+                    .map(|t| {
+                        let data = self
+                            .store
+                            .get(&t)
+                            .or_else(|| self.replicas.get(&t).map(|r| &r.data))
+                            .cloned();
+                        (t, data)
+                    })
+                    .collect();
+                self.out.push(Command::ReplyPeer { request, items });
+            }
+            Event::Tick => {
+                if now >= self.next_heartbeat {
+                    self.next_heartbeat = now + self.heartbeat_interval;
+                    self.out.push(Command::ToScheduler(WorkerToScheduler::Heartbeat(
+                        self.heartbeat_info(),
+                    )));
+                }
+            }
+        }
+        self.dispatch();
+        std::mem::swap(&mut self.out, out);
+    }
+
+    /// Emit the fetches decided since the last flush, one per peer.
+    pub fn flush(&mut self, out: &mut Vec<Command>) {
+        let mut batches: Vec<(Arc<str>, Vec<TaskRef>)> = self.fetch_batches.drain().collect();
+        batches.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (peer, tasks) in batches {
+            out.push(Command::Fetch { peer, tasks });
+        }
+    }
+
+    pub fn heartbeat_info(&self) -> HeartbeatInfo {
+        HeartbeatInfo {
+            running: self.dispatched,
+            stored_results: self.store.len() as u64,
+            stored_bytes: self.stored_bytes,
+        }
+    }
+
+    fn on_scheduler(&mut self, msg: SchedulerToWorker) {
+        match msg {
+            SchedulerToWorker::Welcome {
+                incarnation,
+                heartbeat_interval_ms,
+            } => {
+                self.incarnation = Some(incarnation);
+                self.heartbeat_interval = Duration::from_millis(heartbeat_interval_ms.max(1));
+            }
+            SchedulerToWorker::Assign(a) => self.on_assign(a),
+            SchedulerToWorker::Cancel { task, attempt } => {
+                if self.tasks.get(&task).is_some_and(|t| t.assignment.attempt == attempt) {
+                    let t = self.forget(task);
+                    if t.state == WState::Running {
+                        self.out.push(Command::Abandon { task, attempt });
+                    }
+                }
+            }
+            SchedulerToWorker::Release { tasks } => {
+                for t in tasks {
+                    if let Some(b) = self.store.remove(&t) {
+                        self.stored_bytes -= b.len() as u64;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_assign(&mut self, a: Arc<Assignment>) {
+        let task = a.task;
+        if let Some(old) = self.tasks.get(&task) {
+            // A newer attempt of a task we still have replaces it.
+            let (old_attempt, old_state) = (old.assignment.attempt, old.state);
+            self.forget(task);
+            if old_state == WState::Running {
+                self.out.push(Command::Abandon {
+                    task,
+                    attempt: old_attempt,
+                });
+            }
+        }
+        let mut missing = 0;
+        let mut held = Vec::new();
+        for dep in &a.deps {
+            if self.store.contains_key(&dep.task) {
+                continue;
+            }
+            if let Some(r) = self.replicas.get_mut(&dep.task) {
+                r.users += 1;
+                held.push(dep.task);
+                continue;
+            }
+            let Some(peer) = &dep.holder else {
+                // The scheduler believes we hold it but we do not.
+                self.out.push(Command::ToScheduler(WorkerToScheduler::MissingDep {
+                    task,
+                    attempt: a.attempt,
+                    dep: dep.task,
+                }));
+                for r in held {
+                    self.unref_replica(r);
+                }
+                return;
+            };
+            missing += 1;
+            let waiters = self.fetching.entry(dep.task).or_default();
+            if waiters.is_empty() {
+                self.fetch_batches.entry(peer.clone()).or_default().push(dep.task);
+            }
+            waiters.push((task, a.attempt));
+        }
+        let attempt = a.attempt;
+        let state = if missing == 0 {
+            self.queue.push_back((task, attempt));
+            WState::Queued
+        } else {
+            WState::Fetching { missing }
+        };
+        self.tasks.insert(
+            task,
+            WTask {
+                assignment: a,
+                state,
+                replicas_held: held,
+            },
+        );
+    }
+
+    fn on_input_arrived(&mut self, dep: TaskRef, data: Bytes) {
+        let Some(waiters) = self.fetching.remove(&dep) else {
+            return; // duplicate reply
+        };
+        for (task, attempt) in waiters {
+            let Some(t) = self.tasks.get_mut(&task) else {
+                continue;
+            };
+            let WState::Fetching { missing } = &mut t.state else {
+                continue;
+            };
+            if t.assignment.attempt != attempt {
+                continue;
+            }
+            *missing -= 1;
+            t.replicas_held.push(dep);
+            if *missing == 0 {
+                t.state = WState::Queued;
+                self.queue.push_back((task, attempt));
+            }
+            self.replicas
+                .entry(dep)
+                .or_insert_with(|| Replica {
+                    data: data.clone(),
+                    users: 0,
+                })
+                .users += 1;
+        }
+    }
+
+    fn on_input_unavailable(&mut self, dep: TaskRef) {
+        let Some(waiters) = self.fetching.remove(&dep) else {
+            return;
+        };
+        for (task, attempt) in waiters {
+            if self.tasks.get(&task).is_some_and(|t| t.assignment.attempt == attempt) {
+                self.forget(task);
+                self.out.push(Command::ToScheduler(WorkerToScheduler::MissingDep {
+                    task,
+                    attempt,
+                    dep,
+                }));
+            }
+        }
+    }
+
+    fn on_finished(&mut self, task: TaskRef, attempt: AttemptId, result: Result<Bytes, TaskError>) {
+        assert!(self.dispatched > 0, "Finished without a dispatched Execute");
+        self.dispatched -= 1;
+        let current = self
+            .tasks
+            .get(&task)
+            .is_some_and(|t| t.assignment.attempt == attempt && t.state == WState::Running);
+        if !current {
+            return; // abandoned attempt: drop its result
+        }
+        self.tasks.remove(&task);
+        let msg = match result {
+            Ok(data) if data.len() as u64 > MAX_RESULT_BYTES => WorkerToScheduler::TaskFailed {
+                task,
+                attempt,
+                error: TaskError {
+                    message: format!(
+                        "result of {} bytes exceeds the limit of {} bytes (MAX_RESULT_BYTES)",
+                        data.len(),
+                        MAX_RESULT_BYTES
+                    ),
+                    exit_code: None,
+                },
+            },
+            Ok(data) => {
+                let size = data.len() as u64;
+                self.stored_bytes += size;
+                if let Some(old) = self.store.insert(task, data) {
+                    self.stored_bytes -= old.len() as u64;
+                }
+                WorkerToScheduler::TaskDone {
+                    task,
+                    attempt,
+                    size,
+                }
+            }
+            Err(error) => WorkerToScheduler::TaskFailed {
+                task,
+                attempt,
+                error,
+            },
+        };
+        self.out.push(Command::ToScheduler(msg));
+    }
+
+    /// Hand queued tasks to the executor, up to the dispatch bound.
+    fn dispatch(&mut self) {
+        let max = self.config.info.nthreads.max(1) * self.config.dispatched_per_thread_max.max(1);
+        while self.dispatched < max {
+            let Some((task, attempt)) = self.queue.pop_front() else {
+                return;
+            };
+            let Some(t) = self.tasks.get_mut(&task) else {
+                continue;
+            };
+            if t.assignment.attempt != attempt || t.state != WState::Queued {
+                continue;
+            }
+            t.state = WState::Running;
+            let a = t.assignment.clone();
+            let held = std::mem::take(&mut t.replicas_held);
+            let mut inputs = Vec::with_capacity(a.deps.len());
+            for dep in &a.deps {
+                let data = self
+                    .store
+                    .get(&dep.task)
+                    .or_else(|| self.replicas.get(&dep.task).map(|r| &r.data))
+                    .cloned()
+                    .expect("a queued task has all its inputs");
+                inputs.push(data);
+            }
+            for r in held {
+                self.unref_replica(r);
+            }
+            self.dispatched += 1;
+            self.out.push(Command::Execute {
+                task,
+                attempt,
+                kind: a.kind.clone(),
+                inputs,
+            });
+        }
+    }
+
+    fn forget(&mut self, task: TaskRef) -> WTask {
+        let t = self.tasks.remove(&task).expect("forget a known task");
+        for &r in &t.replicas_held {
+            self.unref_replica(r);
+        }
+        WTask {
+            assignment: t.assignment,
+            state: t.state,
+            replicas_held: Vec::new(),
+        }
+    }
+
+    fn unref_replica(&mut self, dep: TaskRef) {
+        let r = self.replicas.get_mut(&dep).expect("held replica exists");
+        r.users -= 1;
+        if r.users == 0 {
+            self.replicas.remove(&dep);
+        }
+    }
+
+    pub fn stored(&self, task: &TaskRef) -> Option<&Bytes> {
+        self.store.get(task)
+    }
+
+    pub fn assigned_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Cross-check the worker's indexes; panics on the first violation.
+    pub fn check_invariants(&self) {
+        let mut users: FxHashMap<TaskRef, u32> = FxHashMap::default();
+        let mut running = 0;
+        for (task, t) in &self.tasks {
+            for r in &t.replicas_held {
+                *users.entry(*r).or_default() += 1;
+            }
+            match t.state {
+                WState::Fetching { missing } => {
+                    assert!(missing > 0, "{task} fetching nothing");
+                    let waiting = self
+                        .fetching
+                        .values()
+                        .flatten()
+                        .filter(|(w, a)| w == task && *a == t.assignment.attempt)
+                        .count() as u32;
+                    assert_eq!(waiting, missing, "{task} missing count vs fetch waiters");
+                }
+                WState::Queued => assert!(
+                    self.queue.contains(&(*task, t.assignment.attempt)),
+                    "{task} queued but not in queue"
+                ),
+                WState::Running => running += 1,
+            }
+        }
+        for (dep, r) in &self.replicas {
+            assert_eq!(users.get(dep).copied().unwrap_or(0), r.users, "replica {dep} users");
+            assert!(r.users > 0, "unused replica {dep} kept");
+        }
+        assert!(self.dispatched >= running, "dispatched {} < running {running}", self.dispatched);
+        let bytes: u64 = self.store.values().map(|b| b.len() as u64).sum();
+        assert_eq!(bytes, self.stored_bytes, "stored bytes");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusk_proto::graph::Builtin;
+    use rusk_proto::msg::DepLocation;
+    use rusk_proto::GraphId;
+
+    fn core() -> WorkerCore {
+        WorkerCore::new(WorkerConfig {
+            info: WorkerInfo {
+                name: "w".into(),
+                host: "h".into(),
+                pid: 1,
+                nthreads: 1,
+                data_address: "127.0.0.1:1".into(),
+            },
+            dispatched_per_thread_max: 1,
+            heartbeat_interval: Duration::from_millis(500),
+        })
+    }
+    fn tr(i: u32) -> TaskRef {
+        TaskRef { graph: GraphId(1), index: i }
+    }
+    fn assign(task: u32, attempt: u64, deps: Vec<(u32, Option<&str>)>) -> Event {
+        Event::FromScheduler(SchedulerToWorker::Assign(Arc::new(Assignment {
+            task: tr(task),
+            attempt: AttemptId(attempt),
+            kind: Arc::new(TaskKind::Builtin { op: Builtin::Noop, args: vec![] }),
+            deps: deps
+                .into_iter()
+                .map(|(d, h)| DepLocation { task: tr(d), holder: h.map(Arc::from) })
+                .collect(),
+        })))
+    }
+    fn execute(task: u32, attempt: u64, inputs: Vec<Bytes>) -> Command {
+        Command::Execute {
+            task: tr(task),
+            attempt: AttemptId(attempt),
+            kind: Arc::new(TaskKind::Builtin { op: Builtin::Noop, args: vec![] }),
+            inputs,
+        }
+    }
+
+    #[test]
+    fn runs_one_at_a_time_and_reports_results() {
+        let mut w = core();
+        let now = Duration::ZERO;
+        assert_eq!(w.handle(now, assign(0, 1, vec![])), vec![execute(0, 1, vec![])]);
+        assert_eq!(w.handle(now, assign(1, 2, vec![])), vec![]);
+        w.check_invariants();
+        let out = w.handle(now, Event::Finished { task: tr(0), attempt: AttemptId(1), result: Ok(Bytes::from_static(b"x")) });
+        assert_eq!(
+            out,
+            vec![
+                Command::ToScheduler(WorkerToScheduler::TaskDone { task: tr(0), attempt: AttemptId(1), size: 1 }),
+                execute(1, 2, vec![]),
+            ]
+        );
+        w.check_invariants();
+        assert_eq!(w.stored(&tr(0)).unwrap(), &Bytes::from_static(b"x"));
+    }
+
+    #[test]
+    fn fetches_are_batched_per_peer_and_shared_between_tasks() {
+        let mut w = core();
+        let now = Duration::ZERO;
+        assert!(w.handle(now, assign(5, 1, vec![(0, Some("p1")), (1, Some("p1"))])).is_empty());
+        assert!(w.handle(now, assign(6, 2, vec![(0, Some("p1"))])).is_empty());
+        let mut out = Vec::new();
+        w.flush(&mut out);
+        assert_eq!(out, vec![Command::Fetch { peer: Arc::from("p1"), tasks: vec![tr(0), tr(1)] }]);
+        w.check_invariants();
+        let out = w.handle(
+            now,
+            Event::Fetched {
+                peer: Arc::from("p1"),
+                items: vec![(tr(0), Some(Bytes::from_static(b"a"))), (tr(1), Some(Bytes::from_static(b"b")))],
+            },
+        );
+        // Task 6 needed only input 0, which arrived first; one thread, so 5 waits its turn.
+        assert_eq!(out, vec![execute(6, 2, vec![Bytes::from_static(b"a")])]);
+        w.check_invariants();
+        let out = w.handle(now, Event::Finished { task: tr(6), attempt: AttemptId(2), result: Ok(Bytes::new()) });
+        assert_eq!(out[1], execute(5, 1, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]));
+        w.check_invariants();
+    }
+
+    #[test]
+    fn unavailable_input_is_reported_and_stale_results_are_dropped() {
+        let mut w = core();
+        let now = Duration::ZERO;
+        w.handle(now, assign(5, 1, vec![(0, Some("p1"))]));
+        let out = w.handle(now, Event::FetchFailed { peer: Arc::from("p1"), tasks: vec![tr(0)] });
+        assert_eq!(
+            out,
+            vec![Command::ToScheduler(WorkerToScheduler::MissingDep { task: tr(5), attempt: AttemptId(1), dep: tr(0) })]
+        );
+        w.check_invariants();
+        // Cancel a running attempt: its result is ignored.
+        w.handle(now, assign(7, 3, vec![]));
+        let out = w.handle(now, Event::FromScheduler(SchedulerToWorker::Cancel { task: tr(7), attempt: AttemptId(3) }));
+        assert_eq!(out, vec![Command::Abandon { task: tr(7), attempt: AttemptId(3) }]);
+        let out = w.handle(now, Event::Finished { task: tr(7), attempt: AttemptId(3), result: Ok(Bytes::new()) });
+        assert!(out.is_empty());
+        w.check_invariants();
+    }
+}
