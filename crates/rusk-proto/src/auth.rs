@@ -100,13 +100,27 @@ fn mac(token: &[u8], label: &[u8], version: u32, role: Role, a: &Nonce, b: &Nonc
 
 /// The client's proof of the token.
 pub fn client_proof(token: &[u8], role: Role, server_nonce: &Nonce, client_nonce: &Nonce) -> Proof {
-    let m = mac(token, b"rusk-client", crate::PROTOCOL_VERSION, role, server_nonce, client_nonce);
+    let m = mac(
+        token,
+        b"rusk-client",
+        crate::PROTOCOL_VERSION,
+        role,
+        server_nonce,
+        client_nonce,
+    );
     m.finalize().into_bytes().into()
 }
 
 /// The server's proof of the token.
 pub fn server_proof(token: &[u8], role: Role, server_nonce: &Nonce, client_nonce: &Nonce) -> Proof {
-    let m = mac(token, b"rusk-server", crate::PROTOCOL_VERSION, role, client_nonce, server_nonce);
+    let m = mac(
+        token,
+        b"rusk-server",
+        crate::PROTOCOL_VERSION,
+        role,
+        client_nonce,
+        server_nonce,
+    );
     m.finalize().into_bytes().into()
 }
 
@@ -119,7 +133,14 @@ pub fn judge_client(token: &[u8], server_nonce: &Nonce, hello: &ClientHello) -> 
             },
         };
     }
-    let m = mac(token, b"rusk-client", hello.version, hello.role, server_nonce, &hello.nonce);
+    let m = mac(
+        token,
+        b"rusk-client",
+        hello.version,
+        hello.role,
+        server_nonce,
+        &hello.nonce,
+    );
     if m.verify_slice(&hello.proof).is_err() {
         return ServerVerdict::Refused {
             reason: RefusalReason::BadToken,
@@ -138,9 +159,16 @@ pub fn verify_server(
     client_nonce: &Nonce,
     proof: &Proof,
 ) -> bool {
-    mac(token, b"rusk-server", crate::PROTOCOL_VERSION, role, client_nonce, server_nonce)
-        .verify_slice(proof)
-        .is_ok()
+    mac(
+        token,
+        b"rusk-server",
+        crate::PROTOCOL_VERSION,
+        role,
+        client_nonce,
+        server_nonce,
+    )
+    .verify_slice(proof)
+    .is_ok()
 }
 
 #[cfg(test)]
@@ -163,8 +191,20 @@ mod tests {
         let h = hello(b"secret", &sn);
         match judge_client(b"secret", &sn, &h) {
             ServerVerdict::Accepted { proof } => {
-                assert!(verify_server(b"secret", Role::Worker, &sn, &h.nonce, &proof));
-                assert!(!verify_server(b"other", Role::Worker, &sn, &h.nonce, &proof));
+                assert!(verify_server(
+                    b"secret",
+                    Role::Worker,
+                    &sn,
+                    &h.nonce,
+                    &proof
+                ));
+                assert!(!verify_server(
+                    b"other",
+                    Role::Worker,
+                    &sn,
+                    &h.nonce,
+                    &proof
+                ));
             }
             v => panic!("refused: {v:?}"),
         }
@@ -176,15 +216,23 @@ mod tests {
         let h = hello(b"wrong", &sn);
         assert_eq!(
             judge_client(b"secret", &sn, &h),
-            ServerVerdict::Refused { reason: RefusalReason::BadToken }
+            ServerVerdict::Refused {
+                reason: RefusalReason::BadToken
+            }
         );
         // A proof captured for one server nonce is useless for another.
         let good = hello(b"secret", &sn);
-        assert!(matches!(judge_client(b"secret", &[4u8; 32], &good), ServerVerdict::Refused { .. }));
+        assert!(matches!(
+            judge_client(b"secret", &[4u8; 32], &good),
+            ServerVerdict::Refused { .. }
+        ));
         // The role is bound into the proof.
         let mut escalated = good.clone();
         escalated.role = Role::Client;
-        assert!(matches!(judge_client(b"secret", &sn, &escalated), ServerVerdict::Refused { .. }));
+        assert!(matches!(
+            judge_client(b"secret", &sn, &escalated),
+            ServerVerdict::Refused { .. }
+        ));
     }
 
     #[test]
@@ -194,7 +242,9 @@ mod tests {
         h.version = 999;
         assert!(matches!(
             judge_client(b"secret", &sn, &h),
-            ServerVerdict::Refused { reason: RefusalReason::VersionMismatch { .. } }
+            ServerVerdict::Refused {
+                reason: RefusalReason::VersionMismatch { .. }
+            }
         ));
     }
 }

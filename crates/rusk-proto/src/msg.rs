@@ -97,18 +97,30 @@ pub struct DepLocation {
 pub enum ClientToScheduler {
     /// Submit a graph. With `detach` the graph's outputs are kept for later; without it they are
     /// released when this client disconnects or sends `ReleaseGraph`.
-    Submit { graph: GraphSpec, detach: bool },
+    Submit {
+        graph: GraphSpec,
+        detach: bool,
+    },
     /// Ask again where the outputs are (after a fetch from a worker failed).
-    LocateOutputs { graph: GraphId },
-    ReleaseGraph { graph: GraphId },
+    LocateOutputs {
+        graph: GraphId,
+    },
+    ReleaseGraph {
+        graph: GraphId,
+    },
     Status,
 }
 
 /// Scheduler → client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum SchedulerToClient {
-    Submitted { graph: GraphId, tasks: u64 },
-    Rejected { error: String },
+    Submitted {
+        graph: GraphId,
+        tasks: u64,
+    },
+    Rejected {
+        error: String,
+    },
     Progress(GraphProgress),
     /// Every output is either in memory somewhere or failed.
     GraphFinished {
@@ -116,7 +128,9 @@ pub enum SchedulerToClient {
         outputs: Vec<OutputState>,
     },
     Status(Box<StatusSnapshot>),
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,7 +141,6 @@ pub struct GraphProgress {
     pub erred: u64,
 }
 
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputState {
     pub key: String,
@@ -136,8 +149,14 @@ pub struct OutputState {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OutputResult {
-    Ready { task: TaskRef, holder: String, size: u64 },
-    Failed { error: String },
+    Ready {
+        task: TaskRef,
+        holder: String,
+        size: u64,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 /// What `rusk status` shows.
@@ -169,11 +188,13 @@ pub enum DataRequest {
     Get { id: u64, tasks: Vec<TaskRef> },
 }
 
-/// Worker data server → peer. `None` for a result the worker does not hold.
+/// Worker data server → peer. `None` for a result the worker does not hold. A reply too big for
+/// one frame comes in several, the final one with `last` set.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DataReply {
     Data {
         id: u64,
         items: Vec<(TaskRef, Option<Bytes>)>,
+        last: bool,
     },
 }

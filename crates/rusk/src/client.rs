@@ -1,0 +1,234 @@
+//! The client side: submit a graph, follow its progress, gather its outputs straight from the
+//! workers that hold them (the scheduler never carries task data), and query status.
+use crate::config::Cluster;
+use crate::net::{self, Conn};
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use rusk_proto::auth::Role;
+use rusk_proto::graph::GraphSpec;
+use rusk_proto::msg::{
+    ClientToScheduler, DataReply, DataRequest, GraphProgress, OutputResult, OutputState,
+    SchedulerToClient, StatusSnapshot,
+};
+use rusk_proto::{GraphId, TaskRef};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::IsTerminal;
+
+/// Times a client asks the scheduler to locate outputs again after a fetch from a worker
+/// failed (the holder died between "finished" and the fetch; the scheduler recomputes).
+pub const LOCATE_ATTEMPTS_MAX: u32 = 20;
+
+pub struct Client {
+    conn: Conn,
+    /// Messages received while waiting for something else.
+    backlog: VecDeque<SchedulerToClient>,
+    token: String,
+}
+
+/// The outcome of one output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Value(Bytes),
+    Failed(String),
+}
+
+impl Client {
+    pub async fn connect(cluster: &Cluster) -> Result<Client> {
+        let conn = net::connect(&cluster.address, cluster.token.as_bytes(), Role::Client)
+            .await
+            .with_context(|| format!("cannot reach the scheduler at {}", cluster.address))?;
+        Ok(Client {
+            conn,
+            backlog: VecDeque::new(),
+            token: cluster.token.clone(),
+        })
+    }
+
+    async fn next(&mut self) -> Result<SchedulerToClient> {
+        if let Some(m) = self.backlog.pop_front() {
+            return Ok(m);
+        }
+        let batch: Vec<SchedulerToClient> = net::recv(&mut self.conn)
+            .await?
+            .ok_or_else(|| anyhow!("the scheduler closed the connection"))?;
+        self.backlog.extend(batch);
+        self.backlog
+            .pop_front()
+            .ok_or_else(|| anyhow!("empty message batch from the scheduler"))
+    }
+
+    async fn send(&mut self, msg: ClientToScheduler) -> Result<()> {
+        net::send(&mut self.conn, &vec![msg]).await
+    }
+
+    /// Submit a graph; returns its id and task count, or the scheduler's validation error.
+    pub async fn submit(&mut self, graph: GraphSpec, detach: bool) -> Result<(GraphId, u64)> {
+        self.send(ClientToScheduler::Submit { graph, detach })
+            .await?;
+        loop {
+            match self.next().await? {
+                SchedulerToClient::Submitted { graph, tasks } => return Ok((graph, tasks)),
+                SchedulerToClient::Rejected { error } => bail!("graph rejected: {error}"),
+                SchedulerToClient::Error { message } => bail!("{message}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Wait until every output is finished, then fetch them. `progress` is called with each
+    /// progress report.
+    pub async fn wait(
+        &mut self,
+        graph: GraphId,
+        mut progress: impl FnMut(&GraphProgress),
+    ) -> Result<Vec<(String, Output)>> {
+        let mut attempts = 0;
+        loop {
+            let outputs = loop {
+                match self.next().await? {
+                    SchedulerToClient::Progress(p) if p.graph == graph.0 => progress(&p),
+                    SchedulerToClient::GraphFinished { graph: g, outputs } if g == graph => {
+                        break outputs
+                    }
+                    SchedulerToClient::Error { message } => bail!("{message}"),
+                    _ => {}
+                }
+            };
+            match self.gather(&outputs).await {
+                Ok(values) => return Ok(values),
+                Err(e) if attempts < LOCATE_ATTEMPTS_MAX => {
+                    attempts += 1;
+                    tracing::warn!(error = %format!("{e:#}"), attempt = attempts, "fetching outputs failed; asking the scheduler again");
+                    self.send(ClientToScheduler::LocateOutputs { graph })
+                        .await?;
+                }
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "outputs still unreachable after {attempts} attempts"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Fetch the ready outputs from their holders, one request per holder.
+    async fn gather(&self, outputs: &[OutputState]) -> Result<Vec<(String, Output)>> {
+        let mut by_holder: BTreeMap<&str, Vec<TaskRef>> = BTreeMap::new();
+        for o in outputs {
+            if let OutputResult::Ready { task, holder, .. } = &o.result {
+                by_holder.entry(holder.as_str()).or_default().push(*task);
+            }
+        }
+        let mut fetched: BTreeMap<TaskRef, Bytes> = BTreeMap::new();
+        for (holder, tasks) in by_holder {
+            let data = fetch_from(holder, self.token.as_bytes(), &tasks).await?;
+            for (t, d) in data {
+                let d = d.ok_or_else(|| anyhow!("worker {holder} no longer holds output {t}"))?;
+                fetched.insert(t, d);
+            }
+        }
+        outputs
+            .iter()
+            .map(|o| {
+                let out = match &o.result {
+                    OutputResult::Ready { task, .. } => Output::Value(
+                        fetched
+                            .get(task)
+                            .cloned()
+                            .ok_or_else(|| anyhow!("output {} missing", o.key))?,
+                    ),
+                    OutputResult::Failed { error } => Output::Failed(error.clone()),
+                };
+                Ok((o.key.clone(), out))
+            })
+            .collect()
+    }
+
+    pub async fn release(&mut self, graph: GraphId) -> Result<()> {
+        self.send(ClientToScheduler::ReleaseGraph { graph }).await
+    }
+
+    pub async fn status(&mut self) -> Result<StatusSnapshot> {
+        self.send(ClientToScheduler::Status).await?;
+        loop {
+            if let SchedulerToClient::Status(s) = self.next().await? {
+                return Ok(*s);
+            }
+        }
+    }
+}
+
+/// Fetch results from one worker's data server.
+pub async fn fetch_from(
+    address: &str,
+    token: &[u8],
+    tasks: &[TaskRef],
+) -> Result<Vec<(TaskRef, Option<Bytes>)>> {
+    let mut conn = net::connect(address, token, Role::Peer).await?;
+    net::send(
+        &mut conn,
+        &DataRequest::Get {
+            id: 1,
+            tasks: tasks.to_vec(),
+        },
+    )
+    .await?;
+    let mut items = Vec::with_capacity(tasks.len());
+    loop {
+        let DataReply::Data {
+            items: part, last, ..
+        } = net::recv(&mut conn)
+            .await?
+            .ok_or_else(|| anyhow!("{address} closed the connection"))?;
+        items.extend(part);
+        if last {
+            return Ok(items);
+        }
+    }
+}
+
+/// A one-line progress bar on stderr, only when stderr is a terminal.
+pub struct ProgressBar {
+    enabled: bool,
+    drawn: bool,
+}
+
+impl ProgressBar {
+    pub fn new() -> ProgressBar {
+        ProgressBar {
+            enabled: std::io::stderr().is_terminal(),
+            drawn: false,
+        }
+    }
+
+    pub fn update(&mut self, p: &GraphProgress) {
+        if !self.enabled || p.total == 0 {
+            return;
+        }
+        const WIDTH: u64 = 40;
+        let filled = (p.done + p.erred) * WIDTH / p.total;
+        let bar: String = (0..WIDTH)
+            .map(|i| if i < filled { '#' } else { '.' })
+            .collect();
+        let erred = if p.erred > 0 {
+            format!(", {} erred", p.erred)
+        } else {
+            String::new()
+        };
+        eprint!("\r[{bar}] {}/{} tasks{erred}", p.done, p.total);
+        self.drawn = true;
+    }
+
+    pub fn finish(&mut self) {
+        if self.drawn {
+            eprintln!();
+            self.drawn = false;
+        }
+    }
+}
+
+impl Default for ProgressBar {
+    fn default() -> Self {
+        Self::new()
+    }
+}

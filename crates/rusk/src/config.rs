@@ -1,0 +1,138 @@
+//! Settings shared by the commands: the scheduler file, the cluster token, durations, logging.
+use anyhow::{bail, Context, Result};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What `rusk scheduler --scheduler-file PATH` writes (JSON, mode 0600) and everything else
+/// reads to find and join the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SchedulerFile {
+    /// `host:port` of the scheduler (what `rusk worker --scheduler` takes).
+    pub address: String,
+    /// The cluster's secret.
+    pub token: String,
+    pub pid: u32,
+}
+
+impl SchedulerFile {
+    pub fn read(path: &Path) -> Result<SchedulerFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read scheduler file {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("scheduler file {} is not valid", path.display()))
+    }
+
+    /// Write atomically (temporary file then rename) with mode 0600: it holds the token.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let tmp = dir.join(format!(
+            ".{}.tmp{}",
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("scheduler"),
+            std::process::id()
+        ));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
+        f.sync_all().ok();
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// A fresh random cluster token (256 bits, hex).
+pub fn new_token() -> String {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// How a client or worker finds the scheduler: a scheduler file, or an address plus a token
+/// from `--token-file` / `RUSK_TOKEN`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// Scheduler file written by `rusk scheduler`.
+    #[arg(long, env = "RUSK_SCHEDULER_FILE")]
+    pub scheduler_file: Option<PathBuf>,
+    /// Scheduler address (`host:port`), instead of a scheduler file.
+    #[arg(long, env = "RUSK_SCHEDULER")]
+    pub scheduler: Option<String>,
+    /// File holding the cluster token (with `--scheduler`).
+    #[arg(long, env = "RUSK_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The cluster token itself (with `--scheduler`); prefer a token file.
+    #[arg(long, env = "RUSK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+pub struct Cluster {
+    pub address: String,
+    pub token: String,
+}
+
+impl ClusterArgs {
+    pub fn resolve(&self) -> Result<Cluster> {
+        if let Some(address) = &self.scheduler {
+            let token = match (&self.token_file, &self.token) {
+                (Some(f), _) => std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read token file {}", f.display()))?
+                    .trim()
+                    .to_string(),
+                (None, Some(t)) => t.clone(),
+                (None, None) => bail!("--scheduler needs a token: --token-file or RUSK_TOKEN"),
+            };
+            if token.is_empty() {
+                bail!("the cluster token is empty");
+            }
+            return Ok(Cluster {
+                address: address.clone(),
+                token,
+            });
+        }
+        let Some(path) = &self.scheduler_file else {
+            bail!("say where the scheduler is: --scheduler-file PATH, or --scheduler ADDR with a token");
+        };
+        let f = SchedulerFile::read(path)?;
+        Ok(Cluster {
+            address: f.address,
+            token: f.token,
+        })
+    }
+}
+
+/// Parse `500ms`, `5s`, `2m`, ... (clap value parser).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms, 5s, 2m)"))
+}
+
+/// Logs go to stderr; `RUSK_LOG` sets the filter (default `info`), `RUSK_LOG_FORMAT=json`
+/// switches to one JSON object per line.
+pub fn init_logging(component: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RUSK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("RUSK_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    tracing::debug!(component, "logging started");
+}

@@ -1,0 +1,388 @@
+//! The scheduler process: a thin tokio shell around `rusk_core::scheduler::Scheduler`.
+//!
+//! One task accepts connections and runs the handshake; each authenticated connection gets a
+//! reader task (decode frames → events) and a writer task (frames from an unbounded queue →
+//! socket). The core runs on one loop that drains every event available, then sends each
+//! destination one frame with all its messages: batching is where the throughput comes from.
+//! The loop never waits on a socket, so a slow peer cannot stall the cluster.
+use crate::config::SchedulerFile;
+use crate::net::{self, Conn};
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use rusk_core::scheduler::{Command, Event, Scheduler, SchedulerConfig};
+use rusk_proto::auth::Role;
+use rusk_proto::msg::{ClientToScheduler, SchedulerToClient, SchedulerToWorker, WorkerToScheduler};
+use rusk_proto::{ClientId, Incarnation};
+use rustc_hash::FxHashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tracing::{debug, info, warn};
+
+/// Events queued from connection tasks to the core loop. When full, readers wait, which pushes
+/// back on the peers' sockets instead of growing memory.
+const EVENT_QUEUE_MAX: usize = 16 * 1024;
+/// Events handled per loop turn before outputs are flushed: bounds the latency a huge burst can
+/// add to everyone else's messages.
+const EVENTS_PER_TURN_MAX: usize = 8 * 1024;
+/// Concurrent connections that have not finished the handshake yet.
+const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
+
+pub struct SchedulerOptions {
+    pub listen: String,
+    pub scheduler_file: Option<PathBuf>,
+    pub token: String,
+    pub core: SchedulerConfig,
+}
+
+enum Inbound {
+    WorkerJoined {
+        incarnation: Incarnation,
+        info: rusk_proto::msg::WorkerInfo,
+        out: mpsc::UnboundedSender<Bytes>,
+        reader: AbortHandle,
+    },
+    Worker {
+        incarnation: Incarnation,
+        msgs: Vec<WorkerToScheduler>,
+    },
+    WorkerLeft {
+        incarnation: Incarnation,
+        reason: String,
+    },
+    ClientJoined {
+        client: ClientId,
+        out: mpsc::UnboundedSender<Bytes>,
+    },
+    Client {
+        client: ClientId,
+        msgs: Vec<ClientToScheduler>,
+    },
+    ClientLeft {
+        client: ClientId,
+    },
+}
+
+struct Peer {
+    out: mpsc::UnboundedSender<Bytes>,
+    reader: Option<AbortHandle>,
+}
+
+pub async fn run(opts: SchedulerOptions) -> Result<()> {
+    let listener = TcpListener::bind(&opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let local: SocketAddr = listener.local_addr()?;
+    let address = local.to_string();
+    if let Some(path) = &opts.scheduler_file {
+        SchedulerFile {
+            address: address.clone(),
+            token: opts.token.clone(),
+            pid: std::process::id(),
+        }
+        .write(path)?;
+        info!(%address, file = %path.display(), "scheduler listening; scheduler file written");
+    } else {
+        info!(%address, "scheduler listening");
+    }
+    let (tx, rx) = mpsc::channel::<Inbound>(EVENT_QUEUE_MAX);
+    let token: Arc<[u8]> = Arc::from(opts.token.as_bytes());
+    tokio::spawn(accept_loop(listener, token, tx));
+    core_loop(opts.core, rx).await
+}
+
+async fn accept_loop(listener: TcpListener, token: Arc<[u8]>, tx: mpsc::Sender<Inbound>) {
+    let ids = Arc::new(AtomicU64::new(1));
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            warn!(%peer, "too many connections in handshake; dropping");
+            continue;
+        };
+        let (token, tx, ids) = (token.clone(), tx.clone(), ids.clone());
+        tokio::spawn(async move {
+            let res = serve_connection(stream, &token, tx, ids, permit).await;
+            if let Err(e) = res {
+                warn!(%peer, error = %format!("{e:#}"), "connection dropped");
+            }
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    token: &[u8],
+    tx: mpsc::Sender<Inbound>,
+    ids: Arc<AtomicU64>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<()> {
+    let (mut conn, role) = net::accept(stream, token, &[Role::Worker, Role::Client]).await?;
+    drop(permit);
+    let id = ids.fetch_add(1, Ordering::Relaxed);
+    match role {
+        Role::Worker => {
+            let first: Vec<WorkerToScheduler> =
+                tokio::time::timeout(Duration::from_secs(10), net::recv(&mut conn))
+                    .await
+                    .context("worker did not register in time")??
+                    .context("worker closed before registering")?;
+            let Some(WorkerToScheduler::Register(info)) = first.into_iter().next() else {
+                anyhow::bail!("worker's first message was not Register");
+            };
+            let incarnation = Incarnation(id);
+            info!(worker = %info.name, %incarnation, pid = info.pid, address = %info.data_address, "worker joined");
+            let (out_tx, out_rx) = mpsc::unbounded_channel();
+            let (sink, stream) = conn.split();
+            tokio::spawn(writer(sink, out_rx));
+            let reader_tx = tx.clone();
+            let reader = tokio::spawn(async move {
+                let reason = read_loop(
+                    stream,
+                    |msgs| Inbound::Worker { incarnation, msgs },
+                    &reader_tx,
+                )
+                .await;
+                let _ = reader_tx
+                    .send(Inbound::WorkerLeft {
+                        incarnation,
+                        reason,
+                    })
+                    .await;
+            });
+            tx.send(Inbound::WorkerJoined {
+                incarnation,
+                info,
+                out: out_tx,
+                reader: reader.abort_handle(),
+            })
+            .await
+            .ok();
+        }
+        Role::Client => {
+            let client = ClientId(id);
+            let (out_tx, out_rx) = mpsc::unbounded_channel();
+            let (sink, stream) = conn.split();
+            tokio::spawn(writer(sink, out_rx));
+            tx.send(Inbound::ClientJoined {
+                client,
+                out: out_tx,
+            })
+            .await
+            .ok();
+            let reason = read_loop(stream, |msgs| Inbound::Client { client, msgs }, &tx).await;
+            debug!(%client, %reason, "client left");
+            tx.send(Inbound::ClientLeft { client }).await.ok();
+        }
+        Role::Peer => unreachable!("not allowed by accept"),
+    }
+    Ok(())
+}
+
+/// Read frames until the connection ends; returns why it ended.
+async fn read_loop<M: serde::de::DeserializeOwned>(
+    mut stream: futures::stream::SplitStream<Conn>,
+    wrap: impl Fn(Vec<M>) -> Inbound,
+    tx: &mpsc::Sender<Inbound>,
+) -> String {
+    loop {
+        match stream.next().await {
+            None => return "closed by peer".to_string(),
+            Some(Err(e)) => return format!("bad frame: {e}"),
+            Some(Ok(frame)) => match rusk_proto::decode::<Vec<M>>(&frame) {
+                Ok(msgs) => {
+                    if tx.send(wrap(msgs)).await.is_err() {
+                        return "scheduler shutting down".to_string();
+                    }
+                }
+                Err(e) => return format!("malformed message ({} bytes): {e}", frame.len()),
+            },
+        }
+    }
+}
+
+async fn writer(
+    mut sink: futures::stream::SplitSink<Conn, Bytes>,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+) {
+    while let Some(frame) = rx.recv().await {
+        if sink.feed(frame).await.is_err() {
+            return;
+        }
+        // Coalesce whatever else is queued into one flush.
+        while let Ok(frame) = rx.try_recv() {
+            if sink.feed(frame).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+async fn core_loop(config: SchedulerConfig, mut rx: mpsc::Receiver<Inbound>) -> Result<()> {
+    let start = Instant::now();
+    let mut core = Scheduler::new(config);
+    let mut workers: FxHashMap<Incarnation, Peer> = FxHashMap::default();
+    let mut clients: FxHashMap<ClientId, Peer> = FxHashMap::default();
+    let mut out: Vec<Command> = Vec::new();
+    let mut to_workers: FxHashMap<Incarnation, Vec<SchedulerToWorker>> = FxHashMap::default();
+    let mut to_clients: FxHashMap<ClientId, Vec<SchedulerToClient>> = FxHashMap::default();
+    loop {
+        let deadline = start + core.next_timeout();
+        let first = tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => Some(ev),
+                None => return Ok(()),
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => None,
+        };
+        let now = start.elapsed();
+        let mut pending = first;
+        let mut handled = 0;
+        loop {
+            if let Some(ev) = pending.take() {
+                apply(&mut core, now, ev, &mut workers, &mut clients, &mut out);
+                handled += 1;
+            }
+            if handled >= EVENTS_PER_TURN_MAX {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(ev) => pending = Some(ev),
+                Err(_) => break,
+            }
+        }
+        if now >= core.next_timeout() {
+            core.handle_into(now, Event::Tick, &mut out);
+        }
+        // Carry out the commands: one frame per destination.
+        for cmd in out.drain(..) {
+            match cmd {
+                Command::ToWorker { incarnation, msg } => {
+                    to_workers.entry(incarnation).or_default().push(msg)
+                }
+                Command::ToClient { client, msg } => {
+                    to_clients.entry(client).or_default().push(msg)
+                }
+                Command::DropWorker { incarnation, cause } => {
+                    warn!(%incarnation, %cause, "dropping worker");
+                    to_workers.remove(&incarnation);
+                    if let Some(p) = workers.remove(&incarnation) {
+                        if let Some(r) = p.reader {
+                            r.abort();
+                        }
+                    }
+                }
+                Command::Recovery(note) => warn!(
+                    worker = %note.worker,
+                    incarnation = %note.incarnation,
+                    cause = %note.cause,
+                    rescheduled = note.rescheduled,
+                    results_lost = note.results_lost,
+                    recomputing = note.recomputing,
+                    "worker lost; its work is rescheduled"
+                ),
+            }
+        }
+        for (inc, msgs) in to_workers.drain() {
+            if let Some(p) = workers.get(&inc) {
+                let _ = p.out.send(net::encode(&msgs));
+            }
+        }
+        for (client, msgs) in to_clients.drain() {
+            if let Some(p) = clients.get(&client) {
+                let _ = p.out.send(net::encode(&msgs));
+            }
+        }
+    }
+}
+
+fn apply(
+    core: &mut Scheduler,
+    now: Duration,
+    ev: Inbound,
+    workers: &mut FxHashMap<Incarnation, Peer>,
+    clients: &mut FxHashMap<ClientId, Peer>,
+    out: &mut Vec<Command>,
+) {
+    match ev {
+        Inbound::WorkerJoined {
+            incarnation,
+            info,
+            out: tx,
+            reader,
+        } => {
+            workers.insert(
+                incarnation,
+                Peer {
+                    out: tx,
+                    reader: Some(reader),
+                },
+            );
+            core.handle_into(now, Event::WorkerJoined { incarnation, info }, out);
+        }
+        Inbound::Worker { incarnation, msgs } => {
+            if !workers.contains_key(&incarnation) {
+                return; // dropped already: fenced
+            }
+            for msg in msgs {
+                if matches!(msg, WorkerToScheduler::Register(_)) {
+                    warn!(%incarnation, "worker sent Register twice; ignored");
+                    continue;
+                }
+                core.handle_into(now, Event::WorkerMessage { incarnation, msg }, out);
+            }
+        }
+        Inbound::WorkerLeft {
+            incarnation,
+            reason,
+        } => {
+            if workers.remove(&incarnation).is_some() {
+                info!(%incarnation, %reason, "worker connection closed");
+                core.handle_into(
+                    now,
+                    Event::WorkerLeft {
+                        incarnation,
+                        reason,
+                    },
+                    out,
+                );
+            }
+        }
+        Inbound::ClientJoined { client, out: tx } => {
+            clients.insert(
+                client,
+                Peer {
+                    out: tx,
+                    reader: None,
+                },
+            );
+            core.handle_into(now, Event::ClientJoined { client }, out);
+        }
+        Inbound::Client { client, msgs } => {
+            for msg in msgs {
+                core.handle_into(now, Event::ClientMessage { client, msg }, out);
+            }
+        }
+        Inbound::ClientLeft { client } => {
+            clients.remove(&client);
+            core.handle_into(now, Event::ClientLeft { client }, out);
+        }
+    }
+}

@@ -1,0 +1,679 @@
+//! The worker process: a thin tokio shell around `rusk_core::worker::WorkerCore`.
+//!
+//! The event loop (a current-thread runtime) owns the core, the scheduler connection, the data
+//! server that peers and clients fetch results from, and one fetcher task per peer. Task code
+//! never runs on this loop: builtins run on `nthreads` task threads, `cmd` tasks in child
+//! processes. So heartbeats keep flowing while tasks keep every core busy, and a heartbeat that
+//! stops means the loop itself is wedged, which is exactly what the scheduler's TTL catches.
+use crate::net::{self, Conn};
+use anyhow::{anyhow, Context, Result};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use rusk_core::builtins;
+use rusk_core::worker::{Command, Event, WorkerConfig, WorkerCore};
+use rusk_proto::auth::Role;
+use rusk_proto::graph::{Builtin, TaskKind};
+use rusk_proto::msg::{
+    DataReply, DataRequest, SchedulerToWorker, TaskError, WorkerInfo, WorkerToScheduler,
+};
+use rusk_proto::{AttemptId, TaskRef, MAX_FRAME_BYTES, MAX_RESULT_BYTES};
+use rustc_hash::FxHashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tracing::{error, info, warn};
+
+/// A fetch from a peer that takes longer than this fails; the scheduler's TTL has long since
+/// handled a peer that is really gone, this only frees the fetcher.
+const PEER_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Results per fetch request: keeps each request's reply a reasonable size.
+const FETCH_BATCH_MAX: usize = 1024;
+/// Bytes of results per reply frame, well under `MAX_FRAME_BYTES`.
+const REPLY_FRAME_BYTES_MAX: usize = MAX_FRAME_BYTES / 4;
+/// Bytes of a failed command's stderr quoted in its error.
+const STDERR_TAIL_BYTES: usize = 2048;
+/// Executes the core may have handed out per task thread at once.
+const DISPATCHED_PER_THREAD_MAX: u32 = 64;
+
+pub struct WorkerOptions {
+    pub scheduler: String,
+    pub token: String,
+    pub name: Option<String>,
+    pub nthreads: u32,
+    pub listen_host: String,
+    pub work_dir: Option<PathBuf>,
+    pub fault_injection: bool,
+}
+
+enum Local {
+    Finished {
+        task: TaskRef,
+        attempt: AttemptId,
+        result: Result<Bytes, TaskError>,
+    },
+    Fetched {
+        peer: Arc<str>,
+        items: Vec<(TaskRef, Option<Bytes>)>,
+    },
+    FetchFailed {
+        peer: Arc<str>,
+        tasks: Vec<TaskRef>,
+        reason: String,
+    },
+    PeerRequest {
+        tasks: Vec<TaskRef>,
+        reply: oneshot::Sender<Vec<(TaskRef, Option<Bytes>)>>,
+    },
+}
+
+struct Job {
+    task: TaskRef,
+    attempt: AttemptId,
+    op: Builtin,
+    args: Vec<String>,
+    inputs: Vec<Bytes>,
+}
+
+/// Memory kept alive by the `alloc_mb` fault-injection builtin.
+static HELD_ALLOCATIONS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+pub async fn run(opts: WorkerOptions) -> Result<()> {
+    let token: Arc<[u8]> = Arc::from(opts.token.as_bytes());
+    let listener = TcpListener::bind((opts.listen_host.as_str(), 0))
+        .await
+        .with_context(|| format!("cannot open the data server on {}", opts.listen_host))?;
+    let data_address = listener.local_addr()?.to_string();
+    let pid = std::process::id();
+    let host = hostname();
+    let info = WorkerInfo {
+        name: opts.name.clone().unwrap_or_else(|| format!("{host}-{pid}")),
+        host,
+        pid,
+        nthreads: opts.nthreads.max(1),
+        data_address: data_address.clone(),
+    };
+    let work_dir = opts
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("rusk-worker-{pid}")));
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("cannot create work dir {}", work_dir.display()))?;
+
+    let mut conn = net::connect(&opts.scheduler, &token, Role::Worker)
+        .await
+        .with_context(|| format!("cannot join the scheduler at {}", opts.scheduler))?;
+    let start = Instant::now();
+    let mut core = WorkerCore::new(WorkerConfig {
+        info: info.clone(),
+        dispatched_per_thread_max: DISPATCHED_PER_THREAD_MAX,
+        heartbeat_interval: Duration::from_millis(500),
+    });
+    let register: Vec<WorkerToScheduler> = core
+        .start(start.elapsed())
+        .into_iter()
+        .map(|c| match c {
+            Command::ToScheduler(m) => m,
+            other => unreachable!("start only registers: {other:?}"),
+        })
+        .collect();
+    net::send(&mut conn, &register).await?;
+    info!(name = %info.name, scheduler = %opts.scheduler, %data_address, nthreads = info.nthreads, "worker started");
+
+    let (local_tx, mut local_rx) = mpsc::unbounded_channel::<Local>();
+    tokio::spawn(data_server(listener, token.clone(), local_tx.clone()));
+
+    let (sched_sink, mut sched_stream) = conn.split();
+    let (sched_out, sched_out_rx) = mpsc::unbounded_channel::<Bytes>();
+    tokio::spawn(write_frames(sched_sink, sched_out_rx));
+    let (sched_in_tx, mut sched_in) =
+        mpsc::unbounded_channel::<Result<Vec<SchedulerToWorker>, String>>();
+    tokio::spawn(async move {
+        loop {
+            let item = match sched_stream.next().await {
+                None => Err("scheduler closed the connection".to_string()),
+                Some(Err(e)) => Err(format!("bad frame from scheduler: {e}")),
+                Some(Ok(frame)) => rusk_proto::decode::<Vec<SchedulerToWorker>>(&frame)
+                    .map_err(|e| format!("malformed message from scheduler: {e}")),
+            };
+            let end = item.is_err();
+            if sched_in_tx.send(item).is_err() || end {
+                return;
+            }
+        }
+    });
+
+    let executor = Executor::start(
+        info.nthreads,
+        opts.fault_injection,
+        work_dir,
+        local_tx.clone(),
+    );
+    let mut fetchers: FxHashMap<Arc<str>, mpsc::UnboundedSender<Vec<TaskRef>>> =
+        FxHashMap::default();
+    let mut out: Vec<Command> = Vec::new();
+    let mut to_scheduler: Vec<WorkerToScheduler> = Vec::new();
+    let mut replies: FxHashMap<u64, oneshot::Sender<Vec<(TaskRef, Option<Bytes>)>>> =
+        FxHashMap::default();
+    let mut next_reply = 0u64;
+
+    loop {
+        let deadline = start + core.next_timeout();
+        tokio::select! {
+            biased;
+            msg = sched_in.recv() => {
+                let now = start.elapsed();
+                let mut batch = msg;
+                loop {
+                    match batch {
+                        Some(Ok(msgs)) => {
+                            for m in msgs {
+                                core.handle_into(now, Event::FromScheduler(m), &mut out);
+                            }
+                        }
+                        Some(Err(reason)) => return Err(anyhow!("lost the scheduler: {reason}")),
+                        None => return Err(anyhow!("lost the scheduler")),
+                    }
+                    batch = match sched_in.try_recv() {
+                        Ok(b) => Some(b),
+                        Err(_) => break,
+                    };
+                }
+            }
+            ev = local_rx.recv() => {
+                let now = start.elapsed();
+                let mut ev = ev;
+                while let Some(e) = ev.take() {
+                    let event = match e {
+                        Local::Finished { task, attempt, result } => Event::Finished { task, attempt, result },
+                        Local::Fetched { peer, items } => Event::Fetched { peer, items },
+                        Local::FetchFailed { peer, tasks, reason } => {
+                            warn!(%peer, %reason, tasks = tasks.len(), "fetch from peer failed");
+                            fetchers.remove(&peer);
+                            Event::FetchFailed { peer, tasks }
+                        }
+                        Local::PeerRequest { tasks, reply } => {
+                            next_reply += 1;
+                            replies.insert(next_reply, reply);
+                            Event::PeerRequest { request: next_reply, tasks }
+                        }
+                    };
+                    core.handle_into(now, event, &mut out);
+                    ev = local_rx.try_recv().ok();
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        let now = start.elapsed();
+        if now >= core.next_timeout() {
+            core.handle_into(now, Event::Tick, &mut out);
+        }
+        core.flush(&mut out);
+        for cmd in out.drain(..) {
+            match cmd {
+                Command::ToScheduler(m) => to_scheduler.push(m),
+                Command::Fetch { peer, tasks } => {
+                    for chunk in tasks.chunks(FETCH_BATCH_MAX) {
+                        let tx = fetchers.entry(peer.clone()).or_insert_with(|| {
+                            spawn_fetcher(peer.clone(), token.clone(), local_tx.clone())
+                        });
+                        if tx.send(chunk.to_vec()).is_err() {
+                            let tx = spawn_fetcher(peer.clone(), token.clone(), local_tx.clone());
+                            let _ = tx.send(chunk.to_vec());
+                            fetchers.insert(peer.clone(), tx);
+                        }
+                    }
+                }
+                Command::Execute {
+                    task,
+                    attempt,
+                    kind,
+                    inputs,
+                } => {
+                    if let TaskKind::Builtin {
+                        op: Builtin::BlockLoop,
+                        args,
+                    } = &*kind
+                    {
+                        if opts.fault_injection {
+                            // Deliberately wedge this event loop (fault injection).
+                            let secs: f64 = args
+                                .first()
+                                .and_then(|a| a.trim().parse().ok())
+                                .unwrap_or(10.0);
+                            warn!(secs, "block_loop: wedging the event loop on purpose");
+                            std::thread::sleep(Duration::from_secs_f64(secs.max(0.0)));
+                            let _ = local_tx.send(Local::Finished {
+                                task,
+                                attempt,
+                                result: Ok(Bytes::new()),
+                            });
+                            continue;
+                        }
+                    }
+                    executor.execute(task, attempt, kind, inputs);
+                }
+                Command::Abandon { task, attempt } => executor.abandon(task, attempt),
+                Command::ReplyPeer { request, items } => {
+                    if let Some(r) = replies.remove(&request) {
+                        let _ = r.send(items);
+                    }
+                }
+            }
+        }
+        if !to_scheduler.is_empty() {
+            let frame = net::encode(&to_scheduler);
+            to_scheduler.clear();
+            if sched_out.send(frame).is_err() {
+                return Err(anyhow!("lost the scheduler (writer closed)"));
+            }
+        }
+    }
+}
+
+async fn write_frames(
+    mut sink: futures::stream::SplitSink<Conn, Bytes>,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+) {
+    while let Some(frame) = rx.recv().await {
+        if sink.feed(frame).await.is_err() {
+            return;
+        }
+        while let Ok(frame) = rx.try_recv() {
+            if sink.feed(frame).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Serve stored results to peers and clients.
+async fn data_server(listener: TcpListener, token: Arc<[u8]>, local: mpsc::UnboundedSender<Local>) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let (token, local) = (token.clone(), local.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve_peer(stream, &token, local).await {
+                warn!(%peer, error = %format!("{e:#}"), "data connection dropped");
+            }
+        });
+    }
+}
+
+async fn serve_peer(
+    stream: tokio::net::TcpStream,
+    token: &[u8],
+    local: mpsc::UnboundedSender<Local>,
+) -> Result<()> {
+    let (mut conn, _) = net::accept(stream, token, &[Role::Peer]).await?;
+    while let Some(req) = net::recv::<DataRequest>(&mut conn).await? {
+        let DataRequest::Get { id, tasks } = req;
+        let (tx, rx) = oneshot::channel();
+        local
+            .send(Local::PeerRequest { tasks, reply: tx })
+            .map_err(|_| anyhow!("worker shutting down"))?;
+        let items = rx.await.map_err(|_| anyhow!("worker shutting down"))?;
+        // Split into frames of bounded size.
+        let mut chunk = Vec::new();
+        let mut bytes = 0usize;
+        for item in items {
+            let len = item.1.as_ref().map_or(0, |b| b.len());
+            if !chunk.is_empty() && bytes + len > REPLY_FRAME_BYTES_MAX {
+                conn.feed(net::encode(&DataReply::Data {
+                    id,
+                    items: std::mem::take(&mut chunk),
+                    last: false,
+                }))
+                .await?;
+                bytes = 0;
+            }
+            bytes += len;
+            chunk.push(item);
+        }
+        conn.send(net::encode(&DataReply::Data {
+            id,
+            items: chunk,
+            last: true,
+        }))
+        .await?;
+    }
+    Ok(())
+}
+
+/// One task per peer: a single authenticated connection, requests served in order.
+fn spawn_fetcher(
+    peer: Arc<str>,
+    token: Arc<[u8]>,
+    local: mpsc::UnboundedSender<Local>,
+) -> mpsc::UnboundedSender<Vec<TaskRef>> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<TaskRef>>();
+    tokio::spawn(async move {
+        let mut conn: Option<Conn> = None;
+        let mut id = 0u64;
+        while let Some(tasks) = rx.recv().await {
+            id += 1;
+            let res = tokio::time::timeout(
+                PEER_FETCH_TIMEOUT,
+                fetch_once(&mut conn, &peer, &token, id, &tasks),
+            )
+            .await;
+            let failure = match res {
+                Ok(Ok(items)) => {
+                    let _ = local.send(Local::Fetched {
+                        peer: peer.clone(),
+                        items,
+                    });
+                    continue;
+                }
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(_) => format!("no reply within {PEER_FETCH_TIMEOUT:?}"),
+            };
+            // Fail this request and everything queued behind it; the loop starts a new fetcher.
+            let mut failed = tasks;
+            while let Ok(more) = rx.try_recv() {
+                failed.extend(more);
+            }
+            let _ = local.send(Local::FetchFailed {
+                peer: peer.clone(),
+                tasks: failed,
+                reason: failure,
+            });
+            return;
+        }
+    });
+    tx
+}
+
+async fn fetch_once(
+    conn: &mut Option<Conn>,
+    peer: &str,
+    token: &[u8],
+    id: u64,
+    tasks: &[TaskRef],
+) -> Result<Vec<(TaskRef, Option<Bytes>)>> {
+    if conn.is_none() {
+        *conn = Some(net::connect(peer, token, Role::Peer).await?);
+    }
+    let c = conn.as_mut().expect("just set");
+    net::send(
+        c,
+        &DataRequest::Get {
+            id,
+            tasks: tasks.to_vec(),
+        },
+    )
+    .await?;
+    let mut items = Vec::with_capacity(tasks.len());
+    loop {
+        let DataReply::Data {
+            id: rid,
+            items: part,
+            last,
+        } = net::recv::<DataReply>(c)
+            .await?
+            .ok_or_else(|| anyhow!("peer closed the connection"))?;
+        if rid != id {
+            return Err(anyhow!("peer answered request {rid}, expected {id}"));
+        }
+        items.extend(part);
+        if last {
+            return Ok(items);
+        }
+    }
+}
+
+/// Runs tasks off the event loop: builtins on `nthreads` threads, commands as child processes
+/// (at most `nthreads` at once).
+struct Executor {
+    jobs: crossbeam_channel::Sender<Job>,
+    commands: Arc<Semaphore>,
+    fault_injection: bool,
+    work_dir: PathBuf,
+    local: mpsc::UnboundedSender<Local>,
+    running_commands: Arc<Mutex<FxHashMap<(TaskRef, AttemptId), oneshot::Sender<()>>>>,
+}
+
+impl Executor {
+    fn start(
+        nthreads: u32,
+        fault_injection: bool,
+        work_dir: PathBuf,
+        local: mpsc::UnboundedSender<Local>,
+    ) -> Executor {
+        let (jobs, rx) = crossbeam_channel::unbounded::<Job>();
+        for i in 0..nthreads.max(1) {
+            let rx = rx.clone();
+            let local = local.clone();
+            std::thread::Builder::new()
+                .name(format!("rusk-task-{i}"))
+                .spawn(move || task_thread(rx, local))
+                .expect("spawning a task thread");
+        }
+        Executor {
+            jobs,
+            commands: Arc::new(Semaphore::new(nthreads.max(1) as usize)),
+            fault_injection,
+            work_dir,
+            local,
+            running_commands: Arc::default(),
+        }
+    }
+
+    fn execute(&self, task: TaskRef, attempt: AttemptId, kind: Arc<TaskKind>, inputs: Vec<Bytes>) {
+        match &*kind {
+            TaskKind::Builtin { op, args } => {
+                if op.is_fault_injection() && !self.fault_injection {
+                    let _ = self.local.send(Local::Finished {
+                        task,
+                        attempt,
+                        result: Err(TaskError {
+                            message: format!(
+                                "builtin {:?} is for fault injection; this worker was not started with --enable-fault-injection",
+                                op.name()
+                            ),
+                            exit_code: None,
+                        }),
+                    });
+                    return;
+                }
+                let _ = self.jobs.send(Job {
+                    task,
+                    attempt,
+                    op: *op,
+                    args: args.clone(),
+                    inputs,
+                });
+            }
+            TaskKind::Cmd { argv, env, cwd } => {
+                let (kill_tx, kill_rx) = oneshot::channel();
+                self.running_commands
+                    .lock()
+                    .expect("not poisoned")
+                    .insert((task, attempt), kill_tx);
+                let (argv, env, cwd) = (argv.clone(), env.clone(), cwd.clone());
+                let (sem, local, dir, running) = (
+                    self.commands.clone(),
+                    self.local.clone(),
+                    self.work_dir.clone(),
+                    self.running_commands.clone(),
+                );
+                tokio::spawn(async move {
+                    let _permit = sem.acquire_owned().await;
+                    let result =
+                        run_command(&argv, &env, cwd.as_deref(), &inputs, &dir, kill_rx).await;
+                    running
+                        .lock()
+                        .expect("not poisoned")
+                        .remove(&(task, attempt));
+                    let _ = local.send(Local::Finished {
+                        task,
+                        attempt,
+                        result,
+                    });
+                });
+            }
+        }
+    }
+
+    fn abandon(&self, task: TaskRef, attempt: AttemptId) {
+        if let Some(kill) = self
+            .running_commands
+            .lock()
+            .expect("not poisoned")
+            .remove(&(task, attempt))
+        {
+            let _ = kill.send(());
+        }
+    }
+}
+
+fn task_thread(rx: crossbeam_channel::Receiver<Job>, local: mpsc::UnboundedSender<Local>) {
+    while let Ok(job) = rx.recv() {
+        let result = match builtins::run_pure(job.op, &job.args, &job.inputs) {
+            Some(r) => r,
+            None => run_effect(job.op, &job.args),
+        };
+        if local
+            .send(Local::Finished {
+                task: job.task,
+                attempt: job.attempt,
+                result,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn number_arg(op: Builtin, args: &[String]) -> Result<f64, TaskError> {
+    let a = args.first().map(|s| s.trim()).unwrap_or("");
+    a.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| TaskError {
+            message: format!(
+                "{} needs a non-negative number as its first argument, got {a:?}",
+                op.name()
+            ),
+            exit_code: None,
+        })
+}
+
+/// Builtins with effects on this process.
+fn run_effect(op: Builtin, args: &[String]) -> Result<Bytes, TaskError> {
+    match op {
+        Builtin::SleepMs => {
+            let ms = number_arg(op, args)?;
+            std::thread::sleep(Duration::from_secs_f64(ms / 1000.0));
+            Ok(Bytes::new())
+        }
+        Builtin::Abort => {
+            error!("abort builtin: aborting the worker process on purpose");
+            std::process::abort();
+        }
+        Builtin::AllocMb => {
+            let mb = number_arg(op, args)? as usize;
+            let mut v = vec![0u8; mb * 1024 * 1024];
+            for page in v.chunks_mut(4096) {
+                page[0] = 1; // touch every page so it counts in RSS
+            }
+            HELD_ALLOCATIONS.lock().expect("not poisoned").push(v);
+            Ok(Bytes::from(format!("{mb}")))
+        }
+        Builtin::BlockLoop => Err(TaskError {
+            message: "block_loop must run on the event loop".into(),
+            exit_code: None,
+        }),
+        Builtin::Noop | Builtin::Sum | Builtin::Concat | Builtin::Fail => {
+            unreachable!("pure builtins are handled by run_pure")
+        }
+    }
+}
+
+async fn run_command(
+    argv: &[String],
+    env: &[(String, String)],
+    cwd: Option<&str>,
+    inputs: &[Bytes],
+    work_dir: &std::path::Path,
+    kill: oneshot::Receiver<()>,
+) -> Result<Bytes, TaskError> {
+    let fail = |message: String| TaskError {
+        message,
+        exit_code: None,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("task-")
+        .tempdir_in(work_dir)
+        .map_err(|e| {
+            fail(format!(
+                "cannot create a task directory in {}: {e}",
+                work_dir.display()
+            ))
+        })?;
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (i, data) in inputs.iter().enumerate() {
+        let path = dir.path().join(format!("dep-{i}"));
+        tokio::fs::write(&path, data)
+            .await
+            .map_err(|e| fail(format!("cannot write input file {}: {e}", path.display())))?;
+        cmd.env(format!("RUSK_DEP_{i}"), &path);
+    }
+    cmd.env("RUSK_TASK_DIR", dir.path());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| fail(format!("cannot start {:?}: {e}", argv[0])))?;
+    let output = tokio::select! {
+        out = child.wait_with_output() => out.map_err(|e| fail(format!("waiting for {:?} failed: {e}", argv[0])))?,
+        _ = kill => return Err(fail("abandoned".into())), // dropping the child kills it
+    };
+    if output.status.success() {
+        if output.stdout.len() as u64 > MAX_RESULT_BYTES {
+            return Err(fail(format!(
+                "stdout of {} bytes exceeds MAX_RESULT_BYTES",
+                output.stdout.len()
+            )));
+        }
+        return Ok(Bytes::from(output.stdout));
+    }
+    let tail_start = output.stderr.len().saturating_sub(STDERR_TAIL_BYTES);
+    let stderr = String::from_utf8_lossy(&output.stderr[tail_start..])
+        .trim_end()
+        .to_string();
+    use std::os::unix::process::ExitStatusExt;
+    Err(match (output.status.code(), output.status.signal()) {
+        (Some(code), _) => TaskError {
+            message: format!("{:?} exited with code {code}; stderr: {stderr}", argv[0]),
+            exit_code: Some(code),
+        },
+        (None, sig) => fail(format!(
+            "{:?} was killed by signal {}; stderr: {stderr}",
+            argv[0],
+            sig.unwrap_or(0)
+        )),
+    })
+}
