@@ -1,0 +1,218 @@
+//! A real cluster for end-to-end tests: the `rusk` binary started as separate processes on
+//! loopback, killed with real signals.
+#![allow(dead_code)]
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const RUSK: &str = env!("CARGO_BIN_EXE_rusk");
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub scheduler: Child,
+    pub workers: Vec<Child>,
+    pub file: PathBuf,
+    worker_args: Vec<String>,
+}
+
+fn log_file(dir: &Path, name: &str) -> Stdio {
+    Stdio::from(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+}
+
+impl Cluster {
+    /// A scheduler plus `n` workers (fault injection on), waiting until all joined.
+    pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[], &[])
+    }
+
+    pub fn start_with(n: usize, scheduler_args: &[&str], worker_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("scheduler.json");
+        let scheduler = Command::new(RUSK)
+            .args(["scheduler", "--listen", "127.0.0.1:0", "--scheduler-file"])
+            .arg(&file)
+            .args(scheduler_args)
+            .env("RUSK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file(dir.path(), "scheduler-out"))
+            .stderr(log_file(dir.path(), "scheduler"))
+            .spawn()
+            .unwrap();
+        let mut c = Cluster {
+            dir,
+            scheduler,
+            workers: Vec::new(),
+            file,
+            worker_args: worker_args.iter().map(|s| s.to_string()).collect(),
+        };
+        wait_until(
+            Duration::from_secs(10),
+            || c.file.exists(),
+            "scheduler file",
+        );
+        for _ in 0..n {
+            c.add_worker();
+        }
+        c.wait_workers(n);
+        c
+    }
+
+    pub fn add_worker(&mut self) -> usize {
+        let i = self.workers.len();
+        let child = Command::new(RUSK)
+            .args([
+                "worker",
+                "--enable-fault-injection",
+                "--name",
+                &format!("w{i}"),
+                "--scheduler-file",
+            ])
+            .arg(&self.file)
+            .args(&self.worker_args)
+            .env("RUSK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file(self.dir.path(), &format!("w{i}-out")))
+            .stderr(log_file(self.dir.path(), &format!("w{i}")))
+            .spawn()
+            .unwrap();
+        self.workers.push(child);
+        i
+    }
+
+    pub fn rusk(&self, args: &[&str]) -> Output {
+        Command::new(RUSK)
+            .args(args)
+            .arg("--scheduler-file")
+            .arg(&self.file)
+            .env("RUSK_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    pub fn status(&self) -> Value {
+        let out = self.rusk(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.status()["workers"].as_array().unwrap().len()
+    }
+
+    pub fn wait_workers(&self, n: usize) {
+        wait_until(
+            Duration::from_secs(20),
+            || self.worker_count() == n,
+            &format!("{n} workers"),
+        );
+    }
+
+    pub fn write_graph(&self, name: &str, graph: &Value) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, serde_json::to_vec(graph).unwrap()).unwrap();
+        p
+    }
+
+    /// `rusk submit --wait --json`; returns (exit ok, parsed stdout or Null, stderr).
+    pub fn submit_wait(&self, graph: &Value) -> (bool, Value, String) {
+        let p = self.write_graph("graph.json", graph);
+        let out = self.rusk(&["submit", p.to_str().unwrap(), "--wait", "--json"]);
+        let stdout = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (
+            out.status.success(),
+            stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Start `rusk submit --wait --json` in the background.
+    pub fn submit_spawn(&self, graph: &Value) -> Child {
+        let p = self.write_graph("graph-bg.json", graph);
+        Command::new(RUSK)
+            .args([
+                "submit",
+                p.to_str().unwrap(),
+                "--wait",
+                "--json",
+                "--scheduler-file",
+            ])
+            .arg(&self.file)
+            .env("RUSK_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn signal_worker(&self, i: usize, signal: i32) {
+        let pid = self.workers[i].id() as i32;
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {pid}");
+    }
+
+    pub fn scheduler_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("scheduler.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let _ = self.scheduler.kill();
+        let _ = self.scheduler.wait();
+        if std::thread::panicking() {
+            for entry in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+                let p = entry.path();
+                if p.extension().is_some_and(|e| e == "log") {
+                    let text = std::fs::read_to_string(&p).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                    eprintln!("--- {} (last lines) ---", p.display());
+                    for l in tail.into_iter().rev() {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool, what: &str) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `sum` tree over `leaves` leaf values; returns (graph, expected root value).
+pub fn sum_tree(leaves: &[(String, Value)]) -> (Vec<Value>, String) {
+    let mut tasks: Vec<Value> = Vec::new();
+    let mut level: Vec<String> = leaves.iter().map(|(k, _)| k.clone()).collect();
+    for (_, t) in leaves {
+        tasks.push(t.clone());
+    }
+    let mut depth = 0;
+    while level.len() > 1 {
+        depth += 1;
+        level = level
+            .chunks(2)
+            .enumerate()
+            .map(|(i, pair)| {
+                let key = format!("s{depth}-{i}");
+                tasks.push(serde_json::json!({"key": key, "builtin": "sum", "deps": pair}));
+                key
+            })
+            .collect();
+    }
+    (tasks, level[0].clone())
+}
