@@ -64,9 +64,14 @@ enum Local {
     },
     PeerRequest {
         tasks: Vec<TaskRef>,
-        reply: oneshot::Sender<Vec<(TaskRef, Option<Bytes>)>>,
+        reply: oneshot::Sender<DataItems>,
     },
 }
+
+/// Results a peer asked for, with `None` for those this worker does not hold.
+type DataItems = Vec<(TaskRef, Option<Bytes>)>;
+/// Kill switches of running command tasks.
+type RunningCommands = Arc<Mutex<FxHashMap<(TaskRef, AttemptId), oneshot::Sender<()>>>>;
 
 struct Job {
     task: TaskRef,
@@ -160,8 +165,7 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
         FxHashMap::default();
     let mut out: Vec<Command> = Vec::new();
     let mut to_scheduler: Vec<WorkerToScheduler> = Vec::new();
-    let mut replies: FxHashMap<u64, oneshot::Sender<Vec<(TaskRef, Option<Bytes>)>>> =
-        FxHashMap::default();
+    let mut replies: FxHashMap<u64, oneshot::Sender<DataItems>> = FxHashMap::default();
     let mut next_reply = 0u64;
 
     loop {
@@ -442,7 +446,7 @@ struct Executor {
     fault_injection: bool,
     work_dir: PathBuf,
     local: mpsc::UnboundedSender<Local>,
-    running_commands: Arc<Mutex<FxHashMap<(TaskRef, AttemptId), oneshot::Sender<()>>>>,
+    running_commands: RunningCommands,
 }
 
 impl Executor {
