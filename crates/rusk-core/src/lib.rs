@@ -8,10 +8,12 @@
 //! - [`graph`]: validation of submitted graphs;
 //! - [`scheduler`]: task states, placement, fencing, worker-loss recovery;
 //! - [`worker`]: a worker's queue, dependency fetches, result store, heartbeats;
+//! - [`nanny`]: the per-host supervisor's restart state machine, one per worker slot;
 //! - [`builtins`]: the functions compiled into every worker.
 #![forbid(unsafe_code)]
 
 pub mod builtins;
 pub mod graph;
+pub mod nanny;
 pub mod scheduler;
 pub mod worker;
