@@ -172,7 +172,9 @@ impl TaskState {
     }
 }
 
-const STATE_NAMES: [&str; 6] = ["waiting", "ready", "assigned", "memory", "released", "erred"];
+const STATE_NAMES: [&str; 6] = [
+    "waiting", "ready", "assigned", "memory", "released", "erred",
+];
 
 struct Task {
     key: Box<str>,
@@ -300,11 +302,16 @@ impl Scheduler {
         debug_assert!(self.out.is_empty());
         std::mem::swap(&mut self.out, out);
         match event {
-            Event::WorkerJoined { incarnation, info } => self.on_worker_joined(now, incarnation, info),
-            Event::WorkerMessage { incarnation, msg } => self.on_worker_message(now, incarnation, msg),
-            Event::WorkerLeft { incarnation, reason } => {
-                self.remove_worker(incarnation, LossCause::ConnectionClosed(reason), false)
+            Event::WorkerJoined { incarnation, info } => {
+                self.on_worker_joined(now, incarnation, info)
             }
+            Event::WorkerMessage { incarnation, msg } => {
+                self.on_worker_message(now, incarnation, msg)
+            }
+            Event::WorkerLeft {
+                incarnation,
+                reason,
+            } => self.remove_worker(incarnation, LossCause::ConnectionClosed(reason), false),
             Event::ClientJoined { client } => {
                 self.clients.insert(client);
             }
@@ -382,6 +389,20 @@ impl Scheduler {
     fn on_task_done(&mut self, inc: Incarnation, task: TaskRef, attempt: AttemptId, size: u64) {
         if !self.is_current(inc, task, attempt) {
             self.stats.stale_reports += 1;
+            // The worker stored that result before reporting it (for example it finished just
+            // as a Cancel or the graph's removal crossed its report). Unless it is the copy we
+            // count on, or the task is assigned to it again (its new result will replace the
+            // store entry), tell it to drop the copy: nobody else ever will.
+            let counted = self.task(task).is_some_and(|t| {
+                matches!(t.state, TaskState::Memory { holder, .. } if holder == inc)
+                    || t.state == TaskState::Assigned { worker: inc }
+            });
+            if !counted {
+                self.out.push(Command::ToWorker {
+                    incarnation: inc,
+                    msg: SchedulerToWorker::Release { tasks: vec![task] },
+                });
+            }
             return;
         }
         let w = self.workers.get_mut(&inc).expect("checked above");
@@ -402,7 +423,10 @@ impl Scheduler {
             if dt.state == TaskState::Waiting {
                 dt.missing -= 1;
                 if dt.missing == 0 {
-                    newly_ready.push(TaskRef { graph: task.graph, index: d });
+                    newly_ready.push(TaskRef {
+                        graph: task.graph,
+                        index: d,
+                    });
                 }
             }
         }
@@ -413,18 +437,31 @@ impl Scheduler {
         let ndeps = self.graphs[&task.graph].tasks[idx].deps.len();
         for k in 0..ndeps {
             let d = self.graphs[&task.graph].tasks[idx].deps[k];
-            self.release_if_unneeded(TaskRef { graph: task.graph, index: d });
+            self.release_if_unneeded(TaskRef {
+                graph: task.graph,
+                index: d,
+            });
         }
         self.release_if_unneeded(task);
         self.maybe_finish_graph(task.graph);
     }
 
-    fn on_task_failed(&mut self, inc: Incarnation, task: TaskRef, attempt: AttemptId, error: TaskError) {
+    fn on_task_failed(
+        &mut self,
+        inc: Incarnation,
+        task: TaskRef,
+        attempt: AttemptId,
+        error: TaskError,
+    ) {
         if !self.is_current(inc, task, attempt) {
             self.stats.stale_reports += 1;
             return;
         }
-        self.workers.get_mut(&inc).expect("checked").assigned.remove(&task);
+        self.workers
+            .get_mut(&inc)
+            .expect("checked")
+            .assigned
+            .remove(&task);
         let t = self.task_mut(task).expect("checked");
         if t.retries_left > 0 {
             t.retries_left -= 1;
@@ -432,13 +469,22 @@ impl Scheduler {
             return;
         }
         let msg = match error.exit_code {
-            Some(code) => format!("task {:?} failed (exit code {code}): {}", t.key, error.message),
+            Some(code) => format!(
+                "task {:?} failed (exit code {code}): {}",
+                t.key, error.message
+            ),
             None => format!("task {:?} failed: {}", t.key, error.message),
         };
         self.fail_task(task, Arc::from(msg));
     }
 
-    fn on_missing_dep(&mut self, inc: Incarnation, task: TaskRef, attempt: AttemptId, dep: TaskRef) {
+    fn on_missing_dep(
+        &mut self,
+        inc: Incarnation,
+        task: TaskRef,
+        attempt: AttemptId,
+        dep: TaskRef,
+    ) {
         if !self.is_current(inc, task, attempt) {
             self.stats.stale_reports += 1;
             return;
@@ -450,10 +496,22 @@ impl Scheduler {
                 h.holds.remove(&dep);
             }
             self.lose_result(dep);
+            // The holder may well still have it (the fetch failed on the way, or timed out):
+            // tell it to drop the copy we no longer count on, or it keeps it for its whole
+            // life. After `lose_result`, so that the holder first cancels its own tasks that
+            // read it from its store.
+            self.out.push(Command::ToWorker {
+                incarnation: holder,
+                msg: SchedulerToWorker::Release { tasks: vec![dep] },
+            });
         }
         // If the dep was somehow in memory on no one, at least re-place the task.
         if self.is_current(inc, task, attempt) {
-            self.workers.get_mut(&inc).expect("checked").assigned.remove(&task);
+            self.workers
+                .get_mut(&inc)
+                .expect("checked")
+                .assigned
+                .remove(&task);
             self.unassign(task);
         }
     }
@@ -514,7 +572,8 @@ impl Scheduler {
         debug_assert!(matches!(t.state, TaskState::Memory { .. }));
         let is_output = t.is_output;
         let dependents = t.dependents.clone();
-        g.done -= 1;
+        // Memory -> Released leaves `done` unchanged (both count as done); `recompute` takes
+        // the task out of `done` if it has to run again.
         g.progress_dirty = true;
         if is_output {
             g.outputs_pending += 1;
@@ -522,7 +581,10 @@ impl Scheduler {
         self.set_state(task, TaskState::Released);
         // Dependents that were about to use it must wait for the recomputation.
         for &d in dependents.iter() {
-            let dref = TaskRef { graph: task.graph, index: d };
+            let dref = TaskRef {
+                graph: task.graph,
+                index: d,
+            };
             let dt = self.task_mut(dref).expect("dependent exists");
             match dt.state {
                 TaskState::Waiting => dt.missing += 1,
@@ -557,11 +619,15 @@ impl Scheduler {
     fn recompute(&mut self, root: TaskRef) {
         let mut stack = vec![root];
         while let Some(task) = stack.pop() {
-            let g = self.graphs.get(&task.graph).expect("task exists");
-            let t = &g.tasks[task.index as usize];
-            if t.state != TaskState::Released {
+            let g = self.graphs.get_mut(&task.graph).expect("task exists");
+            if g.tasks[task.index as usize].state != TaskState::Released {
                 continue;
             }
+            // Released counts as done; the task leaves it now (for Waiting, Ready or Erred).
+            g.done -= 1;
+            g.progress_dirty = true;
+            let g = &*g;
+            let t = &g.tasks[task.index as usize];
             self.stats.results_recomputed += 1;
             let mut missing = 0;
             let mut erred_dep = None;
@@ -575,7 +641,10 @@ impl Scheduler {
                     }
                     TaskState::Released => {
                         missing += 1;
-                        stack.push(TaskRef { graph: task.graph, index: d });
+                        stack.push(TaskRef {
+                            graph: task.graph,
+                            index: d,
+                        });
                     }
                     TaskState::Waiting | TaskState::Ready | TaskState::Assigned { .. } => {
                         missing += 1
@@ -583,7 +652,11 @@ impl Scheduler {
                 }
             }
             if let Some(d) = erred_dep {
-                let msg = g.errors.get(&d).cloned().unwrap_or_else(|| Arc::from("dependency failed"));
+                let msg = g
+                    .errors
+                    .get(&d)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from("dependency failed"));
                 self.set_state(task, TaskState::Waiting);
                 self.task_mut(task).expect("exists").missing = missing;
                 self.fail_task(task, msg);
@@ -625,7 +698,11 @@ impl Scheduler {
                 }),
             },
             ClientToScheduler::ReleaseGraph { graph } => {
-                if self.graphs.get(&graph).is_some_and(|g| g.owner == Some(client) || g.owner.is_none()) {
+                if self
+                    .graphs
+                    .get(&graph)
+                    .is_some_and(|g| g.owner == Some(client) || g.owner.is_none())
+                {
                     self.remove_graph(graph);
                 }
             }
@@ -723,7 +800,10 @@ impl Scheduler {
             },
         });
         for i in 0..n as u32 {
-            let tref = TaskRef { graph: id, index: i };
+            let tref = TaskRef {
+                graph: id,
+                index: i,
+            };
             if self.task(tref).expect("just added").missing == 0 {
                 self.make_ready(tref);
             }
@@ -753,7 +833,10 @@ impl Scheduler {
         self.detached.retain(|&d| d != id);
         let mut releases: BTreeMap<Incarnation, Vec<TaskRef>> = BTreeMap::new();
         for (i, t) in g.tasks.iter().enumerate() {
-            let tref = TaskRef { graph: id, index: i as u32 };
+            let tref = TaskRef {
+                graph: id,
+                index: i as u32,
+            };
             self.state_counts[t.state.slot()] -= 1;
             match t.state {
                 TaskState::Assigned { worker } => {
@@ -802,7 +885,10 @@ impl Scheduler {
                 let t = &g.tasks[o as usize];
                 let result = match t.state {
                     TaskState::Memory { holder, size } => OutputResult::Ready {
-                        task: TaskRef { graph: id, index: o },
+                        task: TaskRef {
+                            graph: id,
+                            index: o,
+                        },
                         holder: self.workers[&holder].info.data_address.clone(),
                         size,
                     },
@@ -994,7 +1080,10 @@ impl Scheduler {
                     unreachable!("ready task has a dependency not in memory");
                 };
                 DepLocation {
-                    task: TaskRef { graph: task.graph, index: d },
+                    task: TaskRef {
+                        graph: task.graph,
+                        index: d,
+                    },
                     holder: (holder != inc).then(|| self.workers[&holder].address.clone()),
                 }
             })
@@ -1005,7 +1094,11 @@ impl Scheduler {
             kind: t.kind.clone(),
             deps,
         };
-        self.workers.get_mut(&inc).expect("target exists").assigned.insert(task);
+        self.workers
+            .get_mut(&inc)
+            .expect("target exists")
+            .assigned
+            .insert(task);
         self.task_mut(task).expect("exists").attempt = attempt;
         self.set_state(task, TaskState::Assigned { worker: inc });
         self.out.push(Command::ToWorker {
@@ -1021,7 +1114,10 @@ impl Scheduler {
     }
 
     fn task_mut(&mut self, t: TaskRef) -> Option<&mut Task> {
-        self.graphs.get_mut(&t.graph)?.tasks.get_mut(t.index as usize)
+        self.graphs
+            .get_mut(&t.graph)?
+            .tasks
+            .get_mut(t.index as usize)
     }
 
     /// Every state change goes through here, which keeps the per-state counts and each
@@ -1062,7 +1158,11 @@ impl Scheduler {
         if self.is_needed(task) {
             return;
         }
-        self.workers.get_mut(&holder).expect("holder alive").holds.remove(&task);
+        self.workers
+            .get_mut(&holder)
+            .expect("holder alive")
+            .holds
+            .remove(&task);
         self.set_state(task, TaskState::Released);
         self.out.push(Command::ToWorker {
             incarnation: holder,
@@ -1083,7 +1183,10 @@ impl Scheduler {
             if let TaskState::Assigned { worker } = t.state {
                 let attempt = t.attempt;
                 // The reporting worker already dropped its own failed attempt.
-                let still_there = self.workers.get_mut(&worker).is_some_and(|w| w.assigned.remove(&task));
+                let still_there = self
+                    .workers
+                    .get_mut(&worker)
+                    .is_some_and(|w| w.assigned.remove(&task));
                 if still_there {
                     self.out.push(Command::ToWorker {
                         incarnation: worker,
@@ -1108,10 +1211,19 @@ impl Scheduler {
                 err
             };
             for &d in t.dependents.iter() {
-                stack.push((TaskRef { graph: task.graph, index: d }, downstream_err.clone()));
+                stack.push((
+                    TaskRef {
+                        graph: task.graph,
+                        index: d,
+                    },
+                    downstream_err.clone(),
+                ));
             }
             for d in deps.iter() {
-                self.release_if_unneeded(TaskRef { graph: task.graph, index: *d });
+                self.release_if_unneeded(TaskRef {
+                    graph: task.graph,
+                    index: *d,
+                });
             }
         }
         if finished_graph {
@@ -1154,7 +1266,10 @@ impl Scheduler {
             .collect();
         let mut ids: Vec<&GraphId> = self.graphs.keys().collect();
         ids.sort_unstable();
-        let graphs = ids.into_iter().map(|id| Self::progress_of(*id, &self.graphs[id])).collect();
+        let graphs = ids
+            .into_iter()
+            .map(|id| Self::progress_of(*id, &self.graphs[id]))
+            .collect();
         StatusSnapshot {
             workers,
             tasks,
@@ -1192,7 +1307,10 @@ impl Scheduler {
             let mut done = 0;
             let mut erred = 0;
             for (i, t) in g.tasks.iter().enumerate() {
-                let tref = TaskRef { graph: gid, index: i as u32 };
+                let tref = TaskRef {
+                    graph: gid,
+                    index: i as u32,
+                };
                 counts[t.state.slot()] += 1;
                 let missing = t
                     .deps
@@ -1204,7 +1322,10 @@ impl Scheduler {
                     .iter()
                     .filter(|&&d| g.tasks[d as usize].state.is_unfinished())
                     .count() as u32;
-                assert_eq!(t.unfinished_dependents, unfinished, "{tref} unfinished_dependents");
+                assert_eq!(
+                    t.unfinished_dependents, unfinished,
+                    "{tref} unfinished_dependents"
+                );
                 assert_eq!(t.queued, queued.contains(&tref), "{tref} queued flag");
                 if t.is_output && !matches!(t.state, TaskState::Memory { .. } | TaskState::Erred) {
                     pending += 1;
@@ -1230,15 +1351,22 @@ impl Scheduler {
                         let w = self.workers.get(&worker).unwrap_or_else(|| {
                             panic!("{tref} assigned to unknown worker {worker}")
                         });
-                        assert!(w.assigned.contains(&tref), "{tref} not in {worker}'s assigned set");
+                        assert!(
+                            w.assigned.contains(&tref),
+                            "{tref} not in {worker}'s assigned set"
+                        );
                         assigned_seen += 1;
                     }
                     TaskState::Memory { holder, .. } => {
-                        let w = self.workers.get(&holder).unwrap_or_else(|| {
-                            panic!("{tref} held by unknown worker {holder}")
-                        });
+                        let w = self
+                            .workers
+                            .get(&holder)
+                            .unwrap_or_else(|| panic!("{tref} held by unknown worker {holder}"));
                         assert!(w.holds.contains(&tref), "{tref} not in {holder}'s holds");
-                        assert!(t.is_output || unfinished > 0, "{tref} in memory but unneeded");
+                        assert!(
+                            t.is_output || unfinished > 0,
+                            "{tref} in memory but unneeded"
+                        );
                         held_seen += 1;
                         done += 1;
                     }
@@ -1248,7 +1376,10 @@ impl Scheduler {
                         done += 1;
                     }
                     TaskState::Erred => {
-                        assert!(g.errors.contains_key(&(i as u32)), "{tref} erred without error");
+                        assert!(
+                            g.errors.contains_key(&(i as u32)),
+                            "{tref} erred without error"
+                        );
                         erred += 1;
                     }
                 }
@@ -1260,7 +1391,10 @@ impl Scheduler {
         assert_eq!(counts, self.state_counts, "state counts");
         let assigned_total: usize = self.workers.values().map(|w| w.assigned.len()).sum();
         let held_total: usize = self.workers.values().map(|w| w.holds.len()).sum();
-        assert_eq!(assigned_total, assigned_seen, "worker assigned sets hold stale tasks");
+        assert_eq!(
+            assigned_total, assigned_seen,
+            "worker assigned sets hold stale tasks"
+        );
         assert_eq!(held_total, held_seen, "worker holds sets hold stale tasks");
         assert_eq!(self.worker_order.len(), self.workers.len(), "worker order");
     }

@@ -8,12 +8,12 @@
 //! Per-task states on the worker: `Fetching { missing }` → `Queued` → `Running` → (result stored,
 //! task forgotten). A `Cancel` for the current attempt forgets the task in any state; a result
 //! that arrives for a forgotten attempt is dropped.
+use bytes::Bytes;
 use rusk_proto::graph::TaskKind;
 use rusk_proto::msg::{
     Assignment, HeartbeatInfo, SchedulerToWorker, TaskError, WorkerInfo, WorkerToScheduler,
 };
 use rusk_proto::{AttemptId, Incarnation, TaskRef, MAX_RESULT_BYTES};
-use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -39,7 +39,10 @@ pub enum Event {
         items: Vec<(TaskRef, Option<Bytes>)>,
     },
     /// A fetch from `peer` failed as a whole (connection refused, closed, timed out).
-    FetchFailed { peer: Arc<str>, tasks: Vec<TaskRef> },
+    FetchFailed {
+        peer: Arc<str>,
+        tasks: Vec<TaskRef>,
+    },
     /// An `Execute` finished.
     Finished {
         task: TaskRef,
@@ -47,7 +50,10 @@ pub enum Event {
         result: Result<Bytes, TaskError>,
     },
     /// A peer or client asks for stored results; `request` is the shell's reply handle.
-    PeerRequest { request: u64, tasks: Vec<TaskRef> },
+    PeerRequest {
+        request: u64,
+        tasks: Vec<TaskRef>,
+    },
     Tick,
 }
 
@@ -66,7 +72,10 @@ pub enum Command {
     },
     /// Stop the running attempt if the shell can (a `cmd` child is killed); its result is
     /// ignored either way.
-    Abandon { task: TaskRef, attempt: AttemptId },
+    Abandon {
+        task: TaskRef,
+        attempt: AttemptId,
+    },
     ReplyPeer {
         request: u64,
         items: Vec<(TaskRef, Option<Bytes>)>,
@@ -196,9 +205,10 @@ impl WorkerCore {
             Event::Tick => {
                 if now >= self.next_heartbeat {
                     self.next_heartbeat = now + self.heartbeat_interval;
-                    self.out.push(Command::ToScheduler(WorkerToScheduler::Heartbeat(
-                        self.heartbeat_info(),
-                    )));
+                    self.out
+                        .push(Command::ToScheduler(WorkerToScheduler::Heartbeat(
+                            self.heartbeat_info(),
+                        )));
                 }
             }
         }
@@ -234,7 +244,11 @@ impl WorkerCore {
             }
             SchedulerToWorker::Assign(a) => self.on_assign(a),
             SchedulerToWorker::Cancel { task, attempt } => {
-                if self.tasks.get(&task).is_some_and(|t| t.assignment.attempt == attempt) {
+                if self
+                    .tasks
+                    .get(&task)
+                    .is_some_and(|t| t.assignment.attempt == attempt)
+                {
                     let t = self.forget(task);
                     if t.state == WState::Running {
                         self.out.push(Command::Abandon { task, attempt });
@@ -254,6 +268,12 @@ impl WorkerCore {
     fn on_assign(&mut self, a: Arc<Assignment>) {
         let task = a.task;
         if let Some(old) = self.tasks.get(&task) {
+            if old.assignment.attempt == a.attempt {
+                // A second copy of an assignment we already have. Taking it as new would
+                // abandon the running attempt and then report the killed run's error as this
+                // attempt's own failure.
+                return;
+            }
             // A newer attempt of a task we still have replaces it.
             let (old_attempt, old_state) = (old.assignment.attempt, old.state);
             self.forget(task);
@@ -267,7 +287,10 @@ impl WorkerCore {
         let mut missing = 0;
         let mut held = Vec::new();
         for dep in &a.deps {
-            if self.store.contains_key(&dep.task) {
+            // Use our stored copy only when the scheduler counts on it (it names no holder).
+            // A copy it does not count on (a result it fenced) may be released at any moment,
+            // even while this task waits in the queue.
+            if dep.holder.is_none() && self.store.contains_key(&dep.task) {
                 continue;
             }
             if let Some(r) = self.replicas.get_mut(&dep.task) {
@@ -277,11 +300,12 @@ impl WorkerCore {
             }
             let Some(peer) = &dep.holder else {
                 // The scheduler believes we hold it but we do not.
-                self.out.push(Command::ToScheduler(WorkerToScheduler::MissingDep {
-                    task,
-                    attempt: a.attempt,
-                    dep: dep.task,
-                }));
+                self.out
+                    .push(Command::ToScheduler(WorkerToScheduler::MissingDep {
+                        task,
+                        attempt: a.attempt,
+                        dep: dep.task,
+                    }));
                 for r in held {
                     self.unref_replica(r);
                 }
@@ -290,7 +314,10 @@ impl WorkerCore {
             missing += 1;
             let waiters = self.fetching.entry(dep.task).or_default();
             if waiters.is_empty() {
-                self.fetch_batches.entry(peer.clone()).or_default().push(dep.task);
+                self.fetch_batches
+                    .entry(peer.clone())
+                    .or_default()
+                    .push(dep.task);
             }
             waiters.push((task, a.attempt));
         }
@@ -346,13 +373,18 @@ impl WorkerCore {
             return;
         };
         for (task, attempt) in waiters {
-            if self.tasks.get(&task).is_some_and(|t| t.assignment.attempt == attempt) {
+            if self
+                .tasks
+                .get(&task)
+                .is_some_and(|t| t.assignment.attempt == attempt)
+            {
                 self.forget(task);
-                self.out.push(Command::ToScheduler(WorkerToScheduler::MissingDep {
-                    task,
-                    attempt,
-                    dep,
-                }));
+                self.out
+                    .push(Command::ToScheduler(WorkerToScheduler::MissingDep {
+                        task,
+                        attempt,
+                        dep,
+                    }));
             }
         }
     }
@@ -425,7 +457,9 @@ impl WorkerCore {
                     .get(&dep.task)
                     .or_else(|| self.replicas.get(&dep.task).map(|r| &r.data))
                     .cloned()
-                    .expect("a queued task has all its inputs");
+                    .unwrap_or_else(|| {
+                        panic!("queued task {task} {attempt} lacks its input {}", dep.task)
+                    });
                 inputs.push(data);
             }
             for r in held {
@@ -496,10 +530,18 @@ impl WorkerCore {
             }
         }
         for (dep, r) in &self.replicas {
-            assert_eq!(users.get(dep).copied().unwrap_or(0), r.users, "replica {dep} users");
+            assert_eq!(
+                users.get(dep).copied().unwrap_or(0),
+                r.users,
+                "replica {dep} users"
+            );
             assert!(r.users > 0, "unused replica {dep} kept");
         }
-        assert!(self.dispatched >= running, "dispatched {} < running {running}", self.dispatched);
+        assert!(
+            self.dispatched >= running,
+            "dispatched {} < running {running}",
+            self.dispatched
+        );
         let bytes: u64 = self.store.values().map(|b| b.len() as u64).sum();
         assert_eq!(bytes, self.stored_bytes, "stored bytes");
     }
@@ -526,16 +568,25 @@ mod tests {
         })
     }
     fn tr(i: u32) -> TaskRef {
-        TaskRef { graph: GraphId(1), index: i }
+        TaskRef {
+            graph: GraphId(1),
+            index: i,
+        }
     }
     fn assign(task: u32, attempt: u64, deps: Vec<(u32, Option<&str>)>) -> Event {
         Event::FromScheduler(SchedulerToWorker::Assign(Arc::new(Assignment {
             task: tr(task),
             attempt: AttemptId(attempt),
-            kind: Arc::new(TaskKind::Builtin { op: Builtin::Noop, args: vec![] }),
+            kind: Arc::new(TaskKind::Builtin {
+                op: Builtin::Noop,
+                args: vec![],
+            }),
             deps: deps
                 .into_iter()
-                .map(|(d, h)| DepLocation { task: tr(d), holder: h.map(Arc::from) })
+                .map(|(d, h)| DepLocation {
+                    task: tr(d),
+                    holder: h.map(Arc::from),
+                })
                 .collect(),
         })))
     }
@@ -543,7 +594,10 @@ mod tests {
         Command::Execute {
             task: tr(task),
             attempt: AttemptId(attempt),
-            kind: Arc::new(TaskKind::Builtin { op: Builtin::Noop, args: vec![] }),
+            kind: Arc::new(TaskKind::Builtin {
+                op: Builtin::Noop,
+                args: vec![],
+            }),
             inputs,
         }
     }
@@ -552,14 +606,28 @@ mod tests {
     fn runs_one_at_a_time_and_reports_results() {
         let mut w = core();
         let now = Duration::ZERO;
-        assert_eq!(w.handle(now, assign(0, 1, vec![])), vec![execute(0, 1, vec![])]);
+        assert_eq!(
+            w.handle(now, assign(0, 1, vec![])),
+            vec![execute(0, 1, vec![])]
+        );
         assert_eq!(w.handle(now, assign(1, 2, vec![])), vec![]);
         w.check_invariants();
-        let out = w.handle(now, Event::Finished { task: tr(0), attempt: AttemptId(1), result: Ok(Bytes::from_static(b"x")) });
+        let out = w.handle(
+            now,
+            Event::Finished {
+                task: tr(0),
+                attempt: AttemptId(1),
+                result: Ok(Bytes::from_static(b"x")),
+            },
+        );
         assert_eq!(
             out,
             vec![
-                Command::ToScheduler(WorkerToScheduler::TaskDone { task: tr(0), attempt: AttemptId(1), size: 1 }),
+                Command::ToScheduler(WorkerToScheduler::TaskDone {
+                    task: tr(0),
+                    attempt: AttemptId(1),
+                    size: 1
+                }),
                 execute(1, 2, vec![]),
             ]
         );
@@ -571,24 +639,51 @@ mod tests {
     fn fetches_are_batched_per_peer_and_shared_between_tasks() {
         let mut w = core();
         let now = Duration::ZERO;
-        assert!(w.handle(now, assign(5, 1, vec![(0, Some("p1")), (1, Some("p1"))])).is_empty());
-        assert!(w.handle(now, assign(6, 2, vec![(0, Some("p1"))])).is_empty());
+        assert!(w
+            .handle(now, assign(5, 1, vec![(0, Some("p1")), (1, Some("p1"))]))
+            .is_empty());
+        assert!(w
+            .handle(now, assign(6, 2, vec![(0, Some("p1"))]))
+            .is_empty());
         let mut out = Vec::new();
         w.flush(&mut out);
-        assert_eq!(out, vec![Command::Fetch { peer: Arc::from("p1"), tasks: vec![tr(0), tr(1)] }]);
+        assert_eq!(
+            out,
+            vec![Command::Fetch {
+                peer: Arc::from("p1"),
+                tasks: vec![tr(0), tr(1)]
+            }]
+        );
         w.check_invariants();
         let out = w.handle(
             now,
             Event::Fetched {
                 peer: Arc::from("p1"),
-                items: vec![(tr(0), Some(Bytes::from_static(b"a"))), (tr(1), Some(Bytes::from_static(b"b")))],
+                items: vec![
+                    (tr(0), Some(Bytes::from_static(b"a"))),
+                    (tr(1), Some(Bytes::from_static(b"b"))),
+                ],
             },
         );
         // Task 6 needed only input 0, which arrived first; one thread, so 5 waits its turn.
         assert_eq!(out, vec![execute(6, 2, vec![Bytes::from_static(b"a")])]);
         w.check_invariants();
-        let out = w.handle(now, Event::Finished { task: tr(6), attempt: AttemptId(2), result: Ok(Bytes::new()) });
-        assert_eq!(out[1], execute(5, 1, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]));
+        let out = w.handle(
+            now,
+            Event::Finished {
+                task: tr(6),
+                attempt: AttemptId(2),
+                result: Ok(Bytes::new()),
+            },
+        );
+        assert_eq!(
+            out[1],
+            execute(
+                5,
+                1,
+                vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
+            )
+        );
         w.check_invariants();
     }
 
@@ -597,18 +692,129 @@ mod tests {
         let mut w = core();
         let now = Duration::ZERO;
         w.handle(now, assign(5, 1, vec![(0, Some("p1"))]));
-        let out = w.handle(now, Event::FetchFailed { peer: Arc::from("p1"), tasks: vec![tr(0)] });
+        let out = w.handle(
+            now,
+            Event::FetchFailed {
+                peer: Arc::from("p1"),
+                tasks: vec![tr(0)],
+            },
+        );
         assert_eq!(
             out,
-            vec![Command::ToScheduler(WorkerToScheduler::MissingDep { task: tr(5), attempt: AttemptId(1), dep: tr(0) })]
+            vec![Command::ToScheduler(WorkerToScheduler::MissingDep {
+                task: tr(5),
+                attempt: AttemptId(1),
+                dep: tr(0)
+            })]
         );
         w.check_invariants();
         // Cancel a running attempt: its result is ignored.
         w.handle(now, assign(7, 3, vec![]));
-        let out = w.handle(now, Event::FromScheduler(SchedulerToWorker::Cancel { task: tr(7), attempt: AttemptId(3) }));
-        assert_eq!(out, vec![Command::Abandon { task: tr(7), attempt: AttemptId(3) }]);
-        let out = w.handle(now, Event::Finished { task: tr(7), attempt: AttemptId(3), result: Ok(Bytes::new()) });
+        let out = w.handle(
+            now,
+            Event::FromScheduler(SchedulerToWorker::Cancel {
+                task: tr(7),
+                attempt: AttemptId(3),
+            }),
+        );
+        assert_eq!(
+            out,
+            vec![Command::Abandon {
+                task: tr(7),
+                attempt: AttemptId(3)
+            }]
+        );
+        let out = w.handle(
+            now,
+            Event::Finished {
+                task: tr(7),
+                attempt: AttemptId(3),
+                result: Ok(Bytes::new()),
+            },
+        );
         assert!(out.is_empty());
         w.check_invariants();
     }
+
+    /// A duplicated `Assign` (same attempt) must not abandon the running attempt: the killed
+    /// run's error would then be reported as the attempt's own failure (found by rusk-sim).
+    #[test]
+    fn duplicate_assignment_is_ignored() {
+        let mut w = core();
+        let now = Duration::ZERO;
+        assert_eq!(w.handle(now, assign(0, 1, vec![])), vec![execute(0, 1, vec![])]);
+        assert_eq!(w.handle(now, assign(0, 1, vec![])), vec![]);
+        w.check_invariants();
+        let out = w.handle(
+            now,
+            Event::Finished {
+                task: tr(0),
+                attempt: AttemptId(1),
+                result: Ok(Bytes::from_static(b"x")),
+            },
+        );
+        assert_eq!(
+            out,
+            vec![Command::ToScheduler(WorkerToScheduler::TaskDone {
+                task: tr(0),
+                attempt: AttemptId(1),
+                size: 1
+            })]
+        );
+        w.check_invariants();
+    }
+
+
+    /// A stored result the scheduler fenced (it names another holder) is released while a
+    /// task that needs it is queued: the task must have fetched its own copy (found by
+    /// rusk-sim as a panic in `dispatch`).
+    #[test]
+    fn input_from_a_fenced_stored_result_is_fetched_not_borrowed() {
+        let mut w = core();
+        let now = Duration::ZERO;
+        w.handle(now, assign(0, 1, vec![]));
+        w.handle(now, assign(1, 2, vec![]));
+        let out = w.handle(
+            now,
+            Event::Finished {
+                task: tr(0),
+                attempt: AttemptId(1),
+                result: Ok(Bytes::from_static(b"x")),
+            },
+        );
+        assert_eq!(out[1], execute(1, 2, vec![]));
+        // Task 0 was recomputed elsewhere meanwhile: its result is named at p1.
+        assert!(w.handle(now, assign(2, 3, vec![(0, Some("p1"))])).is_empty());
+        let mut out = Vec::new();
+        w.flush(&mut out);
+        assert_eq!(
+            out,
+            vec![Command::Fetch {
+                peer: Arc::from("p1"),
+                tasks: vec![tr(0)]
+            }]
+        );
+        let release = SchedulerToWorker::Release { tasks: vec![tr(0)] };
+        assert!(w.handle(now, Event::FromScheduler(release)).is_empty());
+        w.check_invariants();
+        let out = w.handle(
+            now,
+            Event::Finished {
+                task: tr(1),
+                attempt: AttemptId(2),
+                result: Ok(Bytes::new()),
+            },
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        let out = w.handle(
+            now,
+            Event::Fetched {
+                peer: Arc::from("p1"),
+                items: vec![(tr(0), Some(Bytes::from_static(b"x")))],
+            },
+        );
+        assert_eq!(out, vec![execute(2, 3, vec![Bytes::from_static(b"x")])]);
+        w.check_invariants();
+    }
+
 }

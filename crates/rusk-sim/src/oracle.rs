@@ -1,0 +1,270 @@
+//! The simulator's own cross-checks of the scheduler, from the outside.
+//!
+//! `Scheduler::check_invariants()` checks the scheduler against itself; this checks it against
+//! what the simulator knows to be true: which incarnations the scheduler has already dropped,
+//! which attempt it assigned last, what each task must compute. A report counts as *accepted*
+//! when the scheduler did not count it as stale (`SchedulerStats::stale_reports`), so the oracle
+//! needs no access to the scheduler's private state.
+use crate::error::FailureKind;
+use crate::workload::{Expected, GraphModel};
+use bytes::Bytes;
+use rusk_proto::graph::Builtin;
+use rusk_proto::msg::{Assignment, WorkerToScheduler};
+use rusk_proto::{AttemptId, GraphId, Incarnation, TaskRef};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A result the scheduler accepted, for scenarios to wait on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub task: TaskRef,
+    pub attempt: AttemptId,
+    pub incarnation: Incarnation,
+    pub at: Duration,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct AssignRec {
+    attempt: AttemptId,
+    incarnation: Incarnation,
+    /// Position in the oracle's own sequence of assignments and acceptances.
+    order: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Oracle {
+    /// Which model each scheduler graph was submitted from.
+    graphs: BTreeMap<GraphId, usize>,
+    /// Incarnations the scheduler has joined and not yet dropped, with their data addresses.
+    live: BTreeMap<Incarnation, Arc<str>>,
+    /// Incarnations the scheduler has dropped or been told are gone.
+    removed: BTreeSet<Incarnation>,
+    last_assign: BTreeMap<TaskRef, AssignRec>,
+    last_accept: BTreeMap<TaskRef, u64>,
+    failures_accepted: BTreeMap<TaskRef, u32>,
+    order: u64,
+    pub(crate) accepted: Vec<Accepted>,
+}
+
+impl Oracle {
+    pub(crate) fn graph_submitted(&mut self, graph: GraphId, model: usize) {
+        self.graphs.insert(graph, model);
+    }
+
+    /// Every graph submitted so far, with its model.
+    pub(crate) fn graphs(&self) -> impl Iterator<Item = (GraphId, usize)> + '_ {
+        self.graphs.iter().map(|(g, m)| (*g, *m))
+    }
+
+    pub(crate) fn model_of(&self, graph: GraphId) -> Option<usize> {
+        self.graphs.get(&graph).copied()
+    }
+
+    pub(crate) fn joined(&mut self, inc: Incarnation, address: Arc<str>) {
+        self.live.insert(inc, address);
+    }
+
+    pub(crate) fn removed(&mut self, inc: Incarnation) {
+        self.live.remove(&inc);
+        self.removed.insert(inc);
+    }
+
+    pub(crate) fn is_removed(&self, inc: Incarnation) -> bool {
+        self.removed.contains(&inc)
+    }
+
+    /// The scheduler sent `a` to `inc`: it must match the model and name live holders.
+    pub(crate) fn on_assign(
+        &mut self,
+        inc: Incarnation,
+        a: &Assignment,
+        models: &[GraphModel],
+    ) -> Result<(), FailureKind> {
+        self.order += 1;
+        self.last_assign.insert(
+            a.task,
+            AssignRec {
+                attempt: a.attempt,
+                incarnation: inc,
+                order: self.order,
+            },
+        );
+        let Some(model) = self.model_of(a.task.graph).map(|m| &models[m]) else {
+            return Ok(()); // a graph of no model cannot happen; nothing to compare with
+        };
+        let bad = |why: String| {
+            let key = model
+                .task(a.task.index)
+                .map_or_else(String::new, |t| t.key.clone());
+            Err(FailureKind::BadAssignment {
+                task: a.task,
+                key,
+                why,
+            })
+        };
+        let Some(t) = model.task(a.task.index) else {
+            return bad("no such task".into());
+        };
+        if *a.kind != t.kind() {
+            return bad(format!("kind {:?}, model says {:?}", a.kind, t.kind()));
+        }
+        let want: Vec<u32> = t.deps.iter().map(|&d| model.spec_pos[d]).collect();
+        let got: Vec<u32> = a.deps.iter().map(|d| d.task.index).collect();
+        if want != got || a.deps.iter().any(|d| d.task.graph != a.task.graph) {
+            return bad(format!("deps {got:?}, model says {want:?}"));
+        }
+        if t.deps
+            .iter()
+            .any(|&d| model.tasks[d].expected == Expected::Failed)
+        {
+            // A task whose input can only fail must err without running.
+            return bad("assigned although a dependency can only fail".into());
+        }
+        for d in &a.deps {
+            if let Some(holder) = &d.holder {
+                if !self.live.values().any(|addr| addr == holder) {
+                    return bad(format!(
+                        "dep {} at {holder}, no live worker has that address",
+                        d.task
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The scheduler handled a report from `inc`; `accepted` tells whether it counted it as
+    /// stale. An accepted report must be for the attempt last assigned to `inc`, `inc` must not
+    /// have been dropped, and a result is accepted at most once per assignment.
+    pub(crate) fn on_report(
+        &mut self,
+        now: Duration,
+        inc: Incarnation,
+        msg: &WorkerToScheduler,
+        accepted: bool,
+        models: &[GraphModel],
+    ) -> Result<(), FailureKind> {
+        let (task, attempt) = match msg {
+            WorkerToScheduler::TaskDone { task, attempt, .. }
+            | WorkerToScheduler::TaskFailed { task, attempt, .. }
+            | WorkerToScheduler::MissingDep { task, attempt, .. } => (*task, *attempt),
+            WorkerToScheduler::Register(_) | WorkerToScheduler::Heartbeat(_) => return Ok(()),
+        };
+        if !accepted {
+            return Ok(());
+        }
+        let fenced = |why| {
+            Err(FailureKind::FencedResultAccepted {
+                task,
+                attempt,
+                incarnation: inc,
+                why,
+            })
+        };
+        if self.removed.contains(&inc) {
+            return fenced("that incarnation was already dropped");
+        }
+        let Some(rec) = self.last_assign.get(&task).copied() else {
+            return fenced("the task was never assigned");
+        };
+        if rec.attempt != attempt || rec.incarnation != inc {
+            return fenced("not the attempt last assigned, or not to this incarnation");
+        }
+        let model = self.model_of(task.graph).map(|m| &models[m]);
+        let mt = model.and_then(|m| m.task(task.index));
+        match msg {
+            WorkerToScheduler::TaskDone { size, .. } => {
+                if self.last_accept.get(&task).is_some_and(|&a| a > rec.order) {
+                    return fenced("a result of this assignment was already accepted");
+                }
+                self.order += 1;
+                self.last_accept.insert(task, self.order);
+                self.accepted.push(Accepted {
+                    task,
+                    attempt,
+                    incarnation: inc,
+                    at: now,
+                });
+                if let Some(t) = mt {
+                    match &t.expected {
+                        Expected::Value(v) if v.len() as u64 != *size => {
+                            return Err(FailureKind::WrongInputs {
+                                task,
+                                key: t.key.clone(),
+                                why: format!("result of {size} bytes, expected {}", v.len()),
+                            });
+                        }
+                        Expected::Failed => return fenced("the task can only fail"),
+                        Expected::Value(_) => {}
+                    }
+                }
+            }
+            WorkerToScheduler::TaskFailed { error, .. } => {
+                let n = self.failures_accepted.entry(task).or_default();
+                *n += 1;
+                if let Some(t) = mt {
+                    let allowed = match t.op {
+                        Builtin::Fail => t.retries + 1,
+                        _ => t.flaky,
+                    };
+                    if allowed == 0 {
+                        return Err(FailureKind::UnexpectedTaskFailure {
+                            task,
+                            key: t.key.clone(),
+                            error: error.message.clone(),
+                        });
+                    }
+                    if *n > allowed {
+                        return Err(FailureKind::TooManyFailures {
+                            task,
+                            accepted: *n,
+                            allowed,
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// An `Execute` reached the executor: its inputs must be the dependencies' true values.
+    pub(crate) fn on_execute(
+        &self,
+        task: TaskRef,
+        inputs: &[Bytes],
+        models: &[GraphModel],
+    ) -> Result<(), FailureKind> {
+        let Some(model) = self.model_of(task.graph).map(|m| &models[m]) else {
+            return Ok(());
+        };
+        let Some(t) = model.task(task.index) else {
+            return Ok(());
+        };
+        let wrong = |why: String| {
+            Err(FailureKind::WrongInputs {
+                task,
+                key: t.key.clone(),
+                why,
+            })
+        };
+        if inputs.len() != t.deps.len() {
+            return wrong(format!("{} inputs for {} deps", inputs.len(), t.deps.len()));
+        }
+        for (i, (&d, input)) in t.deps.iter().zip(inputs).enumerate() {
+            match &model.tasks[d].expected {
+                Expected::Value(v) if v == input => {}
+                Expected::Value(v) => {
+                    return wrong(format!(
+                        "input {i} is {}, expected {}",
+                        crate::error::Shown(input),
+                        crate::error::Shown(v)
+                    ))
+                }
+                Expected::Failed => return wrong(format!("input {i} comes from a failed task")),
+            }
+        }
+        Ok(())
+    }
+}

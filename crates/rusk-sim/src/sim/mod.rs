@@ -1,0 +1,898 @@
+//! The simulated cluster: one real `Scheduler`, several real `WorkerCore`s and a client, wired
+//! together by an in-memory network under a virtual clock.
+//!
+//! Why a simulator: the cores' recovery logic (fencing, TTLs, recomputation) only matters when
+//! messages race with crashes, and such races are rare and unrepeatable on real machines. Here
+//! every input of every core comes from one event queue ordered by `(virtual time, sequence
+//! number)`, and every random choice (latencies, faults, workload, task durations) comes from
+//! one seeded `ChaCha8Rng`, so a seed replays exactly.
+//!
+//! What plays the role of the tokio shells:
+//! - the network ([`net`]): each worker↔scheduler link is a TCP-like ordered stream of batches,
+//!   which faults may delay, duplicate in place, or break (a lost packet breaks the connection);
+//!   peer fetches are separate connections that fail, time out or are refused;
+//! - workers ([`workers`]): lives of a worker slot, each with its own `WorkerCore`, address,
+//!   executor threads, heartbeat timer; lives are crashed, frozen, dropped and restarted;
+//! - the client ([`client`]): submits graphs, fetches outputs from their holders, retries with
+//!   `LocateOutputs` when a fetch fails, and compares every value with the model.
+//!
+//! A run has two phases: a safety phase with faults, then a liveness phase in which faults are
+//! healed and everything submitted must finish, correctly, within a virtual-time bound.
+mod client;
+mod faults;
+mod net;
+mod workers;
+
+use crate::config::SimConfig;
+use crate::error::{FailureKind, SimFailure};
+use crate::oracle::{Accepted, Oracle};
+use crate::trace::{Msg, Node, Trace, What};
+use crate::workload::GraphModel;
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rusk_core::scheduler::{self, Scheduler, SchedulerConfig, SchedulerStats};
+use rusk_proto::msg::{ClientToScheduler, SchedulerToClient, SchedulerToWorker, WorkerToScheduler};
+use rusk_proto::{ClientId, GraphId, Incarnation, TaskRef};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) use client::ClientState;
+
+pub use faults::FaultCounts;
+pub(crate) use faults::FaultPlan;
+pub use workers::Death;
+pub(crate) use workers::{Life, LifeState, Slot};
+
+/// How long the end-of-run leak check waits for releases to arrive: longer than any packet
+/// delayed in the safety phase can still be in flight.
+const SETTLE: Duration = Duration::from_millis(1500);
+
+/// Index of a worker life in `Sim::lives`. A life is one process of a slot, from start to
+/// death; its connection to the scheduler lives and dies with it.
+pub(crate) type LifeId = usize;
+
+/// The main client (whose graphs must all finish) and one that leaves early.
+pub(crate) const MAIN_CLIENT: ClientId = ClientId(1);
+pub(crate) const ABANDONING_CLIENT: ClientId = ClientId(2);
+
+/// Everything that can happen, as queued for a virtual time.
+#[derive(Debug)]
+pub(crate) enum Ev {
+    SchedTick {
+        due: Duration,
+    },
+    WorkerTick {
+        life: LifeId,
+        due: Duration,
+    },
+    /// A packet of a worker link arrives at the scheduler's end.
+    ToSched {
+        life: LifeId,
+        batch: Vec<WorkerToScheduler>,
+    },
+    /// A packet of a worker link arrives at the worker's end.
+    ToWorker {
+        life: LifeId,
+        batch: Vec<SchedulerToWorker>,
+    },
+    /// The scheduler's shell notices that a worker's connection closed.
+    LinkClosed {
+        life: LifeId,
+        reason: &'static str,
+    },
+    ClientToSched {
+        client: ClientId,
+        msg: ClientToScheduler,
+        /// For `Submit`: which model the graph is.
+        model: Option<usize>,
+    },
+    ToClient {
+        client: ClientId,
+        msg: SchedulerToClient,
+    },
+    ClientLeaves {
+        client: ClientId,
+    },
+    /// A fetch request arrives at the peer's data server.
+    DataRequest {
+        fetch: u64,
+    },
+    /// A fetch's outcome reaches the requester.
+    DataReply {
+        fetch: u64,
+        items: Vec<(TaskRef, Option<Bytes>)>,
+        duplicate: bool,
+    },
+    FetchRefused {
+        fetch: u64,
+    },
+    FetchTimeout {
+        fetch: u64,
+    },
+    /// A task thread finished a job (or the job was killed).
+    ExecDone {
+        life: LifeId,
+        job: u64,
+        token: u32,
+    },
+    Submit {
+        client: ClientId,
+        model: usize,
+    },
+    LocateAgain {
+        graph: GraphId,
+    },
+    Fault,
+    Thaw {
+        life: LifeId,
+    },
+    Restart {
+        slot: u32,
+    },
+    Heal,
+}
+
+struct Queued {
+    at: Duration,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Safety,
+    Liveness { deadline: Duration },
+}
+
+/// The outcome of a successful run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimReport {
+    pub seed: u64,
+    /// Virtual time at the end of the run.
+    pub virtual_time: Duration,
+    /// Events processed.
+    pub steps: u64,
+    pub graphs: u32,
+    pub tasks: u64,
+    /// Outputs the client fetched (or saw fail) and checked against the model.
+    pub outputs_checked: u64,
+    /// Task results the scheduler accepted (more than `tasks` when results were recomputed).
+    pub results_accepted: u64,
+    pub worker_lives: u32,
+    pub faults: FaultCounts,
+    pub scheduler: SchedulerStats,
+    /// Hash of every event of the run: equal for two runs of one seed.
+    pub fingerprint: u64,
+}
+
+/// A simulated cluster. [`crate::run_seed`] drives one with a random workload and random
+/// faults; scenario tests drive one by hand (submit graphs, inject chosen faults, step).
+pub struct Sim {
+    pub(crate) seed: u64,
+    pub(crate) config: SimConfig,
+    pub(crate) now: Duration,
+    seq: u64,
+    steps: u64,
+    queue: BinaryHeap<Reverse<Queued>>,
+    pub(crate) rng: ChaCha8Rng,
+    pub(crate) phase: Phase,
+    heal_planned: bool,
+    pub(crate) scheduler: Scheduler,
+    sched_tick_at: Option<Duration>,
+    sbuf: Vec<scheduler::Command>,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) lives: Vec<Life>,
+    /// Data address → the last life that listened on it.
+    pub(crate) addresses: BTreeMap<Arc<str>, LifeId>,
+    pub(crate) inc_to_life: BTreeMap<Incarnation, LifeId>,
+    next_incarnation: u64,
+    pub(crate) net: net::Net,
+    pub(crate) exec: workers::Jobs,
+    pub(crate) models: Vec<GraphModel>,
+    /// Injected executor failures left per model task (`flaky`).
+    pub(crate) flaky_left: Vec<Vec<u32>>,
+    pub(crate) clients: BTreeMap<ClientId, ClientState>,
+    pub(crate) oracle: Oracle,
+    pub(crate) trace: Trace,
+    pub(crate) plan: FaultPlan,
+    pub(crate) counts: FaultCounts,
+    /// One-shot scripted fault: duplicate the next worker packet carrying a `TaskDone`.
+    pub(crate) dup_next_task_done: bool,
+    /// Model of the `Submit` being handled by the scheduler right now.
+    submit_model: Option<usize>,
+    outputs_checked: u64,
+    broken: bool,
+}
+
+impl Sim {
+    /// A cluster at virtual time zero: worker slots started, clients connected. Unless the
+    /// config asks for no graphs, a random workload, random faults and the start of the
+    /// liveness phase are planned too.
+    pub fn new(seed: u64, config: &SimConfig) -> Sim {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let plan = if config.faults {
+            FaultPlan::random(&mut rng)
+        } else {
+            FaultPlan::none()
+        };
+        let sched_config = SchedulerConfig {
+            worker_ttl: config.worker_ttl,
+            heartbeat_interval: config.heartbeat_interval,
+            assigned_per_thread_max: rng.gen_range(1..=8),
+            progress_interval: Duration::from_millis(200),
+            detached_graphs_max: 64,
+        };
+        let workers =
+            rng.gen_range(config.workers_min..=config.workers_max.max(config.workers_min));
+        let mut sim = Sim {
+            seed,
+            config: config.clone(),
+            now: Duration::ZERO,
+            seq: 0,
+            steps: 0,
+            queue: BinaryHeap::new(),
+            rng,
+            phase: Phase::Safety,
+            heal_planned: false,
+            scheduler: Scheduler::new(sched_config),
+            sched_tick_at: None,
+            sbuf: Vec::new(),
+            slots: (0..workers).map(|_| Slot::default()).collect(),
+            lives: Vec::new(),
+            addresses: BTreeMap::new(),
+            inc_to_life: BTreeMap::new(),
+            next_incarnation: 1,
+            net: net::Net::default(),
+            exec: workers::Jobs::default(),
+            models: Vec::new(),
+            flaky_left: Vec::new(),
+            clients: BTreeMap::new(),
+            oracle: Oracle::default(),
+            trace: Trace::new(config.trace_len),
+            plan,
+            counts: FaultCounts::default(),
+            dup_next_task_done: false,
+            submit_model: None,
+            outputs_checked: 0,
+            broken: false,
+        };
+        // Setting up is not a step of any core that can fail, except by a bug in the sim.
+        sim.setup()
+            .expect("setting up the cluster runs no checks that can fail");
+        sim
+    }
+
+    fn setup(&mut self) -> Result<(), FailureKind> {
+        self.clients.insert(MAIN_CLIENT, ClientState::new());
+        self.sched_step(scheduler::Event::ClientJoined {
+            client: MAIN_CLIENT,
+        })?;
+        for slot in 0..self.slots.len() as u32 {
+            let at = Duration::from_micros(self.rng.gen_range(0..20_000));
+            self.push(at, Ev::Restart { slot });
+        }
+        if self.config.graphs_max > 0 {
+            self.plan_workload()?;
+            let heal_at = self.config.safety;
+            self.push(heal_at, Ev::Heal);
+            self.heal_planned = true;
+        }
+        if self.plan.enabled {
+            let first = self.plan.next_gap(&mut self.rng);
+            self.push(first, Ev::Fault);
+        }
+        Ok(())
+    }
+
+    fn plan_workload(&mut self) -> Result<(), FailureKind> {
+        let n = self
+            .rng
+            .gen_range(self.config.graphs_min..=self.config.graphs_max.max(self.config.graphs_min));
+        let safety_us = self.config.safety.as_micros() as u64;
+        for i in 0..n {
+            let model = GraphModel::random(
+                &mut self.rng,
+                self.config.tasks_min,
+                self.config.tasks_max,
+                &format!("g{i}"),
+            );
+            // Most graphs arrive during the first part of the safety phase, so that faults
+            // hit them while they run.
+            let at = Duration::from_micros(self.rng.gen_range(0..=safety_us * 4 / 5));
+            let m = self.add_model(model);
+            self.plan_submit(MAIN_CLIENT, at, m);
+        }
+        if self.config.abandoning_client && self.rng.gen_bool(0.3) {
+            self.clients.insert(ABANDONING_CLIENT, ClientState::new());
+            // Joining is immediate; the graph comes a little later and the client leaves
+            // while it most likely still runs.
+            self.sched_step(scheduler::Event::ClientJoined {
+                client: ABANDONING_CLIENT,
+            })?;
+            let model = GraphModel::random(&mut self.rng, self.config.tasks_min, 80, "gx");
+            let m = self.add_model(model);
+            let at = Duration::from_micros(self.rng.gen_range(0..=safety_us / 2));
+            self.plan_submit(ABANDONING_CLIENT, at, m);
+            let leave = at + Duration::from_micros(self.rng.gen_range(0..=safety_us / 3));
+            self.push(
+                leave,
+                Ev::ClientLeaves {
+                    client: ABANDONING_CLIENT,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn add_model(&mut self, model: GraphModel) -> usize {
+        self.flaky_left
+            .push(model.tasks.iter().map(|t| t.flaky).collect());
+        self.models.push(model);
+        self.models.len() - 1
+    }
+
+    // === public driving API (scenarios) ===
+
+    /// Current virtual time.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// Results the scheduler accepted so far, in order.
+    pub fn accepted(&self) -> &[Accepted] {
+        &self.oracle.accepted
+    }
+
+    /// The slot of the worker life that was given `inc`.
+    pub fn slot_of(&self, inc: Incarnation) -> Option<u32> {
+        self.inc_to_life.get(&inc).map(|&l| self.lives[l].slot)
+    }
+
+    /// The graph id the scheduler gave to the graph submitted as `model`, once known.
+    pub fn graph_id(&self, model: usize) -> Option<GraphId> {
+        self.clients
+            .values()
+            .flat_map(|c| c.graphs.iter())
+            .find(|(_, g)| g.model == model)
+            .map(|(id, _)| *id)
+    }
+
+    /// The spec index (`TaskRef::index`) of model task `m` of graph model `model`.
+    pub fn spec_index(&self, model: usize, m: usize) -> u32 {
+        self.models[model].spec_pos[m]
+    }
+
+    /// Fetches between workers that have started and not resolved yet, as
+    /// `(requesting slot, peer address)`.
+    pub fn worker_fetches_in_flight(&self) -> Vec<(u32, Arc<str>)> {
+        self.net
+            .fetches
+            .values()
+            .filter(|f| !f.resolved)
+            .filter_map(|f| match f.requester {
+                net::Requester::Worker(l) => Some((self.lives[l].slot, f.peer.clone())),
+                net::Requester::Client { .. } => None,
+            })
+            .collect()
+    }
+
+    /// The slot whose current life listens on `address`, if that life is still up.
+    pub fn slot_at(&self, address: &str) -> Option<u32> {
+        let &l = self.addresses.get(address)?;
+        matches!(self.lives[l].state, LifeState::Running | LifeState::Frozen)
+            .then_some(self.lives[l].slot)
+    }
+
+    /// Tasks currently running on the executor of `slot`'s life.
+    pub fn running_on(&self, slot: u32) -> u32 {
+        self.slots[slot as usize]
+            .life
+            .map_or(0, |l| self.lives[l].threads_busy)
+    }
+
+    /// Faults injected so far.
+    pub fn fault_counts(&self) -> &FaultCounts {
+        &self.counts
+    }
+
+    /// Submit a graph from the main client now; returns its model number.
+    pub fn submit(&mut self, model: GraphModel) -> usize {
+        let m = self.add_model(model);
+        let now = self.now;
+        self.plan_submit(MAIN_CLIENT, now, m);
+        m
+    }
+
+    /// Crash `slot`'s current life. With `silent` the scheduler hears nothing (the host
+    /// vanished) and must notice by the missing heartbeats.
+    pub fn kill(&mut self, slot: u32, silent: bool) -> Result<(), SimFailure> {
+        self.guarded(|s| {
+            if let Some(life) = s.slots[slot as usize].life {
+                s.kill_life(life, if silent { Death::Silent } else { Death::Crash });
+            }
+            Ok(())
+        })
+    }
+
+    /// Stop `slot`'s current life (no processing, no heartbeats) for `d`.
+    pub fn freeze(&mut self, slot: u32, d: Duration) {
+        if let Some(life) = self.slots[slot as usize].life {
+            self.freeze_life(life, d);
+        }
+    }
+
+    /// Deliver the next worker packet that carries a `TaskDone` twice.
+    pub fn duplicate_next_task_done(&mut self) {
+        self.dup_next_task_done = true;
+    }
+
+    /// Process events until `pred` holds (checked after every step) or `limit` of virtual
+    /// time has passed; returns whether `pred` held.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut pred: impl FnMut(&Sim) -> bool,
+    ) -> Result<bool, SimFailure> {
+        let end = self.now + limit;
+        while self.peek_time().is_some_and(|t| t <= end) {
+            self.step()?;
+            if pred(self) {
+                return Ok(true);
+            }
+        }
+        Ok(pred(self))
+    }
+
+    /// Heal all faults now (if the liveness phase has not started) and run until everything
+    /// submitted has finished and been checked, or the liveness bound passes.
+    pub fn finish(mut self) -> Result<SimReport, SimFailure> {
+        if !self.heal_planned && self.phase == Phase::Safety {
+            self.guarded(|s| s.heal())?;
+        }
+        loop {
+            if let Phase::Liveness { deadline } = self.phase {
+                if self.client_done() {
+                    return self.settle_and_report();
+                }
+                if self.now > deadline {
+                    let pending = self.pending_summary();
+                    return Err(self.failure(FailureKind::Liveness {
+                        bound: self.config.liveness_bound,
+                        pending,
+                    }));
+                }
+            }
+            self.step()?;
+        }
+    }
+
+    // === the event loop ===
+
+    pub(crate) fn push(&mut self, at: Duration, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Queued {
+            at: at.max(self.now),
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn peek_time(&self) -> Option<Duration> {
+        self.queue.peek().map(|Reverse(q)| q.at)
+    }
+
+    /// Process the next event; core panics become failures that carry the trace.
+    fn step(&mut self) -> Result<(), SimFailure> {
+        let Some(Reverse(q)) = self.queue.pop() else {
+            return Err(self.failure(FailureKind::Liveness {
+                bound: self.config.liveness_bound,
+                pending: "the event queue ran dry".into(),
+            }));
+        };
+        debug_assert!(q.at >= self.now, "time never goes back");
+        self.now = q.at;
+        self.steps += 1;
+        self.guarded(|s| s.dispatch(q.ev))
+    }
+
+    fn guarded(
+        &mut self,
+        f: impl FnOnce(&mut Sim) -> Result<(), FailureKind>,
+    ) -> Result<(), SimFailure> {
+        if self.broken {
+            return Err(self.failure(FailureKind::CorePanic {
+                message: "the simulation already failed".into(),
+            }));
+        }
+        match catch_unwind(AssertUnwindSafe(|| f(self))) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(kind)) => {
+                self.broken = true;
+                Err(self.failure(kind))
+            }
+            Err(panic) => {
+                self.broken = true;
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "non-text panic".into());
+                Err(self.failure(FailureKind::CorePanic { message }))
+            }
+        }
+    }
+
+    pub(crate) fn failure(&self, kind: FailureKind) -> SimFailure {
+        SimFailure {
+            seed: self.seed,
+            at: self.now,
+            step: self.steps,
+            kind: Box::new(kind),
+            trace: self.trace.render(),
+        }
+    }
+
+    pub(crate) fn note(&mut self, what: What) {
+        self.trace.record(self.now, what);
+    }
+
+    fn dispatch(&mut self, ev: Ev) -> Result<(), FailureKind> {
+        // Events for a frozen worker wait in its inbox until it thaws.
+        if let Some(life) = self.frozen_target(&ev) {
+            if !matches!(ev, Ev::WorkerTick { .. }) {
+                self.lives[life].inbox.push_back(ev);
+            }
+            return Ok(());
+        }
+        match ev {
+            Ev::SchedTick { due } => {
+                if self.sched_tick_at == Some(due) {
+                    self.sched_tick_at = None;
+                    self.note(What::SchedTick);
+                    self.sched_step(scheduler::Event::Tick)?;
+                }
+                Ok(())
+            }
+            Ev::WorkerTick { life, due } => self.on_worker_tick(life, due),
+            Ev::ToSched { life, batch } => self.on_to_sched(life, batch),
+            Ev::ToWorker { life, batch } => self.on_to_worker(life, batch),
+            Ev::LinkClosed { life, reason } => self.on_link_closed(life, reason),
+            Ev::ClientToSched { client, msg, model } => self.on_client_to_sched(client, msg, model),
+            Ev::ToClient { client, msg } => self.on_to_client(client, msg),
+            Ev::ClientLeaves { client } => self.on_client_leaves(client),
+            Ev::DataRequest { fetch } => self.on_data_request(fetch),
+            Ev::DataReply {
+                fetch,
+                items,
+                duplicate,
+            } => self.on_fetch_outcome(fetch, Some(items), duplicate),
+            Ev::FetchRefused { fetch } | Ev::FetchTimeout { fetch } => {
+                self.on_fetch_outcome(fetch, None, false)
+            }
+            Ev::ExecDone { life, job, token } => self.on_exec_done(life, job, token),
+            Ev::Submit { client, model } => self.on_submit(client, model),
+            Ev::LocateAgain { graph } => self.on_locate_again(graph),
+            Ev::Fault => self.on_fault(),
+            Ev::Thaw { life } => self.thaw(life),
+            Ev::Restart { slot } => self.on_restart(slot),
+            Ev::Heal => self.heal(),
+        }
+    }
+
+    /// The worker life an event is for, if that life is frozen.
+    fn frozen_target(&self, ev: &Ev) -> Option<LifeId> {
+        let life = match ev {
+            Ev::WorkerTick { life, .. } | Ev::ToWorker { life, .. } | Ev::ExecDone { life, .. } => {
+                *life
+            }
+            Ev::DataRequest { fetch } => {
+                let f = self.net.fetches.get(fetch)?;
+                *self.addresses.get(&f.peer)?
+            }
+            Ev::DataReply { fetch, .. }
+            | Ev::FetchRefused { fetch }
+            | Ev::FetchTimeout { fetch } => match self.net.fetches.get(fetch)?.requester {
+                net::Requester::Worker(l) => l,
+                net::Requester::Client { .. } => return None,
+            },
+            _ => return None,
+        };
+        (self.lives[life].state == LifeState::Frozen).then_some(life)
+    }
+
+    // === the scheduler's side ===
+
+    /// One `Scheduler::handle` call, its invariant checks and the oracle's, then its commands.
+    pub(crate) fn sched_step(&mut self, ev: scheduler::Event) -> Result<(), FailureKind> {
+        let report = match &ev {
+            scheduler::Event::WorkerMessage { incarnation, msg } => {
+                Some((*incarnation, msg.clone()))
+            }
+            _ => None,
+        };
+        let stale_before = self.scheduler.stats().stale_reports;
+        let mut out = std::mem::take(&mut self.sbuf);
+        self.scheduler.handle_into(self.now, ev, &mut out);
+        self.scheduler.check_invariants();
+        if let Some((inc, msg)) = report {
+            let accepted = self.scheduler.stats().stale_reports == stale_before;
+            self.oracle
+                .on_report(self.now, inc, &msg, accepted, &self.models)?;
+        }
+        let r = self.carry_out_sched(&mut out);
+        out.clear();
+        self.sbuf = out;
+        r?;
+        let next = self.scheduler.next_timeout().max(self.now);
+        if self.sched_tick_at != Some(next) {
+            self.sched_tick_at = Some(next);
+            self.push(next, Ev::SchedTick { due: next });
+        }
+        Ok(())
+    }
+
+    fn carry_out_sched(&mut self, out: &mut Vec<scheduler::Command>) -> Result<(), FailureKind> {
+        let mut batches: Vec<(Incarnation, Vec<SchedulerToWorker>)> = Vec::new();
+        let mut drops: Vec<Incarnation> = Vec::new();
+        for cmd in out.drain(..) {
+            match cmd {
+                scheduler::Command::ToWorker { incarnation, msg } => {
+                    if self.oracle.is_removed(incarnation) {
+                        let what = match &msg {
+                            SchedulerToWorker::Welcome { .. } => "Welcome",
+                            SchedulerToWorker::Assign(_) => "Assign",
+                            SchedulerToWorker::Cancel { .. } => "Cancel",
+                            SchedulerToWorker::Release { .. } => "Release",
+                        };
+                        return Err(FailureKind::SentToDroppedWorker { incarnation, what });
+                    }
+                    if let SchedulerToWorker::Assign(a) = &msg {
+                        self.oracle.on_assign(incarnation, a, &self.models)?;
+                    }
+                    match batches.iter_mut().find(|(i, _)| *i == incarnation) {
+                        Some((_, b)) => b.push(msg),
+                        None => batches.push((incarnation, vec![msg])),
+                    }
+                }
+                scheduler::Command::ToClient { client, msg } => {
+                    if let (SchedulerToClient::Submitted { graph, .. }, Some(m)) =
+                        (&msg, self.submit_model)
+                    {
+                        self.oracle.graph_submitted(*graph, m);
+                    }
+                    self.send_to_client(client, msg);
+                }
+                scheduler::Command::DropWorker { incarnation, cause } => {
+                    self.note(What::Note(format!("sched drops {incarnation}: {cause}")));
+                    self.oracle.removed(incarnation);
+                    drops.push(incarnation);
+                }
+                scheduler::Command::Recovery(n) => {
+                    self.note(What::Note(format!(
+                        "recovery {} {}: {}, rescheduled {}, lost {}, recomputing {}",
+                        n.worker,
+                        n.incarnation,
+                        n.cause,
+                        n.rescheduled,
+                        n.results_lost,
+                        n.recomputing
+                    )));
+                }
+            }
+        }
+        for (inc, batch) in batches {
+            let life = *self
+                .inc_to_life
+                .get(&inc)
+                .expect("the scheduler only knows incarnations the sim gave it");
+            self.send_to_worker(life, batch);
+        }
+        for inc in drops {
+            let life = *self
+                .inc_to_life
+                .get(&inc)
+                .expect("the scheduler only knows incarnations the sim gave it");
+            self.on_drop_worker(life);
+        }
+        Ok(())
+    }
+
+    /// A batch from a worker reaches the scheduler's shell: the first `Register` of a link
+    /// allocates its incarnation; everything else is tagged with it.
+    fn on_to_sched(
+        &mut self,
+        life: LifeId,
+        batch: Vec<WorkerToScheduler>,
+    ) -> Result<(), FailureKind> {
+        let l = &self.lives[life];
+        if !(l.link_open || l.flush_to_sched) {
+            return Ok(()); // lost with the connection
+        }
+        let node = l.node();
+        self.note(What::Deliver {
+            from: node,
+            to: Node::Scheduler,
+            inc: l.incarnation,
+            msgs: batch.iter().map(Msg::of_worker).collect(),
+        });
+        for msg in batch {
+            match (self.lives[life].incarnation, msg) {
+                (None, WorkerToScheduler::Register(info)) => {
+                    let inc = Incarnation(self.next_incarnation);
+                    self.next_incarnation += 1;
+                    self.lives[life].incarnation = Some(inc);
+                    self.inc_to_life.insert(inc, life);
+                    self.oracle
+                        .joined(inc, Arc::from(info.data_address.as_str()));
+                    self.note(What::Note(format!("{node} joins as {inc}")));
+                    self.sched_step(scheduler::Event::WorkerJoined {
+                        incarnation: inc,
+                        info,
+                    })?;
+                }
+                (None, _) => {
+                    // Before `Register` the shell accepts nothing (only possible with reordering).
+                }
+                (Some(incarnation), msg) => {
+                    self.sched_step(scheduler::Event::WorkerMessage { incarnation, msg })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_link_closed(&mut self, life: LifeId, reason: &'static str) -> Result<(), FailureKind> {
+        let l = &mut self.lives[life];
+        let Some(incarnation) = l.incarnation else {
+            return Ok(()); // never registered: the scheduler never knew it
+        };
+        if l.sched_forgot {
+            return Ok(());
+        }
+        l.sched_forgot = true;
+        let node = l.node();
+        self.note(What::Note(format!(
+            "sched sees {node} ({incarnation}) leave: {reason}"
+        )));
+        self.oracle.removed(incarnation);
+        self.sched_step(scheduler::Event::WorkerLeft {
+            incarnation,
+            reason: reason.to_string(),
+        })
+    }
+
+    // === phases ===
+
+    /// Start the liveness phase: no more injected faults, frozen workers thawed, every empty
+    /// slot restarted.
+    pub(crate) fn heal(&mut self) -> Result<(), FailureKind> {
+        if self.phase != Phase::Safety {
+            return Ok(());
+        }
+        self.phase = Phase::Liveness {
+            deadline: self.now + self.config.liveness_bound,
+        };
+        self.note(What::Note("heal: liveness phase starts".into()));
+        let frozen: Vec<LifeId> = (0..self.lives.len())
+            .filter(|&l| self.lives[l].state == LifeState::Frozen)
+            .collect();
+        for life in frozen {
+            self.thaw(life)?;
+        }
+        for slot in 0..self.slots.len() as u32 {
+            if self.slots[slot as usize].life.is_none() {
+                let at = self.now + Duration::from_millis(self.rng.gen_range(1..=50));
+                self.push(at, Ev::Restart { slot });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn faults_active(&self) -> bool {
+        self.phase == Phase::Safety && self.plan.enabled
+    }
+
+    /// After the client has checked everything: let releases arrive, then check that nothing
+    /// is left behind anywhere.
+    fn settle_and_report(mut self) -> Result<SimReport, SimFailure> {
+        if self.config.check_leaks {
+            self.release_orphaned_graphs();
+            let settle = self.now + SETTLE;
+            while self.peek_time().is_some_and(|t| t <= settle) {
+                self.step()?;
+            }
+            if let Err(kind) = self.check_no_leaks() {
+                return Err(self.failure(kind));
+            }
+        }
+        let stats = self.scheduler.stats().clone();
+        Ok(SimReport {
+            seed: self.seed,
+            virtual_time: self.now,
+            steps: self.steps,
+            graphs: self.models.len() as u32,
+            tasks: self.models.iter().map(|m| m.tasks.len() as u64).sum(),
+            outputs_checked: self.outputs_checked,
+            results_accepted: self.oracle.accepted.len() as u64,
+            worker_lives: self.lives.len() as u32,
+            faults: self.counts.clone(),
+            scheduler: stats,
+            fingerprint: self.trace.fingerprint(),
+        })
+    }
+
+    fn check_no_leaks(&self) -> Result<(), FailureKind> {
+        if self.scheduler.graph_count() != 0 {
+            return Err(FailureKind::Leak {
+                what: format!(
+                    "scheduler still has graphs after all were released: {:?}",
+                    self.scheduler.status(None).graphs
+                ),
+            });
+        }
+        if let Some((state, n)) = self
+            .scheduler
+            .task_counts()
+            .into_iter()
+            .find(|&(_, n)| n > 0)
+        {
+            return Err(FailureKind::Leak {
+                what: format!("scheduler still counts {n} tasks {state}"),
+            });
+        }
+        for l in &self.lives {
+            let Some(core) = l.core.as_ref() else {
+                continue;
+            };
+            let hb = core.heartbeat_info();
+            if hb.stored_results > 0 || core.assigned_count() > 0 {
+                let stored: Vec<String> = self
+                    .oracle
+                    .graphs()
+                    .flat_map(|(graph, m)| {
+                        (0..self.models[m].tasks.len() as u32)
+                            .map(move |index| TaskRef { graph, index })
+                    })
+                    .filter(|t| core.stored(t).is_some())
+                    .take(5)
+                    .map(|t| t.to_string())
+                    .collect();
+                return Err(FailureKind::Leak {
+                    what: format!(
+                        "{} still stores {} results ({}) and has {} tasks after every graph was released",
+                        l.node(),
+                        hb.stored_results,
+                        stored.join(" "),
+                        core.assigned_count()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}

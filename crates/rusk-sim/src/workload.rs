@@ -1,0 +1,524 @@
+//! Graphs the simulated client submits, each with the outcome of every task worked out by the
+//! simulator itself.
+//!
+//! The expected values are computed here with our own arithmetic, never by calling the builtins
+//! the workers run, so that a wrong input, a stale replica or a result accepted from the wrong
+//! attempt shows up as a wrong value at the client. Builtins are typed by what they produce:
+//! `sum` tasks only take numeric inputs (or inputs that are expected to fail), `concat`, `noop`
+//! and `sleep_ms` take anything; values and sizes are capped so that nothing overflows.
+use bytes::Bytes;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rusk_proto::graph::{Builtin, GraphSpec, TaskKind, TaskSpec};
+use std::collections::BTreeSet;
+
+/// Sums never exceed this magnitude: a deep random DAG of sums grows exponentially otherwise.
+const SUM_MAGNITUDE_MAX: i128 = 1_000_000_000_000;
+/// Concatenations longer than this are turned into `noop`s, for the same reason.
+const CONCAT_BYTES_MAX: usize = 256;
+/// Longest `sleep_ms` a generated task asks for, in virtual milliseconds.
+const SLEEP_MS_MAX: u64 = 150;
+
+/// What a task must end as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expected {
+    Value(Bytes),
+    /// The task errs, because it is (or depends on) a `fail` task.
+    Failed,
+}
+
+/// One task of a model graph.
+#[derive(Clone, Debug)]
+pub struct ModelTask {
+    pub key: String,
+    pub op: Builtin,
+    pub args: Vec<String>,
+    pub deps: Vec<usize>,
+    pub retries: u32,
+    /// The simulated executor fails this many executions before the task succeeds
+    /// (`flaky <= retries`, so the task must still succeed).
+    pub flaky: u32,
+    pub expected: Expected,
+    /// `fail` tasks this task is or depends on (transitively): whose error it may report.
+    pub fail_roots: BTreeSet<usize>,
+}
+
+impl ModelTask {
+    pub fn kind(&self) -> TaskKind {
+        TaskKind::Builtin {
+            op: self.op,
+            args: self.args.clone(),
+        }
+    }
+
+    fn is_numeric(&self) -> bool {
+        self.op == Builtin::Sum && matches!(self.expected, Expected::Value(_))
+    }
+}
+
+/// A graph to submit together with the outcome of each of its tasks.
+#[derive(Clone, Debug)]
+pub struct GraphModel {
+    /// Tasks in model order (dependencies before dependents).
+    pub tasks: Vec<ModelTask>,
+    /// Position of each model task in `spec.tasks` (the spec may list tasks in any order).
+    pub spec_pos: Vec<u32>,
+    /// Model index of each task of `spec.tasks`.
+    pub model_of: Vec<usize>,
+    /// Output tasks (model indexes) in the order `GraphFinished` reports them.
+    pub outputs: Vec<usize>,
+    pub spec: GraphSpec,
+    pub detach: bool,
+}
+
+impl GraphModel {
+    /// The model task behind index `spec_index` of the submitted spec (a `TaskRef::index`).
+    pub fn task(&self, spec_index: u32) -> Option<&ModelTask> {
+        self.model_of
+            .get(spec_index as usize)
+            .map(|&m| &self.tasks[m])
+    }
+
+    /// Every error text the scheduler may report for model task `m`: its own failure if it is
+    /// a `fail` task, or the failure of any `fail` task upstream, as the scheduler words them.
+    pub fn acceptable_errors(&self, m: usize) -> Vec<String> {
+        let t = &self.tasks[m];
+        t.fail_roots
+            .iter()
+            .map(|&r| {
+                let root = &self.tasks[r];
+                let own = format!("task {:?} failed: {}", root.key, fail_message(&root.args));
+                if r == m {
+                    own
+                } else {
+                    format!("dependency {:?} failed: {own}", root.key)
+                }
+            })
+            .collect()
+    }
+
+    /// A random graph of between `tasks_min` and `tasks_max` tasks (approximately: tree shapes
+    /// round to whole levels).
+    pub fn random(rng: &mut impl Rng, tasks_min: u32, tasks_max: u32, name: &str) -> GraphModel {
+        // Most graphs are small so that many seeds run quickly; a few are large.
+        let n = if rng.gen_bool(0.5) {
+            rng.gen_range(tasks_min..=tasks_max.min(tasks_min.max(60)))
+        } else {
+            rng.gen_range(tasks_min..=tasks_max)
+        } as usize;
+        let mut b = GraphBuilder::new(name);
+        match rng.gen_range(0..10) {
+            0..=4 => random_dag(&mut b, rng, n),
+            5..=6 => {
+                let leaves = (n / 2).max(2);
+                tree_reduction(&mut b, rng, leaves);
+            }
+            7 => {
+                chain(&mut b, rng, n);
+            }
+            _ => {
+                // A mix: a chain and a reduction feeding a final join.
+                let c = chain(&mut b, rng, n / 3 + 1);
+                let r = tree_reduction(&mut b, rng, n / 3 + 2);
+                b.sum(&[rng.gen_range(-5..=5)], &[c, r]);
+            }
+        }
+        if rng.gen_bool(0.3) {
+            add_failures(&mut b, rng);
+        }
+        if rng.gen_bool(0.3) {
+            // Explicit outputs, including some intermediate tasks.
+            let k = rng.gen_range(1..=4.min(b.tasks.len()));
+            for _ in 0..k {
+                let o = rng.gen_range(0..b.tasks.len());
+                b.output(o);
+            }
+        }
+        let detach = rng.gen_bool(0.2);
+        b.build(Some(rng), detach)
+    }
+}
+
+fn fail_message(args: &[String]) -> String {
+    if args.is_empty() {
+        "task failed on purpose (builtin fail)".to_string()
+    } else {
+        args.join(" ")
+    }
+}
+
+/// Builds a [`GraphModel`] task by task, working out each expected value as it goes.
+/// Dependencies must be added before their dependents.
+#[derive(Clone, Debug)]
+pub struct GraphBuilder {
+    prefix: String,
+    tasks: Vec<ModelTask>,
+    outputs: Vec<usize>,
+}
+
+impl GraphBuilder {
+    /// `prefix` starts every key, so that keys of different graphs differ in traces.
+    pub fn new(prefix: &str) -> GraphBuilder {
+        GraphBuilder {
+            prefix: prefix.to_string(),
+            tasks: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// `sum` of `args` and the (numeric) results of `deps`.
+    pub fn sum(&mut self, args: &[i64], deps: &[usize]) -> usize {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        self.push(Builtin::Sum, args, deps, 0)
+    }
+
+    /// `concat` of `args` then the results of `deps`.
+    pub fn concat(&mut self, args: &[&str], deps: &[usize]) -> usize {
+        let args = args.iter().map(|a| a.to_string()).collect();
+        self.push(Builtin::Concat, args, deps, 0)
+    }
+
+    pub fn noop(&mut self, deps: &[usize]) -> usize {
+        self.push(Builtin::Noop, Vec::new(), deps, 0)
+    }
+
+    /// A task that sleeps `ms` virtual milliseconds and returns nothing.
+    pub fn sleep_ms(&mut self, ms: u64, deps: &[usize]) -> usize {
+        self.push(Builtin::SleepMs, vec![ms.to_string()], deps, 0)
+    }
+
+    /// A task that always fails, however often it is retried.
+    pub fn fail(&mut self, message: &str, retries: u32, deps: &[usize]) -> usize {
+        let args = if message.is_empty() {
+            Vec::new()
+        } else {
+            vec![message.to_string()]
+        };
+        self.push(Builtin::Fail, args, deps, retries)
+    }
+
+    /// Make task `t` fail its first `failures` executions, and give it enough retries.
+    pub fn flaky(&mut self, t: usize, failures: u32) {
+        self.tasks[t].flaky = failures;
+        self.tasks[t].retries = self.tasks[t].retries.max(failures);
+    }
+
+    pub fn output(&mut self, t: usize) {
+        if !self.outputs.contains(&t) {
+            self.outputs.push(t);
+        }
+    }
+
+    fn push(&mut self, op: Builtin, args: Vec<String>, deps: &[usize], retries: u32) -> usize {
+        let m = self.tasks.len();
+        assert!(
+            deps.iter().all(|&d| d < m),
+            "dependencies are added before dependents"
+        );
+        let mut fail_roots: BTreeSet<usize> = BTreeSet::new();
+        for &d in deps {
+            fail_roots.extend(self.tasks[d].fail_roots.iter().copied());
+        }
+        if op == Builtin::Fail {
+            fail_roots.insert(m);
+        }
+        let upstream_failed = deps
+            .iter()
+            .any(|&d| self.tasks[d].expected == Expected::Failed);
+        let expected = if upstream_failed || op == Builtin::Fail {
+            Expected::Failed
+        } else {
+            Expected::Value(self.value_of(op, &args, deps))
+        };
+        self.tasks.push(ModelTask {
+            key: format!("{}-{m}", self.prefix),
+            op,
+            args,
+            deps: deps.to_vec(),
+            retries,
+            flaky: 0,
+            expected,
+            fail_roots,
+        });
+        m
+    }
+
+    fn value_of(&self, op: Builtin, args: &[String], deps: &[usize]) -> Bytes {
+        let dep_values = deps.iter().map(|&d| match &self.tasks[d].expected {
+            Expected::Value(v) => v.clone(),
+            Expected::Failed => unreachable!("checked by the caller"),
+        });
+        match op {
+            Builtin::Sum => {
+                let mut total: i128 = 0;
+                for a in args {
+                    total += a
+                        .parse::<i128>()
+                        .expect("sum arguments are generated as integers");
+                }
+                for v in dep_values {
+                    let text = std::str::from_utf8(&v).expect("numeric results are ASCII");
+                    total += text
+                        .parse::<i128>()
+                        .expect("sum only depends on numeric tasks");
+                }
+                Bytes::from(total.to_string())
+            }
+            Builtin::Concat => {
+                let mut out = Vec::new();
+                for a in args {
+                    out.extend_from_slice(a.as_bytes());
+                }
+                for v in dep_values {
+                    out.extend_from_slice(&v);
+                }
+                Bytes::from(out)
+            }
+            Builtin::Noop | Builtin::SleepMs => Bytes::new(),
+            Builtin::Fail | Builtin::Abort | Builtin::BlockLoop | Builtin::AllocMb => {
+                unreachable!("{op:?} has no value")
+            }
+        }
+    }
+
+    /// The expected magnitude or size if `op` were added with these inputs, to keep values
+    /// bounded.
+    fn too_big(&self, op: Builtin, args: &[String], deps: &[usize]) -> bool {
+        if deps
+            .iter()
+            .any(|&d| self.tasks[d].expected == Expected::Failed)
+        {
+            return false;
+        }
+        let v = self.value_of(op, args, deps);
+        match op {
+            Builtin::Sum => std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.parse::<i128>().ok())
+                .is_none_or(|x| x.abs() > SUM_MAGNITUDE_MAX),
+            _ => v.len() > CONCAT_BYTES_MAX,
+        }
+    }
+
+    /// Finish the graph. With an RNG the spec lists the tasks in a shuffled order (the
+    /// scheduler must not assume topological order); `detach` is passed on to `Submit`.
+    pub fn build(self, rng: Option<&mut dyn rand::RngCore>, detach: bool) -> GraphModel {
+        let n = self.tasks.len();
+        let mut model_of: Vec<usize> = (0..n).collect();
+        if let Some(rng) = rng {
+            model_of.shuffle(rng);
+        }
+        let mut spec_pos = vec![0u32; n];
+        for (pos, &m) in model_of.iter().enumerate() {
+            spec_pos[m] = pos as u32;
+        }
+        let tasks_spec = model_of
+            .iter()
+            .map(|&m| {
+                let t = &self.tasks[m];
+                TaskSpec {
+                    key: t.key.clone(),
+                    builtin: Some(t.op.name().to_string()),
+                    cmd: None,
+                    args: t.args.clone(),
+                    deps: t.deps.iter().map(|&d| self.tasks[d].key.clone()).collect(),
+                    env: Default::default(),
+                    cwd: None,
+                    retries: t.retries,
+                }
+            })
+            .collect();
+        let outputs = if self.outputs.is_empty() {
+            let mut has_dependent = vec![false; n];
+            for t in &self.tasks {
+                for &d in &t.deps {
+                    has_dependent[d] = true;
+                }
+            }
+            // The scheduler lists default outputs in spec order.
+            let mut sinks: Vec<usize> = (0..n).filter(|&m| !has_dependent[m]).collect();
+            sinks.sort_by_key(|&m| spec_pos[m]);
+            sinks
+        } else {
+            self.outputs.clone()
+        };
+        let spec = GraphSpec {
+            tasks: tasks_spec,
+            outputs: self
+                .outputs
+                .iter()
+                .map(|&o| self.tasks[o].key.clone())
+                .collect(),
+        };
+        GraphModel {
+            tasks: self.tasks,
+            spec_pos,
+            model_of,
+            outputs,
+            spec,
+            detach,
+        }
+    }
+}
+
+// === shapes ===
+
+/// Random DAG: each task depends on up to three recent tasks of a compatible type.
+fn random_dag(b: &mut GraphBuilder, rng: &mut impl Rng, n: usize) {
+    const WINDOW: usize = 12;
+    for _ in 0..n {
+        let m = b.len();
+        let lo = m.saturating_sub(WINDOW);
+        let want = if m == 0 {
+            0
+        } else {
+            rng.gen_range(0..=3.min(m))
+        };
+        let op = match rng.gen_range(0..20) {
+            0..=11 => Builtin::Sum,
+            12..=15 => Builtin::Concat,
+            16..=17 => Builtin::Noop,
+            _ => Builtin::SleepMs,
+        };
+        let mut deps: Vec<usize> = Vec::new();
+        for _ in 0..want {
+            let d = rng.gen_range(lo..m);
+            let ok = op != Builtin::Sum
+                || b.tasks[d].is_numeric()
+                || b.tasks[d].expected == Expected::Failed;
+            if ok && !deps.contains(&d) {
+                deps.push(d);
+            }
+        }
+        add_random_task(b, rng, op, &deps);
+    }
+}
+
+fn add_random_task(b: &mut GraphBuilder, rng: &mut impl Rng, op: Builtin, deps: &[usize]) -> usize {
+    match op {
+        Builtin::Sum => {
+            let args: Vec<String> = (0..rng.gen_range(0..=2))
+                .map(|_| rng.gen_range(-50i64..=100).to_string())
+                .collect();
+            if b.too_big(Builtin::Sum, &args, deps) {
+                return b.noop(deps);
+            }
+            b.push(Builtin::Sum, args, deps, 0)
+        }
+        Builtin::Concat => {
+            let args: Vec<String> = (0..rng.gen_range(0..=2))
+                .map(|_| {
+                    let len = rng.gen_range(1..=4);
+                    (0..len)
+                        .map(|_| rng.gen_range(b'a'..=b'z') as char)
+                        .collect()
+                })
+                .collect();
+            if b.too_big(Builtin::Concat, &args, deps) {
+                return b.noop(deps);
+            }
+            b.push(Builtin::Concat, args, deps, 0)
+        }
+        Builtin::SleepMs => b.sleep_ms(rng.gen_range(1..=SLEEP_MS_MAX), deps),
+        _ => b.noop(deps),
+    }
+}
+
+/// A sum reduction: `leaves` numbers, combined 2 to 4 at a time up to one root.
+fn tree_reduction(b: &mut GraphBuilder, rng: &mut impl Rng, leaves: usize) -> usize {
+    let mut level: Vec<usize> = (0..leaves.max(1))
+        .map(|_| b.sum(&[rng.gen_range(-100..=1000)], &[]))
+        .collect();
+    while level.len() > 1 {
+        let fan_in = rng.gen_range(2..=4);
+        level = level.chunks(fan_in).map(|c| b.sum(&[], c)).collect();
+    }
+    level[0]
+}
+
+/// A chain of `len` sums, each adding a small number to its predecessor.
+fn chain(b: &mut GraphBuilder, rng: &mut impl Rng, len: usize) -> usize {
+    let mut prev = b.sum(&[rng.gen_range(0..=10)], &[]);
+    for _ in 1..len.max(1) {
+        prev = b.sum(&[rng.gen_range(-3..=7)], &[prev]);
+    }
+    prev
+}
+
+/// Sprinkle `fail` tasks (with retries that cannot help) and flaky tasks (whose retries do).
+fn add_failures(b: &mut GraphBuilder, rng: &mut impl Rng) {
+    let n = b.len();
+    for _ in 0..rng.gen_range(1..=2) {
+        let d = rng.gen_range(0..n);
+        let f = b.fail("boom", rng.gen_range(0..=2), &[d]);
+        if rng.gen_bool(0.5) {
+            // Something downstream of the failure.
+            b.concat(&["x"], &[f]);
+        }
+    }
+    for _ in 0..rng.gen_range(0..=2) {
+        let t = rng.gen_range(0..n);
+        if b.tasks[t].op != Builtin::Fail {
+            b.flaky(t, rng.gen_range(1..=2));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn builder_computes_values_and_errors() {
+        let mut b = GraphBuilder::new("g");
+        let a = b.sum(&[1, 2], &[]);
+        let c = b.sum(&[10], &[a]);
+        let s = b.concat(&["x"], &[c, a]);
+        let f = b.fail("bad", 1, &[]);
+        let d = b.noop(&[f, s]);
+        let m = b.build(None, false);
+        assert_eq!(m.tasks[c].expected, Expected::Value(Bytes::from("13")));
+        assert_eq!(m.tasks[s].expected, Expected::Value(Bytes::from("x133")));
+        assert_eq!(m.tasks[d].expected, Expected::Failed);
+        assert_eq!(
+            m.acceptable_errors(f),
+            vec!["task \"g-3\" failed: bad".to_string()]
+        );
+        assert_eq!(
+            m.acceptable_errors(d),
+            vec!["dependency \"g-3\" failed: task \"g-3\" failed: bad".to_string()]
+        );
+        assert_eq!(m.outputs, vec![d]);
+    }
+
+    #[test]
+    fn random_graphs_compile_and_keep_values_bounded() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for i in 0..200 {
+            let m = GraphModel::random(&mut rng, 5, 300, &format!("g{i}"));
+            let compiled = rusk_core::graph::compile(m.spec.clone()).expect("valid graph");
+            assert_eq!(compiled.tasks.len(), m.tasks.len());
+            let outs: Vec<usize> = compiled
+                .outputs
+                .iter()
+                .map(|&o| m.model_of[o as usize])
+                .collect();
+            assert_eq!(outs, m.outputs);
+            for t in &m.tasks {
+                if let Expected::Value(v) = &t.expected {
+                    assert!(v.len() <= CONCAT_BYTES_MAX + 40);
+                }
+            }
+        }
+    }
+}
