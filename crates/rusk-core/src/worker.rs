@@ -284,6 +284,12 @@ impl WorkerCore {
                 });
             }
         }
+        // Being assigned the task means the scheduler counts on no copy of its result: one we
+        // still store is from an attempt it fenced (it finished as a Cancel crossed it). Drop
+        // it now; if this attempt never completes here, nobody would release it.
+        if let Some(stale) = self.store.remove(&task) {
+            self.stored_bytes -= stale.len() as u64;
+        }
         let mut missing = 0;
         let mut held = Vec::new();
         for dep in &a.deps {
@@ -742,7 +748,10 @@ mod tests {
     fn duplicate_assignment_is_ignored() {
         let mut w = core();
         let now = Duration::ZERO;
-        assert_eq!(w.handle(now, assign(0, 1, vec![])), vec![execute(0, 1, vec![])]);
+        assert_eq!(
+            w.handle(now, assign(0, 1, vec![])),
+            vec![execute(0, 1, vec![])]
+        );
         assert_eq!(w.handle(now, assign(0, 1, vec![])), vec![]);
         w.check_invariants();
         let out = w.handle(
@@ -764,7 +773,6 @@ mod tests {
         w.check_invariants();
     }
 
-
     /// A stored result the scheduler fenced (it names another holder) is released while a
     /// task that needs it is queued: the task must have fetched its own copy (found by
     /// rusk-sim as a panic in `dispatch`).
@@ -784,7 +792,9 @@ mod tests {
         );
         assert_eq!(out[1], execute(1, 2, vec![]));
         // Task 0 was recomputed elsewhere meanwhile: its result is named at p1.
-        assert!(w.handle(now, assign(2, 3, vec![(0, Some("p1"))])).is_empty());
+        assert!(w
+            .handle(now, assign(2, 3, vec![(0, Some("p1"))]))
+            .is_empty());
         let mut out = Vec::new();
         w.flush(&mut out);
         assert_eq!(
@@ -817,4 +827,47 @@ mod tests {
         w.check_invariants();
     }
 
+    /// A result stored for an attempt the scheduler fenced, then the task assigned here again
+    /// and lost on the way (its input vanished): the stale copy must not stay in the store
+    /// forever (found by rusk-sim's end-of-run leak check).
+    #[test]
+    fn reassignment_drops_a_fenced_stored_result() {
+        let mut w = core();
+        let now = Duration::ZERO;
+        w.handle(now, assign(0, 1, vec![]));
+        w.handle(
+            now,
+            Event::Finished {
+                task: tr(0),
+                attempt: AttemptId(1),
+                result: Ok(Bytes::from_static(b"x")),
+            },
+        );
+        let cancel = SchedulerToWorker::Cancel {
+            task: tr(0),
+            attempt: AttemptId(1),
+        };
+        assert!(w.handle(now, Event::FromScheduler(cancel)).is_empty());
+        assert!(w
+            .handle(now, assign(0, 2, vec![(5, Some("p1"))]))
+            .is_empty());
+        assert_eq!(w.stored(&tr(0)), None);
+        let out = w.handle(
+            now,
+            Event::FetchFailed {
+                peer: Arc::from("p1"),
+                tasks: vec![tr(5)],
+            },
+        );
+        assert_eq!(
+            out,
+            vec![Command::ToScheduler(WorkerToScheduler::MissingDep {
+                task: tr(0),
+                attempt: AttemptId(2),
+                dep: tr(5)
+            })]
+        );
+        assert_eq!(w.heartbeat_info().stored_results, 0);
+        w.check_invariants();
+    }
 }
