@@ -81,6 +81,8 @@ pub fn run_once(shape: Shape, tasks: u64, workers: u32, nthreads: u32) -> Result
             pid: 0,
             nthreads,
             data_address: format!("127.0.0.1:{}", 40_000 + i),
+            nanny: None,
+            slot: None,
         };
         sched.handle_into(
             clock.elapsed(),
@@ -168,6 +170,7 @@ pub fn run_once(shape: Shape, tasks: u64, workers: u32, nthreads: u32) -> Result
                 Command::Recovery(note) => {
                     return Err(format!("unexpected recovery: {note:?}"));
                 }
+                Command::Log(_) | Command::ToNanny { .. } => {}
             }
         }
         if finished {

@@ -60,6 +60,7 @@ fn task(key: String, builtin: &str, args: Vec<String>, deps: Vec<String>) -> Tas
         env: Default::default(),
         cwd: None,
         retries: 0,
+        timeout: None,
     }
 }
 

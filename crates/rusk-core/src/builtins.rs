@@ -5,7 +5,11 @@ use rusk_proto::graph::Builtin;
 use rusk_proto::msg::TaskError;
 
 /// Run a pure builtin. Returns `None` for builtins whose effect only the shell can produce.
-pub fn run_pure(op: Builtin, args: &[String], inputs: &[Bytes]) -> Option<Result<Bytes, TaskError>> {
+pub fn run_pure(
+    op: Builtin,
+    args: &[String],
+    inputs: &[Bytes],
+) -> Option<Result<Bytes, TaskError>> {
     Some(match op {
         Builtin::Noop => Ok(Bytes::new()),
         Builtin::Sum => sum(args, inputs),
@@ -45,7 +49,12 @@ fn sum(args: &[String], inputs: &[Bytes]) -> Result<Bytes, TaskError> {
     let operands = args
         .iter()
         .map(|a| (a.as_str(), "argument"))
-        .chain(inputs.iter().map(|b| (std::str::from_utf8(b).unwrap_or("\u{fffd}"), "dependency result")));
+        .chain(inputs.iter().map(|b| {
+            (
+                std::str::from_utf8(b).unwrap_or("\u{fffd}"),
+                "dependency result",
+            )
+        }));
     for (text, what) in operands {
         let t = text.trim();
         if let (false, Ok(v)) = (is_float, t.parse::<i128>()) {
@@ -64,7 +73,9 @@ fn sum(args: &[String], inputs: &[Bytes]) -> Result<Bytes, TaskError> {
             }
             _ => {
                 let shown: String = t.chars().take(40).collect();
-                return Err(error(format!("sum: {what} {shown:?} is not a decimal number")));
+                return Err(error(format!(
+                    "sum: {what} {shown:?} is not a decimal number"
+                )));
             }
         }
     }
@@ -99,9 +110,13 @@ mod tests {
 
     #[test]
     fn concat_and_fail() {
-        let out = run_pure(Builtin::Concat, &["a".into()], &[Bytes::from_static(b"b")]).unwrap().unwrap();
+        let out = run_pure(Builtin::Concat, &["a".into()], &[Bytes::from_static(b"b")])
+            .unwrap()
+            .unwrap();
         assert_eq!(&out[..], b"ab");
-        let e = run_pure(Builtin::Fail, &["boom".into()], &[]).unwrap().unwrap_err();
+        let e = run_pure(Builtin::Fail, &["boom".into()], &[])
+            .unwrap()
+            .unwrap_err();
         assert_eq!(e.message, "boom");
         assert!(run_pure(Builtin::Abort, &[], &[]).is_none());
     }

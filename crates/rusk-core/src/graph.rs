@@ -42,6 +42,12 @@ pub enum GraphError {
     ArgsOnCommand { key: String },
     #[error("output {key:?} is not a task of this graph")]
     UnknownOutput { key: String },
+    #[error("task {key:?} has an invalid \"timeout\" {value:?} ({reason}); write it like \"500ms\", \"30s\", \"2m\"")]
+    BadTimeout {
+        key: String,
+        value: String,
+        reason: String,
+    },
 }
 
 /// A validated graph, ready for the scheduler.
@@ -58,6 +64,8 @@ pub struct CompiledTask {
     pub kind: Arc<TaskKind>,
     pub deps: Box<[u32]>,
     pub retries: u32,
+    /// Time limit of one attempt in milliseconds (0: none).
+    pub timeout_ms: u32,
 }
 
 /// Validate a graph and resolve its keys to indexes.
@@ -130,11 +138,21 @@ pub fn compile(spec: GraphSpec) -> Result<CompiledGraph, GraphError> {
                 has_dependent[d as usize] = true;
             }
         }
-        outputs = (0..n as u32).filter(|&i| !has_dependent[i as usize]).collect();
+        outputs = (0..n as u32)
+            .filter(|&i| !has_dependent[i as usize])
+            .collect();
     }
     drop(index);
     let mut tasks = Vec::with_capacity(n);
     for (t, deps) in spec.tasks.into_iter().zip(deps_of) {
+        let timeout_ms = match &t.timeout {
+            None => 0,
+            Some(text) => parse_timeout_ms(text).map_err(|reason| GraphError::BadTimeout {
+                key: t.key.clone(),
+                value: text.clone(),
+                reason,
+            })?,
+        };
         let kind = match (t.builtin, t.cmd) {
             (Some(name), None) => {
                 let Some(op) = Builtin::from_name(&name) else {
@@ -167,9 +185,25 @@ pub fn compile(spec: GraphSpec) -> Result<CompiledGraph, GraphError> {
             kind: Arc::new(kind),
             deps,
             retries: t.retries,
+            timeout_ms,
         });
     }
     Ok(CompiledGraph { tasks, outputs })
+}
+
+/// Longest time limit a task may have: about 49 days (fits the scheduler's 32-bit field).
+pub const MAX_TIMEOUT_MS: u64 = u32::MAX as u64;
+
+fn parse_timeout_ms(text: &str) -> Result<u32, String> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| e.to_string())?;
+    let ms = d.as_millis();
+    if ms == 0 {
+        return Err("must be at least 1ms".into());
+    }
+    if ms > MAX_TIMEOUT_MS as u128 {
+        return Err(format!("more than the maximum of {MAX_TIMEOUT_MS} ms"));
+    }
+    Ok(ms as u32)
 }
 
 /// Iterative three-colour DFS; returns a task on a cycle, if any.
@@ -222,6 +256,7 @@ mod tests {
             env: Default::default(),
             cwd: None,
             retries: 0,
+            timeout: None,
         }
     }
     fn graph(tasks: Vec<TaskSpec>, outputs: &[&str]) -> GraphSpec {
@@ -233,7 +268,11 @@ mod tests {
 
     #[test]
     fn valid_graph_compiles_with_sink_outputs_by_default() {
-        let g = compile(graph(vec![task("a", &[]), task("b", &["a"]), task("c", &["a"])], &[])).unwrap();
+        let g = compile(graph(
+            vec![task("a", &[]), task("b", &["a"]), task("c", &["a"])],
+            &[],
+        ))
+        .unwrap();
         assert_eq!(g.outputs, vec![1, 2]);
         assert_eq!(&*g.tasks[1].deps, &[0]);
     }
@@ -243,18 +282,34 @@ mod tests {
         let e = compile(graph(vec![task("a", &[]), task("a", &[])], &[])).unwrap_err();
         assert_eq!(e, GraphError::DuplicateKey { key: "a".into() });
         let e = compile(graph(vec![task("a", &["zz"])], &[])).unwrap_err();
-        assert_eq!(e, GraphError::UnknownDependency { key: "a".into(), dep: "zz".into() });
-        let e = compile(graph(vec![task("a", &["c"]), task("b", &["a"]), task("c", &["b"])], &[])).unwrap_err();
+        assert_eq!(
+            e,
+            GraphError::UnknownDependency {
+                key: "a".into(),
+                dep: "zz".into()
+            }
+        );
+        let e = compile(graph(
+            vec![task("a", &["c"]), task("b", &["a"]), task("c", &["b"])],
+            &[],
+        ))
+        .unwrap_err();
         assert!(matches!(e, GraphError::Cycle { .. }), "{e}");
         let e = compile(graph(vec![task("self", &["self"])], &[])).unwrap_err();
         assert_eq!(e, GraphError::Cycle { key: "self".into() });
         let mut t = task("x", &[]);
         t.builtin = Some("frobnicate".into());
         let e = compile(graph(vec![t], &[])).unwrap_err();
-        assert!(e.to_string().contains("\"x\"") && e.to_string().contains("frobnicate"), "{e}");
+        assert!(
+            e.to_string().contains("\"x\"") && e.to_string().contains("frobnicate"),
+            "{e}"
+        );
         let mut t = task("y", &[]);
         t.cmd = Some(vec!["true".into()]);
-        assert_eq!(compile(graph(vec![t], &[])).unwrap_err(), GraphError::KindAmbiguous { key: "y".into() });
+        assert_eq!(
+            compile(graph(vec![t], &[])).unwrap_err(),
+            GraphError::KindAmbiguous { key: "y".into() }
+        );
         let e = compile(graph(vec![task("a", &[])], &["nope"])).unwrap_err();
         assert_eq!(e, GraphError::UnknownOutput { key: "nope".into() });
         assert_eq!(compile(graph(vec![], &[])).unwrap_err(), GraphError::Empty);
@@ -265,7 +320,11 @@ mod tests {
         let n = 200_000;
         let tasks = (0..n)
             .map(|i| {
-                let deps = if i == 0 { vec![] } else { vec![format!("t{}", i - 1)] };
+                let deps = if i == 0 {
+                    vec![]
+                } else {
+                    vec![format!("t{}", i - 1)]
+                };
                 let mut t = task(&format!("t{i}"), &[]);
                 t.deps = deps;
                 t

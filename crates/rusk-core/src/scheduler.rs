@@ -22,11 +22,12 @@
 use crate::graph::{compile, CompiledGraph};
 use rusk_proto::graph::TaskKind;
 use rusk_proto::msg::{
-    Assignment, ClientToScheduler, DepLocation, GraphProgress, HeartbeatInfo, OutputResult,
-    OutputState, SchedulerToClient, SchedulerToWorker, StatusSnapshot, TaskError, WorkerInfo,
-    WorkerStatus, WorkerToScheduler,
+    Assignment, ClientToScheduler, DepLocation, EventRecord, GraphProgress, HeartbeatInfo,
+    NannyInfo, NannyRecord, NannyStatus, NannyToScheduler, OutputResult, OutputState,
+    RestartTarget, SchedulerToClient, SchedulerToNanny, SchedulerToWorker, SlotReport,
+    StatusSnapshot, TaskError, WorkerInfo, WorkerStatus, WorkerToScheduler,
 };
-use rusk_proto::{AttemptId, ClientId, GraphId, Incarnation, TaskRef};
+use rusk_proto::{AttemptId, ClientId, GraphId, Incarnation, NannyId, TaskRef};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -46,6 +47,15 @@ pub struct SchedulerConfig {
     pub progress_interval: Duration,
     /// Finished detached graphs kept (with their outputs) before the oldest is released.
     pub detached_graphs_max: usize,
+    /// A task whose attempts were running on this many workers that died is a poison task:
+    /// it fails instead of taking more workers down.
+    pub task_max_worker_deaths: u32,
+    /// Recovery events kept for `rusk events` (oldest dropped first).
+    pub events_retained_max: usize,
+    /// Wall-clock time (Unix ms) at which the shell's `now` was zero, to date events.
+    pub epoch_unix_ms: u64,
+    /// Host name of the scheduler, for its own events.
+    pub host: String,
 }
 
 impl Default for SchedulerConfig {
@@ -56,6 +66,10 @@ impl Default for SchedulerConfig {
             assigned_per_thread_max: 512,
             progress_interval: Duration::from_millis(200),
             detached_graphs_max: 64,
+            task_max_worker_deaths: 3,
+            events_retained_max: 10_000,
+            epoch_unix_ms: 0,
+            host: String::new(),
         }
     }
 }
@@ -88,6 +102,20 @@ pub enum Event {
     ClientLeft {
         client: ClientId,
     },
+    /// A nanny authenticated and sent `Register`.
+    NannyJoined {
+        nanny: NannyId,
+        info: NannyInfo,
+    },
+    NannyMessage {
+        nanny: NannyId,
+        msg: NannyToScheduler,
+    },
+    /// The nanny's connection closed: its workers die with it (they watch their parent).
+    NannyLeft {
+        nanny: NannyId,
+        reason: String,
+    },
     /// Time passed; the shell sends this at `next_timeout()`.
     Tick,
 }
@@ -108,15 +136,36 @@ pub enum Command {
         incarnation: Incarnation,
         cause: LossCause,
     },
-    /// Something recovery-relevant happened; the shell logs it.
+    ToNanny {
+        nanny: NannyId,
+        msg: SchedulerToNanny,
+    },
+    /// A worker was lost and its work recovered (typed summary, for tests and metrics).
     Recovery(RecoveryNote),
+    /// A new entry of the recovery log; the shell logs it.
+    Log(EventRecord),
 }
 
 /// Why the scheduler considers a worker gone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LossCause {
     ConnectionClosed(String),
-    HeartbeatTimeout { silent_for: Duration },
+    HeartbeatTimeout {
+        silent_for: Duration,
+    },
+    /// The worker's nanny went away (its workers exit with it).
+    NannyGone(String),
+}
+
+impl LossCause {
+    /// Short name for the event log.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LossCause::ConnectionClosed(_) => "connection",
+            LossCause::HeartbeatTimeout { .. } => "heartbeat",
+            LossCause::NannyGone(_) => "nanny-gone",
+        }
+    }
 }
 
 impl std::fmt::Display for LossCause {
@@ -126,6 +175,7 @@ impl std::fmt::Display for LossCause {
             LossCause::HeartbeatTimeout { silent_for } => {
                 write!(f, "no heartbeat for {} ms", silent_for.as_millis())
             }
+            LossCause::NannyGone(r) => write!(f, "its nanny is gone ({r})"),
         }
     }
 }
@@ -191,6 +241,12 @@ struct Task {
     is_output: bool,
     /// Present in the ready queue (entries are removed lazily).
     queued: bool,
+    /// The current attempt reported `TaskStarted` (it was executing, not just queued).
+    started: bool,
+    /// Workers that died while an attempt of this task was executing.
+    worker_deaths: u32,
+    /// Time limit of one attempt in milliseconds (0: none).
+    timeout_ms: u32,
 }
 
 struct Graph {
@@ -229,6 +285,12 @@ pub struct SchedulerStats {
     pub stale_reports: u64,
     pub workers_lost: u64,
     pub results_recomputed: u64,
+    pub poison_tasks: u64,
+}
+
+struct Nanny {
+    info: NannyInfo,
+    slots: BTreeMap<u32, SlotReport>,
 }
 
 pub struct Scheduler {
@@ -251,6 +313,12 @@ pub struct Scheduler {
     out: Vec<Command>,
     /// Reused buffer for tasks that became ready in one step.
     scratch: Vec<TaskRef>,
+    nannies: FxHashMap<NannyId, Nanny>,
+    /// The recovery log, oldest first, bounded by `events_retained_max`.
+    events: VecDeque<EventRecord>,
+    next_event_seq: u64,
+    /// Why each task with worker deaths lost its attempts (for the poison error).
+    death_notes: FxHashMap<TaskRef, Vec<String>>,
 }
 
 impl Scheduler {
@@ -272,6 +340,10 @@ impl Scheduler {
             stats: SchedulerStats::default(),
             out: Vec::new(),
             scratch: Vec::new(),
+            nannies: FxHashMap::default(),
+            events: VecDeque::new(),
+            next_event_seq: 1,
+            death_notes: FxHashMap::default(),
         }
     }
 
@@ -311,12 +383,15 @@ impl Scheduler {
             Event::WorkerLeft {
                 incarnation,
                 reason,
-            } => self.remove_worker(incarnation, LossCause::ConnectionClosed(reason), false),
+            } => self.remove_worker(now, incarnation, LossCause::ConnectionClosed(reason), false),
             Event::ClientJoined { client } => {
                 self.clients.insert(client);
             }
             Event::ClientMessage { client, msg } => self.on_client_message(client, msg),
             Event::ClientLeft { client } => self.on_client_left(client),
+            Event::NannyJoined { nanny, info } => self.on_nanny_joined(nanny, info),
+            Event::NannyMessage { nanny, msg } => self.on_nanny_message(now, nanny, msg),
+            Event::NannyLeft { nanny, reason } => self.on_nanny_left(now, nanny, reason),
             Event::Tick => self.on_tick(now),
         }
         self.schedule();
@@ -374,6 +449,13 @@ impl Scheduler {
             } => self.on_task_failed(inc, task, attempt, error),
             WorkerToScheduler::MissingDep { task, attempt, dep } => {
                 self.on_missing_dep(inc, task, attempt, dep)
+            }
+            WorkerToScheduler::TaskStarted { task, attempt } => {
+                if self.is_current(inc, task, attempt) {
+                    self.task_mut(task).expect("current").started = true;
+                } else {
+                    self.stats.stale_reports += 1;
+                }
             }
         }
     }
@@ -516,9 +598,17 @@ impl Scheduler {
         }
     }
 
-    /// Forget a worker and recover everything it had: queued and running tasks go back to the
-    /// queue (uncharged), results only it held are recomputed if still needed.
-    fn remove_worker(&mut self, inc: Incarnation, cause: LossCause, drop_connection: bool) {
+    /// Forget a worker and recover everything it had: tasks queued there go back to the queue
+    /// uncharged; tasks that were executing there count one worker death (a poison task fails
+    /// after `task_max_worker_deaths`); results only it held are recomputed if still needed.
+    /// A supervised worker that went silent is also handed to its nanny for a restart.
+    fn remove_worker(
+        &mut self,
+        now: Duration,
+        inc: Incarnation,
+        cause: LossCause,
+        drop_connection: bool,
+    ) {
         let Some(w) = self.workers.remove(&inc) else {
             return; // already gone (for example TTL then connection close): idempotent
         };
@@ -533,8 +623,39 @@ impl Scheduler {
         let mut assigned: Vec<TaskRef> = w.assigned.into_iter().collect();
         assigned.sort_unstable();
         let rescheduled = assigned.len() as u64;
+        let max_deaths = self.config.task_max_worker_deaths.max(1);
         for t in assigned {
-            self.unassign(t);
+            let task = self.task_mut(t).expect("assigned task exists");
+            if !task.started {
+                self.unassign(t);
+                continue;
+            }
+            task.worker_deaths += 1;
+            let deaths = task.worker_deaths;
+            let key = task.key.clone();
+            let notes = self.death_notes.entry(t).or_default();
+            notes.push(format!("{} ({inc}): {cause}", w.info.name));
+            if deaths < max_deaths {
+                self.unassign(t);
+                continue;
+            }
+            let notes = self.death_notes.remove(&t).unwrap_or_default();
+            let msg = format!(
+                "task {key:?} is a poison task: it was running on {deaths} workers that died \
+                 (limit RUSK_TASK_MAX_WORKER_DEATHS={max_deaths}): {}",
+                notes.join("; ")
+            );
+            self.stats.poison_tasks += 1;
+            self.record(
+                now,
+                EventRecord {
+                    cause: "poison-task".into(),
+                    observed: format!("task {key:?} was running on {deaths} workers that died"),
+                    action: "task failed; the rest of its graph goes on".into(),
+                    ..self.worker_record(&w.info, inc)
+                },
+            );
+            self.fail_task(t, Arc::from(msg));
         }
         let mut lost: Vec<TaskRef> = w.holds.into_iter().collect();
         lost.sort_unstable();
@@ -543,14 +664,252 @@ impl Scheduler {
         for t in lost {
             self.lose_result(t);
         }
+        let recomputing = self.stats.results_recomputed - before;
+        // A silent supervised worker may still be alive (frozen): ask its nanny to restart
+        // exactly that incarnation. A no-op on the nanny's side if it already did.
+        let mut action = format!(
+            "dropped; {rescheduled} task(s) rescheduled, {recomputing} lost result(s) recomputing"
+        );
+        if let (LossCause::HeartbeatTimeout { silent_for }, Some(nanny), Some(slot)) =
+            (&cause, &w.info.nanny, w.info.slot)
+        {
+            if let Some(id) = self.nanny_by_name(nanny) {
+                self.out.push(Command::ToNanny {
+                    nanny: id,
+                    msg: SchedulerToNanny::RestartWorker {
+                        slot,
+                        incarnation: inc.0,
+                        silent_for_ms: silent_for.as_millis() as u64,
+                    },
+                });
+                action.push_str(&format!("; asked nanny {nanny} to restart slot {slot}"));
+            }
+        }
+        let detection_ms = match &cause {
+            LossCause::HeartbeatTimeout { silent_for } => Some(silent_for.as_millis() as u64),
+            _ => None,
+        };
+        self.record(
+            now,
+            EventRecord {
+                cause: cause.kind().into(),
+                observed: cause.to_string(),
+                action,
+                detection_ms,
+                ..self.worker_record(&w.info, inc)
+            },
+        );
         self.out.push(Command::Recovery(RecoveryNote {
             worker: w.info.name,
             incarnation: inc,
             cause,
             rescheduled,
             results_lost,
-            recomputing: self.stats.results_recomputed - before,
+            recomputing,
         }));
+    }
+
+    /// An event-log entry about a worker, to be completed by the caller.
+    fn worker_record(&self, info: &WorkerInfo, inc: Incarnation) -> EventRecord {
+        EventRecord {
+            seq: 0,
+            time_unix_ms: 0,
+            source: "scheduler".into(),
+            host: info.host.clone(),
+            nanny: info.nanny.clone(),
+            slot: info.slot,
+            worker: Some(info.name.clone()),
+            incarnation: Some(inc.0),
+            new_incarnation: None,
+            cause: String::new(),
+            observed: String::new(),
+            action: String::new(),
+            detection_ms: None,
+            recovery_ms: None,
+        }
+    }
+
+    /// Append to the recovery log (bounded) and hand the entry to the shell for logging.
+    fn record(&mut self, now: Duration, mut r: EventRecord) {
+        r.seq = self.next_event_seq;
+        self.next_event_seq += 1;
+        r.time_unix_ms = self.config.epoch_unix_ms + now.as_millis() as u64;
+        self.events.push_back(r.clone());
+        while self.events.len() > self.config.events_retained_max {
+            self.events.pop_front();
+        }
+        self.out.push(Command::Log(r));
+    }
+
+    // === nannies ===
+
+    fn nanny_by_name(&self, name: &str) -> Option<NannyId> {
+        self.nannies
+            .iter()
+            .filter(|(_, n)| n.info.name == name)
+            .map(|(id, _)| *id)
+            .max() // the newest connection of that name
+    }
+
+    fn on_nanny_joined(&mut self, nanny: NannyId, info: NannyInfo) {
+        self.nannies.insert(
+            nanny,
+            Nanny {
+                info,
+                slots: BTreeMap::new(),
+            },
+        );
+        self.out.push(Command::ToNanny {
+            nanny,
+            msg: SchedulerToNanny::Welcome,
+        });
+    }
+
+    fn on_nanny_message(&mut self, now: Duration, nanny: NannyId, msg: NannyToScheduler) {
+        let Some(n) = self.nannies.get_mut(&nanny) else {
+            return;
+        };
+        match msg {
+            NannyToScheduler::Register(_) => {}
+            NannyToScheduler::Slots(reports) => {
+                for r in reports {
+                    n.slots.insert(r.slot, r);
+                }
+            }
+            NannyToScheduler::Record(NannyRecord {
+                slot,
+                cause,
+                observed,
+                action,
+                incarnation,
+                new_incarnation,
+                detection_ms,
+                recovery_ms,
+            }) => {
+                let r = EventRecord {
+                    seq: 0,
+                    time_unix_ms: 0,
+                    source: "nanny".into(),
+                    host: n.info.host.clone(),
+                    nanny: Some(n.info.name.clone()),
+                    slot: Some(slot),
+                    worker: Some(format!("{}/{slot}", n.info.name)),
+                    incarnation,
+                    new_incarnation,
+                    cause,
+                    observed,
+                    action,
+                    detection_ms,
+                    recovery_ms,
+                };
+                self.record(now, r);
+            }
+        }
+    }
+
+    fn on_nanny_left(&mut self, now: Duration, nanny: NannyId, reason: String) {
+        let Some(n) = self.nannies.remove(&nanny) else {
+            return;
+        };
+        // Its workers die with it; don't wait for their connections or their TTL.
+        let mut gone: Vec<Incarnation> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.info.nanny.as_deref() == Some(n.info.name.as_str()))
+            .map(|(i, _)| *i)
+            .collect();
+        gone.sort_unstable();
+        for inc in gone {
+            self.remove_worker(now, inc, LossCause::NannyGone(reason.clone()), true);
+        }
+    }
+
+    /// `rusk restart`.
+    fn on_restart(&mut self, target: RestartTarget) -> Result<String, String> {
+        match target {
+            RestartTarget::All => {
+                let mut ids: Vec<NannyId> = self.nannies.keys().copied().collect();
+                ids.sort_unstable();
+                for nanny in &ids {
+                    self.out.push(Command::ToNanny {
+                        nanny: *nanny,
+                        msg: SchedulerToNanny::OperatorRestart { slot: None },
+                    });
+                }
+                Ok(format!(
+                    "asked {} nanny(ies) to restart all their workers",
+                    ids.len()
+                ))
+            }
+            RestartTarget::Worker(id) => {
+                // A live worker by its id, or a slot (`nanny/slot`) whatever its state.
+                let by_worker = self
+                    .workers
+                    .values()
+                    .find(|w| w.info.name == id)
+                    .map(|w| (w.info.nanny.clone(), w.info.slot));
+                let (nanny, slot) = match by_worker {
+                    Some((Some(n), Some(s))) => (n, s),
+                    Some(_) => {
+                        return Err(format!(
+                            "worker {id:?} has no nanny; restart its process yourself"
+                        ))
+                    }
+                    None => match id
+                        .rsplit_once('/')
+                        .and_then(|(n, s)| Some((n.to_string(), s.parse::<u32>().ok()?)))
+                    {
+                        Some(x) => x,
+                        None => {
+                            return Err(format!(
+                                "no worker or slot named {id:?} (see `rusk status`)"
+                            ))
+                        }
+                    },
+                };
+                let Some(nid) = self.nanny_by_name(&nanny) else {
+                    return Err(format!(
+                        "no worker or slot named {id:?}: nanny {nanny:?} is not connected"
+                    ));
+                };
+                if slot >= self.nannies[&nid].info.nworkers {
+                    return Err(format!(
+                        "no worker or slot named {id:?}: nanny {nanny:?} has no slot {slot}"
+                    ));
+                }
+                self.out.push(Command::ToNanny {
+                    nanny: nid,
+                    msg: SchedulerToNanny::OperatorRestart { slot: Some(slot) },
+                });
+                Ok(format!("asked nanny {nanny} to restart slot {slot}"))
+            }
+        }
+    }
+
+    fn on_stop_nanny(&mut self, name: Option<String>) -> Result<String, String> {
+        let mut ids: Vec<NannyId> = self
+            .nannies
+            .iter()
+            .filter(|(_, n)| name.as_deref().is_none_or(|want| n.info.name == want))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        if ids.is_empty() {
+            return Err(match name {
+                Some(n) => format!("no nanny named {n:?} is connected"),
+                None => "no nanny is connected".into(),
+            });
+        }
+        for nanny in &ids {
+            self.out.push(Command::ToNanny {
+                nanny: *nanny,
+                msg: SchedulerToNanny::Stop,
+            });
+        }
+        Ok(format!(
+            "asked {} nanny(ies) to stop their workers for good",
+            ids.len()
+        ))
     }
 
     /// An assigned task goes back to Ready/Waiting under a new attempt. The caller has removed
@@ -706,6 +1065,36 @@ impl Scheduler {
                     self.remove_graph(graph);
                 }
             }
+            ClientToScheduler::Events { since } => {
+                /// Events per reply: bounds one answer's size; clients page with `next`.
+                const EVENTS_PER_REPLY_MAX: usize = 1000;
+                let records: Vec<EventRecord> = self
+                    .events
+                    .iter()
+                    .filter(|r| r.seq >= since)
+                    .take(EVENTS_PER_REPLY_MAX)
+                    .cloned()
+                    .collect();
+                let next = records.last().map_or(since, |r| r.seq + 1);
+                self.out.push(Command::ToClient {
+                    client,
+                    msg: SchedulerToClient::Events { records, next },
+                });
+            }
+            ClientToScheduler::Restart { target } => {
+                let msg = match self.on_restart(target) {
+                    Ok(message) => SchedulerToClient::Done { message },
+                    Err(message) => SchedulerToClient::Error { message },
+                };
+                self.out.push(Command::ToClient { client, msg });
+            }
+            ClientToScheduler::StopNanny { nanny } => {
+                let msg = match self.on_stop_nanny(nanny) {
+                    Ok(message) => SchedulerToClient::Done { message },
+                    Err(message) => SchedulerToClient::Error { message },
+                };
+                self.out.push(Command::ToClient { client, msg });
+            }
             ClientToScheduler::Status => {
                 let snapshot = self.status(None);
                 self.out.push(Command::ToClient {
@@ -768,6 +1157,9 @@ impl Scheduler {
                 attempt: AttemptId(0),
                 is_output: false,
                 queued: false,
+                started: false,
+                worker_deaths: 0,
+                timeout_ms: t.timeout_ms,
             });
         }
         for &o in &compiled.outputs {
@@ -940,7 +1332,7 @@ impl Scheduler {
             .collect();
         expired.sort_unstable();
         for (inc, silent_for) in expired {
-            self.remove_worker(inc, LossCause::HeartbeatTimeout { silent_for }, true);
+            self.remove_worker(now, inc, LossCause::HeartbeatTimeout { silent_for }, true);
         }
         if now.saturating_sub(self.last_progress) >= self.config.progress_interval {
             self.last_progress = now;
@@ -1093,13 +1485,16 @@ impl Scheduler {
             attempt,
             kind: t.kind.clone(),
             deps,
+            timeout_ms: (t.timeout_ms > 0).then_some(t.timeout_ms as u64),
         };
         self.workers
             .get_mut(&inc)
             .expect("target exists")
             .assigned
             .insert(task);
-        self.task_mut(task).expect("exists").attempt = attempt;
+        let t = self.task_mut(task).expect("exists");
+        t.attempt = attempt;
+        t.started = false;
         self.set_state(task, TaskState::Assigned { worker: inc });
         self.out.push(Command::ToWorker {
             incarnation: inc,
@@ -1261,6 +1656,9 @@ impl Scheduler {
                     stored_results: w.heartbeat.stored_results,
                     stored_bytes: w.heartbeat.stored_bytes,
                     heartbeat_age_ms: now.saturating_sub(w.last_seen).as_millis() as u64,
+                    nanny: w.info.nanny.clone(),
+                    slot: w.info.slot,
+                    restarts: self.slot_report(&w.info).map_or(0, |r| r.restarts),
                 }
             })
             .collect();
@@ -1270,11 +1668,34 @@ impl Scheduler {
             .into_iter()
             .map(|id| Self::progress_of(*id, &self.graphs[id]))
             .collect();
+        let mut nannies: Vec<NannyStatus> = self
+            .nannies
+            .values()
+            .map(|n| NannyStatus {
+                name: n.info.name.clone(),
+                host: n.info.host.clone(),
+                pid: n.info.pid,
+                slots: n.slots.values().cloned().collect(),
+            })
+            .collect();
+        nannies.sort_by(|a, b| a.name.cmp(&b.name));
         StatusSnapshot {
             workers,
             tasks,
             graphs,
+            nannies,
         }
+    }
+
+    /// What the worker's nanny last reported about its slot.
+    fn slot_report(&self, info: &WorkerInfo) -> Option<&SlotReport> {
+        let nanny = self.nanny_by_name(info.nanny.as_deref()?)?;
+        self.nannies[&nanny].slots.get(&info.slot?)
+    }
+
+    /// The recovery log from sequence number `since` (for tests and the shell).
+    pub fn events_since(&self, since: u64) -> impl Iterator<Item = &EventRecord> {
+        self.events.iter().filter(move |r| r.seq >= since)
     }
 
     /// Number of tasks in each state, by name.

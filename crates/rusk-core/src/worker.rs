@@ -54,6 +54,12 @@ pub enum Event {
         request: u64,
         tasks: Vec<TaskRef>,
     },
+    /// The executor began running this `Execute` (it may have queued it first). Starts the
+    /// attempt's time limit and, unless it finishes within the same batch, tells the scheduler.
+    Started {
+        task: TaskRef,
+        attempt: AttemptId,
+    },
     Tick,
 }
 
@@ -94,6 +100,8 @@ struct WTask {
     state: WState,
     /// Fetched inputs this task holds a reference on.
     replicas_held: Vec<TaskRef>,
+    /// When the running attempt hits its time limit (set once it started).
+    deadline: Option<Duration>,
 }
 
 struct Replica {
@@ -107,6 +115,10 @@ pub struct WorkerCore {
     heartbeat_interval: Duration,
     next_heartbeat: Duration,
     tasks: FxHashMap<TaskRef, WTask>,
+    /// Attempts that started since the last flush; reported unless already finished.
+    started_unreported: Vec<(TaskRef, AttemptId)>,
+    /// Time limits of running attempts: (deadline, task, attempt).
+    deadlines: std::collections::BTreeSet<(Duration, TaskRef, AttemptId)>,
     /// Results this worker computed and the scheduler counts on it for.
     store: FxHashMap<TaskRef, Bytes>,
     stored_bytes: u64,
@@ -131,6 +143,8 @@ impl WorkerCore {
             heartbeat_interval,
             next_heartbeat: Duration::ZERO,
             tasks: FxHashMap::default(),
+            started_unreported: Vec::new(),
+            deadlines: std::collections::BTreeSet::new(),
             store: FxHashMap::default(),
             stored_bytes: 0,
             replicas: FxHashMap::default(),
@@ -155,7 +169,10 @@ impl WorkerCore {
     }
 
     pub fn next_timeout(&self) -> Duration {
-        self.next_heartbeat
+        match self.deadlines.first() {
+            Some((d, _, _)) => self.next_heartbeat.min(*d),
+            None => self.next_heartbeat,
+        }
     }
 
     pub fn handle(&mut self, now: Duration, event: Event) -> Vec<Command> {
@@ -202,7 +219,28 @@ impl WorkerCore {
                     .collect();
                 self.out.push(Command::ReplyPeer { request, items });
             }
+            Event::Started { task, attempt } => {
+                let running = self
+                    .tasks
+                    .get_mut(&task)
+                    .filter(|t| t.assignment.attempt == attempt && t.state == WState::Running);
+                if let Some(t) = running {
+                    if let (Some(ms), None) = (t.assignment.timeout_ms, t.deadline) {
+                        let deadline = now + Duration::from_millis(ms);
+                        t.deadline = Some(deadline);
+                        self.deadlines.insert((deadline, task, attempt));
+                    }
+                    self.started_unreported.push((task, attempt));
+                }
+            }
             Event::Tick => {
+                while let Some(&(deadline, task, attempt)) = self.deadlines.first() {
+                    if deadline > now {
+                        break;
+                    }
+                    self.deadlines.pop_first();
+                    self.on_time_limit(task, attempt);
+                }
                 if now >= self.next_heartbeat {
                     self.next_heartbeat = now + self.heartbeat_interval;
                     self.out
@@ -218,6 +256,18 @@ impl WorkerCore {
 
     /// Emit the fetches decided since the last flush, one per peer.
     pub fn flush(&mut self, out: &mut Vec<Command>) {
+        for (task, attempt) in self.started_unreported.drain(..) {
+            let still_running = self
+                .tasks
+                .get(&task)
+                .is_some_and(|t| t.assignment.attempt == attempt && t.state == WState::Running);
+            if still_running {
+                out.push(Command::ToScheduler(WorkerToScheduler::TaskStarted {
+                    task,
+                    attempt,
+                }));
+            }
+        }
         let mut batches: Vec<(Arc<str>, Vec<TaskRef>)> = self.fetch_batches.drain().collect();
         batches.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (peer, tasks) in batches {
@@ -340,6 +390,7 @@ impl WorkerCore {
                 assignment: a,
                 state,
                 replicas_held: held,
+                deadline: None,
             },
         );
     }
@@ -405,7 +456,7 @@ impl WorkerCore {
         if !current {
             return; // abandoned attempt: drop its result
         }
-        self.tasks.remove(&task);
+        self.forget(task);
         let msg = match result {
             Ok(data) if data.len() as u64 > MAX_RESULT_BYTES => WorkerToScheduler::TaskFailed {
                 task,
@@ -441,6 +492,30 @@ impl WorkerCore {
     }
 
     /// Hand queued tasks to the executor, up to the dispatch bound.
+    /// A running attempt exceeded its time limit: stop it and report a failure of the task
+    /// (the scheduler applies `retries`); the worker itself is fine.
+    fn on_time_limit(&mut self, task: TaskRef, attempt: AttemptId) {
+        let current = self
+            .tasks
+            .get(&task)
+            .is_some_and(|t| t.assignment.attempt == attempt && t.state == WState::Running);
+        if !current {
+            return;
+        }
+        let t = self.forget(task);
+        let limit = t.assignment.timeout_ms.unwrap_or(0);
+        self.out.push(Command::Abandon { task, attempt });
+        self.out
+            .push(Command::ToScheduler(WorkerToScheduler::TaskFailed {
+                task,
+                attempt,
+                error: TaskError {
+                    message: format!("exceeded its time limit of {limit} ms and was killed"),
+                    exit_code: None,
+                },
+            }));
+    }
+
     fn dispatch(&mut self) {
         let max = self.config.info.nthreads.max(1) * self.config.dispatched_per_thread_max.max(1);
         while self.dispatched < max {
@@ -486,10 +561,14 @@ impl WorkerCore {
         for &r in &t.replicas_held {
             self.unref_replica(r);
         }
+        if let Some(d) = t.deadline {
+            self.deadlines.remove(&(d, task, t.assignment.attempt));
+        }
         WTask {
             assignment: t.assignment,
             state: t.state,
             replicas_held: Vec::new(),
+            deadline: None,
         }
     }
 
@@ -568,6 +647,8 @@ mod tests {
                 pid: 1,
                 nthreads: 1,
                 data_address: "127.0.0.1:1".into(),
+                nanny: None,
+                slot: None,
             },
             dispatched_per_thread_max: 1,
             heartbeat_interval: Duration::from_millis(500),
@@ -594,6 +675,7 @@ mod tests {
                     holder: h.map(Arc::from),
                 })
                 .collect(),
+            timeout_ms: None,
         })))
     }
     fn execute(task: u32, attempt: u64, inputs: Vec<Bytes>) -> Command {

@@ -36,6 +36,8 @@ pub enum Role {
     Client,
     /// A worker or client fetching results from a worker's data server.
     Peer,
+    /// A nanny registering its worker slots with the scheduler.
+    Nanny,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +87,7 @@ fn role_byte(role: Role) -> u8 {
         Role::Worker => 1,
         Role::Client => 2,
         Role::Peer => 3,
+        Role::Nanny => 4,
     }
 }
 

@@ -52,6 +52,10 @@ pub struct TaskSpec {
     /// under the task never counts against this.
     #[serde(default)]
     pub retries: u32,
+    /// Time limit of one attempt (`"500ms"`, `"30s"`, `"2m"`). An attempt over it is killed
+    /// and counts as a failure of the task (then `retries` applies); the worker is not touched.
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 /// The functions compiled into every worker.

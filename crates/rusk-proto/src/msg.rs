@@ -1,6 +1,7 @@
 //! Messages. Each connection carries frames; each frame is a batch (`Vec`) of one of the enums
 //! below, so that a busy scheduler sends one frame per worker per loop turn, not one per task.
 use crate::graph::{GraphSpec, TaskKind};
+pub use crate::NannyId;
 use crate::{AttemptId, GraphId, Incarnation, TaskRef};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,10 @@ pub enum WorkerToScheduler {
         attempt: AttemptId,
         dep: TaskRef,
     },
+    /// The attempt is actually executing (not just queued). Only attempts running when a worker
+    /// dies count towards a poison task. Not sent for attempts that finished within the same
+    /// batch.
+    TaskStarted { task: TaskRef, attempt: AttemptId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +48,9 @@ pub struct WorkerInfo {
     pub nthreads: u32,
     /// Where peers and clients fetch results from (`host:port`).
     pub data_address: String,
+    /// The nanny supervising this worker, and its slot there.
+    pub nanny: Option<String>,
+    pub slot: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +91,8 @@ pub struct Assignment {
     pub kind: Arc<TaskKind>,
     /// Inputs in the task's dependency order.
     pub deps: Vec<DepLocation>,
+    /// Time limit of this attempt, from its start.
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +119,25 @@ pub enum ClientToScheduler {
         graph: GraphId,
     },
     Status,
+    /// Recovery events with sequence number >= `since`.
+    Events {
+        since: u64,
+    },
+    /// Operator restart (also revives a slot that failed after a crash loop).
+    Restart {
+        target: RestartTarget,
+    },
+    /// Operator stop of one nanny (by name) or all: their workers stop for good.
+    StopNanny {
+        nanny: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartTarget {
+    /// A worker id as in `rusk status` (`nanny/slot` for supervised workers).
+    Worker(String),
+    All,
 }
 
 /// Scheduler → client.
@@ -131,6 +160,98 @@ pub enum SchedulerToClient {
     Error {
         message: String,
     },
+    Events {
+        records: Vec<EventRecord>,
+        next: u64,
+    },
+    /// An operator request was carried out.
+    Done {
+        message: String,
+    },
+}
+
+/// One entry of the recovery log (`rusk events`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub seq: u64,
+    pub time_unix_ms: u64,
+    /// Who observed it: `scheduler` or `nanny`.
+    pub source: String,
+    pub host: String,
+    pub nanny: Option<String>,
+    pub slot: Option<u32>,
+    pub worker: Option<String>,
+    pub incarnation: Option<u64>,
+    pub new_incarnation: Option<u64>,
+    /// Short cause: crash, watchdog, heartbeat, connection, memory, operator, crash-loop,
+    /// poison-task, nanny-gone, ...
+    pub cause: String,
+    /// What was observed, in words (exit code or signal, silence, RSS, ...).
+    pub observed: String,
+    /// What was done about it.
+    pub action: String,
+    pub detection_ms: Option<u64>,
+    pub recovery_ms: Option<u64>,
+}
+
+/// Nanny → scheduler.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NannyToScheduler {
+    /// First message of a nanny connection.
+    Register(NannyInfo),
+    /// Current state of some slots.
+    Slots(Vec<SlotReport>),
+    /// A recovery the nanny observed or carried out.
+    Record(NannyRecord),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NannyInfo {
+    pub name: String,
+    pub host: String,
+    pub pid: u32,
+    pub nworkers: u32,
+    pub nthreads: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotReport {
+    pub slot: u32,
+    pub state: String,
+    pub pid: Option<u32>,
+    pub incarnation: Option<u64>,
+    pub restarts: u32,
+    pub last_cause: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NannyRecord {
+    pub slot: u32,
+    pub cause: String,
+    pub observed: String,
+    pub action: String,
+    pub incarnation: Option<u64>,
+    pub new_incarnation: Option<u64>,
+    pub detection_ms: Option<u64>,
+    pub recovery_ms: Option<u64>,
+}
+
+/// Scheduler → nanny.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SchedulerToNanny {
+    Welcome,
+    /// The scheduler saw `incarnation` go silent: restart it (a no-op if it is already gone).
+    RestartWorker {
+        slot: u32,
+        incarnation: u64,
+        silent_for_ms: u64,
+    },
+    /// Operator restart of one slot, or all (`None`).
+    OperatorRestart {
+        slot: Option<u32>,
+    },
+    /// Operator stop: stop every worker for good and exit.
+    Stop,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +286,15 @@ pub struct StatusSnapshot {
     pub workers: Vec<WorkerStatus>,
     pub tasks: BTreeMap<String, u64>,
     pub graphs: Vec<GraphProgress>,
+    pub nannies: Vec<NannyStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NannyStatus {
+    pub name: String,
+    pub host: String,
+    pub pid: u32,
+    pub slots: Vec<SlotReport>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,6 +310,10 @@ pub struct WorkerStatus {
     pub stored_results: u64,
     pub stored_bytes: u64,
     pub heartbeat_age_ms: u64,
+    pub nanny: Option<String>,
+    pub slot: Option<u32>,
+    /// Restarts of this worker's slot (0 for unsupervised workers).
+    pub restarts: u32,
 }
 
 /// Peer (worker or client) → worker data server.

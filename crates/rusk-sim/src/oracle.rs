@@ -149,7 +149,9 @@ impl Oracle {
             WorkerToScheduler::TaskDone { task, attempt, .. }
             | WorkerToScheduler::TaskFailed { task, attempt, .. }
             | WorkerToScheduler::MissingDep { task, attempt, .. } => (*task, *attempt),
-            WorkerToScheduler::Register(_) | WorkerToScheduler::Heartbeat(_) => return Ok(()),
+            WorkerToScheduler::Register(_)
+            | WorkerToScheduler::Heartbeat(_)
+            | WorkerToScheduler::TaskStarted { .. } => return Ok(()),
         };
         if !accepted {
             return Ok(());

@@ -43,6 +43,7 @@ pub(crate) enum Msg {
     Welcome(Incarnation),
     Assign(TaskRef, AttemptId),
     Cancel(TaskRef, AttemptId),
+    Started(TaskRef, AttemptId),
     Release(TaskRef, usize),
 }
 
@@ -56,6 +57,7 @@ impl Msg {
             WorkerToScheduler::MissingDep { task, attempt, dep } => {
                 Msg::MissingDep(*task, *attempt, *dep)
             }
+            WorkerToScheduler::TaskStarted { task, attempt } => Msg::Started(*task, *attempt),
         }
     }
 
@@ -86,6 +88,7 @@ impl Msg {
             Msg::Assign(a, b) => [7, t(a), b.0, 0],
             Msg::Cancel(a, b) => [8, t(a), b.0, 0],
             Msg::Release(a, n) => [9, t(a), *n as u64, 0],
+            Msg::Started(a, b) => [10, t(a), b.0, 0],
         }
     }
 }
@@ -102,6 +105,7 @@ impl fmt::Display for Msg {
             Msg::Assign(t, a) => write!(f, "Assign({t},{a})"),
             Msg::Cancel(t, a) => write!(f, "Cancel({t},{a})"),
             Msg::Release(t, n) => write!(f, "Release({t}..,{n})"),
+            Msg::Started(t, a) => write!(f, "TaskStarted({t},{a})"),
         }
     }
 }

@@ -333,6 +333,7 @@ impl GraphBuilder {
                     env: Default::default(),
                     cwd: None,
                     retries: t.retries,
+                    timeout: None,
                 }
             })
             .collect();

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use rusk_proto::auth::Role;
 use rusk_proto::graph::GraphSpec;
 use rusk_proto::msg::{
-    ClientToScheduler, DataReply, DataRequest, GraphProgress, OutputResult, OutputState,
-    SchedulerToClient, StatusSnapshot,
+    ClientToScheduler, DataReply, DataRequest, EventRecord, GraphProgress, OutputResult,
+    OutputState, SchedulerToClient, StatusSnapshot,
 };
 use rusk_proto::{GraphId, TaskRef};
 use std::collections::{BTreeMap, VecDeque};
@@ -146,6 +146,30 @@ impl Client {
 
     pub async fn release(&mut self, graph: GraphId) -> Result<()> {
         self.send(ClientToScheduler::ReleaseGraph { graph }).await
+    }
+
+    /// Recovery events with sequence number >= `since`; returns them and the next `since`.
+    pub async fn events(&mut self, since: u64) -> Result<(Vec<EventRecord>, u64)> {
+        self.send(ClientToScheduler::Events { since }).await?;
+        loop {
+            match self.next().await? {
+                SchedulerToClient::Events { records, next } => return Ok((records, next)),
+                SchedulerToClient::Error { message } => bail!("{message}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// An operator request (`Restart`, `StopNanny`); returns the scheduler's answer.
+    pub async fn operator(&mut self, msg: ClientToScheduler) -> Result<String> {
+        self.send(msg).await?;
+        loop {
+            match self.next().await? {
+                SchedulerToClient::Done { message } => return Ok(message),
+                SchedulerToClient::Error { message } => bail!("{message}"),
+                _ => {}
+            }
+        }
     }
 
     pub async fn status(&mut self) -> Result<StatusSnapshot> {

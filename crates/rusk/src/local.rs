@@ -91,6 +91,7 @@ pub fn demo_graph(n: u64) -> GraphSpec {
         env: Default::default(),
         cwd: None,
         retries: 0,
+        timeout: None,
     };
     let mut tasks = Vec::new();
     let mut level: Vec<String> = (1..=n.max(1))
@@ -126,6 +127,7 @@ pub fn demo_graph(n: u64) -> GraphSpec {
         env: Default::default(),
         cwd: None,
         retries: 0,
+        timeout: None,
     });
     GraphSpec {
         tasks,
@@ -153,6 +155,8 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         format!("{}ms", core.worker_ttl.as_millis()),
         "--heartbeat-interval".into(),
         format!("{}ms", core.heartbeat_interval.as_millis()),
+        "--task-max-worker-deaths".into(),
+        core.task_max_worker_deaths.to_string(),
     ])?);
     let sf = wait_for_file(&file, &mut children.0[0]).await?;
     for i in 0..a.workers {

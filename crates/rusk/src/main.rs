@@ -4,7 +4,9 @@
 //! `RUSK_WORKER_TTL=5s`); durations are written like `500ms`, `5s`, `2m`.
 mod client;
 mod config;
+mod events;
 mod local;
+mod nanny_shell;
 mod net;
 mod scheduler_shell;
 mod worker_shell;
@@ -39,6 +41,92 @@ enum Cmd {
     Status(StatusArgs),
     /// Start a scheduler and workers on this machine and run a graph on them.
     Local(local::LocalArgs),
+    /// Run a nanny: start and supervise worker processes on this host.
+    Nanny(NannyArgs),
+    /// Restart a worker (also revives a slot that gave up after a crash loop).
+    Restart(RestartArgs),
+    /// Stop a nanny and its workers for good.
+    StopNanny(StopNannyArgs),
+    /// Show the recovery log.
+    Events(EventsArgs),
+}
+
+#[derive(clap::Args)]
+struct NannyArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Worker processes (slots) to keep running.
+    #[arg(long, env = "RUSK_NWORKERS", default_value_t = 1)]
+    nworkers: u32,
+    /// Task threads per worker.
+    #[arg(long, env = "RUSK_NTHREADS", default_value_t = 1)]
+    nthreads: u32,
+    /// Memory limit per worker (for example 4GiB); the worker is restarted past
+    /// `--memory-restart-fraction` of it.
+    #[arg(long, env = "RUSK_MEMORY_LIMIT", value_parser = config::parse_bytes)]
+    memory_limit: Option<u64>,
+    /// Fraction of the memory limit at which the nanny restarts a worker.
+    #[arg(long, env = "RUSK_MEMORY_RESTART_FRACTION", default_value_t = 0.95)]
+    memory_restart_fraction: f64,
+    /// Name of this nanny (default: host-pid).
+    #[arg(long, env = "RUSK_NANNY_NAME")]
+    name: Option<String>,
+    /// A worker whose event loop has not pinged the nanny this long is restarted.
+    #[arg(long, env = "RUSK_WATCHDOG_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    watchdog_timeout: Duration,
+    /// Grace between SIGTERM and SIGKILL when stopping a worker.
+    #[arg(long, env = "RUSK_KILL_GRACE", default_value = "500ms", value_parser = parse_duration)]
+    kill_grace: Duration,
+    /// More crash restarts than this within `--crash-window` put a slot in `failed`.
+    #[arg(long, env = "RUSK_CRASH_RESTARTS_MAX", default_value_t = 5)]
+    crash_restarts_max: u32,
+    #[arg(long, env = "RUSK_CRASH_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    crash_window: Duration,
+    /// First back-off delay of a crash loop (doubles up to `--backoff-max`).
+    #[arg(long, env = "RUSK_BACKOFF_INITIAL", default_value = "250ms", value_parser = parse_duration)]
+    backoff_initial: Duration,
+    #[arg(long, env = "RUSK_BACKOFF_MAX", default_value = "10s", value_parser = parse_duration)]
+    backoff_max: Duration,
+    /// A worker up this long resets the back-off.
+    #[arg(long, env = "RUSK_STABLE_PERIOD", default_value = "10s", value_parser = parse_duration)]
+    stable_period: Duration,
+    /// Pass --enable-fault-injection to the workers (tests only).
+    #[arg(long, env = "RUSK_ENABLE_FAULT_INJECTION")]
+    enable_fault_injection: bool,
+}
+
+#[derive(clap::Args)]
+struct RestartArgs {
+    /// Worker id (as in `rusk status`), e.g. `host-123/0`.
+    worker: Option<String>,
+    /// Restart every worker of every nanny.
+    #[arg(long, conflicts_with = "worker")]
+    all: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(clap::Args)]
+struct StopNannyArgs {
+    /// Nanny name (as in `rusk status`).
+    nanny: Option<String>,
+    /// Stop every nanny.
+    #[arg(long, conflicts_with = "nanny")]
+    all: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(clap::Args)]
+struct EventsArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+    /// Keep printing new events as they happen.
+    #[arg(long)]
+    follow: bool,
 }
 
 #[derive(clap::Args)]
@@ -67,6 +155,9 @@ pub struct CoreArgs {
     /// Tasks queued on a worker per thread.
     #[arg(long, env = "RUSK_ASSIGNED_PER_THREAD", default_value_t = 512)]
     assigned_per_thread: u32,
+    /// A task running on this many workers that died is failed as a poison task.
+    #[arg(long, env = "RUSK_TASK_MAX_WORKER_DEATHS", default_value_t = 3)]
+    task_max_worker_deaths: u32,
 }
 
 impl CoreArgs {
@@ -82,6 +173,7 @@ impl CoreArgs {
             worker_ttl: self.worker_ttl,
             heartbeat_interval: self.heartbeat_interval,
             assigned_per_thread_max: self.assigned_per_thread.max(1),
+            task_max_worker_deaths: self.task_max_worker_deaths.max(1),
             ..SchedulerConfig::default()
         })
     }
@@ -106,6 +198,18 @@ struct WorkerArgs {
     /// Enable the fault-injection builtins (abort, block_loop, alloc_mb). For tests only.
     #[arg(long, env = "RUSK_ENABLE_FAULT_INJECTION")]
     enable_fault_injection: bool,
+    /// Fault injection: abort right after start-up (to test crash loops).
+    #[arg(long, env = "RUSK_FAULT_CRASH_ON_START", hide = true)]
+    fault_crash_on_start: bool,
+    /// Set by the nanny: its name.
+    #[arg(long, hide = true, requires = "nanny_fd")]
+    nanny: Option<String>,
+    /// Set by the nanny: this worker's slot.
+    #[arg(long, hide = true, requires = "nanny_fd")]
+    slot: Option<u32>,
+    /// Set by the nanny: inherited socket for pings.
+    #[arg(long, hide = true)]
+    nanny_fd: Option<i32>,
 }
 
 #[derive(clap::Args)]
@@ -154,6 +258,22 @@ fn main() {
             config::init_logging("local");
             runtime().block_on(local::run(a))
         }
+        Cmd::Nanny(a) => {
+            config::init_logging("nanny");
+            runtime().block_on(run_nanny(a))
+        }
+        Cmd::Restart(a) => {
+            config::init_logging("client");
+            runtime().block_on(run_restart(a))
+        }
+        Cmd::StopNanny(a) => {
+            config::init_logging("client");
+            runtime().block_on(run_stop_nanny(a))
+        }
+        Cmd::Events(a) => {
+            config::init_logging("client");
+            runtime().block_on(events::run(a.cluster, a.json, a.follow))
+        }
     };
     if let Err(e) = result {
         eprintln!("rusk: error: {e:#}");
@@ -161,10 +281,13 @@ fn main() {
     }
 }
 
-/// Exit status: 1 for failed tasks or errors, 2 for bad input (usage, graph rejected).
+/// Exit status: 1 for failed tasks or errors, 2 for bad input (usage, graph rejected), 75 for a
+/// worker that lost its scheduler (its nanny restarts it).
 fn exit_code(e: &anyhow::Error) -> i32 {
     if e.downcast_ref::<BadInput>().is_some() {
         2
+    } else if e.downcast_ref::<worker_shell::ConnectionLost>().is_some() {
+        rusk_core::nanny::EXIT_CONNECTION_LOST
     } else {
         1
     }
@@ -212,7 +335,16 @@ async fn run_scheduler(a: SchedulerArgs) -> Result<()> {
 }
 
 async fn run_worker(a: WorkerArgs) -> Result<()> {
+    if a.fault_crash_on_start {
+        tracing::error!("fault injection: crashing at start-up on purpose");
+        std::process::abort();
+    }
     let cluster = a.cluster.resolve()?;
+    let supervision = match (a.nanny_fd, a.nanny, a.slot) {
+        (Some(fd), Some(nanny), Some(slot)) => Some(worker_shell::Supervision { nanny, slot, fd }),
+        (None, None, None) => None,
+        _ => return Err(BadInput("--nanny, --slot and --nanny-fd go together".into()).into()),
+    };
     worker_shell::run(worker_shell::WorkerOptions {
         scheduler: cluster.address,
         token: cluster.token,
@@ -221,8 +353,84 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
         listen_host: a.listen_host,
         work_dir: a.work_dir,
         fault_injection: a.enable_fault_injection,
+        supervision,
     })
     .await
+}
+
+async fn run_nanny(a: NannyArgs) -> Result<()> {
+    let cluster = a.cluster.resolve()?;
+    if !(0.1..=1.0).contains(&a.memory_restart_fraction) {
+        return Err(BadInput("--memory-restart-fraction must be between 0.1 and 1".into()).into());
+    }
+    let name = a
+        .name
+        .unwrap_or_else(|| format!("{}-{}", worker_shell::hostname(), std::process::id()));
+    let mut worker_args = Vec::new();
+    if a.enable_fault_injection {
+        worker_args.push("--enable-fault-injection".to_string());
+    }
+    let core = rusk_core::nanny::NannyConfig {
+        nworkers: a.nworkers.max(1),
+        watchdog_timeout: a.watchdog_timeout,
+        kill_grace: a.kill_grace,
+        backoff_initial: a.backoff_initial,
+        backoff_max: a.backoff_max,
+        stable_period: a.stable_period,
+        crash_restarts_max: a.crash_restarts_max,
+        crash_window: a.crash_window,
+        memory_restart_bytes: a
+            .memory_limit
+            .map(|l| (l as f64 * a.memory_restart_fraction) as u64),
+        seed: std::process::id() as u64,
+        ..rusk_core::nanny::NannyConfig::default()
+    };
+    if core.watchdog_timeout < worker_shell::NANNY_PING_INTERVAL * 3 {
+        return Err(BadInput(format!(
+            "--watchdog-timeout must be at least 3 ping intervals ({:?})",
+            worker_shell::NANNY_PING_INTERVAL * 3
+        ))
+        .into());
+    }
+    nanny_shell::run(nanny_shell::NannyOptions {
+        scheduler: cluster.address,
+        token: cluster.token,
+        name,
+        nthreads: a.nthreads,
+        worker_args,
+        core,
+    })
+    .await
+}
+
+async fn run_restart(a: RestartArgs) -> Result<()> {
+    let target = match (a.worker, a.all) {
+        (Some(w), false) => rusk_proto::msg::RestartTarget::Worker(w),
+        (None, true) => rusk_proto::msg::RestartTarget::All,
+        _ => return Err(BadInput("name a worker, or --all".into()).into()),
+    };
+    let cluster = a.cluster.resolve()?;
+    let mut c = client::Client::connect(&cluster).await?;
+    let msg = c
+        .operator(rusk_proto::msg::ClientToScheduler::Restart { target })
+        .await?;
+    println!("{msg}");
+    Ok(())
+}
+
+async fn run_stop_nanny(a: StopNannyArgs) -> Result<()> {
+    let nanny = match (a.nanny, a.all) {
+        (Some(n), false) => Some(n),
+        (None, true) => None,
+        _ => return Err(BadInput("name a nanny, or --all".into()).into()),
+    };
+    let cluster = a.cluster.resolve()?;
+    let mut c = client::Client::connect(&cluster).await?;
+    let msg = c
+        .operator(rusk_proto::msg::ClientToScheduler::StopNanny { nanny })
+        .await?;
+    println!("{msg}");
+    Ok(())
 }
 
 /// Read and parse a graph file; parse errors say where.
@@ -292,22 +500,37 @@ async fn run_status(a: StatusArgs) -> Result<()> {
     }
     println!("{} worker(s)", s.workers.len());
     println!(
-        "{:<24} {:>6} {:>8} {:>8} {:<8} {:>8} {:>8} {:>6}  address",
-        "worker", "incarn", "pid", "threads", "state", "assigned", "memory", "hb ms"
+        "{:<24} {:>6} {:>8} {:>8} {:<8} {:>8} {:>8} {:>8} {:>6}  address",
+        "worker", "incarn", "pid", "threads", "state", "restarts", "assigned", "memory", "hb ms"
     );
     for w in &s.workers {
         println!(
-            "{:<24} {:>6} {:>8} {:>8} {:<8} {:>8} {:>8} {:>6}  {}",
+            "{:<24} {:>6} {:>8} {:>8} {:<8} {:>8} {:>8} {:>8} {:>6}  {}",
             w.id,
             w.incarnation,
             w.pid,
             w.nthreads,
             w.state,
+            w.restarts,
             w.tasks.get("assigned").copied().unwrap_or(0),
             w.tasks.get("memory").copied().unwrap_or(0),
             w.heartbeat_age_ms,
             w.address
         );
+    }
+    for n in &s.nannies {
+        println!("nanny {} on {} (pid {}):", n.name, n.host, n.pid);
+        for slot in &n.slots {
+            println!(
+                "  slot {:<3} {:<12} pid {:<8} incarnation {:<6} restarts {:<4} {}",
+                slot.slot,
+                slot.state,
+                slot.pid.map_or("-".to_string(), |p| p.to_string()),
+                slot.incarnation.map_or("-".to_string(), |i| i.to_string()),
+                slot.restarts,
+                slot.last_cause.as_deref().unwrap_or("")
+            );
+        }
     }
     let tasks: Vec<String> = s.tasks.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("tasks: {}", tasks.join(" "));

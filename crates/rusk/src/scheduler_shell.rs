@@ -12,8 +12,11 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use rusk_core::scheduler::{Command, Event, Scheduler, SchedulerConfig};
 use rusk_proto::auth::Role;
-use rusk_proto::msg::{ClientToScheduler, SchedulerToClient, SchedulerToWorker, WorkerToScheduler};
-use rusk_proto::{ClientId, Incarnation};
+use rusk_proto::msg::{
+    ClientToScheduler, NannyToScheduler, SchedulerToClient, SchedulerToNanny, SchedulerToWorker,
+    WorkerToScheduler,
+};
+use rusk_proto::{ClientId, Incarnation, NannyId};
 use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,6 +69,19 @@ enum Inbound {
     },
     ClientLeft {
         client: ClientId,
+    },
+    NannyJoined {
+        nanny: NannyId,
+        info: rusk_proto::msg::NannyInfo,
+        out: mpsc::UnboundedSender<Bytes>,
+    },
+    Nanny {
+        nanny: NannyId,
+        msgs: Vec<NannyToScheduler>,
+    },
+    NannyLeft {
+        nanny: NannyId,
+        reason: String,
     },
 }
 
@@ -130,7 +146,8 @@ async fn serve_connection(
     ids: Arc<AtomicU64>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<()> {
-    let (mut conn, role) = net::accept(stream, token, &[Role::Worker, Role::Client]).await?;
+    let (mut conn, role) =
+        net::accept(stream, token, &[Role::Worker, Role::Client, Role::Nanny]).await?;
     drop(permit);
     let id = ids.fetch_add(1, Ordering::Relaxed);
     match role {
@@ -187,6 +204,30 @@ async fn serve_connection(
             debug!(%client, %reason, "client left");
             tx.send(Inbound::ClientLeft { client }).await.ok();
         }
+        Role::Nanny => {
+            let first: Vec<NannyToScheduler> =
+                tokio::time::timeout(Duration::from_secs(10), net::recv(&mut conn))
+                    .await
+                    .context("nanny did not register in time")??
+                    .context("nanny closed before registering")?;
+            let Some(NannyToScheduler::Register(info)) = first.into_iter().next() else {
+                anyhow::bail!("nanny's first message was not Register");
+            };
+            let nanny = NannyId(id);
+            info!(nanny = %info.name, host = %info.host, pid = info.pid, slots = info.nworkers, "nanny joined");
+            let (out_tx, out_rx) = mpsc::unbounded_channel();
+            let (sink, stream) = conn.split();
+            tokio::spawn(writer(sink, out_rx));
+            tx.send(Inbound::NannyJoined {
+                nanny,
+                info,
+                out: out_tx,
+            })
+            .await
+            .ok();
+            let reason = read_loop(stream, |msgs| Inbound::Nanny { nanny, msgs }, &tx).await;
+            tx.send(Inbound::NannyLeft { nanny, reason }).await.ok();
+        }
         Role::Peer => unreachable!("not allowed by accept"),
     }
     Ok(())
@@ -235,14 +276,28 @@ async fn writer(
     let _ = sink.close().await;
 }
 
-async fn core_loop(config: SchedulerConfig, mut rx: mpsc::Receiver<Inbound>) -> Result<()> {
+struct Peers {
+    workers: FxHashMap<Incarnation, Peer>,
+    clients: FxHashMap<ClientId, Peer>,
+    nannies: FxHashMap<NannyId, Peer>,
+}
+
+async fn core_loop(mut config: SchedulerConfig, mut rx: mpsc::Receiver<Inbound>) -> Result<()> {
     let start = Instant::now();
+    config.epoch_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    config.host = crate::worker_shell::hostname();
     let mut core = Scheduler::new(config);
-    let mut workers: FxHashMap<Incarnation, Peer> = FxHashMap::default();
-    let mut clients: FxHashMap<ClientId, Peer> = FxHashMap::default();
+    let mut peers = Peers {
+        workers: FxHashMap::default(),
+        clients: FxHashMap::default(),
+        nannies: FxHashMap::default(),
+    };
     let mut out: Vec<Command> = Vec::new();
     let mut to_workers: FxHashMap<Incarnation, Vec<SchedulerToWorker>> = FxHashMap::default();
     let mut to_clients: FxHashMap<ClientId, Vec<SchedulerToClient>> = FxHashMap::default();
+    let mut to_nannies: FxHashMap<NannyId, Vec<SchedulerToNanny>> = FxHashMap::default();
     loop {
         let deadline = start + core.next_timeout();
         let first = tokio::select! {
@@ -257,7 +312,7 @@ async fn core_loop(config: SchedulerConfig, mut rx: mpsc::Receiver<Inbound>) -> 
         let mut handled = 0;
         loop {
             if let Some(ev) = pending.take() {
-                apply(&mut core, now, ev, &mut workers, &mut clients, &mut out);
+                apply(&mut core, now, ev, &mut peers, &mut out);
                 handled += 1;
             }
             if handled >= EVENTS_PER_TURN_MAX {
@@ -280,33 +335,35 @@ async fn core_loop(config: SchedulerConfig, mut rx: mpsc::Receiver<Inbound>) -> 
                 Command::ToClient { client, msg } => {
                     to_clients.entry(client).or_default().push(msg)
                 }
+                Command::ToNanny { nanny, msg } => to_nannies.entry(nanny).or_default().push(msg),
                 Command::DropWorker { incarnation, cause } => {
                     warn!(%incarnation, %cause, "dropping worker");
                     to_workers.remove(&incarnation);
-                    if let Some(p) = workers.remove(&incarnation) {
+                    if let Some(p) = peers.workers.remove(&incarnation) {
                         if let Some(r) = p.reader {
                             r.abort();
                         }
                     }
                 }
-                Command::Recovery(note) => warn!(
-                    worker = %note.worker,
-                    incarnation = %note.incarnation,
-                    cause = %note.cause,
-                    rescheduled = note.rescheduled,
-                    results_lost = note.results_lost,
-                    recomputing = note.recomputing,
-                    "worker lost; its work is rescheduled"
-                ),
+                // The same loss is in the event log entry (`Log`), logged below.
+                Command::Recovery(_) => {}
+                Command::Log(record) => {
+                    warn!(event = %crate::events::format_record(&record), "recovery")
+                }
+            }
+        }
+        for (nanny, msgs) in to_nannies.drain() {
+            if let Some(p) = peers.nannies.get(&nanny) {
+                let _ = p.out.send(net::encode(&msgs));
             }
         }
         for (inc, msgs) in to_workers.drain() {
-            if let Some(p) = workers.get(&inc) {
+            if let Some(p) = peers.workers.get(&inc) {
                 let _ = p.out.send(net::encode(&msgs));
             }
         }
         for (client, msgs) in to_clients.drain() {
-            if let Some(p) = clients.get(&client) {
+            if let Some(p) = peers.clients.get(&client) {
                 let _ = p.out.send(net::encode(&msgs));
             }
         }
@@ -317,10 +374,14 @@ fn apply(
     core: &mut Scheduler,
     now: Duration,
     ev: Inbound,
-    workers: &mut FxHashMap<Incarnation, Peer>,
-    clients: &mut FxHashMap<ClientId, Peer>,
+    peers: &mut Peers,
     out: &mut Vec<Command>,
 ) {
+    let Peers {
+        workers,
+        clients,
+        nannies,
+    } = peers;
     match ev {
         Inbound::WorkerJoined {
             incarnation,
@@ -383,6 +444,34 @@ fn apply(
         Inbound::ClientLeft { client } => {
             clients.remove(&client);
             core.handle_into(now, Event::ClientLeft { client }, out);
+        }
+        Inbound::NannyJoined {
+            nanny,
+            info,
+            out: tx,
+        } => {
+            nannies.insert(
+                nanny,
+                Peer {
+                    out: tx,
+                    reader: None,
+                },
+            );
+            core.handle_into(now, Event::NannyJoined { nanny, info }, out);
+        }
+        Inbound::Nanny { nanny, msgs } => {
+            for msg in msgs {
+                if matches!(msg, NannyToScheduler::Register(_)) {
+                    continue;
+                }
+                core.handle_into(now, Event::NannyMessage { nanny, msg }, out);
+            }
+        }
+        Inbound::NannyLeft { nanny, reason } => {
+            if nannies.remove(&nanny).is_some() {
+                warn!(%nanny, %reason, "nanny connection closed");
+                core.handle_into(now, Event::NannyLeft { nanny, reason }, out);
+            }
         }
     }
 }

@@ -45,9 +45,34 @@ pub struct WorkerOptions {
     pub listen_host: String,
     pub work_dir: Option<PathBuf>,
     pub fault_injection: bool,
+    /// Set when a nanny supervises this worker.
+    pub supervision: Option<Supervision>,
 }
 
+/// How a nanny-supervised worker reaches its nanny.
+pub struct Supervision {
+    pub nanny: String,
+    pub slot: u32,
+    /// Inherited socket: the worker writes `ping` and `registered <incarnation>` lines.
+    pub fd: i32,
+}
+
+/// How often the worker's event loop pings its nanny (the nanny's watchdog timeout is a
+/// multiple of this).
+pub const NANNY_PING_INTERVAL: Duration = Duration::from_millis(200);
+/// Back-off while a supervised worker cannot reach the scheduler.
+const CONNECT_RETRY_MIN: Duration = Duration::from_millis(100);
+const CONNECT_RETRY_MAX: Duration = Duration::from_secs(2);
+
 enum Local {
+    /// An executor began a task. `ack`, when set, is answered once the scheduler has been
+    /// told (the `TaskStarted` frame is on the socket): a task that may kill this process waits
+    /// for it, so that its death is charged to it.
+    Started {
+        task: TaskRef,
+        attempt: AttemptId,
+        ack: Option<std::sync::mpsc::SyncSender<()>>,
+    },
     Finished {
         task: TaskRef,
         attempt: AttemptId,
@@ -104,6 +129,8 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
         pid,
         nthreads: opts.nthreads.max(1),
         data_address: data_address.clone(),
+        nanny: opts.supervision.as_ref().map(|s| s.nanny.clone()),
+        slot: opts.supervision.as_ref().map(|s| s.slot),
     };
     let work_dir = opts
         .work_dir
@@ -112,9 +139,11 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("cannot create work dir {}", work_dir.display()))?;
 
-    let mut conn = net::connect(&opts.scheduler, &token, Role::Worker)
-        .await
-        .with_context(|| format!("cannot join the scheduler at {}", opts.scheduler))?;
+    let nanny = match &opts.supervision {
+        Some(sup) => Some(NannyLink::open(sup.fd)?),
+        None => None,
+    };
+    let mut conn = connect_scheduler(&opts, &token).await?;
     let start = Instant::now();
     let mut core = WorkerCore::new(WorkerConfig {
         info: info.clone(),
@@ -136,7 +165,7 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
     tokio::spawn(data_server(listener, token.clone(), local_tx.clone()));
 
     let (sched_sink, mut sched_stream) = conn.split();
-    let (sched_out, sched_out_rx) = mpsc::unbounded_channel::<Bytes>();
+    let (sched_out, sched_out_rx) = mpsc::unbounded_channel::<OutFrame>();
     tokio::spawn(write_frames(sched_sink, sched_out_rx));
     let (sched_in_tx, mut sched_in) =
         mpsc::unbounded_channel::<Result<Vec<SchedulerToWorker>, String>>();
@@ -167,6 +196,8 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
     let mut to_scheduler: Vec<WorkerToScheduler> = Vec::new();
     let mut replies: FxHashMap<u64, oneshot::Sender<DataItems>> = FxHashMap::default();
     let mut next_reply = 0u64;
+    let mut registered_reported = false;
+    let mut started_acks: Vec<std::sync::mpsc::SyncSender<()>> = Vec::new();
 
     loop {
         let deadline = start + core.next_timeout();
@@ -182,8 +213,8 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                                 core.handle_into(now, Event::FromScheduler(m), &mut out);
                             }
                         }
-                        Some(Err(reason)) => return Err(anyhow!("lost the scheduler: {reason}")),
-                        None => return Err(anyhow!("lost the scheduler")),
+                        Some(Err(reason)) => return Err(anyhow!(ConnectionLost(reason))),
+                        None => return Err(anyhow!(ConnectionLost("reader ended".into()))),
                     }
                     batch = match sched_in.try_recv() {
                         Ok(b) => Some(b),
@@ -203,6 +234,12 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                             fetchers.remove(&peer);
                             Event::FetchFailed { peer, tasks }
                         }
+                        Local::Started { task, attempt, ack } => {
+                            if let Some(ack) = ack {
+                                started_acks.push(ack);
+                            }
+                            Event::Started { task, attempt }
+                        }
                         Local::PeerRequest { tasks, reply } => {
                             next_reply += 1;
                             replies.insert(next_reply, reply);
@@ -220,6 +257,11 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
             core.handle_into(now, Event::Tick, &mut out);
         }
         core.flush(&mut out);
+        // Tell the nanny as soon as we are registered, before running anything.
+        if let (Some(link), false, Some(inc)) = (&nanny, registered_reported, core.incarnation()) {
+            link.registered(inc.0);
+            registered_reported = true;
+        }
         for cmd in out.drain(..) {
             match cmd {
                 Command::ToScheduler(m) => to_scheduler.push(m),
@@ -247,7 +289,28 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                     } = &*kind
                     {
                         if opts.fault_injection {
-                            // Deliberately wedge this event loop (fault injection).
+                            // Deliberately wedge this event loop (fault injection). First make
+                            // sure the scheduler knows this attempt is running.
+                            let mut started = Vec::new();
+                            core.handle_into(
+                                start.elapsed(),
+                                Event::Started { task, attempt },
+                                &mut started,
+                            );
+                            core.flush(&mut started);
+                            let msgs: Vec<WorkerToScheduler> = started
+                                .into_iter()
+                                .filter_map(|c| match c {
+                                    Command::ToScheduler(m) => Some(m),
+                                    _ => None,
+                                })
+                                .collect();
+                            let (tx, rx) = oneshot::channel();
+                            let _ = sched_out.send(OutFrame {
+                                frame: net::encode(&msgs),
+                                sent: Some(tx),
+                            });
+                            let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
                             let secs: f64 = args
                                 .first()
                                 .and_then(|a| a.trim().parse().ok())
@@ -272,31 +335,141 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                 }
             }
         }
-        if !to_scheduler.is_empty() {
+        if to_scheduler.is_empty() {
+            // Nothing to tell the scheduler (the started attempts were cancelled meanwhile).
+            for a in started_acks.drain(..) {
+                let _ = a.try_send(());
+            }
+        } else {
             let frame = net::encode(&to_scheduler);
             to_scheduler.clear();
-            if sched_out.send(frame).is_err() {
-                return Err(anyhow!("lost the scheduler (writer closed)"));
+            let sent = if started_acks.is_empty() {
+                None
+            } else {
+                // Tell the waiting task threads once this frame (with their TaskStarted) is out.
+                let acks = std::mem::take(&mut started_acks);
+                let (tx, rx) = oneshot::channel::<()>();
+                tokio::spawn(async move {
+                    let _ = rx.await;
+                    for a in acks {
+                        let _ = a.try_send(());
+                    }
+                });
+                Some(tx)
+            };
+            if sched_out.send(OutFrame { frame, sent }).is_err() {
+                return Err(anyhow!(ConnectionLost("writer closed".into())));
             }
         }
     }
 }
 
+/// The worker lost its scheduler connection after joining: the process exits with
+/// `EXIT_CONNECTION_LOST` so its nanny starts a fresh incarnation.
+#[derive(Debug, thiserror::Error)]
+#[error("lost the scheduler: {0}")]
+pub struct ConnectionLost(pub String);
+
+/// Join the scheduler. A supervised worker keeps trying (its nanny's watchdog is fed
+/// meanwhile) except when refused, which retrying cannot fix; a standalone worker reports the
+/// first failure.
+async fn connect_scheduler(opts: &WorkerOptions, token: &[u8]) -> Result<Conn> {
+    let mut delay = CONNECT_RETRY_MIN;
+    loop {
+        match net::connect(&opts.scheduler, token, Role::Worker).await {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                let refused = format!("{e:#}").contains("refused us");
+                if opts.supervision.is_none() || refused {
+                    return Err(
+                        e.context(format!("cannot join the scheduler at {}", opts.scheduler))
+                    );
+                }
+                warn!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "scheduler unreachable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(CONNECT_RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// The worker's side of its nanny socket. Pings come from a task on this worker's single
+/// event-loop thread, so a wedged loop stops them: that is what the nanny's watchdog detects.
+struct NannyLink {
+    stream: Arc<tokio::net::UnixStream>,
+}
+
+impl NannyLink {
+    fn open(fd: i32) -> Result<NannyLink> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the nanny passed us this fd (a Unix socket) and nothing else in this process
+        // owns it.
+        let std_stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+        std_stream.set_nonblocking(true).context("nanny socket")?;
+        let stream =
+            Arc::new(tokio::net::UnixStream::from_std(std_stream).context("nanny socket")?);
+        let pinger = stream.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(NANNY_PING_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut buf = [0u8; 64];
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Err(e) = pinger.try_write(b"ping\n") {
+                            if e.kind() != std::io::ErrorKind::WouldBlock {
+                                error!(error = %e, "nanny socket closed; exiting");
+                                std::process::exit(EXIT_NANNY_GONE);
+                            }
+                        }
+                    }
+                    r = pinger.readable() => {
+                        if r.is_ok() && matches!(pinger.try_read(&mut buf), Ok(0)) {
+                            error!("nanny gone; exiting");
+                            std::process::exit(EXIT_NANNY_GONE);
+                        }
+                    }
+                }
+            }
+        });
+        Ok(NannyLink { stream })
+    }
+
+    fn registered(&self, incarnation: u64) {
+        let _ = self
+            .stream
+            .try_write(format!("registered {incarnation}\n").as_bytes());
+    }
+}
+
+/// Exit code of a worker whose nanny is gone.
+const EXIT_NANNY_GONE: i32 = 70;
+
+/// A frame for the scheduler; `sent` is answered once it has been written out.
+struct OutFrame {
+    frame: Bytes,
+    sent: Option<oneshot::Sender<()>>,
+}
+
 async fn write_frames(
     mut sink: futures::stream::SplitSink<Conn, Bytes>,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    mut rx: mpsc::UnboundedReceiver<OutFrame>,
 ) {
-    while let Some(frame) = rx.recv().await {
-        if sink.feed(frame).await.is_err() {
-            return;
-        }
-        while let Ok(frame) = rx.try_recv() {
+    let mut acks = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(OutFrame { frame, sent }) = next.take() {
             if sink.feed(frame).await.is_err() {
                 return;
             }
+            acks.extend(sent);
+            next = rx.try_recv().ok();
         }
         if sink.flush().await.is_err() {
             return;
+        }
+        for a in acks.drain(..) {
+            let _ = a.send(());
         }
     }
 }
@@ -440,14 +613,38 @@ async fn fetch_once(
 
 /// Runs tasks off the event loop: builtins on `nthreads` threads, commands as child processes
 /// (at most `nthreads` at once).
+///
+/// A builtin thread cannot be killed. When a builtin attempt is abandoned while running (its
+/// time limit passed), the thread is retired after that job and a replacement thread takes its
+/// place at once, so capacity stays the same. Too many stuck threads means a sick worker: past
+/// `ABANDONED_THREADS_MAX` the worker exits and its nanny restarts it.
 struct Executor {
     jobs: crossbeam_channel::Sender<Job>,
+    job_rx: crossbeam_channel::Receiver<Job>,
+    pool: Arc<Pool>,
     commands: Arc<Semaphore>,
     fault_injection: bool,
     work_dir: PathBuf,
     local: mpsc::UnboundedSender<Local>,
     running_commands: RunningCommands,
 }
+
+/// Builtin attempts running on task threads, and those whose thread must retire.
+#[derive(Default)]
+struct Pool {
+    running: Mutex<rustc_hash::FxHashSet<(TaskRef, AttemptId)>>,
+    retiring: Mutex<rustc_hash::FxHashSet<(TaskRef, AttemptId)>>,
+    threads: std::sync::atomic::AtomicU32,
+}
+
+/// Stuck task threads tolerated (abandoned builtins still running) before the worker gives up
+/// and exits for a restart.
+const ABANDONED_THREADS_MAX: usize = 64;
+/// Exit code of a worker with too many stuck task threads.
+const EXIT_STUCK_THREADS: i32 = 71;
+/// How long a task thread waits for "the scheduler knows I started" before running a builtin
+/// that may take the process down.
+const STARTED_ACK_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Executor {
     fn start(
@@ -456,23 +653,33 @@ impl Executor {
         work_dir: PathBuf,
         local: mpsc::UnboundedSender<Local>,
     ) -> Executor {
-        let (jobs, rx) = crossbeam_channel::unbounded::<Job>();
-        for i in 0..nthreads.max(1) {
-            let rx = rx.clone();
-            let local = local.clone();
-            std::thread::Builder::new()
-                .name(format!("rusk-task-{i}"))
-                .spawn(move || task_thread(rx, local))
-                .expect("spawning a task thread");
-        }
-        Executor {
+        let (jobs, job_rx) = crossbeam_channel::unbounded::<Job>();
+        let e = Executor {
             jobs,
+            job_rx,
+            pool: Arc::default(),
             commands: Arc::new(Semaphore::new(nthreads.max(1) as usize)),
             fault_injection,
             work_dir,
             local,
             running_commands: Arc::default(),
+        };
+        for _ in 0..nthreads.max(1) {
+            e.spawn_thread();
         }
+        e
+    }
+
+    fn spawn_thread(&self) {
+        let i = self
+            .pool
+            .threads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (rx, local, pool) = (self.job_rx.clone(), self.local.clone(), self.pool.clone());
+        std::thread::Builder::new()
+            .name(format!("rusk-task-{i}"))
+            .spawn(move || task_thread(rx, local, pool))
+            .expect("spawning a task thread");
     }
 
     fn execute(&self, task: TaskRef, attempt: AttemptId, kind: Arc<TaskKind>, inputs: Vec<Bytes>) {
@@ -515,6 +722,11 @@ impl Executor {
                 );
                 tokio::spawn(async move {
                     let _permit = sem.acquire_owned().await;
+                    let _ = local.send(Local::Started {
+                        task,
+                        attempt,
+                        ack: None,
+                    });
                     let result =
                         run_command(&argv, &env, cwd.as_deref(), &inputs, &dir, kill_rx).await;
                     running
@@ -532,31 +744,77 @@ impl Executor {
     }
 
     fn abandon(&self, task: TaskRef, attempt: AttemptId) {
-        if let Some(kill) = self
+        let command = self
             .running_commands
             .lock()
             .expect("not poisoned")
-            .remove(&(task, attempt))
-        {
-            let _ = kill.send(());
+            .remove(&(task, attempt));
+        if let Some(kill) = command {
+            let _ = kill.send(()); // dropping the child kills it
+            return;
         }
+        let key = (task, attempt);
+        if !self
+            .pool
+            .running
+            .lock()
+            .expect("not poisoned")
+            .contains(&key)
+        {
+            return; // still queued (it will be skipped) or already done
+        }
+        let stuck = {
+            let mut retiring = self.pool.retiring.lock().expect("not poisoned");
+            retiring.insert(key);
+            retiring.len()
+        };
+        if stuck > ABANDONED_THREADS_MAX {
+            error!(
+                stuck,
+                "too many task threads stuck in abandoned builtins; exiting for a restart"
+            );
+            std::process::exit(EXIT_STUCK_THREADS);
+        }
+        warn!(%task, "abandoned a running builtin; its thread retires when it returns, a new one takes its place");
+        self.spawn_thread();
     }
 }
 
-fn task_thread(rx: crossbeam_channel::Receiver<Job>, local: mpsc::UnboundedSender<Local>) {
+fn task_thread(
+    rx: crossbeam_channel::Receiver<Job>,
+    local: mpsc::UnboundedSender<Local>,
+    pool: Arc<Pool>,
+) {
     while let Ok(job) = rx.recv() {
-        let result = match builtins::run_pure(job.op, &job.args, &job.inputs) {
+        let key = (job.task, job.attempt);
+        let pure = builtins::run_pure(job.op, &job.args, &job.inputs);
+        let result = match pure {
+            // Pure builtins are instant and cannot harm the process: no start report needed.
             Some(r) => r,
-            None => run_effect(job.op, &job.args),
+            None => {
+                pool.running.lock().expect("not poisoned").insert(key);
+                let (tx, rx_ack) = std::sync::mpsc::sync_channel(1);
+                let may_kill = matches!(job.op, Builtin::Abort | Builtin::AllocMb);
+                let _ = local.send(Local::Started {
+                    task: job.task,
+                    attempt: job.attempt,
+                    ack: may_kill.then_some(tx),
+                });
+                if may_kill {
+                    let _ = rx_ack.recv_timeout(STARTED_ACK_TIMEOUT);
+                }
+                let r = run_effect(job.op, &job.args);
+                pool.running.lock().expect("not poisoned").remove(&key);
+                r
+            }
         };
-        if local
-            .send(Local::Finished {
-                task: job.task,
-                attempt: job.attempt,
-                result,
-            })
-            .is_err()
-        {
+        let retire = pool.retiring.lock().expect("not poisoned").remove(&key);
+        let sent = local.send(Local::Finished {
+            task: job.task,
+            attempt: job.attempt,
+            result,
+        });
+        if sent.is_err() || retire {
             return;
         }
     }
@@ -589,12 +847,20 @@ fn run_effect(op: Builtin, args: &[String]) -> Result<Bytes, TaskError> {
             std::process::abort();
         }
         Builtin::AllocMb => {
+            // Grow like a leaking task: 16 MiB every 20 ms, every page touched so it counts in
+            // RSS, all kept for the life of the process.
             let mb = number_arg(op, args)? as usize;
-            let mut v = vec![0u8; mb * 1024 * 1024];
-            for page in v.chunks_mut(4096) {
-                page[0] = 1; // touch every page so it counts in RSS
+            let mut left = mb;
+            while left > 0 {
+                let step = left.min(16);
+                let mut v = vec![0u8; step * 1024 * 1024];
+                for page in v.chunks_mut(4096) {
+                    page[0] = 1;
+                }
+                HELD_ALLOCATIONS.lock().expect("not poisoned").push(v);
+                left -= step;
+                std::thread::sleep(Duration::from_millis(20));
             }
-            HELD_ALLOCATIONS.lock().expect("not poisoned").push(v);
             Ok(Bytes::from(format!("{mb}")))
         }
         Builtin::BlockLoop => Err(TaskError {

@@ -240,7 +240,7 @@ fn kill_9_of_a_worker_in_the_middle_of_a_10000_task_graph() {
     );
     c.signal_worker(1, libc::SIGKILL);
     let _ = c.workers[1].wait();
-    let out = child.wait_with_output().unwrap();
+    let out = wait_output(child, SUBMIT_DEADLINE);
     assert!(
         out.status.success(),
         "{}",
@@ -277,7 +277,7 @@ fn graph_survives_all_workers_killed_and_replaced() {
     c.wait_workers(0);
     c.add_worker();
     c.add_worker();
-    let out = child.wait_with_output().unwrap();
+    let out = wait_output(child, SUBMIT_DEADLINE);
     assert!(
         out.status.success(),
         "{}",
@@ -314,7 +314,7 @@ fn frozen_worker_is_declared_lost_after_the_ttl_and_its_work_is_redone() {
         c.scheduler_log().contains("no heartbeat for"),
         "cause is logged"
     );
-    let out = child.wait_with_output().unwrap();
+    let out = wait_output(child, SUBMIT_DEADLINE);
     assert!(
         out.status.success(),
         "{}",

@@ -14,6 +14,7 @@ fn spec(key: &str, deps: &[&str]) -> TaskSpec {
         env: Default::default(),
         cwd: None,
         retries: 0,
+        timeout: None,
     }
 }
 
@@ -24,6 +25,8 @@ fn info(name: &str, nthreads: u32) -> WorkerInfo {
         pid: 1,
         nthreads,
         data_address: format!("addr-{name}"),
+        nanny: None,
+        slot: None,
     }
 }
 
@@ -49,6 +52,7 @@ fn assign(task: TaskRef, attempt: u64, deps: Vec<DepLocation>) -> SchedulerToWor
         attempt: AttemptId(attempt),
         kind: noop(),
         deps,
+        timeout_ms: None,
     }))
 }
 
@@ -266,15 +270,21 @@ fn lost_worker_tasks_are_rescheduled_and_lost_results_recomputed() {
             }
         }
     );
-    assert!(matches!(&out[1], Command::Recovery(n) if n.results_lost == 1 && n.recomputing == 1));
+    assert!(
+        matches!(&out[1], Command::Log(r) if r.cause == "connection" && r.worker.as_deref() == Some("w2")
+            && r.action.contains("1 lost result(s) recomputing")),
+        "{:?}",
+        out[1]
+    );
+    assert!(matches!(&out[2], Command::Recovery(n) if n.results_lost == 1 && n.recomputing == 1));
     assert_eq!(
-        out[2],
+        out[3],
         Command::ToWorker {
             incarnation: W1,
             msg: assign(t(1), 4, vec![])
         }
     );
-    assert_eq!(out.len(), 3);
+    assert_eq!(out.len(), 4);
     // A late result from the old attempt of c is fenced, and the copy W1 stored is released.
     assert_eq!(done(&mut s, W1, t(2), 3), vec![release(W1, &[t(2)])]);
     let out = done(&mut s, W1, t(1), 4);

@@ -97,6 +97,9 @@ impl Sim {
             }
             ClientToScheduler::ReleaseGraph { graph } => ("sched gets ReleaseGraph", Some(*graph)),
             ClientToScheduler::Status => ("sched gets Status", None),
+            ClientToScheduler::Events { .. } => ("sched gets Events", None),
+            ClientToScheduler::Restart { .. } => ("sched gets Restart", None),
+            ClientToScheduler::StopNanny { .. } => ("sched gets StopNanny", None),
         };
         self.note(What::Client(client, what, graph));
         self.submit_model = model;
@@ -160,7 +163,9 @@ impl Sim {
             SchedulerToClient::Error { .. }
             | SchedulerToClient::GraphFinished { .. }
             | SchedulerToClient::Progress(_)
-            | SchedulerToClient::Status(_) => Ok(()),
+            | SchedulerToClient::Status(_)
+            | SchedulerToClient::Events { .. }
+            | SchedulerToClient::Done { .. } => Ok(()),
         }
     }
 

@@ -242,6 +242,7 @@ impl Sim {
             assigned_per_thread_max: rng.gen_range(1..=8),
             progress_interval: Duration::from_millis(200),
             detached_graphs_max: 64,
+            ..SchedulerConfig::default()
         };
         let workers =
             rng.gen_range(config.workers_min..=config.workers_max.max(config.workers_min));
@@ -691,6 +692,18 @@ impl Sim {
                     self.note(What::Note(format!("sched drops {incarnation}: {cause}")));
                     self.oracle.removed(incarnation);
                     drops.push(incarnation);
+                }
+                scheduler::Command::ToNanny { nanny, .. } => {
+                    // No nannies in this simulation (see the nanny simulator).
+                    return Err(FailureKind::ClientProtocol {
+                        message: format!("message to unknown nanny {nanny}"),
+                    });
+                }
+                scheduler::Command::Log(r) => {
+                    self.note(What::Note(format!(
+                        "event {}: {} -> {}",
+                        r.cause, r.observed, r.action
+                    )));
                 }
                 scheduler::Command::Recovery(n) => {
                     self.note(What::Note(format!(

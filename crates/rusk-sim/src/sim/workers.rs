@@ -380,6 +380,8 @@ impl Sim {
             pid: 1000 + number,
             nthreads: threads,
             data_address: address.to_string(),
+            nanny: None,
+            slot: None,
         };
         let mut core = WorkerCore::new(WorkerConfig {
             info,

@@ -120,8 +120,7 @@ impl Cluster {
 
     /// `rusk submit --wait --json`; returns (exit ok, parsed stdout or Null, stderr).
     pub fn submit_wait(&self, graph: &Value) -> (bool, Value, String) {
-        let p = self.write_graph("graph.json", graph);
-        let out = self.rusk(&["submit", p.to_str().unwrap(), "--wait", "--json"]);
+        let out = wait_output(self.submit_spawn(graph), SUBMIT_DEADLINE);
         let stdout = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         (
             out.status.success(),
@@ -132,7 +131,7 @@ impl Cluster {
 
     /// Start `rusk submit --wait --json` in the background.
     pub fn submit_spawn(&self, graph: &Value) -> Child {
-        let p = self.write_graph("graph-bg.json", graph);
+        let p = self.write_graph(&format!("graph-{}.json", unique()), graph);
         Command::new(RUSK)
             .args([
                 "submit",
@@ -215,4 +214,254 @@ pub fn sum_tree(leaves: &[(String, Value)]) -> (Vec<Value>, String) {
             .collect();
     }
     (tasks, level[0].clone())
+}
+
+/// A scheduler plus nannies, each supervising worker slots.
+pub struct NannyCluster {
+    pub dir: tempfile::TempDir,
+    pub scheduler: Child,
+    pub nannies: Vec<Child>,
+    pub file: PathBuf,
+}
+
+impl NannyCluster {
+    /// A scheduler (with `scheduler_args`) and one nanny with `nworkers` slots (`nanny_args`,
+    /// `nanny_env`), waiting until every slot's worker joined.
+    pub fn start(
+        nworkers: usize,
+        scheduler_args: &[&str],
+        nanny_args: &[&str],
+        nanny_env: &[(&str, &str)],
+    ) -> NannyCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("scheduler.json");
+        let scheduler = Command::new(RUSK)
+            .args(["scheduler", "--listen", "127.0.0.1:0", "--scheduler-file"])
+            .arg(&file)
+            .args(scheduler_args)
+            .env("RUSK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file(dir.path(), "scheduler-out"))
+            .stderr(log_file(dir.path(), "scheduler"))
+            .spawn()
+            .unwrap();
+        let mut c = NannyCluster {
+            dir,
+            scheduler,
+            nannies: Vec::new(),
+            file,
+        };
+        wait_until(
+            Duration::from_secs(10),
+            || c.file.exists(),
+            "scheduler file",
+        );
+        c.add_nanny(nworkers, nanny_args, nanny_env);
+        if !nanny_env
+            .iter()
+            .any(|(k, _)| *k == "RUSK_FAULT_CRASH_ON_START")
+        {
+            c.wait_workers(nworkers);
+        }
+        c
+    }
+
+    pub fn add_nanny(&mut self, nworkers: usize, args: &[&str], env: &[(&str, &str)]) -> usize {
+        let i = self.nannies.len();
+        let mut cmd = Command::new(RUSK);
+        cmd.args([
+            "nanny",
+            "--enable-fault-injection",
+            "--name",
+            &format!("n{i}"),
+            "--nworkers",
+            &nworkers.to_string(),
+        ])
+        .arg("--scheduler-file")
+        .arg(&self.file)
+        .args(args)
+        .env("RUSK_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log_file(self.dir.path(), &format!("nanny{i}-out")))
+        .stderr(log_file(self.dir.path(), &format!("nanny{i}")));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.nannies.push(cmd.spawn().unwrap());
+        i
+    }
+
+    pub fn rusk(&self, args: &[&str]) -> Output {
+        Command::new(RUSK)
+            .args(args)
+            .arg("--scheduler-file")
+            .arg(&self.file)
+            .env("RUSK_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    pub fn status(&self) -> Value {
+        let out = self.rusk(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn workers(&self) -> Vec<Value> {
+        self.status()["workers"].as_array().unwrap().clone()
+    }
+
+    pub fn wait_workers(&self, n: usize) {
+        wait_until(
+            Duration::from_secs(30),
+            || self.workers().len() == n,
+            &format!("{n} workers"),
+        );
+    }
+
+    /// The worker of `slot` (of nanny n0) as the scheduler sees it.
+    pub fn worker_of_slot(&self, slot: u64) -> Option<Value> {
+        self.workers()
+            .into_iter()
+            .find(|w| w["slot"].as_u64() == Some(slot))
+    }
+
+    /// Wait until slot `slot` runs an incarnation other than `old`; returns it.
+    pub fn wait_new_incarnation(&self, slot: u64, old: u64, timeout: Duration) -> Value {
+        let mut found = None;
+        wait_until(
+            timeout,
+            || {
+                found = self
+                    .worker_of_slot(slot)
+                    .filter(|w| w["incarnation"].as_u64() != Some(old));
+                found.is_some()
+            },
+            &format!("a new incarnation in slot {slot}"),
+        );
+        found.unwrap()
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        let out = self.rusk(&["events", "--json"]);
+        assert!(
+            out.status.success(),
+            "events failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn write_graph(&self, name: &str, graph: &Value) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, serde_json::to_vec(graph).unwrap()).unwrap();
+        p
+    }
+
+    pub fn submit_wait(&self, graph: &Value) -> (bool, Value, String) {
+        let child = self.submit_spawn(graph);
+        let out = wait_output(child, SUBMIT_DEADLINE);
+        let stdout = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (
+            out.status.success(),
+            stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn submit_spawn(&self, graph: &Value) -> Child {
+        let p = self.write_graph(&format!("graph-{}.json", unique()), graph);
+        Command::new(RUSK)
+            .args([
+                "submit",
+                p.to_str().unwrap(),
+                "--wait",
+                "--json",
+                "--scheduler-file",
+            ])
+            .arg(&self.file)
+            .env("RUSK_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for NannyCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nannies {
+            let _ = n.kill();
+            let _ = n.wait();
+        }
+        let _ = self.scheduler.kill();
+        let _ = self.scheduler.wait();
+        if std::thread::panicking() {
+            for name in ["scheduler", "nanny0", "nanny1"] {
+                let text = self.log(name);
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("--- {name}.log (last lines) ---");
+                for l in tail.into_iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+/// No test waits longer than this for a graph.
+pub const SUBMIT_DEADLINE: Duration = Duration::from_secs(120);
+
+fn unique() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Wait for a child's output, killing it (and failing the test) past `deadline`.
+pub fn wait_output(mut child: Child, deadline: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "command did not finish within {deadline:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn signal(pid: u64, sig: i32) {
+    assert_eq!(
+        unsafe { libc::kill(pid as i32, sig) },
+        0,
+        "kill {pid} {sig}"
+    );
+}
+
+pub fn pid_alive(pid: u64) -> bool {
+    // A zombie counts as gone.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .split(") ")
+            .nth(1)
+            .is_some_and(|rest| rest.starts_with('Z')),
+        Err(_) => false,
+    }
 }

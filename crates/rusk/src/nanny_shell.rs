@@ -1,0 +1,550 @@
+//! The nanny process: a thin tokio shell around `rusk_core::nanny::NannyCore`.
+//!
+//! It spawns worker processes, one per slot, each with a private Unix socket (fd 3) over which
+//! the worker's event loop pings (`ping`) and reports its registration (`registered <inc>`).
+//! Child exits are seen at once through `wait()`, not polling. It keeps a connection to the
+//! scheduler to register its slots, receive restart and stop requests and forward its recovery
+//! records; losing that connection never touches the workers (the watchdog works without the
+//! scheduler), and the nanny reconnects with back-off.
+use crate::net::{self, Conn};
+use anyhow::{Context, Result};
+use futures::{SinkExt, StreamExt};
+use rusk_core::nanny::{
+    Command, Event, ExitStatus, NannyConfig, NannyCore, Record, RecordKind, Signal,
+};
+use rusk_proto::auth::Role;
+use rusk_proto::msg::{NannyInfo, NannyRecord, NannyToScheduler, SchedulerToNanny, SlotReport};
+use rusk_proto::Incarnation;
+use std::collections::VecDeque;
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+/// The fd number at which a worker finds its nanny socket.
+pub const NANNY_FD: i32 = 3;
+/// How often the nanny samples its workers' memory (when a limit is set).
+const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
+/// Records kept while the scheduler is unreachable; older ones are dropped (they stay in the log).
+const RECORDS_QUEUED_MAX: usize = 1000;
+/// Back-off between attempts to reach the scheduler.
+const SCHEDULER_RETRY_MIN: Duration = Duration::from_millis(100);
+const SCHEDULER_RETRY_MAX: Duration = Duration::from_secs(5);
+
+pub struct NannyOptions {
+    pub scheduler: String,
+    pub token: String,
+    pub name: String,
+    pub nthreads: u32,
+    pub worker_args: Vec<String>,
+    pub core: NannyConfig,
+}
+
+enum Local {
+    Core(Event),
+    FromScheduler(SchedulerToNanny),
+    SchedulerUp(mpsc::UnboundedSender<Vec<NannyToScheduler>>),
+    SchedulerDown(String),
+    Terminate(&'static str),
+}
+
+pub async fn run(opts: NannyOptions) -> Result<()> {
+    let start = Instant::now();
+    let host = crate::worker_shell::hostname();
+    let mut core = NannyCore::new(opts.core.clone());
+    let (tx, mut rx) = mpsc::unbounded_channel::<Local>();
+    let info = NannyInfo {
+        name: opts.name.clone(),
+        host: host.clone(),
+        pid: std::process::id(),
+        nworkers: opts.core.nworkers,
+        nthreads: opts.nthreads,
+    };
+    tokio::spawn(scheduler_link(
+        opts.scheduler.clone(),
+        opts.token.clone(),
+        info,
+        tx.clone(),
+    ));
+    tokio::spawn(signals(tx.clone()));
+    info!(name = %opts.name, nworkers = opts.core.nworkers, scheduler = %opts.scheduler, "nanny started");
+
+    let mut to_scheduler: Option<mpsc::UnboundedSender<Vec<NannyToScheduler>>> = None;
+    let mut queued: VecDeque<NannyToScheduler> = VecDeque::new();
+    let mut out: Vec<Command> = Vec::new();
+    let mut memory_tick = tokio::time::interval(MEMORY_SAMPLE_INTERVAL);
+    memory_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    core.handle_into(start.elapsed(), Event::Start, &mut out);
+    loop {
+        let mut outgoing: Vec<NannyToScheduler> = Vec::new();
+        for cmd in out.drain(..) {
+            match cmd {
+                Command::Spawn { slot, generation } => {
+                    let ev = match spawn_worker(&opts, slot, tx.clone()) {
+                        Ok(pid) => Event::Spawned {
+                            slot,
+                            generation,
+                            pid,
+                        },
+                        Err(e) => {
+                            error!(slot, error = %format!("{e:#}"), "cannot start worker");
+                            Event::SpawnFailed {
+                                slot,
+                                generation,
+                                error: format!("{e:#}"),
+                            }
+                        }
+                    };
+                    let _ = tx.send(Local::Core(ev));
+                }
+                Command::Signal { slot, pid, signal } => {
+                    let sig = match signal {
+                        Signal::Term => libc::SIGTERM,
+                        Signal::Kill => libc::SIGKILL,
+                    };
+                    // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
+                    let rc = unsafe { libc::kill(pid as i32, sig) };
+                    if rc != 0 {
+                        warn!(slot, pid, "signal failed (process already gone?)");
+                    }
+                }
+                Command::Record(r) => {
+                    log_record(&opts.name, &r);
+                    outgoing.push(NannyToScheduler::Record(to_wire(&r)));
+                }
+                Command::SlotChanged(s) => {
+                    outgoing.push(NannyToScheduler::Slots(vec![slot_report(&s)]))
+                }
+                Command::Exit => {
+                    info!("all workers stopped; nanny exiting");
+                    if let Some(link) = &to_scheduler {
+                        outgoing.push(NannyToScheduler::Slots(
+                            core.statuses().iter().map(slot_report).collect(),
+                        ));
+                        let _ = link.send(std::mem::take(&mut outgoing));
+                        tokio::time::sleep(Duration::from_millis(50)).await; // let the writer flush
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        if !outgoing.is_empty() {
+            match &to_scheduler {
+                Some(link) => {
+                    if link.send(outgoing).is_err() {
+                        to_scheduler = None;
+                    }
+                }
+                None => {
+                    queued.extend(outgoing);
+                    while queued.len() > RECORDS_QUEUED_MAX {
+                        queued.pop_front();
+                    }
+                }
+            }
+        }
+        let deadline = core.next_timeout().map(|t| start + t);
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = sleep_until_opt(deadline) => Some(Local::Core(Event::Tick)),
+            _ = memory_tick.tick(), if opts.core.memory_restart_bytes.is_some() => {
+                let now = start.elapsed();
+                for s in core.statuses() {
+                    if let Some(pid) = s.pid {
+                        let rss = tree_rss_bytes(pid);
+                        core.handle_into(now, Event::Memory { slot: s.slot, pid, rss }, &mut out);
+                    }
+                }
+                continue;
+            }
+        };
+        let now = start.elapsed();
+        match msg {
+            None => return Ok(()),
+            Some(Local::Core(ev)) => core.handle_into(now, ev, &mut out),
+            Some(Local::FromScheduler(m)) => match m {
+                SchedulerToNanny::Welcome => {}
+                SchedulerToNanny::RestartWorker {
+                    slot,
+                    incarnation,
+                    silent_for_ms,
+                } => core.handle_into(
+                    now,
+                    Event::SchedulerRestart {
+                        slot,
+                        incarnation: Incarnation(incarnation),
+                        silent_for: Duration::from_millis(silent_for_ms),
+                    },
+                    &mut out,
+                ),
+                SchedulerToNanny::OperatorRestart { slot } => {
+                    let slots: Vec<u32> = match slot {
+                        Some(s) => vec![s],
+                        None => (0..opts.core.nworkers).collect(),
+                    };
+                    for slot in slots {
+                        info!(slot, "operator restart");
+                        core.handle_into(now, Event::OperatorRestart { slot }, &mut out);
+                    }
+                }
+                SchedulerToNanny::Stop => {
+                    info!("operator stop received from the scheduler; stopping all workers");
+                    core.handle_into(now, Event::Shutdown, &mut out);
+                }
+            },
+            Some(Local::SchedulerUp(link)) => {
+                let mut hello = vec![NannyToScheduler::Slots(
+                    core.statuses().iter().map(slot_report).collect(),
+                )];
+                hello.extend(queued.drain(..));
+                let _ = link.send(hello);
+                to_scheduler = Some(link);
+            }
+            Some(Local::SchedulerDown(reason)) => {
+                if to_scheduler.take().is_some() {
+                    warn!(%reason, "lost the scheduler; workers keep running, reconnecting");
+                }
+            }
+            Some(Local::Terminate(sig)) => {
+                info!(signal = sig, "stopping all workers for good");
+                core.handle_into(now, Event::Shutdown, &mut out);
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn signals(tx: mpsc::UnboundedSender<Local>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        if tx.send(Local::Terminate(name)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Keep a connection to the scheduler; reconnect with back-off when it drops.
+async fn scheduler_link(
+    address: String,
+    token: String,
+    info: NannyInfo,
+    tx: mpsc::UnboundedSender<Local>,
+) {
+    let mut delay = SCHEDULER_RETRY_MIN;
+    loop {
+        match net::connect(&address, token.as_bytes(), Role::Nanny).await {
+            Ok(conn) => {
+                delay = SCHEDULER_RETRY_MIN;
+                let reason = serve_link(conn, &info, &tx).await;
+                if tx.send(Local::SchedulerDown(reason)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if msg.contains("refused us") {
+                    error!(error = %msg, "the scheduler refused this nanny");
+                }
+                let _ = tx.send(Local::SchedulerDown(msg));
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(SCHEDULER_RETRY_MAX);
+    }
+}
+
+async fn serve_link(mut conn: Conn, info: &NannyInfo, tx: &mpsc::UnboundedSender<Local>) -> String {
+    if let Err(e) = net::send(&mut conn, &vec![NannyToScheduler::Register(info.clone())]).await {
+        return format!("{e:#}");
+    }
+    let (mut sink, mut stream) = conn.split();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<NannyToScheduler>>();
+    if tx.send(Local::SchedulerUp(out_tx)).is_err() {
+        return "nanny exiting".into();
+    }
+    loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                None => return "scheduler closed the connection".into(),
+                Some(Err(e)) => return format!("bad frame: {e}"),
+                Some(Ok(f)) => match rusk_proto::decode::<Vec<SchedulerToNanny>>(&f) {
+                    Ok(msgs) => {
+                        for m in msgs {
+                            if tx.send(Local::FromScheduler(m)).is_err() {
+                                return "nanny exiting".into();
+                            }
+                        }
+                    }
+                    Err(e) => return format!("malformed message: {e}"),
+                },
+            },
+            batch = out_rx.recv() => match batch {
+                Some(b) => {
+                    if let Err(e) = sink.send(net::encode(&b)).await {
+                        return format!("send failed: {e}");
+                    }
+                }
+                None => return "nanny exiting".into(),
+            },
+        }
+    }
+}
+
+/// Start the worker process of `slot` with its nanny socket on fd 3; watch its exit and its
+/// socket on the nanny's event loop.
+fn spawn_worker(opts: &NannyOptions, slot: u32, tx: mpsc::UnboundedSender<Local>) -> Result<u32> {
+    use std::os::fd::AsRawFd;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().context("socketpair")?;
+    let exe = std::env::current_exe().context("cannot find the rusk executable")?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("worker")
+        .args(["--scheduler", &opts.scheduler])
+        .args(["--name", &format!("{}/{slot}", opts.name)])
+        .args(["--nthreads", &opts.nthreads.to_string()])
+        .args(["--nanny", &opts.name])
+        .args(["--slot", &slot.to_string()])
+        .args(["--nanny-fd", &NANNY_FD.to_string()])
+        .args(&opts.worker_args)
+        .env("RUSK_TOKEN", &opts.token)
+        .env_remove("RUSK_SCHEDULER_FILE")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(false);
+    let fd = theirs.as_raw_fd();
+    // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, NANNY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let flags = libc::fcntl(NANNY_FD, libc::F_GETFD);
+            libc::fcntl(NANNY_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            // The worker dies with its nanny: no orphans.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot spawn the worker process")?;
+    drop(theirs);
+    let pid = child.id().context("spawned worker has no pid")?;
+    // Exit watcher: wait(2) resolves the moment the child exits.
+    let exit_tx = tx.clone();
+    tokio::spawn(async move {
+        let status = match child.wait().await {
+            Ok(s) => ExitStatus {
+                code: s.code(),
+                signal: s.signal(),
+            },
+            Err(_) => ExitStatus {
+                code: None,
+                signal: None,
+            },
+        };
+        let _ = exit_tx.send(Local::Core(Event::Exited { slot, pid, status }));
+    });
+    // Socket reader: pings and registration.
+    ours.set_nonblocking(true)?;
+    let stream = tokio::net::UnixStream::from_std(ours)?;
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let ev = if line == "ping" {
+                Event::Ping { slot, pid }
+            } else if let Some(inc) = line
+                .strip_prefix("registered ")
+                .and_then(|s| s.trim().parse().ok())
+            {
+                Event::Registered {
+                    slot,
+                    pid,
+                    incarnation: Incarnation(inc),
+                }
+            } else {
+                warn!(slot, pid, line = %line.chars().take(80).collect::<String>(), "unknown message from worker");
+                continue;
+            };
+            if tx.send(Local::Core(ev)).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(pid)
+}
+
+/// Resident memory of `pid` and all its descendants, from /proc.
+pub fn tree_rss_bytes(pid: u32) -> u64 {
+    let page = 4096u64;
+    let mut total = 0;
+    let mut stack = vec![pid];
+    let mut seen = 0;
+    while let Some(p) = stack.pop() {
+        seen += 1;
+        if seen > 4096 {
+            break; // bound the walk
+        }
+        if let Ok(statm) = std::fs::read_to_string(format!("/proc/{p}/statm")) {
+            if let Some(rss) = statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                total += rss * page;
+            }
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                if let Ok(children) = std::fs::read_to_string(t.path().join("children")) {
+                    stack.extend(
+                        children
+                            .split_whitespace()
+                            .filter_map(|c| c.parse::<u32>().ok()),
+                    );
+                }
+            }
+        }
+    }
+    total
+}
+
+fn log_record(nanny: &str, r: &Record) {
+    match &r.what {
+        RecordKind::Detected {
+            cause,
+            incarnation,
+            pid,
+            action,
+        } => warn!(
+            nanny, slot = r.slot, cause = cause.kind(), observed = %cause,
+            incarnation = incarnation.map(|i| i.0), pid, %action, "worker fault detected"
+        ),
+        RecordKind::Recovered {
+            cause,
+            old_incarnation,
+            new_incarnation,
+            detection,
+            recovery,
+        } => info!(
+            nanny,
+            slot = r.slot,
+            cause = cause.kind(),
+            old_incarnation = old_incarnation.map(|i| i.0),
+            new_incarnation = new_incarnation.0,
+            detection_ms = detection.as_millis() as u64,
+            recovery_ms = recovery.as_millis() as u64,
+            "worker recovered"
+        ),
+        RecordKind::Failed {
+            crashes,
+            window,
+            last,
+        } => error!(
+            nanny, slot = r.slot, crashes, window_s = window.as_secs(), last = %last,
+            "slot failed after a crash loop; `rusk restart` revives it"
+        ),
+        RecordKind::BackingOff { delay, crashes } => warn!(
+            nanny,
+            slot = r.slot,
+            delay_ms = delay.as_millis() as u64,
+            crashes,
+            "crash loop: backing off"
+        ),
+    }
+}
+
+fn to_wire(r: &Record) -> NannyRecord {
+    let (cause, observed, action, incarnation, new_incarnation, detection_ms, recovery_ms) =
+        match &r.what {
+            RecordKind::Detected {
+                cause,
+                incarnation,
+                action,
+                ..
+            } => (
+                cause.kind().to_string(),
+                cause.to_string(),
+                action.clone(),
+                incarnation.map(|i| i.0),
+                None,
+                None,
+                None,
+            ),
+            RecordKind::Recovered {
+                cause,
+                old_incarnation,
+                new_incarnation,
+                detection,
+                recovery,
+            } => (
+                cause.kind().to_string(),
+                cause.to_string(),
+                "restarted".to_string(),
+                old_incarnation.map(|i| i.0),
+                Some(new_incarnation.0),
+                Some(detection.as_millis() as u64),
+                Some(recovery.as_millis() as u64),
+            ),
+            RecordKind::Failed {
+                crashes,
+                window,
+                last,
+            } => (
+                "crash-loop".to_string(),
+                format!(
+                    "{crashes} crashes within {} s; last: {last}",
+                    window.as_secs()
+                ),
+                "slot failed; no more restarts until `rusk restart`".to_string(),
+                None,
+                None,
+                None,
+                None,
+            ),
+            RecordKind::BackingOff { delay, crashes } => (
+                "crash-loop".to_string(),
+                format!("{crashes} crashes in a row"),
+                format!("back off {} ms before restarting", delay.as_millis()),
+                None,
+                None,
+                None,
+                None,
+            ),
+        };
+    NannyRecord {
+        slot: r.slot,
+        cause,
+        observed,
+        action,
+        incarnation,
+        new_incarnation,
+        detection_ms,
+        recovery_ms,
+    }
+}
+
+fn slot_report(s: &rusk_core::nanny::SlotStatus) -> SlotReport {
+    SlotReport {
+        slot: s.slot,
+        state: s.state.to_string(),
+        pid: s.pid,
+        incarnation: s.incarnation.map(|i| i.0),
+        restarts: s.restarts,
+        last_cause: s.last_cause.clone(),
+    }
+}

@@ -1,0 +1,433 @@
+//! End-to-end tests of self-healing: a real scheduler, a real nanny and real workers, faults
+//! made with real signals, each test asserting the state the cluster is restored to.
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const RECOVERY: Duration = Duration::from_secs(15);
+
+fn only_worker(c: &NannyCluster) -> (u64, u64) {
+    let w = c.worker_of_slot(0).expect("slot 0 has a worker");
+    (
+        w["pid"].as_u64().unwrap(),
+        w["incarnation"].as_u64().unwrap(),
+    )
+}
+
+fn events_with_cause(c: &NannyCluster, cause: &str) -> Vec<Value> {
+    c.events()
+        .into_iter()
+        .filter(|e| e["cause"] == json!(cause))
+        .collect()
+}
+
+fn restarted_events(c: &NannyCluster) -> Vec<Value> {
+    c.events()
+        .into_iter()
+        .filter(|e| e["action"] == json!("restarted"))
+        .collect()
+}
+
+#[test]
+fn kill_9_of_an_idle_worker_is_restarted_in_its_slot() {
+    let c = NannyCluster::start(2, &[], &[], &[]);
+    let (pid, inc) = only_worker(&c);
+    let t0 = Instant::now();
+    signal(pid, libc::SIGKILL);
+    let w = c.wait_new_incarnation(0, inc, RECOVERY);
+    eprintln!("kill -9 → new worker registered after {:?}", t0.elapsed());
+    assert_ne!(w["pid"].as_u64().unwrap(), pid);
+    assert_eq!(w["nanny"], json!("n0"));
+    assert_eq!(w["restarts"], json!(1));
+    assert_eq!(w["state"], json!("running"));
+    assert_eq!(c.workers().len(), 2, "the other slot is untouched");
+    let ev = restarted_events(&c);
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["cause"], json!("crash"));
+    assert!(
+        ev[0]["observed"].as_str().unwrap().contains("signal 9"),
+        "{}",
+        ev[0]
+    );
+    assert_eq!(ev[0]["incarnation"], json!(inc));
+    assert!(
+        ev[0]["recovery_ms"].as_u64().unwrap() < 1000,
+        "a crashed worker is back within 1 s: {}",
+        ev[0]
+    );
+    // The graph still runs on the restored cluster.
+    let (ok, out, err) =
+        c.submit_wait(&json!({"tasks": [{"key": "a", "builtin": "sum", "args": ["2", "3"]}]}));
+    assert!(ok, "{err}");
+    assert_eq!(out, json!({"a": "5"}));
+}
+
+#[test]
+fn kill_9_right_after_the_first_start_is_restarted_like_any_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.json");
+    let mut sched = std::process::Command::new(RUSK)
+        .args(["scheduler", "--listen", "127.0.0.1:0", "--scheduler-file"])
+        .arg(&file)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), || file.exists(), "scheduler file");
+    let mut nanny = std::process::Command::new(RUSK)
+        .args(["nanny", "--name", "n0", "--scheduler-file"])
+        .arg(&file)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Find the worker process the moment it exists and kill it before it can register.
+    let children = format!("/proc/{}/task/{}/children", nanny.id(), nanny.id());
+    let mut first = None;
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            first = std::fs::read_to_string(&children).ok().and_then(|s| {
+                s.split_whitespace()
+                    .next()
+                    .map(|p| p.parse::<u64>().unwrap())
+            });
+            first.is_some()
+        },
+        "the first worker process",
+    );
+    signal(first.unwrap(), libc::SIGKILL);
+    let status = || {
+        let out = std::process::Command::new(RUSK)
+            .args(["status", "--json", "--scheduler-file"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    wait_until(
+        RECOVERY,
+        || status()["workers"].as_array().unwrap().len() == 1,
+        "a worker after the early kill",
+    );
+    let w = &status()["workers"][0];
+    assert_ne!(w["pid"].as_u64().unwrap(), first.unwrap());
+    assert_eq!(w["restarts"], json!(1));
+    let _ = nanny.kill();
+    let _ = sched.kill();
+    let _ = nanny.wait();
+    let _ = sched.wait();
+}
+
+#[test]
+fn sigstop_of_a_worker_is_detected_by_the_watchdog_and_replaced() {
+    let c = NannyCluster::start(1, &[], &[], &[]);
+    let (pid, inc) = only_worker(&c);
+    let t0 = Instant::now();
+    signal(pid, libc::SIGSTOP);
+    let w = c.wait_new_incarnation(0, inc, RECOVERY);
+    let took = t0.elapsed();
+    eprintln!("SIGSTOP → new worker after {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "a frozen worker is back within 5 s, took {took:?}"
+    );
+    assert_ne!(w["pid"].as_u64().unwrap(), pid);
+    wait_until(
+        Duration::from_secs(5),
+        || !pid_alive(pid),
+        "the frozen process killed",
+    );
+    let ev = restarted_events(&c);
+    assert!(
+        ev.iter()
+            .any(|e| e["cause"] == json!("watchdog") || e["cause"] == json!("heartbeat")),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn a_block_loop_task_restarts_its_worker_and_becomes_a_poison_task() {
+    let c = NannyCluster::start(2, &[], &[], &[]);
+    let graph = json!({"tasks": [
+        {"key": "wedge", "builtin": "block_loop", "args": ["60"]},
+        {"key": "fine", "builtin": "sum", "args": ["1", "1"]},
+        {"key": "later", "builtin": "sum", "args": ["5"], "deps": ["fine"]}
+    ], "outputs": ["wedge", "later"]});
+    let t0 = Instant::now();
+    let (ok, out, err) = c.submit_wait(&graph);
+    eprintln!("poison block_loop finished after {:?}", t0.elapsed());
+    assert!(!ok);
+    assert_eq!(out["later"], json!("7"), "the rest of the graph goes on");
+    assert!(
+        err.contains("\"wedge\"") && err.contains("3 workers"),
+        "{err}"
+    );
+    let ev = restarted_events(&c);
+    assert!(ev.len() >= 3, "three hung workers were restarted: {ev:?}");
+    let poison: Vec<Value> = events_with_cause(&c, "poison-task");
+    assert_eq!(poison.len(), 1, "{:?}", c.events());
+    c.wait_workers(2);
+}
+
+#[test]
+fn the_same_worker_hung_ten_times_in_a_row_is_recovered_every_time() {
+    let c = NannyCluster::start(1, &["--task-max-worker-deaths", "10"], &[], &[]);
+    let t0 = Instant::now();
+    let (ok, _, err) = c
+        .submit_wait(&json!({"tasks": [{"key": "hang", "builtin": "block_loop", "args": ["60"]}]}));
+    eprintln!("10 hangs recovered in {:?}", t0.elapsed());
+    assert!(!ok && err.contains("10 workers"), "{err}");
+    let ev = restarted_events(&c);
+    assert!(ev.len() >= 10, "every hang recovered: {}", ev.len());
+    for e in &ev {
+        assert!(e["recovery_ms"].as_u64().unwrap() < 5000, "{e}");
+    }
+    c.wait_workers(1);
+    let w = c.worker_of_slot(0).unwrap();
+    assert!(w["restarts"].as_u64().unwrap() >= 10);
+    assert_eq!(w["state"], json!("running"));
+}
+
+#[test]
+fn sigterm_and_clean_exit_of_a_worker_end_in_a_restart() {
+    let c = NannyCluster::start(1, &[], &[], &[]);
+    let (pid, inc) = only_worker(&c);
+    signal(pid, libc::SIGTERM);
+    let w = c.wait_new_incarnation(0, inc, RECOVERY);
+    let ev = restarted_events(&c);
+    assert!(
+        ev[0]["observed"].as_str().unwrap().contains("signal 15"),
+        "{ev:?}"
+    );
+    assert_eq!(w["restarts"], json!(1));
+}
+
+#[test]
+fn a_worker_that_crashes_at_start_up_backs_off_then_fails_without_a_storm() {
+    let c = NannyCluster::start(
+        1,
+        &[],
+        &["--crash-window", "60s"],
+        &[("RUSK_FAULT_CRASH_ON_START", "1")],
+    );
+    let status = |c: &NannyCluster| c.status()["nannies"][0]["slots"][0].clone();
+    wait_until(
+        Duration::from_secs(30),
+        || status(&c)["state"] == json!("failed"),
+        "the slot to fail",
+    );
+    let slot = status(&c);
+    assert_eq!(
+        slot["restarts"],
+        json!(6),
+        "5 restarts allowed, the 6th crash fails the slot: {slot}"
+    );
+    let ev = c.events();
+    let backoffs = ev
+        .iter()
+        .filter(|e| e["action"].as_str().unwrap_or("").starts_with("back off"))
+        .count();
+    assert!(backoffs >= 3, "crash loop backs off: {ev:?}");
+    assert!(
+        ev.iter()
+            .any(|e| e["action"].as_str().unwrap_or("").contains("slot failed")),
+        "{ev:?}"
+    );
+    // No restart storm: still failed, and no more restarts, a while later.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(status(&c)["restarts"], json!(6));
+    assert!(c.log("nanny0").contains("slot failed after a crash loop"));
+    // An operator restart revives it (here it crashes again, which shows it was restarted).
+    let out = c.rusk(&["restart", "n0/0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        Duration::from_secs(10),
+        || status(&c)["restarts"].as_u64().unwrap() > 6,
+        "operator restart",
+    );
+}
+
+#[test]
+fn killing_the_nanny_takes_its_workers_down_and_the_scheduler_drops_them() {
+    let mut c = NannyCluster::start(2, &[], &[], &[]);
+    let pids: Vec<u64> = c
+        .workers()
+        .iter()
+        .map(|w| w["pid"].as_u64().unwrap())
+        .collect();
+    let nanny_pid = c.nannies[0].id() as u64;
+    let t0 = Instant::now();
+    signal(nanny_pid, libc::SIGKILL);
+    let _ = c.nannies[0].wait();
+    wait_until(
+        Duration::from_secs(5),
+        || pids.iter().all(|p| !pid_alive(*p)),
+        "workers exit (no orphans)",
+    );
+    wait_until(
+        Duration::from_secs(5),
+        || c.workers().is_empty(),
+        "scheduler drops the host's workers",
+    );
+    eprintln!(
+        "nanny gone → workers gone and dropped after {:?}",
+        t0.elapsed()
+    );
+    assert!(c.status()["nannies"].as_array().unwrap().is_empty());
+    // A new nanny brings the capacity back.
+    c.add_nanny(2, &[], &[]);
+    c.wait_workers(2);
+}
+
+#[test]
+fn memory_over_the_limit_restarts_the_worker_with_cause_memory() {
+    let c = NannyCluster::start(1, &[], &["--memory-limit", "300MiB"], &[]);
+    let (_, inc) = only_worker(&c);
+    let child =
+        c.submit_spawn(&json!({"tasks": [{"key": "hog", "builtin": "alloc_mb", "args": ["400"]}]}));
+    c.wait_new_incarnation(0, inc, RECOVERY);
+    let ev = events_with_cause(&c, "memory");
+    assert!(!ev.is_empty(), "{:?}", c.events());
+    assert!(
+        ev[0]["observed"].as_str().unwrap().contains("limit"),
+        "{}",
+        ev[0]
+    );
+    let out = wait_output(child, SUBMIT_DEADLINE);
+    assert!(!out.status.success(), "the hog is a poison task in the end");
+}
+
+#[test]
+fn a_poison_task_fails_with_a_named_error_while_the_graph_goes_on() {
+    let c = NannyCluster::start(2, &[], &[], &[]);
+    let mut tasks = vec![json!({"key": "poison", "builtin": "abort"})];
+    for i in 0..100 {
+        tasks.push(json!({"key": format!("ok{i}"), "builtin": "sum", "args": [i.to_string()]}));
+    }
+    let (ok, out, err) = c.submit_wait(&json!({"tasks": tasks}));
+    assert!(!ok);
+    assert!(
+        err.contains("poison") && err.contains("\"poison\"") && err.contains("3 workers"),
+        "{err}"
+    );
+    assert_eq!(out["ok42"], json!("42"));
+    assert_eq!(out["poison"], Value::Null);
+    c.wait_workers(2);
+}
+
+#[test]
+fn a_task_over_its_time_limit_is_killed_and_failed_without_restarting_the_worker() {
+    let c = NannyCluster::start(1, &[], &[], &[]);
+    let (pid, inc) = only_worker(&c);
+    let graph = json!({"tasks": [
+        {"key": "slow-cmd", "cmd": ["sleep", "60"], "timeout": "500ms", "retries": 1},
+        {"key": "slow-builtin", "builtin": "sleep_ms", "args": ["60000"], "timeout": "500ms"},
+        {"key": "quick", "builtin": "sum", "args": ["1"], "timeout": "10s"}
+    ]});
+    let t0 = Instant::now();
+    let (ok, out, err) = c.submit_wait(&graph);
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "time limits are enforced"
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("\"slow-cmd\"") && err.contains("time limit"),
+        "{err}"
+    );
+    assert!(err.contains("\"slow-builtin\""), "{err}");
+    assert_eq!(out["quick"], json!("1"));
+    assert_eq!(
+        only_worker(&c),
+        (pid, inc),
+        "the worker itself was not restarted"
+    );
+    // Capacity is intact after the abandoned builtin: another task runs at once.
+    let (ok, out, _) =
+        c.submit_wait(&json!({"tasks": [{"key": "next", "builtin": "sum", "args": ["9"]}]}));
+    assert!(ok);
+    assert_eq!(out["next"], json!("9"));
+}
+
+#[test]
+fn stop_nanny_stops_workers_for_good_and_the_nanny_exits_cleanly() {
+    let mut c = NannyCluster::start(2, &[], &[], &[]);
+    let pids: Vec<u64> = c
+        .workers()
+        .iter()
+        .map(|w| w["pid"].as_u64().unwrap())
+        .collect();
+    let out = c.rusk(&["stop-nanny", "n0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = c.nannies[0].wait().unwrap();
+    assert!(status.success(), "nanny exits cleanly: {status}");
+    assert!(pids.iter().all(|p| !pid_alive(*p)));
+    wait_until(
+        Duration::from_secs(5),
+        || c.workers().is_empty(),
+        "workers gone",
+    );
+    // SIGTERM does the same.
+    c.add_nanny(1, &[], &[]);
+    c.wait_workers(1);
+    let pid = c.nannies[1].id() as u64;
+    signal(pid, libc::SIGTERM);
+    let status = c.nannies[1].wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn status_shows_nanny_slot_incarnation_pid_state_and_restarts() {
+    let c = NannyCluster::start(2, &[], &[], &[]);
+    let s = c.status();
+    for w in s["workers"].as_array().unwrap() {
+        for f in ["nanny", "slot", "incarnation", "pid", "state", "restarts"] {
+            assert!(!w[f].is_null(), "{f} missing in {w}");
+        }
+    }
+    let n = &s["nannies"][0];
+    assert_eq!(n["name"], json!("n0"));
+    let slots = n["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 2);
+    assert!(
+        slots.iter().all(|s| s["state"] == json!("running")),
+        "{slots:?}"
+    );
+    let out = c.rusk(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("nanny n0") && text.contains("slot 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn operator_restart_of_one_worker_and_of_all() {
+    let c = NannyCluster::start(2, &[], &[], &[]);
+    let w0 = c.worker_of_slot(0).unwrap();
+    let id = w0["id"].as_str().unwrap().to_string();
+    let out = c.rusk(&["restart", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait_new_incarnation(0, w0["incarnation"].as_u64().unwrap(), RECOVERY);
+    let w1 = c.worker_of_slot(1).unwrap();
+    let out = c.rusk(&["restart", "--all"]);
+    assert!(out.status.success());
+    c.wait_new_incarnation(1, w1["incarnation"].as_u64().unwrap(), RECOVERY);
+    let out = c.rusk(&["restart", "no-such-worker"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-worker"));
+    assert!(events_with_cause(&c, "operator").len() >= 2);
+}
