@@ -27,6 +27,16 @@ pub struct LocalArgs {
     /// Print outputs as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Kill one worker and freeze another while the graph runs, then show the recovery events
+    /// (on by default for the demo graph).
+    #[arg(long)]
+    chaos: bool,
+    /// Run the demo graph without the chaos.
+    #[arg(long, conflicts_with = "chaos")]
+    no_chaos: bool,
+    /// Sleep tasks of the demo (they make it run long enough to watch the healing).
+    #[arg(long, default_value_t = 120)]
+    demo_sleeps: u64,
     #[command(flatten)]
     core: crate::CoreArgs,
 }
@@ -36,11 +46,20 @@ pub struct LocalArgs {
 pub struct Children(Vec<Child>);
 
 impl Drop for Children {
+    /// Stop the children newest first (the nanny before the scheduler) with SIGTERM, their
+    /// clean shutdown; SIGKILL whatever is still there after a grace period.
     fn drop(&mut self) {
-        for c in &mut self.0 {
+        const GRACE: Duration = Duration::from_secs(3);
+        for c in self.0.iter_mut().rev() {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let start = Instant::now();
+            while start.elapsed() < GRACE && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = c.kill();
-        }
-        for c in &mut self.0 {
             let _ = c.wait();
         }
     }
@@ -51,6 +70,10 @@ pub fn spawn_rusk(args: &[String]) -> Result<Child> {
     let exe = std::env::current_exe().context("cannot find the rusk executable")?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args(args).stdin(Stdio::null());
+    if std::env::var_os("RUSK_LOG").is_none() {
+        // The demo tells its own story; the children speak up only for errors.
+        cmd.env("RUSK_LOG", "error");
+    }
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
@@ -81,7 +104,7 @@ async fn wait_for_file(path: &Path, child: &mut Child) -> Result<SchedulerFile> 
 }
 
 /// The demo graph: sum 1..=n as a binary tree of `sum` tasks, then a `cmd` task that reports it.
-pub fn demo_graph(n: u64) -> GraphSpec {
+pub fn demo_graph(n: u64, sleeps: u64) -> GraphSpec {
     let task = |key: String, args: Vec<String>, deps: Vec<String>| TaskSpec {
         key,
         builtin: Some("sum".into()),
@@ -94,10 +117,22 @@ pub fn demo_graph(n: u64) -> GraphSpec {
         timeout: None,
     };
     let mut tasks = Vec::new();
+    // `sleeps` slow tasks of 40 ms each; every leaf waits for one of them (a `sum` of the
+    // leaf's number and the sleep's empty result would not parse, so the leaf is a `concat`).
+    for j in 0..sleeps {
+        tasks.push(TaskSpec {
+            builtin: Some("sleep_ms".into()),
+            ..task(format!("sleep-{j}"), vec!["40".into()], vec![])
+        });
+    }
     let mut level: Vec<String> = (1..=n.max(1))
         .map(|i| {
             let key = format!("leaf-{i}");
-            tasks.push(task(key.clone(), vec![i.to_string()], vec![]));
+            let deps = if sleeps > 0 { vec![format!("sleep-{}", i % sleeps)] } else { vec![] };
+            tasks.push(TaskSpec {
+                builtin: Some("concat".into()),
+                ..task(key.clone(), vec![i.to_string()], deps)
+            });
             key
         })
         .collect();
@@ -135,11 +170,38 @@ pub fn demo_graph(n: u64) -> GraphSpec {
     }
 }
 
+/// The demo's faults: while the graph runs, SIGKILL one worker, then SIGSTOP another.
+async fn inject_chaos(cluster: Cluster) -> Result<()> {
+    let mut c = Client::connect(&cluster).await?;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let workers = c.status().await?.workers;
+    if let Some(w) = workers.iter().find(|w| w.slot == Some(0)) {
+        eprintln!("rusk local: chaos: kill -9 worker {} (pid {})", w.id, w.pid);
+        signal(w.pid, libc::SIGKILL);
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let workers = c.status().await?.workers;
+    if let Some(w) = workers.iter().find(|w| w.slot == Some(1)) {
+        eprintln!("rusk local: chaos: freeze worker {} (pid {}) with SIGSTOP", w.id, w.pid);
+        signal(w.pid, libc::SIGSTOP);
+    }
+    Ok(())
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a worker pid the scheduler reported; a stale pid is harmless here
+    // (children of our own nanny, in a private process tree).
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
 pub async fn run(a: LocalArgs) -> Result<()> {
     let graph = match &a.graph {
         Some(p) => crate::read_graph(p)?,
-        None => demo_graph(a.demo_size),
+        None => demo_graph(a.demo_size, a.demo_sleeps),
     };
+    let chaos = a.chaos || (a.graph.is_none() && !a.no_chaos);
     let dir = tempfile::Builder::new().prefix("rusk-local-").tempdir()?;
     let file = dir.path().join("scheduler.json");
     let file_arg = file.to_string_lossy().into_owned();
@@ -159,17 +221,17 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         core.task_max_worker_deaths.to_string(),
     ])?);
     let sf = wait_for_file(&file, &mut children.0[0]).await?;
-    for i in 0..a.workers {
-        children.0.push(spawn_rusk(&[
-            "worker".into(),
-            "--scheduler-file".into(),
-            file_arg.clone(),
-            "--nthreads".into(),
-            a.nthreads.to_string(),
-            "--name".into(),
-            format!("local-{i}"),
-        ])?);
-    }
+    children.0.push(spawn_rusk(&[
+        "nanny".into(),
+        "--scheduler-file".into(),
+        file_arg.clone(),
+        "--nworkers".into(),
+        a.workers.to_string(),
+        "--nthreads".into(),
+        a.nthreads.to_string(),
+        "--name".into(),
+        "local".into(),
+    ])?);
     let cluster = Cluster {
         address: sf.address,
         token: sf.token,
@@ -191,7 +253,7 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eprintln!(
-        "rusk local: scheduler at {} with {} worker(s) x {} thread(s); running {} tasks",
+        "rusk local: scheduler at {} with a nanny of {} worker(s) x {} thread(s); running {} tasks",
         cluster.address,
         a.workers,
         a.nthreads,
@@ -202,10 +264,28 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         .submit(graph, false)
         .await
         .map_err(|e| crate::BadInput(format!("{e:#}")))?;
+    let chaos_task = chaos.then(|| tokio::spawn(inject_chaos(Cluster { address: cluster.address.clone(), token: cluster.token.clone() })));
     let mut bar = client::ProgressBar::new();
     let outputs = c.wait(id, |p| bar.update(p)).await;
     bar.finish();
     let outputs = outputs?;
+    if let Some(t) = chaos_task {
+        t.abort();
+        // Give the frozen worker's restart time to complete, then show what happened.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (records, _) = c.events(0).await?;
+            let recovered = records.iter().filter(|r| r.action == "restarted").count();
+            if recovered >= 2 || Instant::now() > deadline {
+                eprintln!("rusk local: recovery events:");
+                for r in &records {
+                    eprintln!("  {}", crate::events::format_record(r));
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     eprintln!(
         "rusk local: finished in {:.3} s",
         t0.elapsed().as_secs_f64()
