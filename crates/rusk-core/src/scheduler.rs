@@ -111,7 +111,7 @@ pub enum Event {
         nanny: NannyId,
         msg: NannyToScheduler,
     },
-    /// The nanny's connection closed: its workers die with it (they watch their parent).
+    /// The nanny's connection closed.
     NannyLeft {
         nanny: NannyId,
         reason: String,
@@ -150,11 +150,7 @@ pub enum Command {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LossCause {
     ConnectionClosed(String),
-    HeartbeatTimeout {
-        silent_for: Duration,
-    },
-    /// The worker's nanny went away (its workers exit with it).
-    NannyGone(String),
+    HeartbeatTimeout { silent_for: Duration },
 }
 
 impl LossCause {
@@ -163,7 +159,6 @@ impl LossCause {
         match self {
             LossCause::ConnectionClosed(_) => "connection",
             LossCause::HeartbeatTimeout { .. } => "heartbeat",
-            LossCause::NannyGone(_) => "nanny-gone",
         }
     }
 }
@@ -175,7 +170,6 @@ impl std::fmt::Display for LossCause {
             LossCause::HeartbeatTimeout { silent_for } => {
                 write!(f, "no heartbeat for {} ms", silent_for.as_millis())
             }
-            LossCause::NannyGone(r) => write!(f, "its nanny is gone ({r})"),
         }
     }
 }
@@ -807,21 +801,40 @@ impl Scheduler {
         }
     }
 
+    /// A nanny's connection closed. If the nanny died, its workers died with it (they watch
+    /// their parent), so their own connections close at once and their work is recovered
+    /// through the usual path; if only the connection broke, its workers are healthy and keep
+    /// serving. Either way nothing is dropped on this signal alone: no false positive.
     fn on_nanny_left(&mut self, now: Duration, nanny: NannyId, reason: String) {
         let Some(n) = self.nannies.remove(&nanny) else {
             return;
         };
-        // Its workers die with it; don't wait for their connections or their TTL.
-        let mut gone: Vec<Incarnation> = self
+        let workers = self
             .workers
-            .iter()
-            .filter(|(_, w)| w.info.nanny.as_deref() == Some(n.info.name.as_str()))
-            .map(|(i, _)| *i)
-            .collect();
-        gone.sort_unstable();
-        for inc in gone {
-            self.remove_worker(now, inc, LossCause::NannyGone(reason.clone()), true);
-        }
+            .values()
+            .filter(|w| w.info.nanny.as_deref() == Some(n.info.name.as_str()))
+            .count();
+        self.record(
+            now,
+            EventRecord {
+                seq: 0,
+                time_unix_ms: 0,
+                source: "scheduler".into(),
+                host: n.info.host.clone(),
+                nanny: Some(n.info.name.clone()),
+                slot: None,
+                worker: None,
+                incarnation: None,
+                new_incarnation: None,
+                cause: "nanny-gone".into(),
+                observed: format!("nanny connection closed ({reason})"),
+                action: format!(
+                    "{workers} of its worker(s) still connected; a dead nanny's workers exit with it and are recovered as their connections close"
+                ),
+                detection_ms: None,
+                recovery_ms: None,
+            },
+        );
     }
 
     /// `rusk restart`.

@@ -128,7 +128,11 @@ pub fn demo_graph(n: u64, sleeps: u64) -> GraphSpec {
     let mut level: Vec<String> = (1..=n.max(1))
         .map(|i| {
             let key = format!("leaf-{i}");
-            let deps = if sleeps > 0 { vec![format!("sleep-{}", i % sleeps)] } else { vec![] };
+            let deps = if sleeps > 0 {
+                vec![format!("sleep-{}", i % sleeps)]
+            } else {
+                vec![]
+            };
             tasks.push(TaskSpec {
                 builtin: Some("concat".into()),
                 ..task(key.clone(), vec![i.to_string()], deps)
@@ -182,7 +186,10 @@ async fn inject_chaos(cluster: Cluster) -> Result<()> {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let workers = c.status().await?.workers;
     if let Some(w) = workers.iter().find(|w| w.slot == Some(1)) {
-        eprintln!("rusk local: chaos: freeze worker {} (pid {}) with SIGSTOP", w.id, w.pid);
+        eprintln!(
+            "rusk local: chaos: freeze worker {} (pid {}) with SIGSTOP",
+            w.id, w.pid
+        );
         signal(w.pid, libc::SIGSTOP);
     }
     Ok(())
@@ -264,7 +271,12 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         .submit(graph, false)
         .await
         .map_err(|e| crate::BadInput(format!("{e:#}")))?;
-    let chaos_task = chaos.then(|| tokio::spawn(inject_chaos(Cluster { address: cluster.address.clone(), token: cluster.token.clone() })));
+    let chaos_task = chaos.then(|| {
+        tokio::spawn(inject_chaos(Cluster {
+            address: cluster.address.clone(),
+            token: cluster.token.clone(),
+        }))
+    });
     let mut bar = client::ProgressBar::new();
     let outputs = c.wait(id, |p| bar.update(p)).await;
     bar.finish();

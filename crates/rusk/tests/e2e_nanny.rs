@@ -431,3 +431,233 @@ fn operator_restart_of_one_worker_and_of_all() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-worker"));
     assert!(events_with_cause(&c, "operator").len() >= 2);
 }
+
+/// A ~10,000-task graph: `slow` sleep tasks, leaves that each wait for one of them, and a
+/// `sum` tree on top. Returns the graph and the expected root value.
+fn slow_sum_graph(slow: usize, leaves: usize, sleep_ms: u64) -> (Value, String) {
+    let mut leaf_specs = Vec::new();
+    let mut sleeps = Vec::new();
+    for j in 0..slow {
+        sleeps.push(json!({"key": format!("sleep{j}"), "builtin": "sleep_ms", "args": [sleep_ms.to_string()]}));
+    }
+    for i in 0..leaves {
+        let key = format!("leaf{i}");
+        let spec = json!({"key": key, "builtin": "concat", "args": [i.to_string()], "deps": [format!("sleep{}", i % slow)]});
+        leaf_specs.push((key, spec));
+    }
+    let (mut tasks, root) = sum_tree(&leaf_specs);
+    tasks.extend(sleeps);
+    let expected = (leaves * (leaves - 1) / 2).to_string();
+    (json!({"tasks": tasks, "outputs": [root]}), expected)
+}
+
+fn single_output(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_object().unwrap().values().next().unwrap().clone()
+}
+
+#[test]
+fn kill_9_of_a_worker_mid_task_still_gives_the_right_answer() {
+    let c = NannyCluster::start(2, &[], &[], &[]);
+    let (graph, expected) = slow_sum_graph(60, 600, 50);
+    let child = c.submit_spawn(&graph);
+    wait_until(
+        Duration::from_secs(20),
+        || c.status()["tasks"]["memory"].as_u64().unwrap_or(0) > 5,
+        "work under way",
+    );
+    let (pid, inc) = only_worker(&c);
+    signal(pid, libc::SIGKILL);
+    let out = wait_output(child, SUBMIT_DEADLINE);
+    assert_eq!(single_output(&out), json!(expected));
+    let w = c.wait_new_incarnation(0, inc, RECOVERY);
+    assert_eq!(w["restarts"], json!(1));
+}
+
+#[test]
+fn kill_9_of_a_worker_mid_transfer_still_gives_the_right_answer() {
+    let c = NannyCluster::start(2, &[], &[], &[]);
+    // Two 30 MB results on different workers; the consumer fetches one from its peer.
+    let graph = json!({"tasks": [
+        {"key": "p0", "cmd": ["head", "-c", "30000000", "/dev/zero"]},
+        {"key": "p1", "cmd": ["head", "-c", "30000000", "/dev/zero"]},
+        {"key": "both", "cmd": ["sh", "-c", "cat \"$RUSK_DEP_0\" \"$RUSK_DEP_1\" | wc -c"], "deps": ["p0", "p1"]}
+    ], "outputs": ["both"]});
+    let child = c.submit_spawn(&graph);
+    let mut victim = None;
+    wait_until(
+        Duration::from_secs(20),
+        || {
+            let ws = c.workers();
+            let holders: Vec<&Value> = ws
+                .iter()
+                .filter(|w| w["tasks"]["memory"].as_u64().unwrap_or(0) > 0)
+                .collect();
+            if holders.len() == 2 {
+                victim = Some(holders[1]["pid"].as_u64().unwrap());
+            }
+            victim.is_some()
+        },
+        "both producers done on different workers",
+    );
+    signal(victim.unwrap(), libc::SIGKILL);
+    let out = wait_output(child, SUBMIT_DEADLINE);
+    assert_eq!(single_output(&out).as_str().unwrap().trim(), "60000000");
+    c.wait_workers(2);
+}
+
+/// A TCP proxy between the nanny/workers and the scheduler, whose connections the test can
+/// cut while both ends stay healthy.
+struct Proxy {
+    address: String,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: String) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Default::default();
+        let registry = conns.clone();
+        std::thread::spawn(move || {
+            for down in listener.incoming().flatten() {
+                let Ok(up) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                registry.lock().unwrap().push(down.try_clone().unwrap());
+                registry.lock().unwrap().push(up.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                    (up, down),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { address, conns }
+    }
+
+    fn cut_all(&self) {
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn a_cut_scheduler_connection_brings_a_new_incarnation_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.json");
+    let mut sched = std::process::Command::new(RUSK)
+        .args(["scheduler", "--listen", "127.0.0.1:0", "--scheduler-file"])
+        .arg(&file)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), || file.exists(), "scheduler file");
+    let sf: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let proxy = Proxy::start(sf["address"].as_str().unwrap().to_string());
+    let mut nanny = std::process::Command::new(RUSK)
+        .args([
+            "nanny",
+            "--name",
+            "n0",
+            "--nworkers",
+            "1",
+            "--scheduler",
+            &proxy.address,
+        ])
+        .env("RUSK_TOKEN", sf["token"].as_str().unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = || {
+        let out = std::process::Command::new(RUSK)
+            .args(["status", "--json", "--scheduler-file"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    wait_until(
+        Duration::from_secs(20),
+        || status()["workers"].as_array().unwrap().len() == 1,
+        "the worker",
+    );
+    let old = status()["workers"][0].clone();
+    let t0 = Instant::now();
+    proxy.cut_all();
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            status()["workers"]
+                .as_array()
+                .unwrap()
+                .first()
+                .is_some_and(|w| w["incarnation"] != old["incarnation"])
+        },
+        "a new incarnation after the cut",
+    );
+    eprintln!("cut connection → new incarnation after {:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(
+        !pid_alive(old["pid"].as_u64().unwrap()),
+        "the cut worker exited (and was replaced)"
+    );
+    let ev = std::process::Command::new(RUSK)
+        .args(["events", "--json", "--scheduler-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&ev.stdout);
+    assert!(text.contains("\"cause\":\"connection\""), "{text}");
+    let _ = nanny.kill();
+    let _ = sched.kill();
+    let _ = nanny.wait();
+    let _ = sched.wait();
+}
+
+#[test]
+fn a_10000_task_graph_under_random_kills_and_freezes_gives_the_right_answer() {
+    let c = NannyCluster::start(3, &[], &[], &[]);
+    let (graph, expected) = slow_sum_graph(300, 4850, 40);
+    assert!(graph["tasks"].as_array().unwrap().len() >= 10_000);
+    let mut child = c.submit_spawn(&graph);
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut faults = 0;
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() && start.elapsed() < SUBMIT_DEADLINE {
+        std::thread::sleep(Duration::from_millis(900));
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let ws = c.workers();
+        if ws.is_empty() || faults >= 8 {
+            continue;
+        }
+        let w = &ws[(rng % ws.len() as u64) as usize];
+        let sig = if rng % 3 == 0 {
+            libc::SIGSTOP
+        } else {
+            libc::SIGKILL
+        };
+        eprintln!(
+            "fault {faults}: signal {sig} to {} (pid {})",
+            w["id"], w["pid"]
+        );
+        signal(w["pid"].as_u64().unwrap(), sig);
+        faults += 1;
+    }
+    let out = wait_output(child, SUBMIT_DEADLINE);
+    assert_eq!(single_output(&out), json!(expected));
+    assert!(faults >= 3, "the graph ran long enough to suffer faults");
+    c.wait_workers(3);
+}
