@@ -644,7 +644,7 @@ fn a_10000_task_graph_under_random_kills_and_freezes_gives_the_right_answer() {
             continue;
         }
         let w = &ws[(rng % ws.len() as u64) as usize];
-        let sig = if rng % 3 == 0 {
+        let sig = if rng.is_multiple_of(3) {
             libc::SIGSTOP
         } else {
             libc::SIGKILL
