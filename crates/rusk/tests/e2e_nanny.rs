@@ -661,3 +661,55 @@ fn a_10000_task_graph_under_random_kills_and_freezes_gives_the_right_answer() {
     assert!(faults >= 3, "the graph ran long enough to suffer faults");
     c.wait_workers(3);
 }
+
+/// False positives are failures too: tasks keeping every core at 100% must never get their
+/// worker restarted. `RUSK_TEST_BURN_SECS` lengthens the burn (600 for the 10-minute check).
+#[test]
+fn workers_whose_tasks_keep_every_core_busy_are_never_restarted() {
+    let secs: u64 = std::env::var("RUSK_TEST_BURN_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15);
+    let c = NannyCluster::start(2, &[], &["--nthreads", "2"], &[]);
+    let before: Vec<(u64, u64)> = c
+        .workers()
+        .iter()
+        .map(|w| {
+            (
+                w["pid"].as_u64().unwrap(),
+                w["incarnation"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // 4 spinning commands plus 2 spinning builtin-free shells per core: the machine is saturated.
+    let spin = format!(
+        "end=$(( $(date +%s) + {secs} )); while [ $(date +%s) -lt $end ]; do :; done; echo done"
+    );
+    let tasks: Vec<Value> = (0..4)
+        .map(|i| json!({"key": format!("burn{i}"), "cmd": ["sh", "-c", spin.clone()]}))
+        .collect();
+    let t0 = Instant::now();
+    let (ok, out, err) = c.submit_wait(&json!({"tasks": tasks}));
+    assert!(ok, "{err}");
+    assert!(
+        t0.elapsed() >= Duration::from_secs(secs - 1),
+        "the tasks really burned"
+    );
+    assert_eq!(out["burn3"], json!("done\n"));
+    let after: Vec<(u64, u64)> = c
+        .workers()
+        .iter()
+        .map(|w| {
+            (
+                w["pid"].as_u64().unwrap(),
+                w["incarnation"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(before, after, "no worker was restarted");
+    assert!(
+        c.events().is_empty(),
+        "no recovery at all: {:?}",
+        c.events()
+    );
+}
