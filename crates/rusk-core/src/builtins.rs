@@ -36,6 +36,7 @@ fn error(message: String) -> TaskError {
     TaskError {
         message,
         exit_code: None,
+        detail: None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! Validation of a submitted graph: everything a user can get wrong in a graph file is caught
 //! here, before a single task runs, with an error that names the offending key.
-use rusk_proto::graph::{Builtin, GraphSpec, TaskKind};
+use rusk_proto::graph::{Builtin, GraphSpec, TaskKind, TaskSpec};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
@@ -34,7 +34,7 @@ pub enum GraphError {
         name: String,
         known: String,
     },
-    #[error("task {key:?} must have exactly one of \"builtin\" and \"cmd\"")]
+    #[error("task {key:?} must have exactly one of \"builtin\", \"cmd\" and \"python\"")]
     KindAmbiguous { key: String },
     #[error("task {key:?} has an empty \"cmd\"")]
     EmptyCommand { key: String },
@@ -106,7 +106,8 @@ pub fn compile(spec: GraphSpec) -> Result<CompiledGraph, GraphError> {
                     dep: d.clone(),
                 });
             };
-            if deps.contains(&j) {
+            // A Python task lists a dependency once per place it is used.
+            if t.python.is_none() && deps.contains(&j) {
                 return Err(GraphError::DuplicateDependency {
                     key: t.key.clone(),
                     dep: d.clone(),
@@ -153,33 +154,15 @@ pub fn compile(spec: GraphSpec) -> Result<CompiledGraph, GraphError> {
                 reason,
             })?,
         };
-        let kind = match (t.builtin, t.cmd) {
-            (Some(name), None) => {
-                let Some(op) = Builtin::from_name(&name) else {
-                    let known: Vec<&str> = Builtin::ALL.iter().map(|b| b.name()).collect();
-                    return Err(GraphError::UnknownBuiltin {
-                        key: t.key,
-                        name,
-                        known: known.join(", "),
-                    });
-                };
-                TaskKind::Builtin { op, args: t.args }
-            }
-            (None, Some(argv)) => {
-                if argv.is_empty() {
-                    return Err(GraphError::EmptyCommand { key: t.key });
-                }
-                if !t.args.is_empty() {
-                    return Err(GraphError::ArgsOnCommand { key: t.key });
-                }
-                TaskKind::Cmd {
-                    argv,
-                    env: t.env.into_iter().collect(),
-                    cwd: t.cwd,
-                }
-            }
-            _ => return Err(GraphError::KindAmbiguous { key: t.key }),
-        };
+        let kind = task_kind(
+            t.key.as_str(),
+            t.builtin,
+            t.cmd,
+            t.python,
+            t.args,
+            t.env,
+            t.cwd,
+        )?;
         tasks.push(CompiledTask {
             key: t.key.into_boxed_str(),
             kind: Arc::new(kind),
@@ -189,6 +172,149 @@ pub fn compile(spec: GraphSpec) -> Result<CompiledGraph, GraphError> {
         });
     }
     Ok(CompiledGraph { tasks, outputs })
+}
+
+/// The validated kind of one task: exactly one of `builtin`, `cmd` and `python`.
+fn task_kind(
+    key: &str,
+    builtin: Option<String>,
+    cmd: Option<Vec<String>>,
+    python: Option<bytes::Bytes>,
+    args: Vec<String>,
+    env: std::collections::BTreeMap<String, String>,
+    cwd: Option<String>,
+) -> Result<TaskKind, GraphError> {
+    let key = || key.to_string();
+    Ok(match (builtin, cmd, python) {
+        (Some(name), None, None) => {
+            let Some(op) = Builtin::from_name(&name) else {
+                let known: Vec<&str> = Builtin::ALL.iter().map(|b| b.name()).collect();
+                return Err(GraphError::UnknownBuiltin {
+                    key: key(),
+                    name,
+                    known: known.join(", "),
+                });
+            };
+            TaskKind::Builtin { op, args }
+        }
+        (None, Some(argv), None) => {
+            if argv.is_empty() {
+                return Err(GraphError::EmptyCommand { key: key() });
+            }
+            if !args.is_empty() {
+                return Err(GraphError::ArgsOnCommand { key: key() });
+            }
+            TaskKind::Cmd {
+                argv,
+                env: env.into_iter().collect(),
+                cwd,
+            }
+        }
+        (None, None, Some(payload)) => TaskKind::Python { payload },
+        _ => return Err(GraphError::KindAmbiguous { key: key() }),
+    })
+}
+
+/// Validate tasks added to an existing (session) graph of `existing` tasks whose keys are in
+/// `keys`. Dependencies may name existing keys or keys earlier or later in `tasks`; indexes of
+/// new tasks start at `existing`. Returns the new tasks and the indexes of `outputs`.
+pub fn compile_extension(
+    keys: &FxHashMap<Box<str>, u32>,
+    existing: u32,
+    tasks_in: Vec<TaskSpec>,
+    outputs_in: &[String],
+) -> Result<(Vec<CompiledTask>, Vec<u32>), GraphError> {
+    let n = tasks_in.len();
+    if existing as usize + n > MAX_TASKS_PER_GRAPH {
+        return Err(GraphError::TooManyTasks {
+            count: existing as usize + n,
+            max: MAX_TASKS_PER_GRAPH,
+        });
+    }
+    let mut new_index: FxHashMap<&str, u32> = FxHashMap::default();
+    for (i, t) in tasks_in.iter().enumerate() {
+        if t.key.is_empty() {
+            return Err(GraphError::EmptyKey { index: i });
+        }
+        if t.key.len() > MAX_KEY_BYTES {
+            return Err(GraphError::KeyTooLong {
+                key: t.key.chars().take(64).collect(),
+                max: MAX_KEY_BYTES,
+            });
+        }
+        if keys.contains_key(t.key.as_str())
+            || new_index
+                .insert(t.key.as_str(), existing + i as u32)
+                .is_some()
+        {
+            return Err(GraphError::DuplicateKey { key: t.key.clone() });
+        }
+    }
+    let lookup = |k: &str| keys.get(k).copied().or_else(|| new_index.get(k).copied());
+    let mut deps_of = Vec::with_capacity(n);
+    // Only edges among the new tasks can form a cycle (existing tasks never depend on new ones).
+    let mut local_deps: Vec<Box<[u32]>> = Vec::with_capacity(n);
+    for t in &tasks_in {
+        let mut deps = Vec::with_capacity(t.deps.len());
+        for d in &t.deps {
+            let Some(j) = lookup(d) else {
+                return Err(GraphError::UnknownDependency {
+                    key: t.key.clone(),
+                    dep: d.clone(),
+                });
+            };
+            deps.push(j);
+        }
+        local_deps.push(
+            deps.iter()
+                .filter(|&&j| j >= existing)
+                .map(|&j| j - existing)
+                .collect(),
+        );
+        deps_of.push(deps.into_boxed_slice());
+    }
+    if let Some(i) = find_cycle(&local_deps) {
+        return Err(GraphError::Cycle {
+            key: tasks_in[i as usize].key.clone(),
+        });
+    }
+    let mut outputs = Vec::with_capacity(outputs_in.len());
+    for o in outputs_in {
+        let Some(j) = lookup(o) else {
+            return Err(GraphError::UnknownOutput { key: o.clone() });
+        };
+        if !outputs.contains(&j) {
+            outputs.push(j);
+        }
+    }
+    let mut tasks = Vec::with_capacity(n);
+    for (t, deps) in tasks_in.into_iter().zip(deps_of) {
+        let timeout_ms = match &t.timeout {
+            None => 0,
+            Some(text) => parse_timeout_ms(text).map_err(|reason| GraphError::BadTimeout {
+                key: t.key.clone(),
+                value: text.clone(),
+                reason,
+            })?,
+        };
+        let kind = task_kind(
+            t.key.as_str(),
+            t.builtin,
+            t.cmd,
+            t.python,
+            t.args,
+            t.env,
+            t.cwd,
+        )?;
+        tasks.push(CompiledTask {
+            key: t.key.into_boxed_str(),
+            kind: Arc::new(kind),
+            deps,
+            retries: t.retries,
+            timeout_ms,
+        });
+    }
+    Ok((tasks, outputs))
 }
 
 /// Longest time limit a task may have: about 49 days (fits the scheduler's 32-bit field).
@@ -257,6 +383,7 @@ mod tests {
             cwd: None,
             retries: 0,
             timeout: None,
+            python: None,
         }
     }
     fn graph(tasks: Vec<TaskSpec>, outputs: &[&str]) -> GraphSpec {

@@ -224,7 +224,8 @@ struct Task {
     key: Box<str>,
     kind: Arc<TaskKind>,
     deps: Box<[u32]>,
-    dependents: Box<[u32]>,
+    /// Grows when a session graph is extended.
+    dependents: Vec<u32>,
     state: TaskState,
     /// Dependencies not in memory (meaningful while unfinished).
     missing: u32,
@@ -251,10 +252,33 @@ struct Graph {
     outputs_pending: u32,
     /// Send `GraphFinished` to the owner when `outputs_pending` reaches 0.
     notify_finished: bool,
-    errors: FxHashMap<u32, Arc<str>>,
+    errors: FxHashMap<u32, Failure>,
+    /// A session graph (`Open`/`Extend`): outputs are reported one by one as they finish.
+    session: bool,
+    /// Keys of a session graph, to resolve the dependencies of later `Extend`s.
+    keys: FxHashMap<Box<str>, u32>,
+    /// Session outputs finished since they were last reported.
+    newly_done: Vec<u32>,
     done: u64,
     erred: u64,
     progress_dirty: bool,
+}
+
+/// Why a task failed, as reported to the client.
+#[derive(Clone, Debug)]
+struct Failure {
+    message: Arc<str>,
+    /// Opaque details from the failed task (a Python exception), passed on unchanged.
+    detail: Option<bytes::Bytes>,
+}
+
+impl Failure {
+    fn new(message: impl Into<Arc<str>>) -> Failure {
+        Failure {
+            message: message.into(),
+            detail: None,
+        }
+    }
 }
 
 struct Worker {
@@ -491,6 +515,9 @@ impl Scheduler {
         let idx = task.index as usize;
         if g.tasks[idx].is_output {
             g.outputs_pending -= 1;
+            if g.session {
+                g.newly_done.push(task.index);
+            }
         }
         let mut newly_ready = std::mem::take(&mut self.scratch);
         for k in 0..g.tasks[idx].dependents.len() {
@@ -551,7 +578,13 @@ impl Scheduler {
             ),
             None => format!("task {:?} failed: {}", t.key, error.message),
         };
-        self.fail_task(task, Arc::from(msg));
+        self.fail_task(
+            task,
+            Failure {
+                message: Arc::from(msg),
+                detail: error.detail,
+            },
+        );
     }
 
     fn on_missing_dep(
@@ -649,7 +682,7 @@ impl Scheduler {
                     ..self.worker_record(&w.info, inc)
                 },
             );
-            self.fail_task(t, Arc::from(msg));
+            self.fail_task(t, Failure::new(msg));
         }
         let mut lost: Vec<TaskRef> = w.holds.into_iter().collect();
         lost.sort_unstable();
@@ -1028,7 +1061,7 @@ impl Scheduler {
                     .errors
                     .get(&d)
                     .cloned()
-                    .unwrap_or_else(|| Arc::from("dependency failed"));
+                    .unwrap_or_else(|| Failure::new("dependency failed"));
                 self.set_state(task, TaskState::Waiting);
                 self.task_mut(task).expect("exists").missing = missing;
                 self.fail_task(task, msg);
@@ -1060,6 +1093,21 @@ impl Scheduler {
                 Some(g) => {
                     g.owner = Some(client);
                     g.notify_finished = true;
+                    if g.session {
+                        // Report again every finished output; the others come when done.
+                        let finished: Vec<u32> = g
+                            .outputs
+                            .iter()
+                            .copied()
+                            .filter(|&o| {
+                                matches!(
+                                    g.tasks[o as usize].state,
+                                    TaskState::Memory { .. } | TaskState::Erred
+                                )
+                            })
+                            .collect();
+                        g.newly_done.extend(finished);
+                    }
                     self.maybe_finish_graph(graph);
                 }
                 None => self.out.push(Command::ToClient {
@@ -1069,6 +1117,15 @@ impl Scheduler {
                     },
                 }),
             },
+            ClientToScheduler::Open => self.open_session(client),
+            ClientToScheduler::Extend {
+                graph,
+                tasks,
+                outputs,
+            } => self.on_extend(client, graph, tasks, outputs),
+            ClientToScheduler::ReleaseKeys { graph, keys } => {
+                self.on_release_keys(client, graph, keys)
+            }
             ClientToScheduler::ReleaseGraph { graph } => {
                 if self
                     .graphs
@@ -1164,7 +1221,7 @@ impl Scheduler {
                 missing,
                 unfinished_dependents: dependents.len() as u32,
                 deps: t.deps,
-                dependents: dependents.into_boxed_slice(),
+                dependents,
                 state: TaskState::Waiting,
                 retries_left: t.retries,
                 attempt: AttemptId(0),
@@ -1191,6 +1248,9 @@ impl Scheduler {
                 done: 0,
                 erred: 0,
                 progress_dirty: true,
+                session: false,
+                keys: FxHashMap::default(),
+                newly_done: Vec::new(),
             },
         );
         if detach {
@@ -1211,6 +1271,253 @@ impl Scheduler {
             };
             if self.task(tref).expect("just added").missing == 0 {
                 self.make_ready(tref);
+            }
+        }
+    }
+
+    // === session graphs (the Python client's futures) ===
+
+    fn open_session(&mut self, client: ClientId) {
+        let id = GraphId(self.next_graph);
+        self.next_graph += 1;
+        self.graphs.insert(
+            id,
+            Graph {
+                tasks: Vec::new(),
+                outputs: Vec::new(),
+                owner: Some(client),
+                outputs_pending: 0,
+                notify_finished: false,
+                errors: FxHashMap::default(),
+                done: 0,
+                erred: 0,
+                progress_dirty: false,
+                session: true,
+                keys: FxHashMap::default(),
+                newly_done: Vec::new(),
+            },
+        );
+        self.out.push(Command::ToClient {
+            client,
+            msg: SchedulerToClient::Submitted {
+                graph: id,
+                tasks: 0,
+            },
+        });
+    }
+
+    /// The session graph `id` if `client` owns it, else an error for the client.
+    fn own_session(&self, client: ClientId, id: GraphId) -> Result<(), String> {
+        match self.graphs.get(&id) {
+            Some(g) if g.session && g.owner == Some(client) => Ok(()),
+            Some(_) => Err(format!("graph {id} is not a session graph of this client")),
+            None => Err(format!("unknown graph {id} (released or never opened)")),
+        }
+    }
+
+    fn on_extend(
+        &mut self,
+        client: ClientId,
+        id: GraphId,
+        specs: Vec<rusk_proto::graph::TaskSpec>,
+        outputs: Vec<String>,
+    ) {
+        if let Err(message) = self.own_session(client, id) {
+            self.out.push(Command::ToClient {
+                client,
+                msg: SchedulerToClient::Error { message },
+            });
+            return;
+        }
+        let g = &self.graphs[&id];
+        let existing = g.tasks.len() as u32;
+        let (tasks, outs) =
+            match crate::graph::compile_extension(&g.keys, existing, specs, &outputs) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.out.push(Command::ToClient {
+                        client,
+                        msg: SchedulerToClient::Rejected {
+                            error: e.to_string(),
+                        },
+                    });
+                    return;
+                }
+            };
+        let n = tasks.len() as u32;
+        let g = self.graphs.get_mut(&id).expect("checked");
+        for (i, t) in tasks.into_iter().enumerate() {
+            let idx = existing + i as u32;
+            g.keys.insert(t.key.clone(), idx);
+            for &d in t.deps.iter() {
+                let dt = &mut g.tasks[d as usize];
+                dt.dependents.push(idx);
+                dt.unfinished_dependents += 1; // the new task starts unfinished (Waiting)
+            }
+            g.tasks.push(Task {
+                key: t.key,
+                kind: t.kind,
+                missing: 0,
+                unfinished_dependents: 0,
+                deps: t.deps,
+                dependents: Vec::new(),
+                state: TaskState::Waiting,
+                retries_left: t.retries,
+                attempt: AttemptId(0),
+                is_output: false,
+                queued: false,
+                started: false,
+                worker_deaths: 0,
+                timeout_ms: t.timeout_ms,
+            });
+        }
+        self.state_counts[TaskState::Waiting.slot()] += n as u64;
+        for idx in existing..existing + n {
+            let tref = TaskRef {
+                graph: id,
+                index: idx,
+            };
+            let g = &self.graphs[&id];
+            let t = &g.tasks[idx as usize];
+            let mut missing = 0;
+            let mut released = Vec::new();
+            let mut erred = None;
+            for &d in t.deps.iter() {
+                match g.tasks[d as usize].state {
+                    TaskState::Memory { .. } => {}
+                    TaskState::Released => {
+                        missing += 1;
+                        released.push(d);
+                    }
+                    TaskState::Erred => {
+                        missing += 1;
+                        erred = Some(d);
+                    }
+                    TaskState::Waiting | TaskState::Ready | TaskState::Assigned { .. } => {
+                        missing += 1
+                    }
+                }
+            }
+            self.task_mut(tref).expect("just added").missing = missing;
+            if let Some(d) = erred {
+                let g = &self.graphs[&id];
+                let f = g
+                    .errors
+                    .get(&d)
+                    .cloned()
+                    .unwrap_or_else(|| Failure::new("dependency failed"));
+                let key = g.tasks[d as usize].key.clone();
+                self.fail_task(
+                    tref,
+                    Failure {
+                        message: Arc::from(format!("dependency {:?} failed: {}", &*key, f.message)),
+                        detail: f.detail,
+                    },
+                );
+                continue;
+            }
+            for d in released {
+                // A dropped result is needed again: recompute it from its lineage.
+                self.recompute(TaskRef {
+                    graph: id,
+                    index: d,
+                });
+            }
+            if missing == 0 {
+                self.make_ready(tref);
+            }
+        }
+        for o in outs {
+            let tref = TaskRef {
+                graph: id,
+                index: o,
+            };
+            let g = self.graphs.get_mut(&id).expect("checked");
+            let t = &mut g.tasks[o as usize];
+            if t.is_output {
+                continue;
+            }
+            t.is_output = true;
+            g.outputs.push(o);
+            match t.state {
+                TaskState::Memory { .. } | TaskState::Erred => g.newly_done.push(o),
+                TaskState::Released => {
+                    g.outputs_pending += 1;
+                    self.recompute(tref);
+                }
+                TaskState::Waiting | TaskState::Ready | TaskState::Assigned { .. } => {
+                    g.outputs_pending += 1
+                }
+            }
+        }
+        self.out.push(Command::ToClient {
+            client,
+            msg: SchedulerToClient::Extended {
+                graph: id,
+                tasks: n as u64,
+            },
+        });
+        self.maybe_finish_graph(id);
+    }
+
+    /// The client no longer wants these outputs: drop what nothing else needs, cancelling
+    /// work that has not finished.
+    fn on_release_keys(&mut self, client: ClientId, id: GraphId, keys: Vec<String>) {
+        if self.own_session(client, id).is_err() {
+            return; // the graph may already be gone; releasing is idempotent
+        }
+        for key in keys {
+            let g = self.graphs.get_mut(&id).expect("checked");
+            let Some(&idx) = g.keys.get(key.as_str()) else {
+                continue;
+            };
+            let t = &mut g.tasks[idx as usize];
+            if !t.is_output {
+                continue;
+            }
+            t.is_output = false;
+            if !matches!(t.state, TaskState::Memory { .. } | TaskState::Erred) {
+                g.outputs_pending -= 1;
+            }
+            g.outputs.retain(|&o| o != idx);
+            self.drop_unneeded(TaskRef {
+                graph: id,
+                index: idx,
+            });
+        }
+    }
+
+    /// Release or cancel `root` and, transitively, its inputs, as far as nothing needs them.
+    fn drop_unneeded(&mut self, root: TaskRef) {
+        let mut stack = vec![root];
+        while let Some(task) = stack.pop() {
+            if self.is_needed(task) {
+                continue;
+            }
+            let t = self.task(task).expect("exists");
+            let (state, attempt, deps) = (t.state, t.attempt, t.deps.clone());
+            match state {
+                TaskState::Memory { .. } => self.release_if_unneeded(task),
+                TaskState::Waiting | TaskState::Ready | TaskState::Assigned { .. } => {
+                    if let TaskState::Assigned { worker } = state {
+                        if let Some(w) = self.workers.get_mut(&worker) {
+                            w.assigned.remove(&task);
+                        }
+                        self.out.push(Command::ToWorker {
+                            incarnation: worker,
+                            msg: SchedulerToWorker::Cancel { task, attempt },
+                        });
+                    }
+                    self.set_state(task, TaskState::Released);
+                    let g = self.graphs.get_mut(&task.graph).expect("exists");
+                    g.done += 1; // counted as settled; a later recompute takes it back
+                    g.progress_dirty = true;
+                    stack.extend(deps.iter().map(|&d| TaskRef {
+                        graph: task.graph,
+                        index: d,
+                    }));
+                }
+                TaskState::Released | TaskState::Erred => {}
             }
         }
     }
@@ -1274,8 +1581,32 @@ impl Scheduler {
         // Ready-queue entries of this graph are skipped lazily (the graph is gone).
     }
 
+    /// Tell the owner about finished outputs: a session graph reports each output as it
+    /// finishes; a submitted graph reports all of them once the last one is done.
     fn maybe_finish_graph(&mut self, id: GraphId) {
         let g = self.graphs.get_mut(&id).expect("graph exists");
+        if g.session {
+            if g.newly_done.is_empty() {
+                return;
+            }
+            let done = std::mem::take(&mut g.newly_done);
+            let Some(client) = g.owner else {
+                return;
+            };
+            let done: Vec<u32> = done
+                .into_iter()
+                .filter(|&o| {
+                    let t = &g.tasks[o as usize];
+                    t.is_output && matches!(t.state, TaskState::Memory { .. } | TaskState::Erred)
+                })
+                .collect();
+            let outputs = done.into_iter().map(|o| self.output_state(id, o)).collect();
+            self.out.push(Command::ToClient {
+                client,
+                msg: SchedulerToClient::OutputsReady { graph: id, outputs },
+            });
+            return;
+        }
         if g.outputs_pending > 0 || !g.notify_finished {
             return;
         }
@@ -1283,31 +1614,9 @@ impl Scheduler {
             return;
         };
         g.notify_finished = false;
-        let outputs = g
-            .outputs
-            .iter()
-            .map(|&o| {
-                let t = &g.tasks[o as usize];
-                let result = match t.state {
-                    TaskState::Memory { holder, size } => OutputResult::Ready {
-                        task: TaskRef {
-                            graph: id,
-                            index: o,
-                        },
-                        holder: self.workers[&holder].info.data_address.clone(),
-                        size,
-                    },
-                    TaskState::Erred => OutputResult::Failed {
-                        error: g.errors.get(&o).map(|e| e.to_string()).unwrap_or_default(),
-                    },
-                    s => unreachable!("finished graph has output in state {s:?}"),
-                };
-                OutputState {
-                    key: t.key.to_string(),
-                    result,
-                }
-            })
-            .collect();
+        let outs = g.outputs.clone();
+        let outputs = outs.into_iter().map(|o| self.output_state(id, o)).collect();
+        let g = self.graphs.get_mut(&id).expect("graph exists");
         let progress = Self::progress_of(id, g);
         g.progress_dirty = false;
         self.out.push(Command::ToClient {
@@ -1320,6 +1629,34 @@ impl Scheduler {
         });
         if self.detached.contains(&id) {
             self.enforce_detached_bound();
+        }
+    }
+
+    /// Where a finished output is, or why it failed.
+    fn output_state(&self, id: GraphId, o: u32) -> OutputState {
+        let g = &self.graphs[&id];
+        let t = &g.tasks[o as usize];
+        let result = match t.state {
+            TaskState::Memory { holder, size } => OutputResult::Ready {
+                task: TaskRef {
+                    graph: id,
+                    index: o,
+                },
+                holder: self.workers[&holder].info.data_address.clone(),
+                size,
+            },
+            TaskState::Erred => {
+                let f = g.errors.get(&o);
+                OutputResult::Failed {
+                    error: f.map(|e| e.message.to_string()).unwrap_or_default(),
+                    detail: f.and_then(|e| e.detail.clone()),
+                }
+            }
+            s => unreachable!("finished output in state {s:?}"),
+        };
+        OutputState {
+            key: t.key.to_string(),
+            result,
         }
     }
 
@@ -1579,7 +1916,7 @@ impl Scheduler {
     }
 
     /// Mark `root` erred and every unfinished task downstream of it.
-    fn fail_task(&mut self, root: TaskRef, error: Arc<str>) {
+    fn fail_task(&mut self, root: TaskRef, error: Failure) {
         let root_key = self.task(root).expect("exists").key.clone();
         let mut stack = vec![(root, error)];
         let mut finished_graph = false;
@@ -1610,11 +1947,20 @@ impl Scheduler {
             let t = &g.tasks[task.index as usize];
             if t.is_output {
                 g.outputs_pending -= 1;
+                if g.session {
+                    g.newly_done.push(task.index);
+                }
                 finished_graph = true;
             }
             let deps = t.deps.clone();
-            let downstream_err: Arc<str> = if task == root {
-                Arc::from(format!("dependency {:?} failed: {}", &*root_key, err))
+            let downstream_err = if task == root {
+                Failure {
+                    message: Arc::from(format!(
+                        "dependency {:?} failed: {}",
+                        &*root_key, err.message
+                    )),
+                    detail: err.detail,
+                }
             } else {
                 err
             };

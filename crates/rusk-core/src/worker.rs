@@ -468,6 +468,7 @@ impl WorkerCore {
                         MAX_RESULT_BYTES
                     ),
                     exit_code: None,
+                    detail: None,
                 },
             },
             Ok(data) => {
@@ -512,6 +513,7 @@ impl WorkerCore {
                 error: TaskError {
                     message: format!("exceeded its time limit of {limit} ms and was killed"),
                     exit_code: None,
+                    detail: None,
                 },
             }));
     }

@@ -12,6 +12,7 @@
 //! The same types travel from client to scheduler (postcard), so the scheduler validates exactly
 //! what the user wrote. Fields only ever get added, with defaults, so old files keep working.
 //! (No `skip_serializing_if` here: postcard needs every field on the wire.)
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -36,6 +37,11 @@ pub struct TaskSpec {
     /// A program and its arguments; its stdout is the result.
     #[serde(default)]
     pub cmd: Option<Vec<String>>,
+    /// A Python call, as made by the Python client: a cloudpickled `(function, args, kwargs)`
+    /// whose dependency results are substituted by the executor (see `python/rusk/_executor.py`).
+    /// Its result is the pickled return value.
+    #[serde(default)]
+    pub python: Option<Bytes>,
     /// Arguments of a builtin.
     #[serde(default)]
     pub args: Vec<String>,
@@ -126,6 +132,8 @@ pub enum TaskKind {
         env: Vec<(String, String)>,
         cwd: Option<String>,
     },
+    /// Run in one of the worker's Python executor processes.
+    Python { payload: Bytes },
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Messages. Each connection carries frames; each frame is a batch (`Vec`) of one of the enums
 //! below, so that a busy scheduler sends one frame per worker per loop turn, not one per task.
-use crate::graph::{GraphSpec, TaskKind};
+use crate::graph::{GraphSpec, TaskKind, TaskSpec as GraphSpecTask};
 pub use crate::NannyId;
 use crate::{AttemptId, GraphId, Incarnation, TaskRef};
 use bytes::Bytes;
@@ -66,6 +66,9 @@ pub struct TaskError {
     pub message: String,
     /// Exit code of a `cmd` task, when it exited non-zero.
     pub exit_code: Option<i32>,
+    /// Opaque details for the client, carried unchanged to it: for a Python task, the pickled
+    /// exception and remote traceback, so the client can re-raise the original type.
+    pub detail: Option<Bytes>,
 }
 
 /// Scheduler → worker.
@@ -111,6 +114,19 @@ pub enum ClientToScheduler {
         graph: GraphSpec,
         detach: bool,
     },
+    /// Open a session graph: an empty graph that `Extend` grows (the Python client's futures).
+    /// Its outputs are reported one by one as they finish (`OutputsReady`), not all at once.
+    Open,
+    /// Add tasks to a session graph. Dependencies may name any key already in the graph or
+    /// earlier in `tasks`; `outputs` are the keys the client wants reported.
+    Extend {
+        graph: GraphId,
+        tasks: Vec<GraphSpecTask>,
+        outputs: Vec<String>,
+    },
+    /// The client no longer wants these outputs (futures dropped or cancelled): release their
+    /// results, and cancel them if nothing else needs them.
+    ReleaseKeys { graph: GraphId, keys: Vec<String> },
     /// Ask again where the outputs are (after a fetch from a worker failed).
     LocateOutputs {
         graph: GraphId,
@@ -151,6 +167,13 @@ pub enum SchedulerToClient {
         error: String,
     },
     Progress(GraphProgress),
+    /// Reply to `Extend`.
+    Extended { graph: GraphId, tasks: u64 },
+    /// Outputs of a session graph that just finished (in memory somewhere, or failed).
+    OutputsReady {
+        graph: GraphId,
+        outputs: Vec<OutputState>,
+    },
     /// Every output is either in memory somewhere or failed.
     GraphFinished {
         graph: GraphId,
@@ -277,6 +300,8 @@ pub enum OutputResult {
     },
     Failed {
         error: String,
+        /// The failed task's `TaskError::detail` (for a dependent: its failed ancestor's).
+        detail: Option<Bytes>,
     },
 }
 

@@ -137,7 +137,7 @@ impl Client {
                             .cloned()
                             .ok_or_else(|| anyhow!("output {} missing", o.key))?,
                     ),
-                    OutputResult::Failed { error } => Output::Failed(error.clone()),
+                    OutputResult::Failed { error, .. } => Output::Failed(error.clone()),
                 };
                 Ok((o.key.clone(), out))
             })

@@ -115,6 +115,7 @@ pub fn demo_graph(n: u64, sleeps: u64) -> GraphSpec {
         cwd: None,
         retries: 0,
         timeout: None,
+        python: None,
     };
     let mut tasks = Vec::new();
     // `sleeps` slow tasks of 40 ms each; every leaf waits for one of them (a `sum` of the
@@ -167,6 +168,7 @@ pub fn demo_graph(n: u64, sleeps: u64) -> GraphSpec {
         cwd: None,
         retries: 0,
         timeout: None,
+        python: None,
     });
     GraphSpec {
         tasks,

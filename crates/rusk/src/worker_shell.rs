@@ -695,6 +695,7 @@ impl Executor {
                                 op.name()
                             ),
                             exit_code: None,
+                            detail: None,
                         }),
                     });
                     return;
@@ -705,6 +706,18 @@ impl Executor {
                     op: *op,
                     args: args.clone(),
                     inputs,
+                });
+            }
+            TaskKind::Python { .. } => {
+                // Placeholder until the Python executors land.
+                let _ = self.local.send(Local::Finished {
+                    task,
+                    attempt,
+                    result: Err(TaskError {
+                        message: "this worker cannot run Python tasks yet".into(),
+                        exit_code: None,
+                        detail: None,
+                    }),
                 });
             }
             TaskKind::Cmd { argv, env, cwd } => {
@@ -831,6 +844,7 @@ fn number_arg(op: Builtin, args: &[String]) -> Result<f64, TaskError> {
                 op.name()
             ),
             exit_code: None,
+            detail: None,
         })
 }
 
@@ -866,6 +880,7 @@ fn run_effect(op: Builtin, args: &[String]) -> Result<Bytes, TaskError> {
         Builtin::BlockLoop => Err(TaskError {
             message: "block_loop must run on the event loop".into(),
             exit_code: None,
+            detail: None,
         }),
         Builtin::Noop | Builtin::Sum | Builtin::Concat | Builtin::Fail => {
             unreachable!("pure builtins are handled by run_pure")
@@ -884,6 +899,7 @@ async fn run_command(
     let fail = |message: String| TaskError {
         message,
         exit_code: None,
+        detail: None,
     };
     let dir = tempfile::Builder::new()
         .prefix("task-")
@@ -939,6 +955,7 @@ async fn run_command(
         (Some(code), _) => TaskError {
             message: format!("{:?} exited with code {code}; stderr: {stderr}", argv[0]),
             exit_code: Some(code),
+            detail: None,
         },
         (None, sig) => fail(format!(
             "{:?} was killed by signal {}; stderr: {stderr}",

@@ -15,6 +15,7 @@ fn spec(key: &str, deps: &[&str]) -> TaskSpec {
         cwd: None,
         retries: 0,
         timeout: None,
+        python: None,
     }
 }
 
@@ -358,6 +359,7 @@ fn own_failure_retries_then_errs_dependents_with_named_key() {
                     error: TaskError {
                         message: "boom".into(),
                         exit_code: Some(3),
+                        detail: None,
                     },
                 },
             },
@@ -380,7 +382,7 @@ fn own_failure_retries_then_errs_dependents_with_named_key() {
     else {
         panic!("{out:?}")
     };
-    let OutputResult::Failed { error } = &outputs[0].result else {
+    let OutputResult::Failed { error, .. } = &outputs[0].result else {
         panic!()
     };
     assert!(
@@ -554,4 +556,172 @@ fn result_crossing_a_graph_release_is_released_on_the_worker() {
     );
     assert_eq!(done(&mut s, W1, t(0), 1), vec![release(W1, &[t(0)])]);
     assert_eq!(s.stats().stale_reports, 1);
+}
+
+// === session graphs ===
+
+fn open(s: &mut Scheduler) -> GraphId {
+    let out = s.handle(
+        Duration::ZERO,
+        Event::ClientMessage {
+            client: C,
+            msg: ClientToScheduler::Open,
+        },
+    );
+    let Command::ToClient {
+        msg: SchedulerToClient::Submitted { graph, tasks: 0 },
+        ..
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    *graph
+}
+
+fn extend(s: &mut Scheduler, g: GraphId, tasks: Vec<TaskSpec>, outputs: &[&str]) -> Vec<Command> {
+    let out = s.handle(
+        MS,
+        Event::ClientMessage {
+            client: C,
+            msg: ClientToScheduler::Extend {
+                graph: g,
+                tasks,
+                outputs: outputs.iter().map(|o| o.to_string()).collect(),
+            },
+        },
+    );
+    s.check_invariants();
+    out
+}
+
+fn outputs_ready(out: &[Command]) -> Vec<(String, bool)> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::ToClient {
+                msg: SchedulerToClient::OutputsReady { outputs, .. },
+                ..
+            } => Some(outputs.clone()),
+            _ => None,
+        })
+        .flatten()
+        .map(|o| (o.key, matches!(o.result, OutputResult::Ready { .. })))
+        .collect()
+}
+
+#[test]
+fn session_graph_reports_each_output_and_links_later_tasks_to_earlier_results() {
+    let mut s = sched_with_workers(1);
+    let g = open(&mut s);
+    let out = extend(&mut s, g, vec![spec("a", &[])], &["a"]);
+    assert!(out.iter().any(|c| matches!(
+        c,
+        Command::ToClient {
+            msg: SchedulerToClient::Extended { tasks: 1, .. },
+            ..
+        }
+    )));
+    let a = TaskRef { graph: g, index: 0 };
+    let out = done(&mut s, W1, a, 1);
+    assert_eq!(outputs_ready(&out), vec![("a".to_string(), true)]);
+    // A later task that depends on the finished `a` is ready at once; a duplicate key is refused.
+    let out = extend(&mut s, g, vec![spec("b", &["a"])], &["b"]);
+    assert!(out.iter().any(|c| matches!(c, Command::ToWorker { msg: SchedulerToWorker::Assign(x), .. } if x.task.index == 1)));
+    let out = extend(&mut s, g, vec![spec("a", &[])], &[]);
+    assert!(
+        matches!(&out[0], Command::ToClient { msg: SchedulerToClient::Rejected { error }, .. } if error.contains("duplicate"))
+    );
+    let out = done(&mut s, W1, TaskRef { graph: g, index: 1 }, 2);
+    assert_eq!(outputs_ready(&out), vec![("b".to_string(), true)]);
+}
+
+#[test]
+fn released_keys_cancel_unneeded_work_and_a_released_input_is_recomputed_when_needed_again() {
+    let mut s = sched_with_workers(1);
+    let g = open(&mut s);
+    extend(&mut s, g, vec![spec("a", &[])], &["a"]);
+    done(&mut s, W1, TaskRef { graph: g, index: 0 }, 1);
+    // Release `a`: its result is dropped on the worker.
+    let out = s.handle(
+        2 * MS,
+        Event::ClientMessage {
+            client: C,
+            msg: ClientToScheduler::ReleaseKeys {
+                graph: g,
+                keys: vec!["a".into()],
+            },
+        },
+    );
+    s.check_invariants();
+    assert_eq!(
+        out,
+        vec![Command::ToWorker {
+            incarnation: W1,
+            msg: SchedulerToWorker::Release {
+                tasks: vec![TaskRef { graph: g, index: 0 }]
+            }
+        }]
+    );
+    // A new task needs `a` again: it is recomputed first.
+    let out = extend(&mut s, g, vec![spec("b", &["a"])], &["b"]);
+    assert!(out.iter().any(|c| matches!(c, Command::ToWorker { msg: SchedulerToWorker::Assign(x), .. } if x.task.index == 0)), "{out:?}");
+    // Cancel `b` before it runs: the assigned `a` is cancelled too (nothing needs it).
+    let out = s.handle(
+        3 * MS,
+        Event::ClientMessage {
+            client: C,
+            msg: ClientToScheduler::ReleaseKeys {
+                graph: g,
+                keys: vec!["b".into()],
+            },
+        },
+    );
+    s.check_invariants();
+    assert!(out.iter().any(|c| matches!(c, Command::ToWorker { msg: SchedulerToWorker::Cancel { task, .. }, .. } if task.index == 0)), "{out:?}");
+    assert_eq!(s.task_counts()["assigned"], 0);
+}
+
+#[test]
+fn a_failure_detail_reaches_the_client_and_dependents() {
+    let mut s = sched_with_workers(1);
+    let g = open(&mut s);
+    extend(
+        &mut s,
+        g,
+        vec![spec("a", &[]), spec("b", &["a"])],
+        &["a", "b"],
+    );
+    let detail = bytes::Bytes::from_static(b"pickled exception");
+    let out = s.handle(
+        MS,
+        Event::WorkerMessage {
+            incarnation: W1,
+            msg: WorkerToScheduler::TaskFailed {
+                task: TaskRef { graph: g, index: 0 },
+                attempt: AttemptId(1),
+                error: TaskError {
+                    message: "ZeroDivisionError: boom".into(),
+                    exit_code: None,
+                    detail: Some(detail.clone()),
+                },
+            },
+        },
+    );
+    s.check_invariants();
+    let details: Vec<(String, Option<bytes::Bytes>)> = out
+        .iter()
+        .filter_map(|c| match c {
+            Command::ToClient {
+                msg: SchedulerToClient::OutputsReady { outputs, .. },
+                ..
+            } => Some(outputs.clone()),
+            _ => None,
+        })
+        .flatten()
+        .map(|o| match o.result {
+            OutputResult::Failed { detail, .. } => (o.key, detail),
+            r => panic!("{r:?}"),
+        })
+        .collect();
+    assert_eq!(details.len(), 2);
+    assert!(details.iter().all(|(_, d)| d.as_ref() == Some(&detail)));
 }
