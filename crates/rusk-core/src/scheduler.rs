@@ -291,6 +291,12 @@ struct Worker {
 }
 
 impl Worker {
+    /// May this worker take another task? Not when it is full, nor while it reports itself
+    /// unhealthy (it keeps its work and serves its results, but gets nothing new).
+    fn has_room(&self, per_thread: u32) -> bool {
+        self.heartbeat.vitals.unhealthy.is_none() && self.assigned.len() < self.capacity(per_thread)
+    }
+
     fn capacity(&self, per_thread: u32) -> usize {
         (self.info.nthreads.max(1) * per_thread) as usize
     }
@@ -454,7 +460,35 @@ impl Scheduler {
         w.last_seen = now;
         match msg {
             WorkerToScheduler::Register(_) => {} // only valid as the first message; the shell handles it
-            WorkerToScheduler::Heartbeat(hb) => w.heartbeat = hb,
+            WorkerToScheduler::Heartbeat(hb) => {
+                let was = w.heartbeat.vitals.unhealthy.clone();
+                let now_unhealthy = hb.vitals.unhealthy.clone();
+                w.heartbeat = hb;
+                if was != now_unhealthy {
+                    let info = w.info.clone();
+                    let (cause, observed, action) = match &now_unhealthy {
+                        Some(why) => (
+                            "unhealthy",
+                            why.clone(),
+                            "no new tasks until it is healthy again",
+                        ),
+                        None => (
+                            "healthy",
+                            format!("recovered from: {}", was.unwrap_or_default()),
+                            "receives tasks again",
+                        ),
+                    };
+                    self.record(
+                        now,
+                        EventRecord {
+                            cause: cause.into(),
+                            observed,
+                            action: action.into(),
+                            ..self.worker_record(&info, inc)
+                        },
+                    );
+                }
+            }
             WorkerToScheduler::TaskDone {
                 task,
                 attempt,
@@ -1727,7 +1761,7 @@ impl Scheduler {
             .iter()
             .filter(|i| {
                 let w = &self.workers[i];
-                w.assigned.len() < w.capacity(per_thread)
+                w.has_room(per_thread)
             })
             .count();
         if open == 0 {
@@ -1753,7 +1787,7 @@ impl Scheduler {
                     while full_seen <= n {
                         let inc = self.worker_order[self.rr_cursor % n];
                         let w = &self.workers[&inc];
-                        let room = w.assigned.len() < w.capacity(per_thread);
+                        let room = w.has_room(per_thread);
                         if room && taken_in_chunk < chunk {
                             taken_in_chunk += 1;
                             found = Some(inc);
@@ -1789,7 +1823,7 @@ impl Scheduler {
         for &d in t.deps.iter() {
             if let TaskState::Memory { holder, .. } = g.tasks[d as usize].state {
                 let w = &self.workers[&holder];
-                if w.assigned.len() >= w.capacity(per_thread) {
+                if !w.has_room(per_thread) {
                     continue;
                 }
                 // Sum this holder's bytes over all deps (deps lists are short in practice).
@@ -2008,7 +2042,12 @@ impl Scheduler {
                     host: w.info.host.clone(),
                     incarnation: inc.0,
                     pid: w.info.pid,
-                    state: "running".to_string(),
+                    state: if w.heartbeat.vitals.unhealthy.is_some() {
+                        "unhealthy"
+                    } else {
+                        "running"
+                    }
+                    .to_string(),
                     address: w.info.data_address.clone(),
                     nthreads: w.info.nthreads,
                     tasks: counts,
@@ -2018,6 +2057,7 @@ impl Scheduler {
                     nanny: w.info.nanny.clone(),
                     slot: w.info.slot,
                     restarts: self.slot_report(&w.info).map_or(0, |r| r.restarts),
+                    vitals: w.heartbeat.vitals.clone(),
                 }
             })
             .collect();

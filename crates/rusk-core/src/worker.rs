@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use rusk_proto::graph::TaskKind;
 use rusk_proto::msg::{
-    Assignment, HeartbeatInfo, SchedulerToWorker, TaskError, WorkerInfo, WorkerToScheduler,
+    Assignment, HeartbeatInfo, SchedulerToWorker, TaskError, Vitals, WorkerInfo, WorkerToScheduler,
 };
 use rusk_proto::{AttemptId, Incarnation, TaskRef, MAX_RESULT_BYTES};
 use rustc_hash::FxHashMap;
@@ -60,6 +60,8 @@ pub enum Event {
         task: TaskRef,
         attempt: AttemptId,
     },
+    /// The shell's latest measurements of this worker, sent with the next heartbeats.
+    Vitals(Vitals),
     Tick,
 }
 
@@ -115,6 +117,8 @@ pub struct WorkerCore {
     heartbeat_interval: Duration,
     next_heartbeat: Duration,
     tasks: FxHashMap<TaskRef, WTask>,
+    /// The shell's latest measurements, for heartbeats.
+    vitals: Vitals,
     /// Attempts that started since the last flush; reported unless already finished.
     started_unreported: Vec<(TaskRef, AttemptId)>,
     /// Time limits of running attempts: (deadline, task, attempt).
@@ -144,6 +148,7 @@ impl WorkerCore {
             next_heartbeat: Duration::ZERO,
             tasks: FxHashMap::default(),
             started_unreported: Vec::new(),
+            vitals: Vitals::default(),
             deadlines: std::collections::BTreeSet::new(),
             store: FxHashMap::default(),
             stored_bytes: 0,
@@ -233,6 +238,7 @@ impl WorkerCore {
                     self.started_unreported.push((task, attempt));
                 }
             }
+            Event::Vitals(v) => self.vitals = v,
             Event::Tick => {
                 while let Some(&(deadline, task, attempt)) = self.deadlines.first() {
                     if deadline > now {
@@ -277,6 +283,7 @@ impl WorkerCore {
 
     pub fn heartbeat_info(&self) -> HeartbeatInfo {
         HeartbeatInfo {
+            vitals: self.vitals.clone(),
             running: self.dispatched,
             stored_results: self.store.len() as u64,
             stored_bytes: self.stored_bytes,

@@ -53,11 +53,34 @@ pub struct WorkerInfo {
     pub slot: Option<u32>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HeartbeatInfo {
     pub running: u32,
     pub stored_results: u64,
     pub stored_bytes: u64,
+    /// What the worker measured of itself (sampled by its shell).
+    pub vitals: Vitals,
+}
+
+/// A worker's health measurements, sent with every heartbeat.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Vitals {
+    /// How late the event loop woke up for its last timer, in ms (a busy or starved loop).
+    pub loop_lag_ms: u32,
+    /// CPU time used by the worker process and its children so far, in seconds.
+    pub cpu_seconds: f64,
+    pub rss_bytes: u64,
+    pub open_fds: u32,
+    /// Free space in the worker's work directory.
+    pub disk_free_bytes: Option<u64>,
+    /// Bytes of results fetched from peers so far.
+    pub bytes_fetched: u64,
+    /// Python executor processes alive, and replaced so far (killed after a hang or crash).
+    pub executors_alive: u32,
+    pub executors_replaced: u64,
+    /// Set when the worker is alive but should not get new tasks (for example: free disk
+    /// under its threshold). The scheduler stops placing tasks on it until it clears.
+    pub unhealthy: Option<String>,
 }
 
 /// Why a task's own code failed.
@@ -126,7 +149,10 @@ pub enum ClientToScheduler {
     },
     /// The client no longer wants these outputs (futures dropped or cancelled): release their
     /// results, and cancel them if nothing else needs them.
-    ReleaseKeys { graph: GraphId, keys: Vec<String> },
+    ReleaseKeys {
+        graph: GraphId,
+        keys: Vec<String>,
+    },
     /// Ask again where the outputs are (after a fetch from a worker failed).
     LocateOutputs {
         graph: GraphId,
@@ -168,7 +194,10 @@ pub enum SchedulerToClient {
     },
     Progress(GraphProgress),
     /// Reply to `Extend`.
-    Extended { graph: GraphId, tasks: u64 },
+    Extended {
+        graph: GraphId,
+        tasks: u64,
+    },
     /// Outputs of a session graph that just finished (in memory somewhere, or failed).
     OutputsReady {
         graph: GraphId,
@@ -306,7 +335,7 @@ pub enum OutputResult {
 }
 
 /// What `rusk status` shows.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusSnapshot {
     pub workers: Vec<WorkerStatus>,
     pub tasks: BTreeMap<String, u64>,
@@ -322,7 +351,7 @@ pub struct NannyStatus {
     pub slots: Vec<SlotReport>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStatus {
     pub id: String,
     pub host: String,
@@ -339,6 +368,9 @@ pub struct WorkerStatus {
     pub slot: Option<u32>,
     /// Restarts of this worker's slot (0 for unsupervised workers).
     pub restarts: u32,
+    /// The worker's last reported measurements (`state` is `unhealthy` when
+    /// `vitals.unhealthy` is set).
+    pub vitals: Vitals,
 }
 
 /// Peer (worker or client) → worker data server.
