@@ -146,32 +146,29 @@ pub fn compile(spec: GraphSpec) -> Result<CompiledGraph, GraphError> {
     drop(index);
     let mut tasks = Vec::with_capacity(n);
     for (t, deps) in spec.tasks.into_iter().zip(deps_of) {
-        let timeout_ms = match &t.timeout {
-            None => 0,
-            Some(text) => parse_timeout_ms(text).map_err(|reason| GraphError::BadTimeout {
-                key: t.key.clone(),
-                value: text.clone(),
-                reason,
-            })?,
-        };
-        let kind = task_kind(
-            t.key.as_str(),
-            t.builtin,
-            t.cmd,
-            t.python,
-            t.args,
-            t.env,
-            t.cwd,
-        )?;
-        tasks.push(CompiledTask {
-            key: t.key.into_boxed_str(),
-            kind: Arc::new(kind),
-            deps,
-            retries: t.retries,
-            timeout_ms,
-        });
+        tasks.push(compile_task(t, deps)?);
     }
     Ok(CompiledGraph { tasks, outputs })
+}
+
+/// One task, its dependencies already resolved to indexes.
+fn compile_task(t: TaskSpec, deps: Box<[u32]>) -> Result<CompiledTask, GraphError> {
+    let timeout_ms = match &t.timeout {
+        None => 0,
+        Some(text) => parse_timeout_ms(text).map_err(|reason| GraphError::BadTimeout {
+            key: t.key.clone(),
+            value: text.clone(),
+            reason,
+        })?,
+    };
+    let kind = task_kind(&t.key, t.builtin, t.cmd, t.python, t.args, t.env, t.cwd)?;
+    Ok(CompiledTask {
+        key: t.key.into_boxed_str(),
+        kind: Arc::new(kind),
+        deps,
+        retries: t.retries,
+        timeout_ms,
+    })
 }
 
 /// The validated kind of one task: exactly one of `builtin`, `cmd` and `python`.
@@ -289,30 +286,7 @@ pub fn compile_extension(
     }
     let mut tasks = Vec::with_capacity(n);
     for (t, deps) in tasks_in.into_iter().zip(deps_of) {
-        let timeout_ms = match &t.timeout {
-            None => 0,
-            Some(text) => parse_timeout_ms(text).map_err(|reason| GraphError::BadTimeout {
-                key: t.key.clone(),
-                value: text.clone(),
-                reason,
-            })?,
-        };
-        let kind = task_kind(
-            t.key.as_str(),
-            t.builtin,
-            t.cmd,
-            t.python,
-            t.args,
-            t.env,
-            t.cwd,
-        )?;
-        tasks.push(CompiledTask {
-            key: t.key.into_boxed_str(),
-            kind: Arc::new(kind),
-            deps,
-            retries: t.retries,
-            timeout_ms,
-        });
+        tasks.push(compile_task(t, deps)?);
     }
     Ok((tasks, outputs))
 }
