@@ -1,0 +1,463 @@
+//! `rusk._rusk`: the Python extension module. A thin layer over [`session::Session`]: it turns
+//! Python values into wire types and back, and releases the GIL whenever it waits (for a reply,
+//! an event or a fetch), checking for Ctrl-C every [`WAIT_SLICE`].
+//!
+//! The Python package (`python/rusk/`) builds futures, pickling and Dask support on top of it.
+use bytes::Bytes;
+use crossbeam_channel as cb;
+use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyTimeoutError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+use rusk_proto::graph::TaskSpec;
+use rusk_proto::msg::{ClientToScheduler, OutputResult, OutputState, RestartTarget};
+use rusk_proto::{GraphId, TaskRef};
+use session::{Event, Expect, Reply, Session};
+use std::time::{Duration, Instant};
+
+mod net;
+mod session;
+
+/// How long a blocking call waits with the GIL released before checking for signals.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+/// Default time to wait for the scheduler's answer to a request.
+const REPLY_TIMEOUT_S: f64 = 300.0;
+
+/// Default time to wait for a worker's data server to hand over results.
+const FETCH_TIMEOUT_S: f64 = 120.0;
+
+/// Wait on `rx` with the GIL released, in slices, so that Ctrl-C still interrupts the caller.
+/// `Ok(None)` when `timeout` passed first.
+fn wait<T: Send>(
+    py: Python<'_>,
+    rx: &cb::Receiver<T>,
+    timeout: Option<Duration>,
+) -> PyResult<Option<T>> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let slice = match deadline {
+            Some(d) => WAIT_SLICE.min(d.saturating_duration_since(Instant::now())),
+            None => WAIT_SLICE,
+        };
+        match py.detach(|| rx.recv_timeout(slice)) {
+            Ok(v) => return Ok(Some(v)),
+            Err(cb::RecvTimeoutError::Timeout) => {
+                py.check_signals()?;
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(None);
+                }
+            }
+            Err(cb::RecvTimeoutError::Disconnected) => {
+                return Err(PyConnectionError::new_err(
+                    "the client's connection is closed",
+                ))
+            }
+        }
+    }
+}
+
+fn seconds(s: Option<f64>) -> PyResult<Option<Duration>> {
+    match s {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(PyValueError::new_err(format!("bad timeout {s}"))),
+    }
+}
+
+fn io_err(e: anyhow::Error) -> PyErr {
+    PyConnectionError::new_err(format!("{e:#}"))
+}
+
+/// A task as a Python dict: `key` (str), one of `python` (bytes), `builtin` (str) or `cmd`
+/// (list of str), and optionally `args`, `deps`, `env`, `cwd`, `retries`, `timeout` (`"30s"`).
+fn task_from_dict(d: &Bound<'_, PyAny>) -> PyResult<TaskSpec> {
+    let d = d
+        .cast::<PyDict>()
+        .map_err(|_| PyValueError::new_err("a task must be a dict"))?;
+    // Everything but the payload goes through serde, so fields the protocol adds later keep
+    // their defaults here.
+    let mut fields = serde_json::Map::new();
+    let mut payload: Option<Bytes> = None;
+    for (k, v) in d.iter() {
+        let name: String = k.extract()?;
+        if v.is_none() {
+            continue;
+        }
+        let value = match name.as_str() {
+            "python" => {
+                let b = v
+                    .cast::<PyBytes>()
+                    .map_err(|_| PyValueError::new_err("task field 'python' must be bytes"))?;
+                payload = Some(Bytes::copy_from_slice(b.as_bytes()));
+                continue;
+            }
+            "key" | "builtin" | "cwd" | "timeout" => {
+                serde_json::Value::from(v.extract::<String>()?)
+            }
+            "cmd" | "args" | "deps" => serde_json::Value::from(v.extract::<Vec<String>>()?),
+            "retries" => serde_json::Value::from(v.extract::<u32>()?),
+            "env" => {
+                serde_json::to_value(v.extract::<std::collections::BTreeMap<String, String>>()?)
+                    .expect("a map of strings is JSON")
+            }
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown task field {other:?}"
+                )))
+            }
+        };
+        fields.insert(name, value);
+    }
+    let mut spec: TaskSpec = serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|e| PyValueError::new_err(format!("bad task: {e}")))?;
+    spec.python = payload;
+    Ok(spec)
+}
+
+fn tasks_from_list(tasks: &Bound<'_, PyAny>) -> PyResult<Vec<TaskSpec>> {
+    tasks.try_iter()?.map(|t| task_from_dict(&t?)).collect()
+}
+
+fn output_to_py<'py>(py: Python<'py>, o: &OutputState) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("key", &o.key)?;
+    match &o.result {
+        OutputResult::Ready { task, holder, size } => {
+            d.set_item("ok", true)?;
+            d.set_item("task", (task.graph.0, task.index))?;
+            d.set_item("holder", holder)?;
+            d.set_item("size", size)?;
+        }
+        OutputResult::Failed { error, detail } => {
+            d.set_item("ok", false)?;
+            d.set_item("error", error)?;
+            match detail {
+                Some(b) => d.set_item("detail", PyBytes::new(py, b))?,
+                None => d.set_item("detail", py.None())?,
+            }
+        }
+    }
+    Ok(d)
+}
+
+fn event_to_py<'py>(py: Python<'py>, e: &Event) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    match e {
+        Event::Outputs {
+            graph,
+            finished,
+            outputs,
+        } => {
+            d.set_item("type", if *finished { "finished" } else { "outputs" })?;
+            d.set_item("graph", graph.0)?;
+            let list = PyList::empty(py);
+            for o in outputs {
+                list.append(output_to_py(py, o)?)?;
+            }
+            d.set_item("outputs", list)?;
+        }
+        Event::Progress(p) => {
+            d.set_item("type", "progress")?;
+            d.set_item("graph", p.graph)?;
+            d.set_item("total", p.total)?;
+            d.set_item("done", p.done)?;
+            d.set_item("erred", p.erred)?;
+        }
+        Event::Error(message) => {
+            d.set_item("type", "error")?;
+            d.set_item("message", message)?;
+        }
+        Event::Disconnected(message) => {
+            d.set_item("type", "disconnected")?;
+            d.set_item("message", message)?;
+        }
+    }
+    Ok(d)
+}
+
+/// One authenticated connection to a rusk scheduler, with a background I/O thread.
+#[pyclass(module = "rusk._rusk", frozen)]
+struct Connection {
+    session: Session,
+    address: String,
+}
+
+impl Connection {
+    /// Send a request and wait for its reply.
+    fn ask(
+        &self,
+        py: Python<'_>,
+        msg: ClientToScheduler,
+        expect: Expect,
+        timeout_s: Option<f64>,
+    ) -> PyResult<Reply> {
+        let rx = self.session.request(msg, expect).map_err(io_err)?;
+        let timeout = seconds(Some(timeout_s.unwrap_or(REPLY_TIMEOUT_S)))?;
+        match wait(py, &rx, timeout)? {
+            Some(Reply::Error(message)) => Err(PyRuntimeError::new_err(message)),
+            Some(Reply::Rejected(error)) => Err(PyValueError::new_err(error)),
+            Some(r) => Ok(r),
+            None => Err(PyTimeoutError::new_err(format!(
+                "the scheduler at {} did not answer within {:.0} s",
+                self.address,
+                timeout_s.unwrap_or(REPLY_TIMEOUT_S)
+            ))),
+        }
+    }
+
+    fn send(&self, msg: ClientToScheduler) -> PyResult<()> {
+        self.session.send(msg).map_err(io_err)
+    }
+}
+
+#[pymethods]
+impl Connection {
+    /// Connect to the scheduler at `address` (`host:port`) with the cluster token.
+    #[new]
+    fn new(py: Python<'_>, address: String, token: String) -> PyResult<Self> {
+        let session = py
+            .detach(|| Session::connect(&address, &token))
+            .map_err(io_err)?;
+        Ok(Connection { session, address })
+    }
+
+    #[getter]
+    fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Open a session graph (for futures); returns its id.
+    #[pyo3(signature = (timeout_s=None))]
+    fn open(&self, py: Python<'_>, timeout_s: Option<f64>) -> PyResult<u64> {
+        match self.ask(py, ClientToScheduler::Open, Expect::Submitted, timeout_s)? {
+            Reply::Submitted { graph, .. } => Ok(graph.0),
+            other => Err(PyRuntimeError::new_err(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Add tasks (dicts, see the module docs) to a session graph; `outputs` are the keys to be
+    /// reported. Raises `ValueError` with the scheduler's message when it rejects them.
+    #[pyo3(signature = (graph, tasks, outputs, timeout_s=None))]
+    fn extend(
+        &self,
+        py: Python<'_>,
+        graph: u64,
+        tasks: &Bound<'_, PyAny>,
+        outputs: Vec<String>,
+        timeout_s: Option<f64>,
+    ) -> PyResult<u64> {
+        let tasks = tasks_from_list(tasks)?;
+        let msg = ClientToScheduler::Extend {
+            graph: GraphId(graph),
+            tasks,
+            outputs,
+        };
+        match self.ask(py, msg, Expect::Extended, timeout_s)? {
+            Reply::Extended { tasks } => Ok(tasks),
+            other => Err(PyRuntimeError::new_err(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Submit a whole graph; returns its id. Its outputs come as one `finished` event.
+    #[pyo3(signature = (tasks, outputs, detach=false, timeout_s=None))]
+    fn submit_graph(
+        &self,
+        py: Python<'_>,
+        tasks: &Bound<'_, PyAny>,
+        outputs: Vec<String>,
+        detach: bool,
+        timeout_s: Option<f64>,
+    ) -> PyResult<u64> {
+        let tasks = tasks_from_list(tasks)?;
+        let msg = ClientToScheduler::Submit {
+            graph: rusk_proto::graph::GraphSpec { tasks, outputs },
+            detach,
+        };
+        match self.ask(py, msg, Expect::Submitted, timeout_s)? {
+            Reply::Submitted { graph, .. } => Ok(graph.0),
+            other => Err(PyRuntimeError::new_err(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Wait up to `timeout_s` (forever with `None`) for events, then return all that are there
+    /// (at most `max`), as dicts: `{"type": "outputs" | "finished", "graph", "outputs": [...]}`,
+    /// `{"type": "progress", ...}`, `{"type": "error" | "disconnected", "message"}`. An output
+    /// is `{"key", "ok": True, "task": (graph, index), "holder", "size"}` or
+    /// `{"key", "ok": False, "error", "detail": bytes | None}`.
+    #[pyo3(signature = (timeout_s=None, max=1024))]
+    fn next_events<'py>(
+        &self,
+        py: Python<'py>,
+        timeout_s: Option<f64>,
+        max: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        let first = match wait(py, &self.session.events, seconds(timeout_s)?) {
+            Ok(first) => first,
+            // The I/O thread is gone (closed): no events, ever.
+            Err(e) if e.is_instance_of::<PyConnectionError>(py) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(e) = first {
+            list.append(event_to_py(py, &e)?)?;
+            while list.len() < max.max(1) {
+                match self.session.events.try_recv() {
+                    Ok(e) => list.append(event_to_py(py, &e)?)?,
+                    Err(_) => break,
+                }
+            }
+        }
+        Ok(list)
+    }
+
+    /// Fetch results from the worker data server `holder`: `tasks` are `(graph, index)` pairs;
+    /// returns one `bytes` (or `None` where the worker does not hold it) per task. Raises
+    /// `ConnectionError` when the worker cannot be reached.
+    #[pyo3(signature = (holder, tasks, timeout_s=None))]
+    fn fetch<'py>(
+        &self,
+        py: Python<'py>,
+        holder: String,
+        tasks: Vec<(u64, u32)>,
+        timeout_s: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let refs: Vec<TaskRef> = tasks
+            .iter()
+            .map(|&(g, index)| TaskRef {
+                graph: GraphId(g),
+                index,
+            })
+            .collect();
+        let rx = self.session.fetch(holder.clone(), refs).map_err(io_err)?;
+        let timeout = timeout_s.unwrap_or(FETCH_TIMEOUT_S);
+        match wait(py, &rx, seconds(Some(timeout))?)? {
+            Some(Ok(items)) => {
+                let list = PyList::empty(py);
+                for item in items {
+                    match item {
+                        Some(b) => list.append(PyBytes::new(py, &b))?,
+                        None => list.append(py.None())?,
+                    }
+                }
+                Ok(list)
+            }
+            Some(Err(e)) => Err(PyConnectionError::new_err(e)),
+            None => Err(PyConnectionError::new_err(format!(
+                "worker {holder} did not hand over the results within {timeout:.0} s"
+            ))),
+        }
+    }
+
+    /// The client no longer wants these outputs of a session graph.
+    fn release_keys(&self, graph: u64, keys: Vec<String>) -> PyResult<()> {
+        self.send(ClientToScheduler::ReleaseKeys {
+            graph: GraphId(graph),
+            keys,
+        })
+    }
+
+    fn release_graph(&self, graph: u64) -> PyResult<()> {
+        self.send(ClientToScheduler::ReleaseGraph {
+            graph: GraphId(graph),
+        })
+    }
+
+    /// Ask the scheduler to report the graph's outputs again (after a fetch failed).
+    fn locate(&self, graph: u64) -> PyResult<()> {
+        self.send(ClientToScheduler::LocateOutputs {
+            graph: GraphId(graph),
+        })
+    }
+
+    /// The cluster's state as JSON (what `rusk status --json` prints).
+    #[pyo3(signature = (timeout_s=None))]
+    fn status_json(&self, py: Python<'_>, timeout_s: Option<f64>) -> PyResult<String> {
+        match self.ask(py, ClientToScheduler::Status, Expect::Status, timeout_s)? {
+            Reply::Status(s) => {
+                serde_json::to_string(&s).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+            }
+            other => Err(PyRuntimeError::new_err(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Recovery events with sequence number >= `since`: `(JSON list, next since)`.
+    #[pyo3(signature = (since=0, timeout_s=None))]
+    fn events_json(
+        &self,
+        py: Python<'_>,
+        since: u64,
+        timeout_s: Option<f64>,
+    ) -> PyResult<(String, u64)> {
+        match self.ask(
+            py,
+            ClientToScheduler::Events { since },
+            Expect::Events,
+            timeout_s,
+        )? {
+            Reply::Events { records, next } => Ok((
+                serde_json::to_string(&records)
+                    .map_err(|e| PyRuntimeError::new_err(e.to_string()))?,
+                next,
+            )),
+            other => Err(PyRuntimeError::new_err(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Operator restart of one worker (`"nanny/slot"`) or, with `None`, all of them.
+    #[pyo3(signature = (worker=None, timeout_s=None))]
+    fn restart(
+        &self,
+        py: Python<'_>,
+        worker: Option<String>,
+        timeout_s: Option<f64>,
+    ) -> PyResult<String> {
+        let target = match worker {
+            Some(w) => RestartTarget::Worker(w),
+            None => RestartTarget::All,
+        };
+        match self.ask(
+            py,
+            ClientToScheduler::Restart { target },
+            Expect::Done,
+            timeout_s,
+        )? {
+            Reply::Done(message) => Ok(message),
+            other => Err(PyRuntimeError::new_err(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Close the connection: the scheduler releases this client's graphs.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.session.close());
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<rusk._rusk.Connection to {}>", self.address)
+    }
+}
+
+/// Build information, for diagnostics.
+#[pyfunction]
+fn protocol_version() -> u32 {
+    rusk_proto::PROTOCOL_VERSION
+}
+
+#[pymodule]
+fn _rusk(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Connection>()?;
+    m.add_function(wrap_pyfunction!(protocol_version, m)?)?;
+    m.add("MAX_RESULT_BYTES", rusk_proto::MAX_RESULT_BYTES)?;
+    Ok(())
+}

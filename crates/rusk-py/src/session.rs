@@ -1,0 +1,444 @@
+//! The client's I/O: one background thread running a tokio runtime that owns the connection to
+//! the scheduler, serves requests from Python threads over a channel, routes the scheduler's
+//! replies to whoever waits for them and everything else (outputs, progress) to an event queue,
+//! and fetches results from workers' data servers (keeping one idle connection per worker).
+//!
+//! Nothing here touches Python: `lib.rs` wraps it, releasing the GIL while it waits.
+use crate::net::{self, Conn};
+use anyhow::{anyhow, Context, Result};
+use bytes::Bytes;
+use crossbeam_channel as cb;
+use futures::{SinkExt, StreamExt};
+use rusk_proto::auth::Role;
+use rusk_proto::msg::{
+    ClientToScheduler, DataReply, DataRequest, EventRecord, GraphProgress, OutputState,
+    SchedulerToClient, StatusSnapshot,
+};
+use rusk_proto::{GraphId, TaskRef};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long one frame from a worker's data server may take before the fetch fails (a frozen
+/// holder must not hang the client: it asks the scheduler again instead).
+pub const PEER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Idle data-server connections kept per worker.
+const POOLED_PER_HOLDER_MAX: usize = 4;
+
+/// What a request waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// `Open` or `Submit`.
+    Submitted,
+    Extended,
+    Status,
+    Events,
+    /// An operator request (`Restart`, `StopNanny`).
+    Done,
+}
+
+/// The scheduler's answer to one request.
+#[derive(Debug)]
+pub enum Reply {
+    Submitted {
+        graph: GraphId,
+    },
+    Extended {
+        tasks: u64,
+    },
+    Status(Box<StatusSnapshot>),
+    Events {
+        records: Vec<EventRecord>,
+        next: u64,
+    },
+    Done(String),
+    /// Graph validation failed (`Rejected`).
+    Rejected(String),
+    /// `Error` from the scheduler, or the connection was lost.
+    Error(String),
+}
+
+/// Something the scheduler said that nobody asked for.
+#[derive(Debug)]
+pub enum Event {
+    /// `OutputsReady` (session graph, `finished: false`) or `GraphFinished`.
+    Outputs {
+        graph: GraphId,
+        finished: bool,
+        outputs: Vec<OutputState>,
+    },
+    Progress(GraphProgress),
+    Error(String),
+    /// The connection to the scheduler is gone; nothing more will come.
+    Disconnected(String),
+}
+
+struct Waiter {
+    expect: Expect,
+    tx: cb::Sender<Reply>,
+}
+
+type FetchResult = Result<Vec<Option<Bytes>>, String>;
+
+enum Request {
+    Send {
+        msg: ClientToScheduler,
+        waiter: Option<Waiter>,
+    },
+    Fetch {
+        holder: String,
+        tasks: Vec<TaskRef>,
+        reply: cb::Sender<FetchResult>,
+    },
+    Close,
+}
+
+pub struct Session {
+    requests: mpsc::UnboundedSender<Request>,
+    pub events: cb::Receiver<Event>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Session {
+    /// Connect to the scheduler (blocking) and start the I/O thread.
+    pub fn connect(address: &str, token: &str) -> Result<Session> {
+        let (req_tx, req_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = cb::unbounded();
+        let (ready_tx, ready_rx) = cb::bounded::<Result<()>>(1);
+        let address = address.to_string();
+        let token = token.to_string();
+        let thread = std::thread::Builder::new()
+            .name("rusk-client-io".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(anyhow!(e).context("cannot start tokio")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let conn = net::connect(&address, token.as_bytes(), Role::Client)
+                        .await
+                        .with_context(|| format!("cannot reach the scheduler at {address}"));
+                    match conn {
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                        Ok(conn) => {
+                            let _ = ready_tx.send(Ok(()));
+                            run(conn, Arc::from(token.as_str()), req_rx, ev_tx).await;
+                        }
+                    }
+                });
+            })
+            .context("cannot start the client's I/O thread")?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Session {
+                requests: req_tx,
+                events: ev_rx,
+                thread: Mutex::new(Some(thread)),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(anyhow!("the client's I/O thread stopped during start-up"))
+            }
+        }
+    }
+
+    fn push(&self, r: Request) -> Result<()> {
+        self.requests
+            .send(r)
+            .map_err(|_| anyhow!("the client is closed"))
+    }
+
+    /// Send a message that gets no reply.
+    pub fn send(&self, msg: ClientToScheduler) -> Result<()> {
+        self.push(Request::Send { msg, waiter: None })
+    }
+
+    /// Send a message and get the channel its reply will come on.
+    pub fn request(&self, msg: ClientToScheduler, expect: Expect) -> Result<cb::Receiver<Reply>> {
+        let (tx, rx) = cb::bounded(1);
+        self.push(Request::Send {
+            msg,
+            waiter: Some(Waiter { expect, tx }),
+        })?;
+        Ok(rx)
+    }
+
+    /// Fetch results from the data server at `holder`; `None` for one it does not hold.
+    pub fn fetch(&self, holder: String, tasks: Vec<TaskRef>) -> Result<cb::Receiver<FetchResult>> {
+        let (tx, rx) = cb::bounded(1);
+        self.push(Request::Fetch {
+            holder,
+            tasks,
+            reply: tx,
+        })?;
+        Ok(rx)
+    }
+
+    /// Close the connection (the scheduler releases this client's graphs) and stop the thread.
+    pub fn close(&self) {
+        let _ = self.requests.send(Request::Close);
+        let handle = self.thread.lock().map(|mut t| t.take()).unwrap_or(None);
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Idle data-server connections by worker address.
+type Pool = Arc<Mutex<HashMap<String, Vec<Conn>>>>;
+
+async fn run(
+    conn: Conn,
+    token: Arc<str>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    events: cb::Sender<Event>,
+) {
+    let (mut sink, mut stream) = conn.split();
+    let mut waiters: VecDeque<Waiter> = VecDeque::new();
+    let mut lost: Option<String> = None;
+    let pool: Pool = Arc::default();
+    let next_id = Arc::new(AtomicU64::new(1));
+    loop {
+        tokio::select! {
+            req = requests.recv() => match req {
+                None | Some(Request::Close) => break,
+                Some(Request::Fetch { holder, tasks, reply }) => {
+                    let (pool, token, next_id) = (pool.clone(), token.clone(), next_id.clone());
+                    tokio::spawn(async move {
+                        let r = fetch(&pool, &holder, &token, &next_id, tasks)
+                            .await
+                            .map_err(|e| format!("{e:#}"));
+                        let _ = reply.send(r);
+                    });
+                }
+                Some(Request::Send { msg, waiter }) => {
+                    if let Some(why) = &lost {
+                        if let Some(w) = waiter {
+                            let _ = w.tx.send(Reply::Error(why.clone()));
+                        }
+                        continue;
+                    }
+                    if let Some(w) = waiter {
+                        waiters.push_back(w);
+                    }
+                    if let Err(e) = sink.send(net::encode(&vec![msg])).await {
+                        let why = format!("lost the connection to the scheduler: {e}");
+                        disconnect(&mut lost, why, &mut waiters, &events);
+                    }
+                }
+            },
+            frame = stream.next(), if lost.is_none() => match frame {
+                None => disconnect(
+                    &mut lost,
+                    "the scheduler closed the connection".into(),
+                    &mut waiters,
+                    &events,
+                ),
+                Some(Err(e)) => disconnect(
+                    &mut lost,
+                    format!("lost the connection to the scheduler: {e}"),
+                    &mut waiters,
+                    &events,
+                ),
+                Some(Ok(frame)) => match rusk_proto::decode::<Vec<SchedulerToClient>>(&frame) {
+                    Ok(batch) => {
+                        for m in batch {
+                            route(m, &mut waiters, &events);
+                        }
+                    }
+                    Err(e) => disconnect(
+                        &mut lost,
+                        format!("malformed message from the scheduler: {e}"),
+                        &mut waiters,
+                        &events,
+                    ),
+                },
+            },
+        }
+    }
+    let _ = sink.close().await;
+}
+
+fn disconnect(
+    lost: &mut Option<String>,
+    why: String,
+    waiters: &mut VecDeque<Waiter>,
+    events: &cb::Sender<Event>,
+) {
+    if lost.is_some() {
+        return;
+    }
+    for w in waiters.drain(..) {
+        let _ = w.tx.send(Reply::Error(why.clone()));
+    }
+    let _ = events.send(Event::Disconnected(why.clone()));
+    *lost = Some(why);
+}
+
+/// Give a reply to the oldest request waiting for that kind of reply; everything else is an
+/// event. The scheduler answers one client's requests in order, so the oldest is the right one.
+fn route(m: SchedulerToClient, waiters: &mut VecDeque<Waiter>, events: &cb::Sender<Event>) {
+    let (accepts, reply): (fn(Expect) -> bool, Reply) = match m {
+        SchedulerToClient::Submitted { graph, .. } => {
+            (|e| e == Expect::Submitted, Reply::Submitted { graph })
+        }
+        SchedulerToClient::Extended { tasks, .. } => {
+            (|e| e == Expect::Extended, Reply::Extended { tasks })
+        }
+        SchedulerToClient::Rejected { error } => (
+            |e| matches!(e, Expect::Submitted | Expect::Extended),
+            Reply::Rejected(error),
+        ),
+        SchedulerToClient::Status(s) => (|e| e == Expect::Status, Reply::Status(s)),
+        SchedulerToClient::Events { records, next } => {
+            (|e| e == Expect::Events, Reply::Events { records, next })
+        }
+        SchedulerToClient::Done { message } => (|e| e == Expect::Done, Reply::Done(message)),
+        SchedulerToClient::Error { message } => {
+            // Errors answer requests (an operator request, an unknown graph); one nobody waits
+            // for is reported as an event.
+            if let Some(w) = waiters.pop_front() {
+                let _ = w.tx.send(Reply::Error(message));
+            } else {
+                let _ = events.send(Event::Error(message));
+            }
+            return;
+        }
+        SchedulerToClient::OutputsReady { graph, outputs } => {
+            let _ = events.send(Event::Outputs {
+                graph,
+                finished: false,
+                outputs,
+            });
+            return;
+        }
+        SchedulerToClient::GraphFinished { graph, outputs } => {
+            let _ = events.send(Event::Outputs {
+                graph,
+                finished: true,
+                outputs,
+            });
+            return;
+        }
+        SchedulerToClient::Progress(p) => {
+            let _ = events.send(Event::Progress(p));
+            return;
+        }
+    };
+    if let Some(i) = waiters.iter().position(|w| accepts(w.expect)) {
+        let w = waiters.remove(i).expect("index from position");
+        let _ = w.tx.send(reply);
+    }
+}
+
+async fn fetch(
+    pool: &Pool,
+    holder: &str,
+    token: &str,
+    next_id: &AtomicU64,
+    tasks: Vec<TaskRef>,
+) -> Result<Vec<Option<Bytes>>> {
+    let pooled = pool
+        .lock()
+        .ok()
+        .and_then(|mut p| p.get_mut(holder).and_then(|v| v.pop()));
+    let mut conn = match pooled {
+        Some(mut conn) => {
+            let id = next_id.fetch_add(1, Ordering::Relaxed);
+            match fetch_on(&mut conn, id, &tasks).await {
+                Ok(items) => {
+                    give_back(pool, holder, conn);
+                    return Ok(order(&tasks, items));
+                }
+                // The pooled connection may have gone stale: retry on a fresh one.
+                Err(_) => connect_peer(holder, token).await?,
+            }
+        }
+        None => connect_peer(holder, token).await?,
+    };
+    let id = next_id.fetch_add(1, Ordering::Relaxed);
+    let items = fetch_on(&mut conn, id, &tasks)
+        .await
+        .with_context(|| format!("fetching results from worker {holder}"))?;
+    give_back(pool, holder, conn);
+    Ok(order(&tasks, items))
+}
+
+async fn connect_peer(holder: &str, token: &str) -> Result<Conn> {
+    net::connect(holder, token.as_bytes(), Role::Peer)
+        .await
+        .with_context(|| format!("cannot reach worker {holder}"))
+}
+
+fn give_back(pool: &Pool, holder: &str, conn: Conn) {
+    if let Ok(mut p) = pool.lock() {
+        let v = p.entry(holder.to_string()).or_default();
+        if v.len() < POOLED_PER_HOLDER_MAX {
+            v.push(conn);
+        }
+    }
+}
+
+async fn fetch_on(
+    conn: &mut Conn,
+    id: u64,
+    tasks: &[TaskRef],
+) -> Result<Vec<(TaskRef, Option<Bytes>)>> {
+    net::send(
+        conn,
+        &DataRequest::Get {
+            id,
+            tasks: tasks.to_vec(),
+        },
+    )
+    .await?;
+    let mut items = Vec::with_capacity(tasks.len());
+    loop {
+        let reply: Option<DataReply> = tokio::time::timeout(PEER_READ_TIMEOUT, net::recv(conn))
+            .await
+            .map_err(|_| anyhow!("no reply within {PEER_READ_TIMEOUT:?}"))??;
+        let DataReply::Data {
+            id: got,
+            items: part,
+            last,
+        } = reply.ok_or_else(|| anyhow!("the worker closed the connection"))?;
+        if got != id {
+            continue;
+        }
+        items.extend(part);
+        if last {
+            return Ok(items);
+        }
+    }
+}
+
+/// The fetched values in the order asked for.
+fn order(tasks: &[TaskRef], items: Vec<(TaskRef, Option<Bytes>)>) -> Vec<Option<Bytes>> {
+    let by_task: HashMap<TaskRef, Bytes> = items
+        .into_iter()
+        .filter_map(|(t, d)| d.map(|d| (t, d)))
+        .collect();
+    tasks.iter().map(|t| by_task.get(t).cloned()).collect()
+}

@@ -1,0 +1,43 @@
+"""rusk: a distributed task scheduler with self-healing workers.
+
+>>> import rusk
+>>> with rusk.Client(n_workers=2) as client:           # a local cluster of real processes
+...     fut = client.submit(pow, 2, 10)
+...     fut.result()
+1024
+
+``client.get`` is a Dask scheduler: ``dask.compute(x, scheduler=client.get)``.
+"""
+
+from ._client import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    CancelledError,
+    Client,
+    ConnectionLostError,
+    Future,
+    RemoteTraceback,
+    TaskError,
+    as_completed,
+    wait,
+)
+from ._cluster import LocalCluster, find_rusk_binary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "CancelledError",
+    "Client",
+    "ConnectionLostError",
+    "Future",
+    "LocalCluster",
+    "RemoteTraceback",
+    "TaskError",
+    "as_completed",
+    "find_rusk_binary",
+    "wait",
+]

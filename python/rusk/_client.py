@@ -1,0 +1,848 @@
+"""The client: futures over a rusk scheduler's session graph.
+
+One :class:`Client` holds one connection (the ``rusk._rusk.Connection`` extension object, whose
+I/O runs on a Rust thread) and one *session graph* on the scheduler. ``submit``/``map`` add
+tasks to it; a dispatcher thread reads the scheduler's reports and settles the futures. A
+result stays on the worker that computed it until ``result()``/``gather()`` fetches it straight
+from that worker (the scheduler never carries task data); if that worker died meanwhile, the
+client asks the scheduler to locate the output again and it is recomputed.
+"""
+
+import atexit
+import collections
+import logging
+import os
+import threading
+import time
+import uuid
+import weakref
+from concurrent.futures import CancelledError as _CancelledError
+
+from . import _payload
+from ._cluster import LocalCluster, read_scheduler_file
+from ._payload import RemoteTraceback, TaskError  # noqa: F401 (re-exported)
+
+logger = logging.getLogger("rusk")
+
+#: Times a result is located again after fetching it from its worker failed.
+LOCATE_ATTEMPTS_MAX = 20
+#: How long a new local cluster's workers may take to join.
+WORKERS_TIMEOUT = 30.0
+
+_PENDING = "pending"
+_FINISHED = "finished"
+_ERROR = "error"
+_CANCELLED = "cancelled"
+_LOST = "lost"
+_DONE = (_FINISHED, _ERROR, _CANCELLED, _LOST)
+
+
+class CancelledError(_CancelledError):
+    """The future was cancelled (``Future.cancel()``/``Client.cancel()``)."""
+
+
+class ConnectionLostError(ConnectionError):
+    """The connection to the scheduler is gone (or the client was closed) before the future
+    finished."""
+
+
+def _connection_class():
+    from . import _rusk
+
+    return _rusk.Connection
+
+
+class _KeyState:
+    """What the client knows of one output key; shared by every Future of that key."""
+
+    __slots__ = ("key", "status", "task", "holder", "exception", "value", "has_value", "refs", "callbacks")
+
+    def __init__(self, key):
+        self.key = key
+        self.status = _PENDING
+        self.task = None  # (graph, index) where it is stored
+        self.holder = None  # data address of the worker holding it
+        self.exception = None
+        self.value = None
+        self.has_value = False
+        self.refs = 0
+        self.callbacks = []
+
+
+class Future:
+    """A task's eventual result. Futures passed to ``submit``/``map`` (also inside lists,
+    tuples and dicts) become dependencies: their values are fetched worker to worker."""
+
+    __slots__ = ("_client", "_state", "__weakref__")
+
+    def __init__(self, client, state):
+        # Called with the client's lock held.
+        self._client = client
+        self._state = state
+        state.refs += 1
+
+    @property
+    def key(self):
+        return self._state.key
+
+    @property
+    def client(self):
+        return self._client
+
+    @property
+    def status(self):
+        """``pending``, ``finished``, ``error``, ``cancelled`` or ``lost``."""
+        return self._state.status
+
+    def done(self):
+        """Whether the task finished (successfully or not) or the future was cancelled."""
+        return self._state.status in _DONE
+
+    def cancelled(self):
+        return self._state.status == _CANCELLED
+
+    def result(self, timeout=None):
+        """The task's return value (fetched from the worker that holds it). Re-raises the
+        task's exception, with the remote traceback as its cause."""
+        return self._client._gather_states([self._state], timeout)[0]
+
+    def exception(self, timeout=None):
+        """The task's exception, or ``None`` if it succeeded. Waits for it to finish."""
+        st = self._state
+        self._client._wait_states([st], timeout)
+        if st.status == _CANCELLED:
+            raise CancelledError(st.key)
+        if st.status in (_ERROR, _LOST):
+            return st.exception
+        return None
+
+    def traceback(self, timeout=None):
+        """The remote traceback text of a failed task, or ``None``."""
+        exc = self.exception(timeout)
+        cause = getattr(exc, "__cause__", None)
+        return cause.tb if isinstance(cause, RemoteTraceback) else None
+
+    def cancel(self):
+        """Cancel the task (if nothing else needs it) and drop its result."""
+        self._client.cancel([self])
+
+    def release(self):
+        """Drop this future's hold on its key now, instead of when it is garbage-collected."""
+        st, self._state = self._state, _released_state
+        if st is not _released_state:
+            self._client._drop_ref(st)
+
+    def add_done_callback(self, fn):
+        """Call ``fn(future)`` when the future is done (in the client's dispatcher thread, or
+        right away if it already is)."""
+        self._client._add_callback(self, fn)
+
+    def __del__(self):
+        try:
+            st = self._state
+            if st is not _released_state:
+                self._client._drop_ref(st)
+        except Exception:  # interpreter shutdown
+            pass
+
+    def __reduce__(self):
+        raise TypeError(
+            "a rusk Future can only be passed to submit()/map() directly or inside lists, "
+            "tuples and dicts (it is then replaced by its value on the worker)"
+        )
+
+    def __repr__(self):
+        st = self._state
+        extra = ""
+        if st.status == _ERROR and st.exception is not None:
+            extra = ", %s" % type(st.exception).__name__
+        return "<Future: %s, key: %s%s>" % (st.status, st.key, extra)
+
+    def __await__(self):
+        raise TypeError("rusk futures are not awaitable: use result()")
+
+
+_released_state = _KeyState("<released>")
+_released_state.status = _CANCELLED
+
+
+def _format_timeout(timeout):
+    if timeout is None:
+        return None
+    if isinstance(timeout, str):
+        return timeout
+    ms = int(round(float(timeout) * 1000))
+    if ms <= 0:
+        raise ValueError("timeout must be positive")
+    return "%dms" % ms
+
+
+def _funcname(fn):
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return "".join(c if c.isalnum() or c in "_." else "_" for c in name) or "task"
+
+
+class Client:
+    """Connect to a rusk cluster, or start one here.
+
+    ``Client()`` starts a :class:`LocalCluster` of ``n_workers`` workers with
+    ``threads_per_worker`` threads (real processes: a scheduler, a nanny and its workers) and
+    stops it on :meth:`close` or at exit. ``Client("/path/scheduler.json")`` joins the cluster
+    of a scheduler file; ``Client("host:port", token=...)`` (or ``RUSK_TOKEN``) joins by
+    address. Use it as a context manager.
+    """
+
+    def __init__(
+        self,
+        address_or_scheduler_file=None,
+        n_workers=2,
+        threads_per_worker=1,
+        *,
+        token=None,
+        timeout=WORKERS_TIMEOUT,
+        **cluster_kwargs,
+    ):
+        self.cluster = None
+        self._own_cluster = False
+        self._closed = True
+        target = address_or_scheduler_file
+        if target is None:
+            self.cluster = LocalCluster(n_workers, threads_per_worker, **cluster_kwargs)
+            self._own_cluster = True
+            address, token = self.cluster.address, self.cluster.token
+        elif isinstance(target, LocalCluster):
+            self.cluster = target
+            address, token = target.address, target.token
+        elif os.path.isfile(str(target)):
+            address, token = read_scheduler_file(str(target))
+        else:
+            address = str(target)
+            if address.startswith("tcp://"):
+                address = address[len("tcp://") :]
+            if token is None:
+                token = os.environ.get("RUSK_TOKEN")
+            if token is None and os.environ.get("RUSK_TOKEN_FILE"):
+                with open(os.environ["RUSK_TOKEN_FILE"]) as f:
+                    token = f.read().strip()
+            if not token:
+                raise ValueError("joining %s by address needs the cluster token (token= or RUSK_TOKEN)" % address)
+        try:
+            self._conn = _connection_class()(address, token)
+            self._graph = self._conn.open()
+        except BaseException:
+            if self._own_cluster:
+                self.cluster.close()
+            raise
+        self.address = address
+        self._closed = False
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._keys = {}  # rusk key -> _KeyState of live futures
+        self._known = set()  # keys the session graph has (they are never removed from it)
+        self._finished = {}  # graph id -> outputs of a finished `get` graph
+        self._waiting_graphs = set()
+        self._lost = None  # why the connection is gone
+        self._drops = collections.deque()  # states whose Future was dropped (from __del__)
+        self._stopping = False
+        self._dispatcher = threading.Thread(target=self._dispatch, name="rusk-dispatcher", daemon=True)
+        self._dispatcher.start()
+        _live_clients.add(self)
+        if self._own_cluster:
+            try:
+                self.wait_for_workers(self.cluster.n_workers, timeout)
+            except BaseException:
+                self.close()
+                raise
+
+    # === cluster ===
+
+    def status(self):
+        """The scheduler's view of the cluster: workers, task counts, graphs, nannies."""
+        import json
+
+        return json.loads(self._conn.status_json())
+
+    scheduler_info = status
+
+    def events(self, since=0):
+        """The recovery log (worker restarts and their causes) from sequence number ``since``."""
+        import json
+
+        records, _next = self._conn.events_json(since)
+        return json.loads(records)
+
+    def wait_for_workers(self, n_workers=1, timeout=WORKERS_TIMEOUT):
+        """Block until at least ``n_workers`` workers have joined."""
+        deadline = time.monotonic() + timeout
+        while True:
+            workers = self.status().get("workers", [])
+            if len([w for w in workers if w.get("state") != "lost"]) >= n_workers:
+                return
+            if self.cluster is not None and self._own_cluster:
+                self.cluster.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError("only %d of %d workers joined within %.0f s" % (len(workers), n_workers, timeout))
+            time.sleep(0.05)
+
+    def restart_workers(self, worker=None):
+        """Operator restart of one worker (id as in ``status()``) or all of them."""
+        return self._conn.restart(worker)
+
+    # === submitting ===
+
+    def _check_open(self):
+        if self._closed:
+            raise ConnectionLostError("the client is closed")
+        if self._lost is not None:
+            raise ConnectionLostError(self._lost)
+
+    def _prepare(self, fn, args, kwargs, key, retries, timeout):
+        """One task dict for ``fn(*args, **kwargs)`` and the dependency futures' states."""
+        if not callable(fn):
+            raise TypeError("the first argument must be callable, got %r" % (fn,))
+
+        def is_future(x):
+            if isinstance(x, Future):
+                if x._client is not self:
+                    raise ValueError("future %s belongs to another client" % x.key)
+                return True
+            return False
+
+        new_args, new_kwargs, found = _payload.extract_placeholders(args, kwargs, is_future)
+        deps = []
+        for _path, fut in found:
+            st = fut._state
+            if st.status == _CANCELLED:
+                raise CancelledError("dependency %s was cancelled" % st.key)
+            if st.status == _LOST:
+                raise st.exception
+            deps.append(st.key)
+        payload = _payload.encode_call(fn, new_args, new_kwargs, [p for p, _ in found])
+        task = {"key": key, "python": payload, "deps": deps}
+        if retries:
+            task["retries"] = int(retries)
+        if timeout is not None:
+            task["timeout"] = _format_timeout(timeout)
+        return task, [f for _, f in found]
+
+    def _extend(self, tasks, keys):
+        """Send ``tasks`` and ask for ``keys``; return one Future per key. Keys the session
+        already has are asked for again, not resubmitted."""
+        with self._lock:
+            self._check_open()
+            futures = []
+            fresh = []
+            send = []
+            outputs = []
+            created = []
+            for task, key in zip(tasks, keys):
+                st = self._keys.get(key)
+                if st is None:
+                    st = _KeyState(key)
+                    self._keys[key] = st
+                    created.append(st)
+                    outputs.append(key)
+                    if key not in self._known and task is not None:
+                        send.append(task)
+                        fresh.append(key)
+                futures.append(Future(self, st))
+            if not outputs:
+                return futures
+            try:
+                # Under the lock: a dependency cannot be released between check and send.
+                self._conn.extend(self._graph, send, outputs)
+            except BaseException:
+                for st in created:
+                    if self._keys.get(st.key) is st:
+                        del self._keys[st.key]
+                    st.status = _CANCELLED
+                raise
+            self._known.update(fresh)
+            return futures
+
+    def submit(self, fn, *args, key=None, retries=0, timeout=None, pure=None, **kwargs):
+        """Run ``fn(*args, **kwargs)`` on the cluster; return its :class:`Future`.
+
+        ``key`` names the task (a future of an existing key is returned as is); ``retries``
+        re-runs a task whose code raised; ``timeout`` (seconds, or ``"30s"``) limits one
+        attempt. Futures among the arguments are replaced by their values on the worker."""
+        del pure  # every call is its own task unless `key` says otherwise
+        self._check_open()
+        if key is None:
+            key = "%s-%s" % (_funcname(fn), uuid.uuid4().hex)
+        key = str(key)
+        with self._lock:
+            if key in self._keys or key in self._known:
+                return self._extend([None], [key])[0]
+        task, _deps = self._prepare(fn, args, kwargs, key, retries, timeout)
+        return self._extend([task], [key])[0]
+
+    def map(self, fn, *iterables, key=None, retries=0, timeout=None, pure=None, **kwargs):
+        """``submit(fn, *items, **kwargs)`` for each tuple of items of ``iterables``, as one
+        request to the scheduler. ``key`` may be a list of keys or a prefix."""
+        del pure
+        self._check_open()
+        items = list(zip(*iterables))
+        if isinstance(key, (list, tuple)):
+            keys = [str(k) for k in key]
+            if len(keys) != len(items):
+                raise ValueError("map: %d keys for %d tasks" % (len(keys), len(items)))
+        else:
+            prefix = key if isinstance(key, str) else _funcname(fn)
+            keys = ["%s-%s" % (prefix, uuid.uuid4().hex) for _ in items]
+        tasks = []
+        with self._lock:
+            known = set(self._keys) | self._known
+        for k, args in zip(keys, items):
+            tasks.append(None if k in known else self._prepare(fn, args, kwargs, k, retries, timeout)[0])
+        return self._extend(tasks, keys)
+
+    # === results ===
+
+    def _settled(self, states):
+        return all(st.status in _DONE for st in states)
+
+    def _wait_states(self, states, timeout=None, predicate=None):
+        """Wait (GIL released in short slices) until ``predicate`` (default: all done)."""
+        predicate = predicate or (lambda: self._settled(states))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                if deadline is None:
+                    self._cond.wait(0.2)
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError("not finished within %s s" % timeout)
+                    self._cond.wait(min(left, 0.2))
+
+    def _raise_for(self, st):
+        if st.status == _CANCELLED:
+            raise CancelledError(st.key)
+        exc = st.exception
+        if exc is None:
+            raise TaskError("task %r failed" % (st.key,), st.key)
+        raise exc
+
+    def _gather_states(self, states, timeout=None, errors="raise"):
+        """The values of ``states`` (fetched from their holders), in order. With
+        ``errors="skip"``, failed ones are ``_SKIP``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        attempts = 0
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._wait_states(states, left)
+            by_holder = collections.OrderedDict()
+            with self._lock:
+                for st in states:
+                    if st.status == _FINISHED and not st.has_value:
+                        by_holder.setdefault(st.holder, []).append(st)
+                    elif st.status != _FINISHED and errors == "raise":
+                        self._raise_for(st)
+            failed = []
+            for holder, group in by_holder.items():
+                group = list({id(s): s for s in group}.values())
+                tasks = [s.task for s in group]
+                try:
+                    blobs = self._conn.fetch(holder, tasks)
+                except ConnectionError as e:
+                    logger.info("fetching from %s failed (%s); locating the results again", holder, e)
+                    failed += [(s, holder, tasks[i]) for i, s in enumerate(group)]
+                    continue
+                for i, (s, blob) in enumerate(zip(group, blobs)):
+                    if blob is None:
+                        failed.append((s, holder, tasks[i]))
+                        continue
+                    value = _payload.loads(blob)
+                    with self._lock:
+                        s.value, s.has_value = value, True
+            if not failed:
+                break
+            attempts += 1
+            if attempts > LOCATE_ATTEMPTS_MAX:
+                raise ConnectionError(
+                    "results of %s still unreachable after %d attempts" % ([s.key for s, _, _ in failed], attempts - 1)
+                )
+            with self._lock:
+                for s, holder, task in failed:
+                    # Unless the scheduler already said where it is now, wait for it to.
+                    if s.status == _FINISHED and s.holder == holder and s.task == task and not s.has_value:
+                        s.status = _PENDING
+            self._check_open()
+            time.sleep(min(0.05 * attempts, 1.0))
+            self._conn.locate(self._graph)
+        out = []
+        with self._lock:
+            for st in states:
+                if st.status == _FINISHED and st.has_value:
+                    out.append(st.value)
+                elif errors == "raise":
+                    self._raise_for(st)
+                else:
+                    out.append(_SKIP)
+        return out
+
+    def gather(self, futures, errors="raise", timeout=None):
+        """The results of ``futures`` (a future, or lists, tuples, dicts and sets of them, kept
+        in shape), fetched from the workers that hold them. ``errors="skip"`` leaves out failed
+        ones instead of raising."""
+        if errors not in ("raise", "skip"):
+            raise ValueError("errors must be 'raise' or 'skip'")
+        found = []
+
+        def collect(x):
+            if isinstance(x, Future):
+                found.append(x)
+            elif type(x) in (list, tuple, set, frozenset):
+                for i in x:
+                    collect(i)
+            elif type(x) is dict:
+                for i in x.values():
+                    collect(i)
+
+        collect(futures)
+        values = self._gather_states([f._state for f in found], timeout, errors)
+        by_id = {id(f): v for f, v in zip(found, values)}
+
+        def rebuild(x):
+            if isinstance(x, Future):
+                return by_id[id(x)]
+            t = type(x)
+            if t in (list, tuple, set, frozenset):
+                return t(v for v in (rebuild(i) for i in x) if v is not _SKIP)
+            if t is dict:
+                return {k: v for k, v in ((k, rebuild(i)) for k, i in x.items()) if v is not _SKIP}
+            return x
+
+        return rebuild(futures)
+
+    def cancel(self, futures):
+        """Cancel futures: the scheduler drops their results and cancels work nothing else
+        needs."""
+        if isinstance(futures, Future):
+            futures = [futures]
+        keys = []
+        callbacks = []
+        with self._cond:
+            for f in futures:
+                st = f._state
+                if st.status in (_ERROR, _LOST, _CANCELLED):
+                    continue
+                st.status = _CANCELLED
+                st.value, st.has_value = None, False
+                if self._keys.get(st.key) is st:
+                    del self._keys[st.key]
+                    keys.append(st.key)
+                callbacks += [(cb, None) for cb in st.callbacks]
+                st.callbacks = []
+            self._cond.notify_all()
+        if keys and not self._closed and self._lost is None:
+            self._conn.release_keys(self._graph, keys)
+        _run_callbacks(callbacks)
+
+    def _drop_ref(self, st):
+        # From Future.__del__: anywhere, any thread, maybe with our lock held: just queue it.
+        if not self._closed:
+            self._drops.append(st)
+
+    def _process_drops(self):
+        keys = []
+        with self._lock:
+            while self._drops:
+                st = self._drops.popleft()
+                st.refs -= 1
+                if st.refs <= 0 and self._keys.get(st.key) is st:
+                    del self._keys[st.key]
+                    keys.append(st.key)
+        if keys and self._lost is None:
+            try:
+                self._conn.release_keys(self._graph, keys)
+            except ConnectionError:
+                pass
+
+    def _add_callback(self, fut, fn):
+        with self._lock:
+            if fut._state.status not in _DONE:
+                fut._state.callbacks.append(lambda _f=fut, _fn=fn: _fn(_f))
+                return
+        _run_callbacks([(lambda _f=fut, _fn=fn: _fn(_f), None)])
+
+    # === Dask ===
+
+    def get(self, dsk, keys, **kwargs):
+        """A Dask scheduler function: ``dask.compute(x, scheduler=client.get)`` or
+        ``dask.config.set(scheduler=client.get)`` runs Dask collections on rusk."""
+        from ._dask import get
+
+        return get(self, dsk, keys, **kwargs)
+
+    def _submit_graph(self, tasks, outputs):
+        with self._lock:
+            self._check_open()
+        graph = self._conn.submit_graph(tasks, outputs)
+        with self._lock:
+            self._waiting_graphs.add(graph)
+        return graph
+
+    def _wait_graph(self, graph):
+        """The outputs of a submitted graph once it finished (a list of output dicts)."""
+        with self._cond:
+            while graph not in self._finished:
+                if self._lost is not None:
+                    self._waiting_graphs.discard(graph)
+                    raise ConnectionLostError(self._lost)
+                if self._closed:
+                    raise ConnectionLostError("the client is closed")
+                self._cond.wait(0.2)
+            return self._finished.pop(graph)
+
+    def _locate_graph(self, graph):
+        with self._lock:
+            self._waiting_graphs.add(graph)
+        self._conn.locate(graph)
+
+    def _release_graph(self, graph):
+        with self._lock:
+            self._waiting_graphs.discard(graph)
+            self._finished.pop(graph, None)
+        if not self._closed and self._lost is None:
+            self._conn.release_graph(graph)
+
+    # === the dispatcher ===
+
+    def _dispatch(self):
+        conn = self._conn
+        while not self._stopping:
+            try:
+                events = conn.next_events(0.1)
+            except Exception:  # closed under us
+                if self._stopping:
+                    return
+                logger.exception("rusk client dispatcher")
+                time.sleep(0.1)
+                continue
+            try:
+                if self._drops:
+                    self._process_drops()
+                for ev in events:
+                    self._handle(ev)
+            except Exception:
+                logger.exception("rusk client dispatcher")
+
+    def _handle(self, ev):
+        kind = ev["type"]
+        callbacks = []
+        if kind == "outputs":
+            with self._cond:
+                for o in ev["outputs"]:
+                    st = self._keys.get(o["key"])
+                    if st is None or st.status in (_CANCELLED, _LOST):
+                        continue
+                    if o["ok"]:
+                        st.task, st.holder = tuple(o["task"]), o["holder"]
+                        if st.status != _FINISHED:
+                            st.status = _FINISHED
+                            st.exception = None
+                    else:
+                        st.status = _ERROR
+                        st.value, st.has_value = None, False
+                        st.exception = _payload.decode_failure(st.key, o["error"], o.get("detail"))
+                    if st.callbacks:
+                        callbacks += [(cb, None) for cb in st.callbacks]
+                        st.callbacks = []
+                self._cond.notify_all()
+        elif kind == "finished":
+            with self._cond:
+                if ev["graph"] in self._waiting_graphs:
+                    self._finished[ev["graph"]] = ev["outputs"]
+                    self._cond.notify_all()
+        elif kind == "disconnected":
+            err = ConnectionLostError(ev["message"])
+            with self._cond:
+                self._lost = ev["message"]
+                for st in self._keys.values():
+                    if st.status == _PENDING:
+                        st.status = _LOST
+                        st.exception = err
+                        callbacks += [(cb, None) for cb in st.callbacks]
+                        st.callbacks = []
+                self._cond.notify_all()
+        elif kind == "error":
+            logger.warning("rusk scheduler: %s", ev["message"])
+        _run_callbacks(callbacks)
+
+    # === lifetime ===
+
+    def close(self, timeout=10):
+        """Close the connection (the scheduler drops this client's work) and stop the local
+        cluster if this client started it."""
+        if self._closed:
+            return
+        self._closed = True
+        _live_clients.discard(self)
+        self._stopping = True
+        if threading.current_thread() is not self._dispatcher:
+            self._dispatcher.join(timeout)
+        err = ConnectionLostError("the client is closed")
+        with self._cond:
+            for st in self._keys.values():
+                if st.status == _PENDING:
+                    st.status = _LOST
+                    st.exception = err
+            self._cond.notify_all()
+        try:
+            self._conn.close()
+        finally:
+            if self._own_cluster and self.cluster is not None:
+                self.cluster.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            if not self._closed:
+                self.close()
+        except Exception:
+            pass
+
+    def __repr__(self):
+        state = "closed" if self._closed else ("lost" if self._lost else "connected")
+        return "<rusk.Client %s (%s)>" % (getattr(self, "address", "?"), state)
+
+
+class _Skip:
+    def __repr__(self):
+        return "<skipped>"
+
+
+_SKIP = _Skip()
+
+
+def _run_callbacks(callbacks):
+    for cb, arg in callbacks:
+        try:
+            cb() if arg is None else cb(arg)
+        except Exception:
+            logger.exception("rusk future callback failed")
+
+
+_live_clients = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all_clients():
+    for c in list(_live_clients):
+        try:
+            c.close()
+        except Exception:
+            pass
+
+
+# === waiting on several futures ===
+
+DoneAndNotDoneFutures = collections.namedtuple("DoneAndNotDoneFutures", "done not_done")
+
+FIRST_COMPLETED = "FIRST_COMPLETED"
+FIRST_EXCEPTION = "FIRST_EXCEPTION"
+ALL_COMPLETED = "ALL_COMPLETED"
+
+
+def wait(fs, timeout=None, return_when=ALL_COMPLETED):
+    """Wait until the futures are done (``ALL_COMPLETED``), one is (``FIRST_COMPLETED``) or one
+    failed (``FIRST_EXCEPTION``); returns ``(done, not_done)`` sets. Raises ``TimeoutError``
+    when ``timeout`` passes first."""
+    if isinstance(fs, Future):
+        fs = [fs]
+    fs = list(fs)
+    if not fs:
+        return DoneAndNotDoneFutures(set(), set())
+    client = fs[0]._client
+    states = [f._state for f in fs]
+
+    def ready():
+        if return_when == ALL_COMPLETED:
+            return all(s.status in _DONE for s in states)
+        if return_when == FIRST_COMPLETED:
+            return any(s.status in _DONE for s in states)
+        if return_when == FIRST_EXCEPTION:
+            return all(s.status in _DONE for s in states) or any(s.status in (_ERROR, _LOST) for s in states)
+        raise ValueError("return_when must be ALL_COMPLETED, FIRST_COMPLETED or FIRST_EXCEPTION")
+
+    client._wait_states(states, timeout, ready)
+    done = {f for f in fs if f.done()}
+    return DoneAndNotDoneFutures(done, set(fs) - done)
+
+
+class as_completed:
+    """Iterate over futures in the order they finish. ``with_results=True`` yields
+    ``(future, result)`` pairs (raising a failed task's exception unless
+    ``raise_errors=False``). More futures can be added while iterating (:meth:`add`)."""
+
+    def __init__(self, futures=(), with_results=False, raise_errors=True, timeout=None):
+        import queue
+
+        self._queue = queue.Queue()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self.with_results = with_results
+        self.raise_errors = raise_errors
+        self.timeout = timeout
+        for f in futures:
+            self.add(f)
+
+    def add(self, future):
+        with self._lock:
+            self._pending += 1
+        future.add_done_callback(self._queue.put)
+
+    def update(self, futures):
+        for f in futures:
+            self.add(f)
+
+    def count(self):
+        with self._lock:
+            return self._pending
+
+    def is_empty(self):
+        return self.count() == 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        import queue
+
+        with self._lock:
+            if self._pending == 0:
+                raise StopIteration
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while True:
+            try:
+                f = self._queue.get(timeout=0.2)
+                break
+            except queue.Empty:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError("as_completed: nothing finished within %s s" % self.timeout)
+        with self._lock:
+            self._pending -= 1
+        if not self.with_results:
+            return f
+        try:
+            return f, f.result()
+        except Exception as e:
+            if self.raise_errors:
+                raise
+            return f, e
+
+    def next_batch(self, block=True):
+        """Every future that is done now (at least one when ``block``)."""
+        out = [next(self)] if block else []
+        while True:
+            with self._lock:
+                if self._pending == 0 or self._queue.empty():
+                    return out
+            out.append(next(self))

@@ -1,0 +1,128 @@
+"""The task payload shared with the worker's executor (``_executor.py``).
+
+A Python task's payload is a header line, JSON with the client's versions::
+
+    b'{"py": "3.11", "cloudpickle": "3.1.1", "rusk": 1}\\n'
+
+followed by ``cloudpickle.dumps((func, args, kwargs, dep_paths), protocol=5)``. Each dependency's
+value sits in ``(args, kwargs)`` as a ``None`` placeholder at ``dep_paths[i]``: ``(0, 2)`` is
+``args[2]``, ``(1, "x")`` is ``kwargs["x"]``, ``(0, 1, "k", 0)`` is ``args[1]["k"][0]``. The task's
+``deps`` list names the key of each path, in the same order (a key may appear several times).
+
+A result is ``cloudpickle.dumps(value, protocol=5)``; a failure's detail is
+``cloudpickle.dumps((exception, traceback_text))``.
+"""
+
+import json
+import pickle
+import sys
+
+import cloudpickle
+
+#: Version of the payload format.
+PAYLOAD_VERSION = 1
+
+PICKLE_PROTOCOL = 5
+
+HEADER = (
+    json.dumps(
+        {
+            "py": "%d.%d" % sys.version_info[:2],
+            "cloudpickle": cloudpickle.__version__,
+            "rusk": PAYLOAD_VERSION,
+        }
+    ).encode()
+    + b"\n"
+)
+
+
+def encode_call(func, args, kwargs, dep_paths):
+    """The payload of one call. Raises whatever pickling raises (an unpicklable function)."""
+    body = cloudpickle.dumps(
+        (func, tuple(args), dict(kwargs), [tuple(p) for p in dep_paths]),
+        protocol=PICKLE_PROTOCOL,
+    )
+    return HEADER + body
+
+
+def extract_placeholders(args, kwargs, is_placeholder):
+    """Replace each object for which ``is_placeholder`` holds, in ``args`` (a tuple) and
+    ``kwargs`` (a dict) and inside the lists, tuples and dicts they contain, by ``None``.
+
+    Returns ``(args, kwargs, found)`` where ``found`` is a list of ``(path, object)`` in a
+    deterministic order. Containers without placeholders are returned unchanged (same object).
+    """
+    found = []
+
+    def walk(obj, path):
+        if is_placeholder(obj):
+            found.append((path, obj))
+            return None
+        t = type(obj)
+        if t is list or t is tuple:
+            out = None
+            for i, item in enumerate(obj):
+                new = walk(item, path + (i,))
+                if new is not item:
+                    if out is None:
+                        out = list(obj)
+                    out[i] = new
+            if out is None:
+                return obj
+            return out if t is list else tuple(out)
+        if t is dict:
+            out = None
+            for k, item in obj.items():
+                new = walk(item, path + (k,))
+                if new is not item:
+                    if out is None:
+                        out = dict(obj)
+                    out[k] = new
+            return obj if out is None else out
+        return obj
+
+    new_args = walk(tuple(args), (0,))
+    new_kwargs = walk(dict(kwargs), (1,))
+    return new_args, new_kwargs, found
+
+
+def loads(data):
+    """A result as the executor pickled it."""
+    return pickle.loads(data)
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback of an exception raised in a task on a worker; it is attached as
+    the ``__cause__`` of the re-raised exception, so Python prints it above the local one."""
+
+    def __init__(self, tb):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self):
+        return "\n\nRemote traceback (on the rusk worker):\n" + '"""\n%s"""' % self.tb
+
+
+class TaskError(RuntimeError):
+    """A task failed without a Python exception to re-raise (a time limit, a worker that
+    kept dying under it, an executor that hung, an exception that could not be unpickled...)."""
+
+    def __init__(self, message, key=None):
+        super().__init__(message)
+        self.key = key
+
+
+def decode_failure(key, error, detail):
+    """The exception to raise for a failed task: the original one (with the remote traceback as
+    its cause) when the executor sent it, else a :class:`TaskError` with the scheduler's
+    message."""
+    if detail:
+        try:
+            exc, tb = pickle.loads(detail)
+        except Exception as e:  # the exception's class may not exist here
+            return TaskError("%s (the remote exception could not be unpickled: %r)" % (error, e), key)
+        if isinstance(exc, BaseException):
+            if tb:
+                exc.__cause__ = RemoteTraceback(tb)
+            return exc
+    return TaskError(error or "task %r failed" % (key,), key)
