@@ -8,6 +8,7 @@ mod events;
 mod local;
 mod nanny_shell;
 mod net;
+mod python_exec;
 mod scheduler_shell;
 mod worker_shell;
 
@@ -93,6 +94,9 @@ struct NannyArgs {
     /// Pass --enable-fault-injection to the workers (tests only).
     #[arg(long, env = "RUSK_ENABLE_FAULT_INJECTION")]
     enable_fault_injection: bool,
+    /// Passed to the workers.
+    #[command(flatten)]
+    python: PythonArgs,
 }
 
 #[derive(clap::Args)]
@@ -198,6 +202,8 @@ struct WorkerArgs {
     /// Enable the fault-injection builtins (abort, block_loop, alloc_mb). For tests only.
     #[arg(long, env = "RUSK_ENABLE_FAULT_INJECTION")]
     enable_fault_injection: bool,
+    #[command(flatten)]
+    python: PythonArgs,
     /// Fault injection: abort right after start-up (to test crash loops).
     #[arg(long, env = "RUSK_FAULT_CRASH_ON_START", hide = true)]
     fault_crash_on_start: bool,
@@ -210,6 +216,54 @@ struct WorkerArgs {
     /// Set by the nanny: inherited socket for pings.
     #[arg(long, hide = true)]
     nanny_fd: Option<i32>,
+}
+
+/// The Python executors of a worker (see `python_exec`).
+#[derive(clap::Args, Clone)]
+struct PythonArgs {
+    /// Python interpreter that runs Python tasks (it needs `cloudpickle`). Default: the
+    /// `python` of the virtualenv `rusk` is installed in, else `python3` on PATH.
+    #[arg(long, env = "RUSK_PYTHON")]
+    python: Option<PathBuf>,
+    /// A Python executor that sends no ping this long (a task holding the GIL in a C call) is
+    /// killed and replaced, and its task fails.
+    #[arg(long, env = "RUSK_EXECUTOR_HANG_TIMEOUT", default_value = python_exec::DEFAULT_HANG_TIMEOUT, value_parser = parse_duration)]
+    executor_hang_timeout: Duration,
+    /// Start the Python executors with the worker instead of on its first Python task.
+    #[arg(long, env = "RUSK_PYTHON_EAGER")]
+    python_eager: bool,
+}
+
+impl PythonArgs {
+    fn options(&self) -> Result<python_exec::PythonOptions> {
+        if self.executor_hang_timeout < python_exec::PING_INTERVAL * 3 {
+            return Err(BadInput(format!(
+                "--executor-hang-timeout must be at least 3 ping intervals ({:?})",
+                python_exec::PING_INTERVAL * 3
+            ))
+            .into());
+        }
+        Ok(python_exec::PythonOptions {
+            python: self.python.clone(),
+            hang_timeout: self.executor_hang_timeout,
+            eager: self.python_eager,
+        })
+    }
+
+    /// The same settings as worker flags (for the nanny's workers).
+    fn worker_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(p) = &self.python {
+            args.push("--python".to_string());
+            args.push(p.display().to_string());
+        }
+        args.push("--executor-hang-timeout".to_string());
+        args.push(format!("{}ms", self.executor_hang_timeout.as_millis()));
+        if self.python_eager {
+            args.push("--python-eager".to_string());
+        }
+        args
+    }
 }
 
 #[derive(clap::Args)]
@@ -354,6 +408,7 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
         work_dir: a.work_dir,
         fault_injection: a.enable_fault_injection,
         supervision,
+        python: a.python.options()?,
     })
     .await
 }
@@ -370,6 +425,8 @@ async fn run_nanny(a: NannyArgs) -> Result<()> {
     if a.enable_fault_injection {
         worker_args.push("--enable-fault-injection".to_string());
     }
+    a.python.options()?;
+    worker_args.extend(a.python.worker_args());
     let core = rusk_core::nanny::NannyConfig {
         nworkers: a.nworkers.max(1),
         watchdog_timeout: a.watchdog_timeout,

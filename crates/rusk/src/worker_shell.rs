@@ -3,9 +3,11 @@
 //! The event loop (a current-thread runtime) owns the core, the scheduler connection, the data
 //! server that peers and clients fetch results from, and one fetcher task per peer. Task code
 //! never runs on this loop: builtins run on `nthreads` task threads, `cmd` tasks in child
-//! processes. So heartbeats keep flowing while tasks keep every core busy, and a heartbeat that
-//! stops means the loop itself is wedged, which is exactly what the scheduler's TTL catches.
+//! processes, Python tasks in a pool of executor processes (`crate::python_exec`). So heartbeats
+//! keep flowing while tasks keep every core busy, and a heartbeat that stops means the loop
+//! itself is wedged, which is exactly what the scheduler's TTL catches.
 use crate::net::{self, Conn};
+use crate::python_exec::{PythonOptions, PythonPool, Report};
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -47,6 +49,8 @@ pub struct WorkerOptions {
     pub fault_injection: bool,
     /// Set when a nanny supervises this worker.
     pub supervision: Option<Supervision>,
+    /// The Python executors (interpreter, hang timeout, eager start).
+    pub python: PythonOptions,
 }
 
 /// How a nanny-supervised worker reaches its nanny.
@@ -189,6 +193,7 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
         opts.fault_injection,
         work_dir,
         local_tx.clone(),
+        opts.python.clone(),
     );
     let mut fetchers: FxHashMap<Arc<str>, mpsc::UnboundedSender<Vec<TaskRef>>> =
         FxHashMap::default();
@@ -612,7 +617,7 @@ async fn fetch_once(
 }
 
 /// Runs tasks off the event loop: builtins on `nthreads` threads, commands as child processes
-/// (at most `nthreads` at once).
+/// (at most `nthreads` at once), Python tasks in `nthreads` executor processes.
 ///
 /// A builtin thread cannot be killed. When a builtin attempt is abandoned while running (its
 /// time limit passed), the thread is retired after that job and a replacement thread takes its
@@ -627,6 +632,7 @@ struct Executor {
     work_dir: PathBuf,
     local: mpsc::UnboundedSender<Local>,
     running_commands: RunningCommands,
+    python: PythonPool,
 }
 
 /// Builtin attempts running on task threads, and those whose thread must retire.
@@ -652,8 +658,28 @@ impl Executor {
         fault_injection: bool,
         work_dir: PathBuf,
         local: mpsc::UnboundedSender<Local>,
+        python: PythonOptions,
     ) -> Executor {
         let (jobs, job_rx) = crossbeam_channel::unbounded::<Job>();
+        let to_loop = local.clone();
+        let python = PythonPool::start(python, nthreads, work_dir.clone(), move |r| {
+            let _ = to_loop.send(match r {
+                Report::Started { task, attempt } => Local::Started {
+                    task,
+                    attempt,
+                    ack: None,
+                },
+                Report::Finished {
+                    task,
+                    attempt,
+                    result,
+                } => Local::Finished {
+                    task,
+                    attempt,
+                    result,
+                },
+            });
+        });
         let e = Executor {
             jobs,
             job_rx,
@@ -663,6 +689,7 @@ impl Executor {
             work_dir,
             local,
             running_commands: Arc::default(),
+            python,
         };
         for _ in 0..nthreads.max(1) {
             e.spawn_thread();
@@ -708,17 +735,8 @@ impl Executor {
                     inputs,
                 });
             }
-            TaskKind::Python { .. } => {
-                // Placeholder until the Python executors land.
-                let _ = self.local.send(Local::Finished {
-                    task,
-                    attempt,
-                    result: Err(TaskError {
-                        message: "this worker cannot run Python tasks yet".into(),
-                        exit_code: None,
-                        detail: None,
-                    }),
-                });
+            TaskKind::Python { payload } => {
+                self.python.execute(task, attempt, payload.clone(), inputs);
             }
             TaskKind::Cmd { argv, env, cwd } => {
                 let (kill_tx, kill_rx) = oneshot::channel();
@@ -766,6 +784,8 @@ impl Executor {
             let _ = kill.send(()); // dropping the child kills it
             return;
         }
+        // A no-op unless it is one of the Python pool's attempts.
+        self.python.abandon(task, attempt);
         let key = (task, attempt);
         if !self
             .pool

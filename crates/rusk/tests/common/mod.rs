@@ -366,8 +366,12 @@ impl NannyCluster {
     }
 
     pub fn submit_wait(&self, graph: &Value) -> (bool, Value, String) {
+        self.submit_wait_within(graph, SUBMIT_DEADLINE)
+    }
+
+    pub fn submit_wait_within(&self, graph: &Value, deadline: Duration) -> (bool, Value, String) {
         let child = self.submit_spawn(graph);
-        let out = wait_output(child, SUBMIT_DEADLINE);
+        let out = wait_output(child, deadline);
         let stdout = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         (
             out.status.success(),
