@@ -689,7 +689,8 @@ fn workers_whose_tasks_keep_every_core_busy_are_never_restarted() {
         .map(|i| json!({"key": format!("burn{i}"), "cmd": ["sh", "-c", spin.clone()]}))
         .collect();
     let t0 = Instant::now();
-    let (ok, out, err) = c.submit_wait(&json!({"tasks": tasks}));
+    let (ok, out, err) =
+        c.submit_wait_within(&json!({"tasks": tasks}), Duration::from_secs(secs + 120));
     assert!(ok, "{err}");
     assert!(
         t0.elapsed() >= Duration::from_secs(secs - 1),
