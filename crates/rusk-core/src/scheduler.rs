@@ -261,6 +261,8 @@ struct Graph {
     newly_done: Vec<u32>,
     done: u64,
     erred: u64,
+    /// Tasks in `Assigned` (running or queued on a worker), kept by `set_state`.
+    assigned: u64,
     progress_dirty: bool,
 }
 
@@ -310,6 +312,10 @@ pub struct SchedulerStats {
     pub workers_lost: u64,
     pub results_recomputed: u64,
     pub poison_tasks: u64,
+    /// Results accepted (a task reached memory; a recomputation counts again).
+    pub tasks_completed: u64,
+    /// Tasks that ended `Erred` (their own failure, or a failed dependency).
+    pub tasks_erred: u64,
 }
 
 struct Nanny {
@@ -543,6 +549,7 @@ impl Scheduler {
         w.assigned.remove(&task);
         w.holds.insert(task);
         self.set_state(task, TaskState::Memory { holder: inc, size });
+        self.stats.tasks_completed += 1;
         let g = self.graphs.get_mut(&task.graph).expect("task exists");
         g.done += 1;
         g.progress_dirty = true;
@@ -1281,6 +1288,7 @@ impl Scheduler {
                 errors: FxHashMap::default(),
                 done: 0,
                 erred: 0,
+                assigned: 0,
                 progress_dirty: true,
                 session: false,
                 keys: FxHashMap::default(),
@@ -1325,6 +1333,7 @@ impl Scheduler {
                 errors: FxHashMap::default(),
                 done: 0,
                 erred: 0,
+                assigned: 0,
                 progress_dirty: false,
                 session: true,
                 keys: FxHashMap::default(),
@@ -1700,6 +1709,7 @@ impl Scheduler {
             total: g.tasks.len() as u64,
             done: g.done,
             erred: g.erred,
+            assigned: g.assigned,
         }
     }
 
@@ -1907,6 +1917,17 @@ impl Scheduler {
         let old = t.state;
         t.state = new;
         self.stats.transitions += 1;
+        let (was_assigned, is_assigned) = (
+            matches!(old, TaskState::Assigned { .. }),
+            matches!(new, TaskState::Assigned { .. }),
+        );
+        if was_assigned != is_assigned {
+            if is_assigned {
+                g.assigned += 1;
+            } else {
+                g.assigned -= 1;
+            }
+        }
         self.state_counts[old.slot()] -= 1;
         self.state_counts[new.slot()] += 1;
         let delta: i64 = match (old.is_unfinished(), new.is_unfinished()) {
@@ -1974,6 +1995,7 @@ impl Scheduler {
                 }
             }
             self.set_state(task, TaskState::Erred);
+            self.stats.tasks_erred += 1;
             let g = self.graphs.get_mut(&task.graph).expect("exists");
             g.erred += 1;
             g.progress_dirty = true;
@@ -2207,6 +2229,12 @@ impl Scheduler {
             assert_eq!(g.outputs_pending, pending, "{gid} outputs_pending");
             assert_eq!(g.done, done, "{gid} done count");
             assert_eq!(g.erred, erred, "{gid} erred count");
+            let assigned = g
+                .tasks
+                .iter()
+                .filter(|t| matches!(t.state, TaskState::Assigned { .. }))
+                .count() as u64;
+            assert_eq!(g.assigned, assigned, "{gid} assigned count");
         }
         assert_eq!(counts, self.state_counts, "state counts");
         let assigned_total: usize = self.workers.values().map(|w| w.assigned.len()).sum();

@@ -312,6 +312,9 @@ pub struct GraphProgress {
     pub total: u64,
     pub done: u64,
     pub erred: u64,
+    /// Tasks assigned to a worker (running there or queued); the rest of the unfinished ones
+    /// (`total - done - erred - assigned`) wait for inputs or for room.
+    pub assigned: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

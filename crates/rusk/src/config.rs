@@ -15,6 +15,9 @@ pub struct SchedulerFile {
     /// The cluster's secret.
     pub token: String,
     pub pid: u32,
+    /// URL of the dashboard (`/metrics`, `/api/...` beside it), when the scheduler serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<String>,
 }
 
 impl SchedulerFile {

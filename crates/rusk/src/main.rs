@@ -5,11 +5,14 @@
 mod client;
 mod config;
 mod events;
+mod http;
 mod local;
+mod metrics;
 mod nanny_shell;
 mod net;
 mod python_exec;
 mod scheduler_shell;
+mod vitals;
 mod worker_shell;
 
 use anyhow::{Context, Result};
@@ -97,6 +100,9 @@ struct NannyArgs {
     /// Passed to the workers.
     #[command(flatten)]
     python: PythonArgs,
+    /// Passed to the workers.
+    #[command(flatten)]
+    health: vitals::HealthArgs,
 }
 
 #[derive(clap::Args)]
@@ -144,6 +150,10 @@ struct SchedulerArgs {
     /// Read the cluster token from this file instead of generating one.
     #[arg(long, env = "RUSK_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Serve the dashboard, /metrics and the JSON API here (`none`: don't). When the port is
+    /// taken, another free port on the same host is used (see the scheduler file).
+    #[arg(long, env = "RUSK_DASHBOARD", default_value = "127.0.0.1:8787")]
+    dashboard: String,
     #[command(flatten)]
     core: CoreArgs,
 }
@@ -204,6 +214,8 @@ struct WorkerArgs {
     enable_fault_injection: bool,
     #[command(flatten)]
     python: PythonArgs,
+    #[command(flatten)]
+    health: vitals::HealthArgs,
     /// Fault injection: abort right after start-up (to test crash loops).
     #[arg(long, env = "RUSK_FAULT_CRASH_ON_START", hide = true)]
     fault_crash_on_start: bool,
@@ -384,6 +396,7 @@ async fn run_scheduler(a: SchedulerArgs) -> Result<()> {
         scheduler_file: a.scheduler_file,
         token,
         core,
+        dashboard: Some(a.dashboard).filter(|d| !d.eq_ignore_ascii_case("none")),
     })
     .await
 }
@@ -407,6 +420,7 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
         listen_host: a.listen_host,
         work_dir: a.work_dir,
         fault_injection: a.enable_fault_injection,
+        health: a.health.options(a.enable_fault_injection),
         supervision,
         python: a.python.options()?,
     })
@@ -427,6 +441,7 @@ async fn run_nanny(a: NannyArgs) -> Result<()> {
     }
     a.python.options()?;
     worker_args.extend(a.python.worker_args());
+    worker_args.extend(a.health.worker_args());
     let core = rusk_core::nanny::NannyConfig {
         nworkers: a.nworkers.max(1),
         watchdog_timeout: a.watchdog_timeout,

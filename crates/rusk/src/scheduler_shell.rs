@@ -5,7 +5,13 @@
 //! socket). The core runs on one loop that drains every event available, then sends each
 //! destination one frame with all its messages: batching is where the throughput comes from.
 //! The loop never waits on a socket, so a slow peer cannot stall the cluster.
+//!
+//! The same runtime serves the dashboard, `/metrics` and the JSON API (`crate::http`): the
+//! loop publishes a snapshot every 250 ms and answers queries between turns, so HTTP never
+//! holds the loop up.
 use crate::config::SchedulerFile;
+use crate::http::{self, Query};
+use crate::metrics::{Observer, SchedulerIdentity, PUBLISH_INTERVAL};
 use crate::net::{self, Conn};
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -42,6 +48,8 @@ pub struct SchedulerOptions {
     pub scheduler_file: Option<PathBuf>,
     pub token: String,
     pub core: SchedulerConfig,
+    /// Where to serve the dashboard, `/metrics` and the JSON API (`None`: not at all).
+    pub dashboard: Option<String>,
 }
 
 enum Inbound {
@@ -96,44 +104,118 @@ pub async fn run(opts: SchedulerOptions) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
     let local: SocketAddr = listener.local_addr()?;
     let address = local.to_string();
+    let http_listener = match &opts.dashboard {
+        Some(addr) => Some(http::bind(addr).await?),
+        None => None,
+    };
+    let dashboard = match &http_listener {
+        Some(l) => Some(format!("http://{}/", l.local_addr()?)),
+        None => None,
+    };
     if let Some(path) = &opts.scheduler_file {
         SchedulerFile {
             address: address.clone(),
             token: opts.token.clone(),
             pid: std::process::id(),
+            dashboard: dashboard.clone(),
         }
         .write(path)?;
-        info!(%address, file = %path.display(), "scheduler listening; scheduler file written");
+        info!(%address, file = %path.display(), dashboard = dashboard.as_deref().unwrap_or("none"), "scheduler listening; scheduler file written");
     } else {
-        info!(%address, "scheduler listening");
+        info!(%address, dashboard = dashboard.as_deref().unwrap_or("none"), "scheduler listening");
+    }
+    let mut core = opts.core;
+    let epoch = Instant::now();
+    core.epoch_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    core.host = crate::worker_shell::hostname();
+    let observer = Observer::new(SchedulerIdentity {
+        host: core.host.clone(),
+        address,
+        epoch,
+        epoch_unix_ms: core.epoch_unix_ms,
+    });
+    crate::metrics::spawn_lag_probe(observer.metrics.clone());
+    let (query_tx, query_rx) = mpsc::channel::<Query>(http::QUERY_QUEUE_MAX);
+    if let Some(l) = http_listener {
+        http::spawn(
+            l,
+            http::HttpState::new(observer.subscribe(), query_tx, observer.metrics.clone()),
+        );
     }
     let (tx, rx) = mpsc::channel::<Inbound>(EVENT_QUEUE_MAX);
     let token: Arc<[u8]> = Arc::from(opts.token.as_bytes());
     tokio::spawn(accept_loop(listener, token, tx));
-    core_loop(opts.core, rx).await
+    core_loop(core, epoch, rx, query_rx, observer).await
+}
+
+/// Warnings about refused or failed connections per [`LOG_WINDOW`] before the rest are only
+/// counted: a flood of bad connections must not become a flood of log lines.
+const CONNECTION_WARNINGS_PER_WINDOW: u32 = 10;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// Lets through a few log lines per window and counts the rest; the count is reported with the
+/// first line of the next window.
+struct LogLimiter {
+    window_start: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    fn new() -> LogLimiter {
+        LogLimiter {
+            window_start: Instant::now(),
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(suppressed since the last line)` if this line may be logged.
+    fn allow(&mut self) -> Option<u64> {
+        if self.window_start.elapsed() >= LOG_WINDOW {
+            self.window_start = Instant::now();
+            self.logged = 0;
+        }
+        if self.logged < CONNECTION_WARNINGS_PER_WINDOW {
+            self.logged += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
 }
 
 async fn accept_loop(listener: TcpListener, token: Arc<[u8]>, tx: mpsc::Sender<Inbound>) {
     let ids = Arc::new(AtomicU64::new(1));
     let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
+    let limiter = Arc::new(std::sync::Mutex::new(LogLimiter::new()));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                warn!(error = %e, "accept failed");
+                if let Some(suppressed) = limiter.lock().expect("not poisoned").allow() {
+                    warn!(error = %e, suppressed, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            warn!(%peer, "too many connections in handshake; dropping");
+            if let Some(suppressed) = limiter.lock().expect("not poisoned").allow() {
+                warn!(%peer, suppressed, "too many connections in handshake; dropping");
+            }
             continue;
         };
-        let (token, tx, ids) = (token.clone(), tx.clone(), ids.clone());
+        let (token, tx, ids, limiter) = (token.clone(), tx.clone(), ids.clone(), limiter.clone());
         tokio::spawn(async move {
             let res = serve_connection(stream, &token, tx, ids, permit).await;
             if let Err(e) = res {
-                warn!(%peer, error = %format!("{e:#}"), "connection dropped");
+                if let Some(suppressed) = limiter.lock().expect("not poisoned").allow() {
+                    warn!(%peer, error = %format!("{e:#}"), suppressed, "connection dropped");
+                }
             }
         });
     }
@@ -282,13 +364,17 @@ struct Peers {
     nannies: FxHashMap<NannyId, Peer>,
 }
 
-async fn core_loop(mut config: SchedulerConfig, mut rx: mpsc::Receiver<Inbound>) -> Result<()> {
-    let start = Instant::now();
-    config.epoch_unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    config.host = crate::worker_shell::hostname();
+async fn core_loop(
+    config: SchedulerConfig,
+    start: Instant,
+    mut rx: mpsc::Receiver<Inbound>,
+    mut queries: mpsc::Receiver<Query>,
+    mut observer: Observer,
+) -> Result<()> {
     let mut core = Scheduler::new(config);
+    let mut next_publish = Instant::now();
+    // Sequence number of the next recovery event (every record passes through `Command::Log`).
+    let mut events_next = 0u64;
     let mut peers = Peers {
         workers: FxHashMap::default(),
         clients: FxHashMap::default(),
@@ -299,19 +385,27 @@ async fn core_loop(mut config: SchedulerConfig, mut rx: mpsc::Receiver<Inbound>)
     let mut to_clients: FxHashMap<ClientId, Vec<SchedulerToClient>> = FxHashMap::default();
     let mut to_nannies: FxHashMap<NannyId, Vec<SchedulerToNanny>> = FxHashMap::default();
     loop {
-        let deadline = start + core.next_timeout();
+        let deadline = (start + core.next_timeout()).min(next_publish);
         let first = tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => Some(ev),
                 None => return Ok(()),
             },
+            Some(q) = queries.recv() => {
+                answer(&core, q);
+                continue;
+            }
             _ = tokio::time::sleep_until(deadline.into()) => None,
         };
+        let turn_started = Instant::now();
         let now = start.elapsed();
         let mut pending = first;
         let mut handled = 0;
         loop {
             if let Some(ev) = pending.take() {
+                if let Inbound::WorkerJoined { incarnation, .. } = &ev {
+                    observer.worker_joined(incarnation.0);
+                }
                 apply(&mut core, now, ev, &mut peers, &mut out);
                 handled += 1;
             }
@@ -348,7 +442,9 @@ async fn core_loop(mut config: SchedulerConfig, mut rx: mpsc::Receiver<Inbound>)
                 // The same loss is in the event log entry (`Log`), logged below.
                 Command::Recovery(_) => {}
                 Command::Log(record) => {
-                    warn!(event = %crate::events::format_record(&record), "recovery")
+                    observer.metrics.on_record(&record);
+                    events_next = events_next.max(record.seq + 1);
+                    log_record(&record);
                 }
             }
         }
@@ -367,6 +463,69 @@ async fn core_loop(mut config: SchedulerConfig, mut rx: mpsc::Receiver<Inbound>)
                 let _ = p.out.send(net::encode(&msgs));
             }
         }
+        if handled > 0 {
+            observer.metrics.observe_turn(turn_started.elapsed());
+        }
+        if Instant::now() >= next_publish {
+            observer.publish(
+                core.status(Some(start.elapsed())),
+                core.stats(),
+                events_next,
+                [
+                    ("worker", peers.workers.len()),
+                    ("client", peers.clients.len()),
+                    ("nanny", peers.nannies.len()),
+                ],
+            );
+            next_publish = Instant::now() + PUBLISH_INTERVAL;
+        }
+    }
+}
+
+/// Answer a question from the HTTP server.
+fn answer(core: &Scheduler, q: Query) {
+    match q {
+        Query::Events {
+            since,
+            limit,
+            reply,
+        } => {
+            let events: Vec<_> = core.events_since(since).take(limit).cloned().collect();
+            let next = events.last().map_or(since, |r| r.seq + 1);
+            let _ = reply.send(http::EventsPage { events, next });
+        }
+    }
+}
+
+/// Every recovery event is logged once, here, with its cause, ids and durations as fields (so
+/// `RUSK_LOG_FORMAT=json` gives them as JSON keys). Events that need no one's attention
+/// (a worker recovered, a worker healthy again) are `info`, the rest `warn`.
+fn log_record(r: &rusk_proto::msg::EventRecord) {
+    let calm = r.new_incarnation.is_some() || r.cause == "healthy";
+    macro_rules! emit {
+        ($level:ident) => {
+            tracing::$level!(
+                seq = r.seq,
+                source = %r.source,
+                cause = %r.cause,
+                host = %r.host,
+                nanny = r.nanny.as_deref(),
+                slot = r.slot,
+                worker = r.worker.as_deref(),
+                incarnation = r.incarnation,
+                new_incarnation = r.new_incarnation,
+                detection_ms = r.detection_ms,
+                recovery_ms = r.recovery_ms,
+                observed = %r.observed,
+                action = %r.action,
+                "recovery event"
+            )
+        };
+    }
+    if calm {
+        emit!(info);
+    } else {
+        emit!(warn);
     }
 }
 

@@ -51,6 +51,8 @@ pub struct WorkerOptions {
     pub supervision: Option<Supervision>,
     /// The Python executors (interpreter, hang timeout, eager start).
     pub python: PythonOptions,
+    /// When the worker reports itself unhealthy (`crate::vitals`).
+    pub health: crate::vitals::HealthOptions,
 }
 
 /// How a nanny-supervised worker reaches its nanny.
@@ -95,6 +97,8 @@ enum Local {
         tasks: Vec<TaskRef>,
         reply: oneshot::Sender<DataItems>,
     },
+    /// New measurements from the vitals sampler (`crate::vitals`).
+    Vitals(rusk_proto::msg::Vitals),
 }
 
 /// Results a peer asked for, with `None` for those this worker does not hold.
@@ -188,6 +192,10 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
         }
     });
 
+    let vitals_tx = local_tx.clone();
+    crate::vitals::spawn(work_dir.clone(), opts.health.clone(), move |v| {
+        let _ = vitals_tx.send(Local::Vitals(v));
+    });
     let executor = Executor::start(
         info.nthreads,
         opts.fault_injection,
@@ -245,6 +253,7 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                             }
                             Event::Started { task, attempt }
                         }
+                        Local::Vitals(v) => Event::Vitals(v),
                         Local::PeerRequest { tasks, reply } => {
                             next_reply += 1;
                             replies.insert(next_reply, reply);
@@ -553,6 +562,8 @@ fn spawn_fetcher(
             .await;
             let failure = match res {
                 Ok(Ok(items)) => {
+                    let bytes = items.iter().flat_map(|(_, b)| b).map(|b| b.len() as u64);
+                    crate::vitals::add_bytes_fetched(bytes.sum());
                     let _ = local.send(Local::Fetched {
                         peer: peer.clone(),
                         items,

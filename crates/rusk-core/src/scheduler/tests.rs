@@ -169,7 +169,8 @@ fn chain_runs_in_order_and_releases_intermediates() {
                 graph: 1,
                 total: 2,
                 done: 2,
-                erred: 0
+                erred: 0,
+                assigned: 0
             })
         }
     );
