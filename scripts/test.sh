@@ -8,6 +8,17 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== dashboard in a real browser (headless Chromium + playwright-core, tests/browser)"
+# Needs Debian's chromium and `npm ci` in tests/browser (.ci/run installs both). Saves
+# target/test-artifacts/dashboard.png.
+if [ -x "${CHROMIUM:-/usr/bin/chromium}" ] && [ -d tests/browser/node_modules/playwright-core ]; then
+  cargo test -p rusk --locked --test dashboard_browser -- --ignored
+elif [ "${CI:-}" = "true" ]; then
+  echo "chromium or tests/browser/node_modules missing: .ci/run should have installed them" >&2
+  exit 1
+else
+  echo "skipped: apt-get install chromium; (cd tests/browser && npm ci)"
+fi
 echo "== tests (unit, simulator, end-to-end)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
