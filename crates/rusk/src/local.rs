@@ -230,6 +230,9 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         core.task_max_worker_deaths.to_string(),
     ])?);
     let sf = wait_for_file(&file, &mut children.0[0]).await?;
+    if let Some(d) = &sf.dashboard {
+        eprintln!("rusk local: dashboard at {d} (while this runs)");
+    }
     children.0.push(spawn_rusk(&[
         "nanny".into(),
         "--scheduler-file".into(),

@@ -572,12 +572,22 @@ async fn run_status(a: StatusArgs) -> Result<()> {
     }
     println!("{} worker(s)", s.workers.len());
     println!(
-        "{:<24} {:>6} {:>8} {:>8} {:<8} {:>8} {:>8} {:>8} {:>6}  address",
-        "worker", "incarn", "pid", "threads", "state", "restarts", "assigned", "memory", "hb ms"
+        "{:<24} {:>6} {:>8} {:>8} {:<9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>6}  address",
+        "worker",
+        "incarn",
+        "pid",
+        "threads",
+        "state",
+        "restarts",
+        "assigned",
+        "memory",
+        "hb ms",
+        "rss MiB",
+        "lag ms"
     );
     for w in &s.workers {
         println!(
-            "{:<24} {:>6} {:>8} {:>8} {:<8} {:>8} {:>8} {:>8} {:>6}  {}",
+            "{:<24} {:>6} {:>8} {:>8} {:<9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>6}  {}",
             w.id,
             w.incarnation,
             w.pid,
@@ -587,8 +597,13 @@ async fn run_status(a: StatusArgs) -> Result<()> {
             w.tasks.get("assigned").copied().unwrap_or(0),
             w.tasks.get("memory").copied().unwrap_or(0),
             w.heartbeat_age_ms,
+            w.vitals.rss_bytes >> 20,
+            w.vitals.loop_lag_ms,
             w.address
         );
+        if let Some(why) = &w.vitals.unhealthy {
+            println!("{:<24} unhealthy: {why}", "");
+        }
     }
     for n in &s.nannies {
         println!("nanny {} on {} (pid {}):", n.name, n.host, n.pid);

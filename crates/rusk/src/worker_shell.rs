@@ -389,6 +389,8 @@ pub struct ConnectionLost(pub String);
 /// first failure.
 async fn connect_scheduler(opts: &WorkerOptions, token: &[u8]) -> Result<Conn> {
     let mut delay = CONNECT_RETRY_MIN;
+    // One line for the first failure, then one every 30 s: no log storm while it is down.
+    let (mut attempts, mut last_log) = (0u64, None::<Instant>);
     loop {
         match net::connect(&opts.scheduler, token, Role::Worker).await {
             Ok(c) => return Ok(c),
@@ -399,7 +401,11 @@ async fn connect_scheduler(opts: &WorkerOptions, token: &[u8]) -> Result<Conn> {
                         e.context(format!("cannot join the scheduler at {}", opts.scheduler))
                     );
                 }
-                warn!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "scheduler unreachable; retrying");
+                attempts += 1;
+                if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                    last_log = Some(Instant::now());
+                    warn!(error = %format!("{e:#}"), attempts, retry_in_ms = delay.as_millis() as u64, "scheduler unreachable; retrying");
+                }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(CONNECT_RETRY_MAX);
             }
