@@ -249,9 +249,14 @@ fn two_hundred_workers_keep_the_dashboard_and_metrics_fast() {
         "{events}"
     );
 
-    println!("{report}");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
     std::fs::create_dir_all(&dir).unwrap();
+    report.push_str(&browser_render(
+        &base,
+        WORKERS - DROPPED,
+        &dir.join("dashboard-200-workers.png"),
+    ));
+    println!("{report}");
     std::fs::write(dir.join("dashboard-200-workers.txt"), &report).unwrap();
     fleet.stop.store(true, Ordering::Relaxed);
     // Generous bound (debug build, 2 cores, a cluster in the same machine): catches a
@@ -260,4 +265,44 @@ fn two_hundred_workers_keep_the_dashboard_and_metrics_fast() {
         worst_p95 < 500.0,
         "a route's p95 is {worst_p95:.1} ms:\n{report}"
     );
+}
+
+/// With Chromium and playwright-core installed (`.ci/run` does it): how long the page takes to
+/// show the workers and to render each update, and a screenshot. Skipped (and said so)
+/// otherwise; the browser test proper is `dashboard_browser.rs`.
+fn browser_render(base: &str, workers: usize, shot: &std::path::Path) -> String {
+    let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !browser_dir.join("node_modules/playwright-core").exists()
+        || !std::path::Path::new(&chromium).exists()
+    {
+        return "browser: skipped (no chromium or tests/browser/node_modules)\n".into();
+    }
+    let out = std::process::Command::new("node")
+        .arg(browser_dir.join("screenshot.mjs"))
+        .arg(format!("{base}/"))
+        .arg(workers.to_string())
+        .arg(shot)
+        .env("CHROMIUM", &chromium)
+        .current_dir(&browser_dir)
+        .output()
+        .expect("node");
+    assert!(
+        out.status.success(),
+        "the dashboard did not show {workers} workers in Chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert!(
+        r["max_render_ms"].as_f64().unwrap() < 250.0,
+        "rendering one update took too long: {r}"
+    );
+    format!(
+        "browser (Chromium): {workers} worker rows shown {} ms after navigation; {} updates rendered in {} ms max ({} ms last); screenshot {}\n",
+        r["first_render_ms"],
+        r["renders"],
+        r["max_render_ms"],
+        r["last_render_ms"],
+        shot.display()
+    )
 }

@@ -91,12 +91,20 @@ function connect() {
 }
 
 // ---- rendering ----
+// For tests and the curious: how long the last full render took.
+window.__rusk = { renders: 0, lastRenderMs: 0, maxRenderMs: 0 };
+
 function render() {
+  const t0 = performance.now();
   renderSummary();
   renderHosts();
   renderWorkers();
   renderGraphs();
   renderStrip();
+  const ms = performance.now() - t0;
+  window.__rusk.renders += 1;
+  window.__rusk.lastRenderMs = ms;
+  window.__rusk.maxRenderMs = Math.max(window.__rusk.maxRenderMs, ms);
 }
 
 function renderSummary() {
@@ -195,8 +203,8 @@ function renderHosts() {
   for (const w of status.workers) if (!w.nanny) host(w.host).loose.push(w);
   const chip = (label, state, restarts, title) =>
     `<span class="chip ${stateClass(state)}${restarts > 0 ? " restarted" : ""}" title="${esc(title)}">${esc(label)}</span>`;
-  const out = [];
-  for (const [h, g] of [...hosts.entries()].sort()) {
+  const out = []; // [problems, host, html]
+  for (const [h, g] of hosts.entries()) {
     for (const n of g.nannies) {
       const chips = n.slots.map((s) => {
         const live = s.incarnation != null ? byInc.get(s.incarnation) : null;
@@ -207,23 +215,28 @@ function renderHosts() {
           live && live.w.vitals.unhealthy ? `unhealthy: ${live.w.vitals.unhealthy}` : ""].filter(Boolean).join("\n");
         return chip(s.slot, state, s.restarts, title);
       }).join("");
-      const bad = n.slots.filter((s) => s.state !== "running").length;
-      out.push(`<div class="host" data-nanny="${esc(n.name)}"><div class="host-name">${esc(h)}` +
+      const bad = n.slots.filter((s) => s.state !== "running" ||
+        (s.incarnation != null && byInc.get(s.incarnation)?.w.state === "unhealthy")).length;
+      out.push([bad, h, `<div class="host${bad ? " has-problem" : ""}" data-nanny="${esc(n.name)}"><div class="host-name">${esc(h)}` +
         `<span class="muted">nanny ${esc(n.name)} · pid ${n.pid} · ${n.slots.length} slots${bad ? ` · ${bad} not running` : ""}</span></div>` +
-        `<div class="chips">${chips}</div></div>`);
+        `<div class="chips">${chips}</div></div>`]);
     }
     if (g.loose.length) {
+      g.loose.sort((a, b) => a.id.localeCompare(b.id, undefined, { numeric: true }));
+      const bad = g.loose.filter((w) => w.state !== "running").length;
       const chips = g.loose.map((w) => {
         const x = byInc.get(w.incarnation).x;
         return chip(w.id.replace(/^.*-/, ""), w.state, 0,
           `${w.id}: ${w.state}\npid ${w.pid}\nincarnation ${w.incarnation}\nuptime ${dur(x.uptime_ms)}` +
           (w.vitals.unhealthy ? `\nunhealthy: ${w.vitals.unhealthy}` : ""));
       }).join("");
-      out.push(`<div class="host"><div class="host-name">${esc(h)}<span class="muted">${g.loose.length} unsupervised worker(s)</span></div>` +
-        `<div class="chips">${chips}</div></div>`);
+      out.push([bad, h, `<div class="host${bad ? " has-problem" : ""}"><div class="host-name">${esc(h)}<span class="muted">${g.loose.length} unsupervised</span></div>` +
+        `<div class="chips">${chips}</div></div>`]);
     }
   }
-  $("hosts").innerHTML = out.join("") || '<span class="muted">no workers yet</span>';
+  // Hosts with problems first, then by name.
+  out.sort((a, b) => (b[0] > 0) - (a[0] > 0) || a[1].localeCompare(b[1], undefined, { numeric: true }));
+  $("hosts").innerHTML = out.map((x) => x[2]).join("") || '<span class="muted">no workers yet</span>';
 }
 
 function renderGraphs() {
