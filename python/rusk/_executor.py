@@ -48,6 +48,16 @@ K_CANCEL = ord("C")
 PING = HEADER.pack(ord("P"), 0, 0)
 
 
+def frame(kind, fid, *parts):
+    """A frame as a list of buffers."""
+    length = 0
+    for p in parts:
+        length += len(p)
+    bufs = [HEADER.pack(kind, fid, length)]
+    bufs.extend(parts)
+    return bufs
+
+
 class Output:
     """Frames to the worker; the ping thread and the main thread share the pipe."""
 
@@ -56,11 +66,9 @@ class Output:
         self.lock = threading.Lock()
 
     def send(self, kind, fid, *parts):
-        length = 0
-        for p in parts:
-            length += len(p)
-        bufs = [HEADER.pack(kind, fid, length)]
-        bufs.extend(parts)
+        self.write(frame(kind, fid, *parts))
+
+    def write(self, bufs):
         with self.lock:
             self._write(bufs)
 
@@ -86,19 +94,22 @@ class Output:
 
 
 class Input:
-    """Frames from the worker, parsed into a queue of ``(kind, id, body)``."""
+    """Frames from the worker: tasks queue up in ``frames``; a cancel removes its task from
+    the queue at once (answered by ``X``) or, if it has started, is ignored."""
 
-    def __init__(self, fd):
+    def __init__(self, fd, out):
         import select
+        from collections import deque
 
         self.fd = fd
+        self.out = out
         self.buf = bytearray()
-        self.frames = []
+        self.frames = deque()
         self.poller = select.poll()
         self.poller.register(fd, select.POLLIN)
 
     def fill(self, block):
-        """Read what is available; with ``block``, wait for at least one frame."""
+        """Read what is available; with ``block``, wait for at least one task."""
         while True:
             if not block and not self.poller.poll(0):
                 return
@@ -106,23 +117,21 @@ class Input:
             if not data:
                 raise EOFError
             self.buf += data
-            if self._parse() or not block:
+            self._parse()
+            if self.frames or not block:
                 return
 
     def _parse(self):
         buf = self.buf
         pos = 0
-        got = False
         end = len(buf)
         while end - pos >= HEADER_LEN:
             kind, fid, length = HEADER.unpack_from(buf, pos)
             start = pos + HEADER_LEN
             if end - start >= length:
-                self.frames.append((kind, fid, buf[start : start + length]))
+                body = buf[start : start + length]
                 pos = start + length
-                got = True
-                continue
-            if length >= BIG_BODY:
+            elif length >= BIG_BODY:
                 body = bytearray(length)
                 have = end - start
                 body[:have] = buf[start:end]
@@ -133,13 +142,25 @@ class Input:
                         raise EOFError
                     have += n
                 view.release()
-                self.frames.append((kind, fid, body))
                 pos = end
-                got = True
-            break
+            else:
+                break
+            if kind == K_TASK:
+                self.frames.append((fid, body))
+            elif kind == K_CANCEL:
+                self._cancel(fid)
+            else:
+                sys.stderr.write("rusk executor: unexpected frame kind %r\n" % kind)
+                os._exit(2)
         if pos:
             del buf[:pos]
-        return got
+
+    def _cancel(self, fid):
+        for f in self.frames:
+            if f[0] == fid:
+                self.frames.remove(f)
+                self.out.send(ord("X"), fid)
+                return
 
 
 def main():
@@ -190,7 +211,7 @@ def main():
         "executable": sys.executable,
     }
     out.send(ord("H"), 0, json.dumps(hello).encode())
-    Executor(out, Input(proto_in), py, cp, cloudpickle).run()
+    Executor(out, Input(proto_in, out), py, cp, cloudpickle).run()
 
 
 class Executor:
@@ -210,43 +231,33 @@ class Executor:
     def run(self):
         inp = self.inp
         frames = inp.frames
+        out = self.out
+        held = None  # the last task's answer, written with the next task's start
         while True:
             try:
-                if not frames:
-                    inp.fill(True)
-                else:
-                    # Pick up cancels of queued tasks before starting the next one.
+                if frames:
+                    # Pick up cancels that came meanwhile.
                     inp.fill(False)
+                else:
+                    if held is not None:
+                        out.write(held)
+                        held = None
+                    inp.fill(True)
             except EOFError:
                 return
-            self._apply_cancels()
             if not frames:
                 continue
-            kind, tid, body = frames.pop(0)
-            if kind != K_TASK:
-                sys.stderr.write("rusk executor: unexpected frame kind %r\n" % kind)
-                os._exit(2)
-            self.out.send(ord("S"), tid)
-            self.task(tid, body)
-
-    def _apply_cancels(self):
-        frames = self.inp.frames
-        if len(frames) == 1 and frames[0][0] == K_TASK:
-            return
-        cancels = [f[1] for f in frames if f[0] == K_CANCEL]
-        if not cancels:
-            return
-        keep = []
-        for f in frames:
-            if f[0] == K_CANCEL:
-                continue
-            if f[0] == K_TASK and f[1] in cancels:
-                self.out.send(ord("X"), f[1])
-                continue
-            keep.append(f)
-        frames[:] = keep
+            tid, body = frames.popleft()
+            started = frame(ord("S"), tid)
+            if held is not None:
+                held.extend(started)
+                out.write(held)
+            else:
+                out.write(started)
+            held = self.task(tid, body)
 
     def task(self, tid, body):
+        """Run one task; returns its answer frame."""
         pickle = self.pickle
         try:
             (n,) = struct.unpack_from(">I", body, 0)
@@ -309,7 +320,7 @@ class Executor:
                 "the task's pickled result of %d bytes exceeds the limit of %d bytes"
                 % (len(data), self.max_result),
             )
-        self.out.send(ord("R"), tid, data)
+        return frame(ord("R"), tid, data)
 
     def check_header(self, header):
         import json
@@ -336,7 +347,7 @@ class Executor:
 
     def fail(self, tid, message):
         # No exception to re-raise: the client raises its own error with the message.
-        self._send_error(tid, message, b"")
+        return self._error(tid, message, b"")
 
     def fail_exc(self, tid, exc, prefix, user=False):
         import traceback
@@ -369,11 +380,11 @@ class Executor:
                 detail = self.pickle.dumps((RuntimeError(text), tb_text), protocol=5)
             except BaseException:
                 detail = self.pickle.dumps((RuntimeError(text), ""), protocol=5)
-        self._send_error(tid, message, detail)
+        return self._error(tid, message, detail)
 
-    def _send_error(self, tid, message, detail):
+    def _error(self, tid, message, detail):
         msg = message.encode("utf-8", "replace")
-        self.out.send(ord("E"), tid, struct.pack(">I", len(msg)), msg, detail)
+        return frame(ord("E"), tid, struct.pack(">I", len(msg)), msg, detail)
 
 
 def _exc_text(exc):

@@ -30,8 +30,10 @@
 //! # Scheduling
 //!
 //! Executors start with the first Python task (or with the worker: `--python-eager`), and the
-//! pool is kept at `nthreads` from then on. Up to [`PIPELINE_DEPTH`] tasks are sent to an
-//! executor at once, so it starts the next task without waiting for a round trip. A task queued
+//! pool is kept at `nthreads` from then on. Tasks are sent to an executor ahead of their start,
+//! so it goes from one to the next without waiting for a round trip through the worker:
+//! [`PIPELINE_DEPTH`] at once, or [`PIPELINE_DEPTH_SHORT`] while its tasks take under
+//! [`SHORT_TASK`] (no-op-sized tasks would otherwise wait on pipe wake-ups). A task queued
 //! behind a long one is not stuck there: an idle executor, when nothing else is waiting, is sent
 //! a copy; the first to start it owns it and the other is told to drop it (`C`).
 //!
@@ -79,6 +81,10 @@ pub const PING_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_HANG_TIMEOUT: &str = "10s";
 /// Tasks sent to one executor ahead of their start.
 pub const PIPELINE_DEPTH: usize = 2;
+/// Tasks sent to one executor ahead while its tasks are short.
+pub const PIPELINE_DEPTH_SHORT: usize = 16;
+/// Tasks shorter than this on average (start to answer, as seen by the worker) are short.
+pub const SHORT_TASK: Duration = Duration::from_millis(1);
 /// An executor that has not said hello within this is killed (interpreter start and
 /// `import cloudpickle` take well under a second on a healthy host).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -251,6 +257,10 @@ struct Exec {
     /// Jobs sent and not answered, in order.
     queue: Vec<u64>,
     running: Option<u64>,
+    /// When the running task started (its `S`).
+    started_at: Option<Instant>,
+    /// Moving average of its tasks' run times, in microseconds (`None`: none ran yet).
+    avg_run_us: Option<f64>,
     /// Said hello (a healthy start).
     ready: bool,
     start_error: Option<String>,
@@ -269,6 +279,14 @@ struct Exec {
 impl Exec {
     fn live(&self) -> bool {
         self.death.is_none() && self.closed.is_none() && self.exited.is_none()
+    }
+
+    /// How many tasks it may have been sent and not answered.
+    fn depth(&self) -> usize {
+        match self.avg_run_us {
+            Some(us) if us < SHORT_TASK.as_micros() as f64 => PIPELINE_DEPTH_SHORT,
+            _ => PIPELINE_DEPTH,
+        }
     }
 }
 
@@ -483,6 +501,7 @@ impl Manager {
                     return;
                 }
                 x.running = Some(id);
+                x.started_at = Some(Instant::now());
                 x.stderr_tail.lock().expect("not poisoned").clear();
                 let Some(job) = self.jobs.get_mut(&id) else {
                     return;
@@ -512,6 +531,10 @@ impl Manager {
                 x.queue.remove(pos);
                 if x.running == Some(id) {
                     x.running = None;
+                    if let Some(at) = x.started_at.take() {
+                        let us = at.elapsed().as_micros() as f64;
+                        x.avg_run_us = Some(x.avg_run_us.map_or(us, |a| 0.8 * a + 0.2 * us));
+                    }
                 }
                 let Some(job) = self.jobs.get_mut(&id) else {
                     return;
@@ -742,7 +765,7 @@ impl Manager {
             let best = self
                 .execs
                 .iter()
-                .filter(|e| e.live() && e.queue.len() < PIPELINE_DEPTH)
+                .filter(|e| e.live() && e.queue.len() < e.depth())
                 .min_by_key(|e| (e.queue.len(), !e.ready, e.id))
                 .map(|e| e.id);
             let Some(e) = best else { break };
@@ -853,6 +876,8 @@ impl Manager {
             writer,
             queue: Vec::new(),
             running: None,
+            started_at: None,
+            avg_run_us: None,
             ready: false,
             start_error: None,
             activity,
