@@ -34,8 +34,9 @@
 //! so it goes from one to the next without waiting for a round trip through the worker:
 //! [`PIPELINE_DEPTH`] at once, or [`PIPELINE_DEPTH_SHORT`] while its tasks take under
 //! [`SHORT_TASK`] (no-op-sized tasks would otherwise wait on pipe wake-ups). A task queued
-//! behind a long one is not stuck there: an idle executor, when nothing else is waiting, is sent
-//! a copy; the first to start it owns it and the other is told to drop it (`C`).
+//! behind a long one (running for [`STEAL_AFTER`]) is not stuck there: an idle executor, when
+//! nothing else is waiting, is sent a copy; the first to start it owns it and the other is told
+//! to drop it (`C`).
 //!
 //! # Failures
 //!
@@ -85,6 +86,9 @@ pub const PIPELINE_DEPTH: usize = 2;
 pub const PIPELINE_DEPTH_SHORT: usize = 16;
 /// Tasks shorter than this on average (start to answer, as seen by the worker) are short.
 pub const SHORT_TASK: Duration = Duration::from_millis(1);
+/// A task queued behind one that has run this long (or behind an executor still starting)
+/// may be taken by an idle executor. Shorter waits are not worth a duplicate start.
+pub const STEAL_AFTER: Duration = Duration::from_millis(10);
 /// An executor that has not said hello within this is killed (interpreter start and
 /// `import cloudpickle` take well under a second on a healthy host).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -619,6 +623,7 @@ impl Manager {
                 self.active = false;
             }
         } else {
+            crate::vitals::executor_replaced();
             match &x.death {
                 Some(Death::Abandoned) => {
                     info!(
@@ -729,6 +734,12 @@ impl Manager {
     }
 
     fn dispatch(&mut self) {
+        self.dispatch_tasks();
+        let alive = self.execs.iter().filter(|e| e.live()).count();
+        crate::vitals::set_executors_alive(alive as u32);
+    }
+
+    fn dispatch_tasks(&mut self) {
         let now = Instant::now();
         let blocked = self
             .start_failure
@@ -787,7 +798,12 @@ impl Manager {
             .collect();
         for thief in idle {
             let mut found = None;
-            'outer: for x in self.execs.iter().filter(|e| e.id != thief) {
+            let stuck = |x: &&Exec| {
+                x.id != thief
+                    && x.live()
+                    && (!x.ready || x.started_at.is_some_and(|t| t.elapsed() >= STEAL_AFTER))
+            };
+            'outer: for x in self.execs.iter().filter(stuck) {
                 for &j in &x.queue {
                     if x.running == Some(j) {
                         continue;
