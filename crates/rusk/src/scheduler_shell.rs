@@ -431,7 +431,8 @@ async fn core_loop(
                 }
                 Command::ToNanny { nanny, msg } => to_nannies.entry(nanny).or_default().push(msg),
                 Command::DropWorker { incarnation, cause } => {
-                    warn!(%incarnation, %cause, "dropping worker");
+                    // The loss is logged once, as its recovery event (`Log`).
+                    debug!(%incarnation, %cause, "dropping worker");
                     to_workers.remove(&incarnation);
                     if let Some(p) = peers.workers.remove(&incarnation) {
                         if let Some(r) = p.reader {
@@ -498,12 +499,11 @@ fn answer(core: &Scheduler, q: Query) {
 }
 
 /// Every recovery event is logged once, here, with its cause, ids and durations as fields (so
-/// `RUSK_LOG_FORMAT=json` gives them as JSON keys). Events that need no one's attention
-/// (a worker recovered, a worker healthy again) are `info`, the rest `warn`.
+/// `RUSK_LOG_FORMAT=json` gives them as JSON keys). Events that need no one's attention (a
+/// restart done, a worker healthy again) are `info`, the rest `warn`.
 fn log_record(r: &rusk_proto::msg::EventRecord) {
-    let calm = r.new_incarnation.is_some() || r.cause == "healthy";
     macro_rules! emit {
-        ($level:ident) => {
+        ($level:ident, $msg:literal) => {
             tracing::$level!(
                 seq = r.seq,
                 source = %r.source,
@@ -518,14 +518,17 @@ fn log_record(r: &rusk_proto::msg::EventRecord) {
                 recovery_ms = r.recovery_ms,
                 observed = %r.observed,
                 action = %r.action,
-                "recovery event"
+                $msg
             )
         };
     }
-    if calm {
-        emit!(info);
-    } else {
-        emit!(warn);
+    match (r.source.as_str(), r.cause.as_str()) {
+        (_, "healthy") => emit!(info, "worker healthy again"),
+        (_, "unhealthy") => emit!(warn, "worker unhealthy"),
+        ("scheduler", "connection" | "heartbeat") => emit!(warn, "worker lost"),
+        ("nanny", _) if r.new_incarnation.is_some() => emit!(info, "worker restarted"),
+        ("nanny", _) => emit!(warn, "worker fault (nanny)"),
+        _ => emit!(warn, "recovery event"),
     }
 }
 
@@ -574,7 +577,8 @@ fn apply(
             reason,
         } => {
             if workers.remove(&incarnation).is_some() {
-                info!(%incarnation, %reason, "worker connection closed");
+                // Logged as its recovery event (cause `connection`).
+                debug!(%incarnation, %reason, "worker connection closed");
                 core.handle_into(
                     now,
                     Event::WorkerLeft {
@@ -628,7 +632,8 @@ fn apply(
         }
         Inbound::NannyLeft { nanny, reason } => {
             if nannies.remove(&nanny).is_some() {
-                warn!(%nanny, %reason, "nanny connection closed");
+                // Logged as its recovery event (cause `nanny-gone`).
+                debug!(%nanny, %reason, "nanny connection closed");
                 core.handle_into(now, Event::NannyLeft { nanny, reason }, out);
             }
         }
