@@ -842,6 +842,8 @@ impl Manager {
         cmd.arg("-u")
             .arg(&script)
             .env("RUSK_MAX_RESULT_BYTES", MAX_RESULT_BYTES.to_string())
+            // Task code has no business with the cluster's secret.
+            .env_remove("RUSK_TOKEN")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -854,6 +856,15 @@ impl Manager {
                 libc::setpgid(0, 0);
                 // It dies with the worker.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // Inherit nothing but the pipes (the worker's nanny socket is inheritable).
+                // Best effort: kernels before 5.11 lack close_range.
+                const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3 as libc::c_uint,
+                    libc::c_uint::MAX,
+                    CLOSE_RANGE_CLOEXEC,
+                );
                 if libc::getppid() != parent {
                     return Err(std::io::Error::other("the worker exited"));
                 }

@@ -457,7 +457,7 @@ out.append(payload(lambda: "next"))
 }
 
 #[test]
-fn the_nanny_passes_the_python_interpreter_to_its_workers() {
+fn the_nanny_passes_the_python_interpreter_to_its_workers_and_executors_inherit_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let wrapper = dir.path().join("my-python");
     std::fs::write(
@@ -473,9 +473,22 @@ fn the_nanny_passes_the_python_interpreter_to_its_workers() {
         &["--python", wrapper.to_str().unwrap()],
         &[("RUSK_EXECUTOR_HANG_TIMEOUT", "2s")],
     );
-    let p = python_bytes(r#"out.append(payload(lambda: os.environ.get("RUSK_TEST_VIA")))"#);
+    let p = python_bytes(
+        r#"
+def look():
+    sockets = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            sockets += os.readlink("/proc/self/fd/" + fd).startswith("socket:")
+        except OSError:
+            pass
+    return (os.environ.get("RUSK_TEST_VIA"), "RUSK_TOKEN" in os.environ, sockets)
+out.append(payload(look))
+"#,
+    );
     let outs = run_graph(&c.file, &json!({"tasks": [py_task("via", &p[0], &[])]}));
-    assert_eq!(value(&outs, "via"), "'wrapper'");
+    // Run by the wrapper; neither the cluster token nor the nanny socket leaks into it.
+    assert_eq!(value(&outs, "via"), "('wrapper', False, 0)");
 }
 
 /// 10,000 no-op Python tasks on 2 workers × 1 thread, against the same graph of builtin no-ops:
