@@ -1530,6 +1530,73 @@ out.append(payload(lambda: "quick"))
         });
     }
 
+    #[test]
+    fn big_inputs_and_results_and_task_output_on_stdout_do_not_disturb_the_pipes() {
+        let p = python_bytes(
+            r#"
+def big(data):
+    print("x" * 200000)           # stdout is not the protocol pipe
+    sys.stdout.write("T\0\0\0\0\0\0\0\0\0\0\0\0")
+    rest = sys.stdin.read()       # nor is stdin
+    return (len(data), rest, b"y" * (20 << 20))
+out.append(payload(big, (None,), {}, [(0, 0)]))
+out.append(dump(b"z" * (5 << 20)))
+"#,
+        );
+        rt().block_on(async {
+            let mut h = Harness::new(1, opts(Duration::from_secs(10)));
+            h.run(0, &p[0], vec![p[1].clone()]);
+            let (_, r) = h.finished().await;
+            let v = r.expect("success");
+            assert!(v.len() > 20 << 20);
+            let script = format!(
+                "import pickle, sys\nv = pickle.load(open({:?}, 'rb'))\nprint(v[0], repr(v[1]), len(v[2]))",
+                {
+                    let f = h._dir.path().join("result");
+                    std::fs::write(&f, &v).unwrap();
+                    f.display().to_string()
+                }
+            );
+            let o = std::process::Command::new("python3")
+                .arg("-c")
+                .arg(script)
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "5242880 '' 20971520");
+        });
+    }
+
+    #[test]
+    fn a_crash_reports_the_signal_and_the_end_of_the_executors_stderr() {
+        let p = python_bytes(
+            r#"
+out.append(payload(lambda: ctypes.string_at(0)))
+out.append(payload(lambda: os._exit(3)))
+out.append(payload(lambda: "fine"))
+"#,
+        );
+        rt().block_on(async {
+            let mut h = Harness::new(1, opts(Duration::from_secs(10)));
+            for (i, b) in p.iter().enumerate() {
+                h.run(i as u32, b, vec![]);
+            }
+            let mut results = FxHashMap::default();
+            for _ in 0..3 {
+                let (i, r) = h.finished().await;
+                results.insert(i, r);
+            }
+            let m = &results[&0].as_ref().unwrap_err().message;
+            assert!(m.contains("killed by signal 11 (SIGSEGV)"), "{m}");
+            assert!(
+                m.contains("Fatal Python error"),
+                "faulthandler's report: {m}"
+            );
+            let m = &results[&1].as_ref().unwrap_err().message;
+            assert!(m.contains("exited with code 3"), "{m}");
+            assert_eq!(python_eval(results[&2].as_ref().unwrap(), "v"), "fine");
+        });
+    }
+
     /// Per-task cost of the pool and executor for no-op tasks (printed; run with
     /// `--nocapture` to see it).
     #[test]
