@@ -976,7 +976,9 @@ impl NannyCore {
                     last_ping,
                     ..
                 } => match last_ping {
-                    Some(p) if now.saturating_sub(p) > self.config.watchdog_timeout => {
+                    // `>=`: a Tick at `next_timeout()` must act, or a shell whose clock wakes
+                    // exactly on time would be handed the same deadline forever.
+                    Some(p) if now.saturating_sub(p) >= self.config.watchdog_timeout => {
                         let silent_for = now - p;
                         self.begin_restart(
                             now,
@@ -985,13 +987,13 @@ impl NannyCore {
                             Signal::Kill,
                         )
                     }
-                    None if now.saturating_sub(spawned_at) > self.config.start_timeout => {
+                    None if now.saturating_sub(spawned_at) >= self.config.start_timeout => {
                         self.begin_restart(now, slot, RestartCause::StartTimeout, Signal::Kill)
                     }
                     _ => {}
                 },
                 SlotState::Running { last_ping, .. }
-                    if now.saturating_sub(last_ping) > self.config.watchdog_timeout =>
+                    if now.saturating_sub(last_ping) >= self.config.watchdog_timeout =>
                 {
                     let silent_for = now - last_ping;
                     self.begin_restart(

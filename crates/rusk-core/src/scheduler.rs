@@ -692,6 +692,10 @@ impl Scheduler {
         assigned.sort_unstable();
         let rescheduled = assigned.len() as u64;
         let max_deaths = self.config.task_max_worker_deaths.max(1);
+        // Poison tasks are failed only once the results this worker held are forgotten below:
+        // failing one releases its inputs and may finish its graph, and neither may see a
+        // result still recorded on a worker that is already gone.
+        let mut poisoned: Vec<(TaskRef, Failure)> = Vec::new();
         for t in assigned {
             let task = self.task_mut(t).expect("assigned task exists");
             if !task.started {
@@ -703,8 +707,8 @@ impl Scheduler {
             let key = task.key.clone();
             let notes = self.death_notes.entry(t).or_default();
             notes.push(format!("{} ({inc}): {cause}", w.info.name));
+            self.unassign(t);
             if deaths < max_deaths {
-                self.unassign(t);
                 continue;
             }
             let notes = self.death_notes.remove(&t).unwrap_or_default();
@@ -723,14 +727,21 @@ impl Scheduler {
                     ..self.worker_record(&w.info, inc)
                 },
             );
-            self.fail_task(t, Failure::new(msg));
+            poisoned.push((t, Failure::new(msg)));
         }
         let mut lost: Vec<TaskRef> = w.holds.into_iter().collect();
         lost.sort_unstable();
         let results_lost = lost.len() as u64;
         let before = self.stats.results_recomputed;
+        for &t in &lost {
+            self.forget_result(t);
+        }
+        for (t, failure) in poisoned {
+            self.fail_task(t, failure);
+        }
+        // Only now: a result that only a poison task needed is not recomputed.
         for t in lost {
-            self.lose_result(t);
+            self.recompute_if_needed(t);
         }
         let recomputing = self.stats.results_recomputed - before;
         // A silent supervised worker may still be alive (frozen): ask its nanny to restart
@@ -1013,6 +1024,23 @@ impl Scheduler {
 
     /// The only copy of `task`'s result is gone (its holder's index is already updated).
     fn lose_result(&mut self, task: TaskRef) {
+        self.forget_result(task);
+        self.recompute_if_needed(task);
+    }
+
+    /// A lost result that is still needed is computed again.
+    fn recompute_if_needed(&mut self, task: TaskRef) {
+        let released = self
+            .task(task)
+            .is_some_and(|t| t.state == TaskState::Released);
+        if released && self.is_needed(task) {
+            self.recompute(task);
+        }
+    }
+
+    /// `lose_result` without the recomputation: the task is released and dependents that were
+    /// about to use it wait again.
+    fn forget_result(&mut self, task: TaskRef) {
         let g = self.graphs.get_mut(&task.graph).expect("task exists");
         let t = &g.tasks[task.index as usize];
         debug_assert!(matches!(t.state, TaskState::Memory { .. }));
@@ -1056,9 +1084,6 @@ impl Scheduler {
                 TaskState::Memory { .. } | TaskState::Released | TaskState::Erred => {}
             }
         }
-        if self.is_needed(task) {
-            self.recompute(task);
-        }
     }
 
     /// Bring a released task (and, transitively, its released inputs) back to Waiting/Ready.
@@ -1098,14 +1123,15 @@ impl Scheduler {
                 }
             }
             if let Some(d) = erred_dep {
-                let msg = g
-                    .errors
-                    .get(&d)
-                    .cloned()
-                    .unwrap_or_else(|| Failure::new("dependency failed"));
+                // The input failed after this task had used it: this task and everything
+                // downstream fail with the error the input's dependents carry.
+                let failure = self.downstream_failure(TaskRef {
+                    graph: task.graph,
+                    index: d,
+                });
                 self.set_state(task, TaskState::Waiting);
                 self.task_mut(task).expect("exists").missing = missing;
-                self.fail_task(task, msg);
+                self.fail_with(task, failure.clone(), failure);
                 continue;
             }
             self.task_mut(task).expect("exists").missing = missing;
@@ -1970,10 +1996,44 @@ impl Scheduler {
         });
     }
 
-    /// Mark `root` erred and every unfinished task downstream of it.
+    /// Mark `root` erred with its own `error`, and every unfinished task downstream of it with
+    /// `dependency "<root>" failed: <error>`.
     fn fail_task(&mut self, root: TaskRef, error: Failure) {
         let root_key = self.task(root).expect("exists").key.clone();
-        let mut stack = vec![(root, error)];
+        let downstream = Failure {
+            message: Arc::from(format!(
+                "dependency {:?} failed: {}",
+                &*root_key, error.message
+            )),
+            detail: error.detail.clone(),
+        };
+        self.fail_with(root, error, downstream);
+    }
+
+    /// The error the dependents of erred task `d` carry: `dependency "<d>" failed: ...` if `d`
+    /// failed itself (its own error then names it: every root error is `task "<d>" ...`), or
+    /// the very error of `d` if it was failed by one of its own inputs.
+    fn downstream_failure(&self, d: TaskRef) -> Failure {
+        let g = &self.graphs[&d.graph];
+        let key = &g.tasks[d.index as usize].key;
+        let Some(f) = g.errors.get(&d.index) else {
+            return Failure::new(format!("dependency {:?} failed", &**key));
+        };
+        if f.message.starts_with(&format!("task {:?} ", &**key)) {
+            Failure {
+                message: Arc::from(format!("dependency {:?} failed: {}", &**key, f.message)),
+                detail: f.detail.clone(),
+            }
+        } else {
+            f.clone()
+        }
+    }
+
+    /// Mark `start` erred with `own`, and every unfinished task downstream of it with
+    /// `downstream`.
+    fn fail_with(&mut self, start: TaskRef, own: Failure, downstream: Failure) {
+        let root = start;
+        let mut stack = vec![(start, own)];
         let mut finished_graph = false;
         while let Some((task, err)) = stack.pop() {
             let t = self.task(task).expect("exists");
@@ -2009,24 +2069,13 @@ impl Scheduler {
                 finished_graph = true;
             }
             let deps = t.deps.clone();
-            let downstream_err = if task == root {
-                Failure {
-                    message: Arc::from(format!(
-                        "dependency {:?} failed: {}",
-                        &*root_key, err.message
-                    )),
-                    detail: err.detail,
-                }
-            } else {
-                err
-            };
             for &d in t.dependents.iter() {
                 stack.push((
                     TaskRef {
                         graph: task.graph,
                         index: d,
                     },
-                    downstream_err.clone(),
+                    downstream.clone(),
                 ));
             }
             for d in deps.iter() {

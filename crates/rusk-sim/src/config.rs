@@ -1,14 +1,27 @@
 //! What one simulated run looks like: cluster size, workload, phase lengths and how hard faults
 //! are injected. Everything a seed does not choose itself is here, so a failing seed replays
 //! exactly with the same `SimConfig`.
+use rusk_core::nanny::NannyConfig;
 use std::time::Duration;
 
 /// Settings of a simulation run. [`SimConfig::default`] is what `tests/seeds.rs` runs.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
-    /// Worker slots (processes that get restarted under the same name): drawn per seed.
+    /// Worker slots without a nanny (an outside supervisor restarts them after a delay):
+    /// drawn per seed.
     pub workers_min: u32,
     pub workers_max: u32,
+    /// Hosts with a nanny (`rusk nanny`) that supervises its own worker slots, drawn per seed,
+    /// with `slots_per_host_min..=slots_per_host_max` slots each.
+    pub nanny_hosts_min: u32,
+    pub nanny_hosts_max: u32,
+    pub slots_per_host_min: u32,
+    pub slots_per_host_max: u32,
+    /// The nannies' tunables (`nworkers` and `seed` are set per host); `None`: drawn per seed,
+    /// scaled down like the scheduler's so that faults are detected quickly.
+    pub nanny: Option<NannyConfig>,
+    /// The scheduler's poison-task limit; `None`: drawn per seed from 1..=3.
+    pub task_max_worker_deaths: Option<u32>,
     /// Threads of each worker, drawn per incarnation.
     pub threads_max: u32,
     /// Graphs the main client submits during the safety phase, drawn per seed.
@@ -46,8 +59,14 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
-            workers_min: 1,
-            workers_max: 4,
+            workers_min: 0,
+            workers_max: 2,
+            nanny_hosts_min: 1,
+            nanny_hosts_max: 2,
+            slots_per_host_min: 1,
+            slots_per_host_max: 2,
+            nanny: None,
+            task_max_worker_deaths: None,
             threads_max: 4,
             graphs_min: 2,
             graphs_max: 8,
@@ -69,17 +88,48 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
-    /// A quiet cluster of exactly `workers` workers and no random workload: the starting point
-    /// of scripted scenarios, which submit their own graphs and inject their own faults.
+    /// A quiet cluster of exactly `workers` workers without nannies and no random workload:
+    /// the starting point of scripted scenarios, which submit their own graphs and inject
+    /// their own faults.
     pub fn scripted(workers: u32) -> SimConfig {
         SimConfig {
             workers_min: workers,
             workers_max: workers,
+            nanny_hosts_min: 0,
+            nanny_hosts_max: 0,
             graphs_min: 0,
             graphs_max: 0,
             abandoning_client: false,
             faults: false,
             ..SimConfig::default()
+        }
+    }
+
+    /// Like [`SimConfig::scripted`], but every worker is supervised: `hosts` nannies of
+    /// `slots` slots each (worker slot `h * slots + k` is slot `k` of nanny `n{h}`), with the
+    /// nanny's default tunables scaled down (watchdog 1 s, start timeout 5 s, kill grace
+    /// 200 ms, back-off 100 ms doubling to 1 s, stable after 3 s, failed after more than 3
+    /// crash restarts within 20 s).
+    pub fn supervised(hosts: u32, slots: u32) -> SimConfig {
+        SimConfig {
+            workers_min: 0,
+            workers_max: 0,
+            nanny_hosts_min: hosts,
+            nanny_hosts_max: hosts,
+            slots_per_host_min: slots,
+            slots_per_host_max: slots,
+            nanny: Some(NannyConfig {
+                watchdog_timeout: Duration::from_secs(1),
+                start_timeout: Duration::from_secs(5),
+                kill_grace: Duration::from_millis(200),
+                backoff_initial: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(1),
+                stable_period: Duration::from_secs(3),
+                crash_restarts_max: 3,
+                crash_window: Duration::from_secs(20),
+                ..NannyConfig::default()
+            }),
+            ..SimConfig::scripted(0)
         }
     }
 }

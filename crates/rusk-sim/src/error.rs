@@ -1,6 +1,6 @@
 //! Why a simulated run failed. A failure always carries the seed and the last events, because
 //! the only useful thing to do with it is to replay that seed and read the trace.
-use rusk_proto::{AttemptId, GraphId, Incarnation, TaskRef};
+use rusk_proto::{AttemptId, GraphId, Incarnation, NannyId, TaskRef};
 use std::fmt;
 use std::time::Duration;
 
@@ -72,6 +72,40 @@ pub enum FailureKind {
     Liveness { bound: Duration, pending: String },
     #[error("leak: {what}")]
     Leak { what: String },
+    /// A nanny started a worker for a slot whose previous worker process was still alive.
+    #[error(
+        "two live workers in slot {slot}: pid {old_pid} still alive when pid {new_pid} started"
+    )]
+    TwoLiveWorkers {
+        slot: String,
+        old_pid: u32,
+        new_pid: u32,
+    },
+    #[error("scheduler asked nanny {nanny} to restart {incarnation} wrongly: {why}")]
+    BadRestartRequest {
+        nanny: NannyId,
+        incarnation: Incarnation,
+        why: String,
+    },
+    #[error("scheduler sent {what} to nanny connection {nanny}, which it had been told was gone")]
+    SentToGoneNanny { nanny: NannyId, what: &'static str },
+    #[error("nanny of slot {slot} signalled pid {pid} wrongly: {why}")]
+    BadNannySignal { slot: String, pid: u32, why: String },
+    #[error("scheduler accepted that {task} {attempt} started, but no executor ever started it")]
+    FalseStart { task: TaskRef, attempt: AttemptId },
+    /// The scheduler failed other tasks as poison tasks than the ones whose attempts were
+    /// running on `task_max_worker_deaths` workers that died.
+    #[error("poison tasks: expected {expected:?} (from the attempts running on workers that died), scheduler logged {logged:?}")]
+    PoisonMismatch {
+        expected: Vec<String>,
+        logged: Vec<String>,
+    },
+    #[error("liveness: slot {slot} is {state} and has not run a registered worker within {bound:?} of the faults healing")]
+    SlotNotRecovered {
+        slot: String,
+        state: String,
+        bound: Duration,
+    },
 }
 
 impl SimFailure {

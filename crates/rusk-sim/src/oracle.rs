@@ -5,10 +5,15 @@
 //! which attempt it assigned last, what each task must compute. A report counts as *accepted*
 //! when the scheduler did not count it as stale (`SchedulerStats::stale_reports`), so the oracle
 //! needs no access to the scheduler's private state.
+//!
+//! It also keeps its own account of worker deaths per task, the way the poison-task rule
+//! reads: an assignment the scheduler still counts on, whose `TaskStarted` it accepted, is
+//! charged one death when its incarnation is removed; an attempt that was merely queued there
+//! never is. When a task's charge reaches `task_max_worker_deaths`, the scheduler must fail it
+//! as a poison task in that very step, and never any other task.
 use crate::error::FailureKind;
 use crate::workload::{Expected, GraphModel};
 use bytes::Bytes;
-use rusk_proto::graph::Builtin;
 use rusk_proto::msg::{Assignment, WorkerToScheduler};
 use rusk_proto::{AttemptId, GraphId, Incarnation, TaskRef};
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +37,15 @@ struct AssignRec {
     order: u64,
 }
 
+/// An assignment the scheduler still counts on (neither reported, nor cancelled, nor lost).
+#[derive(Clone, Copy, Debug)]
+struct LiveAssign {
+    attempt: AttemptId,
+    incarnation: Incarnation,
+    /// The scheduler accepted its `TaskStarted`.
+    started: bool,
+}
+
 #[derive(Default)]
 pub(crate) struct Oracle {
     /// Which model each scheduler graph was submitted from.
@@ -45,9 +59,27 @@ pub(crate) struct Oracle {
     failures_accepted: BTreeMap<TaskRef, u32>,
     order: u64,
     pub(crate) accepted: Vec<Accepted>,
+    live_assign: BTreeMap<TaskRef, LiveAssign>,
+    /// Attempts some simulated executor actually began running.
+    executor_started: BTreeSet<(TaskRef, AttemptId)>,
+    /// Worker deaths charged to each task (started attempts only).
+    deaths_charged: BTreeMap<TaskRef, u32>,
+    /// Tasks whose charge reached the limit: the scheduler failed them as poison tasks.
+    pub(crate) poisoned: BTreeSet<TaskRef>,
+    /// The poison-task events the scheduler must log in the current step (their `observed`).
+    pending_poison: Vec<String>,
+    /// The scheduler's `task_max_worker_deaths`.
+    pub(crate) max_worker_deaths: u32,
 }
 
 impl Oracle {
+    pub(crate) fn new(max_worker_deaths: u32) -> Oracle {
+        Oracle {
+            max_worker_deaths,
+            ..Oracle::default()
+        }
+    }
+
     pub(crate) fn graph_submitted(&mut self, graph: GraphId, model: usize) {
         self.graphs.insert(graph, model);
     }
@@ -65,13 +97,74 @@ impl Oracle {
         self.live.insert(inc, address);
     }
 
-    pub(crate) fn removed(&mut self, inc: Incarnation) {
+    /// The scheduler forgot `inc` (dropped it, or was told it left). Every started attempt it
+    /// still counted on there is charged a death.
+    pub(crate) fn removed(&mut self, inc: Incarnation, models: &[GraphModel]) {
         self.live.remove(&inc);
-        self.removed.insert(inc);
+        if !self.removed.insert(inc) {
+            return;
+        }
+        let lost: Vec<(TaskRef, bool)> = self
+            .live_assign
+            .iter()
+            .filter(|(_, a)| a.incarnation == inc)
+            .map(|(t, a)| (*t, a.started))
+            .collect();
+        for (task, started) in lost {
+            self.live_assign.remove(&task);
+            if !started {
+                continue; // merely queued there: never charged
+            }
+            let n = self.deaths_charged.entry(task).or_default();
+            *n += 1;
+            let n = *n;
+            if n == self.max_worker_deaths {
+                self.poisoned.insert(task);
+                let key = self
+                    .model_of(task.graph)
+                    .and_then(|m| models[m].task(task.index))
+                    .map_or_else(|| task.to_string(), |t| t.key.clone());
+                self.pending_poison
+                    .push(format!("task {key:?} was running on {n} workers that died"));
+            }
+        }
     }
 
     pub(crate) fn is_removed(&self, inc: Incarnation) -> bool {
         self.removed.contains(&inc)
+    }
+
+    /// Joined and not removed: the scheduler counts this incarnation as a live worker.
+    pub(crate) fn is_live(&self, inc: Incarnation) -> bool {
+        self.live.contains_key(&inc)
+    }
+
+    /// The scheduler sent `Cancel`: it no longer counts on that assignment.
+    pub(crate) fn on_cancel(&mut self, inc: Incarnation, task: TaskRef, attempt: AttemptId) {
+        if self
+            .live_assign
+            .get(&task)
+            .is_some_and(|a| a.attempt == attempt && a.incarnation == inc)
+        {
+            self.live_assign.remove(&task);
+        }
+    }
+
+    /// A simulated executor began running this attempt.
+    pub(crate) fn executor_started(&mut self, task: TaskRef, attempt: AttemptId) {
+        self.executor_started.insert((task, attempt));
+    }
+
+    /// At the end of a scheduler step: the poison tasks it logged (their `observed` texts) must
+    /// be exactly those whose charge reached the limit in the step.
+    pub(crate) fn check_poison(&mut self, mut logged: Vec<String>) -> Result<(), FailureKind> {
+        let mut expected = std::mem::take(&mut self.pending_poison);
+        expected.sort();
+        logged.sort();
+        if expected != logged {
+            return Err(FailureKind::PoisonMismatch { expected, logged });
+        }
+        Ok(())
     }
 
     /// The scheduler sent `a` to `inc`: it must match the model and name live holders.
@@ -88,6 +181,14 @@ impl Oracle {
                 attempt: a.attempt,
                 incarnation: inc,
                 order: self.order,
+            },
+        );
+        self.live_assign.insert(
+            a.task,
+            LiveAssign {
+                attempt: a.attempt,
+                incarnation: inc,
+                started: false,
             },
         );
         let Some(model) = self.model_of(a.task.graph).map(|m| &models[m]) else {
@@ -148,10 +249,9 @@ impl Oracle {
         let (task, attempt) = match msg {
             WorkerToScheduler::TaskDone { task, attempt, .. }
             | WorkerToScheduler::TaskFailed { task, attempt, .. }
-            | WorkerToScheduler::MissingDep { task, attempt, .. } => (*task, *attempt),
-            WorkerToScheduler::Register(_)
-            | WorkerToScheduler::Heartbeat(_)
-            | WorkerToScheduler::TaskStarted { .. } => return Ok(()),
+            | WorkerToScheduler::MissingDep { task, attempt, .. }
+            | WorkerToScheduler::TaskStarted { task, attempt } => (*task, *attempt),
+            WorkerToScheduler::Register(_) | WorkerToScheduler::Heartbeat(_) => return Ok(()),
         };
         if !accepted {
             return Ok(());
@@ -173,6 +273,23 @@ impl Oracle {
         if rec.attempt != attempt || rec.incarnation != inc {
             return fenced("not the attempt last assigned, or not to this incarnation");
         }
+        let live = self
+            .live_assign
+            .get(&task)
+            .is_some_and(|a| a.attempt == attempt && a.incarnation == inc);
+        if !live {
+            return fenced("that assignment was already reported, cancelled or lost");
+        }
+        if let WorkerToScheduler::TaskStarted { .. } = msg {
+            if !self.executor_started.contains(&(task, attempt)) {
+                return Err(FailureKind::FalseStart { task, attempt });
+            }
+            if let Some(a) = self.live_assign.get_mut(&task) {
+                a.started = true;
+            }
+            return Ok(());
+        }
+        self.live_assign.remove(&task);
         let model = self.model_of(task.graph).map(|m| &models[m]);
         let mt = model.and_then(|m| m.task(task.index));
         match msg {
@@ -206,10 +323,7 @@ impl Oracle {
                 let n = self.failures_accepted.entry(task).or_default();
                 *n += 1;
                 if let Some(t) = mt {
-                    let allowed = match t.op {
-                        Builtin::Fail => t.retries + 1,
-                        _ => t.flaky,
-                    };
+                    let allowed = t.failures_allowed();
                     if allowed == 0 {
                         return Err(FailureKind::UnexpectedTaskFailure {
                             task,

@@ -6,6 +6,13 @@
 //! attempt shows up as a wrong value at the client. Builtins are typed by what they produce:
 //! `sum` tasks only take numeric inputs (or inputs that are expected to fail), `concat`, `noop`
 //! and `sleep_ms` take anything; values and sizes are capped so that nothing overflows.
+//!
+//! Three kinds of task can only fail, each with an error the model words in advance: `fail`
+//! (its own error, after its retries), a *killer* (`abort`: the simulated worker process that
+//! starts it dies, so the scheduler must fail it as a poison task after exactly
+//! `task_max_worker_deaths` deaths) and a `sleep_ms` far longer than its time limit (failed by
+//! the worker core's timer, after its retries). Everything downstream of them fails with
+//! `dependency ... failed: ...`.
 use bytes::Bytes;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -18,13 +25,49 @@ const SUM_MAGNITUDE_MAX: i128 = 1_000_000_000_000;
 const CONCAT_BYTES_MAX: usize = 256;
 /// Longest `sleep_ms` a generated task asks for, in virtual milliseconds.
 const SLEEP_MS_MAX: u64 = 150;
+/// How long a task that must exceed its time limit sleeps: longer than its limit plus any
+/// freeze the simulator injects (`FREEZE_MS_MAX`), so that no worker ever sees it finish
+/// before its deadline, however long its event loop was stopped.
+pub const TIME_LIMITED_SLEEP_MS: u64 = 10_000;
+/// Longest freeze of a worker the simulator injects (it heals everything at the liveness
+/// phase anyway); below `TIME_LIMITED_SLEEP_MS` by a margin.
+pub const FREEZE_MS_MAX: u64 = 6_000;
+/// A task that must finish within its time limit gets at least this much slack over its
+/// sleep: the simulated executor adds at most 15 ms to every job.
+const TIME_LIMIT_SLACK_MS: u64 = 100;
 
 /// What a task must end as.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Expected {
     Value(Bytes),
-    /// The task errs, because it is (or depends on) a `fail` task.
+    /// The task errs, because it is (or depends on) a task that can only fail.
     Failed,
+}
+
+/// An error the scheduler may report, as the model can predict it: the whole text, or its
+/// start (a poison task's error ends with which workers died and why).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ErrorPattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl ErrorPattern {
+    pub fn matches(&self, error: &str) -> bool {
+        match self {
+            ErrorPattern::Exact(e) => error == e,
+            ErrorPattern::Prefix(p) => error.starts_with(p.as_str()),
+        }
+    }
+
+    /// The same error as a dependent reports it.
+    fn downstream(&self, key: &str) -> ErrorPattern {
+        let head = format!("dependency {key:?} failed: ");
+        match self {
+            ErrorPattern::Exact(e) => ErrorPattern::Exact(head + e),
+            ErrorPattern::Prefix(p) => ErrorPattern::Prefix(head + p),
+        }
+    }
 }
 
 /// One task of a model graph.
@@ -38,8 +81,11 @@ pub struct ModelTask {
     /// The simulated executor fails this many executions before the task succeeds
     /// (`flaky <= retries`, so the task must still succeed).
     pub flaky: u32,
+    /// Time limit of one attempt (the spec's `timeout`).
+    pub timeout_ms: Option<u32>,
     pub expected: Expected,
-    /// `fail` tasks this task is or depends on (transitively): whose error it may report.
+    /// Tasks that can only fail which this task is or depends on (transitively): whose error
+    /// it may report.
     pub fail_roots: BTreeSet<usize>,
 }
 
@@ -54,6 +100,59 @@ impl ModelTask {
     fn is_numeric(&self) -> bool {
         self.op == Builtin::Sum && matches!(self.expected, Expected::Value(_))
     }
+
+    /// Does this task fail whatever its inputs (a `fail`, a killer, or a sleep far over its
+    /// time limit)?
+    fn fails_by_itself(op: Builtin, args: &[String], timeout_ms: Option<u32>) -> bool {
+        match (op, timeout_ms) {
+            (Builtin::Fail | Builtin::Abort, _) => true,
+            (Builtin::SleepMs, Some(limit)) => {
+                let ms = sleep_arg(args);
+                let limit = limit as u64;
+                if ms >= limit + FREEZE_MS_MAX + TIME_LIMIT_SLACK_MS {
+                    true
+                } else {
+                    assert!(
+                        limit >= ms + TIME_LIMIT_SLACK_MS,
+                        "a time-limited sleep of {ms} ms with a limit of {limit} ms could go \
+                         either way"
+                    );
+                    false
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// How many of this task's own failures the scheduler may accept.
+    pub fn failures_allowed(&self) -> u32 {
+        match self.op {
+            Builtin::Fail => self.retries + 1,
+            Builtin::SleepMs if Self::fails_by_itself(self.op, &self.args, self.timeout_ms) => {
+                self.retries + 1
+            }
+            _ => self.flaky,
+        }
+    }
+
+    /// Is this a killer: a task whose start kills the worker process running it?
+    pub fn is_killer(&self) -> bool {
+        self.op == Builtin::Abort
+    }
+}
+
+fn sleep_arg(args: &[String]) -> u64 {
+    args.first()
+        .and_then(|a| a.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// The start of the error of a task the scheduler failed as a poison task.
+fn poison_error(key: &str, max_worker_deaths: u32) -> ErrorPattern {
+    ErrorPattern::Prefix(format!(
+        "task {key:?} is a poison task: it was running on {max_worker_deaths} workers that died \
+         (limit RUSK_TASK_MAX_WORKER_DEATHS={max_worker_deaths}): "
+    ))
 }
 
 /// A graph to submit together with the outcome of each of its tasks.
@@ -79,22 +178,58 @@ impl GraphModel {
             .map(|&m| &self.tasks[m])
     }
 
-    /// Every error text the scheduler may report for model task `m`: its own failure if it is
-    /// a `fail` task, or the failure of any `fail` task upstream, as the scheduler words them.
-    pub fn acceptable_errors(&self, m: usize) -> Vec<String> {
-        let t = &self.tasks[m];
-        t.fail_roots
+    /// Every error the scheduler may report for model task `m`: the failure of any task that
+    /// can only fail, itself or upstream, and of any task the scheduler was seen to fail as a
+    /// poison task (`poisoned`, model indexes: any task can become one when the workers
+    /// running it keep dying), as the scheduler words them.
+    pub fn acceptable_errors(
+        &self,
+        m: usize,
+        max_worker_deaths: u32,
+        poisoned: &BTreeSet<usize>,
+    ) -> Vec<ErrorPattern> {
+        let mut roots = self.tasks[m].fail_roots.clone();
+        if !poisoned.is_empty() {
+            roots.extend(self.upstream(m).intersection(poisoned).copied());
+        }
+        roots
             .iter()
             .map(|&r| {
                 let root = &self.tasks[r];
-                let own = format!("task {:?} failed: {}", root.key, fail_message(&root.args));
+                // A task is failed once: as a poison task if it was seen as one, else as
+                // the kind of task it is.
+                let own = match (root.op, root.timeout_ms) {
+                    _ if poisoned.contains(&r) => poison_error(&root.key, max_worker_deaths),
+                    (Builtin::Fail, _) => ErrorPattern::Exact(format!(
+                        "task {:?} failed: {}",
+                        root.key,
+                        fail_message(&root.args)
+                    )),
+                    (Builtin::SleepMs, Some(limit)) => ErrorPattern::Exact(format!(
+                        "task {:?} failed: exceeded its time limit of {limit} ms and was killed",
+                        root.key
+                    )),
+                    _ => poison_error(&root.key, max_worker_deaths),
+                };
                 if r == m {
                     own
                 } else {
-                    format!("dependency {:?} failed: {own}", root.key)
+                    own.downstream(&root.key)
                 }
             })
             .collect()
+    }
+
+    /// Task `m` and every task it depends on, transitively.
+    pub fn upstream(&self, m: usize) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![m];
+        while let Some(t) = stack.pop() {
+            if seen.insert(t) {
+                stack.extend(self.tasks[t].deps.iter().copied());
+            }
+        }
+        seen
     }
 
     /// A random graph of between `tasks_min` and `tasks_max` tasks (approximately: tree shapes
@@ -125,6 +260,12 @@ impl GraphModel {
         }
         if rng.gen_bool(0.3) {
             add_failures(&mut b, rng);
+        }
+        if rng.gen_bool(0.12) {
+            add_killer(&mut b, rng);
+        }
+        if rng.gen_bool(0.12) {
+            add_time_limits(&mut b, rng);
         }
         if rng.gen_bool(0.3) {
             // Explicit outputs, including some intermediate tasks.
@@ -205,6 +346,31 @@ impl GraphBuilder {
         self.push(Builtin::Fail, args, deps, retries)
     }
 
+    /// A killer (`abort`): every simulated worker that starts it dies, until the scheduler
+    /// fails it as a poison task.
+    pub fn killer(&mut self, deps: &[usize]) -> usize {
+        self.push(Builtin::Abort, Vec::new(), deps, 0)
+    }
+
+    /// A `sleep_ms` with a time limit. It must either fit (`limit_ms` at least
+    /// `ms` + 100) or be far over it (`ms` = [`TIME_LIMITED_SLEEP_MS`]), in which case every
+    /// attempt is failed by the worker's timer.
+    pub fn sleep_with_limit(
+        &mut self,
+        ms: u64,
+        limit_ms: u32,
+        retries: u32,
+        deps: &[usize],
+    ) -> usize {
+        self.push_with_limit(
+            Builtin::SleepMs,
+            vec![ms.to_string()],
+            deps,
+            retries,
+            Some(limit_ms),
+        )
+    }
+
     /// Make task `t` fail its first `failures` executions, and give it enough retries.
     pub fn flaky(&mut self, t: usize, failures: u32) {
         self.tasks[t].flaky = failures;
@@ -218,6 +384,17 @@ impl GraphBuilder {
     }
 
     fn push(&mut self, op: Builtin, args: Vec<String>, deps: &[usize], retries: u32) -> usize {
+        self.push_with_limit(op, args, deps, retries, None)
+    }
+
+    fn push_with_limit(
+        &mut self,
+        op: Builtin,
+        args: Vec<String>,
+        deps: &[usize],
+        retries: u32,
+        timeout_ms: Option<u32>,
+    ) -> usize {
         let m = self.tasks.len();
         assert!(
             deps.iter().all(|&d| d < m),
@@ -227,13 +404,14 @@ impl GraphBuilder {
         for &d in deps {
             fail_roots.extend(self.tasks[d].fail_roots.iter().copied());
         }
-        if op == Builtin::Fail {
+        let fails = ModelTask::fails_by_itself(op, &args, timeout_ms);
+        if fails {
             fail_roots.insert(m);
         }
         let upstream_failed = deps
             .iter()
             .any(|&d| self.tasks[d].expected == Expected::Failed);
-        let expected = if upstream_failed || op == Builtin::Fail {
+        let expected = if upstream_failed || fails {
             Expected::Failed
         } else {
             Expected::Value(self.value_of(op, &args, deps))
@@ -245,6 +423,7 @@ impl GraphBuilder {
             deps: deps.to_vec(),
             retries,
             flaky: 0,
+            timeout_ms,
             expected,
             fail_roots,
         });
@@ -333,7 +512,8 @@ impl GraphBuilder {
                     env: Default::default(),
                     cwd: None,
                     retries: t.retries,
-                    timeout: None,
+                    timeout: t.timeout_ms.map(|ms| format!("{ms}ms")),
+                    python: None,
                 }
             })
             .collect();
@@ -454,6 +634,42 @@ fn chain(b: &mut GraphBuilder, rng: &mut impl Rng, len: usize) -> usize {
     prev
 }
 
+/// A killer somewhere, sometimes with a dependent (which must fail with it) and a sibling on
+/// the same inputs (which must not).
+fn add_killer(b: &mut GraphBuilder, rng: &mut impl Rng) {
+    let n = b.len();
+    let deps: Vec<usize> = if n > 0 && rng.gen_bool(0.5) {
+        vec![rng.gen_range(0..n)]
+    } else {
+        Vec::new()
+    };
+    let k = b.killer(&deps);
+    if rng.gen_bool(0.5) {
+        b.concat(&["k"], &[k]);
+    }
+    if rng.gen_bool(0.5) {
+        b.sleep_ms(rng.gen_range(1..=SLEEP_MS_MAX), &deps);
+    }
+}
+
+/// A task that always exceeds its time limit (with a dependent) and one that always fits.
+fn add_time_limits(b: &mut GraphBuilder, rng: &mut impl Rng) {
+    let n = b.len();
+    let deps: Vec<usize> = if n > 0 && rng.gen_bool(0.5) {
+        vec![rng.gen_range(0..n)]
+    } else {
+        Vec::new()
+    };
+    let limit = rng.gen_range(20..=150);
+    let t = b.sleep_with_limit(TIME_LIMITED_SLEEP_MS, limit, rng.gen_range(0..=1), &deps);
+    if rng.gen_bool(0.5) {
+        b.noop(&[t]);
+    }
+    let ms = rng.gen_range(1..=SLEEP_MS_MAX);
+    let slack = rng.gen_range(TIME_LIMIT_SLACK_MS..=3 * TIME_LIMIT_SLACK_MS);
+    b.sleep_with_limit(ms, (ms + slack) as u32, 0, &deps);
+}
+
 /// Sprinkle `fail` tasks (with retries that cannot help) and flaky tasks (whose retries do).
 fn add_failures(b: &mut GraphBuilder, rng: &mut impl Rng) {
     let n = b.len();
@@ -491,15 +707,55 @@ mod tests {
         assert_eq!(m.tasks[c].expected, Expected::Value(Bytes::from("13")));
         assert_eq!(m.tasks[s].expected, Expected::Value(Bytes::from("x133")));
         assert_eq!(m.tasks[d].expected, Expected::Failed);
+        let none = BTreeSet::new();
         assert_eq!(
-            m.acceptable_errors(f),
-            vec!["task \"g-3\" failed: bad".to_string()]
+            m.acceptable_errors(f, 3, &none),
+            vec![ErrorPattern::Exact("task \"g-3\" failed: bad".to_string())]
         );
         assert_eq!(
-            m.acceptable_errors(d),
-            vec!["dependency \"g-3\" failed: task \"g-3\" failed: bad".to_string()]
+            m.acceptable_errors(d, 3, &none),
+            vec![ErrorPattern::Exact(
+                "dependency \"g-3\" failed: task \"g-3\" failed: bad".to_string()
+            )]
         );
         assert_eq!(m.outputs, vec![d]);
+        // A task seen poisoned: its error and its dependents' become acceptable.
+        let poisoned: BTreeSet<usize> = [a].into();
+        let errors = m.acceptable_errors(s, 3, &poisoned);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].matches(
+            "dependency \"g-0\" failed: task \"g-0\" is a poison task: it was running on 3 \
+             workers that died (limit RUSK_TASK_MAX_WORKER_DEATHS=3): w0 (inc#4): ..."
+        ));
+    }
+
+    #[test]
+    fn killers_and_time_limits_can_only_fail() {
+        let mut b = GraphBuilder::new("k");
+        let a = b.sum(&[1], &[]);
+        let k = b.killer(&[a]);
+        let after = b.concat(&["x"], &[k]);
+        let slow = b.sleep_with_limit(TIME_LIMITED_SLEEP_MS, 50, 1, &[]);
+        let fits = b.sleep_with_limit(20, 200, 0, &[a]);
+        let m = b.build(None, false);
+        assert_eq!(m.tasks[k].expected, Expected::Failed);
+        assert_eq!(m.tasks[after].expected, Expected::Failed);
+        assert_eq!(m.tasks[slow].expected, Expected::Failed);
+        assert_eq!(m.tasks[fits].expected, Expected::Value(Bytes::new()));
+        assert_eq!(m.tasks[slow].failures_allowed(), 2);
+        assert_eq!(m.tasks[k].failures_allowed(), 0);
+        let none = BTreeSet::new();
+        assert_eq!(
+            m.acceptable_errors(slow, 3, &none),
+            vec![ErrorPattern::Exact(
+                "task \"k-3\" failed: exceeded its time limit of 50 ms and was killed".into()
+            )]
+        );
+        assert!(m.acceptable_errors(after, 2, &none)[0].matches(
+            "dependency \"k-1\" failed: task \"k-1\" is a poison task: it was running on 2 \
+             workers that died (limit RUSK_TASK_MAX_WORKER_DEATHS=2): ..."
+        ));
+        assert_eq!(m.spec.tasks[slow].timeout.as_deref(), Some("50ms"));
     }
 
     #[test]

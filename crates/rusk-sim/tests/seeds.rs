@@ -5,6 +5,7 @@
 //! - `RUSK_SIM_TRACE=<n>` keeps the last `n` events for the failure report (default 60);
 //! - `RUSK_SIM_REORDER=1` also reorders packets within a worker link (not TCP; exploratory).
 use rusk_sim::{run_seed, SimConfig, SimFailure, SimReport};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// Seeds run when `RUSK_SIM_SEEDS` is not set: about half a minute on two cores.
@@ -94,7 +95,34 @@ fn a_seed_replays_exactly() {
 /// What the passing seeds exercised, summed: a run that injects nothing proves nothing.
 fn totals(reports: &[SimReport]) -> String {
     let sum = |f: fn(&SimReport) -> u64| reports.iter().map(f).sum::<u64>();
-    format!(
+    let mut records: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in reports {
+        for (k, n) in &r.nanny_records {
+            *records.entry(k).or_default() += *n as u64;
+        }
+    }
+    let records: Vec<String> = records.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let supervision = format!(
+        "supervision: {} nanny starts, {} nanny deaths, {} hosts vanished, {} nanny links \
+         broken, {} crash loops, {} spawn failures, {} stale restart requests, {} operator \
+         restarts, {} operator stops, {} workers aborted by killer tasks, {} poison tasks; \
+         nanny records: {}",
+        sum(|r| r.faults.nanny_starts as u64),
+        sum(|r| r.faults.nanny_deaths as u64),
+        sum(|r| r.faults.host_vanishes as u64),
+        sum(|r| r.faults.nanny_link_breaks as u64),
+        sum(|r| r.faults.crash_loops as u64),
+        sum(|r| r.faults.spawn_failures as u64),
+        sum(|r| r.faults.stale_restart_requests as u64),
+        sum(|r| r.faults.operator_restarts as u64),
+        sum(|r| r.faults.operator_stops as u64),
+        sum(|r| r.faults.aborts as u64),
+        sum(|r| r.scheduler.poison_tasks),
+        records.join(", ")
+    );
+    supervision
+        + "\n"
+        + &format!(
         "{} steps, {:.0} virtual s, {} graphs, {} tasks, {} results accepted, {} outputs checked, \
          {} worker lives; faults: {} crashes, {} silent deaths, {} freezes, {} broken links, \
          {} duplicates, {} delays, {} fetch failures; scheduler: {} stale reports, {} workers \

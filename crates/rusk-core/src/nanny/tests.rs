@@ -235,7 +235,7 @@ fn watchdog_kills_a_silent_worker_and_records_detection_and_recovery() {
     running(&mut n, MS, 1, 100, 5);
     step(&mut n, 500 * MS, Event::Ping { slot: 0, pid: 100 });
     assert_eq!(n.next_timeout(), Some(2500 * MS));
-    assert!(signals(&step(&mut n, 2500 * MS, Event::Tick)).is_empty());
+    assert!(signals(&step(&mut n, 2499 * MS, Event::Tick)).is_empty());
     let out = step(&mut n, 2600 * MS, Event::Tick);
     assert_eq!(signals(&out), vec![(0, 100, Signal::Kill)]);
     assert_eq!(n.slot_state(0), "killing");
@@ -430,4 +430,59 @@ fn hung_worker_restarted_ten_times_in_a_row_never_gives_up() {
         );
         assert_eq!(spawns(&out).len(), 1, "hang {i} restarted at once");
     }
+}
+
+/// A Tick delivered exactly at `next_timeout()` must act: with the watchdog and the start
+/// timeout checked with `>`, a shell whose clock wakes exactly on time was handed the same
+/// deadline again and spun forever (found by rusk-sim, whose clock is exact).
+#[test]
+fn a_tick_exactly_at_the_deadline_acts() {
+    // Watchdog of a running worker.
+    let mut n = nanny(1);
+    step(&mut n, Duration::ZERO, Event::Start);
+    running(&mut n, MS, 1, 100, 5);
+    let due = n.next_timeout().unwrap();
+    assert_eq!(due, MS + 2 * S);
+    let out = step(&mut n, due, Event::Tick);
+    assert_eq!(signals(&out), vec![(0, 100, Signal::Kill)]);
+    assert_ne!(n.next_timeout(), Some(due), "the same deadline again");
+    // Watchdog of a starting worker that pinged once.
+    let mut n = nanny(1);
+    step(&mut n, Duration::ZERO, Event::Start);
+    step(
+        &mut n,
+        MS,
+        Event::Spawned {
+            slot: 0,
+            generation: 1,
+            pid: 100,
+        },
+    );
+    step(&mut n, 2 * MS, Event::Ping { slot: 0, pid: 100 });
+    let due = n.next_timeout().unwrap();
+    let out = step(&mut n, due, Event::Tick);
+    assert_eq!(signals(&out), vec![(0, 100, Signal::Kill)]);
+    // Start timeout of a worker that never pinged.
+    let mut n = nanny(1);
+    step(&mut n, Duration::ZERO, Event::Start);
+    step(
+        &mut n,
+        MS,
+        Event::Spawned {
+            slot: 0,
+            generation: 1,
+            pid: 100,
+        },
+    );
+    let due = n.next_timeout().unwrap();
+    assert_eq!(due, MS + 30 * S);
+    let out = step(&mut n, due, Event::Tick);
+    assert_eq!(signals(&out), vec![(0, 100, Signal::Kill)]);
+    assert!(matches!(
+        records(&out)[..],
+        [RecordKind::Detected {
+            cause: RestartCause::StartTimeout,
+            ..
+        }]
+    ));
 }

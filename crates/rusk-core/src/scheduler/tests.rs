@@ -726,3 +726,210 @@ fn a_failure_detail_reaches_the_client_and_dependents() {
     assert_eq!(details.len(), 2);
     assert!(details.iter().all(|(_, d)| d.as_ref() == Some(&detail)));
 }
+
+// === poison tasks ===
+
+/// A scheduler with `n` one-thread workers that take one task each, where a task that was
+/// running on `max_deaths` workers that died is a poison task.
+fn sched_poison(n: u64, max_deaths: u32) -> Scheduler {
+    let mut s = Scheduler::new(SchedulerConfig {
+        assigned_per_thread_max: 1,
+        task_max_worker_deaths: max_deaths,
+        ..SchedulerConfig::default()
+    });
+    for i in 1..=n {
+        s.handle(
+            Duration::ZERO,
+            Event::WorkerJoined {
+                incarnation: Incarnation(i),
+                info: info(&format!("w{i}"), 1),
+            },
+        );
+    }
+    s.handle(Duration::ZERO, Event::ClientJoined { client: C });
+    s
+}
+
+/// Where each `Assign` in `out` went, as (task, attempt, worker).
+fn assigned(out: &[Command]) -> Vec<(TaskRef, u64, Incarnation)> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::ToWorker {
+                incarnation,
+                msg: SchedulerToWorker::Assign(a),
+            } => Some((a.task, a.attempt.0, *incarnation)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn started(s: &mut Scheduler, w: Incarnation, task: TaskRef, attempt: u64) {
+    let out = s.handle(
+        MS,
+        Event::WorkerMessage {
+            incarnation: w,
+            msg: WorkerToScheduler::TaskStarted {
+                task,
+                attempt: AttemptId(attempt),
+            },
+        },
+    );
+    s.check_invariants();
+    assert!(out.is_empty(), "{out:?}");
+}
+
+fn worker_left(s: &mut Scheduler, w: Incarnation) -> Vec<Command> {
+    let out = s.handle(
+        MS,
+        Event::WorkerLeft {
+            incarnation: w,
+            reason: "killed".into(),
+        },
+    );
+    s.check_invariants();
+    out
+}
+
+fn finished_outputs(out: &[Command]) -> Vec<(String, Result<Incarnation, String>)> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::ToClient {
+                msg: SchedulerToClient::GraphFinished { outputs, .. },
+                ..
+            } => Some(outputs.clone()),
+            _ => None,
+        })
+        .flatten()
+        .map(|o| {
+            let r = match o.result {
+                OutputResult::Ready { holder, .. } => Ok(Incarnation(
+                    holder
+                        .trim_start_matches("addr-w")
+                        .parse()
+                        .expect("test address"),
+                )),
+                OutputResult::Failed { error, .. } => Err(error),
+            };
+            (o.key, r)
+        })
+        .collect()
+}
+
+/// The worker a poison task dies on also holds the task's input and an output of the graph:
+/// the task must be failed only after those results are forgotten (it used to be failed
+/// first, and releasing its input, or reporting the finished graph, then looked up the worker
+/// that was already gone: a panic, found by rusk-sim). The input, needed by nothing else now,
+/// is not recomputed.
+#[test]
+fn poison_task_on_the_worker_holding_its_input() {
+    let mut s = sched_poison(2, 1);
+    // b(a) is the poison task; c is another output.
+    let out = submit(
+        &mut s,
+        vec![spec("a", &[]), spec("b", &["a"]), spec("c", &[])],
+        &["b", "c"],
+    );
+    assert_eq!(assigned(&out), vec![(t(0), 1, W1), (t(2), 2, W2)]);
+    done(&mut s, W2, t(2), 2);
+    let out = done(&mut s, W1, t(0), 1);
+    assert_eq!(assigned(&out), vec![(t(1), 3, W1)]);
+    started(&mut s, W1, t(1), 3);
+    let out = worker_left(&mut s, W1);
+    assert_eq!(s.stats().poison_tasks, 1);
+    assert_eq!(assigned(&out), vec![], "nothing needs a any more");
+    let outputs = finished_outputs(&out);
+    assert_eq!(outputs.len(), 2, "{out:?}");
+    assert_eq!(outputs[1], ("c".to_string(), Ok(W2)));
+    let Err(error) = &outputs[0].1 else {
+        panic!("{outputs:?}")
+    };
+    assert!(
+        error.starts_with(
+            "task \"b\" is a poison task: it was running on 1 workers that died \
+             (limit RUSK_TASK_MAX_WORKER_DEATHS=1): w1 (i1): connection closed"
+        ),
+        "{error}"
+    );
+}
+
+/// The worker a poison task dies on holds another output of the graph: the graph is reported
+/// only once that output is computed again, never with a holder that is gone. A task merely
+/// queued on a worker that dies is never charged.
+#[test]
+fn poison_task_on_the_worker_holding_another_output() {
+    let mut s = sched_poison(2, 1);
+    let out = submit(&mut s, vec![spec("a", &[]), spec("b", &[])], &["a", "b"]);
+    assert_eq!(assigned(&out), vec![(t(0), 1, W1), (t(1), 2, W2)]);
+    let out = done(&mut s, W1, t(0), 1);
+    assert_eq!(assigned(&out), vec![]);
+    // b was only queued on W2: uncharged, it moves to W1, where it starts, and W1 dies.
+    let out = worker_left(&mut s, W2);
+    assert_eq!(s.stats().poison_tasks, 0);
+    assert_eq!(assigned(&out), vec![(t(1), 3, W1)]);
+    started(&mut s, W1, t(1), 3);
+    let out = worker_left(&mut s, W1);
+    assert_eq!(s.stats().poison_tasks, 1);
+    assert_eq!(
+        finished_outputs(&out),
+        vec![],
+        "output a must be computed again first"
+    );
+    // A new worker computes a; then the graph finishes with b failed.
+    let out = s.handle(
+        MS,
+        Event::WorkerJoined {
+            incarnation: Incarnation(3),
+            info: info("w3", 1),
+        },
+    );
+    s.check_invariants();
+    assert_eq!(assigned(&out), vec![(t(0), 4, Incarnation(3))]);
+    let out = done(&mut s, Incarnation(3), t(0), 4);
+    let outputs = finished_outputs(&out);
+    assert_eq!(outputs[0], ("a".to_string(), Ok(Incarnation(3))));
+    assert!(matches!(&outputs[1].1, Err(e) if e.contains("poison task")));
+}
+
+/// A released task needed again whose input has failed since it ran (the input was lost,
+/// recomputed and poisoned) fails with the input's error as every dependent of the input
+/// does: `dependency "<input>" failed: ...`. It used to take the input's own error, and its
+/// dependents named it as the failed task (found by rusk-sim).
+#[test]
+fn recomputed_task_whose_input_failed_meanwhile_names_the_input() {
+    let mut s = sched_poison(3, 1);
+    // x; y(x) and u(x) are outputs.
+    let out = submit(
+        &mut s,
+        vec![spec("x", &[]), spec("y", &["x"]), spec("u", &["x"])],
+        &["y", "u"],
+    );
+    assert_eq!(assigned(&out), vec![(t(0), 1, W1)]);
+    let out = done(&mut s, W1, t(0), 1);
+    assert_eq!(assigned(&out), vec![(t(1), 2, W1), (t(2), 3, W2)]);
+    done(&mut s, W2, t(2), 3);
+    // W1 dies with x and the queued y: x is recomputed on W3 (the only worker with room),
+    // starts, and W3 dies: x is a poison task, y fails with it.
+    let out = worker_left(&mut s, W1);
+    let w3 = Incarnation(3);
+    assert_eq!(assigned(&out), vec![(t(0), 4, w3)]);
+    started(&mut s, w3, t(0), 4);
+    worker_left(&mut s, w3);
+    assert_eq!(s.stats().poison_tasks, 1);
+    // W2 dies with u, which is needed again (an output) but whose input x has failed. The
+    // client, whose fetch of u fails, asks where the outputs are.
+    worker_left(&mut s, W2);
+    let out = s.handle(
+        MS,
+        Event::ClientMessage {
+            client: C,
+            msg: ClientToScheduler::LocateOutputs { graph: G },
+        },
+    );
+    s.check_invariants();
+    let outputs = finished_outputs(&out);
+    assert_eq!(outputs.len(), 2, "{out:?}");
+    let want = "dependency \"x\" failed: task \"x\" is a poison task";
+    for (key, r) in &outputs {
+        assert!(matches!(r, Err(e) if e.starts_with(want)), "{key}: {r:?}");
+    }
+}

@@ -1,5 +1,6 @@
-//! The simulated cluster: one real `Scheduler`, several real `WorkerCore`s and a client, wired
-//! together by an in-memory network under a virtual clock.
+//! The simulated cluster: one real `Scheduler`, real `NannyCore`s supervising real
+//! `WorkerCore`s (and some workers without a nanny), clients and an operator, wired together by
+//! an in-memory network under a virtual clock.
 //!
 //! Why a simulator: the cores' recovery logic (fencing, TTLs, recomputation) only matters when
 //! messages race with crashes, and such races are rare and unrepeatable on real machines. Here
@@ -11,15 +12,21 @@
 //! - the network ([`net`]): each worker↔scheduler link is a TCP-like ordered stream of batches,
 //!   which faults may delay, duplicate in place, or break (a lost packet breaks the connection);
 //!   peer fetches are separate connections that fail, time out or are refused;
-//! - workers ([`workers`]): lives of a worker slot, each with its own `WorkerCore`, address,
-//!   executor threads, heartbeat timer; lives are crashed, frozen, dropped and restarted;
+//! - workers ([`workers`]): lives of a worker slot, each a process with its own pid,
+//!   `WorkerCore`, address, executor threads, heartbeat and ping timers; lives are crashed,
+//!   frozen, dropped, killed and restarted;
+//! - nannies ([`nanny`]): one per host, each owning its slots' worker processes, with its own
+//!   link to the scheduler; nannies die, vanish, lose their link and are restarted; an operator
+//!   restarts slots and stops nannies through the scheduler;
 //! - the client ([`client`]): submits graphs, fetches outputs from their holders, retries with
 //!   `LocateOutputs` when a fetch fails, and compares every value with the model.
 //!
 //! A run has two phases: a safety phase with faults, then a liveness phase in which faults are
-//! healed and everything submitted must finish, correctly, within a virtual-time bound.
+//! healed and everything submitted must finish, correctly, within a virtual-time bound, and
+//! every supervised slot must run a registered worker again within its own, shorter bound.
 mod client;
 mod faults;
+mod nanny;
 mod net;
 mod workers;
 
@@ -31,9 +38,13 @@ use crate::workload::GraphModel;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rusk_core::nanny::NannyConfig;
 use rusk_core::scheduler::{self, Scheduler, SchedulerConfig, SchedulerStats};
-use rusk_proto::msg::{ClientToScheduler, SchedulerToClient, SchedulerToWorker, WorkerToScheduler};
-use rusk_proto::{ClientId, GraphId, Incarnation, TaskRef};
+use rusk_proto::msg::{
+    ClientToScheduler, NannyToScheduler, SchedulerToClient, SchedulerToNanny, SchedulerToWorker,
+    WorkerToScheduler,
+};
+use rusk_proto::{ClientId, GraphId, Incarnation, NannyId, TaskRef};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -44,20 +55,26 @@ pub(crate) use client::ClientState;
 
 pub use faults::FaultCounts;
 pub(crate) use faults::FaultPlan;
+pub(crate) use nanny::{Host, NannyConn, NannyProc};
 pub use workers::Death;
-pub(crate) use workers::{Life, LifeState, Slot};
+pub(crate) use workers::{Life, LifeState, Slot, Supervised};
 
 /// How long the end-of-run leak check waits for releases to arrive: longer than any packet
 /// delayed in the safety phase can still be in flight.
 const SETTLE: Duration = Duration::from_millis(1500);
+/// Events at a single virtual instant beyond which the run is a livelock (a timer that is due
+/// but does nothing, rescheduled for the same instant forever). Real bursts are far smaller.
+const STEPS_AT_ONE_INSTANT_MAX: u64 = 200_000;
 
 /// Index of a worker life in `Sim::lives`. A life is one process of a slot, from start to
 /// death; its connection to the scheduler lives and dies with it.
 pub(crate) type LifeId = usize;
 
-/// The main client (whose graphs must all finish) and one that leaves early.
+/// The main client (whose graphs must all finish), one that leaves early, and the operator
+/// (`rusk restart`, `rusk stop-nanny`).
 pub(crate) const MAIN_CLIENT: ClientId = ClientId(1);
 pub(crate) const ABANDONING_CLIENT: ClientId = ClientId(2);
+pub(crate) const OPERATOR: ClientId = ClientId(3);
 
 /// Everything that can happen, as queued for a virtual time.
 #[derive(Debug)]
@@ -119,6 +136,66 @@ pub(crate) enum Ev {
         job: u64,
         token: u32,
     },
+    /// A task thread tells the event loop that it began a job.
+    JobStarted {
+        life: LifeId,
+        job: u64,
+        token: u32,
+    },
+    /// A started killer aborts its process.
+    KillerFires {
+        life: LifeId,
+        job: u64,
+    },
+    /// A worker process exits on its own (it lost its scheduler, got SIGTERM, crashed while
+    /// starting).
+    ProcessExit {
+        life: LifeId,
+        death: Death,
+    },
+    /// The worker's event loop pings its nanny.
+    WorkerPing {
+        life: LifeId,
+        due: Duration,
+    },
+    /// Something the nanny shell hands its core: a spawn's outcome, a worker's exit, ping or
+    /// registration.
+    NannyEvent {
+        nanny: usize,
+        ev: rusk_core::nanny::Event,
+    },
+    NannyTick {
+        nanny: usize,
+        due: Duration,
+    },
+    NannyStart {
+        host: usize,
+    },
+    /// A nanny (re)connects to the scheduler.
+    NannyConnect {
+        nanny: usize,
+    },
+    /// A packet of a nanny link arrives at the scheduler's end.
+    NannyToSched {
+        conn: NannyId,
+        batch: Vec<NannyToScheduler>,
+    },
+    /// A packet of a nanny link arrives at the nanny's end.
+    ToNanny {
+        conn: NannyId,
+        batch: Vec<SchedulerToNanny>,
+    },
+    /// The scheduler's shell notices that a nanny connection closed.
+    NannyLinkClosed {
+        conn: NannyId,
+        reason: &'static str,
+    },
+    /// The nanny notices that its connection closed.
+    NannyLinkDown {
+        conn: NannyId,
+    },
+    OperatorCheck,
+    SlotsCheck,
     Submit {
         client: ClientId,
         model: usize,
@@ -182,6 +259,9 @@ pub struct SimReport {
     pub worker_lives: u32,
     pub faults: FaultCounts,
     pub scheduler: SchedulerStats,
+    /// Recovery records of the nannies, by kind (`crash`, `watchdog`, `heartbeat`,
+    /// `connection`, `operator`, `recovered`, `backing-off`, `failed`, ...).
+    pub nanny_records: BTreeMap<&'static str, u32>,
     /// Hash of every event of the run: equal for two runs of one seed.
     pub fingerprint: u64,
 }
@@ -194,6 +274,7 @@ pub struct Sim {
     pub(crate) now: Duration,
     seq: u64,
     steps: u64,
+    steps_at_now: u64,
     queue: BinaryHeap<Reverse<Queued>>,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) phase: Phase,
@@ -203,6 +284,18 @@ pub struct Sim {
     sbuf: Vec<scheduler::Command>,
     pub(crate) slots: Vec<Slot>,
     pub(crate) lives: Vec<Life>,
+    /// Every worker process by pid (pids are never reused).
+    pub(crate) pids: BTreeMap<u32, LifeId>,
+    next_pid: u32,
+    pub(crate) hosts: Vec<Host>,
+    pub(crate) nannies: Vec<NannyProc>,
+    pub(crate) nanny_conns: BTreeMap<NannyId, NannyConn>,
+    next_nanny_conn: u64,
+    /// The nannies' tunables in this run.
+    pub(crate) nanny_config: NannyConfig,
+    pub(crate) nanny_records: BTreeMap<&'static str, u32>,
+    /// Poison-task events the scheduler logged in the current step (their `observed`).
+    poison_logged: Vec<String>,
     /// Data address → the last life that listened on it.
     pub(crate) addresses: BTreeMap<Arc<str>, LifeId>,
     pub(crate) inc_to_life: BTreeMap<Incarnation, LifeId>,
@@ -236,22 +329,49 @@ impl Sim {
         } else {
             FaultPlan::none()
         };
+        let max_worker_deaths = config
+            .task_max_worker_deaths
+            .unwrap_or_else(|| rng.gen_range(1..=3));
         let sched_config = SchedulerConfig {
             worker_ttl: config.worker_ttl,
             heartbeat_interval: config.heartbeat_interval,
             assigned_per_thread_max: rng.gen_range(1..=8),
             progress_interval: Duration::from_millis(200),
             detached_graphs_max: 64,
+            task_max_worker_deaths: max_worker_deaths,
             ..SchedulerConfig::default()
         };
         let workers =
             rng.gen_range(config.workers_min..=config.workers_max.max(config.workers_min));
+        let nanny_hosts = rng
+            .gen_range(config.nanny_hosts_min..=config.nanny_hosts_max.max(config.nanny_hosts_min));
+        let nanny_config = match &config.nanny {
+            Some(c) => c.clone(),
+            None => nanny::draw_nanny_config(&mut rng),
+        };
+        let mut slots: Vec<Slot> = (0..workers).map(|_| Slot::new(None)).collect();
+        let mut hosts = Vec::new();
+        for h in 0..nanny_hosts as usize {
+            let n = rng.gen_range(
+                config.slots_per_host_min.max(1)
+                    ..=config
+                        .slots_per_host_max
+                        .max(config.slots_per_host_min.max(1)),
+            );
+            let mut own = Vec::new();
+            for index in 0..n {
+                own.push(slots.len() as u32);
+                slots.push(Slot::new(Some(Supervised { host: h, index })));
+            }
+            hosts.push(Host::new(format!("n{h}"), own));
+        }
         let mut sim = Sim {
             seed,
             config: config.clone(),
             now: Duration::ZERO,
             seq: 0,
             steps: 0,
+            steps_at_now: 0,
             queue: BinaryHeap::new(),
             rng,
             phase: Phase::Safety,
@@ -259,8 +379,17 @@ impl Sim {
             scheduler: Scheduler::new(sched_config),
             sched_tick_at: None,
             sbuf: Vec::new(),
-            slots: (0..workers).map(|_| Slot::default()).collect(),
+            slots,
             lives: Vec::new(),
+            pids: BTreeMap::new(),
+            next_pid: 1000,
+            hosts,
+            nannies: Vec::new(),
+            nanny_conns: BTreeMap::new(),
+            next_nanny_conn: 1,
+            nanny_config,
+            nanny_records: BTreeMap::new(),
+            poison_logged: Vec::new(),
             addresses: BTreeMap::new(),
             inc_to_life: BTreeMap::new(),
             next_incarnation: 1,
@@ -269,7 +398,7 @@ impl Sim {
             models: Vec::new(),
             flaky_left: Vec::new(),
             clients: BTreeMap::new(),
-            oracle: Oracle::default(),
+            oracle: Oracle::new(max_worker_deaths),
             trace: Trace::new(config.trace_len),
             plan,
             counts: FaultCounts::default(),
@@ -285,13 +414,19 @@ impl Sim {
     }
 
     fn setup(&mut self) -> Result<(), FailureKind> {
-        self.clients.insert(MAIN_CLIENT, ClientState::new());
-        self.sched_step(scheduler::Event::ClientJoined {
-            client: MAIN_CLIENT,
-        })?;
+        for client in [MAIN_CLIENT, OPERATOR] {
+            self.clients.insert(client, ClientState::new());
+            self.sched_step(scheduler::Event::ClientJoined { client })?;
+        }
         for slot in 0..self.slots.len() as u32 {
+            if self.slots[slot as usize].sup.is_none() {
+                let at = Duration::from_micros(self.rng.gen_range(0..20_000));
+                self.push(at, Ev::Restart { slot });
+            }
+        }
+        for host in 0..self.hosts.len() {
             let at = Duration::from_micros(self.rng.gen_range(0..20_000));
-            self.push(at, Ev::Restart { slot });
+            self.plan_nanny_start(host, at);
         }
         if self.config.graphs_max > 0 {
             self.plan_workload()?;
@@ -430,14 +565,101 @@ impl Sim {
     }
 
     /// Crash `slot`'s current life. With `silent` the scheduler hears nothing (the host
-    /// vanished) and must notice by the missing heartbeats.
+    /// vanished) and must notice by the missing heartbeats; for a slot with a nanny, the whole
+    /// host vanishes (a worker cannot die silently under its nanny's eyes).
     pub fn kill(&mut self, slot: u32, silent: bool) -> Result<(), SimFailure> {
         self.guarded(|s| {
-            if let Some(life) = s.slots[slot as usize].life {
-                s.kill_life(life, if silent { Death::Silent } else { Death::Crash });
+            match (s.slots[slot as usize].sup, silent) {
+                (Some(sup), true) => s.vanish_host(sup.host),
+                _ => {
+                    if let Some(life) = s.slots[slot as usize].life {
+                        s.kill_life(life, if silent { Death::Silent } else { Death::Crash });
+                    }
+                }
             }
             Ok(())
         })
+    }
+
+    /// Break `slot`'s worker↔scheduler connection while both are healthy (a partition): the
+    /// worker exits with `EXIT_CONNECTION_LOST` and is restarted.
+    pub fn break_connection(&mut self, slot: u32) -> Result<(), SimFailure> {
+        self.guarded(|s| {
+            if let Some(life) = s.slots[slot as usize].life {
+                s.counts.link_breaks += 1;
+                s.break_link(life);
+            }
+            Ok(())
+        })
+    }
+
+    /// Every worker the nanny of `slot` starts during the next `d` dies while starting (or
+    /// cannot be started); the current one crashes now.
+    pub fn crash_loop(&mut self, slot: u32, d: Duration) -> Result<(), SimFailure> {
+        self.guarded(|s| {
+            s.start_crash_loop(slot, d);
+            Ok(())
+        })
+    }
+
+    /// The nanny process of `host` dies (its workers with it).
+    pub fn kill_nanny(&mut self, host: usize) -> Result<(), SimFailure> {
+        self.guarded(|s| {
+            if let Some(n) = s.hosts[host].nanny {
+                s.counts.nanny_deaths += 1;
+                s.end_nanny(n, nanny::NannyEnd::Crash);
+            }
+            Ok(())
+        })
+    }
+
+    /// `rusk restart <nanny>/<slot>` for worker slot `slot`, through the scheduler.
+    pub fn operator_restart_slot(&mut self, slot: u32) {
+        self.operator_restart(slot);
+    }
+
+    /// Hand the nanny of `slot` a `RestartWorker` for `incarnation` after `late`, as if the
+    /// scheduler had sent it.
+    pub fn send_restart_request(&mut self, slot: u32, incarnation: Incarnation, late: Duration) {
+        self.inject_stale_restart(slot, incarnation, late);
+    }
+
+    /// The state of `slot` as its nanny sees it (`running`, `backing-off`, `failed`, ...):
+    /// `unsupervised` without a nanny, `no nanny` while none runs.
+    pub fn slot_status(&self, slot: u32) -> String {
+        self.slot_state(slot)
+    }
+
+    /// Restarts of `slot` its nanny counted.
+    pub fn slot_restarts(&self, slot: u32) -> u32 {
+        let Some(sup) = self.slots[slot as usize].sup else {
+            return 0;
+        };
+        self.hosts[sup.host].nanny.map_or(0, |n| {
+            self.nannies[n].core.statuses()[sup.index as usize].restarts
+        })
+    }
+
+    /// The pid of `slot`'s live worker process.
+    pub fn slot_pid(&self, slot: u32) -> Option<u32> {
+        let life = self.slots[slot as usize].life?;
+        self.lives[life].is_alive().then_some(self.lives[life].pid)
+    }
+
+    /// The incarnation `slot`'s live worker joined the scheduler as.
+    pub fn slot_incarnation(&self, slot: u32) -> Option<Incarnation> {
+        let life = self.slots[slot as usize].life?;
+        self.lives[life].incarnation
+    }
+
+    /// Whether `slot` runs a worker that its nanny and the scheduler both count on.
+    pub fn slot_is_up(&self, slot: u32) -> bool {
+        self.slot_up(slot)
+    }
+
+    /// Tasks poisoned so far, as the oracle counted them.
+    pub fn poisoned(&self) -> usize {
+        self.oracle.poisoned.len()
     }
 
     /// Stop `slot`'s current life (no processing, no heartbeats) for `d`.
@@ -477,7 +699,7 @@ impl Sim {
         }
         loop {
             if let Phase::Liveness { deadline } = self.phase {
-                if self.client_done() {
+                if self.client_done() && self.all_slots_up() {
                     return self.settle_and_report();
                 }
                 if self.now > deadline {
@@ -516,6 +738,21 @@ impl Sim {
             }));
         };
         debug_assert!(q.at >= self.now, "time never goes back");
+        if q.at == self.now {
+            self.steps_at_now += 1;
+            if self.steps_at_now > STEPS_AT_ONE_INSTANT_MAX {
+                self.broken = true;
+                return Err(self.failure(FailureKind::Liveness {
+                    bound: Duration::ZERO,
+                    pending: format!(
+                        "livelock: more than {STEPS_AT_ONE_INSTANT_MAX} events at one virtual \
+                         instant (a timer due now that does nothing?)"
+                    ),
+                }));
+            }
+        } else {
+            self.steps_at_now = 0;
+        }
         self.now = q.at;
         self.steps += 1;
         self.guarded(|s| s.dispatch(q.ev))
@@ -602,15 +839,48 @@ impl Sim {
             Ev::Thaw { life } => self.thaw(life),
             Ev::Restart { slot } => self.on_restart(slot),
             Ev::Heal => self.heal(),
+            Ev::JobStarted { life, job, token } => self.on_job_started(life, job, token),
+            Ev::KillerFires { life, job } => {
+                self.on_killer_fires(life, job);
+                Ok(())
+            }
+            Ev::ProcessExit { life, death } => {
+                self.kill_life(life, death);
+                Ok(())
+            }
+            Ev::WorkerPing { life, due } => {
+                self.on_worker_ping(life, due);
+                Ok(())
+            }
+            Ev::NannyEvent { nanny, ev } => self.nanny_step(nanny, ev),
+            Ev::NannyTick { nanny, due } => self.on_nanny_tick(nanny, due),
+            Ev::NannyStart { host } => self.start_nanny(host),
+            Ev::NannyConnect { nanny } => {
+                self.on_nanny_connect(nanny);
+                Ok(())
+            }
+            Ev::NannyToSched { conn, batch } => self.on_nanny_to_sched(conn, batch),
+            Ev::ToNanny { conn, batch } => self.on_to_nanny(conn, batch),
+            Ev::NannyLinkClosed { conn, reason } => self.on_nanny_link_closed(conn, reason),
+            Ev::NannyLinkDown { conn } => {
+                self.on_nanny_link_down(conn);
+                Ok(())
+            }
+            Ev::OperatorCheck => {
+                self.on_operator_check();
+                Ok(())
+            }
+            Ev::SlotsCheck => self.on_slots_check(),
         }
     }
 
     /// The worker life an event is for, if that life is frozen.
     fn frozen_target(&self, ev: &Ev) -> Option<LifeId> {
         let life = match ev {
-            Ev::WorkerTick { life, .. } | Ev::ToWorker { life, .. } | Ev::ExecDone { life, .. } => {
-                *life
-            }
+            Ev::WorkerTick { life, .. }
+            | Ev::ToWorker { life, .. }
+            | Ev::ExecDone { life, .. }
+            | Ev::JobStarted { life, .. } => *life,
             Ev::DataRequest { fetch } => {
                 let f = self.net.fetches.get(fetch)?;
                 *self.addresses.get(&f.peer)?
@@ -649,6 +919,8 @@ impl Sim {
         out.clear();
         self.sbuf = out;
         r?;
+        let logged = std::mem::take(&mut self.poison_logged);
+        self.oracle.check_poison(logged)?;
         let next = self.scheduler.next_timeout().max(self.now);
         if self.sched_tick_at != Some(next) {
             self.sched_tick_at = Some(next);
@@ -660,6 +932,7 @@ impl Sim {
     fn carry_out_sched(&mut self, out: &mut Vec<scheduler::Command>) -> Result<(), FailureKind> {
         let mut batches: Vec<(Incarnation, Vec<SchedulerToWorker>)> = Vec::new();
         let mut drops: Vec<Incarnation> = Vec::new();
+        let mut to_nannies: Vec<(NannyId, Vec<SchedulerToNanny>)> = Vec::new();
         for cmd in out.drain(..) {
             match cmd {
                 scheduler::Command::ToWorker { incarnation, msg } => {
@@ -672,8 +945,14 @@ impl Sim {
                         };
                         return Err(FailureKind::SentToDroppedWorker { incarnation, what });
                     }
-                    if let SchedulerToWorker::Assign(a) = &msg {
-                        self.oracle.on_assign(incarnation, a, &self.models)?;
+                    match &msg {
+                        SchedulerToWorker::Assign(a) => {
+                            self.oracle.on_assign(incarnation, a, &self.models)?
+                        }
+                        SchedulerToWorker::Cancel { task, attempt } => {
+                            self.oracle.on_cancel(incarnation, *task, *attempt)
+                        }
+                        SchedulerToWorker::Welcome { .. } | SchedulerToWorker::Release { .. } => {}
                     }
                     match batches.iter_mut().find(|(i, _)| *i == incarnation) {
                         Some((_, b)) => b.push(msg),
@@ -690,16 +969,20 @@ impl Sim {
                 }
                 scheduler::Command::DropWorker { incarnation, cause } => {
                     self.note(What::Note(format!("sched drops {incarnation}: {cause}")));
-                    self.oracle.removed(incarnation);
+                    self.oracle.removed(incarnation, &self.models);
                     drops.push(incarnation);
                 }
-                scheduler::Command::ToNanny { nanny, .. } => {
-                    // No nannies in this simulation (see the nanny simulator).
-                    return Err(FailureKind::ClientProtocol {
-                        message: format!("message to unknown nanny {nanny}"),
-                    });
+                scheduler::Command::ToNanny { nanny, msg } => {
+                    self.check_to_nanny(nanny, &msg)?;
+                    match to_nannies.iter_mut().find(|(n, _)| *n == nanny) {
+                        Some((_, b)) => b.push(msg),
+                        None => to_nannies.push((nanny, vec![msg])),
+                    }
                 }
                 scheduler::Command::Log(r) => {
+                    if r.cause == "poison-task" {
+                        self.poison_logged.push(r.observed.clone());
+                    }
                     self.note(What::Note(format!(
                         "event {}: {} -> {}",
                         r.cause, r.observed, r.action
@@ -732,6 +1015,56 @@ impl Sim {
                 .expect("the scheduler only knows incarnations the sim gave it");
             self.on_drop_worker(life);
         }
+        for (conn, batch) in to_nannies {
+            self.send_sched_to_nanny(conn, batch);
+        }
+        Ok(())
+    }
+
+    /// What the scheduler sends a nanny: only to a connection it has not been told is gone,
+    /// and a restart request only for an incarnation it already dropped, of that nanny's slot.
+    fn check_to_nanny(&self, nanny: NannyId, msg: &SchedulerToNanny) -> Result<(), FailureKind> {
+        let what = match msg {
+            SchedulerToNanny::Welcome => "Welcome",
+            SchedulerToNanny::RestartWorker { .. } => "RestartWorker",
+            SchedulerToNanny::OperatorRestart { .. } => "OperatorRestart",
+            SchedulerToNanny::Stop => "Stop",
+        };
+        let Some(conn) = self.nanny_conns.get(&nanny) else {
+            return Err(FailureKind::SentToGoneNanny { nanny, what });
+        };
+        if conn.left {
+            return Err(FailureKind::SentToGoneNanny { nanny, what });
+        }
+        if let SchedulerToNanny::RestartWorker {
+            slot, incarnation, ..
+        } = msg
+        {
+            let incarnation = Incarnation(*incarnation);
+            let bad = |why: String| {
+                Err(FailureKind::BadRestartRequest {
+                    nanny,
+                    incarnation,
+                    why,
+                })
+            };
+            if !self.oracle.is_removed(incarnation) {
+                return bad("the scheduler still counts it as a live worker".into());
+            }
+            let Some(&life) = self.inc_to_life.get(&incarnation) else {
+                return bad("no worker ever joined as that incarnation".into());
+            };
+            let host = self.nannies[conn.nanny].host;
+            match self.slots[self.lives[life].slot as usize].sup {
+                Some(sup) if sup.host == host && sup.index == *slot => {}
+                _ => {
+                    return bad(format!(
+                        "it is not slot {slot} of {}",
+                        self.hosts[host].name
+                    ))
+                }
+            }
+        }
         Ok(())
     }
 
@@ -760,6 +1093,8 @@ impl Sim {
                     self.next_incarnation += 1;
                     self.lives[life].incarnation = Some(inc);
                     self.inc_to_life.insert(inc, life);
+                    let slot = self.lives[life].slot as usize;
+                    self.slots[slot].incarnations.push(inc);
                     self.oracle
                         .joined(inc, Arc::from(info.data_address.as_str()));
                     self.note(What::Note(format!("{node} joins as {inc}")));
@@ -792,7 +1127,7 @@ impl Sim {
         self.note(What::Note(format!(
             "sched sees {node} ({incarnation}) leave: {reason}"
         )));
-        self.oracle.removed(incarnation);
+        self.oracle.removed(incarnation, &self.models);
         self.sched_step(scheduler::Event::WorkerLeft {
             incarnation,
             reason: reason.to_string(),
@@ -818,16 +1153,32 @@ impl Sim {
             self.thaw(life)?;
         }
         for slot in 0..self.slots.len() as u32 {
-            if self.slots[slot as usize].life.is_none() {
+            let s = &mut self.slots[slot as usize];
+            s.crash_loop_until = None;
+            s.registered_since_heal = false;
+            if s.life.is_none() && s.sup.is_none() {
                 let at = self.now + Duration::from_millis(self.rng.gen_range(1..=50));
                 self.push(at, Ev::Restart { slot });
             }
+        }
+        for host in 0..self.hosts.len() {
+            let at = self.now + Duration::from_millis(self.rng.gen_range(1..=50));
+            self.plan_nanny_start(host, at);
+        }
+        if !self.hosts.is_empty() {
+            self.push(self.now, Ev::OperatorCheck);
+            let bound = self.slot_bound();
+            self.push(self.now + bound, Ev::SlotsCheck);
         }
         Ok(())
     }
 
     pub(crate) fn faults_active(&self) -> bool {
         self.phase == Phase::Safety && self.plan.enabled
+    }
+
+    fn all_slots_up(&self) -> bool {
+        (0..self.slots.len() as u32).all(|s| self.slot_up(s))
     }
 
     /// After the client has checked everything: let releases arrive, then check that nothing
@@ -855,6 +1206,7 @@ impl Sim {
             worker_lives: self.lives.len() as u32,
             faults: self.counts.clone(),
             scheduler: stats,
+            nanny_records: self.nanny_records.clone(),
             fingerprint: self.trace.fingerprint(),
         })
     }

@@ -1,11 +1,11 @@
 //! The in-memory network.
 //!
-//! Worker↔scheduler links behave like TCP: each direction delivers batches in the order they
-//! were sent (a packet is never delivered before an earlier one of the same direction), after a
-//! random latency, so traffic of different links interleaves freely. Injected faults on a link:
-//! a delay (which holds back everything behind it, as TCP would), a duplicate delivered right
-//! after the original, or a lost packet, which on TCP means the connection broke: the link
-//! closes, the worker process is discarded and the scheduler sees `WorkerLeft`.
+//! Worker↔scheduler and nanny↔scheduler links behave like TCP: each direction delivers batches
+//! in the order they were sent (a packet is never delivered before an earlier one of the same
+//! direction), after a random latency, so traffic of different links interleaves freely.
+//! Injected faults on a link: a delay (which holds back everything behind it, as TCP would), a
+//! duplicate delivered right after the original, or a lost packet, which on TCP means the
+//! connection broke: both ends see it close (a worker then exits, a nanny reconnects).
 //!
 //! Fetches (worker→peer and client→worker) are independent connections: the request reaches
 //! the peer's data server after a latency and the reply comes back after another. A dead peer
@@ -64,7 +64,7 @@ enum PacketFault {
 }
 
 impl Sim {
-    fn latency(&mut self) -> Duration {
+    pub(crate) fn latency(&mut self) -> Duration {
         Duration::from_micros(self.rng.gen_range(LATENCY_US_MIN..=LATENCY_US_MAX))
     }
 
@@ -92,7 +92,7 @@ impl Sim {
     }
 
     /// When a packet sent now on an ordered stream whose last packet arrives at `last` arrives.
-    fn arrival(&mut self, extra: Duration, last: Duration) -> Duration {
+    pub(crate) fn arrival(&mut self, extra: Duration, last: Duration) -> Duration {
         (self.now + self.latency() + extra).max(last)
     }
 
@@ -105,9 +105,13 @@ impl Sim {
         }
     }
 
-    /// Apply a packet fault; returns the extra delay and whether to send it twice, or `None`
-    /// when the packet was lost (and with it the connection).
-    fn faulted(&mut self, life: LifeId, carries_task_done: bool) -> Option<(Duration, bool)> {
+    /// Draw a fault for a packet of a link; returns the extra delay and whether to send it
+    /// twice, or `None` when the packet is lost (and with it the connection).
+    pub(crate) fn draw_packet_fault(&mut self) -> Option<(Duration, bool)> {
+        self.counted_fault(false)
+    }
+
+    fn counted_fault(&mut self, carries_task_done: bool) -> Option<(Duration, bool)> {
         match self.packet_fault(carries_task_done) {
             PacketFault::None => Some((Duration::ZERO, false)),
             PacketFault::Delay(d) => {
@@ -118,16 +122,23 @@ impl Sim {
                 self.counts.duplicates += 1;
                 Some((Duration::ZERO, true))
             }
-            PacketFault::Drop => {
-                self.counts.link_breaks += 1;
-                let node = self.lives[life].node();
-                self.note(What::Note(format!(
-                    "fault: packet lost, {node}'s connection breaks"
-                )));
-                self.kill_life(life, Death::LinkBroke);
-                None
-            }
+            PacketFault::Drop => None,
         }
+    }
+
+    /// Apply a packet fault to a worker link; `None` when the packet was lost and with it the
+    /// connection.
+    fn faulted(&mut self, life: LifeId, carries_task_done: bool) -> Option<(Duration, bool)> {
+        let r = self.counted_fault(carries_task_done);
+        if r.is_none() {
+            self.counts.link_breaks += 1;
+            let node = self.lives[life].node();
+            self.note(What::Note(format!(
+                "fault: packet lost, {node}'s connection breaks"
+            )));
+            self.break_link(life);
+        }
+        r
     }
 
     pub(crate) fn send_to_sched(&mut self, life: LifeId, batch: Vec<WorkerToScheduler>) {

@@ -1,23 +1,35 @@
 //! Worker processes: what the worker shell does around a `WorkerCore`.
 //!
-//! A *slot* is a named worker that a supervisor keeps restarting; a *life* is one process of
-//! it, with a fresh core, its own data address (sometimes reusing the previous one, as a
-//! restarted process reusing its port would) and its own connection to the scheduler. A life
-//! ends by crashing (the scheduler sees the connection close), vanishing silently (only the
-//! TTL notices), losing its connection, or being dropped by the scheduler; a frozen life keeps
-//! everything addressed to it in an inbox and handles it in order when it thaws.
+//! A *slot* is a named worker that something keeps restarting: either its host's nanny (a
+//! `NannyCore`, see [`super::nanny`]) or, for slots without one, an outside supervisor that
+//! starts a new process a while after the last one died. A *life* is one process of a slot,
+//! with its own pid, a fresh core, its own data address (sometimes reusing the previous one,
+//! as a restarted process reusing its port would) and its own connection to the scheduler.
+//!
+//! A process ends by crashing (the kernel closes its connection: the scheduler sees it leave,
+//! the nanny's `wait()` sees the exit at once), by a signal from its nanny (SIGKILL at once;
+//! SIGTERM shortly, or when it thaws if frozen), by vanishing with its host (nothing closes,
+//! nothing answers), by dying with its nanny, or by a killer task. A process whose connection
+//! to the scheduler broke, or was dropped by the scheduler, is still alive: it exits with
+//! `EXIT_CONNECTION_LOST` as soon as it notices (when it thaws, if it is frozen). A frozen life
+//! pings nobody and keeps everything addressed to it in an inbox, handled in order when it
+//! thaws; its task threads run on.
 //!
 //! The executor runs `Execute` commands on `nthreads` simulated task threads, queueing the
-//! rest, and reports exactly one `Finished` per `Execute`: pure builtins through
-//! `rusk_core::builtins::run_pure`, `sleep_ms` after that much virtual time, every job after a
-//! small random duration. `Abandon` kills a queued job at once and a running one sometimes;
-//! a killed job still reports (an error), as a killed child process would.
+//! rest, tells the core when a job starts (`Started`), and reports exactly one `Finished` per
+//! `Execute`: pure builtins through `rusk_core::builtins::run_pure`, `sleep_ms` after that much
+//! virtual time, every job after a small random duration. A killer (`abort`) never finishes:
+//! once its start has been told, the process dies. `Abandon` kills a queued job at once and a
+//! running one sometimes (else it runs on, its thread replaced, and its result is ignored); a
+//! killed job still reports (an error), as a killed child process would.
 use super::{Ev, LifeId, Sim};
 use crate::error::FailureKind;
 use crate::trace::{Node, What};
 use bytes::Bytes;
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use rusk_core::builtins::run_pure;
+use rusk_core::nanny::{self, ExitStatus, EXIT_CONNECTION_LOST};
 use rusk_core::worker::{self, WorkerConfig, WorkerCore};
 use rusk_proto::graph::{Builtin, TaskKind};
 use rusk_proto::msg::{TaskError, WorkerInfo};
@@ -29,28 +41,100 @@ use std::time::Duration;
 /// Virtual run time of a job, on top of any `sleep_ms`.
 const JOB_US_MIN: u64 = 500;
 const JOB_US_MAX: u64 = 15_000;
-/// How long a supervisor waits before restarting a dead worker.
+/// How long an outside supervisor waits before restarting a dead worker.
 const RESTART_MS_MIN: u64 = 50;
 const RESTART_MS_MAX: u64 = 1_500;
+/// How often a worker's event loop pings its nanny (`NANNY_PING_INTERVAL` of the shell).
+pub(crate) const PING_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a running process takes to notice its connection is gone, or to die of SIGTERM.
+const NOTICE_US_MAX: u64 = 5_000;
+const TERM_US_MAX: u64 = 20_000;
 
-#[derive(Default)]
 pub(crate) struct Slot {
     pub(crate) life: Option<LifeId>,
     lives: u32,
     last_address: Option<Arc<str>>,
+    /// Which nanny slot this is; `None`: an outside supervisor restarts it.
+    pub(crate) sup: Option<Supervised>,
+    /// An injected crash loop: until then, every worker started here dies during start-up
+    /// (or cannot be started at all).
+    pub(crate) crash_loop_until: Option<Duration>,
+    /// The incarnations its workers joined as, oldest first.
+    pub(crate) incarnations: Vec<Incarnation>,
+    /// One of its workers told its nanny it registered, since the liveness phase began.
+    pub(crate) registered_since_heal: bool,
+}
+
+/// A worker slot's place in its nanny.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Supervised {
+    pub(crate) host: usize,
+    pub(crate) index: u32,
+}
+
+impl Slot {
+    pub(crate) fn new(sup: Option<Supervised>) -> Slot {
+        Slot {
+            life: None,
+            lives: 0,
+            last_address: None,
+            sup,
+            crash_loop_until: None,
+            incarnations: Vec::new(),
+            registered_since_heal: false,
+        }
+    }
 }
 
 /// How a life ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Death {
-    /// The process died; the kernel closed its connections (the scheduler sees `WorkerLeft`).
+    /// The process died on its own (a signal, a panic); the kernel closed its connections.
     Crash,
     /// The host vanished: nothing is closed, nothing answers.
     Silent,
-    /// A packet was lost, so the connection broke and the process restarted.
+    /// Its connection to the scheduler broke (a lost packet, a partition): it exited.
     LinkBroke,
-    /// The scheduler dropped it (`DropWorker`), for example after a freeze longer than the TTL.
+    /// The scheduler dropped it (`DropWorker`), for example after a freeze longer than the
+    /// TTL: it exited when it noticed.
     Dropped,
+    /// SIGKILL from its nanny.
+    Killed,
+    /// SIGTERM from its nanny.
+    Terminated,
+    /// A killer task it started aborted it.
+    Aborted,
+    /// It died during start-up (an injected crash loop).
+    StartupCrash,
+    /// Its nanny died (`PR_SET_PDEATHSIG`).
+    NannyGone,
+}
+
+impl Death {
+    /// What `wait()` tells the nanny, if anyone is left to tell.
+    fn exit_status(self, rng: &mut ChaCha8Rng) -> Option<ExitStatus> {
+        let signal = |s| ExitStatus {
+            code: None,
+            signal: Some(s),
+        };
+        let code = |c| ExitStatus {
+            code: Some(c),
+            signal: None,
+        };
+        Some(match self {
+            Death::Crash => match rng.gen_range(0..3) {
+                0 => signal(11),
+                1 => signal(9),
+                _ => code(101), // a Rust panic
+            },
+            Death::Silent | Death::NannyGone => return None,
+            Death::LinkBroke | Death::Dropped => code(EXIT_CONNECTION_LOST),
+            Death::Killed => signal(9),
+            Death::Terminated => signal(15),
+            Death::Aborted => signal(6),
+            Death::StartupCrash => code(1),
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +147,9 @@ pub(crate) enum LifeState {
 pub(crate) struct Life {
     pub(crate) slot: u32,
     number: u32,
+    pub(crate) pid: u32,
+    /// The nanny process that started it; `None`: an outside supervisor did.
+    pub(crate) parent: Option<usize>,
     pub(crate) state: LifeState,
     pub(crate) core: Option<WorkerCore>,
     /// Events that reached this life while it was frozen, in arrival order.
@@ -71,6 +158,13 @@ pub(crate) struct Life {
     threads: u32,
     pub(crate) threads_busy: u32,
     exec_queue: VecDeque<u64>,
+    /// It exits as soon as it thaws (it lost its connection, or got SIGTERM, while frozen).
+    exit_on_thaw: Option<Death>,
+    ping_at: Option<Duration>,
+    /// When its event loop last pinged its nanny, and the time before.
+    pub(crate) last_ping: Duration,
+    pub(crate) prev_ping: Duration,
+    told_registered: bool,
     // The connection to the scheduler:
     pub(crate) incarnation: Option<Incarnation>,
     pub(crate) link_open: bool,
@@ -88,6 +182,10 @@ impl Life {
             slot: self.slot,
             life: self.number,
         }
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        matches!(self.state, LifeState::Running | LifeState::Frozen)
     }
 }
 
@@ -108,6 +206,8 @@ struct Job {
     token: u32,
     started: bool,
     holds_thread: bool,
+    /// An `abort`: once started (and told), it kills its process.
+    killer: bool,
 }
 
 impl Sim {
@@ -129,6 +229,7 @@ impl Sim {
         }
         core.flush(&mut out);
         self.carry_out_worker(life, out)?;
+        self.tell_nanny_registered(life);
         self.reschedule_worker_tick(life);
         Ok(())
     }
@@ -161,6 +262,40 @@ impl Sim {
         Ok(())
     }
 
+    /// A supervised worker tells its nanny, over its private socket, as soon as the
+    /// scheduler's `Welcome` gave it an incarnation.
+    fn tell_nanny_registered(&mut self, life: LifeId) {
+        let l = &self.lives[life];
+        let (Some(parent), false, Some(core)) = (l.parent, l.told_registered, l.core.as_ref())
+        else {
+            return;
+        };
+        let Some(incarnation) = core.incarnation() else {
+            return;
+        };
+        let (slot, pid) = (self.sup_index(l.slot), l.pid);
+        self.lives[life].told_registered = true;
+        self.push(
+            self.now,
+            Ev::NannyEvent {
+                nanny: parent,
+                ev: nanny::Event::Registered {
+                    slot,
+                    pid,
+                    incarnation,
+                },
+            },
+        );
+    }
+
+    /// The slot's index in its nanny.
+    pub(crate) fn sup_index(&self, slot: u32) -> u32 {
+        self.slots[slot as usize]
+            .sup
+            .expect("only supervised slots talk to a nanny")
+            .index
+    }
+
     fn reschedule_worker_tick(&mut self, life: LifeId) {
         let now = self.now;
         let l = &mut self.lives[life];
@@ -189,6 +324,41 @@ impl Sim {
         self.worker_handle(life, vec![worker::Event::Tick])
     }
 
+    fn schedule_ping(&mut self, life: LifeId, at: Duration) {
+        let l = &mut self.lives[life];
+        if l.parent.is_some() && l.state == LifeState::Running && l.ping_at.is_none() {
+            l.ping_at = Some(at);
+            self.push(at, Ev::WorkerPing { life, due: at });
+        }
+    }
+
+    /// The event loop pings its nanny; a frozen one does not (it pings again when it thaws).
+    pub(crate) fn on_worker_ping(&mut self, life: LifeId, due: Duration) {
+        let now = self.now;
+        let l = &mut self.lives[life];
+        if l.ping_at != Some(due) {
+            return;
+        }
+        l.ping_at = None;
+        if l.state != LifeState::Running {
+            return;
+        }
+        l.prev_ping = l.last_ping;
+        l.last_ping = now;
+        let (parent, slot, pid) = (l.parent, l.slot, l.pid);
+        if let Some(nanny) = parent {
+            let slot = self.sup_index(slot);
+            self.push(
+                now,
+                Ev::NannyEvent {
+                    nanny,
+                    ev: nanny::Event::Ping { slot, pid },
+                },
+            );
+        }
+        self.schedule_ping(life, now + PING_INTERVAL);
+    }
+
     // === executor ===
 
     fn on_execute(
@@ -201,6 +371,13 @@ impl Sim {
     ) -> Result<(), FailureKind> {
         self.oracle.on_execute(task, &inputs, &self.models)?;
         let (result, extra) = self.compute(task, kind, &inputs);
+        let killer = matches!(
+            kind,
+            TaskKind::Builtin {
+                op: Builtin::Abort,
+                ..
+            }
+        );
         let run_for = Duration::from_micros(self.rng.gen_range(JOB_US_MIN..=JOB_US_MAX)) + extra;
         let id = self.exec.next;
         self.exec.next += 1;
@@ -215,6 +392,7 @@ impl Sim {
                 token: 0,
                 started: false,
                 holds_thread: false,
+                killer,
             },
         );
         self.lives[life].exec_queue.push_back(id);
@@ -232,6 +410,7 @@ impl Sim {
         let err = |message: &str| TaskError {
             message: message.to_string(),
             exit_code: None,
+            detail: None,
         };
         if let Some(m) = self.oracle.model_of(task.graph) {
             if let Some(&mt) = self.models[m].model_of.get(task.index as usize) {
@@ -255,12 +434,18 @@ impl Sim {
                         .unwrap_or(0);
                     (Ok(Bytes::new()), Duration::from_millis(ms))
                 }
+                // Never reported: the process dies when it starts.
+                None if *op == Builtin::Abort => (Err(err("aborted")), Duration::ZERO),
                 None => (Err(err("builtin not simulated")), Duration::ZERO),
             },
-            TaskKind::Cmd { .. } => (Err(err("commands are not simulated")), Duration::ZERO),
+            TaskKind::Cmd { .. } | TaskKind::Python { .. } => {
+                (Err(err("commands are not simulated")), Duration::ZERO)
+            }
         }
     }
 
+    /// Hand queued jobs to free threads. Each tells the event loop it started (the core then
+    /// reports `TaskStarted`) before it finishes.
     fn start_jobs(&mut self, life: LifeId) {
         loop {
             let l = &mut self.lives[life];
@@ -274,16 +459,67 @@ impl Sim {
             let job = self.exec.jobs.get_mut(&id).expect("queued jobs exist");
             job.started = true;
             job.holds_thread = true;
-            let (at, token) = (self.now + job.run_for, job.token);
+            let (at, token, killer) = (self.now + job.run_for, job.token, job.killer);
             self.push(
-                at,
-                Ev::ExecDone {
+                self.now,
+                Ev::JobStarted {
                     life,
                     job: id,
                     token,
                 },
             );
+            if !killer {
+                self.push(
+                    at,
+                    Ev::ExecDone {
+                        life,
+                        job: id,
+                        token,
+                    },
+                );
+            }
         }
+    }
+
+    /// A task thread tells the event loop that a job began (`worker::Event::Started`). A
+    /// killer then aborts the process, as the shell's does once that report is on its way.
+    pub(crate) fn on_job_started(
+        &mut self,
+        life: LifeId,
+        job: u64,
+        token: u32,
+    ) -> Result<(), FailureKind> {
+        let Some(j) = self.exec.jobs.get(&job).filter(|j| j.token == token) else {
+            return Ok(());
+        };
+        if self.lives[life].state != LifeState::Running {
+            return Ok(());
+        }
+        let (task, attempt, killer) = (j.task, j.attempt, j.killer);
+        self.oracle.executor_started(task, attempt);
+        self.worker_handle(life, vec![worker::Event::Started { task, attempt }])?;
+        if killer {
+            self.push(self.now, Ev::KillerFires { life, job });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_killer_fires(&mut self, life: LifeId, job: u64) {
+        let Some(j) = self.exec.jobs.get(&job) else {
+            return;
+        };
+        if !self.lives[life].is_alive() {
+            return;
+        }
+        self.counts.aborts += 1;
+        let (on, task, attempt) = (self.lives[life].node(), j.task, j.attempt);
+        self.note(What::Exec {
+            on,
+            task,
+            attempt,
+            what: "aborts its process",
+        });
+        self.kill_life(life, Death::Aborted);
     }
 
     fn on_abandon(&mut self, life: LifeId, task: TaskRef, attempt: AttemptId) {
@@ -292,13 +528,23 @@ impl Sim {
             .jobs
             .iter()
             .find(|(_, j)| j.life == life && j.task == task && j.attempt == attempt)
-            .map(|(id, j)| (*id, j.started));
-        let Some((id, started)) = found else {
+            .map(|(id, j)| (*id, j.started, j.killer));
+        let Some((id, started, killer)) = found else {
             return; // already finished
         };
+        if started && killer {
+            return; // it aborts the process whatever happens
+        }
         let kill = !started || self.rng.gen_bool(0.5);
         if !kill {
-            return; // it runs on; its result will be ignored
+            // It runs on and its result will be ignored; a new thread takes its place.
+            let job = self.exec.jobs.get_mut(&id).expect("found above");
+            if job.holds_thread {
+                job.holds_thread = false;
+                self.lives[life].threads_busy -= 1;
+                self.start_jobs(life);
+            }
+            return;
         }
         if !started {
             self.lives[life].exec_queue.retain(|&j| j != id);
@@ -308,6 +554,7 @@ impl Sim {
         job.result = Err(TaskError {
             message: "killed: attempt abandoned".into(),
             exit_code: Some(-9),
+            detail: None,
         });
         let token = job.token;
         let at = self.now + Duration::from_micros(self.rng.gen_range(0..=2_000));
@@ -363,25 +610,51 @@ impl Sim {
 
     // === lives ===
 
-    /// A supervisor (re)starts `slot`: a new process with a new core connects and registers.
+    /// The outside supervisor restarts a slot without a nanny.
     pub(crate) fn on_restart(&mut self, slot: u32) -> Result<(), FailureKind> {
-        let s = &mut self.slots[slot as usize];
-        if s.life.is_some() {
+        let s = &self.slots[slot as usize];
+        if s.life.is_some() || s.sup.is_some() {
             return Ok(());
         }
+        self.start_process(slot, None).map(|_| ())
+    }
+
+    /// A new process of `slot` (started by nanny `parent`, if any): a new core connects and
+    /// registers.
+    pub(crate) fn start_process(
+        &mut self,
+        slot: u32,
+        parent: Option<usize>,
+    ) -> Result<LifeId, FailureKind> {
+        let s = &mut self.slots[slot as usize];
         let number = s.lives;
         s.lives += 1;
+        let sup = s.sup;
         let reuse = s.last_address.clone().filter(|_| self.rng.gen_bool(0.4));
         let address = reuse.unwrap_or_else(|| Arc::from(format!("w{slot}:{}", 7000 + number)));
         let threads = self.rng.gen_range(1..=self.config.threads_max.max(1));
+        let pid = self.next_pid;
+        self.next_pid += 1;
+        let (name, host, nanny, nanny_slot) = match sup {
+            Some(sup) => {
+                let nanny = self.hosts[sup.host].name.to_string();
+                (
+                    format!("{nanny}/{}", sup.index),
+                    format!("host-{nanny}"),
+                    Some(nanny),
+                    Some(sup.index),
+                )
+            }
+            None => (format!("w{slot}"), format!("host{slot}"), None, None),
+        };
         let info = WorkerInfo {
-            name: format!("w{slot}"),
-            host: format!("host{slot}"),
-            pid: 1000 + number,
+            name,
+            host,
+            pid,
             nthreads: threads,
             data_address: address.to_string(),
-            nanny: None,
-            slot: None,
+            nanny,
+            slot: nanny_slot,
         };
         let mut core = WorkerCore::new(WorkerConfig {
             info,
@@ -393,6 +666,8 @@ impl Sim {
         self.lives.push(Life {
             slot,
             number,
+            pid,
+            parent,
             state: LifeState::Running,
             core: Some(core),
             inbox: VecDeque::new(),
@@ -400,6 +675,11 @@ impl Sim {
             threads,
             threads_busy: 0,
             exec_queue: VecDeque::new(),
+            exit_on_thaw: None,
+            ping_at: None,
+            last_ping: self.now,
+            prev_ping: self.now,
+            told_registered: false,
             incarnation: None,
             link_open: true,
             flush_to_sched: false,
@@ -407,6 +687,7 @@ impl Sim {
             last_to_worker: Duration::ZERO,
             sched_forgot: false,
         });
+        self.pids.insert(pid, life);
         let s = &mut self.slots[slot as usize];
         s.life = Some(life);
         s.last_address = Some(address.clone());
@@ -414,28 +695,33 @@ impl Sim {
         self.counts.restarts += 1;
         let node = self.lives[life].node();
         self.note(What::Note(format!(
-            "{node} starts at {address} with {threads} threads"
+            "{node} (pid {pid}) starts at {address} with {threads} threads"
         )));
         self.carry_out_worker(life, start)?;
         self.reschedule_worker_tick(life);
-        Ok(())
+        self.schedule_ping(life, self.now);
+        Ok(life)
     }
 
-    /// End a life. Depending on how, the scheduler's end of the link closes now, later, or
-    /// never; the supervisor restarts the slot after a while.
+    /// End a process now. The kernel closes its connection (unless its host vanished), so the
+    /// scheduler sees it leave a little later; its nanny's `wait()` returns at once, or, for a
+    /// slot without a nanny, the outside supervisor restarts it after a while.
     pub(crate) fn kill_life(&mut self, life: LifeId, death: Death) {
-        let l = &mut self.lives[life];
-        if matches!(l.state, LifeState::Gone(_)) {
+        if !self.lives[life].is_alive() {
             return;
         }
-        l.link_open = false;
         let close_delay = Duration::from_micros(self.rng.gen_range(1_000..=50_000));
+        let status = death.exit_status(&mut self.rng);
+        let now = self.now;
         let l = &mut self.lives[life];
-        match death {
-            Death::Crash => {
+        if l.link_open {
+            l.link_open = false;
+            if death == Death::Silent {
+                l.flush_to_sched = false;
+            } else {
                 // The kernel flushes what was sent, then closes.
                 l.flush_to_sched = true;
-                let at = (self.now + close_delay).max(l.last_to_sched);
+                let at = (now + close_delay).max(l.last_to_sched);
                 self.push(
                     at,
                     Ev::LinkClosed {
@@ -444,68 +730,147 @@ impl Sim {
                     },
                 );
             }
-            Death::Silent => l.flush_to_sched = false,
-            Death::LinkBroke => {
-                l.flush_to_sched = false;
-                self.push(
-                    self.now + close_delay,
-                    Ev::LinkClosed {
-                        life,
-                        reason: "connection broke",
-                    },
-                );
-            }
-            Death::Dropped => {
-                l.flush_to_sched = self.rng.gen_bool(self.config.late_delivery_after_drop);
-            }
         }
         let l = &mut self.lives[life];
         l.state = LifeState::Gone(death);
         l.core = None;
         l.inbox.clear();
         l.tick_at = None;
+        l.ping_at = None;
         l.exec_queue.clear();
         l.threads_busy = 0;
-        let (node, slot) = (l.node(), l.slot);
+        let (node, slot, pid, parent) = (l.node(), l.slot, l.pid, l.parent);
         self.exec.jobs.retain(|_, j| j.life != life);
         if self.slots[slot as usize].life == Some(life) {
             self.slots[slot as usize].life = None;
         }
-        self.note(What::Note(format!("{node} is gone: {death:?}")));
-        let at =
-            self.now + Duration::from_millis(self.rng.gen_range(RESTART_MS_MIN..=RESTART_MS_MAX));
-        self.push(at, Ev::Restart { slot });
+        self.note(What::Note(format!("{node} (pid {pid}) is gone: {death:?}")));
+        match (self.slots[slot as usize].sup, parent) {
+            (Some(sup), Some(nanny)) => {
+                if let Some(status) = status {
+                    self.push(
+                        now,
+                        Ev::NannyEvent {
+                            nanny,
+                            ev: nanny::Event::Exited {
+                                slot: sup.index,
+                                pid,
+                                status,
+                            },
+                        },
+                    );
+                }
+            }
+            _ => {
+                let at = now
+                    + Duration::from_millis(self.rng.gen_range(RESTART_MS_MIN..=RESTART_MS_MAX));
+                self.push(at, Ev::Restart { slot });
+            }
+        }
     }
 
-    /// The scheduler said `DropWorker`: close the connection; the process (frozen or not)
-    /// notices and is replaced.
+    /// The connection to the scheduler broke while both ends live (a lost packet, a
+    /// partition): both ends see it close; the worker exits when it notices.
+    pub(crate) fn break_link(&mut self, life: LifeId) {
+        let l = &mut self.lives[life];
+        if !l.link_open || !l.is_alive() {
+            return;
+        }
+        l.link_open = false;
+        l.flush_to_sched = false;
+        let close_delay = Duration::from_micros(self.rng.gen_range(1_000..=50_000));
+        self.push(
+            self.now + close_delay,
+            Ev::LinkClosed {
+                life,
+                reason: "connection broke",
+            },
+        );
+        self.notice_link_loss(life, Death::LinkBroke);
+    }
+
+    /// The scheduler said `DropWorker`: it closes the connection; the process (frozen or not)
+    /// exits when it notices.
     pub(crate) fn on_drop_worker(&mut self, life: LifeId) {
-        self.lives[life].sched_forgot = true;
-        if self.lives[life].link_open {
-            self.kill_life(life, Death::Dropped);
+        let late = self.rng.gen_bool(self.config.late_delivery_after_drop);
+        let l = &mut self.lives[life];
+        l.sched_forgot = true;
+        if l.link_open {
+            l.link_open = false;
+            l.flush_to_sched = late;
+            self.notice_link_loss(life, Death::Dropped);
+        }
+    }
+
+    /// A worker that lost its scheduler exits (`EXIT_CONNECTION_LOST`): shortly if it runs,
+    /// when it thaws if it is frozen.
+    fn notice_link_loss(&mut self, life: LifeId, death: Death) {
+        match self.lives[life].state {
+            LifeState::Running => {
+                let at = self.now + Duration::from_micros(self.rng.gen_range(0..=NOTICE_US_MAX));
+                self.push(at, Ev::ProcessExit { life, death });
+            }
+            LifeState::Frozen => {
+                self.lives[life].exit_on_thaw.get_or_insert(death);
+            }
+            LifeState::Gone(_) => {}
+        }
+    }
+
+    /// SIGTERM: the worker dies of it shortly; a frozen one when it thaws.
+    pub(crate) fn terminate(&mut self, life: LifeId) {
+        match self.lives[life].state {
+            LifeState::Running => {
+                let at = self.now + Duration::from_micros(self.rng.gen_range(1..=TERM_US_MAX));
+                self.push(
+                    at,
+                    Ev::ProcessExit {
+                        life,
+                        death: Death::Terminated,
+                    },
+                );
+            }
+            LifeState::Frozen => {
+                self.lives[life]
+                    .exit_on_thaw
+                    .get_or_insert(Death::Terminated);
+            }
+            LifeState::Gone(_) => {}
         }
     }
 
     pub(crate) fn freeze_life(&mut self, life: LifeId, d: Duration) {
+        assert!(
+            d <= Duration::from_millis(crate::workload::FREEZE_MS_MAX),
+            "freezes are bounded (time-limited tasks rely on it)"
+        );
         let l = &mut self.lives[life];
         if l.state != LifeState::Running {
             return;
         }
         l.state = LifeState::Frozen;
         l.tick_at = None;
+        l.ping_at = None;
         let node = l.node();
         self.counts.freezes += 1;
         self.note(What::Note(format!("{node} freezes for {d:?}")));
         self.push(self.now + d, Ev::Thaw { life });
     }
 
-    /// A frozen life resumes: it handles everything that reached it, in order.
+    /// A frozen life resumes: it exits if it lost its connection or got SIGTERM meanwhile,
+    /// else it handles everything that reached it, in order.
     pub(crate) fn thaw(&mut self, life: LifeId) -> Result<(), FailureKind> {
         let l = &mut self.lives[life];
         if l.state != LifeState::Frozen {
             return Ok(());
         }
         l.state = LifeState::Running;
+        if let Some(death) = l.exit_on_thaw.take() {
+            let node = l.node();
+            self.note(What::Note(format!("{node} thaws and exits ({death:?})")));
+            self.kill_life(life, death);
+            return Ok(());
+        }
         let inbox = std::mem::take(&mut l.inbox);
         let node = l.node();
         self.note(What::Note(format!(
@@ -516,6 +881,7 @@ impl Sim {
             self.dispatch(ev)?;
         }
         self.reschedule_worker_tick(life);
+        self.schedule_ping(life, self.now);
         Ok(())
     }
 }

@@ -1,0 +1,958 @@
+//! Nannies: what the nanny shell (`rusk nanny`) does around a real `NannyCore`, one per host.
+//!
+//! A host's nanny owns the host's worker slots. Its `Spawn` starts a worker process (a new
+//! life with a new pid); `Signal` kills it (SIGKILL at once) or asks it to stop (SIGTERM: it
+//! dies shortly, or when it thaws). Worker exits reach the nanny at once, as `wait()` does;
+//! the worker's event loop pings it every 200 ms while it is not frozen, and says `registered`
+//! once the scheduler's `Welcome` arrived. When the nanny process dies, its workers die with
+//! it (`PR_SET_PDEATHSIG`); when its host vanishes, everything on it stops answering and the
+//! scheduler's ends of its connections only close when TCP keepalive gives up.
+//!
+//! The nanny↔scheduler link is a TCP-like ordered stream per connection, faulted like worker
+//! links (delayed, duplicated in place, or broken by a lost packet). A nanny that loses it
+//! keeps supervising, queues what it would have sent, and reconnects with back-off as a new
+//! connection (a new `NannyId`): `Register`, every slot's status, then the queued records.
+//!
+//! An *operator* (a client of its own) restarts slots and stops nannies through the scheduler
+//! (`rusk restart`, `rusk stop-nanny`); in the liveness phase it revives every slot that went
+//! `failed`, and a host whose nanny is gone gets a new one.
+use super::{Ev, LifeId, Phase, Sim, OPERATOR};
+use crate::error::FailureKind;
+use crate::trace::What;
+use rand::Rng;
+use rusk_core::nanny::{
+    self, Command, NannyConfig, NannyCore, Record, RecordKind, RestartCause, Signal, SlotStatus,
+};
+use rusk_proto::msg::{
+    ClientToScheduler, NannyInfo, NannyRecord, NannyToScheduler, RestartTarget, SchedulerToNanny,
+    SlotReport,
+};
+use rusk_proto::{Incarnation, NannyId};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Messages a nanny keeps while it cannot reach the scheduler (`RECORDS_QUEUED_MAX` of the
+/// shell); older ones are dropped.
+const QUEUED_MAX: usize = 1000;
+/// Back-off between a nanny's attempts to reach the scheduler (the shell's goes up to 5 s;
+/// scaled down like the other timeouts).
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+pub(crate) const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// How long the scheduler's end of a vanished host's connection stays open (TCP keepalive).
+const KEEPALIVE_MS_MIN: u64 = 2_000;
+const KEEPALIVE_MS_MAX: u64 = 6_000;
+/// How often the operator looks for `failed` slots in the liveness phase.
+pub(crate) const OPERATOR_PERIOD: Duration = Duration::from_millis(500);
+/// How long after an injected crash-loop start-up a worker dies.
+const STARTUP_CRASH_US_MAX: u64 = 30_000;
+
+/// A machine with a nanny: its name, its worker slots, and its current nanny process.
+pub(crate) struct Host {
+    pub(crate) name: Arc<str>,
+    /// The worker slot (`Sim::slots` index) of each of its nanny's slots.
+    pub(crate) slots: Vec<u32>,
+    pub(crate) nanny: Option<usize>,
+    runs: u32,
+    /// The operator stopped its nanny; nothing restarts it before the liveness phase.
+    pub(crate) stopped_by_operator: bool,
+    start_planned: bool,
+}
+
+impl Host {
+    pub(crate) fn new(name: String, slots: Vec<u32>) -> Host {
+        Host {
+            name: Arc::from(name),
+            slots,
+            nanny: None,
+            runs: 0,
+            stopped_by_operator: false,
+            start_planned: false,
+        }
+    }
+}
+
+/// One nanny process.
+pub(crate) struct NannyProc {
+    pub(crate) host: usize,
+    run: u32,
+    pid: u32,
+    pub(crate) core: NannyCore,
+    pub(crate) alive: bool,
+    tick_at: Option<Duration>,
+    /// The scheduler connection it believes is up.
+    pub(crate) conn: Option<NannyId>,
+    /// What it would have sent while it had no connection.
+    queued: VecDeque<NannyToScheduler>,
+    retry: Duration,
+}
+
+/// One nanny↔scheduler connection.
+pub(crate) struct NannyConn {
+    pub(crate) nanny: usize,
+    open: bool,
+    /// After it closed, packets already sent still reach the scheduler.
+    flush_to_sched: bool,
+    /// The scheduler got `NannyJoined` for it.
+    joined: bool,
+    /// The scheduler got `NannyLeft` for it (or never will hear of it).
+    pub(crate) left: bool,
+    last_to_sched: Duration,
+    last_to_nanny: Duration,
+}
+
+/// How a nanny process ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NannyEnd {
+    /// Killed (crash, OOM, kill -9): the kernel closes its connection, its workers die.
+    Crash,
+    /// Its host vanished with everything on it.
+    Vanish,
+    /// It stopped every slot (operator stop) and exited.
+    Exited,
+}
+
+/// The nanny tunables of a seed: scaled down from the defaults like the scheduler's, and
+/// drawn so that sometimes the watchdog, sometimes the scheduler's TTL notices a hang first.
+pub(crate) fn draw_nanny_config(rng: &mut impl Rng) -> NannyConfig {
+    let ms = Duration::from_millis;
+    NannyConfig {
+        watchdog_timeout: ms(rng.gen_range(600..=3_000)),
+        start_timeout: ms(5_000),
+        kill_grace: ms(rng.gen_range(100..=500)),
+        backoff_initial: ms(rng.gen_range(50..=250)),
+        backoff_max: ms(rng.gen_range(1_000..=2_000)),
+        stable_period: ms(rng.gen_range(2_000..=5_000)),
+        crash_restarts_max: rng.gen_range(3..=5),
+        crash_window: ms(rng.gen_range(5_000..=20_000)),
+        memory_restart_bytes: None,
+        ..NannyConfig::default()
+    }
+}
+
+impl Sim {
+    // === nanny processes ===
+
+    /// A nanny process starts on `host` (first boot, systemd restarting it, or the operator):
+    /// it brings every slot up and connects to the scheduler.
+    pub(crate) fn start_nanny(&mut self, host: usize) -> Result<(), FailureKind> {
+        let h = &mut self.hosts[host];
+        h.start_planned = false;
+        if h.nanny.is_some() {
+            return Ok(());
+        }
+        h.stopped_by_operator = false;
+        let run = h.runs;
+        h.runs += 1;
+        let config = NannyConfig {
+            nworkers: h.slots.len() as u32,
+            seed: self.rng.gen(),
+            ..self.nanny_config.clone()
+        };
+        let id = self.nannies.len();
+        let pid = self.next_pid;
+        self.next_pid += 1;
+        self.nannies.push(NannyProc {
+            host,
+            run,
+            pid,
+            core: NannyCore::new(config),
+            alive: true,
+            tick_at: None,
+            conn: None,
+            queued: VecDeque::new(),
+            retry: RECONNECT_MIN,
+        });
+        self.hosts[host].nanny = Some(id);
+        self.counts.nanny_starts += 1;
+        let name = self.nanny_name(id);
+        self.note(What::Note(format!("{name} (pid {pid}) starts")));
+        let at = self.now + self.latency();
+        self.push(at, Ev::NannyConnect { nanny: id });
+        self.nanny_step(id, nanny::Event::Start)
+    }
+
+    pub(crate) fn nanny_name(&self, nanny: usize) -> String {
+        let n = &self.nannies[nanny];
+        format!("{}#{}", self.hosts[n.host].name, n.run)
+    }
+
+    /// One `NannyCore::handle` call, its invariant checks, then its commands.
+    pub(crate) fn nanny_step(&mut self, nanny: usize, ev: nanny::Event) -> Result<(), FailureKind> {
+        if !self.nannies[nanny].alive {
+            return Ok(()); // lost with the process
+        }
+        let registered = match ev {
+            nanny::Event::Registered { slot, pid, .. } => Some((slot, pid)),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        let n = &mut self.nannies[nanny];
+        n.core.handle_into(self.now, ev, &mut out);
+        n.core.check_invariants();
+        self.carry_out_nanny(nanny, out)?;
+        if let (Some((index, pid)), Phase::Liveness { .. }) = (registered, self.phase) {
+            let n = &self.nannies[nanny];
+            if n.alive
+                && n.core.slot_pid(index) == Some(pid)
+                && n.core.slot_state(index) == "running"
+            {
+                let slot = self.hosts[n.host].slots[index as usize];
+                self.slots[slot as usize].registered_since_heal = true;
+            }
+        }
+        self.reschedule_nanny_tick(nanny);
+        Ok(())
+    }
+
+    fn reschedule_nanny_tick(&mut self, nanny: usize) {
+        let now = self.now;
+        let n = &mut self.nannies[nanny];
+        if !n.alive {
+            return;
+        }
+        let Some(next) = n.core.next_timeout() else {
+            return;
+        };
+        let next = next.max(now);
+        if n.tick_at != Some(next) {
+            n.tick_at = Some(next);
+            self.push(next, Ev::NannyTick { nanny, due: next });
+        }
+    }
+
+    pub(crate) fn on_nanny_tick(&mut self, nanny: usize, due: Duration) -> Result<(), FailureKind> {
+        let n = &mut self.nannies[nanny];
+        if !n.alive || n.tick_at != Some(due) {
+            return Ok(());
+        }
+        n.tick_at = None;
+        let name = self.nanny_name(nanny);
+        self.note(What::Note(format!("{name} tick")));
+        self.nanny_step(nanny, nanny::Event::Tick)
+    }
+
+    fn carry_out_nanny(&mut self, nanny: usize, out: Vec<Command>) -> Result<(), FailureKind> {
+        let mut outgoing = Vec::new();
+        let mut exit = false;
+        // The fault each restart was begun for: the nanny records it before it signals.
+        let mut detected: Option<(u32, RestartCause, Option<Incarnation>)> = None;
+        let name = self.nanny_name(nanny);
+        for cmd in out {
+            match cmd {
+                Command::Spawn { slot, generation } => self.nanny_spawn(nanny, slot, generation)?,
+                Command::Signal { slot, pid, signal } => {
+                    let why = detected.as_ref().filter(|d| d.0 == slot);
+                    self.nanny_signal(nanny, slot, pid, signal, why.cloned())?
+                }
+                Command::Record(r) => {
+                    if let RecordKind::Detected {
+                        cause, incarnation, ..
+                    } = &r.what
+                    {
+                        detected = Some((r.slot, cause.clone(), *incarnation));
+                    }
+                    self.count_record(&r);
+                    self.note(What::Note(format!("{name} slot {}: {:?}", r.slot, r.what)));
+                    outgoing.push(NannyToScheduler::Record(record_to_wire(&r)));
+                }
+                Command::SlotChanged(s) => {
+                    self.note(What::Note(format!(
+                        "{name} slot {} is {} (pid {:?}, {:?})",
+                        s.slot, s.state, s.pid, s.incarnation
+                    )));
+                    outgoing.push(NannyToScheduler::Slots(vec![slot_report(&s)]));
+                }
+                Command::Exit => exit = true,
+            }
+        }
+        if exit {
+            let all = self.nannies[nanny].core.statuses();
+            outgoing.push(NannyToScheduler::Slots(
+                all.iter().map(slot_report).collect(),
+            ));
+        }
+        if !outgoing.is_empty() {
+            self.nanny_send(nanny, outgoing);
+        }
+        if exit {
+            self.end_nanny(nanny, NannyEnd::Exited);
+        }
+        Ok(())
+    }
+
+    fn count_record(&mut self, r: &Record) {
+        let key = match &r.what {
+            RecordKind::Detected { cause, .. } => cause.kind(),
+            RecordKind::Recovered { .. } => "recovered",
+            RecordKind::Failed { .. } => "failed",
+            RecordKind::BackingOff { .. } => "backing-off",
+        };
+        *self.nanny_records.entry(key).or_default() += 1;
+    }
+
+    /// `Spawn`: start the slot's worker process (or fail to, in an injected crash loop). The
+    /// previous one must be gone: that is the nanny's safety rule.
+    fn nanny_spawn(
+        &mut self,
+        nanny: usize,
+        index: u32,
+        generation: u64,
+    ) -> Result<(), FailureKind> {
+        let host = self.nannies[nanny].host;
+        let slot = self.hosts[host].slots[index as usize];
+        let crash_loop = self.slots[slot as usize]
+            .crash_loop_until
+            .is_some_and(|until| self.now < until);
+        if crash_loop && self.rng.gen_bool(0.3) {
+            self.counts.spawn_failures += 1;
+            self.push(
+                self.now,
+                Ev::NannyEvent {
+                    nanny,
+                    ev: nanny::Event::SpawnFailed {
+                        slot: index,
+                        generation,
+                        error: "cannot execute the worker (injected)".into(),
+                    },
+                },
+            );
+            return Ok(());
+        }
+        if let Some(old) = self.slots[slot as usize].life {
+            if self.lives[old].is_alive() {
+                return Err(FailureKind::TwoLiveWorkers {
+                    slot: self.slot_name(slot),
+                    old_pid: self.lives[old].pid,
+                    new_pid: self.next_pid,
+                });
+            }
+        }
+        let life = self.start_process(slot, Some(nanny))?;
+        let pid = self.lives[life].pid;
+        self.push(
+            self.now,
+            Ev::NannyEvent {
+                nanny,
+                ev: nanny::Event::Spawned {
+                    slot: index,
+                    generation,
+                    pid,
+                },
+            },
+        );
+        if crash_loop {
+            let at =
+                self.now + Duration::from_micros(self.rng.gen_range(1_000..=STARTUP_CRASH_US_MAX));
+            self.push(
+                at,
+                Ev::ProcessExit {
+                    life,
+                    death: super::Death::StartupCrash,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// `Signal`: the target must be this slot's worker; a kill for a hang or a scheduler
+    /// request must hit the process that hung or the incarnation the scheduler named (so a
+    /// stale request is a no-op).
+    fn nanny_signal(
+        &mut self,
+        nanny: usize,
+        index: u32,
+        pid: u32,
+        signal: Signal,
+        why: Option<(u32, RestartCause, Option<Incarnation>)>,
+    ) -> Result<(), FailureKind> {
+        let host = self.nannies[nanny].host;
+        let slot = self.hosts[host].slots[index as usize];
+        let bad = |s: &Sim, why: String| {
+            Err(FailureKind::BadNannySignal {
+                slot: s.slot_name(slot),
+                pid,
+                why,
+            })
+        };
+        let Some(&life) = self.pids.get(&pid) else {
+            return bad(self, "no such process".into());
+        };
+        let l = &self.lives[life];
+        if l.parent != Some(nanny) || l.slot != slot {
+            return bad(self, "not a worker this nanny started for the slot".into());
+        }
+        if !l.is_alive() {
+            return Ok(()); // it already exited; its exit is on the way (a zombie until reaped)
+        }
+        match why {
+            Some((_, RestartCause::Watchdog { .. }, _)) => {
+                let silent = self.now.saturating_sub(self.ping_before_now(life));
+                if silent < self.nanny_config.watchdog_timeout {
+                    return bad(
+                        self,
+                        format!("watchdog kill of a worker that pinged {silent:?} ago"),
+                    );
+                }
+            }
+            Some((_, RestartCause::SchedulerRequest { .. }, named))
+                if named.is_none() || named != l.incarnation =>
+            {
+                return bad(
+                    self,
+                    format!(
+                        "a restart request for {named:?} hit the worker of {:?}",
+                        l.incarnation
+                    ),
+                );
+            }
+            _ => {}
+        }
+        let node = l.node();
+        self.note(What::Note(format!(
+            "nanny sends {signal:?} to {node} (pid {pid})"
+        )));
+        match signal {
+            Signal::Kill => self.kill_life(life, super::Death::Killed),
+            Signal::Term => self.terminate(life),
+        }
+        Ok(())
+    }
+
+    /// The last ping the process sent before this instant (the nanny may not have read one
+    /// sent at this very instant yet).
+    fn ping_before_now(&self, life: LifeId) -> Duration {
+        let l = &self.lives[life];
+        if l.last_ping == self.now {
+            l.prev_ping
+        } else {
+            l.last_ping
+        }
+    }
+
+    /// A nanny process ends; its workers die with it.
+    pub(crate) fn end_nanny(&mut self, nanny: usize, how: NannyEnd) {
+        let now = self.now;
+        let n = &mut self.nannies[nanny];
+        if !n.alive {
+            return;
+        }
+        n.alive = false;
+        n.tick_at = None;
+        let host = n.host;
+        let conn = n.conn.take();
+        self.hosts[host].nanny = None;
+        if let Some(c) = conn {
+            let close_delay = Duration::from_micros(self.rng.gen_range(1_000..=50_000));
+            let keepalive =
+                Duration::from_millis(self.rng.gen_range(KEEPALIVE_MS_MIN..=KEEPALIVE_MS_MAX));
+            let conn = self
+                .nanny_conns
+                .get_mut(&c)
+                .expect("a nanny's connection exists");
+            if conn.open {
+                conn.open = false;
+                let (flush, at, reason) = match how {
+                    NannyEnd::Vanish => (false, now + keepalive, "keepalive timeout"),
+                    NannyEnd::Crash | NannyEnd::Exited => (
+                        true,
+                        (now + close_delay).max(conn.last_to_sched),
+                        "connection reset (nanny process gone)",
+                    ),
+                };
+                conn.flush_to_sched = flush;
+                self.push(at, Ev::NannyLinkClosed { conn: c, reason });
+            }
+        }
+        let name = self.nanny_name(nanny);
+        self.note(What::Note(format!("{name} is gone: {how:?}")));
+        let children: Vec<LifeId> = (0..self.lives.len())
+            .filter(|&l| self.lives[l].parent == Some(nanny) && self.lives[l].is_alive())
+            .collect();
+        for life in children {
+            let death = match how {
+                NannyEnd::Vanish => super::Death::Silent,
+                NannyEnd::Crash | NannyEnd::Exited => super::Death::NannyGone,
+            };
+            self.kill_life(life, death);
+        }
+        // Who starts it again: in the liveness phase, always (the operator); before, systemd
+        // sometimes does, unless an operator stopped it.
+        let again = match self.phase {
+            Phase::Liveness { .. } => Some(self.rng.gen_range(1..=50)),
+            Phase::Safety if self.hosts[host].stopped_by_operator => None,
+            Phase::Safety => self
+                .rng
+                .gen_bool(0.6)
+                .then(|| self.rng.gen_range(200..=3_000)),
+        };
+        if let Some(ms) = again {
+            self.plan_nanny_start(host, now + Duration::from_millis(ms));
+        }
+    }
+
+    pub(crate) fn plan_nanny_start(&mut self, host: usize, at: Duration) {
+        let h = &mut self.hosts[host];
+        if h.nanny.is_none() && !h.start_planned {
+            h.start_planned = true;
+            self.push(at, Ev::NannyStart { host });
+        }
+    }
+
+    // === the nanny↔scheduler link ===
+
+    fn nanny_send(&mut self, nanny: usize, msgs: Vec<NannyToScheduler>) {
+        let n = &mut self.nannies[nanny];
+        match n.conn {
+            Some(c) if self.nanny_conns[&c].open => self.send_nanny_to_sched(c, msgs),
+            Some(_) => {} // written into a connection that broke: lost
+            None => {
+                n.queued.extend(msgs);
+                while n.queued.len() > QUEUED_MAX {
+                    n.queued.pop_front();
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_nanny_connect(&mut self, nanny: usize) {
+        let n = &self.nannies[nanny];
+        if !n.alive || n.conn.is_some() {
+            return;
+        }
+        let conn = NannyId(self.next_nanny_conn);
+        self.next_nanny_conn += 1;
+        self.nanny_conns.insert(
+            conn,
+            NannyConn {
+                nanny,
+                open: true,
+                flush_to_sched: false,
+                joined: false,
+                left: false,
+                last_to_sched: Duration::ZERO,
+                last_to_nanny: Duration::ZERO,
+            },
+        );
+        let host = &self.hosts[n.host];
+        let info = NannyInfo {
+            name: host.name.to_string(),
+            host: format!("host-{}", host.name),
+            pid: n.pid,
+            nworkers: host.slots.len() as u32,
+            nthreads: self.config.threads_max,
+        };
+        let n = &mut self.nannies[nanny];
+        n.conn = Some(conn);
+        n.retry = RECONNECT_MIN;
+        let mut hello = vec![
+            NannyToScheduler::Register(info),
+            NannyToScheduler::Slots(n.core.statuses().iter().map(slot_report).collect()),
+        ];
+        hello.extend(n.queued.drain(..));
+        let name = self.nanny_name(nanny);
+        self.note(What::Note(format!("{name} connects as {conn}")));
+        self.send_nanny_to_sched(conn, hello);
+    }
+
+    fn send_nanny_to_sched(&mut self, conn: NannyId, batch: Vec<NannyToScheduler>) {
+        let Some((extra, twice)) = self.draw_packet_fault() else {
+            self.counts.nanny_link_breaks += 1;
+            self.note(What::Note(format!("fault: packet lost, {conn} breaks")));
+            self.break_nanny_link(conn);
+            return;
+        };
+        let last = self.nanny_conns[&conn].last_to_sched;
+        let at = self.arrival(extra, last);
+        self.nanny_conns
+            .get_mut(&conn)
+            .expect("exists")
+            .last_to_sched = at;
+        if twice {
+            let batch = batch.clone();
+            self.push(at, Ev::NannyToSched { conn, batch });
+        }
+        self.push(at, Ev::NannyToSched { conn, batch });
+    }
+
+    /// Scheduler → nanny, on the connection the scheduler named.
+    pub(crate) fn send_sched_to_nanny(&mut self, conn: NannyId, batch: Vec<SchedulerToNanny>) {
+        self.send_sched_to_nanny_after(conn, batch, Duration::ZERO);
+    }
+
+    fn send_sched_to_nanny_after(
+        &mut self,
+        conn: NannyId,
+        batch: Vec<SchedulerToNanny>,
+        late: Duration,
+    ) {
+        if !self.nanny_conns.get(&conn).is_some_and(|c| c.open) {
+            return;
+        }
+        let Some((extra, twice)) = self.draw_packet_fault() else {
+            self.counts.nanny_link_breaks += 1;
+            self.note(What::Note(format!("fault: packet lost, {conn} breaks")));
+            self.break_nanny_link(conn);
+            return;
+        };
+        let last = self.nanny_conns[&conn].last_to_nanny;
+        let at = self.arrival(extra + late, last);
+        self.nanny_conns
+            .get_mut(&conn)
+            .expect("exists")
+            .last_to_nanny = at;
+        if twice {
+            let batch = batch.clone();
+            self.push(at, Ev::ToNanny { conn, batch });
+        }
+        self.push(at, Ev::ToNanny { conn, batch });
+    }
+
+    /// The connection breaks while both ends live: each end notices after a while.
+    pub(crate) fn break_nanny_link(&mut self, conn: NannyId) {
+        let Some(c) = self.nanny_conns.get_mut(&conn) else {
+            return;
+        };
+        if !c.open {
+            return;
+        }
+        c.open = false;
+        c.flush_to_sched = false;
+        let d1 = Duration::from_micros(self.rng.gen_range(1_000..=50_000));
+        let d2 = Duration::from_micros(self.rng.gen_range(1_000..=50_000));
+        self.push(
+            self.now + d1,
+            Ev::NannyLinkClosed {
+                conn,
+                reason: "connection broke",
+            },
+        );
+        self.push(self.now + d2, Ev::NannyLinkDown { conn });
+    }
+
+    /// The scheduler's shell sees a nanny connection close.
+    pub(crate) fn on_nanny_link_closed(
+        &mut self,
+        conn: NannyId,
+        reason: &'static str,
+    ) -> Result<(), FailureKind> {
+        let c = self.nanny_conns.get_mut(&conn).expect("exists");
+        if c.left {
+            return Ok(());
+        }
+        c.left = true;
+        if !c.joined {
+            return Ok(()); // never registered: the scheduler never knew it
+        }
+        self.note(What::Note(format!(
+            "sched sees nanny {conn} leave: {reason}"
+        )));
+        self.sched_step(rusk_core::scheduler::Event::NannyLeft {
+            nanny: conn,
+            reason: reason.to_string(),
+        })
+    }
+
+    /// The nanny notices its connection is gone and tries again after a back-off.
+    pub(crate) fn on_nanny_link_down(&mut self, conn: NannyId) {
+        let nanny = self.nanny_conns[&conn].nanny;
+        let n = &mut self.nannies[nanny];
+        if !n.alive || n.conn != Some(conn) {
+            return;
+        }
+        n.conn = None;
+        let retry = n.retry;
+        n.retry = (n.retry * 2).min(RECONNECT_MAX);
+        self.push(self.now + retry, Ev::NannyConnect { nanny });
+    }
+
+    /// A nanny packet reaches the scheduler's shell: the first message of a connection is its
+    /// `Register`, the rest go to the core.
+    pub(crate) fn on_nanny_to_sched(
+        &mut self,
+        conn: NannyId,
+        batch: Vec<NannyToScheduler>,
+    ) -> Result<(), FailureKind> {
+        let c = &self.nanny_conns[&conn];
+        if c.left || !(c.open || c.flush_to_sched) {
+            return Ok(()); // lost with the connection
+        }
+        let nanny = c.nanny;
+        let name = self.nanny_name(nanny);
+        self.note(What::Note(format!(
+            "{name} -> sched [{conn}]: {} messages",
+            batch.len()
+        )));
+        for msg in batch {
+            let joined = self.nanny_conns[&conn].joined;
+            match msg {
+                NannyToScheduler::Register(info) if !joined => {
+                    self.nanny_conns.get_mut(&conn).expect("exists").joined = true;
+                    self.sched_step(rusk_core::scheduler::Event::NannyJoined {
+                        nanny: conn,
+                        info,
+                    })?;
+                }
+                NannyToScheduler::Register(_) => {} // a duplicate: the shell ignores it
+                _ if !joined => {}
+                msg => {
+                    self.sched_step(rusk_core::scheduler::Event::NannyMessage { nanny: conn, msg })?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A scheduler packet reaches a nanny (over its current connection).
+    pub(crate) fn on_to_nanny(
+        &mut self,
+        conn: NannyId,
+        batch: Vec<SchedulerToNanny>,
+    ) -> Result<(), FailureKind> {
+        let c = &self.nanny_conns[&conn];
+        let nanny = c.nanny;
+        if !c.open || !self.nannies[nanny].alive || self.nannies[nanny].conn != Some(conn) {
+            return Ok(());
+        }
+        let name = self.nanny_name(nanny);
+        self.note(What::Note(format!("sched -> {name} [{conn}]: {batch:?}")));
+        let nworkers = self.hosts[self.nannies[nanny].host].slots.len() as u32;
+        for msg in batch {
+            match msg {
+                SchedulerToNanny::Welcome => {}
+                SchedulerToNanny::RestartWorker {
+                    slot,
+                    incarnation,
+                    silent_for_ms,
+                } => self.nanny_step(
+                    nanny,
+                    nanny::Event::SchedulerRestart {
+                        slot,
+                        incarnation: Incarnation(incarnation),
+                        silent_for: Duration::from_millis(silent_for_ms),
+                    },
+                )?,
+                SchedulerToNanny::OperatorRestart { slot } => {
+                    let slots: Vec<u32> = match slot {
+                        Some(s) => vec![s],
+                        None => (0..nworkers).collect(),
+                    };
+                    for slot in slots {
+                        self.nanny_step(nanny, nanny::Event::OperatorRestart { slot })?;
+                    }
+                }
+                SchedulerToNanny::Stop => self.nanny_step(nanny, nanny::Event::Shutdown)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A `RestartWorker` for `incarnation` of `slot`, as if the scheduler sent it (late,
+    /// perhaps twice): a stale request must change nothing.
+    pub(crate) fn inject_stale_restart(
+        &mut self,
+        slot: u32,
+        incarnation: Incarnation,
+        late: Duration,
+    ) {
+        let Some(sup) = self.slots[slot as usize].sup else {
+            return;
+        };
+        let Some(conn) = self.hosts[sup.host]
+            .nanny
+            .and_then(|n| self.nannies[n].conn)
+        else {
+            return;
+        };
+        self.counts.stale_restart_requests += 1;
+        self.note(What::Note(format!(
+            "fault: stale RestartWorker for {incarnation} of {} in {late:?}",
+            self.slot_name(slot)
+        )));
+        let msg = SchedulerToNanny::RestartWorker {
+            slot: sup.index,
+            incarnation: incarnation.0,
+            silent_for_ms: self.rng.gen_range(1_000..=5_000),
+        };
+        self.send_sched_to_nanny_after(conn, vec![msg], late);
+    }
+
+    // === the operator ===
+
+    pub(crate) fn operator_send(&mut self, msg: ClientToScheduler) {
+        self.note(What::Note(format!("operator: {msg:?}")));
+        self.client_send(OPERATOR, msg, None);
+    }
+
+    /// `rusk restart <nanny>/<slot>`.
+    pub(crate) fn operator_restart(&mut self, slot: u32) {
+        let Some(sup) = self.slots[slot as usize].sup else {
+            return;
+        };
+        self.counts.operator_restarts += 1;
+        let id = format!("{}/{}", self.hosts[sup.host].name, sup.index);
+        self.operator_send(ClientToScheduler::Restart {
+            target: RestartTarget::Worker(id),
+        });
+    }
+
+    /// `rusk stop-nanny <nanny>`.
+    pub(crate) fn operator_stop(&mut self, host: usize) {
+        self.counts.operator_stops += 1;
+        self.hosts[host].stopped_by_operator = true;
+        let name = self.hosts[host].name.to_string();
+        self.operator_send(ClientToScheduler::StopNanny { nanny: Some(name) });
+    }
+
+    /// In the liveness phase the operator revives every slot that went `failed` (retrying
+    /// while its nanny is not connected).
+    pub(crate) fn on_operator_check(&mut self) {
+        if !matches!(self.phase, Phase::Liveness { .. }) {
+            return;
+        }
+        for host in 0..self.hosts.len() {
+            let Some(n) = self.hosts[host].nanny else {
+                continue;
+            };
+            for (index, &slot) in self.hosts[host].slots.clone().iter().enumerate() {
+                if self.nannies[n].core.slot_state(index as u32) == "failed" {
+                    self.operator_restart(slot);
+                }
+            }
+        }
+        self.push(self.now + OPERATOR_PERIOD, Ev::OperatorCheck);
+    }
+
+    // === liveness ===
+
+    /// A supervised slot is up: its nanny runs it, and the scheduler counts on that worker.
+    pub(crate) fn slot_up(&self, slot: u32) -> bool {
+        let s = &self.slots[slot as usize];
+        let Some(sup) = s.sup else {
+            return true;
+        };
+        let Some(n) = self.hosts[sup.host].nanny else {
+            return false;
+        };
+        let core = &self.nannies[n].core;
+        let Some(life) = s.life else {
+            return false;
+        };
+        let l = &self.lives[life];
+        l.state == super::LifeState::Running
+            && l.incarnation.is_some_and(|i| self.oracle.is_live(i))
+            && core.slot_state(sup.index) == "running"
+            && core.slot_pid(sup.index) == Some(l.pid)
+    }
+
+    /// The nanny's view of a supervised slot, for reports.
+    pub(crate) fn slot_state(&self, slot: u32) -> String {
+        let Some(sup) = self.slots[slot as usize].sup else {
+            return "unsupervised".into();
+        };
+        match self.hosts[sup.host].nanny {
+            Some(n) => self.nannies[n].core.slot_state(sup.index).into(),
+            None => "no nanny".into(),
+        }
+    }
+
+    pub(crate) fn slot_name(&self, slot: u32) -> String {
+        match self.slots[slot as usize].sup {
+            Some(sup) => format!("{}/{}", self.hosts[sup.host].name, sup.index),
+            None => format!("w{slot}"),
+        }
+    }
+
+    /// The bound within which every supervised slot must run a registered worker again once
+    /// the faults have healed: the nanny reconnects, the operator notices a failed slot, a
+    /// back-off ends, a hang is detected and killed, and the worker starts.
+    pub(crate) fn slot_bound(&self) -> Duration {
+        let n = &self.nanny_config;
+        RECONNECT_MAX
+            + OPERATOR_PERIOD
+            + n.backoff_max
+            + n.watchdog_timeout.max(self.config.worker_ttl)
+            + n.kill_grace
+            + Duration::from_secs(1)
+    }
+
+    pub(crate) fn on_slots_check(&mut self) -> Result<(), FailureKind> {
+        let bound = self.slot_bound();
+        for slot in 0..self.slots.len() as u32 {
+            let s = &self.slots[slot as usize];
+            if s.sup.is_none() || s.registered_since_heal || self.slot_up(slot) {
+                continue;
+            }
+            return Err(FailureKind::SlotNotRecovered {
+                slot: self.slot_name(slot),
+                state: self.slot_state(slot),
+                bound,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A recovery record as the nanny shell sends it to the scheduler.
+fn record_to_wire(r: &Record) -> NannyRecord {
+    let mut w = NannyRecord {
+        slot: r.slot,
+        cause: String::new(),
+        observed: String::new(),
+        action: String::new(),
+        incarnation: None,
+        new_incarnation: None,
+        detection_ms: None,
+        recovery_ms: None,
+    };
+    match &r.what {
+        RecordKind::Detected {
+            cause,
+            incarnation,
+            action,
+            ..
+        } => {
+            w.cause = cause.kind().into();
+            w.observed = cause.to_string();
+            w.action = action.clone();
+            w.incarnation = incarnation.map(|i| i.0);
+        }
+        RecordKind::Recovered {
+            cause,
+            old_incarnation,
+            new_incarnation,
+            detection,
+            recovery,
+        } => {
+            w.cause = cause.kind().into();
+            w.observed = cause.to_string();
+            w.action = "restarted".into();
+            w.incarnation = old_incarnation.map(|i| i.0);
+            w.new_incarnation = Some(new_incarnation.0);
+            w.detection_ms = Some(detection.as_millis() as u64);
+            w.recovery_ms = Some(recovery.as_millis() as u64);
+        }
+        RecordKind::Failed { crashes, last, .. } => {
+            w.cause = "crash-loop".into();
+            w.observed = format!("{crashes} crashes; last: {last}");
+            w.action = "slot failed".into();
+        }
+        RecordKind::BackingOff { delay, crashes } => {
+            w.cause = "crash-loop".into();
+            w.observed = format!("{crashes} crashes in a row");
+            w.action = format!("back off {} ms", delay.as_millis());
+        }
+    }
+    w
+}
+
+fn slot_report(s: &SlotStatus) -> SlotReport {
+    SlotReport {
+        slot: s.slot,
+        state: s.state.to_string(),
+        pid: s.pid,
+        incarnation: s.incarnation.map(|i| i.0),
+        restarts: s.restarts,
+        last_cause: s.last_cause.clone(),
+    }
+}
