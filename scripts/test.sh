@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit tests, the deterministic simulator
-# (RUSK_SIM_SEEDS seeds, default 1000) and the end-to-end tests with real processes.
+# (RUSK_SIM_SEEDS seeds, default 1000), the end-to-end tests with real processes (Rust), the
+# dashboard in headless Chromium, and the Python client's tests (pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== Python environment (.venv: the rusk package, the rusk binary, test dependencies)"
+bash scripts/setup-python.sh
+# The end-to-end Python tests and the executors use the venv's interpreter (it has cloudpickle).
+export PATH="$PWD/.venv/bin:$PATH"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
@@ -25,3 +30,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+echo "== Python client tests (pytest, real clusters)"
+.venv/bin/python -m pytest -q tests/python
