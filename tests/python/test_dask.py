@@ -1,0 +1,145 @@
+"""Dask collections on rusk (``scheduler=client.get``) give what Dask's own scheduler gives."""
+
+import operator
+
+import pytest
+
+dask = pytest.importorskip("dask")
+np = pytest.importorskip("numpy")
+da = pytest.importorskip("dask.array")
+
+import rusk  # noqa: E402
+from rusk._dask import encode_key, to_tasks  # noqa: E402
+
+
+def inc(x):
+    return x + 1
+
+
+def both(a, b):
+    return (a, b)
+
+
+class DaskTaskError(Exception):
+    pass
+
+
+def explode(x):
+    raise DaskTaskError("exploded on %r" % (x,))
+
+
+def test_array_reduction(client):
+    x = da.random.RandomState(42).random((2000, 1000), chunks=(250, 250))
+    exprs = [x.sum(), x.mean(axis=0), x.std(), (x[::2] + 1).max(axis=1)]
+    got = dask.compute(*exprs, scheduler=client.get)
+    want = dask.compute(*exprs, scheduler="sync")
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w)
+
+
+def test_array_matmul(client):
+    rs = da.random.RandomState(0)
+    a = rs.random((600, 400), chunks=(150, 100))
+    b = rs.random((400, 300), chunks=(100, 150))
+    got = (a @ b).compute(scheduler=client.get)
+    want = (a @ b).compute(scheduler="sync")
+    assert got.shape == (600, 300)
+    np.testing.assert_allclose(got, want)
+
+
+def test_dataframe_groupby_aggregate(client):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    dd = pytest.importorskip("dask.dataframe")
+    n = 10_000
+    df = pd.DataFrame(
+        {
+            "key": np.arange(n) % 13,
+            "name": np.array(["a", "b", "c"])[np.arange(n) % 3],
+            "x": np.arange(n, dtype=float),
+            "y": np.arange(n) % 7,
+        }
+    )
+    ddf = dd.from_pandas(df, npartitions=8)
+    agg = ddf.groupby(["key", "name"]).agg({"x": ["sum", "mean"], "y": ["max", "count"]})
+    got = agg.compute(scheduler=client.get).sort_index()
+    want = agg.compute(scheduler="sync").sort_index()
+    pd.testing.assert_frame_equal(got, want)
+    assert got.loc[(0, "a"), ("y", "count")] == want.loc[(0, "a"), ("y", "count")]
+    # Also against pandas itself, and a filter + groupby-size.
+    # (Dask turns object strings into Arrow strings: compare pandas' values, not index dtypes.)
+    pandas = df.groupby(["key", "name"]).agg({"x": ["sum", "mean"], "y": ["max", "count"]})
+    pd.testing.assert_frame_equal(got, pandas, check_index_type=False)
+    sizes = ddf[ddf.x > 5000].groupby("key").size()
+    pd.testing.assert_series_equal(sizes.compute(scheduler=client.get).sort_index(), sizes.compute(scheduler="sync").sort_index())
+
+
+def test_delayed(client):
+    delayed = dask.delayed
+    leaves = [delayed(inc)(i) for i in range(20)]
+    pairs = [delayed(both)(leaves[i], leaves[i + 1]) for i in range(0, 20, 2)]
+    total = delayed(sum)([delayed(operator.add)(leaves[i], leaves[i + 1]) for i in range(0, 20, 2)])
+    nested = delayed(lambda d, xs: {k: v * 2 for k, v in d.items()} | {"n": len(xs)})({"a": leaves[0], "b": total}, pairs)
+    got = dask.compute(total, nested, pairs[0], scheduler=client.get)
+    want = dask.compute(total, nested, pairs[0], scheduler="sync")
+    assert got == want == (210, {"a": 2, "b": 420, "n": 10}, (1, 2))
+
+
+def test_bag(client):
+    db = pytest.importorskip("dask.bag")
+    b = db.from_sequence(range(1000), npartitions=7)
+    exprs = [
+        b.map(lambda v: v * 3).filter(lambda v: v % 2 == 0).sum(),
+        b.frequencies(),
+        b.map(lambda v: {"k": v % 5, "v": v}).foldby("k", lambda acc, r: acc + r["v"], 0, operator.add, 0),
+    ]
+    got = dask.compute(*exprs, scheduler=client.get)
+    want = dask.compute(*exprs, scheduler="sync")
+    assert got[0] == want[0]
+    assert sorted(got[1]) == sorted(want[1])
+    assert sorted(got[2]) == sorted(want[2])
+
+
+def test_config_set_scheduler(client):
+    x = da.ones((100, 100), chunks=25)
+    with dask.config.set(scheduler=client.get):
+        assert x.sum().compute() == 10_000
+        assert dask.delayed(inc)(1).compute() == 2
+
+
+def test_error_in_dask_task_keeps_its_type(client):
+    x = dask.delayed(explode)(3)
+    y = dask.delayed(inc)(x)
+    with pytest.raises(DaskTaskError, match="exploded on 3") as info:
+        y.compute(scheduler=client.get)
+    assert isinstance(info.value.__cause__, rusk.RemoteTraceback)
+    # The client goes on.
+    assert dask.delayed(inc)(1).compute(scheduler=client.get) == 2
+
+
+def test_legacy_graph_dict(client):
+    dsk = {
+        "x": 1,
+        "y": (inc, "x"),
+        ("a", 0): (operator.add, "x", "y"),
+        ("a", 1): (sum, ["x", "y", (inc, "y")]),
+        "(tricky": (both, ("a", 0), {"k": ("a", 1)}),
+        "alias": "y",
+    }
+    assert client.get(dsk, "y") == 2
+    assert client.get(dsk, [("a", 0), [("a", 1), "alias"]]) == [3, [6, 2]]
+    assert client.get(dsk, "(tricky") == dask.get(dsk, "(tricky")
+
+
+def test_key_encoding_is_injective():
+    keys = ["x", "(x", "'x'", ("x", 0), ("x", 0, 1), "('x', 0)", 3, "3", "<3>", ("x", np.int64(2))]
+    encoded = [encode_key(k) for k in keys]
+    assert len(set(encoded)) == len(keys)
+    assert encode_key(("x", np.int64(2))) == encode_key(("x", 2))
+
+
+def test_graph_is_culled_to_the_keys():
+    dsk = {"a": 1, "b": (inc, "a"), "unused": (inc, "b")}
+    tasks, outputs, decode = to_tasks(dsk, ["b"])
+    assert sorted(t["key"] for t in tasks) == ["a", "b"]
+    assert outputs == ["b"] and decode["b"] == "b"
