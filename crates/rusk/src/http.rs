@@ -66,6 +66,9 @@ pub struct HttpState {
     pub queries: mpsc::Sender<Query>,
     pub metrics: Arc<Metrics>,
     streams: Arc<Semaphore>,
+    /// When set, every route but `/health` needs the cluster token: `Authorization: Bearer
+    /// TOKEN`, or `?token=TOKEN` once (a browser then keeps it in a cookie).
+    token: Option<Arc<str>>,
 }
 
 impl HttpState {
@@ -79,8 +82,63 @@ impl HttpState {
             queries,
             metrics,
             streams: Arc::new(Semaphore::new(STREAMS_MAX)),
+            token: None,
         }
     }
+
+    /// Require the cluster token (done for any dashboard not bound to loopback: security is
+    /// on by default, a cluster's status is nobody else's business).
+    pub fn with_token(mut self, token: &str) -> HttpState {
+        self.token = Some(Arc::from(token));
+        self
+    }
+}
+
+/// Constant-time comparison of a presented token with the cluster's.
+fn token_matches(presented: &str, token: &str) -> bool {
+    let (a, b) = (presented.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(
+    State(state): State<HttpState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = state.token.clone() else {
+        return next.run(request).await;
+    };
+    if request.uri().path() == "/health" {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').find_map(|kv| kv.trim().strip_prefix("rusk_token=")));
+    let query = request
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    if bearer.or(cookie).is_some_and(|t| token_matches(t, &token)) {
+        return next.run(request).await;
+    }
+    if query.is_some_and(|t| token_matches(t, &token)) {
+        let mut response = next.run(request).await;
+        if let Ok(v) = HeaderValue::from_str(&format!("rusk_token={token}; HttpOnly; SameSite=Strict; Path=/")) {
+            response.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        return response;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        "the cluster token is required: Authorization: Bearer TOKEN, or ?token=TOKEN\n",
+    )
+        .into_response()
 }
 
 /// Listen on `addr`. When the port is taken (another scheduler on this host has the default
@@ -115,6 +173,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/overview", get(api_overview))
         .route("/api/events", get(api_events))
         .route("/api/stream", get(api_stream))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
 }
 
@@ -329,4 +388,17 @@ async fn api_stream(State(st): State<HttpState>, UrlQuery(p): UrlQuery<StreamPar
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+#[cfg(test)]
+mod auth_tests {
+    use super::token_matches;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(token_matches("abc123", "abc123"));
+        assert!(!token_matches("abc124", "abc123"));
+        assert!(!token_matches("abc12", "abc123"));
+        assert!(!token_matches("", "abc123"));
+    }
 }
