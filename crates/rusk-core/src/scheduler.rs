@@ -564,14 +564,19 @@ impl Scheduler {
         for k in 0..g.tasks[idx].dependents.len() {
             let d = g.tasks[idx].dependents[k];
             let dt = &mut g.tasks[d as usize];
-            if dt.state == TaskState::Waiting {
-                dt.missing -= 1;
-                if dt.missing == 0 {
-                    newly_ready.push(TaskRef {
-                        graph: task.graph,
-                        index: d,
-                    });
+            match dt.state {
+                TaskState::Waiting => {
+                    dt.missing -= 1;
+                    if dt.missing == 0 {
+                        newly_ready.push(TaskRef {
+                            graph: task.graph,
+                            index: d,
+                        });
+                    }
                 }
+                // A started dependent that ran on while this input was recomputed.
+                TaskState::Assigned { .. } if dt.missing > 0 => dt.missing -= 1,
+                _ => {}
             }
         }
         for r in newly_ready.drain(..) {
@@ -609,7 +614,8 @@ impl Scheduler {
         let t = self.task_mut(task).expect("checked");
         if t.retries_left > 0 {
             t.retries_left -= 1;
-            self.make_ready(task);
+            // Back to Ready, or to Waiting if an input was lost while it ran.
+            self.unassign(task);
             return;
         }
         let msg = match error.exit_code {
@@ -1053,7 +1059,11 @@ impl Scheduler {
             g.outputs_pending += 1;
         }
         self.set_state(task, TaskState::Released);
-        // Dependents that were about to use it must wait for the recomputation.
+        // Dependents that were about to use it must wait for the recomputation. One that has
+        // started already has its inputs: it runs on (and if its attempt ends without a
+        // result, it waits like the others). Cancelling it would throw its work away, and,
+        // were it running on the very worker that is found dead a moment later, that death
+        // would never be charged to it: a poison task could take any number of workers down.
         for &d in dependents.iter() {
             let dref = TaskRef {
                 graph: task.graph,
@@ -1062,6 +1072,7 @@ impl Scheduler {
             let dt = self.task_mut(dref).expect("dependent exists");
             match dt.state {
                 TaskState::Waiting => dt.missing += 1,
+                TaskState::Assigned { .. } if dt.started => dt.missing += 1,
                 TaskState::Ready => {
                     dt.missing += 1;
                     self.set_state(dref, TaskState::Waiting);
@@ -2238,7 +2249,12 @@ impl Scheduler {
                         assert!(t.queued, "{tref} ready but not queued");
                     }
                     TaskState::Assigned { worker } => {
-                        assert_eq!(missing, 0, "{tref} assigned with missing deps");
+                        // Only a started attempt runs on after an input was lost.
+                        if t.started {
+                            assert_eq!(t.missing, missing, "{tref} missing count");
+                        } else {
+                            assert_eq!(missing, 0, "{tref} assigned with missing deps");
+                        }
                         let w = self.workers.get(&worker).unwrap_or_else(|| {
                             panic!("{tref} assigned to unknown worker {worker}")
                         });

@@ -90,13 +90,14 @@ impl Default for SimConfig {
 impl SimConfig {
     /// A quiet cluster of exactly `workers` workers without nannies and no random workload:
     /// the starting point of scripted scenarios, which submit their own graphs and inject
-    /// their own faults.
+    /// their own faults. The poison-task limit is the scheduler's default (3).
     pub fn scripted(workers: u32) -> SimConfig {
         SimConfig {
             workers_min: workers,
             workers_max: workers,
             nanny_hosts_min: 0,
             nanny_hosts_max: 0,
+            task_max_worker_deaths: Some(3),
             graphs_min: 0,
             graphs_max: 0,
             abandoning_client: false,

@@ -100,6 +100,14 @@ pub enum FailureKind {
         expected: Vec<String>,
         logged: Vec<String>,
     },
+    /// A killer took down more workers that had reported it started than the poison-task
+    /// limit allows: some of those deaths were not charged to it.
+    #[error("{task} took down {killed} workers after the scheduler accepted that it started there; the poison-task limit is {limit}")]
+    PoisonUnbounded {
+        task: TaskRef,
+        killed: u32,
+        limit: u32,
+    },
     #[error("liveness: slot {slot} is {state} and has not run a registered worker within {bound:?} of the faults healing")]
     SlotNotRecovered {
         slot: String,

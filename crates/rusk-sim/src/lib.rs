@@ -1,10 +1,13 @@
 //! rusk's deterministic cluster simulator: the headline test of the cores.
 //!
-//! It runs the real pure cores, `rusk_core::scheduler::Scheduler` and several
-//! `rusk_core::worker::WorkerCore`s, against each other under a virtual clock, over an
-//! in-memory network that delays, reorders (across connections), duplicates and loses
-//! messages, while workers crash, vanish, freeze and restart. One `u64` seed drives all of it,
-//! so any failure replays exactly:
+//! It runs the real pure cores, `rusk_core::scheduler::Scheduler`, a
+//! `rusk_core::nanny::NannyCore` per host and the `rusk_core::worker::WorkerCore`s they
+//! supervise (plus some workers without a nanny), against each other under a virtual clock,
+//! over an in-memory network that delays, reorders (across connections), duplicates and loses
+//! messages, while workers crash, hang, vanish, crash-loop and get cut off, nannies die or lose
+//! their link, stale restart requests arrive late and twice, killer tasks take down the workers
+//! that start them, and an operator restarts and stops things. One `u64` seed drives all of
+//! it, so any failure replays exactly:
 //!
 //! ```text
 //! RUSK_SIM_SEED=<N> cargo test -p rusk-sim
@@ -13,9 +16,14 @@
 //! Each run has a *safety phase* with faults, in which after every step the cores'
 //! `check_invariants()` and the simulator's own cross-checks must hold (no result accepted from
 //! a fenced incarnation or twice for one assignment, every task executed with the true values
-//! of its inputs), then a *liveness phase* with faults healed, in which every submitted graph
-//! must finish and every output must be the value (or the error) the simulator worked out
-//! independently, within a virtual-time bound.
+//! of its inputs, never two live worker processes in one slot, nanny signals only ever hitting
+//! the worker they are meant for, restart requests only for incarnations the scheduler
+//! dropped, poison tasks failed exactly when their attempts that had *started* were running on
+//! `task_max_worker_deaths` workers that died), then a *liveness phase* with faults healed, in
+//! which every supervised slot must run a registered worker again within a bound derived from
+//! the nanny's tunables (failed slots revived by an operator restart), and every submitted
+//! graph must finish, every output being the value (or the error: failure, poison task, time
+//! limit) the simulator worked out independently, within a virtual-time bound.
 //!
 //! - [`run_seed`]: one run with a random workload and random faults;
 //! - [`Sim`]: the cluster itself, for scripted scenarios;

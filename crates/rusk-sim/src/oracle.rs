@@ -10,7 +10,9 @@
 //! reads: an assignment the scheduler still counts on, whose `TaskStarted` it accepted, is
 //! charged one death when its incarnation is removed; an attempt that was merely queued there
 //! never is. When a task's charge reaches `task_max_worker_deaths`, the scheduler must fail it
-//! as a poison task in that very step, and never any other task.
+//! as a poison task in that very step, and never any other task. And whatever the races, a
+//! killer task takes down at most `task_max_worker_deaths` workers whose report that it
+//! started the scheduler accepted.
 use crate::error::FailureKind;
 use crate::workload::{Expected, GraphModel};
 use bytes::Bytes;
@@ -68,6 +70,11 @@ pub(crate) struct Oracle {
     pub(crate) poisoned: BTreeSet<TaskRef>,
     /// The poison-task events the scheduler must log in the current step (their `observed`).
     pending_poison: Vec<String>,
+    /// Attempts that killed the worker running them, and attempts whose start the scheduler
+    /// accepted; per task, how many attempts are both.
+    killed_worker: BTreeSet<(TaskRef, AttemptId)>,
+    start_accepted: BTreeSet<(TaskRef, AttemptId)>,
+    known_killings: BTreeMap<TaskRef, u32>,
     /// The scheduler's `task_max_worker_deaths`.
     pub(crate) max_worker_deaths: u32,
 }
@@ -153,6 +160,36 @@ impl Oracle {
     /// A simulated executor began running this attempt.
     pub(crate) fn executor_started(&mut self, task: TaskRef, attempt: AttemptId) {
         self.executor_started.insert((task, attempt));
+    }
+
+    /// A killer attempt took its worker down.
+    pub(crate) fn killed_worker(
+        &mut self,
+        task: TaskRef,
+        attempt: AttemptId,
+    ) -> Result<(), FailureKind> {
+        self.killed_worker.insert((task, attempt));
+        self.count_killing(task, attempt)
+    }
+
+    /// A worker taken down by an attempt whose start the scheduler knew of must be charged to
+    /// it (or the attempt was cancelled because its task failed or its graph went): so a
+    /// poison task never takes down more than the limit.
+    fn count_killing(&mut self, task: TaskRef, attempt: AttemptId) -> Result<(), FailureKind> {
+        let key = (task, attempt);
+        if !(self.killed_worker.contains(&key) && self.start_accepted.contains(&key)) {
+            return Ok(());
+        }
+        let n = self.known_killings.entry(task).or_default();
+        *n += 1;
+        if *n > self.max_worker_deaths {
+            return Err(FailureKind::PoisonUnbounded {
+                task,
+                killed: *n,
+                limit: self.max_worker_deaths,
+            });
+        }
+        Ok(())
     }
 
     /// At the end of a scheduler step: the poison tasks it logged (their `observed` texts) must
@@ -286,6 +323,9 @@ impl Oracle {
             }
             if let Some(a) = self.live_assign.get_mut(&task) {
                 a.started = true;
+            }
+            if self.start_accepted.insert((task, attempt)) {
+                self.count_killing(task, attempt)?;
             }
             return Ok(());
         }

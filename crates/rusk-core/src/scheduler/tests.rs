@@ -933,3 +933,97 @@ fn recomputed_task_whose_input_failed_meanwhile_names_the_input() {
         assert!(matches!(r, Err(e) if e.starts_with(want)), "{key}: {r:?}");
     }
 }
+
+fn missing_dep(
+    s: &mut Scheduler,
+    w: Incarnation,
+    task: TaskRef,
+    attempt: u64,
+    dep: TaskRef,
+) -> Vec<Command> {
+    let out = s.handle(
+        MS,
+        Event::WorkerMessage {
+            incarnation: w,
+            msg: WorkerToScheduler::MissingDep {
+                task,
+                attempt: AttemptId(attempt),
+                dep,
+            },
+        },
+    );
+    s.check_invariants();
+    out
+}
+
+fn cancels(out: &[Command]) -> Vec<TaskRef> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::ToWorker {
+                msg: SchedulerToWorker::Cancel { task, .. },
+                ..
+            } => Some(*task),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Start the graph a; b(a); c(a) on two one-task workers: a and then b on W1 (b started), c on
+/// W2, where fetching a from W1 fails. Returns the scheduler after that `MissingDep`, and what
+/// it did then.
+fn input_lost_under_a_started_task(max_deaths: u32) -> (Scheduler, Vec<Command>) {
+    let mut s = sched_poison(2, max_deaths);
+    let out = submit(
+        &mut s,
+        vec![spec("a", &[]), spec("b", &["a"]), spec("c", &["a"])],
+        &["b", "c"],
+    );
+    assert_eq!(assigned(&out), vec![(t(0), 1, W1)]);
+    let out = done(&mut s, W1, t(0), 1);
+    assert_eq!(assigned(&out), vec![(t(1), 2, W1), (t(2), 3, W2)]);
+    started(&mut s, W1, t(1), 2);
+    let out = missing_dep(&mut s, W2, t(2), 3, t(0));
+    (s, out)
+}
+
+/// An input is lost (its holder could not serve a fetch) while a dependent that already
+/// started runs: the dependent is not cancelled (it has its inputs) and its result counts;
+/// the input is recomputed for the dependents that still need it.
+#[test]
+fn a_started_task_runs_on_when_its_input_is_lost() {
+    let (mut s, out) = input_lost_under_a_started_task(3);
+    assert!(
+        !cancels(&out).contains(&t(1)),
+        "b is not cancelled: {out:?}"
+    );
+    // a is computed again for c, on W2 (W1 is busy with b).
+    assert_eq!(assigned(&out), vec![(t(0), 4, W2)]);
+    done(&mut s, W1, t(1), 2);
+    assert_eq!(s.stats().stale_reports, 0, "b's result counts");
+    let out = done(&mut s, W2, t(0), 4);
+    assert_eq!(assigned(&out), vec![(t(2), 5, W2)]);
+    let out = done(&mut s, W2, t(2), 5);
+    let outputs = finished_outputs(&out);
+    assert_eq!(
+        outputs,
+        vec![("b".to_string(), Ok(W1)), ("c".to_string(), Ok(W2))]
+    );
+}
+
+/// The same, when the worker running the started dependent is the one that died: its death
+/// is charged to the dependent (it used to be cancelled first and escape the charge, so a
+/// poison task whose input lived on the worker it killed could kill any number of workers;
+/// found by rusk-sim).
+#[test]
+fn a_started_task_whose_input_holder_died_under_it_is_charged() {
+    let (mut s, _) = input_lost_under_a_started_task(1);
+    let out = worker_left(&mut s, W1);
+    assert_eq!(s.stats().poison_tasks, 1);
+    assert!(
+        out.iter().any(|c| matches!(
+            c,
+            Command::Log(r) if r.cause == "poison-task" && r.observed.starts_with("task \"b\"")
+        )),
+        "{out:?}"
+    );
+}

@@ -551,6 +551,12 @@ impl Sim {
             .map_or(0, |l| self.lives[l].threads_busy)
     }
 
+    /// The last events (as many as `SimConfig::trace_len`), one per line, for debugging a
+    /// scenario.
+    pub fn trace(&self) -> String {
+        self.trace.render()
+    }
+
     /// Faults injected so far.
     pub fn fault_counts(&self) -> &FaultCounts {
         &self.counts
@@ -840,10 +846,7 @@ impl Sim {
             Ev::Restart { slot } => self.on_restart(slot),
             Ev::Heal => self.heal(),
             Ev::JobStarted { life, job, token } => self.on_job_started(life, job, token),
-            Ev::KillerFires { life, job } => {
-                self.on_killer_fires(life, job);
-                Ok(())
-            }
+            Ev::KillerFires { life, job } => self.on_killer_fires(life, job),
             Ev::ProcessExit { life, death } => {
                 self.kill_life(life, death);
                 Ok(())

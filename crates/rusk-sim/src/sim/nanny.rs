@@ -186,11 +186,16 @@ impl Sim {
             nanny::Event::Registered { slot, pid, .. } => Some((slot, pid)),
             _ => None,
         };
+        // A restart request may only ever kill the incarnation it names.
+        let requested = match ev {
+            nanny::Event::SchedulerRestart { incarnation, .. } => Some(incarnation),
+            _ => None,
+        };
         let mut out = Vec::new();
         let n = &mut self.nannies[nanny];
         n.core.handle_into(self.now, ev, &mut out);
         n.core.check_invariants();
-        self.carry_out_nanny(nanny, out)?;
+        self.carry_out_nanny(nanny, out, requested)?;
         if let (Some((index, pid)), Phase::Liveness { .. }) = (registered, self.phase) {
             let n = &self.nannies[nanny];
             if n.alive
@@ -232,25 +237,30 @@ impl Sim {
         self.nanny_step(nanny, nanny::Event::Tick)
     }
 
-    fn carry_out_nanny(&mut self, nanny: usize, out: Vec<Command>) -> Result<(), FailureKind> {
+    fn carry_out_nanny(
+        &mut self,
+        nanny: usize,
+        out: Vec<Command>,
+        requested: Option<Incarnation>,
+    ) -> Result<(), FailureKind> {
         let mut outgoing = Vec::new();
         let mut exit = false;
         // The fault each restart was begun for: the nanny records it before it signals.
-        let mut detected: Option<(u32, RestartCause, Option<Incarnation>)> = None;
+        let mut detected: Option<(u32, RestartCause)> = None;
         let name = self.nanny_name(nanny);
         for cmd in out {
             match cmd {
                 Command::Spawn { slot, generation } => self.nanny_spawn(nanny, slot, generation)?,
                 Command::Signal { slot, pid, signal } => {
-                    let why = detected.as_ref().filter(|d| d.0 == slot);
-                    self.nanny_signal(nanny, slot, pid, signal, why.cloned())?
+                    let why = detected
+                        .as_ref()
+                        .filter(|d| d.0 == slot)
+                        .map(|d| d.1.clone());
+                    self.nanny_signal(nanny, slot, pid, signal, why, requested)?
                 }
                 Command::Record(r) => {
-                    if let RecordKind::Detected {
-                        cause, incarnation, ..
-                    } = &r.what
-                    {
-                        detected = Some((r.slot, cause.clone(), *incarnation));
+                    if let RecordKind::Detected { cause, .. } = &r.what {
+                        detected = Some((r.slot, cause.clone()));
                     }
                     self.count_record(&r);
                     self.note(What::Note(format!("{name} slot {}: {:?}", r.slot, r.what)));
@@ -355,16 +365,17 @@ impl Sim {
         Ok(())
     }
 
-    /// `Signal`: the target must be this slot's worker; a kill for a hang or a scheduler
-    /// request must hit the process that hung or the incarnation the scheduler named (so a
-    /// stale request is a no-op).
+    /// `Signal`: the target must be this slot's worker; a watchdog kill must hit a process
+    /// that really stopped pinging, and a signal sent on a scheduler's restart request
+    /// (`requested`) must hit the incarnation the request names (so a stale one is a no-op).
     fn nanny_signal(
         &mut self,
         nanny: usize,
         index: u32,
         pid: u32,
         signal: Signal,
-        why: Option<(u32, RestartCause, Option<Incarnation>)>,
+        why: Option<RestartCause>,
+        requested: Option<Incarnation>,
     ) -> Result<(), FailureKind> {
         let host = self.nannies[nanny].host;
         let slot = self.hosts[host].slots[index as usize];
@@ -385,28 +396,25 @@ impl Sim {
         if !l.is_alive() {
             return Ok(()); // it already exited; its exit is on the way (a zombie until reaped)
         }
-        match why {
-            Some((_, RestartCause::Watchdog { .. }, _)) => {
-                let silent = self.now.saturating_sub(self.ping_before_now(life));
-                if silent < self.nanny_config.watchdog_timeout {
-                    return bad(
-                        self,
-                        format!("watchdog kill of a worker that pinged {silent:?} ago"),
-                    );
-                }
-            }
-            Some((_, RestartCause::SchedulerRequest { .. }, named))
-                if named.is_none() || named != l.incarnation =>
-            {
+        if let Some(named) = requested {
+            if l.incarnation != Some(named) {
                 return bad(
                     self,
                     format!(
-                        "a restart request for {named:?} hit the worker of {:?}",
+                        "a restart request for {named} hit the worker of {:?}",
                         l.incarnation
                     ),
                 );
             }
-            _ => {}
+        }
+        if let Some(RestartCause::Watchdog { .. }) = why {
+            let silent = self.now.saturating_sub(self.ping_before_now(life));
+            if silent < self.nanny_config.watchdog_timeout {
+                return bad(
+                    self,
+                    format!("watchdog kill of a worker that pinged {silent:?} ago"),
+                );
+            }
         }
         let node = l.node();
         self.note(What::Note(format!(

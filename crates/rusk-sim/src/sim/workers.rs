@@ -504,12 +504,12 @@ impl Sim {
         Ok(())
     }
 
-    pub(crate) fn on_killer_fires(&mut self, life: LifeId, job: u64) {
+    pub(crate) fn on_killer_fires(&mut self, life: LifeId, job: u64) -> Result<(), FailureKind> {
         let Some(j) = self.exec.jobs.get(&job) else {
-            return;
+            return Ok(());
         };
         if !self.lives[life].is_alive() {
-            return;
+            return Ok(());
         }
         self.counts.aborts += 1;
         let (on, task, attempt) = (self.lives[life].node(), j.task, j.attempt);
@@ -520,6 +520,7 @@ impl Sim {
             what: "aborts its process",
         });
         self.kill_life(life, Death::Aborted);
+        self.oracle.killed_worker(task, attempt)
     }
 
     fn on_abandon(&mut self, life: LifeId, task: TaskRef, attempt: AttemptId) {
