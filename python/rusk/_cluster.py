@@ -79,7 +79,9 @@ def _child_env(extra):
 class LocalCluster:
     """``rusk scheduler`` on a free loopback port and ``rusk nanny`` with ``n_workers`` workers
     of ``threads_per_worker`` threads each. Logs go to files in :attr:`directory`
-    (see :meth:`logs`).
+    (see :meth:`logs`). ``dashboard`` is where the scheduler serves its dashboard
+    (``host:port``, ``"none"`` for none; default: the scheduler's default, another free port if
+    that one is taken); :attr:`dashboard_link` is its URL.
 
     ``scheduler_args`` and ``nanny_args`` are extra command-line flags (e.g.
     ``["--worker-ttl", "2s"]``); ``env`` adds environment variables for both."""
@@ -92,6 +94,7 @@ class LocalCluster:
         scheduler_args=(),
         nanny_args=(),
         env=None,
+        dashboard=None,
         startup_timeout=STARTUP_TIMEOUT,
         rusk_bin=None,
     ):
@@ -104,7 +107,10 @@ class LocalCluster:
         self._procs = []
         self._log_files = []
         self._closed = False
+        self.dashboard_link = None
         env = _child_env(env)
+        if dashboard is not None:
+            scheduler_args = ["--dashboard", str(dashboard)] + list(scheduler_args)
         try:
             self.scheduler = self._spawn(
                 "scheduler",
@@ -122,6 +128,8 @@ class LocalCluster:
             while True:
                 try:
                     self.address, self.token = read_scheduler_file(self.scheduler_file)
+                    with open(self.scheduler_file) as f:
+                        self.dashboard_link = json.load(f).get("dashboard")
                     break
                 except (OSError, ValueError, KeyError):
                     pass

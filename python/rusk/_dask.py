@@ -8,6 +8,9 @@ submission; its outputs are fetched from the workers when it finishes.
 """
 
 import collections
+import collections.abc
+import numbers
+import time
 
 from . import _payload
 from ._client import LOCATE_ATTEMPTS_MAX, ConnectionLostError
@@ -23,13 +26,8 @@ def _normalize_key(k):
         return tuple(_normalize_key(i) for i in k)
     if isinstance(k, bool) or isinstance(k, (str, bytes, float)):
         return k
-    try:
-        import numbers
-
-        if isinstance(k, numbers.Integral):
-            return int(k)
-    except Exception:
-        pass
+    if isinstance(k, numbers.Integral):
+        return int(k)
     return k
 
 
@@ -157,7 +155,5 @@ def _collect(client, graph, outputs):
             raise ConnectionError("outputs still unreachable after %d attempts" % (attempts - 1))
         if client._lost is not None:
             raise ConnectionLostError(client._lost)
-        import time
-
         time.sleep(min(0.05 * attempts, 1.0))
         client._locate_graph(graph)

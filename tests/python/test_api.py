@@ -98,8 +98,6 @@ def test_map_and_gather(client):
 
 
 def test_map_runs_on_every_worker(client):
-    pids = set(client.gather(client.map(slow_inc, range(40), delay=0.05)))
-    assert pids  # values; now the executors' pids:
     pids = set(client.gather(client.map(lambda i: (time.sleep(0.05), os.getpid())[1], range(40))))
     assert len(pids) >= 2
 
@@ -123,7 +121,7 @@ def test_future_arguments_are_dependencies(client):
 
 def test_futures_inside_containers(client):
     a, b, c, d = client.map(inc, [0, 1, 2, 3])  # 1, 2, 3, 4
-    f = client.submit(total, [a, (b, {"k": [c, 100]})], )
+    f = client.submit(total, [a, (b, {"k": [c, 100]})])
     assert f.result(30) == 1 + 2 + 3 + 100
     g = client.submit(lambda xs, m: (xs, m), (a, a), m={"d": d, "e": [d, 5]})
     assert g.result(30) == ((1, 1), {"d": 4, "e": [4, 5]})
@@ -265,10 +263,6 @@ def test_cancel(client):
 
 
 def test_cancelled_task_stops_running(client):
-    def wait_for(path):
-        while not os.path.exists(path):
-            time.sleep(0.01)
-
     futures = [client.submit(time.sleep, 60) for _ in range(8)]
     time.sleep(0.3)
     client.cancel(futures)
@@ -282,14 +276,15 @@ def test_released_futures_are_dropped_by_the_scheduler(client):
     def memory_tasks():
         return sum(w["tasks"].get("memory", 0) for w in client.status()["workers"])
 
-    wait_until(lambda: memory_tasks() < 1000, what="earlier results released")
+    import gc
+
+    gc.collect()
+    time.sleep(0.5)  # earlier tests' dropped futures are released by now
     before = memory_tasks()
     futures = client.map(inc, range(50))
     client.gather(futures)
-    assert memory_tasks() >= before + 50 or True  # the count is per worker, best effort
+    assert memory_tasks() >= before + 50
     del futures
-    import gc
-
     gc.collect()
     wait_until(lambda: memory_tasks() <= before, timeout=20, what="released results dropped")
 
