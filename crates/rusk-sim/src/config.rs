@@ -52,7 +52,8 @@ pub struct SimConfig {
     pub fetch_timeout: Duration,
     /// Events kept for the failure report.
     pub trace_len: usize,
-    /// Check that workers hold no results once every graph is released.
+    /// After the run, let everything settle and check that workers hold no results once every
+    /// graph is released, and that the scheduler's view of every nanny's slots is current.
     pub check_leaks: bool,
 }
 

@@ -100,6 +100,13 @@ pub enum FailureKind {
         expected: Vec<String>,
         logged: Vec<String>,
     },
+    /// What the scheduler last heard of a nanny's slots (`rusk status`) is not what runs.
+    #[error("the scheduler's view of nanny {nanny} is stale: {got}, but {want} run")]
+    StaleNannyView {
+        nanny: String,
+        want: String,
+        got: String,
+    },
     /// A killer took down more workers that had reported it started than the poison-task
     /// limit allows: some of those deaths were not charged to it.
     #[error("{task} took down {killed} workers after the scheduler accepted that it started there; the poison-task limit is {limit}")]

@@ -1,6 +1,7 @@
 //! The simulator's main test: many seeds of random workload and random faults.
 //!
-//! - `RUSK_SIM_SEEDS=<n>` runs seeds `0..n` (default 1000);
+//! - `RUSK_SIM_SEEDS=<n>` runs seeds `0..n` (default 1000), or `k..k+n` with
+//!   `RUSK_SIM_SEEDS_FROM=<k>`;
 //! - `RUSK_SIM_SEED=<n>` replays that one seed (and prints its report);
 //! - `RUSK_SIM_TRACE=<n>` keeps the last `n` events for the failure report (default 60);
 //! - `RUSK_SIM_REORDER=1` also reorders packets within a worker link (not TCP; exploratory).
@@ -44,13 +45,14 @@ fn random_seeds() {
         return;
     }
     let n = env_u64("RUSK_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let from = env_u64("RUSK_SIM_SEEDS_FROM").unwrap_or(0);
     let started = Instant::now();
     let results: Vec<Result<SimReport, SimFailure>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..THREADS)
             .map(|t| {
                 let config = &config;
                 s.spawn(move || {
-                    (0..n)
+                    (from..from + n)
                         .filter(|seed| seed % THREADS == t)
                         .map(|seed| run_seed(seed, config))
                         .collect::<Vec<_>>()
@@ -106,7 +108,7 @@ fn totals(reports: &[SimReport]) -> String {
         "supervision: {} nanny starts, {} nanny deaths, {} hosts vanished, {} nanny links \
          broken, {} crash loops, {} spawn failures, {} stale restart requests, {} operator \
          restarts, {} operator stops, {} workers aborted by killer tasks, {} poison tasks; \
-         nanny records: {}",
+         slowest slot recovery after healing {:?}; nanny records: {}",
         sum(|r| r.faults.nanny_starts as u64),
         sum(|r| r.faults.nanny_deaths as u64),
         sum(|r| r.faults.host_vanishes as u64),
@@ -118,6 +120,11 @@ fn totals(reports: &[SimReport]) -> String {
         sum(|r| r.faults.operator_stops as u64),
         sum(|r| r.faults.aborts as u64),
         sum(|r| r.scheduler.poison_tasks),
+        reports
+            .iter()
+            .map(|r| r.slowest_slot_recovery)
+            .max()
+            .unwrap_or_default(),
         records.join(", ")
     );
     supervision

@@ -259,6 +259,9 @@ pub struct SimReport {
     pub worker_lives: u32,
     pub faults: FaultCounts,
     pub scheduler: SchedulerStats,
+    /// The longest a supervised slot took to run a registered worker again after the faults
+    /// healed (zero when every slot was up then).
+    pub slowest_slot_recovery: Duration,
     /// Recovery records of the nannies, by kind (`crash`, `watchdog`, `heartbeat`,
     /// `connection`, `operator`, `recovered`, `backing-off`, `failed`, ...).
     pub nanny_records: BTreeMap<&'static str, u32>,
@@ -275,6 +278,8 @@ pub struct Sim {
     seq: u64,
     steps: u64,
     steps_at_now: u64,
+    /// When the liveness phase began.
+    healed_at: Duration,
     queue: BinaryHeap<Reverse<Queued>>,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) phase: Phase,
@@ -372,6 +377,7 @@ impl Sim {
             seq: 0,
             steps: 0,
             steps_at_now: 0,
+            healed_at: Duration::ZERO,
             queue: BinaryHeap::new(),
             rng,
             phase: Phase::Safety,
@@ -1149,6 +1155,7 @@ impl Sim {
             deadline: self.now + self.config.liveness_bound,
         };
         self.note(What::Note("heal: liveness phase starts".into()));
+        self.healed_at = self.now;
         let frozen: Vec<LifeId> = (0..self.lives.len())
             .filter(|&l| self.lives[l].state == LifeState::Frozen)
             .collect();
@@ -1156,9 +1163,12 @@ impl Sim {
             self.thaw(life)?;
         }
         for slot in 0..self.slots.len() as u32 {
+            let up = self.slot_up(slot);
+            self.slots[slot as usize].recovered_after_heal = up.then_some(Duration::ZERO);
+        }
+        for slot in 0..self.slots.len() as u32 {
             let s = &mut self.slots[slot as usize];
             s.crash_loop_until = None;
-            s.registered_since_heal = false;
             if s.life.is_none() && s.sup.is_none() {
                 let at = self.now + Duration::from_millis(self.rng.gen_range(1..=50));
                 self.push(at, Ev::Restart { slot });
@@ -1193,7 +1203,10 @@ impl Sim {
             while self.peek_time().is_some_and(|t| t <= settle) {
                 self.step()?;
             }
-            if let Err(kind) = self.check_no_leaks() {
+            if let Err(kind) = self
+                .check_no_leaks()
+                .and_then(|()| self.check_nanny_views())
+            {
                 return Err(self.failure(kind));
             }
         }
@@ -1210,6 +1223,12 @@ impl Sim {
             faults: self.counts.clone(),
             scheduler: stats,
             nanny_records: self.nanny_records.clone(),
+            slowest_slot_recovery: self
+                .slots
+                .iter()
+                .filter_map(|s| s.recovered_after_heal)
+                .max()
+                .unwrap_or_default(),
             fingerprint: self.trace.fingerprint(),
         })
     }

@@ -101,6 +101,9 @@ pub(crate) struct NannyConn {
     last_to_nanny: Duration,
 }
 
+/// A slot as `rusk status` shows it: index, state, pid, incarnation.
+type SlotView<'a> = (u32, &'a str, Option<u32>, Option<u64>);
+
 /// How a nanny process ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum NannyEnd {
@@ -203,7 +206,10 @@ impl Sim {
                 && n.core.slot_state(index) == "running"
             {
                 let slot = self.hosts[n.host].slots[index as usize];
-                self.slots[slot as usize].registered_since_heal = true;
+                let after = self.now.saturating_sub(self.healed_at);
+                self.slots[slot as usize]
+                    .recovered_after_heal
+                    .get_or_insert(after);
             }
         }
         self.reschedule_nanny_tick(nanny);
@@ -884,11 +890,53 @@ impl Sim {
             + Duration::from_secs(1)
     }
 
+    /// Once everything has settled, the slot reports the scheduler holds for each nanny (what
+    /// `rusk status` shows) describe the workers that really run, whatever reports were lost,
+    /// duplicated or queued across reconnections.
+    pub(crate) fn check_nanny_views(&self) -> Result<(), FailureKind> {
+        let status = self.scheduler.status(None);
+        for host in &self.hosts {
+            let want: Vec<SlotView> = host
+                .slots
+                .iter()
+                .enumerate()
+                .map(|(index, &slot)| {
+                    let life = self.slots[slot as usize].life.map(|l| &self.lives[l]);
+                    (
+                        index as u32,
+                        "running",
+                        life.map(|l| l.pid),
+                        life.and_then(|l| l.incarnation).map(|i| i.0),
+                    )
+                })
+                .collect();
+            let views: Vec<Vec<SlotView>> = status
+                .nannies
+                .iter()
+                .filter(|n| *n.name == *host.name)
+                .map(|n| {
+                    n.slots
+                        .iter()
+                        .map(|r| (r.slot, r.state.as_str(), r.pid, r.incarnation))
+                        .collect()
+                })
+                .collect();
+            if !views.contains(&want) {
+                return Err(FailureKind::StaleNannyView {
+                    nanny: host.name.to_string(),
+                    want: format!("{want:?}"),
+                    got: format!("{views:?}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn on_slots_check(&mut self) -> Result<(), FailureKind> {
         let bound = self.slot_bound();
         for slot in 0..self.slots.len() as u32 {
             let s = &self.slots[slot as usize];
-            if s.sup.is_none() || s.registered_since_heal || self.slot_up(slot) {
+            if s.sup.is_none() || s.recovered_after_heal.is_some() || self.slot_up(slot) {
                 continue;
             }
             return Err(FailureKind::SlotNotRecovered {

@@ -46,6 +46,11 @@ const RESTART_MS_MIN: u64 = 50;
 const RESTART_MS_MAX: u64 = 1_500;
 /// How often a worker's event loop pings its nanny (`NANNY_PING_INTERVAL` of the shell).
 pub(crate) const PING_INTERVAL: Duration = Duration::from_millis(200);
+/// A job that runs on after `Abandon` ends (its result ignored) at most this long after it,
+/// even a long `sleep_ms`: the worker core counts it as dispatched until then, which the real
+/// shell's 64 dispatch slots per thread absorb but the simulator's 1 to 3 would turn into a
+/// stall of the whole worker (a time-limited task sleeps 10 s).
+const ABANDONED_RUN_ON_US_MAX: u64 = 200_000;
 /// How long a running process takes to notice its connection is gone, or to die of SIGTERM.
 const NOTICE_US_MAX: u64 = 5_000;
 const TERM_US_MAX: u64 = 20_000;
@@ -61,8 +66,9 @@ pub(crate) struct Slot {
     pub(crate) crash_loop_until: Option<Duration>,
     /// The incarnations its workers joined as, oldest first.
     pub(crate) incarnations: Vec<Incarnation>,
-    /// One of its workers told its nanny it registered, since the liveness phase began.
-    pub(crate) registered_since_heal: bool,
+    /// How long after the liveness phase began one of its workers first told its nanny it
+    /// registered (zero if one was up then).
+    pub(crate) recovered_after_heal: Option<Duration>,
 }
 
 /// A worker slot's place in its nanny.
@@ -81,7 +87,7 @@ impl Slot {
             sup,
             crash_loop_until: None,
             incarnations: Vec::new(),
-            registered_since_heal: false,
+            recovered_after_heal: None,
         }
     }
 }
@@ -202,6 +208,8 @@ struct Job {
     attempt: AttemptId,
     result: Result<Bytes, TaskError>,
     run_for: Duration,
+    /// When it finishes, once started.
+    ends_at: Duration,
     /// Bumped when the job is killed; completions with an older token are void.
     token: u32,
     started: bool,
@@ -389,6 +397,7 @@ impl Sim {
                 attempt,
                 result,
                 run_for,
+                ends_at: Duration::MAX,
                 token: 0,
                 started: false,
                 holds_thread: false,
@@ -459,7 +468,8 @@ impl Sim {
             let job = self.exec.jobs.get_mut(&id).expect("queued jobs exist");
             job.started = true;
             job.holds_thread = true;
-            let (at, token, killer) = (self.now + job.run_for, job.token, job.killer);
+            job.ends_at = self.now + job.run_for;
+            let (at, token, killer) = (job.ends_at, job.token, job.killer);
             self.push(
                 self.now,
                 Ev::JobStarted {
@@ -538,7 +548,21 @@ impl Sim {
         }
         let kill = !started || self.rng.gen_bool(0.5);
         if !kill {
-            // It runs on and its result will be ignored; a new thread takes its place.
+            // It runs on (a while at most) and its result will be ignored; a new thread takes
+            // its place.
+            let run_on = Duration::from_micros(self.rng.gen_range(0..=ABANDONED_RUN_ON_US_MAX));
+            let job = self.exec.jobs.get_mut(&id).expect("found above");
+            job.token += 1;
+            job.ends_at = job.ends_at.min(self.now + run_on);
+            let (at, token) = (job.ends_at, job.token);
+            self.push(
+                at,
+                Ev::ExecDone {
+                    life,
+                    job: id,
+                    token,
+                },
+            );
             let job = self.exec.jobs.get_mut(&id).expect("found above");
             if job.holds_thread {
                 job.holds_thread = false;
