@@ -1480,20 +1480,12 @@ impl Scheduler {
             }
             self.task_mut(tref).expect("just added").missing = missing;
             if let Some(d) = erred {
-                let g = &self.graphs[&id];
-                let f = g
-                    .errors
-                    .get(&d)
-                    .cloned()
-                    .unwrap_or_else(|| Failure::new("dependency failed"));
-                let key = g.tasks[d as usize].key.clone();
-                self.fail_task(
-                    tref,
-                    Failure {
-                        message: Arc::from(format!("dependency {:?} failed: {}", &*key, f.message)),
-                        detail: f.detail,
-                    },
-                );
+                // Depends on a task that already failed: fail with the inherited error.
+                let failure = self.downstream_failure(TaskRef {
+                    graph: id,
+                    index: d,
+                });
+                self.fail_with(tref, failure.clone(), failure);
                 continue;
             }
             for d in released {

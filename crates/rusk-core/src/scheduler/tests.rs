@@ -725,6 +725,30 @@ fn a_failure_detail_reaches_the_client_and_dependents() {
         .collect();
     assert_eq!(details.len(), 2);
     assert!(details.iter().all(|(_, d)| d.as_ref() == Some(&detail)));
+    // A task added later on top of the failed `a` fails at once, naming `a` once.
+    let out = extend(&mut s, g, vec![spec("c", &["a"])], &["c"]);
+    let errors: Vec<String> = out
+        .iter()
+        .filter_map(|c| match c {
+            Command::ToClient {
+                msg: SchedulerToClient::OutputsReady { outputs, .. },
+                ..
+            } => Some(outputs.clone()),
+            _ => None,
+        })
+        .flatten()
+        .map(|o| match o.result {
+            OutputResult::Failed { error, .. } => error,
+            r => panic!("{r:?}"),
+        })
+        .collect();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        errors[0].matches("dependency \"a\" failed").count(),
+        1,
+        "{}",
+        errors[0]
+    );
 }
 
 // === poison tasks ===
