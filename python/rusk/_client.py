@@ -240,7 +240,6 @@ class Client:
         self._keys = {}  # rusk key -> _KeyState of live futures
         self._known = set()  # keys the session graph has (they are never removed from it)
         self._finished = {}  # graph id -> outputs of a finished `get` graph
-        self._waiting_graphs = set()
         self._lost = None  # why the connection is gone
         self._drops = collections.deque()  # states whose Future was dropped (from __del__)
         self._stopping = False
@@ -579,17 +578,13 @@ class Client:
     def _submit_graph(self, tasks, outputs):
         with self._lock:
             self._check_open()
-        graph = self._conn.submit_graph(tasks, outputs)
-        with self._lock:
-            self._waiting_graphs.add(graph)
-        return graph
+        return self._conn.submit_graph(tasks, outputs)
 
     def _wait_graph(self, graph):
         """The outputs of a submitted graph once it finished (a list of output dicts)."""
         with self._cond:
             while graph not in self._finished:
                 if self._lost is not None:
-                    self._waiting_graphs.discard(graph)
                     raise ConnectionLostError(self._lost)
                 if self._closed:
                     raise ConnectionLostError("the client is closed")
@@ -597,13 +592,10 @@ class Client:
             return self._finished.pop(graph)
 
     def _locate_graph(self, graph):
-        with self._lock:
-            self._waiting_graphs.add(graph)
         self._conn.locate(graph)
 
     def _release_graph(self, graph):
         with self._lock:
-            self._waiting_graphs.discard(graph)
             self._finished.pop(graph, None)
         if not self._closed and self._lost is None:
             self._conn.release_graph(graph)
@@ -652,10 +644,11 @@ class Client:
                         st.callbacks = []
                 self._cond.notify_all()
         elif kind == "finished":
+            # Kept even before `_submit_graph` has registered the graph: a graph can finish
+            # (fail at once, say) before its submitter hears back. `_release_graph` drops it.
             with self._cond:
-                if ev["graph"] in self._waiting_graphs:
-                    self._finished[ev["graph"]] = ev["outputs"]
-                    self._cond.notify_all()
+                self._finished[ev["graph"]] = ev["outputs"]
+                self._cond.notify_all()
         elif kind == "disconnected":
             err = ConnectionLostError(ev["message"])
             with self._cond:

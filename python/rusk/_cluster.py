@@ -50,14 +50,23 @@ def read_scheduler_file(path):
     return data["address"], data["token"]
 
 
-def _set_pdeathsig():  # runs in the child between fork and exec
+def _pdeathsig_setter():
+    """A ``preexec_fn`` making the child die (SIGKILL) with this process, resolved here in the
+    parent so that the child, between fork and exec, only makes one foreign call (no dlopen,
+    whose loader lock another thread may have held at fork time)."""
     try:
         import ctypes
 
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        prctl.restype = ctypes.c_int
+        args = tuple(ctypes.c_ulong(v) for v in (1, int(signal.SIGKILL), 0, 0, 0))  # PR_SET_PDEATHSIG
     except Exception:
-        pass
+        return None
+
+    def preexec():
+        prctl(*args)
+
+    return preexec
 
 
 def _child_env(extra):
@@ -169,7 +178,7 @@ class LocalCluster:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=_set_pdeathsig,
+            preexec_fn=_pdeathsig_setter(),
         )
         self._procs.append(p)
         return p

@@ -410,3 +410,30 @@ def test_context_manager_stops_cluster():
         procs = list(c.cluster._procs)
         assert c.submit(inc, 1).result(30) == 2
     assert all(p.poll() is not None for p in procs)
+
+
+def test_local_cluster_dies_with_its_client_process():
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import rusk, time; c = rusk.Client(n_workers=1); "
+        "print(c.cluster.scheduler.pid, c.cluster.nanny.pid, flush=True); time.sleep(60)"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(x) for x in p.stdout.readline().split()]
+        assert len(pids) == 2
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+
+    def gone(pid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                return f.read().split()[2] == "Z"
+        except OSError:
+            return True
+
+    wait_until(lambda: all(gone(q) for q in pids), timeout=10, what="scheduler and nanny gone")
