@@ -1847,9 +1847,14 @@ impl Scheduler {
                     let t = self.task_mut(task).expect("exists");
                     t.queued = true;
                     self.ready.push_front(task);
-                    return;
+                    break;
                 }
             }
+        }
+        // The next call starts with the next worker: tasks that become ready one at a time
+        // (a client submitting in a loop) are spread over the cluster, not piled on one worker.
+        if taken_in_chunk > 0 {
+            self.rr_cursor = (self.rr_cursor + 1) % self.worker_order.len();
         }
     }
 

@@ -73,13 +73,15 @@ pub const SCRIPT: &str = include_str!("../../../python/rusk/_executor.py");
 
 /// How often an executor pings (fixed in the script).
 pub const PING_INTERVAL: Duration = Duration::from_millis(100);
-/// Default of `--executor-hang-timeout` / `RUSK_EXECUTOR_HANG_TIMEOUT`: 100 missed pings.
+/// Default of `--executor-hang-timeout` / `RUSK_EXECUTOR_HANG_TIMEOUT`: 60 missed pings.
 ///
 /// Only a single C call that holds the GIL silences an executor (pure Python switches threads
 /// every 5 ms), and legitimate ones rarely last seconds (`sorted()` of ten million items takes
-/// about 3 s, pickling a large result about as long), so 10 s gives no false alarms in
-/// practice while still catching a hung task 30 times sooner than Dask's 300 s worker TTL.
-pub const DEFAULT_HANG_TIMEOUT: &str = "10s";
+/// about 3 s, pickling a large result about as long): 6 s is twice the longest we know of, and
+/// catches a hung task sooner than Dask does even with its worker TTL cut to 5 s (about 10 s
+/// there: TTL, its once-per-TTL check, then its nanny's kill). Raise it for workloads with
+/// longer GIL-holding C calls.
+pub const DEFAULT_HANG_TIMEOUT: &str = "6s";
 /// Tasks sent to one executor ahead of their start.
 pub const PIPELINE_DEPTH: usize = 2;
 /// Tasks sent to one executor ahead while its tasks are short.

@@ -931,13 +931,15 @@ fn recomputed_task_whose_input_failed_meanwhile_names_the_input() {
     let out = done(&mut s, W1, t(0), 1);
     assert_eq!(assigned(&out), vec![(t(1), 2, W1), (t(2), 3, W2)]);
     done(&mut s, W2, t(2), 3);
-    // W1 dies with x and the queued y: x is recomputed on W3 (the only worker with room),
-    // starts, and W3 dies: x is a poison task, y fails with it.
+    // W1 dies with x and the queued y: x is recomputed on another worker, starts, and that
+    // worker dies too: x is a poison task, y fails with it.
     let out = worker_left(&mut s, W1);
-    let w3 = Incarnation(3);
-    assert_eq!(assigned(&out), vec![(t(0), 4, w3)]);
-    started(&mut s, w3, t(0), 4);
-    worker_left(&mut s, w3);
+    let a = assigned(&out);
+    assert_eq!(a.len(), 1);
+    let (task, attempt, wx) = a[0];
+    assert_eq!((task, attempt), (t(0), 4));
+    started(&mut s, wx, t(0), 4);
+    worker_left(&mut s, wx);
     assert_eq!(s.stats().poison_tasks, 1);
     // W2 dies with u, which is needed again (an output) but whose input x has failed. The
     // client, whose fetch of u fails, asks where the outputs are.
@@ -1050,4 +1052,25 @@ fn a_started_task_whose_input_holder_died_under_it_is_charged() {
         )),
         "{out:?}"
     );
+}
+
+#[test]
+fn tasks_ready_one_at_a_time_are_spread_over_the_workers() {
+    let mut s = sched_with_workers(2);
+    let g = open(&mut s);
+    let mut to = std::collections::BTreeMap::new();
+    for i in 0..6 {
+        let out = extend(&mut s, g, vec![spec(&format!("t{i}"), &[])], &[]);
+        for c in out {
+            if let Command::ToWorker {
+                incarnation,
+                msg: SchedulerToWorker::Assign(_),
+            } = c
+            {
+                *to.entry(incarnation).or_insert(0) += 1;
+            }
+        }
+    }
+    assert_eq!(to.get(&W1), Some(&3), "{to:?}");
+    assert_eq!(to.get(&W2), Some(&3), "{to:?}");
 }
