@@ -189,7 +189,8 @@ class Client:
     ``threads_per_worker`` threads (real processes: a scheduler, a nanny and its workers) and
     stops it on :meth:`close` or at exit. ``Client("/path/scheduler.json")`` joins the cluster
     of a scheduler file; ``Client("host:port", token=...)`` (or ``RUSK_TOKEN``) joins by
-    address. Use it as a context manager.
+    address. Use it as a context manager. ``progress`` draws a progress bar on stderr while
+    ``get`` runs a Dask graph (default: when stderr is a terminal).
     """
 
     def __init__(
@@ -200,6 +201,7 @@ class Client:
         *,
         token=None,
         timeout=WORKERS_TIMEOUT,
+        progress=None,
         **cluster_kwargs,
     ):
         self.cluster = None
@@ -240,6 +242,10 @@ class Client:
         self._keys = {}  # rusk key -> _KeyState of live futures
         self._known = set()  # keys the session graph has (they are never removed from it)
         self._finished = {}  # graph id -> outputs of a finished `get` graph
+        self._progress = {}  # graph id -> (done + erred, total) of a running `get` graph
+        if progress is None:
+            progress = _stderr_is_terminal()
+        self.progress = bool(progress)
         self._lost = None  # why the connection is gone
         self._drops = collections.deque()  # states whose Future was dropped (from __del__)
         self._stopping = False
@@ -582,14 +588,23 @@ class Client:
 
     def _wait_graph(self, graph):
         """The outputs of a submitted graph once it finished (a list of output dicts)."""
-        with self._cond:
-            while graph not in self._finished:
-                if self._lost is not None:
-                    raise ConnectionLostError(self._lost)
-                if self._closed:
-                    raise ConnectionLostError("the client is closed")
-                self._cond.wait(0.2)
-            return self._finished.pop(graph)
+        bar = _ProgressBar() if self.progress else None
+        try:
+            with self._cond:
+                while graph not in self._finished:
+                    if self._lost is not None:
+                        raise ConnectionLostError(self._lost)
+                    if self._closed:
+                        raise ConnectionLostError("the client is closed")
+                    self._cond.wait(0.2)
+                    if bar is not None and graph in self._progress:
+                        bar.draw(*self._progress[graph])
+                if bar is not None and graph in self._progress:
+                    bar.draw(*self._progress[graph])
+                return self._finished.pop(graph)
+        finally:
+            if bar is not None:
+                bar.finish()
 
     def _locate_graph(self, graph):
         self._conn.locate(graph)
@@ -597,6 +612,7 @@ class Client:
     def _release_graph(self, graph):
         with self._lock:
             self._finished.pop(graph, None)
+            self._progress.pop(graph, None)
         if not self._closed and self._lost is None:
             self._conn.release_graph(graph)
 
@@ -649,6 +665,9 @@ class Client:
             with self._cond:
                 self._finished[ev["graph"]] = ev["outputs"]
                 self._cond.notify_all()
+        elif kind == "progress":
+            with self._lock:
+                self._progress[ev["graph"]] = (ev["done"], ev["erred"], ev["total"])
         elif kind == "disconnected":
             err = ConnectionLostError(ev["message"])
             with self._cond:
@@ -705,6 +724,44 @@ class Client:
     def __repr__(self):
         state = "closed" if self._closed else ("lost" if self._lost else "connected")
         return "<rusk.Client %s (%s)>" % (getattr(self, "address", "?"), state)
+
+
+def _stderr_is_terminal():
+    import sys
+
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except Exception:
+        return False
+
+
+class _ProgressBar:
+    """One line on stderr: ``[#####.....] 1234/5000 tasks``."""
+
+    WIDTH = 40
+
+    def __init__(self):
+        self.drawn = False
+        self.last = None
+
+    def draw(self, done, erred, total):
+        import sys
+
+        if total <= 0 or (done, erred, total) == self.last:
+            return
+        self.last = (done, erred, total)
+        filled = min(self.WIDTH, (done + erred) * self.WIDTH // total)
+        extra = ", %d erred" % erred if erred else ""
+        sys.stderr.write("\r[%s%s] %d/%d tasks%s" % ("#" * filled, "." * (self.WIDTH - filled), done, total, extra))
+        sys.stderr.flush()
+        self.drawn = True
+
+    def finish(self):
+        import sys
+
+        if self.drawn:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 class _Skip:
