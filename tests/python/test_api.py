@@ -417,17 +417,24 @@ def test_local_cluster_dies_with_its_client_process():
     import subprocess
     import sys
 
+    import shutil
+
     code = (
         "import rusk, time; c = rusk.Client(n_workers=1); "
-        "print(c.cluster.scheduler.pid, c.cluster.nanny.pid, flush=True); time.sleep(60)"
+        "print(c.cluster.scheduler.pid, c.cluster.nanny.pid, c.cluster.directory, flush=True); "
+        "time.sleep(60)"
     )
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    line = []
     try:
-        pids = [int(x) for x in p.stdout.readline().split()]
+        line = p.stdout.readline().split()
+        pids = [int(x) for x in line[:2]]
         assert len(pids) == 2
     finally:
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
+        if len(line) == 3:
+            shutil.rmtree(line[2], ignore_errors=True)  # its close() never ran
 
     def gone(pid):
         try:
