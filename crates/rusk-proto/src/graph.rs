@@ -133,7 +133,9 @@ pub enum TaskKind {
         cwd: Option<String>,
     },
     /// Run in one of the worker's Python executor processes.
-    Python { payload: Bytes },
+    Python {
+        payload: Bytes,
+    },
 }
 
 #[cfg(test)]

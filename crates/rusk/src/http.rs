@@ -119,7 +119,10 @@ async fn auth(
     let cookie = headers
         .get(header::COOKIE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|c| c.split(';').find_map(|kv| kv.trim().strip_prefix("rusk_token=")));
+        .and_then(|c| {
+            c.split(';')
+                .find_map(|kv| kv.trim().strip_prefix("rusk_token="))
+        });
     let query = request
         .uri()
         .query()
@@ -129,7 +132,9 @@ async fn auth(
     }
     if query.is_some_and(|t| token_matches(t, &token)) {
         let mut response = next.run(request).await;
-        if let Ok(v) = HeaderValue::from_str(&format!("rusk_token={token}; HttpOnly; SameSite=Strict; Path=/")) {
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "rusk_token={token}; HttpOnly; SameSite=Strict; Path=/"
+        )) {
             response.headers_mut().insert(header::SET_COOKIE, v);
         }
         return response;

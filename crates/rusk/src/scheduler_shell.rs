@@ -139,7 +139,8 @@ pub async fn run(opts: SchedulerOptions) -> Result<()> {
     crate::metrics::spawn_lag_probe(observer.metrics.clone());
     let (query_tx, query_rx) = mpsc::channel::<Query>(http::QUERY_QUEUE_MAX);
     if let Some(l) = http_listener {
-        let mut state = http::HttpState::new(observer.subscribe(), query_tx, observer.metrics.clone());
+        let mut state =
+            http::HttpState::new(observer.subscribe(), query_tx, observer.metrics.clone());
         if !l.local_addr()?.ip().is_loopback() {
             info!("dashboard bound beyond loopback: every route but /health requires the cluster token");
             state = state.with_token(&opts.token);

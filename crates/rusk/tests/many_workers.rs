@@ -290,7 +290,10 @@ fn browser_render(base: &str, workers: usize, shot: &std::path::Path) -> String 
         String::from_utf8_lossy(&out.stderr)
     );
     let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
-    assert!(r["renders"].as_u64().unwrap_or(0) > 0, "the page never re-rendered: {r}");
+    assert!(
+        r["renders"].as_u64().unwrap_or(0) > 0,
+        "the page never re-rendered: {r}"
+    );
     format!(
         "browser (Chromium): {workers} worker rows shown {} ms after navigation; {} updates rendered in {} ms max ({} ms last); screenshot {}\n",
         r["first_render_ms"],
