@@ -200,25 +200,6 @@ fn status_json_lists_workers_with_their_fields() {
     assert_eq!(got, expected);
 }
 
-/// A ~10,000-task graph whose leaves wait on slow tasks, so that it runs for a few seconds:
-/// `slow` sleep tasks, leaves `concat` their index (after a slow task), a sum tree on top.
-fn slow_sum_graph(slow: usize, leaves: usize, sleep_ms: u64) -> (Value, String) {
-    let mut leaf_specs = Vec::new();
-    let mut sleeps = Vec::new();
-    for j in 0..slow {
-        sleeps.push(json!({"key": format!("sleep{j}"), "builtin": "sleep_ms", "args": [sleep_ms.to_string()]}));
-    }
-    for i in 0..leaves {
-        let key = format!("leaf{i}");
-        let spec = json!({"key": key, "builtin": "concat", "args": [i.to_string()], "deps": [format!("sleep{}", i % slow)]});
-        leaf_specs.push((key, spec));
-    }
-    let (mut tasks, root) = sum_tree(&leaf_specs);
-    tasks.extend(sleeps);
-    let expected = (leaves * (leaves - 1) / 2).to_string();
-    (json!({"tasks": tasks, "outputs": [root]}), expected)
-}
-
 #[test]
 fn kill_9_of_a_worker_in_the_middle_of_a_10000_task_graph() {
     let mut c = Cluster::start(3);

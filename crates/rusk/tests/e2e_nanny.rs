@@ -437,25 +437,6 @@ fn operator_restart_of_one_worker_and_of_all() {
     assert!(events_with_cause(&c, "operator").len() >= 2);
 }
 
-/// A ~10,000-task graph: `slow` sleep tasks, leaves that each wait for one of them, and a
-/// `sum` tree on top. Returns the graph and the expected root value.
-fn slow_sum_graph(slow: usize, leaves: usize, sleep_ms: u64) -> (Value, String) {
-    let mut leaf_specs = Vec::new();
-    let mut sleeps = Vec::new();
-    for j in 0..slow {
-        sleeps.push(json!({"key": format!("sleep{j}"), "builtin": "sleep_ms", "args": [sleep_ms.to_string()]}));
-    }
-    for i in 0..leaves {
-        let key = format!("leaf{i}");
-        let spec = json!({"key": key, "builtin": "concat", "args": [i.to_string()], "deps": [format!("sleep{}", i % slow)]});
-        leaf_specs.push((key, spec));
-    }
-    let (mut tasks, root) = sum_tree(&leaf_specs);
-    tasks.extend(sleeps);
-    let expected = (leaves * (leaves - 1) / 2).to_string();
-    (json!({"tasks": tasks, "outputs": [root]}), expected)
-}
-
 fn single_output(out: &std::process::Output) -> Value {
     assert!(
         out.status.success(),

@@ -1,7 +1,7 @@
 //! A real cluster for end-to-end tests: the `rusk` binary started as separate processes on
 //! loopback, killed with real signals.
 #![allow(dead_code)]
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -468,4 +468,23 @@ pub fn pid_alive(pid: u64) -> bool {
             .is_some_and(|rest| rest.starts_with('Z')),
         Err(_) => false,
     }
+}
+
+/// A ~10,000-task graph whose leaves wait on slow tasks, so that it runs for a few seconds:
+/// `slow` sleep tasks, leaves `concat` their index (after a slow task), a sum tree on top.
+pub fn slow_sum_graph(slow: usize, leaves: usize, sleep_ms: u64) -> (Value, String) {
+    let mut leaf_specs = Vec::new();
+    let mut sleeps = Vec::new();
+    for j in 0..slow {
+        sleeps.push(json!({"key": format!("sleep{j}"), "builtin": "sleep_ms", "args": [sleep_ms.to_string()]}));
+    }
+    for i in 0..leaves {
+        let key = format!("leaf{i}");
+        let spec = json!({"key": key, "builtin": "concat", "args": [i.to_string()], "deps": [format!("sleep{}", i % slow)]});
+        leaf_specs.push((key, spec));
+    }
+    let (mut tasks, root) = sum_tree(&leaf_specs);
+    tasks.extend(sleeps);
+    let expected = (leaves * (leaves - 1) / 2).to_string();
+    (json!({"tasks": tasks, "outputs": [root]}), expected)
 }
