@@ -199,7 +199,7 @@ def figures(data, args):
                      ("PASS" if ok else "MISS") if target else "-"))
 
     if hr:
-        hang_row("rusk (executor hang timeout 10 s, default)", hr)
+        hang_row("rusk (executor hang timeout 6 s, default)", hr)
     if hd:
         hang_row("Dask, default worker-ttl (5 min)", hd)
     if hdt:
