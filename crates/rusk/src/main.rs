@@ -304,42 +304,15 @@ struct StatusArgs {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Scheduler(a) => {
-            config::init_logging("scheduler");
-            runtime().block_on(run_scheduler(a))
-        }
-        Cmd::Worker(a) => {
-            config::init_logging("worker");
-            runtime().block_on(run_worker(a))
-        }
-        Cmd::Submit(a) => {
-            config::init_logging("client");
-            runtime().block_on(run_submit(a))
-        }
-        Cmd::Status(a) => {
-            config::init_logging("client");
-            runtime().block_on(run_status(a))
-        }
-        Cmd::Local(a) => {
-            config::init_logging("local");
-            runtime().block_on(local::run(a))
-        }
-        Cmd::Nanny(a) => {
-            config::init_logging("nanny");
-            runtime().block_on(run_nanny(a))
-        }
-        Cmd::Restart(a) => {
-            config::init_logging("client");
-            runtime().block_on(run_restart(a))
-        }
-        Cmd::StopNanny(a) => {
-            config::init_logging("client");
-            runtime().block_on(run_stop_nanny(a))
-        }
-        Cmd::Events(a) => {
-            config::init_logging("client");
-            runtime().block_on(events::run(a.cluster, a.json, a.follow))
-        }
+        Cmd::Scheduler(a) => run("scheduler", run_scheduler(a)),
+        Cmd::Worker(a) => run("worker", run_worker(a)),
+        Cmd::Submit(a) => run("client", run_submit(a)),
+        Cmd::Status(a) => run("client", run_status(a)),
+        Cmd::Local(a) => run("local", local::run(a)),
+        Cmd::Nanny(a) => run("nanny", run_nanny(a)),
+        Cmd::Restart(a) => run("client", run_restart(a)),
+        Cmd::StopNanny(a) => run("client", run_stop_nanny(a)),
+        Cmd::Events(a) => run("client", events::run(a.cluster, a.json, a.follow)),
     };
     if let Err(e) = result {
         eprintln!("rusk: error: {e:#}");
@@ -363,6 +336,12 @@ fn exit_code(e: &anyhow::Error) -> i32 {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct BadInput(pub String);
+
+/// Start logging for `component`, then run `work` to completion on the runtime.
+fn run(component: &str, work: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    config::init_logging(component);
+    runtime().block_on(work)
+}
 
 /// All roles run the current-thread runtime: one event loop, no cross-thread hand-offs.
 fn runtime() -> tokio::runtime::Runtime {

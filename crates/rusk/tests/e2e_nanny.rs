@@ -183,12 +183,26 @@ fn the_same_worker_hung_ten_times_in_a_row_is_recovered_every_time() {
         .submit_wait(&json!({"tasks": [{"key": "hang", "builtin": "block_loop", "args": ["60"]}]}));
     eprintln!("10 hangs recovered in {:?}", t0.elapsed());
     assert!(!ok && err.contains("10 workers"), "{err}");
+    // The 10th replacement may register just after the scheduler failed the task.
+    wait_until(
+        RECOVERY,
+        || restarted_events(&c).len() >= 10,
+        "the 10th recovery",
+    );
     let ev = restarted_events(&c);
     assert!(ev.len() >= 10, "every hang recovered: {}", ev.len());
     for e in &ev {
         assert!(e["recovery_ms"].as_u64().unwrap() < 5000, "{e}");
     }
     c.wait_workers(1);
+    wait_until(
+        RECOVERY,
+        || {
+            c.worker_of_slot(0)
+                .is_some_and(|w| w["restarts"].as_u64().unwrap_or(0) >= 10)
+        },
+        "slot 0 to report 10 restarts",
+    );
     let w = c.worker_of_slot(0).unwrap();
     assert!(w["restarts"].as_u64().unwrap() >= 10);
     assert_eq!(w["state"], json!("running"));
