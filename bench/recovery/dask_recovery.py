@@ -14,7 +14,9 @@ DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL=5s for the scheduler (otherwise Dask's d
 minutes). The driver's Client talks to the scheduler directly.
 
 A probe (`client.submit(os.getpid, pure=False).result()`) runs once on the healthy cluster (its
-time is the baseline and its answer the worker's pid); after a random 0.5-1.0 s the fault is
+time is the baseline and its answer the worker's pid); after a random 0.5-1.0 s, plus a random
+0..`--phase-spread` s (the suite passes the TTL, 5 s, so that the fault falls at a random phase
+of the scheduler's TTL check, which runs every TTL from the scheduler's start), the fault is
 injected at t0 and a probe is submitted at once. The recovery time is the moment its result is
 back minus t0; the pid it returns must be a new worker process. Faults:
 
@@ -94,6 +96,7 @@ class DaskCluster:
         sf = os.path.join(self.dir, "scheduler.json")
         self.sched_log = os.path.join(self.dir, "scheduler.log")
         with open(self.sched_log, "w") as err:
+            self.started = time.monotonic()
             self.group.start([os.path.join(BIN, "dask"), "scheduler", "--host", "127.0.0.1",
                               "--port", "0", "--no-dashboard",
                               "--dashboard-address", "127.0.0.1:0", "--scheduler-file", sf],
@@ -165,7 +168,7 @@ class DaskCluster:
         self.group.kill()
 
 
-def one_run(fault, ttl, cap_s, rng):
+def one_run(fault, ttl, phase_spread, cap_s, rng):
     workdir = tempfile.mkdtemp(prefix=f"dask-recovery-{fault}-")
     c = DaskCluster(workdir, ttl)
     try:
@@ -174,7 +177,10 @@ def one_run(fault, ttl, cap_s, rng):
         if pid is None:
             raise RuntimeError(f"the healthy cluster does not run the probe: {why}")
         baseline = time.monotonic() - t
-        time.sleep(rng.uniform(0.5, 1.0))
+        # The scheduler checks the TTL every TTL, counted from its start: spreading the fault
+        # over one more period puts it at a random phase of that check, as in a long-running
+        # cluster (otherwise every run would hit the same point of the period).
+        time.sleep(rng.uniform(0.5, 1.0) + rng.uniform(0, phase_spread))
 
         extra = {}
         if fault == "kill9":
@@ -209,6 +215,7 @@ def one_run(fault, ttl, cap_s, rng):
         if why:
             raise RuntimeError(why)
         run = recovered(t1 - t0, baseline_s=baseline, **extra)
+        run["fault_after_scheduler_start_s"] = t0 - c.started
         if new_pid == pid:
             run["same_process"] = True  # served by the old worker process, not a new one
         detected = c.log_times("Worker failed to heartbeat", t0w)
@@ -234,6 +241,9 @@ def main():
     ap.add_argument("--cap", type=float, default=60,
                     help="seconds before a run counts as not recovered")
     ap.add_argument("--stop-after-capped", type=int, default=2)
+    ap.add_argument("--phase-spread", type=float, default=0,
+                    help="wait a further random 0..S seconds before the fault (use the TTL, "
+                         "so the fault falls at a random phase of the TTL check)")
     ap.add_argument("--faults", default=",".join(FAULTS))
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", required=True, help="JSON file for the results")
@@ -248,8 +258,9 @@ def main():
               "runs_planned": args.runs, "cases": {}}
     for i, fault in enumerate(f for f in args.faults.split(",") if f):
         log(f"{label}: {fault}, up to {args.runs} run(s), cap {args.cap} s")
-        runs = run_case(f"{label} {fault}", lambda cap, rng: one_run(fault, args.worker_ttl,
-                                                                     cap, rng),
+        runs = run_case(f"{label} {fault}",
+                        lambda cap, rng: one_run(fault, args.worker_ttl, args.phase_spread,
+                                                 cap, rng),
                         args.runs, args.cap, args.stop_after_capped, seed=args.seed + i)
         result["cases"][fault] = {"summary": summarize(runs, args.cap), "runs": runs}
         write_result(args.out, result)
