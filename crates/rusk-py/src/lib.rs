@@ -14,7 +14,6 @@ use rusk_proto::{GraphId, TaskRef};
 use session::{Event, Expect, Reply, Session};
 use std::time::{Duration, Instant};
 
-mod net;
 mod session;
 
 /// How long a blocking call waits with the GIL released before checking for signals.

@@ -4,11 +4,11 @@
 //! and fetches results from workers' data servers (keeping one idle connection per worker).
 //!
 //! Nothing here touches Python: `lib.rs` wraps it, releasing the GIL while it waits.
-use crate::net::{self, Conn};
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use crossbeam_channel as cb;
 use futures::{SinkExt, StreamExt};
+use rusk_net::{self as net, Conn};
 use rusk_proto::auth::Role;
 use rusk_proto::msg::{
     ClientToScheduler, DataReply, DataRequest, EventRecord, GraphProgress, OutputState,

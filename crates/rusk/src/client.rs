@@ -1,9 +1,9 @@
 //! The client side: submit a graph, follow its progress, gather its outputs straight from the
 //! workers that hold them (the scheduler never carries task data), and query status.
 use crate::config::Cluster;
-use crate::net::{self, Conn};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
+use rusk_net::{self as net, Conn};
 use rusk_proto::auth::Role;
 use rusk_proto::graph::GraphSpec;
 use rusk_proto::msg::{

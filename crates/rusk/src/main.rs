@@ -9,11 +9,13 @@ mod http;
 mod local;
 mod metrics;
 mod nanny_shell;
-mod net;
 mod python_exec;
 mod scheduler_shell;
 mod vitals;
 mod worker_shell;
+
+// `crate::net` for the shells that have not yet moved to `rusk_net` paths (nanny_shell.rs).
+use rusk_net as net;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};

@@ -12,11 +12,11 @@
 use crate::config::SchedulerFile;
 use crate::http::{self, Query};
 use crate::metrics::{Observer, SchedulerIdentity, PUBLISH_INTERVAL};
-use crate::net::{self, Conn};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use rusk_core::scheduler::{Command, Event, Scheduler, SchedulerConfig};
+use rusk_net::{self as net, Conn};
 use rusk_proto::auth::Role;
 use rusk_proto::msg::{
     ClientToScheduler, NannyToScheduler, SchedulerToClient, SchedulerToNanny, SchedulerToWorker,

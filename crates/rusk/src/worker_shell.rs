@@ -6,13 +6,13 @@
 //! processes, Python tasks in a pool of executor processes (`crate::python_exec`). So heartbeats
 //! keep flowing while tasks keep every core busy, and a heartbeat that stops means the loop
 //! itself is wedged, which is exactly what the scheduler's TTL catches.
-use crate::net::{self, Conn};
 use crate::python_exec::{PythonOptions, PythonPool, Report};
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use rusk_core::builtins;
 use rusk_core::worker::{Command, Event, WorkerConfig, WorkerCore};
+use rusk_net::{self as net, Conn};
 use rusk_proto::auth::Role;
 use rusk_proto::graph::{Builtin, TaskKind};
 use rusk_proto::msg::{

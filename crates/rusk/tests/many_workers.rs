@@ -8,12 +8,10 @@
 mod common;
 #[path = "support/http.rs"]
 mod http;
-#[allow(dead_code)]
-#[path = "../src/net.rs"]
-mod net;
 
 use common::*;
 use futures::{SinkExt, StreamExt};
+use rusk_net as net;
 use rusk_proto::auth::Role;
 use rusk_proto::msg::{HeartbeatInfo, SchedulerToWorker, Vitals, WorkerInfo, WorkerToScheduler};
 use serde_json::{json, Value};

@@ -1,7 +1,11 @@
-//! Frames and the token handshake, client side only. The same logic as `crates/rusk/src/net.rs`
-//! (a binary crate, so it cannot be shared): length-delimited frames of postcard batches, the
-//! HMAC challenge-response of `rusk_proto::auth` under a deadline with tiny frames, then the full
-//! frame size.
+//! Connections: length-delimited frames over TCP, the token handshake, and typed batches.
+//!
+//! One library for every endpoint: the `rusk` binary (scheduler, worker, nanny, CLI client) and
+//! the Python extension (`rusk-py`) connect, frame and authenticate through this crate.
+//!
+//! Every connection starts with the handshake of `rusk_proto::auth` under a deadline and with
+//! tiny frames; only an authenticated peer gets the full frame size and has its messages
+//! decoded. A malformed or oversized frame is an error value that closes that one connection.
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -16,7 +20,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 pub type Conn = Framed<TcpStream, LengthDelimitedCodec>;
 
-/// How long we wait for a TCP connection before giving up on an address.
+/// How long a client waits to connect before giving up on an address.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn codec(max: usize) -> LengthDelimitedCodec {
@@ -26,6 +30,11 @@ fn codec(max: usize) -> LengthDelimitedCodec {
         .new_codec()
 }
 
+fn deadline() -> Duration {
+    Duration::from_millis(auth::HANDSHAKE_TIMEOUT_MS)
+}
+
+/// Encode a value as one frame payload.
 pub fn encode<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(rusk_proto::encode(value).expect("in-memory encoding of our own types cannot fail"))
 }
@@ -45,7 +54,46 @@ pub async fn send<T: Serialize>(conn: &mut Conn, value: &T) -> Result<()> {
     conn.send(encode(value)).await.context("send failed")
 }
 
-/// Connect to `address` and prove the cluster token for `role`.
+/// Server side of the handshake. Returns the authenticated role, with the full frame size
+/// enabled, or an error (the caller drops the connection).
+pub async fn accept(stream: TcpStream, token: &[u8], allowed: &[Role]) -> Result<(Conn, Role)> {
+    stream.set_nodelay(true).ok();
+    let mut conn = Framed::new(stream, codec(MAX_HANDSHAKE_FRAME_BYTES));
+    let work = async {
+        let mut nonce = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        send(
+            &mut conn,
+            &ServerHello {
+                magic: auth::MAGIC,
+                version: PROTOCOL_VERSION,
+                nonce,
+            },
+        )
+        .await?;
+        let hello: ClientHello = recv(&mut conn)
+            .await?
+            .ok_or_else(|| anyhow!("closed during handshake"))?;
+        let mut verdict = auth::judge_client(token, &nonce, &hello);
+        if matches!(verdict, ServerVerdict::Accepted { .. }) && !allowed.contains(&hello.role) {
+            verdict = ServerVerdict::Refused {
+                reason: auth::RefusalReason::WrongRole,
+            };
+        }
+        send(&mut conn, &verdict).await?;
+        match verdict {
+            ServerVerdict::Accepted { .. } => Ok(hello.role),
+            ServerVerdict::Refused { reason } => Err(anyhow!("refused peer: {reason}")),
+        }
+    };
+    let role = tokio::time::timeout(deadline(), work)
+        .await
+        .map_err(|_| anyhow!("handshake not completed within {:?}", deadline()))??;
+    conn.codec_mut().set_max_frame_length(MAX_FRAME_BYTES);
+    Ok((conn, role))
+}
+
+/// Client side: connect to `address` and prove the token for `role`.
 pub async fn connect(address: &str, token: &[u8], role: Role) -> Result<Conn> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
         .await
@@ -86,8 +134,7 @@ pub async fn connect(address: &str, token: &[u8], role: Role) -> Result<Conn> {
             ServerVerdict::Refused { reason } => bail!("{address} refused us: {reason}"),
         }
     };
-    let deadline = Duration::from_millis(auth::HANDSHAKE_TIMEOUT_MS);
-    tokio::time::timeout(deadline, work)
+    tokio::time::timeout(deadline(), work)
         .await
         .map_err(|_| anyhow!("handshake with {address} timed out"))??;
     conn.codec_mut().set_max_frame_length(MAX_FRAME_BYTES);
