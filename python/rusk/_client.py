@@ -24,8 +24,6 @@ from ._payload import RemoteTraceback, TaskError  # noqa: F401 (re-exported)
 
 logger = logging.getLogger("rusk")
 
-#: Times a result is located again after fetching it from its worker failed.
-LOCATE_ATTEMPTS_MAX = 20
 #: How long a new local cluster's workers may take to join.
 WORKERS_TIMEOUT = 30.0
 
@@ -50,6 +48,17 @@ def _connection_class():
     from . import _rusk
 
     return _rusk.Connection
+
+
+def __getattr__(name):
+    # LOCATE_ATTEMPTS_MAX: times a result is located again after fetching it from its worker
+    # failed. The policy (attempts and back-off) lives in the extension (rusk_net::locate),
+    # shared with the CLI client; read lazily, as the extension is imported lazily.
+    if name == "LOCATE_ATTEMPTS_MAX":
+        from . import _rusk
+
+        return _rusk.LOCATE_ATTEMPTS_MAX
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
 
 
 class _KeyState:
@@ -433,7 +442,7 @@ class Client:
         """The values of ``states`` (fetched from their holders), in order. With
         ``errors="skip"``, failed ones are ``_SKIP``."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        attempts = 0
+        locator = self._conn.locator(self._graph)
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             self._wait_states(states, left)
@@ -463,19 +472,15 @@ class Client:
                         s.value, s.has_value = value, True
             if not failed:
                 break
-            attempts += 1
-            if attempts > LOCATE_ATTEMPTS_MAX:
-                raise ConnectionError(
-                    "results of %s still unreachable after %d attempts" % ([s.key for s, _, _ in failed], attempts - 1)
-                )
+            # Raises ConnectionError once the attempts are used up.
+            locator.failed("results of %s" % [s.key for s, _, _ in failed])
             with self._lock:
                 for s, holder, task in failed:
                     # Unless the scheduler already said where it is now, wait for it to.
                     if s.status == _FINISHED and s.holder == holder and s.task == task and not s.has_value:
                         s.status = _PENDING
             self._check_open()
-            time.sleep(min(0.05 * attempts, 1.0))
-            self._conn.locate(self._graph)
+            locator.relocate()  # after the back-off
         out = []
         with self._lock:
             for st in states:
@@ -605,9 +610,6 @@ class Client:
         finally:
             if bar is not None:
                 bar.finish()
-
-    def _locate_graph(self, graph):
-        self._conn.locate(graph)
 
     def _release_graph(self, graph):
         with self._lock:

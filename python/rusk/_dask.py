@@ -10,10 +10,9 @@ submission; its outputs are fetched from the workers when it finishes.
 import collections
 import collections.abc
 import numbers
-import time
 
 from . import _payload
-from ._client import LOCATE_ATTEMPTS_MAX, ConnectionLostError
+from ._client import ConnectionLostError
 
 
 def _run_node(node, dep_keys, *dep_values):
@@ -123,7 +122,7 @@ def get(client, dsk, keys, **kwargs):
 
 def _collect(client, graph, outputs):
     conn = client._conn
-    attempts = 0
+    locator = conn.locator(graph)
     while True:
         done = {o["key"]: o for o in client._wait_graph(graph)}
         for k in outputs:  # the first failure, in the order asked for
@@ -150,10 +149,7 @@ def _collect(client, graph, outputs):
                     values[k] = _payload.loads(blob)
         if not missing:
             return values
-        attempts += 1
-        if attempts > LOCATE_ATTEMPTS_MAX:
-            raise ConnectionError("outputs still unreachable after %d attempts" % (attempts - 1))
+        locator.failed("outputs")  # raises ConnectionError once the attempts are used up
         if client._lost is not None:
             raise ConnectionLostError(client._lost)
-        time.sleep(min(0.05 * attempts, 1.0))
-        client._locate_graph(graph)
+        locator.relocate()  # after the back-off

@@ -1,11 +1,14 @@
 //! Connections: length-delimited frames over TCP, the token handshake, and typed batches.
 //!
 //! One library for every endpoint: the `rusk` binary (scheduler, worker, nanny, CLI client) and
-//! the Python extension (`rusk-py`) connect, frame and authenticate through this crate.
+//! the Python extension (`rusk-py`) connect, frame and authenticate through this crate, and
+//! follow its one locate-and-retry policy ([`locate`]) when a worker holding an output is gone.
 //!
 //! Every connection starts with the handshake of `rusk_proto::auth` under a deadline and with
 //! tiny frames; only an authenticated peer gets the full frame size and has its messages
 //! decoded. A malformed or oversized frame is an error value that closes that one connection.
+pub mod locate;
+
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};

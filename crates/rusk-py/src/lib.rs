@@ -374,6 +374,16 @@ impl Connection {
         })
     }
 
+    /// The locate-and-retry policy for one gather of the graph's outputs: see [`Locator`].
+    fn locator(slf: Bound<'_, Self>, graph: u64) -> Locator {
+        Locator {
+            conn: slf.unbind(),
+            graph,
+            policy: rusk_net::locate::Locator::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
     /// The cluster's state as JSON (what `rusk status --json` prints).
     #[pyo3(signature = (timeout_s=None))]
     fn status_json(&self, py: Python<'_>, timeout_s: Option<f64>) -> PyResult<String> {
@@ -447,6 +457,45 @@ impl Connection {
     }
 }
 
+/// What a client does when fetching outputs from their holder failed (`rusk_net::locate`, the
+/// policy the CLI client follows too): `failed()` counts the attempt, raising `ConnectionError`
+/// after `LOCATE_ATTEMPTS_MAX` of them; the caller then forgets the stale holders and calls
+/// `relocate()`, which waits the back-off and asks the scheduler to locate the outputs again.
+#[pyclass(module = "rusk._rusk")]
+struct Locator {
+    conn: Py<Connection>,
+    graph: u64,
+    policy: rusk_net::locate::Locator,
+    /// The back-off `relocate()` waits, set by `failed()`.
+    delay: Duration,
+}
+
+#[pymethods]
+impl Locator {
+    /// A fetch failed. Raises `ConnectionError("<what> still unreachable after N attempts ...")`
+    /// once the attempts are used up.
+    fn failed(&mut self, what: &str) -> PyResult<()> {
+        self.delay = self
+            .policy
+            .failed()
+            .map_err(|gave_up| PyConnectionError::new_err(format!("{what} {gave_up}")))?;
+        Ok(())
+    }
+
+    /// Wait the back-off (with the GIL released; Ctrl-C interrupts it), then ask the scheduler
+    /// to report the graph's outputs again.
+    fn relocate(&self, py: Python<'_>) -> PyResult<()> {
+        wait(py, &cb::after(self.delay), None)?;
+        self.conn.get().locate(self.graph)
+    }
+
+    /// Locates asked for so far.
+    #[getter]
+    fn attempts(&self) -> u32 {
+        self.policy.attempts()
+    }
+}
+
 /// Build information, for diagnostics.
 #[pyfunction]
 fn protocol_version() -> u32 {
@@ -456,6 +505,8 @@ fn protocol_version() -> u32 {
 #[pymodule]
 fn _rusk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Connection>()?;
+    m.add_class::<Locator>()?;
+    m.add("LOCATE_ATTEMPTS_MAX", rusk_net::locate::LOCATE_ATTEMPTS_MAX)?;
     m.add_function(wrap_pyfunction!(protocol_version, m)?)?;
     m.add("MAX_RESULT_BYTES", rusk_proto::MAX_RESULT_BYTES)?;
     Ok(())

@@ -3,6 +3,7 @@
 use crate::config::Cluster;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
+use rusk_net::locate::Locator;
 use rusk_net::{self as net, Conn};
 use rusk_proto::auth::Role;
 use rusk_proto::graph::GraphSpec;
@@ -13,10 +14,6 @@ use rusk_proto::msg::{
 use rusk_proto::{GraphId, TaskRef};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::IsTerminal;
-
-/// Times a client asks the scheduler to locate outputs again after a fetch from a worker
-/// failed (the holder died between "finished" and the fetch; the scheduler recomputes).
-pub const LOCATE_ATTEMPTS_MAX: u32 = 20;
 
 pub struct Client {
     conn: Conn,
@@ -82,7 +79,7 @@ impl Client {
         graph: GraphId,
         mut progress: impl FnMut(&GraphProgress),
     ) -> Result<Vec<(String, Output)>> {
-        let mut attempts = 0;
+        let mut locator = Locator::new();
         loop {
             let outputs = loop {
                 match self.next().await? {
@@ -94,20 +91,18 @@ impl Client {
                     _ => {}
                 }
             };
-            match self.gather(&outputs).await {
+            let e = match self.gather(&outputs).await {
                 Ok(values) => return Ok(values),
-                Err(e) if attempts < LOCATE_ATTEMPTS_MAX => {
-                    attempts += 1;
-                    tracing::warn!(error = %format!("{e:#}"), attempt = attempts, "fetching outputs failed; asking the scheduler again");
-                    self.send(ClientToScheduler::LocateOutputs { graph })
-                        .await?;
-                }
-                Err(e) => {
-                    return Err(e.context(format!(
-                        "outputs still unreachable after {attempts} attempts"
-                    )))
-                }
-            }
+                Err(e) => e,
+            };
+            let delay = match locator.failed() {
+                Ok(delay) => delay,
+                Err(gave_up) => return Err(e.context(format!("outputs {gave_up}"))),
+            };
+            tracing::warn!(error = %format!("{e:#}"), attempt = locator.attempts(), "fetching outputs failed; asking the scheduler again");
+            tokio::time::sleep(delay).await;
+            self.send(ClientToScheduler::LocateOutputs { graph })
+                .await?;
         }
     }
 
