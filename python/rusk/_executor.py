@@ -7,23 +7,39 @@ the process's stdin and stdout. This file must not import the ``rusk`` package.
 Frames, both ways: a 13-byte header ``kind: u8, id: u64 BE, len: u32 BE`` then ``len`` bytes.
 
 worker -> executor
-    ``T`` task    body: ``n: u32 BE``, ``n`` lengths ``u64 BE``, then ``n`` blobs: the payload,
-                  then the task's inputs (the results of its dependencies, in order).
+    ``T`` task    body: ``n: u32 BE``, then ``n`` descriptors of 24 bytes
+                  (``kind: u8, 3 pad, fd: u32 BE, offset: u64 BE, len: u64 BE``), then the
+                  inline blobs, in order. Blob 0 is the payload, the others are the task's
+                  inputs (the results of its dependencies, in order). ``kind`` 0: the blob is
+                  inline; 1: it is ``len`` bytes at ``offset`` of the worker's shared-memory
+                  segment ``/proc/<worker pid>/fd/<fd>``, which the executor maps read-only:
+                  numpy, pandas and Arrow buffers in it are used in place, never copied.
     ``C`` cancel  drop the queued task ``id`` if it has not started (answered by ``X``).
+    ``F`` free    the worker has mapped the result segment of task ``id``: close our fd.
 executor -> worker
     ``H`` hello   once, first: JSON ``{"py", "python", "cloudpickle", "pid", "executable"}``,
                   or ``{"error": "..."}`` when the executor cannot run tasks (then it exits).
     ``P`` ping    every 100 ms from a background thread. A C call that holds the GIL stops them:
                   that is how the worker detects a hung executor.
     ``S`` started task ``id`` begins.
-    ``R`` result  the pickled return value of task ``id``.
+    ``R`` result  ``kind: u8``; 0: the value follows inline; 1: ``fd: u32 BE, len: u64 BE``,
+                  the value is in the sealed memfd ``/proc/<executor pid>/fd/<fd>``, which the
+                  worker maps (and answers with ``F``).
     ``E`` error   ``msg_len: u32 BE``, the UTF-8 message, then the pickled
                   ``(exception, traceback_text)`` of task ``id`` (nothing when the task
                   failed before running, e.g. on a version mismatch).
     ``X`` skipped task ``id`` was cancelled before it started.
 
 Every ``T`` is answered by exactly one of ``R``, ``E`` (each after an ``S``) and ``X``; tasks
-start in the order they were received. End of stdin means: exit.
+start in the order they were received. End of stdin means: exit. ``SIGUSR1`` makes the
+executor write the Python stack of every thread to its stack file (faulthandler: this works
+while a C call holds the GIL), which the worker reads before it kills a hung executor.
+
+A value (a task's result) is either a plain pickle, or, when it is large or carries
+out-of-band buffers (pickle protocol 5), the layout ``RSKV``: ``b"RSKV", version: u8 = 1,
+3 pad, nbuf: u32 LE, 4 pad, pickle_len: u64 LE, nbuf buffer lengths (u64 LE)``, the pickle
+stream, then each buffer at the next multiple of 64 bytes. ``load_value`` rebuilds it with
+the buffers as views of the memory it is given (no copy); the client uses the same function.
 
 A payload is a one-line JSON header (``{"py": "3.11", "cloudpickle": "3.1.1", "rusk": 1}``)
 then ``cloudpickle.dumps((func, args, kwargs, dep_paths), protocol=5)``; input ``i`` is unpickled
@@ -45,7 +61,137 @@ BIG_BODY = 1 << 20
 
 K_TASK = ord("T")
 K_CANCEL = ord("C")
+K_FREE = ord("F")
 PING = HEADER.pack(ord("P"), 0, 0)
+# A task frame's blob descriptor: kind, fd, offset, length.
+BLOB = struct.Struct(">B3xIQQ")
+# Results smaller than this (with no out-of-band buffers) go inline through the pipe; the rest
+# are written to a shared-memory segment (the worker's INLINE_VALUE_MAX).
+INLINE_VALUE_MAX = 64 * 1024
+VALUE_MAGIC = b"RSKV"
+VALUE_HEADER = struct.Struct("<4sB3xI4xQ")
+ALIGN = 64
+
+
+def _aligned(n):
+    return (n + ALIGN - 1) & ~(ALIGN - 1)
+
+
+def dump_value(obj, dumps):
+    """Pickle ``obj`` (protocol 5, out-of-band buffers kept apart).
+
+    Returns ``(size, write)``: ``write(memoryview)`` lays the value out in ``size`` bytes (the
+    ``RSKV`` layout), or ``(None, data)`` for a small value with no buffers (a plain pickle).
+    """
+    buffers = []
+    data = dumps(obj, protocol=5, buffer_callback=buffers.append)
+    raws = []
+    for b in buffers:
+        try:
+            raws.append(b.raw())
+        except BufferError:
+            # Not contiguous: pickle it in band instead.
+            return dump_value_in_band(obj, dumps)
+    if not raws and len(data) < INLINE_VALUE_MAX:
+        return None, data
+    head = VALUE_HEADER.size + 8 * len(raws)
+    offsets = []
+    end = _aligned(head + len(data))
+    for r in raws:
+        offsets.append(end)
+        end = _aligned(end + r.nbytes)
+    size = max(end, 1)
+
+    def write(mv):
+        VALUE_HEADER.pack_into(mv, 0, VALUE_MAGIC, 1, len(raws), len(data))
+        struct.pack_into("<%dQ" % len(raws), mv, VALUE_HEADER.size, *[r.nbytes for r in raws])
+        mv[head : head + len(data)] = data
+        for off, r in zip(offsets, raws):
+            mv[off : off + r.nbytes] = r
+
+    return size, write
+
+
+def dump_value_in_band(obj, dumps):
+    data = dumps(obj, protocol=5)
+    if len(data) < INLINE_VALUE_MAX:
+        return None, data
+    head = VALUE_HEADER.size
+
+    def write(mv):
+        VALUE_HEADER.pack_into(mv, 0, VALUE_MAGIC, 1, 0, len(data))
+        mv[head : head + len(data)] = data
+
+    return head + len(data), write
+
+
+def load_value(mv, loads):
+    """The object in ``mv`` (a memoryview): a plain pickle or the ``RSKV`` layout, whose
+    buffers become views of ``mv`` (read-only where ``mv`` is)."""
+    if mv[:4] != VALUE_MAGIC:
+        return loads(mv)
+    magic, version, nbuf, plen = VALUE_HEADER.unpack_from(mv, 0)
+    if version != 1:
+        raise ValueError("value layout version %d is not supported" % version)
+    lens = struct.unpack_from("<%dQ" % nbuf, mv, VALUE_HEADER.size)
+    head = VALUE_HEADER.size + 8 * nbuf
+    buffers = []
+    off = _aligned(head + plen)
+    for n in lens:
+        if off + n > len(mv):
+            raise ValueError("value truncated: buffer at %d+%d of %d bytes" % (off, n, len(mv)))
+        buffers.append(mv[off : off + n])
+        off = _aligned(off + n)
+    return loads(mv[head : head + plen], buffers=buffers)
+
+
+def map_segment(path, offset, length):
+    """A read-only view of ``length`` bytes at ``offset`` of the shared segment at ``path``."""
+    import mmap
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if offset + length > size:
+            raise ValueError(
+                "segment %s holds %d bytes, not %d at %d" % (path, size, length, offset)
+            )
+        mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    return memoryview(mm)[offset : offset + length]
+
+
+def write_segment(size, write):
+    """A sealed memfd of ``size`` bytes filled by ``write``; returns its fd."""
+    import fcntl
+    import mmap
+
+    fd = os.memfd_create("rusk-result", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, size)
+        mm = mmap.mmap(fd, size)
+        try:
+            try:
+                mm.madvise(mmap.MADV_HUGEPAGE)
+            except (AttributeError, OSError):
+                pass
+            mv = memoryview(mm)
+            try:
+                write(mv)
+            finally:
+                mv.release()
+        finally:
+            mm.close()
+        fcntl.fcntl(
+            fd,
+            fcntl.F_ADD_SEALS,
+            fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL,
+        )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def frame(kind, fid, *parts):
@@ -64,6 +210,8 @@ class Output:
     def __init__(self, fd):
         self.fd = fd
         self.lock = threading.Lock()
+        # Result segments the worker has not mapped yet: task id -> fd.
+        self.result_fds = {}
 
     def send(self, kind, fid, *parts):
         self.write(frame(kind, fid, *parts))
@@ -149,6 +297,10 @@ class Input:
                 self.frames.append((fid, body))
             elif kind == K_CANCEL:
                 self._cancel(fid)
+            elif kind == K_FREE:
+                fd = self.out.result_fds.pop(fid, None)
+                if fd is not None:
+                    os.close(fd)
             else:
                 sys.stderr.write("rusk executor: unexpected frame kind %r\n" % kind)
                 os._exit(2)
@@ -183,6 +335,12 @@ def main():
         import faulthandler
 
         faulthandler.enable()
+        # The worker asks for our stacks (SIGUSR1) before it kills us as hung: faulthandler
+        # writes them from the signal handler, even while a C call holds the GIL.
+        stack_path = os.environ.get("RUSK_EXECUTOR_STACK_FILE")
+        if stack_path:
+            stack_file = open(stack_path, "w")
+            faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
     except Exception:
         pass
     if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
@@ -225,7 +383,7 @@ class Executor:
         self.cloudpickle = cloudpickle
         self.pickle = pickle
         self.good_header = None
-        self.max_result = int(os.environ.get("RUSK_MAX_RESULT_BYTES", str(128 << 20)))
+        self.worker_pid = int(os.environ.get("RUSK_WORKER_PID") or os.getppid())
         self.simple = (type(None), bool, int, float, complex, str, bytes)
 
     def run(self):
@@ -260,27 +418,24 @@ class Executor:
         """Run one task; returns its answer frame."""
         pickle = self.pickle
         try:
-            (n,) = struct.unpack_from(">I", body, 0)
-            lens = struct.unpack_from(">%dQ" % n, body, 4)
-        except struct.error:
-            return self.fail(tid, "malformed task frame from the worker")
-        view = memoryview(body)
-        off = 4 + 8 * n
-        plen = lens[0]
-        nl = body.find(b"\n", off, off + plen)
+            blobs = self.blobs(body)
+        except Exception as exc:
+            return self.fail_exc(tid, exc, "malformed task frame from the worker: ")
+        payload = blobs[0]
+        nl = bytes(payload[:4096]).find(b"\n")
         if nl < 0:
             return self.fail(tid, "the task's payload has no header line (not made by a rusk client?)")
-        header = bytes(view[off:nl])
+        header = bytes(payload[:nl])
         if header != self.good_header:
             problem = self.check_header(header)
             if problem:
                 return self.fail(tid, problem)
             self.good_header = header
         try:
-            func, args, kwargs, dep_paths = pickle.loads(view[nl + 1 : off + plen])
+            func, args, kwargs, dep_paths = pickle.loads(payload[nl + 1 :])
         except BaseException as exc:
             return self.fail_exc(tid, exc, "cannot unpickle the task's function and arguments: ")
-        off += plen
+        n = len(blobs)
         if len(dep_paths) != n - 1:
             return self.fail(
                 tid,
@@ -290,17 +445,16 @@ class Executor:
         if dep_paths:
             root = [args, kwargs]
             for i, path in enumerate(dep_paths):
-                ln = lens[i + 1]
                 try:
-                    value = pickle.loads(view[off : off + ln])
+                    value = load_value(blobs[i + 1], pickle.loads)
                 except BaseException as exc:
                     return self.fail_exc(tid, exc, "cannot unpickle input %d: " % i)
-                off += ln
                 try:
                     root = _put(root, path, 0, value)
                 except Exception as exc:
                     return self.fail_exc(tid, exc, "cannot place input %d at %r: " % (i, path))
             args, kwargs = root
+        del blobs, payload
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
@@ -308,19 +462,39 @@ class Executor:
         del args, kwargs, func
         try:
             if type(result) in self.simple:
-                data = pickle.dumps(result, protocol=5)
+                size, data = dump_value_in_band(result, pickle.dumps)
             else:
-                data = self.cloudpickle.dumps(result, protocol=5)
+                size, data = dump_value(result, self.cloudpickle.dumps)
         except BaseException as exc:
             return self.fail_exc(tid, exc, "cannot pickle the task's result: ")
         del result
-        if len(data) > self.max_result:
-            return self.fail(
-                tid,
-                "the task's pickled result of %d bytes exceeds the limit of %d bytes"
-                % (len(data), self.max_result),
-            )
-        return frame(ord("R"), tid, data)
+        if size is None:
+            return frame(ord("R"), tid, b"\x00", data)
+        try:
+            fd = write_segment(size, data)
+        except BaseException as exc:
+            return self.fail_exc(tid, exc, "cannot store the task's result of %d bytes: " % size)
+        self.out.result_fds[tid] = fd
+        return frame(ord("R"), tid, struct.pack(">BIQ", 1, fd, size))
+
+    def blobs(self, body):
+        """The payload and inputs of a task frame, as memoryviews (segments mapped in place)."""
+        (n,) = struct.unpack_from(">I", body, 0)
+        view = memoryview(body)
+        off = 4 + BLOB.size * n
+        out = []
+        for i in range(n):
+            kind, fd, seg_off, ln = BLOB.unpack_from(body, 4 + BLOB.size * i)
+            if kind == 0:
+                if off + ln > len(body):
+                    raise ValueError("blob %d overruns the frame" % i)
+                out.append(view[off : off + ln])
+                off += ln
+            elif kind == 1:
+                out.append(map_segment("/proc/%d/fd/%d" % (self.worker_pid, fd), seg_off, ln))
+            else:
+                raise ValueError("unknown blob kind %d" % kind)
+        return out
 
     def check_header(self, header):
         import json

@@ -9,15 +9,19 @@ value sits in ``(args, kwargs)`` as a ``None`` placeholder at ``dep_paths[i]``: 
 ``args[2]``, ``(1, "x")`` is ``kwargs["x"]``, ``(0, 1, "k", 0)`` is ``args[1]["k"][0]``. The task's
 ``deps`` list names the key of each path, in the same order (a key may appear several times).
 
-A result is ``cloudpickle.dumps(value, protocol=5)``; a failure's detail is
+A result is a value as ``_executor.dump_value`` lays it out (a plain pickle, or the ``RSKV``
+layout with out-of-band buffers); a failure's detail is
 ``cloudpickle.dumps((exception, traceback_text))``.
 """
 
 import json
+import os
 import pickle
 import sys
 
 import cloudpickle
+
+from . import _executor
 
 #: Version of the payload format.
 PAYLOAD_VERSION = 1
@@ -87,8 +91,19 @@ def extract_placeholders(args, kwargs, is_placeholder):
 
 
 def loads(data):
-    """A result as the executor pickled it."""
-    return pickle.loads(data)
+    """A result as the executor pickled it: a plain pickle, or the ``RSKV`` layout whose
+    out-of-band buffers (numpy, pandas, Arrow data) become views of ``data``, not copies.
+
+    ``data`` is ``bytes``, or ``(fd, size)``: a large value as the extension received it, in
+    shared memory that is mapped here (and the fd closed), so it is never copied."""
+    if isinstance(data, tuple):
+        fd, size = data
+        try:
+            view = _executor.map_segment("/proc/self/fd/%d" % fd, 0, size)
+        finally:
+            os.close(fd)
+        return _executor.load_value(view, pickle.loads)
+    return _executor.load_value(memoryview(data), pickle.loads)
 
 
 class RemoteTraceback(Exception):

@@ -14,6 +14,7 @@
 
 pub mod builtins;
 pub mod graph;
+pub mod memory;
 pub mod nanny;
 pub mod scheduler;
 pub mod worker;

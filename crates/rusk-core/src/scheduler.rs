@@ -296,7 +296,9 @@ impl Worker {
     /// May this worker take another task? Not when it is full, nor while it reports itself
     /// unhealthy (it keeps its work and serves its results, but gets nothing new).
     fn has_room(&self, per_thread: u32) -> bool {
-        self.heartbeat.vitals.unhealthy.is_none() && self.assigned.len() < self.capacity(per_thread)
+        self.heartbeat.vitals.unhealthy.is_none()
+            && self.heartbeat.paused.is_none()
+            && self.assigned.len() < self.capacity(per_thread)
     }
 
     fn capacity(&self, per_thread: u32) -> usize {
@@ -469,7 +471,38 @@ impl Scheduler {
             WorkerToScheduler::Heartbeat(hb) => {
                 let was = w.heartbeat.vitals.unhealthy.clone();
                 let now_unhealthy = hb.vitals.unhealthy.clone();
+                let (was_paused, now_paused) = (w.heartbeat.paused.clone(), hb.paused.clone());
                 w.heartbeat = hb;
+                if was_paused != now_paused {
+                    let info = w.info.clone();
+                    let (cause, observed, action) = match &now_paused {
+                        Some(why) => (
+                            "paused",
+                            why.clone(),
+                            "no new tasks; it still serves its results",
+                        ),
+                        None => (
+                            "resumed",
+                            format!(
+                                "memory back under its thresholds (was {})",
+                                was_paused.unwrap_or_default()
+                            ),
+                            "receives tasks again",
+                        ),
+                    };
+                    self.record(
+                        now,
+                        EventRecord {
+                            cause: cause.into(),
+                            observed,
+                            action: action.into(),
+                            ..self.worker_record(&info, inc)
+                        },
+                    );
+                }
+                let Some(w) = self.workers.get_mut(&inc) else {
+                    return;
+                };
                 if was != now_unhealthy {
                     let info = w.info.clone();
                     let (cause, observed, action) = match &now_unhealthy {

@@ -13,7 +13,9 @@ use rusk_proto::graph::TaskKind;
 use rusk_proto::msg::{
     Assignment, HeartbeatInfo, SchedulerToWorker, TaskError, Vitals, WorkerInfo, WorkerToScheduler,
 };
-use rusk_proto::{AttemptId, Incarnation, TaskRef, MAX_RESULT_BYTES};
+use rusk_proto::{AttemptId, Incarnation, TaskRef};
+
+use crate::memory::{MemoryConfig, SpillError, Store, StoreCommand, Value};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -28,6 +30,8 @@ pub struct WorkerConfig {
     pub dispatched_per_thread_max: u32,
     /// Heartbeat interval used until the scheduler's `Welcome` says otherwise.
     pub heartbeat_interval: Duration,
+    /// Memory limit and the spill and pause thresholds.
+    pub memory: MemoryConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -62,6 +66,17 @@ pub enum Event {
     },
     /// The shell's latest measurements of this worker, sent with the next heartbeats.
     Vitals(Vitals),
+    /// A `Command::Store(Spill)` is done (the result is on disk) or failed.
+    Spilled {
+        task: TaskRef,
+        result: Result<(), SpillError>,
+    },
+    /// A spilled result could not be read back (its file is corrupt or missing): it is lost.
+    /// `during` is the attempt whose `Execute` needed it (it did not run).
+    SpillLost {
+        dep: TaskRef,
+        during: Option<(TaskRef, AttemptId)>,
+    },
     Tick,
 }
 
@@ -76,7 +91,7 @@ pub enum Command {
         task: TaskRef,
         attempt: AttemptId,
         kind: Arc<TaskKind>,
-        inputs: Vec<Bytes>,
+        inputs: Vec<Value>,
     },
     /// Stop the running attempt if the shell can (a `cmd` child is killed); its result is
     /// ignored either way.
@@ -86,8 +101,10 @@ pub enum Command {
     },
     ReplyPeer {
         request: u64,
-        items: Vec<(TaskRef, Option<Bytes>)>,
+        items: Vec<(TaskRef, Option<Value>)>,
     },
+    /// Spill a result to disk, or delete a spill file.
+    Store(StoreCommand),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,9 +140,9 @@ pub struct WorkerCore {
     started_unreported: Vec<(TaskRef, AttemptId)>,
     /// Time limits of running attempts: (deadline, task, attempt).
     deadlines: std::collections::BTreeSet<(Duration, TaskRef, AttemptId)>,
-    /// Results this worker computed and the scheduler counts on it for.
-    store: FxHashMap<TaskRef, Bytes>,
-    stored_bytes: u64,
+    /// Results this worker computed and the scheduler counts on it for, in memory or spilled.
+    store: Store,
+    store_out: Vec<StoreCommand>,
     /// Inputs fetched from peers, kept while a local task still needs them.
     replicas: FxHashMap<TaskRef, Replica>,
     /// Inputs being fetched, with the tasks waiting for them.
@@ -141,6 +158,7 @@ pub struct WorkerCore {
 impl WorkerCore {
     pub fn new(config: WorkerConfig) -> WorkerCore {
         let heartbeat_interval = config.heartbeat_interval;
+        let memory = config.memory.clone();
         WorkerCore {
             config,
             incarnation: None,
@@ -150,8 +168,8 @@ impl WorkerCore {
             started_unreported: Vec::new(),
             vitals: Vitals::default(),
             deadlines: std::collections::BTreeSet::new(),
-            store: FxHashMap::default(),
-            stored_bytes: 0,
+            store: Store::new(memory),
+            store_out: Vec::new(),
             replicas: FxHashMap::default(),
             fetching: FxHashMap::default(),
             fetch_batches: FxHashMap::default(),
@@ -174,10 +192,11 @@ impl WorkerCore {
     }
 
     pub fn next_timeout(&self) -> Duration {
-        match self.deadlines.first() {
+        let t = match self.deadlines.first() {
             Some((d, _, _)) => self.next_heartbeat.min(*d),
             None => self.next_heartbeat,
-        }
+        };
+        self.store.next_timeout().map_or(t, |s| t.min(s))
     }
 
     pub fn handle(&mut self, now: Duration, event: Event) -> Vec<Command> {
@@ -214,11 +233,9 @@ impl WorkerCore {
                 let items = tasks
                     .into_iter()
                     .map(|t| {
-                        let data = self
-                            .store
-                            .get(&t)
-                            .or_else(|| self.replicas.get(&t).map(|r| &r.data))
-                            .cloned();
+                        let data = self.store.get(&t).or_else(|| {
+                            self.replicas.get(&t).map(|r| Value::Memory(r.data.clone()))
+                        });
                         (t, data)
                     })
                     .collect();
@@ -239,6 +256,30 @@ impl WorkerCore {
                 }
             }
             Event::Vitals(v) => self.vitals = v,
+            Event::Spilled { task, result } => {
+                self.store
+                    .on_spilled(now, task, result, &mut self.store_out)
+            }
+            Event::SpillLost { dep, during } => {
+                self.store.on_lost(&dep, &mut self.store_out);
+                if let Some((task, attempt)) = during {
+                    // Its Execute was consumed without running: settle it like a finish, then
+                    // let the scheduler recompute the lost input.
+                    self.dispatched = self.dispatched.saturating_sub(1);
+                    let current = self.tasks.get(&task).is_some_and(|t| {
+                        t.assignment.attempt == attempt && t.state == WState::Running
+                    });
+                    if current {
+                        self.forget(task);
+                        self.out
+                            .push(Command::ToScheduler(WorkerToScheduler::MissingDep {
+                                task,
+                                attempt,
+                                dep,
+                            }));
+                    }
+                }
+            }
             Event::Tick => {
                 while let Some(&(deadline, task, attempt)) = self.deadlines.first() {
                     if deadline > now {
@@ -257,6 +298,9 @@ impl WorkerCore {
             }
         }
         self.dispatch();
+        self.store.spill(now, &mut self.store_out);
+        self.out
+            .extend(self.store_out.drain(..).map(Command::Store));
         std::mem::swap(&mut self.out, out);
     }
 
@@ -282,11 +326,16 @@ impl WorkerCore {
     }
 
     pub fn heartbeat_info(&self) -> HeartbeatInfo {
+        let m = self.store.report();
         HeartbeatInfo {
             vitals: self.vitals.clone(),
             running: self.dispatched,
             stored_results: self.store.len() as u64,
-            stored_bytes: self.stored_bytes,
+            stored_bytes: m.managed_bytes,
+            spilled_bytes: m.spilled_bytes,
+            spilled_results: m.spilled_results,
+            spills_total: m.spills_total,
+            paused: m.paused,
         }
     }
 
@@ -314,9 +363,7 @@ impl WorkerCore {
             }
             SchedulerToWorker::Release { tasks } => {
                 for t in tasks {
-                    if let Some(b) = self.store.remove(&t) {
-                        self.stored_bytes -= b.len() as u64;
-                    }
+                    self.store.remove(&t, &mut self.store_out);
                 }
             }
         }
@@ -344,16 +391,14 @@ impl WorkerCore {
         // Being assigned the task means the scheduler counts on no copy of its result: one we
         // still store is from an attempt it fenced (it finished as a Cancel crossed it). Drop
         // it now; if this attempt never completes here, nobody would release it.
-        if let Some(stale) = self.store.remove(&task) {
-            self.stored_bytes -= stale.len() as u64;
-        }
+        self.store.remove(&task, &mut self.store_out);
         let mut missing = 0;
         let mut held = Vec::new();
         for dep in &a.deps {
             // Use our stored copy only when the scheduler counts on it (it names no holder).
             // A copy it does not count on (a result it fenced) may be released at any moment,
             // even while this task waits in the queue.
-            if dep.holder.is_none() && self.store.contains_key(&dep.task) {
+            if dep.holder.is_none() && self.store.contains(&dep.task) {
                 continue;
             }
             if let Some(r) = self.replicas.get_mut(&dep.task) {
@@ -465,25 +510,9 @@ impl WorkerCore {
         }
         self.forget(task);
         let msg = match result {
-            Ok(data) if data.len() as u64 > MAX_RESULT_BYTES => WorkerToScheduler::TaskFailed {
-                task,
-                attempt,
-                error: TaskError {
-                    message: format!(
-                        "result of {} bytes exceeds the limit of {} bytes (MAX_RESULT_BYTES)",
-                        data.len(),
-                        MAX_RESULT_BYTES
-                    ),
-                    exit_code: None,
-                    detail: None,
-                },
-            },
             Ok(data) => {
                 let size = data.len() as u64;
-                self.stored_bytes += size;
-                if let Some(old) = self.store.insert(task, data) {
-                    self.stored_bytes -= old.len() as u64;
-                }
+                self.store.insert(task, data, &mut self.store_out);
                 WorkerToScheduler::TaskDone {
                     task,
                     attempt,
@@ -526,6 +555,10 @@ impl WorkerCore {
     }
 
     fn dispatch(&mut self) {
+        if self.store.paused().is_some() {
+            // Paused (memory): start nothing new; results are still served.
+            return;
+        }
         let max = self.config.info.nthreads.max(1) * self.config.dispatched_per_thread_max.max(1);
         while self.dispatched < max {
             let Some((task, attempt)) = self.queue.pop_front() else {
@@ -545,8 +578,11 @@ impl WorkerCore {
                 let data = self
                     .store
                     .get(&dep.task)
-                    .or_else(|| self.replicas.get(&dep.task).map(|r| &r.data))
-                    .cloned()
+                    .or_else(|| {
+                        self.replicas
+                            .get(&dep.task)
+                            .map(|r| Value::Memory(r.data.clone()))
+                    })
                     .unwrap_or_else(|| {
                         panic!("queued task {task} {attempt} lacks its input {}", dep.task)
                     });
@@ -589,8 +625,9 @@ impl WorkerCore {
         }
     }
 
+    /// A stored result's bytes, when in memory.
     pub fn stored(&self, task: &TaskRef) -> Option<&Bytes> {
-        self.store.get(task)
+        self.store.bytes(task)
     }
 
     pub fn assigned_count(&self) -> usize {
@@ -636,8 +673,7 @@ impl WorkerCore {
             "dispatched {} < running {running}",
             self.dispatched
         );
-        let bytes: u64 = self.store.values().map(|b| b.len() as u64).sum();
-        assert_eq!(bytes, self.stored_bytes, "stored bytes");
+        self.store.check_invariants();
     }
 }
 
@@ -661,6 +697,7 @@ mod tests {
             },
             dispatched_per_thread_max: 1,
             heartbeat_interval: Duration::from_millis(500),
+            memory: MemoryConfig::default(),
         })
     }
     fn tr(i: u32) -> TaskRef {
@@ -695,7 +732,7 @@ mod tests {
                 op: Builtin::Noop,
                 args: vec![],
             }),
-            inputs,
+            inputs: inputs.into_iter().map(Value::Memory).collect(),
         }
     }
 

@@ -8,6 +8,8 @@
 //! tiny frames; only an authenticated peer gets the full frame size and has its messages
 //! decoded. A malformed or oversized frame is an error value that closes that one connection.
 pub mod locate;
+pub mod segment;
+pub mod transfer;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;

@@ -20,20 +20,17 @@ pub use ids::*;
 
 /// Version of the message protocol; both ends must speak exactly this version.
 /// Bump it on any incompatible change of a message type.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame any rusk process accepts after the handshake. It bounds the memory one peer can
 /// make another allocate for a single message. 256 MiB leaves room for a 1,000,000-task graph
-/// submission (about 50 MiB encoded) and for the largest task result ([`MAX_RESULT_BYTES`]).
+/// submission (about 50 MiB encoded). Task results never travel in a frame: they are streamed
+/// (see `rusk_net::transfer`), so their size has no fixed cap.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 
 /// Largest frame accepted before the peer is authenticated: the handshake messages are a few
 /// dozen bytes, so an unauthenticated peer can never make us allocate more than this.
 pub const MAX_HANDSHAKE_FRAME_BYTES: usize = 256;
-
-/// Largest result a task may produce. A bigger result fails the task with a clear error instead
-/// of producing a frame no peer would accept.
-pub const MAX_RESULT_BYTES: u64 = 128 * 1024 * 1024;
 
 /// Encode a batch of messages into a frame payload (without the length prefix).
 pub fn encode<T: serde::Serialize>(batch: &T) -> Result<Vec<u8>, postcard::Error> {

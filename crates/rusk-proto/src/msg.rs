@@ -56,8 +56,17 @@ pub struct WorkerInfo {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HeartbeatInfo {
     pub running: u32,
+    /// Results stored, in memory or spilled to disk.
     pub stored_results: u64,
+    /// Managed memory: bytes of the results held in memory.
     pub stored_bytes: u64,
+    /// Bytes and count of the results spilled to disk, and spills so far.
+    pub spilled_bytes: u64,
+    pub spilled_results: u64,
+    pub spills_total: u64,
+    /// Set while the worker is paused (memory over its pause threshold, or its spill disk
+    /// full): it starts no new tasks but still serves its results.
+    pub paused: Option<String>,
     /// What the worker measured of itself (sampled by its shell).
     pub vitals: Vitals,
 }
@@ -382,13 +391,14 @@ pub enum DataRequest {
     Get { id: u64, tasks: Vec<TaskRef> },
 }
 
-/// Worker data server → peer. `None` for a result the worker does not hold. A reply too big for
-/// one frame comes in several, the final one with `last` set.
+/// Worker data server → peer: the size of each value asked for (`None` for one the worker does
+/// not hold), in the order asked. The values themselves follow this frame on the connection as
+/// raw bytes, back to back, in the same order (see `rusk_net::transfer`): no frame ever holds a
+/// value, so a value's size is bounded only by the memory (and spill disk) of the two ends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DataReply {
-    Data {
+    Sizes {
         id: u64,
-        items: Vec<(TaskRef, Option<Bytes>)>,
-        last: bool,
+        items: Vec<(TaskRef, Option<u64>)>,
     },
 }

@@ -12,6 +12,7 @@ use rusk_proto::graph::TaskSpec;
 use rusk_proto::msg::{ClientToScheduler, OutputResult, OutputState, RestartTarget};
 use rusk_proto::{GraphId, TaskRef};
 use session::{Event, Expect, Reply, Session};
+use std::os::fd::IntoRawFd;
 use std::time::{Duration, Instant};
 
 mod session;
@@ -316,7 +317,8 @@ impl Connection {
     }
 
     /// Fetch results from the worker data server `holder`: `tasks` are `(graph, index)` pairs;
-    /// returns one `bytes` (or `None` where the worker does not hold it) per task. Raises
+    /// returns one `bytes`, or for a large value `(fd, size)` (a memfd the caller now owns: map
+    /// it, then close it), or `None` where the worker does not hold it, per task. Raises
     /// `ConnectionError` when the worker cannot be reached.
     #[pyo3(signature = (holder, tasks, timeout_s=None))]
     fn fetch<'py>(
@@ -340,7 +342,12 @@ impl Connection {
                 let list = PyList::empty(py);
                 for item in items {
                     match item {
-                        Some(b) => list.append(PyBytes::new(py, &b))?,
+                        // A large value is handed over as the fd of the shared memory it was
+                        // received into (`(fd, size)`): Python maps it, nothing is copied.
+                        Some(b) => match rusk_net::segment::dup_fd(&b) {
+                            Some(fd) => list.append((fd.into_raw_fd(), b.len()))?,
+                            None => list.append(PyBytes::new(py, &b))?,
+                        },
                         None => list.append(py.None())?,
                     }
                 }
@@ -508,6 +515,5 @@ fn _rusk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Locator>()?;
     m.add("LOCATE_ATTEMPTS_MAX", rusk_net::locate::LOCATE_ATTEMPTS_MAX)?;
     m.add_function(wrap_pyfunction!(protocol_version, m)?)?;
-    m.add("MAX_RESULT_BYTES", rusk_proto::MAX_RESULT_BYTES)?;
     Ok(())
 }

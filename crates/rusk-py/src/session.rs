@@ -11,19 +11,13 @@ use futures::{SinkExt, StreamExt};
 use rusk_net::{self as net, Conn};
 use rusk_proto::auth::Role;
 use rusk_proto::msg::{
-    ClientToScheduler, DataReply, DataRequest, EventRecord, GraphProgress, OutputState,
-    SchedulerToClient, StatusSnapshot,
+    ClientToScheduler, EventRecord, GraphProgress, OutputState, SchedulerToClient, StatusSnapshot,
 };
 use rusk_proto::{GraphId, TaskRef};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// How long one frame from a worker's data server may take before the fetch fails (a frozen
-/// holder must not hang the client: it asks the scheduler again instead).
-pub const PEER_READ_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Idle data-server connections kept per worker.
 const POOLED_PER_HOLDER_MAX: usize = 4;
@@ -406,32 +400,11 @@ async fn fetch_on(
     id: u64,
     tasks: &[TaskRef],
 ) -> Result<Vec<(TaskRef, Option<Bytes>)>> {
-    net::send(
-        conn,
-        &DataRequest::Get {
-            id,
-            tasks: tasks.to_vec(),
-        },
-    )
-    .await?;
     let mut items = Vec::with_capacity(tasks.len());
-    loop {
-        let reply: Option<DataReply> = tokio::time::timeout(PEER_READ_TIMEOUT, net::recv(conn))
-            .await
-            .map_err(|_| anyhow!("no reply within {PEER_READ_TIMEOUT:?}"))??;
-        let DataReply::Data {
-            id: got,
-            items: part,
-            last,
-        } = reply.ok_or_else(|| anyhow!("the worker closed the connection"))?;
-        if got != id {
-            continue;
-        }
-        items.extend(part);
-        if last {
-            return Ok(items);
-        }
+    for chunk in tasks.chunks(rusk_net::transfer::TRANSFER_ITEMS_MAX) {
+        items.extend(rusk_net::transfer::fetch_values(conn, id, chunk).await?);
     }
+    Ok(items)
 }
 
 /// The fetched values in the order asked for.

@@ -8,8 +8,8 @@ use rusk_net::{self as net, Conn};
 use rusk_proto::auth::Role;
 use rusk_proto::graph::GraphSpec;
 use rusk_proto::msg::{
-    ClientToScheduler, DataReply, DataRequest, EventRecord, GraphProgress, OutputResult,
-    OutputState, SchedulerToClient, StatusSnapshot,
+    ClientToScheduler, EventRecord, GraphProgress, OutputResult, OutputState, SchedulerToClient,
+    StatusSnapshot,
 };
 use rusk_proto::{GraphId, TaskRef};
 use std::collections::{BTreeMap, VecDeque};
@@ -184,26 +184,14 @@ pub async fn fetch_from(
     tasks: &[TaskRef],
 ) -> Result<Vec<(TaskRef, Option<Bytes>)>> {
     let mut conn = net::connect(address, token, Role::Peer).await?;
-    net::send(
-        &mut conn,
-        &DataRequest::Get {
-            id: 1,
-            tasks: tasks.to_vec(),
-        },
-    )
-    .await?;
     let mut items = Vec::with_capacity(tasks.len());
-    loop {
-        let DataReply::Data {
-            items: part, last, ..
-        } = net::recv(&mut conn)
-            .await?
-            .ok_or_else(|| anyhow!("{address} closed the connection"))?;
-        items.extend(part);
-        if last {
-            return Ok(items);
-        }
+    for (n, chunk) in tasks
+        .chunks(rusk_net::transfer::TRANSFER_ITEMS_MAX)
+        .enumerate()
+    {
+        items.extend(rusk_net::transfer::fetch_values(&mut conn, n as u64 + 1, chunk).await?);
     }
+    Ok(items)
 }
 
 /// A one-line progress bar on stderr, only when stderr is a terminal.

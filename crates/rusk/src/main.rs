@@ -11,6 +11,7 @@ mod metrics;
 mod nanny_shell;
 mod python_exec;
 mod scheduler_shell;
+mod spill;
 mod vitals;
 mod worker_shell;
 
@@ -74,6 +75,8 @@ struct NannyArgs {
     /// Fraction of the memory limit at which the nanny restarts a worker.
     #[arg(long, env = "RUSK_MEMORY_RESTART_FRACTION", default_value_t = 0.95)]
     memory_restart_fraction: f64,
+    #[command(flatten)]
+    memory: MemoryArgs,
     /// Name of this nanny (default: host-pid).
     #[arg(long, env = "RUSK_NANNY_NAME")]
     name: Option<String>,
@@ -221,6 +224,12 @@ struct WorkerArgs {
     /// Fault injection: abort right after start-up (to test crash loops).
     #[arg(long, env = "RUSK_FAULT_CRASH_ON_START", hide = true)]
     fault_crash_on_start: bool,
+    /// Memory limit of this worker (for example 4GiB): results are spilled to disk above
+    /// `--memory-target-fraction` of it and the worker pauses above `--memory-pause-fraction`.
+    #[arg(long, env = "RUSK_MEMORY_LIMIT", value_parser = config::parse_bytes)]
+    memory_limit: Option<u64>,
+    #[command(flatten)]
+    memory: MemoryArgs,
     /// Set by the nanny: its name.
     #[arg(long, hide = true, requires = "nanny_fd")]
     nanny: Option<String>,
@@ -230,6 +239,51 @@ struct WorkerArgs {
     /// Set by the nanny: inherited socket for pings.
     #[arg(long, hide = true)]
     nanny_fd: Option<i32>,
+}
+
+/// A worker's memory policy (see `rusk_core::memory`); the limit itself is `--memory-limit`.
+#[derive(clap::Args, Clone)]
+struct MemoryArgs {
+    /// Spill least recently used results to disk above this fraction of the memory limit.
+    #[arg(long, env = "RUSK_MEMORY_TARGET_FRACTION", default_value_t = 0.6)]
+    memory_target_fraction: f64,
+    /// Start no new tasks (but keep serving results) above this fraction of the memory limit.
+    #[arg(long, env = "RUSK_MEMORY_PAUSE_FRACTION", default_value_t = 0.8)]
+    memory_pause_fraction: f64,
+    /// Directory for spilled results (default: `spill-PID` in the worker's work dir).
+    #[arg(long, env = "RUSK_SPILL_DIR")]
+    spill_dir: Option<PathBuf>,
+}
+
+impl MemoryArgs {
+    fn config(&self, limit: Option<u64>) -> Result<rusk_core::memory::MemoryConfig> {
+        let (t, p) = (self.memory_target_fraction, self.memory_pause_fraction);
+        if !(0.05..=1.0).contains(&t) || !(0.05..=1.0).contains(&p) || t > p {
+            return Err(BadInput(format!(
+                "--memory-target-fraction ({t}) and --memory-pause-fraction ({p}) must be between 0.05 and 1, the target at most the pause"
+            ))
+            .into());
+        }
+        Ok(rusk_core::memory::MemoryConfig {
+            limit,
+            target_fraction: t,
+            pause_fraction: p,
+        })
+    }
+
+    fn worker_args(&self, limit: Option<u64>) -> Vec<String> {
+        let mut args = vec![
+            format!("--memory-target-fraction={}", self.memory_target_fraction),
+            format!("--memory-pause-fraction={}", self.memory_pause_fraction),
+        ];
+        if let Some(l) = limit {
+            args.push(format!("--memory-limit={l}"));
+        }
+        if let Some(d) = &self.spill_dir {
+            args.push(format!("--spill-dir={}", d.display()));
+        }
+        args
+    }
 }
 
 /// The Python executors of a worker (see `python_exec`).
@@ -404,6 +458,8 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
         health: a.health.options(a.enable_fault_injection),
         supervision,
         python: a.python.options()?,
+        memory: a.memory.config(a.memory_limit)?,
+        spill_dir: a.memory.spill_dir,
     })
     .await
 }
@@ -423,6 +479,8 @@ async fn run_nanny(a: NannyArgs) -> Result<()> {
     a.python.options()?;
     worker_args.extend(a.python.worker_args());
     worker_args.extend(a.health.worker_args());
+    a.memory.config(a.memory_limit)?;
+    worker_args.extend(a.memory.worker_args(a.memory_limit));
     let core = rusk_core::nanny::NannyConfig {
         nworkers: a.nworkers.max(1),
         watchdog_timeout: a.watchdog_timeout,

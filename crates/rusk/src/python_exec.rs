@@ -56,7 +56,7 @@
 use anyhow::{Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rusk_proto::msg::TaskError;
-use rusk_proto::{AttemptId, TaskRef, MAX_RESULT_BYTES};
+use rusk_proto::{AttemptId, TaskRef};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -66,6 +66,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
+
+use rusk_net::segment;
 
 /// The executor script, embedded so that a worker needs nothing but an interpreter with
 /// `cloudpickle`.
@@ -102,8 +104,12 @@ const EXIT_GRACE: Duration = Duration::from_millis(200);
 /// Bytes of an executor's recent stderr quoted when it dies.
 const STDERR_TAIL_BYTES: usize = 1500;
 const HEADER_LEN: usize = 13;
-/// Largest frame accepted from an executor (it checks results against `MAX_RESULT_BYTES`).
-const MAX_EXECUTOR_FRAME: usize = MAX_RESULT_BYTES as usize + (1 << 20);
+/// Largest frame accepted from an executor. Results of [`segment::INLINE_VALUE_MAX`] bytes or
+/// more come in shared-memory segments, so only hellos, small results and errors (a message
+/// and the pickled exception) travel through the pipe.
+pub const MAX_EXECUTOR_FRAME: usize = 64 << 20;
+/// Size of a blob descriptor in a `T` frame: kind, fd, offset, length.
+const BLOB_DESCRIPTOR_LEN: usize = 24;
 
 #[derive(Clone, Debug)]
 pub struct PythonOptions {
@@ -437,8 +443,8 @@ impl Manager {
             return;
         }
         job.reported = true;
-        job.payload = Bytes::new();
-        job.inputs = Vec::new();
+        // Its inputs stay alive until no executor holds the job (`gc`): an executor that has
+        // it queued may still map them.
         let (task, attempt) = (job.task, job.attempt);
         (self.report)(Report::Finished {
             task,
@@ -840,10 +846,16 @@ impl Manager {
     /// Write the script (once per content) and start an executor with its pipe tasks.
     fn spawn(&mut self) -> Result<()> {
         let script = ensure_script(&self.work_dir)?;
+        let stack_file = self.work_dir.join(format!(
+            "executor-{}-{}.stacks",
+            std::process::id(),
+            self.next_exec + 1
+        ));
         let mut cmd = tokio::process::Command::new(&self.python);
         cmd.arg("-u")
             .arg(&script)
-            .env("RUSK_MAX_RESULT_BYTES", MAX_RESULT_BYTES.to_string())
+            .env("RUSK_WORKER_PID", std::process::id().to_string())
+            .env("RUSK_EXECUTOR_STACK_FILE", &stack_file)
             // Task code has no business with the cluster's secret.
             .env_remove("RUSK_TOKEN")
             .stdin(std::process::Stdio::piped())
@@ -891,7 +903,11 @@ impl Manager {
         let (kill, kill_rx) = oneshot::channel();
         tokio::spawn(write_frames(stdin, writer_rx));
         tokio::spawn(read_frames(
-            id,
+            ExecLink {
+                exec: id,
+                pid,
+                writer: writer.clone(),
+            },
             stdout,
             activity.clone(),
             self.epoch,
@@ -954,24 +970,35 @@ fn frame_header(kind: u8, id: u64, len: u32) -> Bytes {
     h.freeze()
 }
 
-/// A `T` frame as parts: header and lengths, then the payload and inputs as they are.
+/// A `T` frame as parts: header and blob descriptors, then the inline blobs. The payload and
+/// small inputs go inline; an input that is a whole shared-memory segment is named by its fd
+/// and mapped in place by the executor.
 fn task_frame(id: u64, payload: &Bytes, inputs: &[Bytes]) -> Vec<Bytes> {
     let n = 1 + inputs.len();
-    let blobs: usize = payload.len() + inputs.iter().map(Bytes::len).sum::<usize>();
-    let body_len = 4 + 8 * n + blobs;
-    let mut head = BytesMut::with_capacity(HEADER_LEN + 4 + 8 * n);
+    let blobs =
+        std::iter::once((payload, None)).chain(inputs.iter().map(|i| (i, segment::fd_of(i))));
+    let mut desc = BytesMut::with_capacity(4 + BLOB_DESCRIPTOR_LEN * n);
+    desc.put_u32(n as u32);
+    let mut parts = Vec::with_capacity(n + 2);
+    let mut inline = 0usize;
+    for (b, fd) in blobs {
+        desc.put_u8(u8::from(fd.is_some()));
+        desc.put_bytes(0, 3);
+        desc.put_u32(fd.unwrap_or(0) as u32);
+        desc.put_u64(0);
+        desc.put_u64(b.len() as u64);
+        if fd.is_none() {
+            inline += b.len();
+            parts.push(b.clone());
+        }
+    }
+    let body_len = desc.len() + inline;
+    let mut head = BytesMut::with_capacity(HEADER_LEN + desc.len());
     head.put_u8(b'T');
     head.put_u64(id);
     head.put_u32(u32::try_from(body_len).unwrap_or(u32::MAX));
-    head.put_u32(n as u32);
-    head.put_u64(payload.len() as u64);
-    for i in inputs {
-        head.put_u64(i.len() as u64);
-    }
-    let mut parts = Vec::with_capacity(n + 1);
-    parts.push(head.freeze());
-    parts.push(payload.clone());
-    parts.extend(inputs.iter().cloned());
+    head.extend_from_slice(&desc);
+    parts.insert(0, head.freeze());
     parts
 }
 
@@ -1019,8 +1046,40 @@ async fn write_frames(
     }
 }
 
-async fn read_frames(
+/// What the reader of an executor's output needs to know of it.
+struct ExecLink {
     exec: u64,
+    pid: u32,
+    writer: mpsc::UnboundedSender<Vec<Bytes>>,
+}
+
+impl ExecLink {
+    /// The value of an `R` frame: inline, or the executor's sealed memfd, mapped here at once
+    /// (then the executor is told to close its fd with `F`).
+    fn result_value(&self, id: u64, mut body: Bytes) -> Result<Bytes, String> {
+        match body.first() {
+            Some(0) => {
+                body.advance(1);
+                Ok(body)
+            }
+            Some(1) if body.len() == 13 => {
+                body.advance(1);
+                let fd = body.get_u32();
+                let len = body.get_u64() as usize;
+                let path = PathBuf::from(format!("/proc/{}/fd/{fd}", self.pid));
+                let value = segment::adopt_path(&path, len).map_err(|e| {
+                    format!("cannot map the result segment {}: {e}", path.display())
+                })?;
+                let _ = self.writer.send(vec![frame_header(b'F', id, 0)]);
+                Ok(value)
+            }
+            _ => Err("a malformed result frame".into()),
+        }
+    }
+}
+
+async fn read_frames(
+    link: ExecLink,
     mut stdout: tokio::process::ChildStdout,
     activity: Arc<AtomicU64>,
     epoch: Instant,
@@ -1055,18 +1114,31 @@ async fn read_frames(
                 continue;
             }
             frame.advance(HEADER_LEN);
+            let mut body = frame.freeze();
+            if kind == b'R' {
+                match link.result_value(id, body) {
+                    Ok(v) => body = v,
+                    Err(e) => {
+                        bad = Some(e);
+                        break;
+                    }
+                }
+            }
             let _ = ev.send(Ev::Frame {
-                exec,
+                exec: link.exec,
                 kind,
                 id,
-                body: frame.freeze(),
+                body,
             });
         }
         if bad.is_some() {
             break bad;
         }
     };
-    let _ = ev.send(Ev::Closed { exec, error });
+    let _ = ev.send(Ev::Closed {
+        exec: link.exec,
+        error,
+    });
 }
 
 async fn forward_stderr(mut stderr: tokio::process::ChildStderr, tail: Arc<Mutex<Vec<u8>>>) {
@@ -1552,7 +1624,8 @@ out.append(dump(b"z" * (5 << 20)))
             let v = r.expect("success");
             assert!(v.len() > 20 << 20);
             let script = format!(
-                "import pickle, sys\nv = pickle.load(open({:?}, 'rb'))\nprint(v[0], repr(v[1]), len(v[2]))",
+                "import pickle, sys\nsys.path.insert(0, {:?})\nimport _executor\nv = _executor.load_value(memoryview(open({:?}, 'rb').read()), pickle.loads)\nprint(v[0], repr(v[1]), len(v[2]))",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../../python/rusk"),
                 {
                     let f = h._dir.path().join("result");
                     std::fs::write(&f, &v).unwrap();

@@ -11,14 +11,13 @@ use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use rusk_core::builtins;
+use rusk_core::memory::{MemoryConfig, SpillError, StoreCommand, Value};
 use rusk_core::worker::{Command, Event, WorkerConfig, WorkerCore};
 use rusk_net::{self as net, Conn};
 use rusk_proto::auth::Role;
 use rusk_proto::graph::{Builtin, TaskKind};
-use rusk_proto::msg::{
-    DataReply, DataRequest, SchedulerToWorker, TaskError, WorkerInfo, WorkerToScheduler,
-};
-use rusk_proto::{AttemptId, TaskRef, MAX_FRAME_BYTES, MAX_RESULT_BYTES};
+use rusk_proto::msg::{DataRequest, SchedulerToWorker, TaskError, WorkerInfo, WorkerToScheduler};
+use rusk_proto::{AttemptId, TaskRef};
 use rustc_hash::FxHashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -27,13 +26,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::{error, info, warn};
 
-/// A fetch from a peer that takes longer than this fails; the scheduler's TTL has long since
-/// handled a peer that is really gone, this only frees the fetcher.
-const PEER_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Results per fetch request: keeps each request's reply a reasonable size.
+use crate::spill::SpillDir;
+
+/// Results per fetch request (at most `rusk_net::transfer::TRANSFER_ITEMS_MAX`). A fetch fails
+/// when its transfer makes no progress for `TRANSFER_IDLE_TIMEOUT`, however large the values.
 const FETCH_BATCH_MAX: usize = 1024;
-/// Bytes of results per reply frame, well under `MAX_FRAME_BYTES`.
-const REPLY_FRAME_BYTES_MAX: usize = MAX_FRAME_BYTES / 4;
 /// Bytes of a failed command's stderr quoted in its error.
 const STDERR_TAIL_BYTES: usize = 2048;
 /// Executes the core may have handed out per task thread at once.
@@ -53,6 +50,10 @@ pub struct WorkerOptions {
     pub python: PythonOptions,
     /// When the worker reports itself unhealthy (`crate::vitals`).
     pub health: crate::vitals::HealthOptions,
+    /// Memory limit, spill and pause thresholds (`rusk_core::memory`).
+    pub memory: MemoryConfig,
+    /// Where results are spilled (default: `spill/` in the work dir).
+    pub spill_dir: Option<PathBuf>,
 }
 
 /// How a nanny-supervised worker reaches its nanny.
@@ -99,10 +100,27 @@ enum Local {
     },
     /// New measurements from the vitals sampler (`crate::vitals`).
     Vitals(rusk_proto::msg::Vitals),
+    /// A spill file was written (or could not be).
+    Spilled {
+        task: TaskRef,
+        result: Result<(), SpillError>,
+    },
+    /// A spilled value could not be read back.
+    SpillLost {
+        dep: TaskRef,
+        during: Option<(TaskRef, AttemptId)>,
+    },
+    /// An `Execute` whose spilled inputs have been mapped back.
+    Resolved {
+        task: TaskRef,
+        attempt: AttemptId,
+        kind: Arc<TaskKind>,
+        inputs: Vec<Bytes>,
+    },
 }
 
 /// Results a peer asked for, with `None` for those this worker does not hold.
-type DataItems = Vec<(TaskRef, Option<Bytes>)>;
+type DataItems = Vec<(TaskRef, Option<Value>)>;
 /// Kill switches of running command tasks.
 type RunningCommands = Arc<Mutex<FxHashMap<(TaskRef, AttemptId), oneshot::Sender<()>>>>;
 
@@ -146,6 +164,22 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
         .unwrap_or_else(|| std::env::temp_dir().join(format!("rusk-worker-{pid}")));
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("cannot create work dir {}", work_dir.display()))?;
+    if opts.work_dir.is_none() {
+        sweep_dead_work_dirs();
+    }
+    let spill = SpillDir::new(
+        opts.spill_dir
+            .clone()
+            .unwrap_or_else(|| work_dir.join(format!("spill-{pid}"))),
+    )?;
+    let fd_limit = rusk_net::segment::raise_fd_limit();
+    info!(
+        store = "memfd (shared memory, not limited by /dev/shm)",
+        spill_dir = %spill.dir().display(),
+        memory_limit = ?opts.memory.limit,
+        fd_limit,
+        "object store ready"
+    );
 
     let nanny = match &opts.supervision {
         Some(sup) => Some(NannyLink::open(sup.fd)?),
@@ -157,6 +191,7 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
         info: info.clone(),
         dispatched_per_thread_max: DISPATCHED_PER_THREAD_MAX,
         heartbeat_interval: Duration::from_millis(500),
+        memory: opts.memory.clone(),
     });
     let register: Vec<WorkerToScheduler> = core
         .start(start.elapsed())
@@ -170,7 +205,12 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
     info!(name = %info.name, scheduler = %opts.scheduler, %data_address, nthreads = info.nthreads, "worker started");
 
     let (local_tx, mut local_rx) = mpsc::unbounded_channel::<Local>();
-    tokio::spawn(data_server(listener, token.clone(), local_tx.clone()));
+    tokio::spawn(data_server(
+        listener,
+        token.clone(),
+        local_tx.clone(),
+        spill.clone(),
+    ));
 
     let (sched_sink, mut sched_stream) = conn.split();
     let (sched_out, sched_out_rx) = mpsc::unbounded_channel::<OutFrame>();
@@ -254,6 +294,16 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                             Event::Started { task, attempt }
                         }
                         Local::Vitals(v) => Event::Vitals(v),
+                        Local::Spilled { task, result } => Event::Spilled { task, result },
+                        Local::SpillLost { dep, during } => {
+                            warn!(%dep, "a spilled result is lost (its file is corrupt or missing); it will be recomputed");
+                            Event::SpillLost { dep, during }
+                        }
+                        Local::Resolved { task, attempt, kind, inputs } => {
+                            executor.execute(task, attempt, kind, inputs);
+                            ev = local_rx.try_recv().ok();
+                            continue;
+                        }
                         Local::PeerRequest { tasks, reply } => {
                             next_reply += 1;
                             replies.insert(next_reply, reply);
@@ -339,8 +389,17 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                             continue;
                         }
                     }
-                    executor.execute(task, attempt, kind, inputs);
+                    resolve_inputs(task, attempt, kind, inputs, &spill, &local_tx, &executor);
                 }
+                Command::Store(StoreCommand::Spill { task, data }) => {
+                    let (spill, local) = (spill.clone(), local_tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let result = spill.write(task, &data);
+                        drop(data);
+                        let _ = local.send(Local::Spilled { task, result });
+                    });
+                }
+                Command::Store(StoreCommand::DropSpill { task }) => spill.remove(task),
                 Command::Abandon { task, attempt } => executor.abandon(task, attempt),
                 Command::ReplyPeer { request, items } => {
                     if let Some(r) = replies.remove(&request) {
@@ -495,14 +554,19 @@ async fn write_frames(
 }
 
 /// Serve stored results to peers and clients.
-async fn data_server(listener: TcpListener, token: Arc<[u8]>, local: mpsc::UnboundedSender<Local>) {
+async fn data_server(
+    listener: TcpListener,
+    token: Arc<[u8]>,
+    local: mpsc::UnboundedSender<Local>,
+    spill: SpillDir,
+) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
-        let (token, local) = (token.clone(), local.clone());
+        let (token, local, spill) = (token.clone(), local.clone(), spill.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_peer(stream, &token, local).await {
+            if let Err(e) = serve_peer(stream, &token, local, spill).await {
                 warn!(%peer, error = %format!("{e:#}"), "data connection dropped");
             }
         });
@@ -513,40 +577,121 @@ async fn serve_peer(
     stream: tokio::net::TcpStream,
     token: &[u8],
     local: mpsc::UnboundedSender<Local>,
+    spill: SpillDir,
 ) -> Result<()> {
     let (mut conn, _) = net::accept(stream, token, &[Role::Peer]).await?;
     while let Some(req) = net::recv::<DataRequest>(&mut conn).await? {
         let DataRequest::Get { id, tasks } = req;
+        if tasks.len() > rusk_net::transfer::TRANSFER_ITEMS_MAX {
+            return Err(anyhow!(
+                "a request for {} values; at most {} (TRANSFER_ITEMS_MAX)",
+                tasks.len(),
+                rusk_net::transfer::TRANSFER_ITEMS_MAX
+            ));
+        }
         let (tx, rx) = oneshot::channel();
         local
             .send(Local::PeerRequest { tasks, reply: tx })
             .map_err(|_| anyhow!("worker shutting down"))?;
         let items = rx.await.map_err(|_| anyhow!("worker shutting down"))?;
-        // Split into frames of bounded size.
-        let mut chunk = Vec::new();
-        let mut bytes = 0usize;
-        for item in items {
-            let len = item.1.as_ref().map_or(0, |b| b.len());
-            if !chunk.is_empty() && bytes + len > REPLY_FRAME_BYTES_MAX {
-                conn.feed(net::encode(&DataReply::Data {
-                    id,
-                    items: std::mem::take(&mut chunk),
-                    last: false,
-                }))
-                .await?;
-                bytes = 0;
-            }
-            bytes += len;
-            chunk.push(item);
-        }
-        conn.send(net::encode(&DataReply::Data {
-            id,
-            items: chunk,
-            last: true,
-        }))
+        // Spilled values are mapped back from their files (checksums verified off the loop).
+        let (spill2, local2) = (spill.clone(), local.clone());
+        let items = tokio::task::spawn_blocking(move || {
+            items
+                .into_iter()
+                .map(|(t, v)| {
+                    let v = v.and_then(|v| match resolve(v, &spill2) {
+                        Ok(b) => Some(b),
+                        Err(dep) => {
+                            let _ = local2.send(Local::SpillLost { dep, during: None });
+                            None
+                        }
+                    });
+                    (t, v)
+                })
+                .collect::<Vec<_>>()
+        })
         .await?;
+        rusk_net::transfer::send_values(&mut conn, id, &items).await?;
     }
     Ok(())
+}
+
+/// A stored value's bytes: in memory, or mapped from its spill file. `Err` names a spilled
+/// result whose file is corrupt or missing.
+fn resolve(v: Value, spill: &SpillDir) -> Result<Bytes, TaskRef> {
+    match v {
+        Value::Memory(b) => Ok(b),
+        Value::Spilled { task, size } => spill.read(task, size).map_err(|e| {
+            warn!(%task, error = %format!("{e:#}"), "cannot read a spilled result back");
+            task
+        }),
+    }
+}
+
+/// Hand an `Execute` to the executor; inputs that are spilled are mapped back first, off the
+/// event loop (`Local::Resolved`).
+fn resolve_inputs(
+    task: TaskRef,
+    attempt: AttemptId,
+    kind: Arc<TaskKind>,
+    inputs: Vec<Value>,
+    spill: &SpillDir,
+    local: &mpsc::UnboundedSender<Local>,
+    executor: &Executor,
+) {
+    if inputs.iter().all(|v| matches!(v, Value::Memory(_))) {
+        let inputs = inputs.into_iter().filter_map(Value::into_memory).collect();
+        executor.execute(task, attempt, kind, inputs);
+        return;
+    }
+    let (spill, local) = (spill.clone(), local.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::with_capacity(inputs.len());
+        for v in inputs {
+            match resolve(v, &spill) {
+                Ok(b) => out.push(b),
+                Err(dep) => {
+                    let _ = local.send(Local::SpillLost {
+                        dep,
+                        during: Some((task, attempt)),
+                    });
+                    return;
+                }
+            }
+        }
+        let _ = local.send(Local::Resolved {
+            task,
+            attempt,
+            kind,
+            inputs: out,
+        });
+    });
+}
+
+/// Remove the work directories (and spill files) of default-placed workers that died without
+/// cleaning up (`kill -9`): `rusk-worker-<pid>` in the temp dir whose process is gone.
+fn sweep_dead_work_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("rusk-worker-"))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+            info!(pid, "removed the work dir of a dead worker");
+        }
+    }
 }
 
 /// One task per peer: a single authenticated connection, requests served in order.
@@ -561,13 +706,8 @@ fn spawn_fetcher(
         let mut id = 0u64;
         while let Some(tasks) = rx.recv().await {
             id += 1;
-            let res = tokio::time::timeout(
-                PEER_FETCH_TIMEOUT,
-                fetch_once(&mut conn, &peer, &token, id, &tasks),
-            )
-            .await;
-            let failure = match res {
-                Ok(Ok(items)) => {
+            let failure = match fetch_once(&mut conn, &peer, &token, id, &tasks).await {
+                Ok(items) => {
                     let bytes = items.iter().flat_map(|(_, b)| b).map(|b| b.len() as u64);
                     crate::vitals::add_bytes_fetched(bytes.sum());
                     let _ = local.send(Local::Fetched {
@@ -576,8 +716,7 @@ fn spawn_fetcher(
                     });
                     continue;
                 }
-                Ok(Err(e)) => format!("{e:#}"),
-                Err(_) => format!("no reply within {PEER_FETCH_TIMEOUT:?}"),
+                Err(e) => format!("{e:#}"),
             };
             // Fail this request and everything queued behind it; the loop starts a new fetcher.
             let mut failed = tasks;
@@ -606,31 +745,7 @@ async fn fetch_once(
         *conn = Some(net::connect(peer, token, Role::Peer).await?);
     }
     let c = conn.as_mut().expect("just set");
-    net::send(
-        c,
-        &DataRequest::Get {
-            id,
-            tasks: tasks.to_vec(),
-        },
-    )
-    .await?;
-    let mut items = Vec::with_capacity(tasks.len());
-    loop {
-        let DataReply::Data {
-            id: rid,
-            items: part,
-            last,
-        } = net::recv::<DataReply>(c)
-            .await?
-            .ok_or_else(|| anyhow!("peer closed the connection"))?;
-        if rid != id {
-            return Err(anyhow!("peer answered request {rid}, expected {id}"));
-        }
-        items.extend(part);
-        if last {
-            return Ok(items);
-        }
-    }
+    rusk_net::transfer::fetch_values(c, id, tasks).await
 }
 
 /// Runs tasks off the event loop: builtins on `nthreads` threads, commands as child processes
@@ -947,17 +1062,30 @@ async fn run_command(
                 work_dir.display()
             ))
         })?;
+    // Its stdout goes straight into shared memory: the result is stored without a copy.
+    let out_fd = rusk_net::segment::SegmentMut::anonymous_file()
+        .map_err(|e| fail(format!("cannot create shared memory for the output: {e}")))?;
+    let child_out = out_fd
+        .try_clone()
+        .map_err(|e| fail(format!("cannot create shared memory for the output: {e}")))?;
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::from(child_out))
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
     for (i, data) in inputs.iter().enumerate() {
-        let path = dir.path().join(format!("dep-{i}"));
-        tokio::fs::write(&path, data)
-            .await
-            .map_err(|e| fail(format!("cannot write input file {}: {e}", path.display())))?;
+        // An input in shared memory is read in place through /proc; a small one is a file.
+        let path = match rusk_net::segment::proc_path(data) {
+            Some(p) => PathBuf::from(p),
+            None => {
+                let path = dir.path().join(format!("dep-{i}"));
+                tokio::fs::write(&path, data).await.map_err(|e| {
+                    fail(format!("cannot write input file {}: {e}", path.display()))
+                })?;
+                path
+            }
+        };
         cmd.env(format!("RUSK_DEP_{i}"), &path);
     }
     cmd.env("RUSK_TASK_DIR", dir.path());
@@ -975,13 +1103,8 @@ async fn run_command(
         _ = kill => return Err(fail("abandoned".into())), // dropping the child kills it
     };
     if output.status.success() {
-        if output.stdout.len() as u64 > MAX_RESULT_BYTES {
-            return Err(fail(format!(
-                "stdout of {} bytes exceeds MAX_RESULT_BYTES",
-                output.stdout.len()
-            )));
-        }
-        return Ok(Bytes::from(output.stdout));
+        return rusk_net::segment::adopt_fd(out_fd)
+            .map_err(|e| fail(format!("cannot map the command's output: {e}")));
     }
     let tail_start = output.stderr.len().saturating_sub(STDERR_TAIL_BYTES);
     let stderr = String::from_utf8_lossy(&output.stderr[tail_start..])

@@ -165,12 +165,16 @@ fn fetch(holder: &str, token: &str, task: TaskRef) -> Bytes {
         id: 1,
         tasks: vec![task],
     });
-    let DataReply::Data { items, .. } = c.recv::<DataReply>();
-    items
+    // The sizes, then the raw bytes of each value held (rusk_net::transfer).
+    let DataReply::Sizes { items, .. } = c.recv::<DataReply>();
+    let len = items
         .into_iter()
         .next()
-        .and_then(|(_, d)| d)
-        .unwrap_or_else(|| panic!("{holder} does not hold {task}"))
+        .and_then(|(_, n)| n)
+        .unwrap_or_else(|| panic!("{holder} does not hold {task}"));
+    let mut b = vec![0u8; len as usize];
+    c.s.read_exact(&mut b).unwrap();
+    Bytes::from(b)
 }
 
 fn output<'a>(

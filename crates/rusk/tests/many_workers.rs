@@ -65,6 +65,10 @@ async fn fake_worker(address: String, token: String, i: usize, fleet: Arc<Fleet>
                     running: (i % 3) as u32,
                     stored_results: stored,
                     stored_bytes: stored * 8,
+                    spilled_bytes: stored * 2,
+                    spilled_results: stored / 4,
+                    spills_total: stored / 4,
+                    paused: None,
                     vitals: Vitals {
                         loop_lag_ms: (i % 5) as u32,
                         cpu_seconds: cpu,

@@ -259,9 +259,19 @@ impl Sim {
                     attempt,
                     kind,
                     inputs,
-                } => self.on_execute(life, task, attempt, &kind, inputs)?,
+                } => {
+                    let inputs = inputs.into_iter().map(in_memory).collect();
+                    self.on_execute(life, task, attempt, &kind, inputs)?
+                }
                 worker::Command::Abandon { task, attempt } => self.on_abandon(life, task, attempt),
-                worker::Command::ReplyPeer { request, items } => self.reply_fetch(request, items),
+                worker::Command::ReplyPeer { request, items } => {
+                    let items = items
+                        .into_iter()
+                        .map(|(t, v)| (t, v.map(in_memory)))
+                        .collect();
+                    self.reply_fetch(request, items)
+                }
+                worker::Command::Store(c) => unreachable!("no memory limit, no spill: {c:?}"),
             }
         }
         if !to_sched.is_empty() {
@@ -685,6 +695,9 @@ impl Sim {
             info,
             dispatched_per_thread_max: self.rng.gen_range(1..=3),
             heartbeat_interval: self.config.heartbeat_interval,
+            // No memory limit: the simulated store never spills (spilling is covered by the
+            // store's own unit tests and the end-to-end tests).
+            memory: rusk_core::memory::MemoryConfig::default(),
         });
         let start = core.start(self.now);
         let life = self.lives.len();
@@ -909,4 +922,10 @@ impl Sim {
         self.schedule_ping(life, self.now);
         Ok(())
     }
+}
+
+/// A value of a simulated worker: always in memory (it has no memory limit).
+fn in_memory(v: rusk_core::memory::Value) -> Bytes {
+    v.into_memory()
+        .expect("the simulated workers have no memory limit, so nothing is spilled")
 }

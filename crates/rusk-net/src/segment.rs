@@ -1,0 +1,367 @@
+//! Shared-memory segments: the memory a worker's stored values live in.
+//!
+//! A value of at least [`INLINE_VALUE_MAX`] bytes lives in its own `memfd` (anonymous shared
+//! memory, unaffected by the size of `/dev/shm`), mapped read-only into the worker and handed
+//! around as a [`Bytes`] whose owner is the mapping. Executors and command tasks map the same
+//! memory through `/proc/<worker pid>/fd/<fd>`, so nothing is copied to give a task its inputs.
+//! A segment is freed when its last `Bytes` is dropped (and the last process that mapped it
+//! unmaps it): nothing is left behind by a worker or an executor killed at any point, because
+//! the kernel frees a memfd with its last reference.
+//!
+//! Every live segment is listed in a registry keyed by its address, so the shell can tell, for
+//! any `Bytes` the core hands it, whether it is a whole segment (and which fd names it).
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Values smaller than this stay on the worker's heap and travel inline through executor
+/// pipes; larger ones get a segment (one file descriptor each).
+pub const INLINE_VALUE_MAX: usize = 64 * 1024;
+
+/// `memfd_create` flags: close-on-exec (children get only the fds they are given) and sealing
+/// (a sealed segment cannot be written or resized by anyone).
+const MFD_FLAGS: libc::c_uint = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+
+static LIVE_BYTES: AtomicU64 = AtomicU64::new(0);
+static LIVE_SEGMENTS: AtomicU64 = AtomicU64::new(0);
+
+/// Address -> (length, fd) of every live segment of this process.
+static REGISTRY: Mutex<BTreeMap<usize, (usize, RawFd)>> = Mutex::new(BTreeMap::new());
+
+/// Bytes and count of live segments in this process.
+pub fn live() -> (u64, u64) {
+    (
+        LIVE_BYTES.load(Ordering::Relaxed),
+        LIVE_SEGMENTS.load(Ordering::Relaxed),
+    )
+}
+
+/// Raise this process's open-file limit to its hard limit: each stored segment holds an fd.
+/// Returns the soft limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                return want.rlim_cur;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// A writable segment being filled (by this process: a received value, a command's output).
+pub struct SegmentMut {
+    map: Mapping,
+}
+
+/// A mapping of a memfd; unmapped and closed on drop.
+struct Mapping {
+    fd: OwnedFd,
+    ptr: *mut u8,
+    len: usize,
+    registered: bool,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; `Bytes` only ever reads it.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; shared access is read-only.
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if self.registered {
+            REGISTRY
+                .lock()
+                .expect("not poisoned")
+                .remove(&(self.ptr as usize));
+            LIVE_BYTES.fetch_sub(self.len as u64, Ordering::Relaxed);
+            LIVE_SEGMENTS.fetch_sub(1, Ordering::Relaxed);
+        }
+        // SAFETY: ptr/len came from a successful mmap and nothing borrows the memory any more
+        // (the last `Bytes` owning it is being dropped).
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+impl AsRef<[u8]> for Mapping {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: a live mapping of `len` readable bytes.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+fn map(fd: &OwnedFd, len: usize, writable: bool) -> io::Result<*mut u8> {
+    let prot = if writable {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        libc::PROT_READ
+    };
+    // SAFETY: mapping a file we hold open; the result is checked.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    if writable {
+        // Fresh shared memory faults in about three times faster in huge pages (where the
+        // kernel allows them; otherwise this is a no-op).
+        // SAFETY: advice on our own mapping.
+        unsafe { libc::madvise(ptr, len, libc::MADV_HUGEPAGE) };
+    }
+    Ok(ptr.cast())
+}
+
+impl SegmentMut {
+    /// A new zero-filled segment of `len` (> 0) bytes.
+    pub fn create(len: usize) -> io::Result<SegmentMut> {
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty segment"));
+        }
+        let fd = memfd("rusk-value")?;
+        // SAFETY: plain syscall on our fd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = map(&fd, len, true)?;
+        Ok(SegmentMut {
+            map: Mapping {
+                fd,
+                ptr,
+                len,
+                registered: false,
+            },
+        })
+    }
+
+    /// An empty memfd to hand to a child process as a file it writes (a command's stdout);
+    /// [`adopt_fd`] maps what it wrote.
+    pub fn anonymous_file() -> io::Result<OwnedFd> {
+        memfd("rusk-output")
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: a live, writable mapping of `len` bytes that only we reference.
+        unsafe { std::slice::from_raw_parts_mut(self.map.ptr, self.map.len) }
+    }
+
+    /// Seal the contents (no more writes or resizes, by anyone) and hand the value out.
+    pub fn freeze(self) -> Bytes {
+        let SegmentMut { map } = self;
+        seal(&map.fd);
+        register(map)
+    }
+}
+
+fn memfd(name: &str) -> io::Result<OwnedFd> {
+    let cname = std::ffi::CString::new(name).expect("no NUL");
+    // SAFETY: plain syscall; the result is checked.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), MFD_FLAGS) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Best effort: a memfd not created with sealing allowed, or still mapped writable somewhere,
+/// stays unsealed (it is still only reachable by this worker's own processes).
+fn seal(fd: &OwnedFd) {
+    // SAFETY: plain fcntl on our fd.
+    unsafe {
+        libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL,
+        )
+    };
+}
+
+fn register(map: Mapping) -> Bytes {
+    let mut map = map;
+    REGISTRY
+        .lock()
+        .expect("not poisoned")
+        .insert(map.ptr as usize, (map.len, map.fd.as_raw_fd()));
+    map.registered = true;
+    LIVE_BYTES.fetch_add(map.len as u64, Ordering::Relaxed);
+    LIVE_SEGMENTS.fetch_add(1, Ordering::Relaxed);
+    Bytes::from_owner(map)
+}
+
+/// Map the whole of a file this process holds (a memfd a child wrote, or one it opened) as a
+/// read-only value. An empty file gives an empty `Bytes`.
+pub fn adopt_fd(fd: OwnedFd) -> io::Result<Bytes> {
+    // SAFETY: fstat into a local struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let len = st.st_size as usize;
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    if len < INLINE_VALUE_MAX {
+        // Small: keep it on the heap and give the fd back.
+        let mut buf = vec![0u8; len];
+        let mut got = 0;
+        while got < len {
+            // SAFETY: reading into our buffer at a known offset.
+            let n = unsafe {
+                libc::pread(
+                    fd.as_raw_fd(),
+                    buf[got..].as_mut_ptr().cast(),
+                    len - got,
+                    got as libc::off_t,
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if n == 0 {
+                buf.truncate(got);
+                break;
+            }
+            got += n as usize;
+        }
+        return Ok(Bytes::from(buf));
+    }
+    seal(&fd);
+    let ptr = map(&fd, len, false)?;
+    Ok(register(Mapping {
+        fd,
+        ptr,
+        len,
+        registered: false,
+    }))
+}
+
+/// Map the first `len` (> 0) bytes of a file read-only as a value (a spill file: its data,
+/// without the trailer that follows it). The value names the file's fd like a segment, so
+/// executors map it in place too.
+pub fn map_prefix(fd: OwnedFd, len: usize) -> io::Result<Bytes> {
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    let ptr = map(&fd, len, false)?;
+    Ok(register(Mapping {
+        fd,
+        ptr,
+        len,
+        registered: false,
+    }))
+}
+
+/// Open and map another process's memfd (`/proc/<pid>/fd/<fd>`), checking its size.
+pub fn adopt_path(path: &Path, expect_len: usize) -> io::Result<Bytes> {
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len() as usize;
+    if len != expect_len {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} holds {len} bytes, expected {expect_len}",
+                path.display()
+            ),
+        ));
+    }
+    adopt_fd(OwnedFd::from(file))
+}
+
+/// Where `value` lives when it is a whole segment of this process: the fd that names it.
+pub fn fd_of(value: &Bytes) -> Option<RawFd> {
+    if value.len() < INLINE_VALUE_MAX {
+        return None;
+    }
+    let addr = value.as_ptr() as usize;
+    let reg = REGISTRY.lock().expect("not poisoned");
+    let (&start, &(len, fd)) = reg.range(..=addr).next_back()?;
+    (start == addr && len == value.len()).then_some(fd)
+}
+
+/// A new close-on-exec fd of the segment that is `value`, when it is a whole segment.
+pub fn dup_fd(value: &Bytes) -> Option<OwnedFd> {
+    let fd = fd_of(value)?;
+    // SAFETY: duplicating an fd this process holds (the registry entry keeps it open while
+    // `value` lives); the result is checked.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    // SAFETY: a fresh fd we own.
+    (new >= 0).then(|| unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// A path another process of this user can open to read `value` in place: when it is a whole
+/// segment whose file holds exactly the value (a command reads the whole file).
+pub fn proc_path(value: &Bytes) -> Option<String> {
+    let fd = fd_of(value)?;
+    // SAFETY: fstat into a local struct, on an fd the registry keeps open.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_size as usize != value.len() {
+        return None;
+    }
+    Some(format!("/proc/{}/fd/{fd}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_is_shared_through_proc_and_freed_with_its_last_bytes() {
+        let (bytes0, segs0) = live();
+        let mut s = SegmentMut::create(1 << 20).unwrap();
+        s.as_mut_slice()[..5].copy_from_slice(b"hello");
+        let v = s.freeze();
+        assert_eq!(&v[..5], b"hello");
+        let path = proc_path(&v).expect("a whole segment");
+        // Another open of the same memory sees the same bytes, and cannot write it (sealed).
+        let again = adopt_path(Path::new(&path), 1 << 20).unwrap();
+        assert_eq!(&again[..5], b"hello");
+        assert!(std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"x"))
+            .is_err());
+        // A slice is not a whole segment.
+        assert_eq!(fd_of(&v.slice(1..)), None);
+        assert!(live().1 >= segs0 + 2);
+        drop((v, again));
+        assert!(live().0 <= bytes0 + (1 << 20));
+    }
+
+    #[test]
+    fn a_childs_output_file_is_adopted_small_on_the_heap_large_as_a_segment() {
+        use std::io::Write;
+        for len in [0usize, 10, INLINE_VALUE_MAX + 1] {
+            let fd = SegmentMut::anonymous_file().unwrap();
+            let mut f = std::fs::File::from(fd.try_clone().unwrap());
+            f.write_all(&vec![7u8; len]).unwrap();
+            let v = adopt_fd(fd).unwrap();
+            assert_eq!(v.len(), len);
+            assert!(v.iter().all(|&b| b == 7));
+            assert_eq!(fd_of(&v).is_some(), len >= INLINE_VALUE_MAX);
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Spill files: where a worker's store (`rusk_core::memory`) puts results it moves out of
+//! memory, one file per result, in the same bytes as in memory, so a spilled value is mapped
+//! from disk (the page cache) without a second copy.
+//!
+//! A file is the value's bytes followed by a 16-byte trailer: `b"RSKS"`, the CRC-32 of the
+//! bytes (u32 LE) and their length (u64 LE). The trailer is checked every time the file is
+//! mapped back: a file that is missing, short or corrupt means the result is lost (the core
+//! reports it and the scheduler recomputes it from its lineage).
+use anyhow::{anyhow, Result};
+use bytes::Bytes;
+use rusk_core::memory::SpillError;
+use rusk_proto::TaskRef;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 4] = b"RSKS";
+const TRAILER_LEN: u64 = 16;
+
+#[derive(Clone, Debug)]
+pub struct SpillDir {
+    dir: PathBuf,
+}
+
+impl SpillDir {
+    pub fn new(dir: PathBuf) -> Result<SpillDir> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow!("cannot create the spill directory {}: {e}", dir.display()))?;
+        Ok(SpillDir { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self, task: TaskRef) -> PathBuf {
+        self.dir
+            .join(format!("g{}-t{}.spill", task.graph.0, task.index))
+    }
+
+    /// Write a value's spill file (blocking).
+    pub fn write(&self, task: TaskRef, data: &[u8]) -> Result<(), SpillError> {
+        let path = self.path(task);
+        let result = (|| -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&path)?;
+            f.write_all(data)?;
+            let mut trailer = Vec::with_capacity(TRAILER_LEN as usize);
+            trailer.extend_from_slice(MAGIC);
+            trailer.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+            trailer.extend_from_slice(&(data.len() as u64).to_le_bytes());
+            f.write_all(&trailer)?;
+            Ok(())
+        })();
+        result.map_err(|e| {
+            let _ = std::fs::remove_file(&path);
+            match e.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+                    SpillError::DiskFull(format!("{}: {e}", self.dir.display()))
+                }
+                _ => SpillError::Io(format!("{}: {e}", path.display())),
+            }
+        })
+    }
+
+    /// Map a spilled value back (blocking: its checksum is verified, which reads it).
+    pub fn read(&self, task: TaskRef, size: u64) -> Result<Bytes> {
+        let path = self.path(task);
+        let mut f = std::fs::File::open(&path)
+            .map_err(|e| anyhow!("spill file {} is unreadable: {e}", path.display()))?;
+        let file_len = f.metadata()?.len();
+        if file_len != size + TRAILER_LEN {
+            return Err(anyhow!(
+                "spill file {} holds {file_len} bytes, expected {}",
+                path.display(),
+                size + TRAILER_LEN
+            ));
+        }
+        f.seek(SeekFrom::Start(size))?;
+        let mut trailer = [0u8; TRAILER_LEN as usize];
+        f.read_exact(&mut trailer)?;
+        let crc = u32::from_le_bytes(trailer[4..8].try_into().expect("4 bytes"));
+        let len = u64::from_le_bytes(trailer[8..16].try_into().expect("8 bytes"));
+        if &trailer[..4] != MAGIC || len != size {
+            return Err(anyhow!("spill file {} has a bad trailer", path.display()));
+        }
+        let value = rusk_net::segment::map_prefix(OwnedFd::from(f), size as usize)?;
+        if crc32fast::hash(&value) != crc {
+            return Err(anyhow!(
+                "spill file {} is corrupt (checksum mismatch)",
+                path.display()
+            ));
+        }
+        Ok(value)
+    }
+
+    pub fn remove(&self, task: TaskRef) {
+        let _ = std::fs::remove_file(self.path(task));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusk_proto::GraphId;
+
+    fn tr(i: u32) -> TaskRef {
+        TaskRef {
+            graph: GraphId(3),
+            index: i,
+        }
+    }
+
+    #[test]
+    fn a_spilled_value_reads_back_and_corruption_or_loss_is_detected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = SpillDir::new(tmp.path().join("spill")).unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        d.write(tr(1), &data).unwrap();
+        let back = d.read(tr(1), data.len() as u64).unwrap();
+        assert_eq!(&back[..], &data[..]);
+        // The mapping names the file like a segment: executors can map it in place.
+        assert!(rusk_net::segment::fd_of(&back).is_some());
+        drop(back);
+        // Flip one byte: the checksum catches it.
+        let path = d.path(tr(1));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[1000] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = d.read(tr(1), data.len() as u64).unwrap_err();
+        assert!(format!("{err}").contains("corrupt"), "{err}");
+        d.remove(tr(1));
+        assert!(d.read(tr(1), data.len() as u64).is_err());
+    }
+}
