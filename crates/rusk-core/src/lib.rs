@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod builtins;
+pub mod executor;
 pub mod graph;
 pub mod memory;
 pub mod nanny;

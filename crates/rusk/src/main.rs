@@ -297,6 +297,10 @@ struct PythonArgs {
     /// killed and replaced, and its task fails.
     #[arg(long, env = "RUSK_EXECUTOR_HANG_TIMEOUT", default_value = python_exec::DEFAULT_HANG_TIMEOUT, value_parser = parse_duration)]
     executor_hang_timeout: Duration,
+    /// A silent Python executor that is using CPU (a long C computation holding the GIL) is
+    /// left running this long before it is killed as hung; a task's own timeout still applies.
+    #[arg(long, env = "RUSK_EXECUTOR_BUSY_TIMEOUT", default_value = python_exec::DEFAULT_BUSY_TIMEOUT, value_parser = parse_duration)]
+    executor_busy_timeout: Duration,
     /// Start the Python executors with the worker instead of on its first Python task.
     #[arg(long, env = "RUSK_PYTHON_EAGER")]
     python_eager: bool,
@@ -314,6 +318,7 @@ impl PythonArgs {
         Ok(python_exec::PythonOptions {
             python: self.python.clone(),
             hang_timeout: self.executor_hang_timeout,
+            busy_timeout: self.executor_busy_timeout,
             eager: self.python_eager,
         })
     }
@@ -327,6 +332,10 @@ impl PythonArgs {
         }
         args.push("--executor-hang-timeout".to_string());
         args.push(format!("{}ms", self.executor_hang_timeout.as_millis()));
+        args.push(format!(
+            "--executor-busy-timeout={}ms",
+            self.executor_busy_timeout.as_millis()
+        ));
         if self.python_eager {
             args.push("--python-eager".to_string());
         }

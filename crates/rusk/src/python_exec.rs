@@ -55,6 +55,7 @@
 //! reason; a start is tried again for the next task, at most once per [`START_RETRY_DELAY`].
 use anyhow::{Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use rusk_core::executor::{self, Verdict};
 use rusk_proto::msg::TaskError;
 use rusk_proto::{AttemptId, TaskRef};
 use rustc_hash::FxHashMap;
@@ -84,6 +85,16 @@ pub const PING_INTERVAL: Duration = Duration::from_millis(100);
 /// there: TTL, its once-per-TTL check, then its nanny's kill). Raise it for workloads with
 /// longer GIL-holding C calls.
 pub const DEFAULT_HANG_TIMEOUT: &str = "6s";
+/// Default of `--executor-busy-timeout` / `RUSK_EXECUTOR_BUSY_TIMEOUT`: how long a silent
+/// executor that is *using CPU* (a long C computation holding the GIL) may go on before it is
+/// killed as hung (`rusk_core::executor::judge`). A task's own `timeout` still applies.
+pub const DEFAULT_BUSY_TIMEOUT: &str = "5m";
+/// Silence after which the pool starts sampling an executor's CPU time.
+const SILENCE_SAMPLE_AFTER: Duration = Duration::from_millis(500);
+/// How long to wait for a hung executor's stacks (SIGUSR1, faulthandler) before SIGKILL.
+const STACKS_WAIT: Duration = Duration::from_millis(300);
+/// Bytes of the stacks quoted in a task's error.
+const STACKS_MAX_BYTES: usize = 8192;
 /// Tasks sent to one executor ahead of their start.
 pub const PIPELINE_DEPTH: usize = 2;
 /// Tasks sent to one executor ahead while its tasks are short.
@@ -116,6 +127,8 @@ pub struct PythonOptions {
     /// The interpreter (`--python`, `RUSK_PYTHON`); `None` means [`default_python`].
     pub python: Option<PathBuf>,
     pub hang_timeout: Duration,
+    /// Silent but computing executors are killed after this (`DEFAULT_BUSY_TIMEOUT`).
+    pub busy_timeout: Duration,
     /// Start the executors with the worker rather than with the first Python task.
     pub eager: bool,
 }
@@ -125,6 +138,7 @@ impl Default for PythonOptions {
         PythonOptions {
             python: None,
             hang_timeout: Duration::from_secs(10),
+            busy_timeout: Duration::from_secs(300),
             eager: false,
         }
     }
@@ -257,6 +271,7 @@ struct Job {
 #[derive(Clone, Debug)]
 enum Death {
     Hang(Duration),
+    BusyTooLong(Duration),
     Abandoned,
     StartTimeout,
     Protocol(String),
@@ -279,7 +294,16 @@ struct Exec {
     /// Milliseconds since the pool's epoch of the last byte received, plus one (0: none yet).
     activity: Arc<AtomicU64>,
     spawned: Instant,
-    kill: Option<oneshot::Sender<()>>,
+    /// Kill switch; `Some(path)`: capture the Python stacks into `path` first.
+    kill: Option<oneshot::Sender<Option<PathBuf>>>,
+    /// Where the executor writes its stacks on SIGUSR1.
+    stack_file: PathBuf,
+    /// Stacks captured before it was killed.
+    stacks: Option<String>,
+    /// While silent: the CPU window (start, CPU seconds then) and whether a busy warning was
+    /// logged.
+    cpu_window: Option<(Instant, f64)>,
+    busy_warned: bool,
     death: Option<Death>,
     /// Output closed (EOF or a bad frame), and when.
     closed: Option<Instant>,
@@ -316,6 +340,7 @@ enum Ev {
     Exited {
         exec: u64,
         status: String,
+        stacks: Option<String>,
     },
 }
 
@@ -479,9 +504,14 @@ impl Manager {
                 }
                 self.maybe_settle(exec);
             }
-            Ev::Exited { exec, status } => {
+            Ev::Exited {
+                exec,
+                status,
+                stacks,
+            } => {
                 let Some(x) = self.exec_mut(exec) else { return };
                 x.exited = Some((status, Instant::now()));
+                x.stacks = stacks;
                 x.kill = None;
                 self.maybe_settle(exec);
             }
@@ -506,6 +536,10 @@ impl Manager {
                     executable = hello["executable"].as_str().unwrap_or("?"),
                     "python executor ready"
                 );
+            }
+            b'S' | b'R' | b'E' | b'X' if x.death.is_some() => {
+                // Judged hung (or otherwise condemned) before this frame came: the verdict
+                // stands, its tasks are settled when it is gone.
             }
             b'S' => {
                 if !x.queue.contains(&id) {
@@ -580,8 +614,10 @@ impl Manager {
         if x.death.is_none() {
             x.death = Some(death);
         }
+        let capture = matches!(x.death, Some(Death::Hang(_)) | Some(Death::BusyTooLong(_)))
+            .then(|| x.stack_file.clone());
         if let Some(k) = x.kill.take() {
-            let _ = k.send(());
+            let _ = k.send(capture);
         }
     }
 
@@ -657,6 +693,13 @@ impl Manager {
                          RUSK_EXECUTOR_HANG_TIMEOUT (now {t:?}){tail}",
                         t = self.opts.hang_timeout
                     ),
+                    Some(Death::BusyTooLong(silence)) => format!(
+                        "the Python executor (pid {pid}) running this task computed without a \
+                         ping (a C call holding the GIL) for {silence:?}, over the busy timeout \
+                         of {t:?}, so it was killed (SIGKILL) and replaced. Raise \
+                         RUSK_EXECUTOR_BUSY_TIMEOUT if the task legitimately runs that long{tail}",
+                        t = self.opts.busy_timeout
+                    ),
                     Some(Death::Protocol(p)) => format!(
                         "the Python executor (pid {pid}) running this task broke the protocol \
                          ({p}) and was killed and replaced{tail}"
@@ -666,9 +709,16 @@ impl Manager {
                          replaced it{tail}"
                     ),
                 };
+                let message = match &x.stacks {
+                    Some(st) => format!(
+                        "{message}\nPython stacks of the executor when it was killed:\n{st}"
+                    ),
+                    None => message,
+                };
                 self.finish(r, Err(task_error(message)));
             }
         }
+        let _ = std::fs::remove_file(&x.stack_file);
         let start_failure = (!x.ready).then(|| self.start_failure.clone()).flatten();
         // Tasks queued behind it never started there: run them elsewhere, uncharged (or fail
         // them if the executor could not even start).
@@ -708,7 +758,8 @@ impl Manager {
         let hang_ms = self.opts.hang_timeout.as_millis() as u64;
         let mut kills = Vec::new();
         let mut settles = Vec::new();
-        for x in &self.execs {
+        let (hang, busy) = (self.opts.hang_timeout, self.opts.busy_timeout);
+        for x in &mut self.execs {
             if let Some((_, at)) = &x.exited {
                 if now - *at > EXIT_GRACE {
                     settles.push(x.id);
@@ -729,8 +780,44 @@ impl Manager {
                 if now - x.spawned > START_TIMEOUT {
                     kills.push((x.id, Death::StartTimeout));
                 }
-            } else if now_ms.saturating_sub(last) > hang_ms {
-                kills.push((x.id, Death::Hang(Duration::from_millis(now_ms - last))));
+            } else {
+                let silent = Duration::from_millis(now_ms.saturating_sub(last));
+                if silent < SILENCE_SAMPLE_AFTER || silent.as_millis() as u64 <= hang_ms / 4 {
+                    x.cpu_window = None;
+                    x.busy_warned = false;
+                    continue;
+                }
+                let cpu = crate::vitals::process_cpu_seconds(x.pid).unwrap_or(0.0);
+                let (wstart, wcpu) = *x.cpu_window.get_or_insert((now, cpu));
+                let window = now - wstart;
+                let verdict = executor::judge(
+                    executor::Silence {
+                        silent_for: silent,
+                        window,
+                        window_cpu: Duration::from_secs_f64((cpu - wcpu).max(0.0)),
+                    },
+                    hang,
+                    busy,
+                );
+                match verdict {
+                    Verdict::Healthy => {}
+                    Verdict::Busy => {
+                        if !x.busy_warned && silent > hang {
+                            x.busy_warned = true;
+                            warn!(
+                                pid = x.pid,
+                                silent_ms = silent.as_millis() as u64,
+                                busy_timeout = ?busy,
+                                "python executor silent but computing (a long C call holding the GIL): left running until the busy timeout"
+                            );
+                        }
+                        if window >= hang {
+                            x.cpu_window = Some((now, cpu));
+                        }
+                    }
+                    Verdict::Hung => kills.push((x.id, Death::Hang(silent))),
+                    Verdict::BusyTooLong => kills.push((x.id, Death::BusyTooLong(silent))),
+                }
             }
         }
         for (e, d) in kills {
@@ -932,6 +1019,10 @@ impl Manager {
             closed: None,
             exited: None,
             stderr_tail,
+            stack_file,
+            stacks: None,
+            cpu_window: None,
+            busy_warned: false,
         });
         Ok(())
     }
@@ -1163,17 +1254,31 @@ async fn forward_stderr(mut stderr: tokio::process::ChildStderr, tail: Arc<Mutex
 async fn wait_child(
     exec: u64,
     mut child: tokio::process::Child,
-    mut kill: oneshot::Receiver<()>,
+    mut kill: oneshot::Receiver<Option<PathBuf>>,
     ev: mpsc::UnboundedSender<Ev>,
 ) {
     let pid = child.id();
     let done = tokio::select! {
-        s = child.wait() => Some(s),
-        _ = &mut kill => None,
+        s = child.wait() => Ok(s),
+        k = &mut kill => Err(k.ok().flatten()),
     };
+    let mut stacks = None;
     let status = match done {
-        Some(s) => s,
-        None => {
+        Ok(s) => s,
+        Err(capture) => {
+            if let (Some(pid), Some(path)) = (pid, capture) {
+                // faulthandler writes every thread's Python stack from its signal handler,
+                // even while a C call holds the GIL.
+                // SAFETY: plain syscall on our own, not yet reaped, child.
+                unsafe { libc::kill(pid as i32, libc::SIGUSR1) };
+                tokio::time::sleep(STACKS_WAIT).await;
+                stacks = std::fs::read(&path).ok().and_then(|b| {
+                    let text = String::from_utf8_lossy(&b[..b.len().min(STACKS_MAX_BYTES)])
+                        .trim()
+                        .to_string();
+                    (!text.is_empty()).then_some(text)
+                });
+            }
             if let Some(pid) = pid {
                 // Not reaped yet, so the group is still ours.
                 // SAFETY: plain syscall.
@@ -1187,7 +1292,14 @@ async fn wait_child(
         Ok(s) => describe_exit(s),
         Err(e) => format!("could not be waited for ({e})"),
     };
-    let _ = ev.send(Ev::Exited { exec, status });
+    if let Some(st) = &stacks {
+        warn!(pid = ?pid, stacks = %st, "python stacks of the executor before it was killed");
+    }
+    let _ = ev.send(Ev::Exited {
+        exec,
+        status,
+        stacks,
+    });
 }
 
 fn describe_exit(s: std::process::ExitStatus) -> String {
@@ -1342,6 +1454,7 @@ out = []
         PythonOptions {
             python: Some("python3".into()),
             hang_timeout: hang,
+            busy_timeout: Duration::from_secs(60),
             eager: false,
         }
     }
@@ -1468,11 +1581,44 @@ out.append(payload(lambda: os.getpid()))
             assert_eq!(i, 0);
             let m = r.unwrap_err().message;
             assert!(m.contains("sent no ping") && m.contains("GIL"), "{m}");
+            // Where it was stuck: the stacks faulthandler wrote before the kill.
+            assert!(m.contains("Python stacks") && m.contains("<lambda>"), "{m}");
             assert!(start.elapsed() < Duration::from_secs(10));
             // The task queued behind it ran in the replacement, uncharged.
             let (i, r) = h.finished().await;
             assert_eq!(i, 1);
             r.unwrap();
+        });
+    }
+
+    /// A long C computation holding the GIL silences the executor but uses CPU: it is left to
+    /// finish (the busy timeout is far away), where a stuck one would be killed after 500 ms.
+    #[test]
+    fn a_busy_silent_executor_is_not_killed_before_its_busy_budget() {
+        let p = python_bytes(
+            r#"
+out.append(payload(lambda: sum(range(100_000_000))))
+"#,
+        );
+        rt().block_on(async {
+            let mut h = Harness::new(1, opts(Duration::from_millis(500)));
+            h.run(0, &p[0], vec![]);
+            let (_, r) = h.finished().await;
+            let v = r.expect("a busy executor is not killed");
+            assert_eq!(
+                python_eval(&v, "v"),
+                (100_000_000u64 * 99_999_999 / 2).to_string()
+            );
+        });
+        // With a busy budget shorter than the computation, it is killed, and says why.
+        rt().block_on(async {
+            let mut o = opts(Duration::from_millis(500));
+            o.busy_timeout = Duration::from_millis(800);
+            let mut h = Harness::new(1, o);
+            h.run(0, &p[0], vec![]);
+            let (_, r) = h.finished().await;
+            let m = r.unwrap_err().message;
+            assert!(m.contains("busy timeout") && m.contains("<lambda>"), "{m}");
         });
     }
 

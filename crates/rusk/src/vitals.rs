@@ -215,6 +215,14 @@ fn unhealthy_reason(work_dir: &Path, free: Option<u64>, opts: &HealthOptions) ->
     }
 }
 
+/// CPU time (user + system) used so far by one process, in seconds.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let s = read_stat(pid)?;
+    // SAFETY: sysconf only reads a system constant.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some((s.utime + s.stime) as f64 / if tck > 0 { tck as f64 } else { 100.0 })
+}
+
 struct Stat {
     utime: u64,
     stime: u64,
