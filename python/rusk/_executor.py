@@ -92,8 +92,10 @@ def dump_value(obj, dumps):
         except BufferError:
             # Not contiguous: pickle it in band instead.
             return dump_value_in_band(obj, dumps)
-    if not raws and len(data) < INLINE_VALUE_MAX:
-        return None, data
+    if not raws:
+        if len(data) < INLINE_VALUE_MAX:
+            return None, data
+        return dump_value_in_band(obj, dumps, data)
     head = VALUE_HEADER.size + 8 * len(raws)
     offsets = []
     end = _aligned(head + len(data))
@@ -112,8 +114,9 @@ def dump_value(obj, dumps):
     return size, write
 
 
-def dump_value_in_band(obj, dumps):
-    data = dumps(obj, protocol=5)
+def dump_value_in_band(obj, dumps, data=None):
+    if data is None:
+        data = dumps(obj, protocol=5)
     if len(data) < INLINE_VALUE_MAX:
         return None, data
     head = VALUE_HEADER.size
@@ -470,6 +473,11 @@ class Executor:
         del result
         if size is None:
             return frame(ord("R"), tid, b"\x00", data)
+        if size < INLINE_VALUE_MAX:
+            # Small, with out-of-band buffers: laid out inline, no segment.
+            buf = bytearray(size)
+            data(memoryview(buf))
+            return frame(ord("R"), tid, b"\x00", buf)
         try:
             fd = write_segment(size, data)
         except BaseException as exc:

@@ -2156,6 +2156,8 @@ impl Scheduler {
                     pid: w.info.pid,
                     state: if w.heartbeat.vitals.unhealthy.is_some() {
                         "unhealthy"
+                    } else if w.heartbeat.paused.is_some() {
+                        "paused"
                     } else {
                         "running"
                     }
@@ -2165,6 +2167,10 @@ impl Scheduler {
                     tasks: counts,
                     stored_results: w.heartbeat.stored_results,
                     stored_bytes: w.heartbeat.stored_bytes,
+                    spilled_bytes: w.heartbeat.spilled_bytes,
+                    spilled_results: w.heartbeat.spilled_results,
+                    spills_total: w.heartbeat.spills_total,
+                    paused: w.heartbeat.paused.clone(),
                     heartbeat_age_ms: now.saturating_sub(w.last_seen).as_millis() as u64,
                     nanny: w.info.nanny.clone(),
                     slot: w.info.slot,

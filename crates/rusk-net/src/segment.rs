@@ -168,10 +168,21 @@ impl SegmentMut {
         unsafe { std::slice::from_raw_parts_mut(self.map.ptr, self.map.len) }
     }
 
-    /// Seal the contents (no more writes or resizes, by anyone) and hand the value out.
+    /// Seal the contents (no more writes or resizes, by anyone else: our own writable mapping
+    /// stays, but only `Bytes` reads it from now on) and hand the value out.
     pub fn freeze(self) -> Bytes {
         let SegmentMut { map } = self;
-        seal(&map.fd);
+        // F_SEAL_WRITE needs no writable mapping; F_SEAL_FUTURE_WRITE (Linux 5.1) allows ours
+        // and refuses every new write or writable mapping.
+        const F_SEAL_FUTURE_WRITE: libc::c_int = 0x0010;
+        // SAFETY: plain fcntl on our fd.
+        unsafe {
+            libc::fcntl(
+                map.fd.as_raw_fd(),
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | F_SEAL_FUTURE_WRITE | libc::F_SEAL_SEAL,
+            )
+        };
         register(map)
     }
 }

@@ -374,7 +374,14 @@ pub struct WorkerStatus {
     pub nthreads: u32,
     pub tasks: BTreeMap<String, u64>,
     pub stored_results: u64,
+    /// Managed memory: bytes of results held in memory.
     pub stored_bytes: u64,
+    /// Results spilled to disk: their bytes and count, and spills so far.
+    pub spilled_bytes: u64,
+    pub spilled_results: u64,
+    pub spills_total: u64,
+    /// Why the worker is paused (memory), when it is (`state` is then `paused`).
+    pub paused: Option<String>,
     pub heartbeat_age_ms: u64,
     pub nanny: Option<String>,
     pub slot: Option<u32>,

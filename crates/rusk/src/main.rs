@@ -620,7 +620,7 @@ async fn run_status(a: StatusArgs) -> Result<()> {
     }
     println!("{} worker(s)", s.workers.len());
     println!(
-        "{:<24} {:>6} {:>8} {:>8} {:<9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>6}  address",
+        "{:<24} {:>6} {:>8} {:>8} {:<9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>6} {:>8} {:>9}  address",
         "worker",
         "incarn",
         "pid",
@@ -631,11 +631,13 @@ async fn run_status(a: StatusArgs) -> Result<()> {
         "memory",
         "hb ms",
         "rss MiB",
-        "lag ms"
+        "lag ms",
+        "mem MiB",
+        "spill MiB"
     );
     for w in &s.workers {
         println!(
-            "{:<24} {:>6} {:>8} {:>8} {:<9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>6}  {}",
+            "{:<24} {:>6} {:>8} {:>8} {:<9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>6} {:>8} {:>9}  {}",
             w.id,
             w.incarnation,
             w.pid,
@@ -647,10 +649,15 @@ async fn run_status(a: StatusArgs) -> Result<()> {
             w.heartbeat_age_ms,
             w.vitals.rss_bytes >> 20,
             w.vitals.loop_lag_ms,
+            w.stored_bytes >> 20,
+            w.spilled_bytes >> 20,
             w.address
         );
         if let Some(why) = &w.vitals.unhealthy {
             println!("{:<24} unhealthy: {why}", "");
+        }
+        if let Some(why) = &w.paused {
+            println!("{:<24} {why}", "");
         }
     }
     for n in &s.nannies {

@@ -791,9 +791,33 @@ const PER_WORKER: &[(&str, &str, MetricType, Reader)] = &[
     ),
     (
         "rusk_worker_stored_bytes",
-        "Bytes of results the worker holds",
+        "Managed memory: bytes of results the worker holds in memory",
         MetricType::Gauge,
         |w, _| Some(w.stored_bytes as f64),
+    ),
+    (
+        "rusk_worker_spilled_bytes",
+        "Bytes of results the worker has spilled to disk",
+        MetricType::Gauge,
+        |w, _| Some(w.spilled_bytes as f64),
+    ),
+    (
+        "rusk_worker_spilled_results",
+        "Results the worker has spilled to disk",
+        MetricType::Gauge,
+        |w, _| Some(w.spilled_results as f64),
+    ),
+    (
+        "rusk_worker_spills",
+        "Results this incarnation spilled to disk so far",
+        MetricType::Counter,
+        |w, _| Some(w.spills_total as f64),
+    ),
+    (
+        "rusk_worker_paused",
+        "1 while the worker is paused (memory over its pause threshold, or spill disk full)",
+        MetricType::Gauge,
+        |w, _| Some(if w.paused.is_some() { 1.0 } else { 0.0 }),
     ),
     (
         "rusk_worker_fetched_bytes",

@@ -149,7 +149,8 @@ function workerRows() {
       running: w.tasks.running ?? 0, assigned: w.tasks.assigned ?? 0, results: w.stored_results,
       hb: w.heartbeat_age_ms, fds: v.open_fds ?? 0, disk: v.disk_free_bytes ?? -1,
       exec: v.executors_alive ?? 0, replaced: v.executors_replaced ?? 0,
-      note: v.unhealthy || (late ? `silent for ${dur(w.heartbeat_age_ms)}` : ""),
+      note: v.unhealthy || w.paused ||
+        (w.spilled_bytes ? `spilled ${bytes(w.spilled_bytes)}, in memory ${bytes(w.stored_bytes)}` : "") || (late ? `silent for ${dur(w.heartbeat_age_ms)}` : ""),
       problem: (unhealthy ? 4 : 0) + (late ? 2 : 0) + (w.restarts > 0 ? 1 : 0),
     };
   });

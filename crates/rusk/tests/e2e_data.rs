@@ -1,0 +1,264 @@
+//! The data plane with real processes: large values in shared memory across workers, spilling
+//! under a memory limit, a corrupt spill file, a full spill disk.
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const MIB: u64 = 1 << 20;
+
+/// A `cmd` task whose stdout is `mib` MiB of a byte pattern named by `tag`.
+fn producer(key: &str, tag: &str, mib: u64) -> Value {
+    json!({"key": key, "cmd": ["sh", "-c",
+        format!("yes {tag} | head -c {}", mib * MIB)]})
+}
+
+/// A `cmd` task printing the size and the first line of each input.
+fn consumer(key: &str, deps: &[String], after: &[&str]) -> Value {
+    let mut all: Vec<String> = deps.to_vec();
+    all.extend(after.iter().map(|s| s.to_string()));
+    let script = (0..deps.len())
+        .map(|i| {
+            format!("printf '%s %s\\n' $(wc -c < \"$RUSK_DEP_{i}\") $(head -n1 \"$RUSK_DEP_{i}\")")
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    json!({"key": key, "cmd": ["sh", "-c", script], "deps": all})
+}
+
+fn expected(tags: &[&str], mib: u64) -> String {
+    tags.iter()
+        .map(|t| format!("{} {t}\n", mib * MIB))
+        .collect()
+}
+
+fn worker_stat(c: &Cluster, field: &str) -> u64 {
+    c.status()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w[field].as_u64().unwrap_or(0))
+        .sum()
+}
+
+fn fetched(c: &Cluster) -> u64 {
+    c.status()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["vitals"]["bytes_fetched"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Values of hundreds of MB (over the old 128 MiB cap) go from a command's stdout into shared
+/// memory, across workers through the streamed transfer, and into the next command as a file
+/// read in place.
+#[test]
+fn large_command_outputs_cross_workers_and_feed_the_next_command() {
+    let c = Cluster::start(2);
+    let tags = ["alpha", "beta", "gamma", "delta"];
+    let mut tasks: Vec<Value> = tags
+        .iter()
+        .map(|t| producer(&format!("p-{t}"), t, 160))
+        .collect();
+    let keys: Vec<String> = tags.iter().map(|t| format!("p-{t}")).collect();
+    tasks.push(consumer("c", &keys, &[]));
+    let (ok, out, err) = c.submit_wait(&json!({"tasks": tasks, "outputs": ["c"]}));
+    assert!(ok, "{err}");
+    assert_eq!(out["c"].as_str().unwrap(), expected(&tags, 160));
+    // Four 160 MiB producers spread over two workers: the consumer fetched some of them.
+    assert!(
+        fetched(&c) >= 160 * MIB,
+        "no value crossed workers: {}",
+        c.status()
+    );
+}
+
+fn spill_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().extension().is_some_and(|x| x == "spill") {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// A worker with a 200 MiB limit holding 6 x 50 MiB of results spills the least recently used
+/// ones (target 60 %), keeps running, reports the spilled bytes, and its spilled results feed
+/// the consumer correctly.
+#[test]
+fn results_over_the_memory_target_are_spilled_and_still_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spill = tmp.path().join("spill");
+    let c = Cluster::start_with(
+        1,
+        &[],
+        &[
+            "--memory-limit",
+            "200MiB",
+            "--spill-dir",
+            spill.to_str().unwrap(),
+        ],
+    );
+    let tags = ["a1", "b2", "c3", "d4", "e5", "f6"];
+    let mut tasks: Vec<Value> = tags
+        .iter()
+        .map(|t| producer(&format!("p-{t}"), t, 50))
+        .collect();
+    // Hold the consumer back until the producers are all stored (and spilled).
+    tasks.push(json!({"key": "gate", "builtin": "sleep_ms", "args": ["2500"]}));
+    let keys: Vec<String> = tags.iter().map(|t| format!("p-{t}")).collect();
+    tasks.push(consumer("c", &keys, &["gate"]));
+    let child = c.submit_spawn(&json!({"tasks": tasks, "outputs": ["c"]}));
+    wait_until(
+        Duration::from_secs(30),
+        || worker_stat(&c, "spilled_bytes") >= 150 * MIB,
+        "spilled bytes reported",
+    );
+    assert!(spill_files(&spill).len() >= 3, "{:?}", spill_files(&spill));
+    // Managed memory back under the 60 % target (120 MiB).
+    assert!(
+        worker_stat(&c, "stored_bytes") <= 120 * MIB,
+        "{}",
+        c.status()
+    );
+    let out = wait_output(child, SUBMIT_DEADLINE);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["c"].as_str().unwrap(), expected(&tags, 50));
+    // The same worker process held everything: spilling, not a restart.
+    let mut c = c;
+    assert!(c.workers[0].try_wait().unwrap().is_none());
+}
+
+/// A spill file corrupted on disk is caught by its checksum: that result is lost and
+/// recomputed from its lineage, and the graph still finishes with the right answer.
+#[test]
+fn a_corrupt_spill_file_means_recompute_not_a_wrong_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spill = tmp.path().join("spill");
+    let c = Cluster::start_with(
+        1,
+        &[],
+        &[
+            "--memory-limit",
+            "100MiB",
+            "--spill-dir",
+            spill.to_str().unwrap(),
+        ],
+    );
+    let tags = ["one", "two", "three", "four"];
+    let mut tasks: Vec<Value> = tags
+        .iter()
+        .map(|t| producer(&format!("p-{t}"), t, 30))
+        .collect();
+    tasks.push(json!({"key": "gate", "builtin": "sleep_ms", "args": ["4000"]}));
+    let keys: Vec<String> = tags.iter().map(|t| format!("p-{t}")).collect();
+    tasks.push(consumer("c", &keys, &["gate"]));
+    let child = c.submit_spawn(&json!({"tasks": tasks, "outputs": ["c"]}));
+    wait_until(
+        Duration::from_secs(30),
+        || !spill_files(&spill).is_empty() && worker_stat(&c, "spilled_results") >= 1,
+        "a spill file",
+    );
+    // Flip bytes in the middle of every spill file.
+    for f in spill_files(&spill) {
+        let mut b = std::fs::read(&f).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 0xff;
+        b[mid + 1] ^= 0xff;
+        std::fs::write(&f, &b).unwrap();
+    }
+    let out = wait_output(child, SUBMIT_DEADLINE);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["c"].as_str().unwrap(), expected(&tags, 30));
+    let log = std::fs::read_to_string(c.dir.path().join("w0.log")).unwrap_or_default();
+    assert!(
+        log.contains("checksum mismatch") && log.contains("spilled result is lost"),
+        "the corrupt file was caught and its result recomputed: {log}"
+    );
+}
+
+/// A spill disk that fills up pauses the worker with an event (it does not crash); the
+/// paused worker still serves its results to the other worker, which finishes the graph.
+#[test]
+fn a_full_spill_disk_pauses_the_worker_with_an_event() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mount = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mount.success(), "mount tmpfs");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    let mut c = Cluster::start_with(
+        1,
+        &[],
+        &[
+            "--memory-limit",
+            "100MiB",
+            "--spill-dir",
+            small.to_str().unwrap(),
+        ],
+    );
+    let tags = ["aa", "bb", "cc", "dd"];
+    let mut tasks: Vec<Value> = tags
+        .iter()
+        .map(|t| producer(&format!("p-{t}"), t, 30))
+        .collect();
+    let keys: Vec<String> = tags.iter().map(|t| format!("p-{t}")).collect();
+    tasks.push(consumer("c", &keys, &[]));
+    let child = c.submit_spawn(&json!({"tasks": tasks, "outputs": ["c"]}));
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            let out = c.rusk(&["events", "--json"]);
+            String::from_utf8_lossy(&out.stdout).contains("spill disk full")
+        },
+        "a paused event naming the full spill disk",
+    );
+    let st = c.status();
+    assert_eq!(st["workers"][0]["state"], "paused", "{st}");
+    // A second worker (plenty of memory) takes the consumer; the paused one serves its data.
+    c.add_worker();
+    let out = wait_output(child, SUBMIT_DEADLINE);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["c"].as_str().unwrap(), expected(&tags, 30));
+    // The paused worker is alive: the same process answered all along.
+    assert!(c.workers[0].try_wait().unwrap().is_none());
+}
