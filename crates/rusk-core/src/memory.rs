@@ -6,8 +6,9 @@
 //!
 //! - above `target` (default 60 % of the memory limit) the least recently used results are
 //!   spilled to disk (`Command::Spill`) until managed memory is back under the target;
-//! - above `pause` (default 80 %) the worker pauses: it starts no new task but still serves
-//!   its results; it resumes once spilling brings memory back under the pause threshold;
+//! - above `pause` (default 80 %) the worker pauses: the scheduler places nothing new on it,
+//!   it runs what it already accepted one task at a time (so accepted work cannot deadlock),
+//!   and it still serves its results; it resumes once memory is back under the threshold;
 //! - when the spill disk is full (a spill fails with [`SpillError::DiskFull`]) the worker
 //!   pauses too, with that reason, and tries spilling again after [`SPILL_RETRY_AFTER`];
 //! - past `--memory-restart-fraction` (95 %) the nanny restarts the worker: the last resort,

@@ -555,11 +555,14 @@ impl WorkerCore {
     }
 
     fn dispatch(&mut self) {
-        if self.store.paused().is_some() {
-            // Paused (memory): start nothing new; results are still served.
-            return;
-        }
-        let max = self.config.info.nthreads.max(1) * self.config.dispatched_per_thread_max.max(1);
+        let max = if self.store.paused().is_some() {
+            // Paused (memory): the scheduler sends nothing new, and the queue drains one task
+            // at a time, so work accepted before the pause cannot deadlock the graph (it often
+            // consumes results and so frees memory).
+            1
+        } else {
+            self.config.info.nthreads.max(1) * self.config.dispatched_per_thread_max.max(1)
+        };
         while self.dispatched < max {
             let Some((task, attempt)) = self.queue.pop_front() else {
                 return;
