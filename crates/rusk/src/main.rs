@@ -366,8 +366,29 @@ struct StatusArgs {
     json: bool,
 }
 
+/// Thread pools of numeric libraries in task processes: one thread per task slot, as Dask's
+/// nanny does (`distributed.nanny.pre-spawn-environ`). A worker runs `nthreads` tasks at once,
+/// each in its own executor or command; letting each one start a BLAS/OpenMP pool the size of
+/// the machine oversubscribes the cores (and OpenBLAS threads spin while they wait). Values set
+/// by the user are kept.
+const SINGLE_THREADED_NUMERICS: &[&str] = &[
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+];
+
 fn main() {
     let cli = Cli::parse();
+    if matches!(cli.command, Cmd::Worker(_) | Cmd::Nanny(_)) {
+        for var in SINGLE_THREADED_NUMERICS {
+            if std::env::var_os(var).is_none() {
+                // Still single-threaded here: no runtime, no other thread reads the environment.
+                std::env::set_var(var, "1");
+            }
+        }
+    }
     let result = match cli.command {
         Cmd::Scheduler(a) => run("scheduler", run_scheduler(a)),
         Cmd::Worker(a) => run("worker", run_worker(a)),
