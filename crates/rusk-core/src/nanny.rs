@@ -28,11 +28,22 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
+mod watch;
+use watch::{Limits, Step, Watch};
+pub use watch::{
+    ProcState, ProcessFacts, INSPECT_ANSWER_MAX, KERNEL_STALL_GRACE, LAG_COUNTED_MIN,
+    LAG_LOGGED_MIN, STALL_RECHECK_INTERVAL, STALL_SETTLE,
+};
+
 #[derive(Clone, Debug)]
 pub struct NannyConfig {
     pub nworkers: u32,
-    /// A worker whose event loop has not pinged for this long is restarted.
+    /// A worker whose event loop has not pinged for this long is restarted (time the nanny
+    /// itself was stalled not counted; see `watch`).
     pub watchdog_timeout: Duration,
+    /// How much longer a silent worker whose loop is stuck in the kernel (uninterruptible
+    /// sleep, faulting pages in) is kept; [`KERNEL_STALL_GRACE`].
+    pub kernel_stall_grace: Duration,
     /// A worker that has not pinged at all this long after being spawned is restarted.
     pub start_timeout: Duration,
     /// Between SIGTERM and SIGKILL when the nanny stops or restarts a worker.
@@ -56,6 +67,7 @@ impl Default for NannyConfig {
         NannyConfig {
             nworkers: 1,
             watchdog_timeout: Duration::from_secs(2),
+            kernel_stall_grace: KERNEL_STALL_GRACE,
             start_timeout: Duration::from_secs(30),
             kill_grace: Duration::from_millis(500),
             backoff_initial: Duration::from_millis(250),
@@ -110,8 +122,14 @@ pub fn signal_name(sig: i32) -> &'static str {
 pub enum RestartCause {
     /// The worker exited by itself (any code, any signal not sent by the nanny).
     Exited(ExitStatus),
-    /// The worker's event loop stopped pinging the nanny.
-    Watchdog { silent_for: Duration },
+    /// The worker's event loop stopped pinging the nanny for `silent_for`, not counting
+    /// `nanny_stalled` during which the nanny's own loop was stalled; `state` is its event-loop
+    /// thread's state at the verdict, where it was seen.
+    Watchdog {
+        silent_for: Duration,
+        nanny_stalled: Duration,
+        state: Option<ProcState>,
+    },
     /// The worker never pinged after being spawned.
     StartTimeout,
     /// The scheduler saw no heartbeat for `silent_for` and asked for a restart.
@@ -147,8 +165,12 @@ impl RestartCause {
     /// How long the fault existed before it was detected, where that is known.
     fn detection(&self) -> Duration {
         match self {
-            RestartCause::Watchdog { silent_for }
-            | RestartCause::SchedulerRequest { silent_for } => *silent_for,
+            RestartCause::Watchdog {
+                silent_for,
+                nanny_stalled,
+                ..
+            } => *silent_for + *nanny_stalled,
+            RestartCause::SchedulerRequest { silent_for } => *silent_for,
             _ => Duration::ZERO,
         }
     }
@@ -158,12 +180,27 @@ impl fmt::Display for RestartCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RestartCause::Exited(s) => write!(f, "worker exited: {s}"),
-            RestartCause::Watchdog { silent_for } => {
+            RestartCause::Watchdog {
+                silent_for,
+                nanny_stalled,
+                state,
+            } => {
                 write!(
                     f,
                     "watchdog: no ping from the worker's event loop for {} ms",
                     silent_for.as_millis()
-                )
+                )?;
+                if !nanny_stalled.is_zero() {
+                    write!(
+                        f,
+                        " (not counting {} ms the nanny itself was stalled)",
+                        nanny_stalled.as_millis()
+                    )?;
+                }
+                match state {
+                    Some(s) => write!(f, "; its event-loop thread was {s}"),
+                    None => Ok(()),
+                }
             }
             RestartCause::StartTimeout => write!(f, "worker never started (no ping)"),
             RestartCause::SchedulerRequest { silent_for } => {
@@ -216,6 +253,17 @@ pub enum Event {
         slot: u32,
         pid: u32,
     },
+    /// The nanny's own event loop woke `lag` later than it asked to: it could read no pings
+    /// meanwhile (a host-wide stall, as the nanny sees it). Not held against its workers.
+    LoopLag {
+        lag: Duration,
+    },
+    /// The answer to `Command::Inspect`.
+    Inspected {
+        slot: u32,
+        pid: u32,
+        facts: ProcessFacts,
+    },
     /// The worker joined the scheduler as `incarnation`.
     Registered {
         slot: u32,
@@ -255,12 +303,42 @@ pub enum Command {
         pid: u32,
         signal: Signal,
     },
+    /// Look at the worker's event-loop thread (`/proc/PID/task/PID/stat`); answer with
+    /// `Inspected`.
+    Inspect {
+        slot: u32,
+        pid: u32,
+    },
     /// A recovery action, to log, count and forward to the scheduler's event log.
     Record(Record),
+    /// Something worth a log line that is not a recovery (nothing was restarted).
+    Notice(Notice),
     /// The slot's observable status changed.
     SlotChanged(SlotStatus),
     /// Every slot is stopped after `Shutdown`: the nanny may exit.
     Exit,
+}
+
+/// Observations the nanny logs without acting on them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// The nanny's own loop was stalled for `lag` (not held against its workers).
+    NannyStalled { lag: Duration },
+    /// A worker silent for `silent_for` is stuck in the kernel: it is kept for up to `grace`
+    /// more.
+    KernelStall {
+        slot: u32,
+        pid: u32,
+        silent_for: Duration,
+        state: Option<ProcState>,
+        grace: Duration,
+    },
+    /// A worker in its kernel-stall grace pinged again after `silent_for`: kept.
+    StallOver {
+        slot: u32,
+        pid: u32,
+        silent_for: Duration,
+    },
 }
 
 /// One entry of the recovery log.
@@ -330,14 +408,15 @@ enum SlotState {
         generation: u64,
         pid: Option<u32>,
         spawned_at: Duration,
-        last_ping: Option<Duration>,
+        /// From its first ping on.
+        watch: Option<Watch>,
         recovery: Option<Recovery>,
     },
     Running {
         pid: u32,
         incarnation: Incarnation,
         registered_at: Duration,
-        last_ping: Duration,
+        watch: Watch,
     },
     /// Signalled; waiting for the exit. SIGKILL follows at `kill_at`.
     Killing {
@@ -403,6 +482,8 @@ struct Slot {
 pub struct NannyCore {
     config: NannyConfig,
     slots: Vec<Slot>,
+    /// Total time the nanny's own loop was measured stalled (`Event::LoopLag`).
+    lag_total: Duration,
     rng: u64,
     started: bool,
     shutting_down: bool,
@@ -428,6 +509,7 @@ impl NannyCore {
             rng: config.seed ^ 0x9E37_79B9_7F4A_7C15,
             config,
             slots,
+            lag_total: Duration::ZERO,
             started: false,
             shutting_down: false,
             exited: false,
@@ -481,19 +563,56 @@ impl NannyCore {
             }
             Event::Exited { slot, pid, status } => self.on_exited(now, slot, pid, status),
             Event::Ping { slot, pid } => {
+                let lag = self.lag_total;
                 if let Some(s) = self.slots.get_mut(slot as usize) {
-                    match &mut s.state {
+                    let ended = match &mut s.state {
                         SlotState::Starting {
                             pid: Some(p),
-                            last_ping,
+                            watch,
                             ..
-                        } if *p == pid => *last_ping = Some(now),
-                        SlotState::Running {
-                            pid: p, last_ping, ..
-                        } if *p == pid => *last_ping = now,
-                        _ => {}
+                        } if *p == pid => match watch {
+                            Some(w) => w.ping(now, lag),
+                            None => {
+                                *watch = Some(Watch::new(now, lag));
+                                None
+                            }
+                        },
+                        SlotState::Running { pid: p, watch, .. } if *p == pid => {
+                            watch.ping(now, lag)
+                        }
+                        _ => None,
+                    };
+                    if let Some(silent_for) = ended {
+                        self.out.push(Command::Notice(Notice::StallOver {
+                            slot,
+                            pid,
+                            silent_for,
+                        }));
                     }
                 }
+            }
+            Event::LoopLag { lag } => {
+                if lag >= LAG_COUNTED_MIN {
+                    self.lag_total += lag;
+                    if lag >= LAG_LOGGED_MIN {
+                        self.out.push(Command::Notice(Notice::NannyStalled { lag }));
+                    }
+                }
+            }
+            Event::Inspected { slot, pid, facts } => {
+                let (lag, limits) = (self.lag_total, self.limits());
+                let step = match self.slots.get_mut(slot as usize).map(|s| &mut s.state) {
+                    Some(SlotState::Starting {
+                        pid: Some(p),
+                        watch: Some(w),
+                        ..
+                    })
+                    | Some(SlotState::Running {
+                        pid: p, watch: w, ..
+                    }) if *p == pid => w.on_facts(now, lag, limits, facts),
+                    _ => Step::Nothing,
+                };
+                self.watch_step(now, slot, pid, step);
             }
             Event::Registered {
                 slot,
@@ -563,15 +682,15 @@ impl NannyCore {
             .filter_map(|s| match &s.state {
                 SlotState::Starting {
                     spawned_at,
-                    last_ping,
+                    watch,
                     pid: Some(_),
                     ..
-                } => Some(match last_ping {
-                    Some(p) => *p + self.config.watchdog_timeout,
+                } => Some(match watch {
+                    Some(w) => w.deadline(self.lag_total, self.limits()),
                     None => *spawned_at + self.config.start_timeout,
                 }),
-                SlotState::Running { last_ping, .. } => {
-                    Some(*last_ping + self.config.watchdog_timeout)
+                SlotState::Running { watch, .. } => {
+                    Some(watch.deadline(self.lag_total, self.limits()))
                 }
                 SlotState::Killing {
                     kill_at,
@@ -634,7 +753,7 @@ impl NannyCore {
                 generation,
                 pid: None,
                 spawned_at: now,
-                last_ping: None,
+                watch: None,
                 recovery,
             },
         );
@@ -691,7 +810,7 @@ impl NannyCore {
                 pid,
                 incarnation,
                 registered_at: now,
-                last_ping: now,
+                watch: Watch::new(now, self.lag_total),
             },
         );
         if let Some(r) = recovery {
@@ -962,6 +1081,7 @@ impl NannyCore {
     }
 
     fn on_tick(&mut self, now: Duration) {
+        let (lag, limits) = (self.lag_total, self.limits());
         for slot in 0..self.slots.len() as u32 {
             let s = &mut self.slots[slot as usize];
             if let SlotState::Running { registered_at, .. } = s.state {
@@ -969,39 +1089,32 @@ impl NannyCore {
                     s.consecutive_crashes = 0;
                 }
             }
+            // The watchdog of a worker that pinged. Like every deadline here it acts at
+            // `now >= next_timeout()`, or a shell whose clock wakes exactly on time would be
+            // handed the same deadline forever.
+            let watched = match &mut s.state {
+                SlotState::Starting {
+                    pid: Some(pid),
+                    watch: Some(w),
+                    ..
+                }
+                | SlotState::Running { pid, watch: w, .. } => {
+                    Some((*pid, w.on_tick(now, lag, limits)))
+                }
+                _ => None,
+            };
+            if let Some((pid, step)) = watched {
+                self.watch_step(now, slot, pid, step);
+                continue;
+            }
             match s.state.clone() {
                 SlotState::Starting {
                     pid: Some(_),
                     spawned_at,
-                    last_ping,
+                    watch: None,
                     ..
-                } => match last_ping {
-                    // `>=`: a Tick at `next_timeout()` must act, or a shell whose clock wakes
-                    // exactly on time would be handed the same deadline forever.
-                    Some(p) if now.saturating_sub(p) >= self.config.watchdog_timeout => {
-                        let silent_for = now - p;
-                        self.begin_restart(
-                            now,
-                            slot,
-                            RestartCause::Watchdog { silent_for },
-                            Signal::Kill,
-                        )
-                    }
-                    None if now.saturating_sub(spawned_at) >= self.config.start_timeout => {
-                        self.begin_restart(now, slot, RestartCause::StartTimeout, Signal::Kill)
-                    }
-                    _ => {}
-                },
-                SlotState::Running { last_ping, .. }
-                    if now.saturating_sub(last_ping) >= self.config.watchdog_timeout =>
-                {
-                    let silent_for = now - last_ping;
-                    self.begin_restart(
-                        now,
-                        slot,
-                        RestartCause::Watchdog { silent_for },
-                        Signal::Kill,
-                    )
+                } if now.saturating_sub(spawned_at) >= self.config.start_timeout => {
+                    self.begin_restart(now, slot, RestartCause::StartTimeout, Signal::Kill)
                 }
                 SlotState::Killing {
                     pid,
@@ -1042,6 +1155,31 @@ impl NannyCore {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Carry out what the watchdog decided for the worker `pid` of `slot`.
+    fn watch_step(&mut self, now: Duration, slot: u32, pid: u32, step: Step) {
+        match step {
+            Step::Nothing => {}
+            Step::Inspect => self.out.push(Command::Inspect { slot, pid }),
+            Step::GraceBegins { silent_for, state } => {
+                self.out.push(Command::Notice(Notice::KernelStall {
+                    slot,
+                    pid,
+                    silent_for,
+                    state,
+                    grace: self.config.kernel_stall_grace,
+                }))
+            }
+            Step::Kill(cause) => self.begin_restart(now, slot, cause, Signal::Kill),
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            timeout: self.config.watchdog_timeout,
+            grace: self.config.kernel_stall_grace,
         }
     }
 

@@ -6,11 +6,17 @@
 //! scheduler to register its slots, receive restart and stop requests and forward its recovery
 //! records; losing that connection never touches the workers (the watchdog works without the
 //! scheduler), and the nanny reconnects with back-off.
+//!
+//! The watchdog's judgement lives in the core; this shell only samples: it wakes at least
+//! every [`LAG_PROBE_INTERVAL`] and tells the core how late it woke (`Event::LoopLag`: while
+//! the nanny itself is stalled it reads no pings, and that is not its workers' fault), and it
+//! answers the core's `Inspect` with the state of the worker's event-loop thread from `/proc`.
 use crate::net::{self, Conn};
 use anyhow::{Context, Result};
 use futures::{SinkExt, StreamExt};
 use rusk_core::nanny::{
-    Command, Event, ExitStatus, NannyConfig, NannyCore, Record, RecordKind, Signal,
+    Command, Event, ExitStatus, NannyConfig, NannyCore, Notice, ProcessFacts, Record, RecordKind,
+    Signal,
 };
 use rusk_proto::auth::Role;
 use rusk_proto::msg::{NannyInfo, NannyRecord, NannyToScheduler, SchedulerToNanny, SlotReport};
@@ -26,6 +32,12 @@ use tracing::{error, info, warn};
 pub const NANNY_FD: i32 = 3;
 /// How often the nanny samples its workers' memory (when a limit is set).
 const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
+/// The nanny's loop wakes at least this often, so that a stall of its own (the host frozen or
+/// starved, its pages read back from disk, a blocked write to its log) is measured: a wake later
+/// than asked for is the nanny's lag, which its watchdog does not hold against the workers.
+const LAG_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// Messages handled in one turn at most, before the watchdog's deadlines are checked.
+const MESSAGES_PER_TURN_MAX: usize = 1024;
 /// Records kept while the scheduler is unreachable; older ones are dropped (they stay in the log).
 const RECORDS_QUEUED_MAX: usize = 1000;
 /// Back-off between attempts to reach the scheduler.
@@ -73,8 +85,10 @@ pub async fn run(opts: NannyOptions) -> Result<()> {
     let mut to_scheduler: Option<mpsc::UnboundedSender<Vec<NannyToScheduler>>> = None;
     let mut queued: VecDeque<NannyToScheduler> = VecDeque::new();
     let mut out: Vec<Command> = Vec::new();
-    let mut memory_tick = tokio::time::interval(MEMORY_SAMPLE_INTERVAL);
-    memory_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sample_memory = opts.core.memory_restart_bytes.is_some();
+    let mut next_memory_sample = start + MEMORY_SAMPLE_INTERVAL;
+    let mut woke = Instant::now();
+    let mut pending: Vec<Local> = Vec::new();
     core.handle_into(start.elapsed(), Event::Start, &mut out);
     loop {
         let mut outgoing: Vec<NannyToScheduler> = Vec::new();
@@ -109,6 +123,11 @@ pub async fn run(opts: NannyOptions) -> Result<()> {
                         warn!(slot, pid, "signal failed (process already gone?)");
                     }
                 }
+                Command::Inspect { slot, pid } => {
+                    let facts = inspect(pid);
+                    let _ = tx.send(Local::Core(Event::Inspected { slot, pid, facts }));
+                }
+                Command::Notice(n) => log_notice(&opts.name, &n),
                 Command::Record(r) => {
                     log_record(&opts.name, &r);
                     outgoing.push(NannyToScheduler::Record(to_wire(&r)));
@@ -144,81 +163,121 @@ pub async fn run(opts: NannyOptions) -> Result<()> {
                 }
             }
         }
-        let deadline = core.next_timeout().map(|t| start + t);
+        // Sleep until the core's next deadline, but never longer than the lag probe after the
+        // moment this turn began: any later wake (stopped, starved, blocked in this turn's own
+        // work) is lag.
+        let mut wake_by = woke + LAG_PROBE_INTERVAL;
+        if let Some(d) = core.next_timeout() {
+            wake_by = wake_by.min(start + d);
+        }
+        if sample_memory {
+            wake_by = wake_by.min(next_memory_sample);
+        }
         let msg = tokio::select! {
-            m = rx.recv() => m,
-            _ = sleep_until_opt(deadline) => Some(Local::Core(Event::Tick)),
-            _ = memory_tick.tick(), if opts.core.memory_restart_bytes.is_some() => {
-                let now = start.elapsed();
-                for s in core.statuses() {
-                    if let Some(pid) = s.pid {
-                        let rss = tree_rss_bytes(pid);
-                        core.handle_into(now, Event::Memory { slot: s.slot, pid, rss }, &mut out);
-                    }
-                }
-                continue;
-            }
+            m = rx.recv() => match m {
+                Some(m) => Some(m),
+                None => return Ok(()),
+            },
+            _ = tokio::time::sleep_until(wake_by.into()) => None,
         };
-        let now = start.elapsed();
-        match msg {
-            None => return Ok(()),
-            Some(Local::Core(ev)) => core.handle_into(now, ev, &mut out),
-            Some(Local::FromScheduler(m)) => match m {
-                SchedulerToNanny::Welcome => {}
-                SchedulerToNanny::RestartWorker {
-                    slot,
-                    incarnation,
-                    silent_for_ms,
-                } => core.handle_into(
-                    now,
-                    Event::SchedulerRestart {
+        woke = Instant::now();
+        let now = woke - start;
+        // The lag first: after a stall the overdue deadline must not be judged without it.
+        let lag = woke.saturating_duration_since(wake_by);
+        if !lag.is_zero() {
+            core.handle_into(now, Event::LoopLag { lag }, &mut out);
+        }
+        // Then every message already here (the pings read meanwhile among them).
+        pending.extend(msg);
+        while pending.len() < MESSAGES_PER_TURN_MAX {
+            match rx.try_recv() {
+                Ok(m) => pending.push(m),
+                Err(_) => break,
+            }
+        }
+        for msg in pending.drain(..) {
+            match msg {
+                Local::Core(ev) => core.handle_into(now, ev, &mut out),
+                Local::FromScheduler(m) => match m {
+                    SchedulerToNanny::Welcome => {}
+                    SchedulerToNanny::RestartWorker {
                         slot,
-                        incarnation: Incarnation(incarnation),
-                        silent_for: Duration::from_millis(silent_for_ms),
-                    },
-                    &mut out,
-                ),
-                SchedulerToNanny::OperatorRestart { slot } => {
-                    let slots: Vec<u32> = match slot {
-                        Some(s) => vec![s],
-                        None => (0..opts.core.nworkers).collect(),
-                    };
-                    for slot in slots {
-                        info!(slot, "operator restart");
-                        core.handle_into(now, Event::OperatorRestart { slot }, &mut out);
+                        incarnation,
+                        silent_for_ms,
+                    } => core.handle_into(
+                        now,
+                        Event::SchedulerRestart {
+                            slot,
+                            incarnation: Incarnation(incarnation),
+                            silent_for: Duration::from_millis(silent_for_ms),
+                        },
+                        &mut out,
+                    ),
+                    SchedulerToNanny::OperatorRestart { slot } => {
+                        let slots: Vec<u32> = match slot {
+                            Some(s) => vec![s],
+                            None => (0..opts.core.nworkers).collect(),
+                        };
+                        for slot in slots {
+                            info!(slot, "operator restart");
+                            core.handle_into(now, Event::OperatorRestart { slot }, &mut out);
+                        }
+                    }
+                    SchedulerToNanny::Stop => {
+                        info!("operator stop received from the scheduler; stopping all workers");
+                        core.handle_into(now, Event::Shutdown, &mut out);
+                    }
+                },
+                Local::SchedulerUp(link) => {
+                    let mut hello = vec![NannyToScheduler::Slots(
+                        core.statuses().iter().map(slot_report).collect(),
+                    )];
+                    hello.extend(queued.drain(..));
+                    let _ = link.send(hello);
+                    to_scheduler = Some(link);
+                }
+                Local::SchedulerDown(reason) => {
+                    if to_scheduler.take().is_some() {
+                        warn!(%reason, "lost the scheduler; workers keep running, reconnecting");
                     }
                 }
-                SchedulerToNanny::Stop => {
-                    info!("operator stop received from the scheduler; stopping all workers");
+                Local::Terminate(sig) => {
+                    info!(signal = sig, "stopping all workers for good");
                     core.handle_into(now, Event::Shutdown, &mut out);
                 }
-            },
-            Some(Local::SchedulerUp(link)) => {
-                let mut hello = vec![NannyToScheduler::Slots(
-                    core.statuses().iter().map(slot_report).collect(),
-                )];
-                hello.extend(queued.drain(..));
-                let _ = link.send(hello);
-                to_scheduler = Some(link);
             }
-            Some(Local::SchedulerDown(reason)) => {
-                if to_scheduler.take().is_some() {
-                    warn!(%reason, "lost the scheduler; workers keep running, reconnecting");
+        }
+        if sample_memory && woke >= next_memory_sample {
+            next_memory_sample = woke + MEMORY_SAMPLE_INTERVAL;
+            for s in core.statuses() {
+                if let Some(pid) = s.pid {
+                    let rss = tree_rss_bytes(pid);
+                    core.handle_into(
+                        now,
+                        Event::Memory {
+                            slot: s.slot,
+                            pid,
+                            rss,
+                        },
+                        &mut out,
+                    );
                 }
             }
-            Some(Local::Terminate(sig)) => {
-                info!(signal = sig, "stopping all workers for good");
-                core.handle_into(now, Event::Shutdown, &mut out);
-            }
+        }
+        if core.next_timeout().is_some_and(|t| t <= now) {
+            core.handle_into(now, Event::Tick, &mut out);
         }
     }
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
-    }
+/// What `/proc` shows of the thread running a worker's event loop (its main thread).
+/// Reading `stat` takes no lock of the process's memory, so it never blocks on a process stuck
+/// in a page fault.
+pub fn inspect(pid: u32) -> ProcessFacts {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat"))
+        .ok()
+        .and_then(|text| ProcessFacts::from_stat(&text))
+        .unwrap_or(ProcessFacts::UNKNOWN)
 }
 
 async fn signals(tx: mpsc::UnboundedSender<Local>) {
@@ -388,7 +447,11 @@ fn spawn_worker(opts: &NannyOptions, slot: u32, tx: mpsc::UnboundedSender<Local>
     Ok(pid)
 }
 
-/// Resident memory of `pid` and all its descendants, from /proc.
+/// Private resident memory (anonymous: heaps, leaks) of `pid` and all its descendants, from
+/// /proc. Shared and file-backed pages are left out: a worker's stored values live in shared
+/// memory and its spilled ones in mapped files, both governed by its own memory policy
+/// (spill, pause), and a segment mapped by several of its processes would be counted once per
+/// mapping.
 pub fn tree_rss_bytes(pid: u32) -> u64 {
     let page = 4096u64;
     let mut total = 0;
@@ -400,12 +463,13 @@ pub fn tree_rss_bytes(pid: u32) -> u64 {
             break; // bound the walk
         }
         if let Ok(statm) = std::fs::read_to_string(format!("/proc/{p}/statm")) {
-            if let Some(rss) = statm
+            let f: Vec<u64> = statm
                 .split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                total += rss * page;
+                .take(3)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .collect();
+            if let [_, resident, shared] = f[..] {
+                total += resident.saturating_sub(shared) * page;
             }
         }
         if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
@@ -421,6 +485,44 @@ pub fn tree_rss_bytes(pid: u32) -> u64 {
         }
     }
     total
+}
+
+fn log_notice(nanny: &str, n: &Notice) {
+    match n {
+        Notice::NannyStalled { lag } => warn!(
+            nanny,
+            lag_ms = lag.as_millis() as u64,
+            "the nanny's own event loop was stalled (a host-wide stall?); its workers' silence \
+             meanwhile is not held against them"
+        ),
+        Notice::KernelStall {
+            slot,
+            pid,
+            silent_for,
+            state,
+            grace,
+        } => warn!(
+            nanny,
+            slot,
+            pid,
+            silent_ms = silent_for.as_millis() as u64,
+            state = %state.map(|s| s.to_string()).unwrap_or_default(),
+            grace_ms = grace.as_millis() as u64,
+            "worker silent past the watchdog timeout but its event loop is stuck in the kernel \
+             (disk I/O, page faults): kept for up to the grace"
+        ),
+        Notice::StallOver {
+            slot,
+            pid,
+            silent_for,
+        } => info!(
+            nanny,
+            slot,
+            pid,
+            silent_ms = silent_for.as_millis() as u64,
+            "worker pinged again after a stall in the kernel; kept"
+        ),
+    }
 }
 
 fn log_record(nanny: &str, r: &Record) {
@@ -546,5 +648,82 @@ fn slot_report(s: &rusk_core::nanny::SlotStatus) -> SlotReport {
         incarnation: s.incarnation.map(|i| i.0),
         restarts: s.restarts,
         last_cause: s.last_cause.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusk_core::nanny::ProcState;
+
+    fn wait_for_state(pid: u32, want: ProcState) -> ProcessFacts {
+        let t0 = Instant::now();
+        loop {
+            let facts = inspect(pid);
+            if facts.state == Some(want) || t0.elapsed() > Duration::from_secs(5) {
+                return facts;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The watchdog's look at real processes: uninterruptible sleep, stopped, sleeping, gone.
+    #[test]
+    fn inspect_tells_uninterruptible_sleep_stopped_and_sleeping_apart() {
+        // `D`: a process waiting for its vfork() child to exec or exit sits in uninterruptible
+        // sleep, as a loop thread does in a page fault or a blocked disk write. The child
+        // sleeps 30 s (killed below).
+        // SAFETY: the forked child only makes raw system calls (vfork, nanosleep, _exit).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            unsafe {
+                #[allow(deprecated)]
+                if libc::vfork() == 0 {
+                    let t = libc::timespec {
+                        tv_sec: 30,
+                        tv_nsec: 0,
+                    };
+                    libc::nanosleep(&t, std::ptr::null_mut());
+                    libc::_exit(0);
+                }
+                libc::_exit(0);
+            }
+        }
+        let facts = wait_for_state(pid as u32, ProcState::DiskSleep);
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        // SAFETY: kill(2)/waitpid(2) of the children this test made.
+        unsafe {
+            for c in children.split_whitespace() {
+                libc::kill(c.parse().unwrap(), libc::SIGKILL);
+            }
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        assert_eq!(facts.state, Some(ProcState::DiskSleep), "{facts:?}");
+
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let id = sleeper.id();
+        assert_eq!(
+            wait_for_state(id, ProcState::Sleeping).state,
+            Some(ProcState::Sleeping)
+        );
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(id as i32, libc::SIGSTOP) };
+        assert_eq!(
+            wait_for_state(id, ProcState::Stopped).state,
+            Some(ProcState::Stopped)
+        );
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        assert_eq!(
+            inspect(id),
+            ProcessFacts::UNKNOWN,
+            "a reaped process is gone"
+        );
     }
 }

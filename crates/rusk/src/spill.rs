@@ -22,8 +22,18 @@ pub struct SpillDir {
     dir: PathBuf,
 }
 
+/// Prefix of a worker process's own spill directory, `spill-<pid>` under the spill dir.
+const OWN_DIR_PREFIX: &str = "spill-";
+
 impl SpillDir {
-    pub fn new(dir: PathBuf) -> Result<SpillDir> {
+    /// This process's spill directory, `spill-<pid>` under `base`; the directories of dead
+    /// workers there (killed before they could clean up) are removed first.
+    pub fn new(base: &Path) -> Result<SpillDir> {
+        std::fs::create_dir_all(base)
+            .map_err(|e| anyhow!("cannot create the spill directory {}: {e}", base.display()))?;
+        sweep_dead(base, OWN_DIR_PREFIX);
+        let dir = base.join(format!("{OWN_DIR_PREFIX}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir); // a previous process with our pid
         std::fs::create_dir_all(&dir)
             .map_err(|e| anyhow!("cannot create the spill directory {}: {e}", dir.display()))?;
         Ok(SpillDir { dir })
@@ -98,6 +108,30 @@ impl SpillDir {
     }
 }
 
+/// Remove `<prefix><pid>` directories under `base` whose process is gone.
+pub fn sweep_dead(base: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive && e.path().is_dir() {
+            let _ = std::fs::remove_dir_all(e.path());
+            tracing::info!(pid, dir = %e.path().display(), "removed what a dead worker left behind");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,7 +147,11 @@ mod tests {
     #[test]
     fn a_spilled_value_reads_back_and_corruption_or_loss_is_detected() {
         let tmp = tempfile::tempdir().unwrap();
-        let d = SpillDir::new(tmp.path().join("spill")).unwrap();
+        // What a dead worker left behind is swept.
+        let dead = tmp.path().join("spill").join("spill-999999999");
+        std::fs::create_dir_all(&dead).unwrap();
+        let d = SpillDir::new(&tmp.path().join("spill")).unwrap();
+        assert!(!dead.exists());
         let data: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
         d.write(tr(1), &data).unwrap();
         let back = d.read(tr(1), data.len() as u64).unwrap();

@@ -77,11 +77,14 @@ fn large_command_outputs_cross_workers_and_feed_the_next_command() {
     );
 }
 
+/// The spill files under a spill dir (each worker process has its own `spill-<pid>` in it).
 fn spill_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
-            if e.path().extension().is_some_and(|x| x == "spill") {
+            if e.path().is_dir() {
+                out.extend(spill_files(&e.path()));
+            } else if e.path().extension().is_some_and(|x| x == "spill") {
                 out.push(e.path());
             }
         }
@@ -266,4 +269,60 @@ fn a_full_spill_disk_pauses_the_worker_with_an_event() {
     assert_eq!(v["c"].as_str().unwrap(), expected(&tags, 30));
     // The paused worker is alive: the same process answered all along.
     assert!(c.workers[0].try_wait().unwrap().is_none());
+}
+
+/// `kill -9` of a worker while it spills: its nanny restarts the slot, the new worker removes
+/// what the dead one left in the spill dir, and the graph still finishes with the right result
+/// (the lost results are recomputed).
+#[test]
+fn kill_9_while_spilling_leaves_nothing_behind_after_the_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spill = tmp.path().join("spill");
+    let c = NannyCluster::start(
+        1,
+        &[],
+        &[
+            "--memory-limit",
+            "100MiB",
+            "--spill-dir",
+            spill.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let tags = ["k1", "k2", "k3", "k4", "k5"];
+    let mut tasks: Vec<Value> = tags
+        .iter()
+        .map(|t| producer(&format!("p-{t}"), t, 30))
+        .collect();
+    tasks.push(json!({"key": "gate", "builtin": "sleep_ms", "args": ["1500"]}));
+    let keys: Vec<String> = tags.iter().map(|t| format!("p-{t}")).collect();
+    tasks.push(consumer("c", &keys, &["gate"]));
+    let child = c.submit_spawn(&json!({"tasks": tasks, "outputs": ["c"]}));
+    wait_until(
+        Duration::from_secs(30),
+        || !spill_files(&spill).is_empty(),
+        "spilling started",
+    );
+    let w = c.worker_of_slot(0).expect("slot 0");
+    let (pid, inc) = (
+        w["pid"].as_u64().unwrap() as i32,
+        w["incarnation"].as_u64().unwrap(),
+    );
+    // SAFETY: killing our own test's worker process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let own = spill.join(format!("spill-{pid}"));
+    c.wait_new_incarnation(0, inc, Duration::from_secs(20));
+    wait_until(
+        Duration::from_secs(10),
+        || !own.exists(),
+        "the dead worker's spill files removed by its successor",
+    );
+    let out = wait_output(child, SUBMIT_DEADLINE);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["c"].as_str().unwrap(), expected(&tags, 30));
 }

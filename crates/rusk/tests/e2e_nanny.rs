@@ -714,3 +714,92 @@ fn workers_whose_tasks_keep_every_core_busy_are_never_restarted() {
         c.events()
     );
 }
+
+fn pids_and_incarnations(c: &NannyCluster) -> Vec<(u64, u64)> {
+    c.workers()
+        .iter()
+        .map(|w| {
+            (
+                w["pid"].as_u64().unwrap(),
+                w["incarnation"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Freeze `pid` for `d` (SIGSTOP, then SIGCONT).
+fn freeze(pid: u64, d: Duration) {
+    signal(pid, libc::SIGSTOP);
+    std::thread::sleep(d);
+    signal(pid, libc::SIGCONT);
+}
+
+/// A host-wide stall as the nanny sees it: the nanny itself is frozen for 3 s (longer than its
+/// 2 s watchdog) while its workers stay healthy, keep pinging and run a graph. When it thaws,
+/// the pings it could not read are waiting in its sockets behind the overdue watchdog
+/// deadline. Before the nanny measured its own lag this restarted every worker, every time.
+#[test]
+fn a_stalled_nanny_does_not_take_its_own_stall_for_hung_workers() {
+    let c = NannyCluster::start(2, &[], &[], &[]);
+    let before = pids_and_incarnations(&c);
+    let nanny = c.nannies[0].id() as u64;
+    // A graph in flight meanwhile: 40 tasks of 0.3 s on 2 workers take about 6 s.
+    let tasks: Vec<Value> = (0..40)
+        .map(|i| json!({"key": format!("t{i}"), "cmd": ["sh", "-c", format!("sleep 0.3; echo {i}")]}))
+        .collect();
+    let graph = c.submit_spawn(&json!({ "tasks": tasks }));
+    std::thread::sleep(Duration::from_millis(300));
+    for round in 0..3 {
+        let t0 = Instant::now();
+        freeze(nanny, Duration::from_millis(3000));
+        eprintln!("round {round}: nanny frozen for {:?}", t0.elapsed());
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    let out = wait_output(graph, SUBMIT_DEADLINE);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(pids_and_incarnations(&c), before, "no worker was restarted");
+    assert!(
+        c.events().is_empty(),
+        "no recovery at all: {:?}",
+        c.events()
+    );
+    let log = c.log("nanny0");
+    assert!(
+        log.contains("the nanny's own event loop was stalled"),
+        "the stall is logged: {log}"
+    );
+    assert!(!log.contains("worker fault detected"), "{log}");
+}
+
+/// The discount hides no real hang: a worker frozen together with its nanny is killed by the
+/// watchdog about 2 s (of silence the nanny could see) after the nanny thaws. The scheduler's
+/// TTL is set long so that only the watchdog can catch it.
+#[test]
+fn a_worker_frozen_with_its_nanny_is_still_caught_two_seconds_after_the_nanny_thaws() {
+    let c = NannyCluster::start(1, &["--worker-ttl", "60s"], &[], &[]);
+    let (pid, inc) = only_worker(&c);
+    let nanny = c.nannies[0].id() as u64;
+    signal(pid, libc::SIGSTOP);
+    freeze(nanny, Duration::from_millis(3000));
+    let thawed = Instant::now();
+    let w = c.wait_new_incarnation(0, inc, RECOVERY);
+    let took = thawed.elapsed();
+    eprintln!("worker frozen with its nanny: replaced {took:?} after the nanny thawed");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    assert_ne!(w["pid"].as_u64().unwrap(), pid);
+    let ev = restarted_events(&c);
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["cause"], json!("watchdog"));
+    let observed = ev[0]["observed"].as_str().unwrap();
+    assert!(
+        observed.contains("the nanny itself was stalled") && observed.contains("stopped (T)"),
+        "{observed}"
+    );
+}

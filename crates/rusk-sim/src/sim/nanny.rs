@@ -16,7 +16,7 @@
 //! An *operator* (a client of its own) restarts slots and stops nannies through the scheduler
 //! (`rusk restart`, `rusk stop-nanny`); in the liveness phase it revives every slot that went
 //! `failed`, and a host whose nanny is gone gets a new one.
-use super::{Ev, LifeId, Phase, Sim, OPERATOR};
+use super::{Ev, LifeId, LifeState, Phase, Sim, OPERATOR};
 use crate::error::FailureKind;
 use crate::trace::What;
 use rand::Rng;
@@ -279,6 +279,8 @@ impl Sim {
                     )));
                     outgoing.push(NannyToScheduler::Slots(vec![slot_report(&s)]));
                 }
+                Command::Inspect { slot, pid } => self.nanny_inspect(nanny, slot, pid),
+                Command::Notice(notice) => self.note(What::Note(format!("{name}: {notice:?}"))),
                 Command::Exit => exit = true,
             }
         }
@@ -369,6 +371,31 @@ impl Sim {
             );
         }
         Ok(())
+    }
+
+    /// `Inspect`: what `/proc` shows of the process's event-loop thread. A simulated worker is
+    /// never stuck in the kernel: a frozen one is stopped or wedged, a gone one a zombie until
+    /// its exit is seen.
+    fn nanny_inspect(&mut self, nanny: usize, slot: u32, pid: u32) {
+        let state = self
+            .pids
+            .get(&pid)
+            .map(|&life| match self.lives[life].state {
+                LifeState::Running => nanny::ProcState::Sleeping,
+                LifeState::Frozen => nanny::ProcState::Stopped,
+                LifeState::Gone(_) => nanny::ProcState::Dead,
+            });
+        let facts = nanny::ProcessFacts {
+            state,
+            major_faults: 0,
+        };
+        self.push(
+            self.now,
+            Ev::NannyEvent {
+                nanny,
+                ev: nanny::Event::Inspected { slot, pid, facts },
+            },
+        );
     }
 
     /// `Signal`: the target must be this slot's worker; a watchdog kill must hit a process

@@ -158,11 +158,7 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
     if opts.work_dir.is_none() {
         sweep_dead_work_dirs();
     }
-    let spill = SpillDir::new(
-        opts.spill_dir
-            .clone()
-            .unwrap_or_else(|| work_dir.join(format!("spill-{pid}"))),
-    )?;
+    let spill = SpillDir::new(opts.spill_dir.as_deref().unwrap_or(&work_dir))?;
     let fd_limit = rusk_net::segment::raise_fd_limit();
     info!(
         store = "memfd (shared memory, not limited by /dev/shm)",
@@ -518,24 +514,5 @@ async fn write_frames(
 /// Remove the work directories (and spill files) of default-placed workers that died without
 /// cleaning up (`kill -9`): `rusk-worker-<pid>` in the temp dir whose process is gone.
 fn sweep_dead_work_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("rusk-worker-"))
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        // SAFETY: signal 0 only checks that the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if !alive {
-            let _ = std::fs::remove_dir_all(e.path());
-            info!(pid, "removed the work dir of a dead worker");
-        }
-    }
+    crate::spill::sweep_dead(&std::env::temp_dir(), "rusk-worker-");
 }
