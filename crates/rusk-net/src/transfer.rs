@@ -219,7 +219,7 @@ mod tests {
             let mut seg = SegmentMut::create(5 << 20).unwrap();
             seg.as_mut_slice().copy_from_slice(&pattern(5 << 20, 3));
             let seg = seg.freeze();
-            let items = vec![
+            let items = [
                 (tr(0), Some(small.clone())),
                 (tr(1), None),
                 (tr(2), Some(heap.clone())),
