@@ -541,6 +541,20 @@ impl Scheduler {
             WorkerToScheduler::MissingDep { task, attempt, dep } => {
                 self.on_missing_dep(inc, task, attempt, dep)
             }
+            WorkerToScheduler::Event(e) => {
+                let info = w.info.clone();
+                let (cause, observed, action) = e.describe();
+                self.record(
+                    now,
+                    EventRecord {
+                        cause: cause.into(),
+                        observed,
+                        action: action.into(),
+                        source: "worker".into(),
+                        ..self.worker_record(&info, inc)
+                    },
+                );
+            }
             WorkerToScheduler::TaskStarted { task, attempt } => {
                 if self.is_current(inc, task, attempt) {
                     self.task_mut(task).expect("current").started = true;

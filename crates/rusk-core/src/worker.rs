@@ -262,6 +262,9 @@ impl WorkerCore {
             }
             Event::SpillLost { dep, during } => {
                 self.store.on_lost(&dep, &mut self.store_out);
+                self.out.push(Command::ToScheduler(WorkerToScheduler::Event(
+                    rusk_proto::msg::WorkerEvent::SpillLost { task: dep },
+                )));
                 if let Some((task, attempt)) = during {
                     // Its Execute was consumed without running: settle it like a finish, then
                     // let the scheduler recompute the lost input.

@@ -37,6 +37,70 @@ pub enum WorkerToScheduler {
     /// dies count towards a poison task. Not sent for attempts that finished within the same
     /// batch.
     TaskStarted { task: TaskRef, attempt: AttemptId },
+    /// Something the worker detected and handled on its own; the scheduler records it in the
+    /// recovery log (`rusk events`, the dashboard).
+    Event(WorkerEvent),
+}
+
+/// A worker's own recoveries and warnings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkerEvent {
+    /// A Python executor was killed (or died) and replaced.
+    ExecutorReplaced {
+        pid: u32,
+        cause: ExecutorCause,
+        /// What was observed (silence, exit status), and the stacks when they were captured.
+        observed: String,
+    },
+    /// A Python executor is silent but computing (a long C call holding the GIL): left
+    /// running until the busy timeout.
+    ExecutorBusy { pid: u32, silent_ms: u64 },
+    /// A spilled result's file was corrupt or missing: the result is lost (recomputed).
+    SpillLost { task: TaskRef },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecutorCause {
+    /// Silent without using CPU for the hang timeout.
+    Hung,
+    /// Silent while computing for the busy timeout.
+    BusyTooLong,
+    /// Died on its own (crash, signal, exit).
+    Died,
+    /// Broke the pipe protocol.
+    Protocol,
+}
+
+impl WorkerEvent {
+    /// The recovery log's `cause`, `observed` and `action` for this event.
+    pub fn describe(&self) -> (&'static str, String, &'static str) {
+        match self {
+            WorkerEvent::ExecutorReplaced {
+                pid,
+                cause,
+                observed,
+            } => (
+                match cause {
+                    ExecutorCause::Hung => "executor-hung",
+                    ExecutorCause::BusyTooLong => "executor-busy-timeout",
+                    ExecutorCause::Died => "executor-died",
+                    ExecutorCause::Protocol => "executor-protocol",
+                },
+                format!("executor pid {pid}: {observed}"),
+                "executor replaced; its running task failed (retries apply), queued tasks run in the new one",
+            ),
+            WorkerEvent::ExecutorBusy { pid, silent_ms } => (
+                "executor-busy",
+                format!("executor pid {pid} silent for {silent_ms} ms while using CPU (a long C call holding the GIL)"),
+                "left running until --executor-busy-timeout",
+            ),
+            WorkerEvent::SpillLost { task } => (
+                "spill-lost",
+                format!("the spill file of {task} is corrupt or missing"),
+                "result dropped; recomputed from its lineage where still needed",
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,7 +300,7 @@ pub enum SchedulerToClient {
 pub struct EventRecord {
     pub seq: u64,
     pub time_unix_ms: u64,
-    /// Who observed it: `scheduler` or `nanny`.
+    /// Who observed it: `scheduler`, `nanny` or `worker`.
     pub source: String,
     pub host: String,
     pub nanny: Option<String>,

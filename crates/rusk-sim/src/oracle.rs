@@ -288,7 +288,9 @@ impl Oracle {
             | WorkerToScheduler::TaskFailed { task, attempt, .. }
             | WorkerToScheduler::MissingDep { task, attempt, .. }
             | WorkerToScheduler::TaskStarted { task, attempt } => (*task, *attempt),
-            WorkerToScheduler::Register(_) | WorkerToScheduler::Heartbeat(_) => return Ok(()),
+            WorkerToScheduler::Register(_)
+            | WorkerToScheduler::Heartbeat(_)
+            | WorkerToScheduler::Event(_) => return Ok(()),
         };
         if !accepted {
             return Ok(());

@@ -51,7 +51,7 @@ impl Msg {
     pub(crate) fn of_worker(m: &WorkerToScheduler) -> Msg {
         match m {
             WorkerToScheduler::Register(_) => Msg::Register,
-            WorkerToScheduler::Heartbeat(_) => Msg::Heartbeat,
+            WorkerToScheduler::Heartbeat(_) | WorkerToScheduler::Event(_) => Msg::Heartbeat,
             WorkerToScheduler::TaskDone { task, attempt, .. } => Msg::Done(*task, *attempt),
             WorkerToScheduler::TaskFailed { task, attempt, .. } => Msg::Failed(*task, *attempt),
             WorkerToScheduler::MissingDep { task, attempt, dep } => {

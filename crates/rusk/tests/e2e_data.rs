@@ -195,6 +195,13 @@ fn a_corrupt_spill_file_means_recompute_not_a_wrong_answer() {
         log.contains("checksum mismatch") && log.contains("spilled result is lost"),
         "the corrupt file was caught and its result recomputed: {log}"
     );
+    // And it is in the recovery log, reported by the worker.
+    let events = c.rusk(&["events", "--json"]);
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(
+        events.contains("spill-lost") && events.contains("\"source\":\"worker\""),
+        "{events}"
+    );
 }
 
 /// A spill disk that fills up pauses the worker with an event (it does not crash); the
