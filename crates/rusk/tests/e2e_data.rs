@@ -333,3 +333,43 @@ fn kill_9_while_spilling_leaves_nothing_behind_after_the_restart() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["c"].as_str().unwrap(), expected(&tags, 30));
 }
+
+/// The store does not depend on /dev/shm: a worker whose /dev/shm is a 64 MiB tmpfs (the
+/// default of a container) stores and serves a 200 MiB value, and says which store it uses.
+#[test]
+fn a_small_dev_shm_does_not_limit_the_store() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: a private mount namespace needs root");
+        return;
+    }
+    let mut c = Cluster::start(0);
+    let log = c.dir.path().join("w-small-shm.log");
+    let script = format!(
+        "mount -t tmpfs -o size=64m tmpfs /dev/shm && exec {} worker --name w-small-shm --scheduler-file {}",
+        RUSK,
+        c.file.display()
+    );
+    let child = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("RUSK_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    c.workers.push(child);
+    c.wait_workers(1);
+    let tasks = vec![
+        producer("big", "shm", 200),
+        consumer("c", &["big".to_string()], &[]),
+    ];
+    let (ok, out, err) = c.submit_wait(&json!({"tasks": tasks, "outputs": ["c"]}));
+    assert!(ok, "{err}");
+    assert_eq!(out["c"].as_str().unwrap(), expected(&["shm"], 200));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("object store ready") && text.contains("memfd"),
+        "{text}"
+    );
+}
