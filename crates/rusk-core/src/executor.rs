@@ -1,9 +1,17 @@
-//! The executor pool's hang policy, pure: tell a stuck Python executor from a busy one.
+//! The Python executor pool's policy, pure: which executor runs which task, and when an
+//! executor is stuck, lost or replaced.
+//!
+//! - [`PoolCore`] (in `pool`): the pool as a state machine (`handle(now, event) -> commands`):
+//!   spawning and replacing executors, pipelining, work stealing with cancels, start failures,
+//!   abandoned attempts and the settling of dead executors. The shell (`python_exec` in the
+//!   `rusk` binary) spawns processes, moves frames and samples `/proc`; the simulator drives the
+//!   same core with virtual executors that crash, hang and compute silently.
+//! - [`judge`] (here): tell a stuck executor from a busy one.
 //!
 //! An executor pings every 100 ms from a thread that needs the GIL, so a silent executor is
 //! running a C call that holds the GIL. That call may be stuck (a sleep, a lock, I/O: no CPU
 //! used) or busy (a long computation: CPU used). The shell samples the executor's CPU time
-//! while it is silent and asks [`judge`] at every check:
+//! while it is silent ([`samples_cpu`]) and the core asks [`judge`] at every check:
 //!
 //! - silent for less than the hang timeout: healthy;
 //! - silent for the hang timeout and the last window (a hang timeout long) used less than
@@ -14,10 +22,25 @@
 //!   stuck at the end of its current window.
 use std::time::Duration;
 
+mod pool;
+
+pub use pool::*;
+
 /// A silent executor using at least this fraction of one core is busy, not stuck. A stuck one
 /// (sleep, lock, I/O wait) uses practically none; a computing one on a host overloaded many
 /// times over still gets more than this.
 pub const BUSY_CPU_FRACTION: f64 = 0.1;
+
+/// Silence after which an executor's CPU time is sampled (and judged): shorter silences are
+/// the gaps between pings.
+pub const SILENCE_SAMPLE_AFTER: Duration = Duration::from_millis(500);
+
+/// Must the shell read this executor's CPU time for the next `Tick`? Only while it has been
+/// silent long enough for [`judge`] to look at it (reading `/proc` for every executor at every
+/// check would be wasted work).
+pub fn samples_cpu(silent: Duration, hang_timeout: Duration) -> bool {
+    silent >= SILENCE_SAMPLE_AFTER && silent > hang_timeout / 4
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Verdict {

@@ -9,6 +9,8 @@
 //! - [`scheduler`]: task states, placement, fencing, worker-loss recovery;
 //! - [`worker`]: a worker's queue, dependency fetches, result store, heartbeats;
 //! - [`nanny`]: the per-host supervisor's restart state machine, one per worker slot;
+//! - [`memory`]: a worker's stored results, spilling and pausing;
+//! - [`executor`]: the Python executor pool (`PoolCore`) and its hang policy;
 //! - [`builtins`]: the functions compiled into every worker.
 #![forbid(unsafe_code)]
 

@@ -1,4 +1,7 @@
-//! Python tasks: a pool of executor processes owned by the worker.
+//! Python tasks: a pool of executor processes owned by the worker. This is the tokio shell; the
+//! policy (which executor runs what, pipelining, stealing, hang and crash handling) is the pure
+//! `rusk_core::executor::PoolCore`, which this file feeds with events and whose commands it
+//! carries out.
 //!
 //! A worker runs `TaskKind::Python` tasks in `nthreads` long-lived Python processes (the
 //! *executors*), each running `python/rusk/_executor.py`, which is embedded in this binary
@@ -8,16 +11,18 @@
 //!
 //! # Protocol (the executor's stdin and stdout)
 //!
-//! Frames both ways: a 13-byte header `kind: u8, id: u64 BE, len: u32 BE`, then `len` bytes.
+//! Frames both ways ([`ExecutorCodec`]): a 13-byte header `kind: u8, id: u64 BE, len: u32 BE`,
+//! then `len` bytes (at most [`MAX_EXECUTOR_FRAME`] from an executor).
 //!
 //! | dir | kind | body |
 //! |---|---|---|
-//! | → | `T` task | `n: u32 BE`, `n` lengths (`u64 BE`), then the `n` blobs: the payload, then the inputs |
+//! | → | `T` task | `n: u32 BE`, `n` blob descriptors (`kind: u8` (0 inline, 1 segment), 3 zero bytes, `fd: u32`, `offset: u64`, `len: u64`, all BE), then the inline blobs: the payload, then the inputs (a segment is mapped by the executor through `/proc/<worker pid>/fd/<fd>`) |
 //! | → | `C` cancel | - (drop queued task `id` unless it has started) |
+//! | → | `F` result mapped | - (close the fd of task `id`'s result segment) |
 //! | ← | `H` hello | JSON `{"py","python","cloudpickle","pid","executable"}`, or `{"error"}` then exit |
 //! | ← | `P` ping | - (every 100 ms, from a background thread) |
 //! | ← | `S` started | - |
-//! | ← | `R` result | the pickled return value |
+//! | ← | `R` result | `0: u8` then the value, or `1: u8, fd: u32 BE, len: u64 BE`: a sealed memfd of the executor holding the value, mapped here at once through `/proc/<executor pid>/fd/<fd>` (then `F`) |
 //! | ← | `E` error | `len: u32 BE`, the UTF-8 message, the pickled `(exception, traceback)` (none if the task never ran: bad header, version mismatch) |
 //! | ← | `X` skipped | - (a cancelled task that never started) |
 //!
@@ -27,45 +32,39 @@
 //! that prints or reads stdin cannot corrupt them (its prints go to the worker's stderr, as does
 //! everything the executor writes to stderr).
 //!
-//! # Scheduling
+//! # What the shell does
 //!
-//! Executors start with the first Python task (or with the worker: `--python-eager`), and the
-//! pool is kept at `nthreads` from then on. Tasks are sent to an executor ahead of their start,
-//! so it goes from one to the next without waiting for a round trip through the worker:
-//! [`PIPELINE_DEPTH`] at once, or [`PIPELINE_DEPTH_SHORT`] while its tasks take under
-//! [`SHORT_TASK`] (no-op-sized tasks would otherwise wait on pipe wake-ups). A task queued
-//! behind a long one (running for [`STEAL_AFTER`]) is not stuck there: an idle executor, when
-//! nothing else is waiting, is sent a copy; the first to start it owns it and the other is told
-//! to drop it (`C`).
+//! - spawns executors (`Spawn`), each with a reader task (frames to events, activity stamped on
+//!   every read), a writer task (frames batched per wake-up), a stderr forwarder (keeping the
+//!   tail since the current task started) and a waiter (`wait()`; on `Kill`, SIGUSR1 for the
+//!   Python stacks first when asked, then SIGKILL to the process group);
+//! - keeps each job's payload and inputs until the core says `ForgetJob`;
+//! - at every `next_timeout()`, samples each executor's last activity and, while it is silent,
+//!   its CPU time from `/proc` (`Tick`).
 //!
-//! # Failures
-//!
-//! - An executor silent (no ping, no data) for the hang timeout ([`DEFAULT_HANG_TIMEOUT`],
-//!   `RUSK_EXECUTOR_HANG_TIMEOUT`) is SIGKILLed: its ping thread needs the GIL, so silence
-//!   means a C call holding the GIL (or a frozen process). Pure-Python work never silences it.
-//! - An executor that dies (crash, `kill -9`, OOM, `os._exit`) is replaced at once.
-//! - An attempt abandoned by the worker core while running (its `timeout` passed, or it was
-//!   cancelled) is stopped by killing its executor, which is then replaced.
-//!
-//! In each case the running task fails with a message saying what happened (its `retries`
-//! apply; a task that kills every executor it runs in ends in that error after its retries,
-//! without ever taking the worker down), tasks queued behind it are run by the next executor
-//! without being charged, and results already on the worker are untouched. An executor that
-//! cannot start (no interpreter, no `cloudpickle`) fails the waiting Python tasks with the
-//! reason; a start is tried again for the next task, at most once per [`START_RETRY_DELAY`].
+//! See `rusk_core::executor` for the policy: pipelining ([`executor::PIPELINE_DEPTH`],
+//! [`executor::PIPELINE_DEPTH_SHORT`]), stealing ([`executor::STEAL_AFTER`]), the hang
+//! timeout ([`DEFAULT_HANG_TIMEOUT`], `RUSK_EXECUTOR_HANG_TIMEOUT`) against the busy timeout
+//! ([`DEFAULT_BUSY_TIMEOUT`]), start failures ([`executor::START_RETRY_DELAY`]) and what a task
+//! whose executor dies fails with (its `retries` apply; tasks queued behind it run again
+//! uncharged; results already on the worker are untouched).
 use anyhow::{Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use rusk_core::executor::{self, Verdict};
+use futures::{SinkExt, StreamExt};
+use rusk_core::executor::{self, Answer, Command, Event, ExecId, Exit, JobId, Log, PoolCore};
 use rusk_proto::msg::TaskError;
 use rusk_proto::{AttemptId, TaskRef};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
 use tracing::{info, warn};
 
 use rusk_net::segment;
@@ -75,7 +74,7 @@ use rusk_net::segment;
 pub const SCRIPT: &str = include_str!("../../../python/rusk/_executor.py");
 
 /// How often an executor pings (fixed in the script).
-pub const PING_INTERVAL: Duration = Duration::from_millis(100);
+pub use rusk_core::executor::PING_INTERVAL;
 /// Default of `--executor-hang-timeout` / `RUSK_EXECUTOR_HANG_TIMEOUT`: 60 missed pings.
 ///
 /// Only a single C call that holds the GIL silences an executor (pure Python switches threads
@@ -89,29 +88,10 @@ pub const DEFAULT_HANG_TIMEOUT: &str = "6s";
 /// executor that is *using CPU* (a long C computation holding the GIL) may go on before it is
 /// killed as hung (`rusk_core::executor::judge`). A task's own `timeout` still applies.
 pub const DEFAULT_BUSY_TIMEOUT: &str = "5m";
-/// Silence after which the pool starts sampling an executor's CPU time.
-const SILENCE_SAMPLE_AFTER: Duration = Duration::from_millis(500);
 /// How long to wait for a hung executor's stacks (SIGUSR1, faulthandler) before SIGKILL.
 const STACKS_WAIT: Duration = Duration::from_millis(300);
 /// Bytes of the stacks quoted in a task's error.
 const STACKS_MAX_BYTES: usize = 8192;
-/// Tasks sent to one executor ahead of their start.
-pub const PIPELINE_DEPTH: usize = 2;
-/// Tasks sent to one executor ahead while its tasks are short.
-pub const PIPELINE_DEPTH_SHORT: usize = 16;
-/// Tasks shorter than this on average (start to answer, as seen by the worker) are short.
-pub const SHORT_TASK: Duration = Duration::from_millis(1);
-/// A task queued behind one that has run this long (or behind an executor still starting)
-/// may be taken by an idle executor. Shorter waits are not worth a duplicate start.
-pub const STEAL_AFTER: Duration = Duration::from_millis(10);
-/// An executor that has not said hello within this is killed (interpreter start and
-/// `import cloudpickle` take well under a second on a healthy host).
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// After an executor failed to start, wait this long before trying again.
-pub const START_RETRY_DELAY: Duration = Duration::from_secs(1);
-/// How long to wait for the rest of a dead executor's output (or for its exit after it closed
-/// its output) before settling its tasks.
-const EXIT_GRACE: Duration = Duration::from_millis(200);
 /// Bytes of an executor's recent stderr quoted when it dies.
 const STDERR_TAIL_BYTES: usize = 1500;
 const HEADER_LEN: usize = 13;
@@ -121,6 +101,8 @@ const HEADER_LEN: usize = 13;
 pub const MAX_EXECUTOR_FRAME: usize = 64 << 20;
 /// Size of a blob descriptor in a `T` frame: kind, fd, offset, length.
 const BLOB_DESCRIPTOR_LEN: usize = 24;
+/// Buffer of a pipe's reader and writer: many small frames per system call.
+const PIPE_BUFFER_BYTES: usize = 1 << 16;
 
 #[derive(Clone, Debug)]
 pub struct PythonOptions {
@@ -214,23 +196,24 @@ impl PythonPool {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let python = opts.python.clone().unwrap_or_else(default_python);
+        let core = PoolCore::new(executor::PoolConfig {
+            size: size.max(1) as usize,
+            hang_timeout: opts.hang_timeout,
+            busy_timeout: opts.busy_timeout,
+            eager: opts.eager,
+            python: python.display().to_string(),
+        });
         let manager = Manager {
-            active: opts.eager,
-            opts,
+            core,
+            hang_timeout: opts.hang_timeout,
             python,
             work_dir,
-            size: size.max(1) as usize,
             report: Box::new(report),
             epoch: Instant::now(),
             jobs: FxHashMap::default(),
-            by_attempt: FxHashMap::default(),
-            pending: VecDeque::new(),
-            execs: Vec::new(),
-            ev_tx,
-            start_failure: None,
             next_job: 0,
-            next_exec: 0,
-            last_check: Instant::now(),
+            execs: FxHashMap::default(),
+            ev_tx,
         };
         tokio::spawn(manager.run(rx, ev_rx));
         PythonPool { tx }
@@ -252,130 +235,53 @@ impl PythonPool {
     }
 }
 
-struct Job {
-    task: TaskRef,
-    attempt: AttemptId,
+/// What the shell keeps of a job for the core: what its `T` frame carries.
+struct JobData {
     payload: Bytes,
     inputs: Vec<Bytes>,
-    /// Executors this job was sent to that have not answered it.
-    on: Vec<u64>,
-    /// The executor that started it first: its answer is the job's.
-    owner: Option<u64>,
-    /// `Finished` was reported.
-    reported: bool,
-    /// Abandoned by the worker core: any executor that starts it is killed.
-    abandoned: bool,
 }
 
-/// Why the pool killed an executor.
-#[derive(Clone, Debug)]
-enum Death {
-    Hang(Duration),
-    BusyTooLong(Duration),
-    Abandoned,
-    StartTimeout,
-    Protocol(String),
-}
-
-struct Exec {
-    id: u64,
+/// The shell's side of one executor process.
+struct ExecIo {
     pid: u32,
-    writer: mpsc::UnboundedSender<Vec<Bytes>>,
-    /// Jobs sent and not answered, in order.
-    queue: Vec<u64>,
-    running: Option<u64>,
-    /// When the running task started (its `S`).
-    started_at: Option<Instant>,
-    /// Moving average of its tasks' run times, in microseconds (`None`: none ran yet).
-    avg_run_us: Option<f64>,
-    /// Said hello (a healthy start).
-    ready: bool,
-    start_error: Option<String>,
+    writer: mpsc::UnboundedSender<ToExecutor>,
     /// Milliseconds since the pool's epoch of the last byte received, plus one (0: none yet).
     activity: Arc<AtomicU64>,
-    spawned: Instant,
     /// Kill switch; `Some(path)`: capture the Python stacks into `path` first.
     kill: Option<oneshot::Sender<Option<PathBuf>>>,
     /// Where the executor writes its stacks on SIGUSR1.
     stack_file: PathBuf,
-    /// Stacks captured before it was killed.
-    stacks: Option<String>,
-    /// While silent: the CPU window (start, CPU seconds then) and whether a busy warning was
-    /// logged.
-    cpu_window: Option<(Instant, f64)>,
-    busy_warned: bool,
-    death: Option<Death>,
-    /// Output closed (EOF or a bad frame), and when.
-    closed: Option<Instant>,
-    /// Exit status described, and when it was seen.
-    exited: Option<(String, Instant)>,
-    stderr_tail: Arc<Mutex<Vec<u8>>>,
-}
-
-impl Exec {
-    fn live(&self) -> bool {
-        self.death.is_none() && self.closed.is_none() && self.exited.is_none()
-    }
-
-    /// How many tasks it may have been sent and not answered.
-    fn depth(&self) -> usize {
-        match self.avg_run_us {
-            Some(us) if us < SHORT_TASK.as_micros() as f64 => PIPELINE_DEPTH_SHORT,
-            _ => PIPELINE_DEPTH,
-        }
-    }
-}
-
-enum Ev {
-    Frame {
-        exec: u64,
-        kind: u8,
-        id: u64,
-        body: Bytes,
-    },
-    Closed {
-        exec: u64,
-        error: Option<String>,
-    },
-    Exited {
-        exec: u64,
-        status: String,
-        stacks: Option<String>,
-    },
 }
 
 struct Manager {
-    opts: PythonOptions,
+    core: PoolCore,
+    hang_timeout: Duration,
     python: PathBuf,
     work_dir: PathBuf,
-    size: usize,
     report: Box<dyn Fn(Report) + Send>,
     epoch: Instant,
-    jobs: FxHashMap<u64, Job>,
-    by_attempt: FxHashMap<(TaskRef, AttemptId), u64>,
-    /// Jobs waiting for an executor, oldest first.
-    pending: VecDeque<u64>,
-    execs: Vec<Exec>,
-    ev_tx: mpsc::UnboundedSender<Ev>,
-    /// Keep `size` executors running (set by the first task, or `eager`).
-    active: bool,
-    start_failure: Option<(Instant, String)>,
+    jobs: FxHashMap<JobId, JobData>,
     next_job: u64,
-    next_exec: u64,
-    last_check: Instant,
+    execs: FxHashMap<ExecId, ExecIo>,
+    ev_tx: mpsc::UnboundedSender<Event>,
 }
 
 impl Manager {
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Request>,
-        mut ev_rx: mpsc::UnboundedReceiver<Ev>,
+        mut ev_rx: mpsc::UnboundedReceiver<Event>,
     ) {
-        let period = (self.opts.hang_timeout / 5).clamp(Duration::from_millis(20), PING_INTERVAL);
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.dispatch();
+        let out = self.core.start(self.now());
+        self.carry_out(out);
         loop {
+            let deadline = self.core.next_timeout().map(|t| self.epoch + t);
+            let tick = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 r = rx.recv() => {
                     let Some(r) = r else { return }; // the worker is going away; kill_on_drop
@@ -385,15 +291,22 @@ impl Manager {
                     }
                 }
                 Some(ev) = ev_rx.recv() => {
-                    self.on_event(ev);
+                    self.feed(ev);
                     while let Ok(ev) = ev_rx.try_recv() {
-                        self.on_event(ev);
+                        self.feed(ev);
                     }
                 }
-                _ = tick.tick(), if !self.execs.is_empty() => self.check(),
+                _ = tick => {
+                    let samples = self.samples();
+                    self.feed(Event::Tick { samples });
+                }
             }
-            self.dispatch();
+            crate::vitals::set_executors_alive(self.core.executors_alive());
         }
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
     }
 
     fn on_request(&mut self, r: Request) {
@@ -405,539 +318,113 @@ impl Manager {
                 inputs,
             } => {
                 self.next_job += 1;
-                let id = self.next_job;
-                self.jobs.insert(
-                    id,
-                    Job {
-                        task,
-                        attempt,
-                        payload,
-                        inputs,
-                        on: Vec::new(),
-                        owner: None,
-                        reported: false,
-                        abandoned: false,
+                let job = JobId(self.next_job);
+                self.jobs.insert(job, JobData { payload, inputs });
+                self.feed(Event::Execute { job, task, attempt });
+            }
+            Request::Abandon { task, attempt } => self.feed(Event::Abandon { task, attempt }),
+        }
+    }
+
+    /// Hand the core an event and carry out what it says, including the answers to its
+    /// spawns (spawning is synchronous here, so the jobs it sends to a new executor find it).
+    fn feed(&mut self, ev: Event) {
+        let mut events = VecDeque::from([ev]);
+        while let Some(ev) = events.pop_front() {
+            let out = self.core.handle(self.now(), ev);
+            events.extend(self.carry_out(out));
+        }
+    }
+
+    /// Carry out commands; returns the events they caused.
+    fn carry_out(&mut self, out: Vec<Command>) -> Vec<Event> {
+        let mut events = Vec::new();
+        for c in out {
+            match c {
+                Command::Spawn { exec } => events.push(match self.spawn(exec) {
+                    Ok(pid) => Event::Spawned { exec, pid },
+                    Err(e) => Event::SpawnFailed {
+                        exec,
+                        message: format!("{e:#}"),
                     },
-                );
-                self.by_attempt.insert((task, attempt), id);
-                self.pending.push_back(id);
-                self.active = true;
-            }
-            Request::Abandon { task, attempt } => {
-                let Some(&id) = self.by_attempt.get(&(task, attempt)) else {
-                    return;
-                };
-                let Some(job) = self.jobs.get_mut(&id) else {
-                    return;
-                };
-                if job.reported {
-                    return;
-                }
-                job.abandoned = true;
-                let owner = job.owner;
-                let on = job.on.clone();
-                self.finish(id, Err(task_error("abandoned".into())));
-                if let Some(pos) = self.pending.iter().position(|&j| j == id) {
-                    self.pending.remove(pos);
-                }
-                match owner {
-                    Some(e) => self.kill(e, Death::Abandoned),
-                    None => {
-                        for e in on {
-                            if let Some(x) = self.exec_mut(e) {
-                                let _ = x.writer.send(vec![frame_header(b'C', id, 0)]);
-                            }
-                        }
+                }),
+                Command::Send { exec, job } => {
+                    if let (Some(x), Some(d)) = (self.execs.get(&exec), self.jobs.get(&job)) {
+                        let _ = x.writer.send(ToExecutor::Task {
+                            id: job.0,
+                            payload: d.payload.clone(),
+                            inputs: d.inputs.clone(),
+                        });
                     }
                 }
-                self.gc(id);
-            }
-        }
-    }
-
-    fn exec_mut(&mut self, id: u64) -> Option<&mut Exec> {
-        self.execs.iter_mut().find(|e| e.id == id)
-    }
-
-    /// Report the job's outcome (once) and drop its data.
-    fn finish(&mut self, id: u64, result: Result<Bytes, TaskError>) {
-        let Some(job) = self.jobs.get_mut(&id) else {
-            return;
-        };
-        if job.reported {
-            return;
-        }
-        job.reported = true;
-        // Its inputs stay alive until no executor holds the job (`gc`): an executor that has
-        // it queued may still map them.
-        let (task, attempt) = (job.task, job.attempt);
-        (self.report)(Report::Finished {
-            task,
-            attempt,
-            result,
-        });
-    }
-
-    /// Forget a finished job once no executor holds it.
-    fn gc(&mut self, id: u64) {
-        if let Some(job) = self.jobs.get(&id) {
-            if job.reported && job.on.is_empty() {
-                self.by_attempt.remove(&(job.task, job.attempt));
-                self.jobs.remove(&id);
-            }
-        }
-    }
-
-    fn on_event(&mut self, ev: Ev) {
-        match ev {
-            Ev::Frame {
-                exec,
-                kind,
-                id,
-                body,
-            } => self.on_frame(exec, kind, id, body),
-            Ev::Closed { exec, error } => {
-                let Some(x) = self.exec_mut(exec) else { return };
-                x.closed = Some(Instant::now());
-                if let Some(e) = error {
-                    self.kill(exec, Death::Protocol(e));
-                }
-                self.maybe_settle(exec);
-            }
-            Ev::Exited {
-                exec,
-                status,
-                stacks,
-            } => {
-                let Some(x) = self.exec_mut(exec) else { return };
-                x.exited = Some((status, Instant::now()));
-                x.stacks = stacks;
-                x.kill = None;
-                self.maybe_settle(exec);
-            }
-        }
-    }
-
-    fn on_frame(&mut self, exec: u64, kind: u8, id: u64, body: Bytes) {
-        let Some(x) = self.exec_mut(exec) else { return };
-        let pid = x.pid;
-        match kind {
-            b'H' => {
-                let hello: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                if let Some(err) = hello.get("error").and_then(|e| e.as_str()) {
-                    x.start_error = Some(err.to_string());
-                    return;
-                }
-                x.ready = true;
-                info!(
-                    pid,
-                    python = hello["python"].as_str().unwrap_or("?"),
-                    cloudpickle = hello["cloudpickle"].as_str().unwrap_or("?"),
-                    executable = hello["executable"].as_str().unwrap_or("?"),
-                    "python executor ready"
-                );
-            }
-            b'S' | b'R' | b'E' | b'X' if x.death.is_some() => {
-                // Judged hung (or otherwise condemned) before this frame came: the verdict
-                // stands, its tasks are settled when it is gone.
-            }
-            b'S' => {
-                if !x.queue.contains(&id) {
-                    self.kill(exec, Death::Protocol(format!("started unknown task {id}")));
-                    return;
-                }
-                x.running = Some(id);
-                x.started_at = Some(Instant::now());
-                x.stderr_tail.lock().expect("not poisoned").clear();
-                let Some(job) = self.jobs.get_mut(&id) else {
-                    return;
-                };
-                if job.abandoned {
-                    self.kill(exec, Death::Abandoned);
-                    return;
-                }
-                if job.owner.is_some() || job.reported {
-                    return; // a copy that lost the race: its answer is ignored
-                }
-                job.owner = Some(exec);
-                let (task, attempt) = (job.task, job.attempt);
-                let others: Vec<u64> = job.on.iter().copied().filter(|&e| e != exec).collect();
-                (self.report)(Report::Started { task, attempt });
-                for e in others {
-                    if let Some(o) = self.exec_mut(e) {
-                        let _ = o.writer.send(vec![frame_header(b'C', id, 0)]);
+                Command::Cancel { exec, job } => {
+                    if let Some(x) = self.execs.get(&exec) {
+                        let _ = x.writer.send(ToExecutor::Cancel(job.0));
                     }
                 }
-            }
-            b'R' | b'E' | b'X' => {
-                let Some(pos) = x.queue.iter().position(|&j| j == id) else {
-                    self.kill(exec, Death::Protocol(format!("answered unknown task {id}")));
-                    return;
-                };
-                x.queue.remove(pos);
-                if x.running == Some(id) {
-                    x.running = None;
-                    if let Some(at) = x.started_at.take() {
-                        let us = at.elapsed().as_micros() as f64;
-                        x.avg_run_us = Some(x.avg_run_us.map_or(us, |a| 0.8 * a + 0.2 * us));
-                    }
-                }
-                let Some(job) = self.jobs.get_mut(&id) else {
-                    return;
-                };
-                job.on.retain(|&e| e != exec);
-                if kind == b'X' {
-                    if !job.reported && job.owner.is_none() && job.on.is_empty() {
-                        self.pending.push_front(id);
-                    }
-                } else if job.owner == Some(exec) {
-                    let result = if kind == b'R' {
-                        Ok(body)
-                    } else {
-                        Err(parse_error(body))
-                    };
-                    self.finish(id, result);
-                }
-                self.gc(id);
-            }
-            other => {
-                self.kill(
+                Command::Kill {
                     exec,
-                    Death::Protocol(format!("unknown frame kind {:?}", other as char)),
-                );
-            }
-        }
-    }
-
-    fn kill(&mut self, exec: u64, death: Death) {
-        let Some(x) = self.exec_mut(exec) else { return };
-        if x.death.is_none() {
-            x.death = Some(death);
-        }
-        let capture = matches!(x.death, Some(Death::Hang(_)) | Some(Death::BusyTooLong(_)))
-            .then(|| x.stack_file.clone());
-        if let Some(k) = x.kill.take() {
-            let _ = k.send(capture);
-        }
-    }
-
-    /// Settle a dead executor once both its output ended and its exit was seen.
-    fn maybe_settle(&mut self, exec: u64) {
-        let Some(x) = self.exec_mut(exec) else { return };
-        if x.closed.is_some() && x.exited.is_some() {
-            self.settle(exec);
-        }
-    }
-
-    fn settle(&mut self, exec: u64) {
-        let Some(pos) = self.execs.iter().position(|e| e.id == exec) else {
-            return;
-        };
-        let x = self.execs.remove(pos);
-        let status = x
-            .exited
-            .as_ref()
-            .map_or_else(|| "did not exit".to_string(), |(s, _)| s.clone());
-        let tail = {
-            let t = x.stderr_tail.lock().expect("not poisoned");
-            String::from_utf8_lossy(&t).trim().to_string()
-        };
-        let tail = if tail.is_empty() {
-            String::new()
-        } else {
-            format!("; its stderr ended with: {tail}")
-        };
-        let pid = x.pid;
-        if !x.ready {
-            // It never got going: the interpreter or its environment is the problem, not a task.
-            let message = match (&x.start_error, &x.death) {
-                (Some(e), _) => e.clone(),
-                (None, Some(Death::StartTimeout)) => format!(
-                    "the Python executor ({}) did not start within {START_TIMEOUT:?} and was killed{tail}",
-                    self.python.display()
-                ),
-                _ => format!(
-                    "the Python executor ({}) {status} before it was ready{tail}",
-                    self.python.display()
-                ),
-            };
-            warn!(pid, %message, "python executor failed to start");
-            self.start_failure = Some((Instant::now(), message));
-            if self.pending.is_empty() && x.queue.is_empty() && !self.opts.eager {
-                self.active = false;
-            }
-        } else {
-            crate::vitals::executor_replaced();
-            match &x.death {
-                Some(Death::Abandoned) => {
-                    info!(
-                        pid,
-                        "python executor killed to stop an abandoned task; replacing it"
-                    )
-                }
-                Some(d) => warn!(pid, cause = ?d, %status, "python executor killed; replacing it"),
-                None => warn!(pid, %status, "python executor died; replacing it"),
-            }
-        }
-        if let Some(r) = x.running {
-            let owned = self
-                .jobs
-                .get(&r)
-                .is_some_and(|j| j.owner == Some(exec) && !j.reported);
-            if owned {
-                let message = match &x.death {
-                    Some(Death::Hang(silence)) => format!(
-                        "the Python executor (pid {pid}) running this task sent no ping for {silence:?}, \
-                         so it was killed (SIGKILL) and replaced: the task held the GIL (a long \
-                         C call) or hung. If the task legitimately holds the GIL that long, raise \
-                         RUSK_EXECUTOR_HANG_TIMEOUT (now {t:?}){tail}",
-                        t = self.opts.hang_timeout
-                    ),
-                    Some(Death::BusyTooLong(silence)) => format!(
-                        "the Python executor (pid {pid}) running this task computed without a \
-                         ping (a C call holding the GIL) for {silence:?}, over the busy timeout \
-                         of {t:?}, so it was killed (SIGKILL) and replaced. Raise \
-                         RUSK_EXECUTOR_BUSY_TIMEOUT if the task legitimately runs that long{tail}",
-                        t = self.opts.busy_timeout
-                    ),
-                    Some(Death::Protocol(p)) => format!(
-                        "the Python executor (pid {pid}) running this task broke the protocol \
-                         ({p}) and was killed and replaced{tail}"
-                    ),
-                    Some(Death::StartTimeout) | Some(Death::Abandoned) | None => format!(
-                        "the Python executor (pid {pid}) running this task {status}; the worker \
-                         replaced it{tail}"
-                    ),
-                };
-                let message = match &x.stacks {
-                    Some(st) => format!(
-                        "{message}\nPython stacks of the executor when it was killed:\n{st}"
-                    ),
-                    None => message,
-                };
-                self.finish(r, Err(task_error(message)));
-            }
-        }
-        let _ = std::fs::remove_file(&x.stack_file);
-        let start_failure = (!x.ready).then(|| self.start_failure.clone()).flatten();
-        // Tasks queued behind it never started there: run them elsewhere, uncharged (or fail
-        // them if the executor could not even start).
-        for &j in x.queue.iter().rev() {
-            let Some(job) = self.jobs.get_mut(&j) else {
-                continue;
-            };
-            job.on.retain(|&e| e != exec);
-            if !job.reported && job.owner.is_none() && job.on.is_empty() {
-                match &start_failure {
-                    Some((_, m)) => {
-                        let m = m.clone();
-                        self.finish(j, Err(task_error(m)));
-                    }
-                    None => self.pending.push_front(j),
-                }
-            }
-            self.gc(j);
-        }
-        if let Some(r) = x.running {
-            if let Some(job) = self.jobs.get_mut(&r) {
-                job.on.retain(|&e| e != exec);
-            }
-            self.gc(r);
-        }
-    }
-
-    /// Periodic: hung executors, stuck starts, dead executors whose output never closed.
-    fn check(&mut self) {
-        let now = Instant::now();
-        let since = now - self.last_check;
-        self.last_check = now;
-        // If this loop itself was held up, the executors' pings are waiting unread in the
-        // pipes: judge them next time.
-        let stalled = since > (self.opts.hang_timeout / 2).max(Duration::from_millis(500));
-        let now_ms = (now - self.epoch).as_millis() as u64 + 1;
-        let hang_ms = self.opts.hang_timeout.as_millis() as u64;
-        let mut kills = Vec::new();
-        let mut settles = Vec::new();
-        let (hang, busy) = (self.opts.hang_timeout, self.opts.busy_timeout);
-        for x in &mut self.execs {
-            if let Some((_, at)) = &x.exited {
-                if now - *at > EXIT_GRACE {
-                    settles.push(x.id);
-                }
-                continue;
-            }
-            if let Some(at) = x.closed {
-                if now - at > EXIT_GRACE && x.death.is_none() {
-                    kills.push((x.id, Death::Protocol("closed its output".into())));
-                }
-                continue;
-            }
-            if x.death.is_some() || stalled {
-                continue;
-            }
-            let last = x.activity.load(Ordering::Relaxed);
-            if last == 0 {
-                if now - x.spawned > START_TIMEOUT {
-                    kills.push((x.id, Death::StartTimeout));
-                }
-            } else {
-                let silent = Duration::from_millis(now_ms.saturating_sub(last));
-                if silent < SILENCE_SAMPLE_AFTER || silent.as_millis() as u64 <= hang_ms / 4 {
-                    x.cpu_window = None;
-                    x.busy_warned = false;
-                    continue;
-                }
-                let cpu = crate::vitals::process_cpu_seconds(x.pid).unwrap_or(0.0);
-                let (wstart, wcpu) = *x.cpu_window.get_or_insert((now, cpu));
-                let window = now - wstart;
-                let verdict = executor::judge(
-                    executor::Silence {
-                        silent_for: silent,
-                        window,
-                        window_cpu: Duration::from_secs_f64((cpu - wcpu).max(0.0)),
-                    },
-                    hang,
-                    busy,
-                );
-                match verdict {
-                    Verdict::Healthy => {}
-                    Verdict::Busy => {
-                        if !x.busy_warned && silent > hang {
-                            x.busy_warned = true;
-                            warn!(
-                                pid = x.pid,
-                                silent_ms = silent.as_millis() as u64,
-                                busy_timeout = ?busy,
-                                "python executor silent but computing (a long C call holding the GIL): left running until the busy timeout"
-                            );
-                        }
-                        if window >= hang {
-                            x.cpu_window = Some((now, cpu));
+                    capture_stacks,
+                } => {
+                    if let Some(x) = self.execs.get_mut(&exec) {
+                        if let Some(k) = x.kill.take() {
+                            let _ = k.send(capture_stacks.then(|| x.stack_file.clone()));
                         }
                     }
-                    Verdict::Hung => kills.push((x.id, Death::Hang(silent))),
-                    Verdict::BusyTooLong => kills.push((x.id, Death::BusyTooLong(silent))),
                 }
+                Command::Started { task, attempt } => {
+                    (self.report)(Report::Started { task, attempt })
+                }
+                Command::Finished {
+                    task,
+                    attempt,
+                    result,
+                } => (self.report)(Report::Finished {
+                    task,
+                    attempt,
+                    result: result.map_err(executor::Failure::into_task_error),
+                }),
+                Command::ForgetJob { job } => {
+                    self.jobs.remove(&job);
+                }
+                Command::ForgetExec { exec } => {
+                    if let Some(x) = self.execs.remove(&exec) {
+                        let _ = std::fs::remove_file(&x.stack_file);
+                    }
+                }
+                Command::Log(l) => log(l),
             }
         }
-        for (e, d) in kills {
-            self.kill(e, d);
-        }
-        for e in settles {
-            self.settle(e);
-        }
+        events
     }
 
-    fn dispatch(&mut self) {
-        self.dispatch_tasks();
-        let alive = self.execs.iter().filter(|e| e.live()).count();
-        crate::vitals::set_executors_alive(alive as u32);
-    }
-
-    fn dispatch_tasks(&mut self) {
-        let now = Instant::now();
-        let blocked = self
-            .start_failure
-            .as_ref()
-            .is_some_and(|(t, _)| now - *t < START_RETRY_DELAY);
-        if self.active && !blocked {
-            while self.execs.iter().filter(|e| e.live()).count() < self.size {
-                if let Err(e) = self.spawn() {
-                    let message = format!("{e:#}");
-                    warn!(%message, "cannot start a python executor");
-                    self.start_failure = Some((now, message));
-                    break;
-                }
-            }
-        }
-        let blocked = self
-            .start_failure
-            .as_ref()
-            .is_some_and(|(t, _)| now - *t < START_RETRY_DELAY);
-        if self.execs.iter().all(|e| !e.live()) && blocked {
-            // Nothing can run them for now: fail them with the reason rather than wait.
-            if let Some((_, message)) = self.start_failure.clone() {
-                while let Some(j) = self.pending.pop_front() {
-                    self.finish(j, Err(task_error(message.clone())));
-                    self.gc(j);
-                }
-                if !self.opts.eager {
-                    self.active = false;
-                }
-            }
-            return;
-        }
-        while let Some(&j) = self.pending.front() {
-            let best = self
-                .execs
-                .iter()
-                .filter(|e| e.live() && e.queue.len() < e.depth())
-                .min_by_key(|e| (e.queue.len(), !e.ready, e.id))
-                .map(|e| e.id);
-            let Some(e) = best else { break };
-            self.pending.pop_front();
-            self.send(j, e);
-        }
-        if self.pending.is_empty() {
-            self.steal();
-        }
-    }
-
-    /// An idle executor takes a copy of a task waiting behind another executor's running one.
-    fn steal(&mut self) {
-        let idle: Vec<u64> = self
-            .execs
+    /// Every executor's last activity, and its CPU time while it is silent.
+    fn samples(&self) -> Vec<executor::Sample> {
+        let now = self.now();
+        self.execs
             .iter()
-            .filter(|e| e.live() && e.ready && e.queue.is_empty())
-            .map(|e| e.id)
-            .collect();
-        for thief in idle {
-            let mut found = None;
-            let stuck = |x: &&Exec| {
-                x.id != thief
-                    && x.live()
-                    && (!x.ready || x.started_at.is_some_and(|t| t.elapsed() >= STEAL_AFTER))
-            };
-            'outer: for x in self.execs.iter().filter(stuck) {
-                for &j in &x.queue {
-                    if x.running == Some(j) {
-                        continue;
-                    }
-                    if self.jobs.get(&j).is_some_and(|job| {
-                        job.owner.is_none() && !job.reported && job.on.len() == 1
-                    }) {
-                        found = Some(j);
-                        break 'outer;
-                    }
+            .map(|(&exec, x)| {
+                let last = x.activity.load(Ordering::Relaxed);
+                let last_activity = (last > 0).then(|| Duration::from_millis(last - 1));
+                let cpu = last_activity
+                    .filter(|&l| executor::samples_cpu(now.saturating_sub(l), self.hang_timeout))
+                    .and_then(|_| crate::vitals::process_cpu_seconds(x.pid))
+                    .map(Duration::from_secs_f64);
+                executor::Sample {
+                    exec,
+                    last_activity,
+                    cpu,
                 }
-            }
-            match found {
-                Some(j) => self.send(j, thief),
-                None => return,
-            }
-        }
-    }
-
-    fn send(&mut self, j: u64, exec: u64) {
-        let Some(job) = self.jobs.get_mut(&j) else {
-            return;
-        };
-        let frame = task_frame(j, &job.payload, &job.inputs);
-        job.on.push(exec);
-        if let Some(x) = self.exec_mut(exec) {
-            x.queue.push(j);
-            let _ = x.writer.send(frame);
-        }
+            })
+            .collect()
     }
 
     /// Write the script (once per content) and start an executor with its pipe tasks.
-    fn spawn(&mut self) -> Result<()> {
+    fn spawn(&mut self, exec: ExecId) -> Result<u32> {
         let script = ensure_script(&self.work_dir)?;
-        let stack_file = self.work_dir.join(format!(
-            "executor-{}-{}.stacks",
-            std::process::id(),
-            self.next_exec + 1
-        ));
+        let stack_file =
+            self.work_dir
+                .join(format!("executor-{}-{}.stacks", std::process::id(), exec.0));
         let mut cmd = tokio::process::Command::new(&self.python);
         cmd.arg("-u")
             .arg(&script)
@@ -982,49 +469,83 @@ impl Manager {
         let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        self.next_exec += 1;
-        let id = self.next_exec;
         let activity = Arc::new(AtomicU64::new(0));
         let stderr_tail = Arc::new(Mutex::new(Vec::new()));
         let (writer, writer_rx) = mpsc::unbounded_channel();
         let (kill, kill_rx) = oneshot::channel();
         tokio::spawn(write_frames(stdin, writer_rx));
+        let stamped = Stamped {
+            inner: stdout,
+            activity: activity.clone(),
+            epoch: self.epoch,
+        };
         tokio::spawn(read_frames(
             ExecLink {
-                exec: id,
+                exec,
                 pid,
                 writer: writer.clone(),
+                stderr_tail: stderr_tail.clone(),
             },
-            stdout,
-            activity.clone(),
-            self.epoch,
+            stamped,
             self.ev_tx.clone(),
         ));
-        tokio::spawn(forward_stderr(stderr, stderr_tail.clone()));
-        tokio::spawn(wait_child(id, child, kill_rx, self.ev_tx.clone()));
-        self.execs.push(Exec {
-            id,
-            pid,
-            writer,
-            queue: Vec::new(),
-            running: None,
-            started_at: None,
-            avg_run_us: None,
-            ready: false,
-            start_error: None,
-            activity,
-            spawned: Instant::now(),
-            kill: Some(kill),
-            death: None,
-            closed: None,
-            exited: None,
+        let forwarder = tokio::spawn(forward_stderr(stderr, stderr_tail.clone()));
+        tokio::spawn(wait_child(
+            exec,
+            child,
+            kill_rx,
+            forwarder,
             stderr_tail,
-            stack_file,
-            stacks: None,
-            cpu_window: None,
-            busy_warned: false,
-        });
-        Ok(())
+            self.ev_tx.clone(),
+        ));
+        self.execs.insert(
+            exec,
+            ExecIo {
+                pid,
+                writer,
+                activity,
+                kill: Some(kill),
+                stack_file,
+            },
+        );
+        Ok(pid)
+    }
+}
+
+fn log(l: Log) {
+    match l {
+        Log::StartFailed { pid: None, failure } => {
+            warn!(message = %failure, "cannot start a python executor")
+        }
+        Log::StartFailed {
+            pid: Some(pid),
+            failure,
+        } => warn!(pid, message = %failure, "python executor failed to start"),
+        Log::ExecutorReplaced { pid, death, exit } => {
+            crate::vitals::executor_replaced();
+            match death {
+                Some(executor::Death::Abandoned) => {
+                    info!(
+                        pid,
+                        "python executor killed to stop an abandoned task; replacing it"
+                    )
+                }
+                Some(d) => {
+                    warn!(pid, cause = ?d, status = %exit, "python executor killed; replacing it")
+                }
+                None => warn!(pid, status = %exit, "python executor died; replacing it"),
+            }
+        }
+        Log::BusySilent {
+            pid,
+            silent,
+            busy_timeout,
+        } => warn!(
+            pid,
+            silent_ms = silent.as_millis() as u64,
+            busy_timeout = ?busy_timeout,
+            "python executor silent but computing (a long C call holding the GIL): left running until the busy timeout"
+        ),
     }
 }
 
@@ -1053,44 +574,148 @@ fn parse_error(mut body: Bytes) -> TaskError {
     }
 }
 
-fn frame_header(kind: u8, id: u64, len: u32) -> Bytes {
-    let mut h = BytesMut::with_capacity(HEADER_LEN);
-    h.put_u8(kind);
-    h.put_u64(id);
-    h.put_u32(len);
-    h.freeze()
+// === impl ExecutorCodec ===
+
+/// The frames of an executor's pipes (see the module doc): decodes what an executor writes,
+/// encodes what the worker sends it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExecutorCodec;
+
+/// A frame from an executor, undecoded: its kind, the task id, the body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frame {
+    pub kind: u8,
+    pub id: u64,
+    pub body: Bytes,
 }
 
-/// A `T` frame as parts: header and blob descriptors, then the inline blobs. The payload and
-/// small inputs go inline; an input that is a whole shared-memory segment is named by its fd
-/// and mapped in place by the executor.
-fn task_frame(id: u64, payload: &Bytes, inputs: &[Bytes]) -> Vec<Bytes> {
-    let n = 1 + inputs.len();
-    let blobs =
-        std::iter::once((payload, None)).chain(inputs.iter().map(|i| (i, segment::fd_of(i))));
-    let mut desc = BytesMut::with_capacity(4 + BLOB_DESCRIPTOR_LEN * n);
-    desc.put_u32(n as u32);
-    let mut parts = Vec::with_capacity(n + 2);
-    let mut inline = 0usize;
-    for (b, fd) in blobs {
-        desc.put_u8(u8::from(fd.is_some()));
-        desc.put_bytes(0, 3);
-        desc.put_u32(fd.unwrap_or(0) as u32);
-        desc.put_u64(0);
-        desc.put_u64(b.len() as u64);
-        if fd.is_none() {
-            inline += b.len();
-            parts.push(b.clone());
+/// What the worker sends an executor.
+#[derive(Clone, Debug)]
+pub enum ToExecutor {
+    /// `T`: the payload inline; each input inline, or named by its fd if it is a whole
+    /// shared-memory segment (the executor maps it in place).
+    Task {
+        id: u64,
+        payload: Bytes,
+        inputs: Vec<Bytes>,
+    },
+    /// `C`.
+    Cancel(u64),
+    /// `F`: the result segment of task `id` is mapped; close it.
+    ResultMapped(u64),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("reading its output: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("a frame of {0} bytes")]
+    TooLarge(usize),
+}
+
+impl Decoder for ExecutorCodec {
+    type Item = Frame;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        if src.len() < HEADER_LEN {
+            return Ok(None);
         }
+        let kind = src[0];
+        let id = u64::from_be_bytes(src[1..9].try_into().expect("8 bytes"));
+        let len = u32::from_be_bytes(src[9..13].try_into().expect("4 bytes")) as usize;
+        if len > MAX_EXECUTOR_FRAME {
+            return Err(FrameError::TooLarge(len));
+        }
+        if src.len() < HEADER_LEN + len {
+            src.reserve(HEADER_LEN + len - src.len());
+            return Ok(None);
+        }
+        let mut frame = src.split_to(HEADER_LEN + len);
+        frame.advance(HEADER_LEN);
+        Ok(Some(Frame {
+            kind,
+            id,
+            body: frame.freeze(),
+        }))
     }
-    let body_len = desc.len() + inline;
-    let mut head = BytesMut::with_capacity(HEADER_LEN + desc.len());
-    head.put_u8(b'T');
-    head.put_u64(id);
-    head.put_u32(u32::try_from(body_len).unwrap_or(u32::MAX));
-    head.extend_from_slice(&desc);
-    parts.insert(0, head.freeze());
-    parts
+}
+
+impl Encoder<ToExecutor> for ExecutorCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, item: ToExecutor, dst: &mut BytesMut) -> std::io::Result<()> {
+        let (id, payload, inputs) = match item {
+            ToExecutor::Cancel(id) => {
+                put_header(dst, b'C', id, 0);
+                return Ok(());
+            }
+            ToExecutor::ResultMapped(id) => {
+                put_header(dst, b'F', id, 0);
+                return Ok(());
+            }
+            ToExecutor::Task {
+                id,
+                payload,
+                inputs,
+            } => (id, payload, inputs),
+        };
+        let blobs: Vec<(&Bytes, Option<i32>)> = std::iter::once((&payload, None))
+            .chain(inputs.iter().map(|i| (i, segment::fd_of(i))))
+            .collect();
+        let inline: usize = blobs
+            .iter()
+            .filter(|(_, fd)| fd.is_none())
+            .map(|(b, _)| b.len())
+            .sum();
+        let body_len = 4 + BLOB_DESCRIPTOR_LEN * blobs.len() + inline;
+        dst.reserve(HEADER_LEN + body_len);
+        put_header(dst, b'T', id, u32::try_from(body_len).unwrap_or(u32::MAX));
+        dst.put_u32(blobs.len() as u32);
+        for (b, fd) in &blobs {
+            dst.put_u8(u8::from(fd.is_some()));
+            dst.put_bytes(0, 3);
+            dst.put_u32(fd.unwrap_or(0) as u32);
+            dst.put_u64(0);
+            dst.put_u64(b.len() as u64);
+        }
+        for (b, _) in blobs.iter().filter(|(_, fd)| fd.is_none()) {
+            dst.extend_from_slice(b);
+        }
+        Ok(())
+    }
+}
+
+fn put_header(dst: &mut BytesMut, kind: u8, id: u64, len: u32) {
+    dst.reserve(HEADER_LEN);
+    dst.put_u8(kind);
+    dst.put_u64(id);
+    dst.put_u32(len);
+}
+
+/// An executor's output, stamping the time of every read: pings are consumed by the decoder
+/// and never reach the core, so this is how the core learns an executor is alive.
+struct Stamped<R> {
+    inner: R,
+    activity: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Stamped<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let ms = this.epoch.elapsed().as_millis() as u64 + 1;
+            this.activity.store(ms, Ordering::Relaxed);
+        }
+        r
+    }
 }
 
 /// Where the embedded script is written: named by a hash of its content, so workers of
@@ -1116,22 +741,22 @@ fn ensure_script(work_dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Frames to the executor, flushed once per batch of what is waiting.
 async fn write_frames(
     stdin: tokio::process::ChildStdin,
-    mut rx: mpsc::UnboundedReceiver<Vec<Bytes>>,
+    mut rx: mpsc::UnboundedReceiver<ToExecutor>,
 ) {
-    let mut w = tokio::io::BufWriter::with_capacity(1 << 16, stdin);
+    let mut sink = FramedWrite::with_capacity(stdin, ExecutorCodec, PIPE_BUFFER_BYTES);
+    sink.set_backpressure_boundary(PIPE_BUFFER_BYTES);
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
-        while let Some(parts) = next.take() {
-            for p in parts {
-                if w.write_all(&p).await.is_err() {
-                    return; // the executor is gone; its exit is reported by `wait_child`
-                }
+        while let Some(item) = next.take() {
+            if sink.feed(item).await.is_err() {
+                return; // the executor is gone; its exit is reported by `wait_child`
             }
             next = rx.try_recv().ok();
         }
-        if w.flush().await.is_err() {
+        if sink.flush().await.is_err() {
             return;
         }
     }
@@ -1139,9 +764,11 @@ async fn write_frames(
 
 /// What the reader of an executor's output needs to know of it.
 struct ExecLink {
-    exec: u64,
+    exec: ExecId,
     pid: u32,
-    writer: mpsc::UnboundedSender<Vec<Bytes>>,
+    writer: mpsc::UnboundedSender<ToExecutor>,
+    /// Cleared when a task starts, so that a death quotes what that task wrote.
+    stderr_tail: Arc<Mutex<Vec<u8>>>,
 }
 
 impl ExecLink {
@@ -1161,72 +788,80 @@ impl ExecLink {
                 let value = segment::adopt_path(&path, len).map_err(|e| {
                     format!("cannot map the result segment {}: {e}", path.display())
                 })?;
-                let _ = self.writer.send(vec![frame_header(b'F', id, 0)]);
+                let _ = self.writer.send(ToExecutor::ResultMapped(id));
                 Ok(value)
             }
             _ => Err("a malformed result frame".into()),
         }
     }
+
+    /// The event a frame means, or what is wrong with it.
+    fn event(&self, f: Frame) -> Result<Option<Event>, String> {
+        let (exec, job) = (self.exec, JobId(f.id));
+        Ok(Some(match f.kind {
+            b'P' => return Ok(None),
+            b'H' => {
+                let hello: serde_json::Value = serde_json::from_slice(&f.body).unwrap_or_default();
+                let error = hello
+                    .get("error")
+                    .and_then(|e| e.as_str())
+                    .map(String::from);
+                if error.is_none() {
+                    info!(
+                        pid = self.pid,
+                        python = hello["python"].as_str().unwrap_or("?"),
+                        cloudpickle = hello["cloudpickle"].as_str().unwrap_or("?"),
+                        executable = hello["executable"].as_str().unwrap_or("?"),
+                        "python executor ready"
+                    );
+                }
+                Event::Hello { exec, error }
+            }
+            b'S' => {
+                self.stderr_tail.lock().expect("not poisoned").clear();
+                Event::Started { exec, job }
+            }
+            b'R' => Event::Answered {
+                exec,
+                job,
+                answer: Answer::Value(self.result_value(f.id, f.body)?),
+            },
+            b'E' => Event::Answered {
+                exec,
+                job,
+                answer: Answer::Error(parse_error(f.body)),
+            },
+            b'X' => Event::Answered {
+                exec,
+                job,
+                answer: Answer::Skipped,
+            },
+            other => return Err(format!("unknown frame kind {:?}", other as char)),
+        }))
+    }
 }
 
 async fn read_frames(
     link: ExecLink,
-    mut stdout: tokio::process::ChildStdout,
-    activity: Arc<AtomicU64>,
-    epoch: Instant,
-    ev: mpsc::UnboundedSender<Ev>,
+    stdout: Stamped<tokio::process::ChildStdout>,
+    ev: mpsc::UnboundedSender<Event>,
 ) {
-    let mut buf = BytesMut::with_capacity(1 << 16);
+    let mut frames = FramedRead::with_capacity(stdout, ExecutorCodec, PIPE_BUFFER_BYTES);
     let error = loop {
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(1 << 16);
-        }
-        match stdout.read_buf(&mut buf).await {
-            Ok(0) => break None,
-            Ok(_) => {}
-            Err(e) => break Some(format!("reading its output: {e}")),
-        }
-        activity.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
-        let mut bad = None;
-        while buf.len() >= HEADER_LEN {
-            let kind = buf[0];
-            let id = u64::from_be_bytes(buf[1..9].try_into().expect("8 bytes"));
-            let len = u32::from_be_bytes(buf[9..13].try_into().expect("4 bytes")) as usize;
-            if len > MAX_EXECUTOR_FRAME {
-                bad = Some(format!("a frame of {len} bytes"));
-                break;
+        let frame = match frames.next().await {
+            None => break None,
+            Some(Err(e)) => break Some(e.to_string()),
+            Some(Ok(f)) => f,
+        };
+        match link.event(frame) {
+            Ok(Some(e)) => {
+                let _ = ev.send(e);
             }
-            if buf.len() < HEADER_LEN + len {
-                buf.reserve(HEADER_LEN + len - buf.len());
-                break;
-            }
-            let mut frame = buf.split_to(HEADER_LEN + len);
-            if kind == b'P' {
-                continue;
-            }
-            frame.advance(HEADER_LEN);
-            let mut body = frame.freeze();
-            if kind == b'R' {
-                match link.result_value(id, body) {
-                    Ok(v) => body = v,
-                    Err(e) => {
-                        bad = Some(e);
-                        break;
-                    }
-                }
-            }
-            let _ = ev.send(Ev::Frame {
-                exec: link.exec,
-                kind,
-                id,
-                body,
-            });
-        }
-        if bad.is_some() {
-            break bad;
+            Ok(None) => {}
+            Err(e) => break Some(e),
         }
     };
-    let _ = ev.send(Ev::Closed {
+    let _ = ev.send(Event::Closed {
         exec: link.exec,
         error,
     });
@@ -1252,10 +887,12 @@ async fn forward_stderr(mut stderr: tokio::process::ChildStderr, tail: Arc<Mutex
 }
 
 async fn wait_child(
-    exec: u64,
+    exec: ExecId,
     mut child: tokio::process::Child,
     mut kill: oneshot::Receiver<Option<PathBuf>>,
-    ev: mpsc::UnboundedSender<Ev>,
+    forwarder: tokio::task::JoinHandle<()>,
+    stderr_tail: Arc<Mutex<Vec<u8>>>,
+    ev: mpsc::UnboundedSender<Event>,
 ) {
     let pid = child.id();
     let done = tokio::select! {
@@ -1288,26 +925,37 @@ async fn wait_child(
             child.wait().await
         }
     };
-    let status = match status {
+    let exit = match status {
         Ok(s) => describe_exit(s),
-        Err(e) => format!("could not be waited for ({e})"),
+        Err(e) => Exit::WaitFailed(e.to_string()),
     };
     if let Some(st) = &stacks {
         warn!(pid = ?pid, stacks = %st, "python stacks of the executor before it was killed");
     }
-    let _ = ev.send(Ev::Exited {
+    // The last words on stderr (faulthandler's report of a crash) come after the exit: read
+    // them to the end, unless a surviving child of the executor holds the pipe open.
+    let _ = tokio::time::timeout(executor::EXIT_GRACE, forwarder).await;
+    let stderr_tail = {
+        let t = stderr_tail.lock().expect("not poisoned");
+        String::from_utf8_lossy(&t).into_owned()
+    };
+    let _ = ev.send(Event::Exited {
         exec,
-        status,
+        exit,
         stacks,
+        stderr_tail,
     });
 }
 
-fn describe_exit(s: std::process::ExitStatus) -> String {
+fn describe_exit(s: std::process::ExitStatus) -> Exit {
     use std::os::unix::process::ExitStatusExt;
     match (s.code(), s.signal()) {
-        (Some(c), _) => format!("exited with code {c}"),
-        (None, Some(sig)) => format!("was killed by signal {sig} ({})", signal_name(sig)),
-        _ => "ended".to_string(),
+        (Some(c), _) => Exit::Code(c),
+        (None, Some(signal)) => Exit::Signal {
+            signal,
+            name: signal_name(signal),
+        },
+        _ => Exit::Other,
     }
 }
 
@@ -1328,9 +976,93 @@ fn signal_name(sig: i32) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    //! The pool against real executors (`python3` with `cloudpickle`).
+    //! The pipe codec, then the pool against real executors (`python3` with `cloudpickle`).
     use super::*;
     use rusk_proto::GraphId;
+
+    fn header(kind: u8, id: u64, len: u32) -> Vec<u8> {
+        let mut h = vec![kind];
+        h.extend_from_slice(&id.to_be_bytes());
+        h.extend_from_slice(&len.to_be_bytes());
+        h
+    }
+
+    #[test]
+    fn the_codec_decodes_frames_split_anywhere() {
+        let mut wire = header(b'P', 0, 0);
+        wire.extend(header(b'S', 7, 0));
+        wire.extend(header(b'R', 7, 4));
+        wire.extend(b"\0abc");
+        let mut codec = ExecutorCodec;
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        // One byte at a time: a frame is complete only when all of it is there.
+        for b in wire {
+            buf.put_u8(b);
+            while let Some(f) = codec.decode(&mut buf).unwrap() {
+                frames.push(f);
+            }
+        }
+        assert!(buf.is_empty());
+        let frame = |kind, id, body: &'static [u8]| Frame {
+            kind,
+            id,
+            body: Bytes::from_static(body),
+        };
+        assert_eq!(
+            frames,
+            vec![
+                frame(b'P', 0, b""),
+                frame(b'S', 7, b""),
+                frame(b'R', 7, b"\0abc")
+            ]
+        );
+    }
+
+    #[test]
+    fn the_codec_refuses_a_frame_over_the_limit_from_its_header() {
+        let mut buf = BytesMut::from(&header(b'E', 1, MAX_EXECUTOR_FRAME as u32 + 1)[..]);
+        let e = ExecutorCodec.decode(&mut buf).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("a frame of {} bytes", MAX_EXECUTOR_FRAME + 1)
+        );
+    }
+
+    #[test]
+    fn the_codec_encodes_tasks_with_blob_descriptors_and_bare_cancels() {
+        let mut dst = BytesMut::new();
+        ExecutorCodec
+            .encode(
+                ToExecutor::Task {
+                    id: 9,
+                    payload: Bytes::from_static(b"ab"),
+                    inputs: vec![Bytes::from_static(b"c")],
+                },
+                &mut dst,
+            )
+            .unwrap();
+        let mut want = header(b'T', 9, 4 + 2 * 24 + 3);
+        want.extend(2u32.to_be_bytes());
+        for len in [2u64, 1] {
+            want.extend([0, 0, 0, 0]); // inline, padding
+            want.extend(0u32.to_be_bytes()); // fd
+            want.extend(0u64.to_be_bytes()); // offset
+            want.extend(len.to_be_bytes());
+        }
+        want.extend(b"abc");
+        assert_eq!(&dst[..], &want[..]);
+        let mut dst = BytesMut::new();
+        ExecutorCodec
+            .encode(ToExecutor::Cancel(5), &mut dst)
+            .unwrap();
+        ExecutorCodec
+            .encode(ToExecutor::ResultMapped(6), &mut dst)
+            .unwrap();
+        let mut want = header(b'C', 5, 0);
+        want.extend(header(b'F', 6, 0));
+        assert_eq!(&dst[..], &want[..]);
+    }
 
     /// Payloads made by `python3`: `code` appends bytes to `out` using `payload(f, args,
     /// kwargs, paths)` (the client's format) and `dump(value)`.

@@ -1,0 +1,1257 @@
+//! The executor pool as a pure state machine: the policy of `python_exec`, without processes.
+//!
+//! The worker hands the pool attempts to run (`Execute`, keyed by a [`JobId`] the shell chose;
+//! the shell keeps the payload and inputs) and sometimes takes them back (`Abandon`). The pool
+//! keeps `size` executors, sends each job to one of them and reports exactly one `Finished` per
+//! `Execute`, preceded by at most one `Started`.
+//!
+//! # Scheduling
+//!
+//! Executors are spawned with the first job (or at once: `eager`), and the pool is kept at
+//! `size` live executors from then on. Jobs are sent ahead of their start, so an executor goes
+//! from one to the next without a round trip through the worker: [`PIPELINE_DEPTH`] at once,
+//! or [`PIPELINE_DEPTH_SHORT`] while its tasks take under [`SHORT_TASK`] on average. A job
+//! queued behind a long one (running for [`STEAL_AFTER`]) or behind an executor still starting
+//! is not stuck there: an idle executor, when nothing else waits, is sent a copy; the first
+//! executor to start it owns it, the others are told to drop it (`Cancel`), and only the
+//! owner's answer counts.
+//!
+//! # Failures
+//!
+//! An executor is killed (`Kill`) when it is hung or busy too long ([`super::judge`], from the
+//! `Tick` samples), when the job it runs is abandoned, when it has not said hello within
+//! [`START_TIMEOUT`], or when it breaks the protocol. A dead executor is *settled* once both its
+//! output closed and its exit was seen (or [`EXIT_GRACE`] after its exit): the job it was running
+//! fails with a [`Loss`] saying what happened (its retries apply), the jobs queued behind it go
+//! back to the front of the queue uncharged, and a replacement is spawned. An executor that
+//! never got going fails the jobs only it held with the reason ([`StartFailure`]); after a start
+//! failure no executor is spawned for [`START_RETRY_DELAY`], and while none is live the waiting
+//! jobs fail with that reason rather than wait.
+//!
+//! Answers (`Started`, `Answered`) from an executor the pool has condemned are ignored: the
+//! verdict stands, and its jobs are settled when it is gone.
+use super::{judge, samples_cpu, Silence, Verdict};
+use bytes::Bytes;
+use rusk_proto::msg::TaskError;
+use rusk_proto::{AttemptId, TaskRef};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+/// How often an executor pings (fixed in the script).
+pub const PING_INTERVAL: Duration = Duration::from_millis(100);
+/// Tasks sent to one executor ahead of their start.
+pub const PIPELINE_DEPTH: usize = 2;
+/// Tasks sent to one executor ahead while its tasks are short (no-op-sized tasks would
+/// otherwise wait on pipe wake-ups).
+pub const PIPELINE_DEPTH_SHORT: usize = 16;
+/// Tasks shorter than this on average (start to answer, as seen by the pool) are short.
+pub const SHORT_TASK: Duration = Duration::from_millis(1);
+/// A task queued behind one that has run this long (or behind an executor still starting)
+/// may be taken by an idle executor. Shorter waits are not worth a duplicate start.
+pub const STEAL_AFTER: Duration = Duration::from_millis(10);
+/// An executor that has not said hello within this is killed (interpreter start and
+/// `import cloudpickle` take well under a second on a healthy host).
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// After an executor failed to start, wait this long before trying again.
+pub const START_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How long to wait for the rest of a dead executor's output (or for its exit after it closed
+/// its output) before settling its tasks.
+pub const EXIT_GRACE: Duration = Duration::from_millis(200);
+/// If the pool's own loop was held up longer than this (at least; half the hang timeout if
+/// that is more) between two checks, the executors' pings are waiting unread: judge nobody.
+const STALL_MIN: Duration = Duration::from_millis(500);
+/// Shortest period of the checks (a hang timeout of 100 ms would ask for 20 ms).
+const CHECK_PERIOD_MIN: Duration = Duration::from_millis(20);
+
+/// A job: one `Execute`, named by the shell (which keeps its payload and inputs under it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub u64);
+
+/// An executor process of the pool, named by the core (`Spawn`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExecId(pub u64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for ExecId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "executor {}", self.0)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// Executors kept running (the worker's `nthreads`, at least 1).
+    pub size: usize,
+    /// A silent executor not using CPU for this long is hung.
+    pub hang_timeout: Duration,
+    /// A silent executor using CPU is killed after this long.
+    pub busy_timeout: Duration,
+    /// Spawn the executors at once rather than with the first job.
+    pub eager: bool,
+    /// The interpreter, as named in start-failure messages.
+    pub python: String,
+}
+
+/// How an executor process ended, as the shell saw it (`wait()`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal {
+        signal: i32,
+        name: &'static str,
+    },
+    /// Neither a code nor a signal.
+    Other,
+    WaitFailed(String),
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exited with code {c}"),
+            Exit::Signal { signal, name } => write!(f, "was killed by signal {signal} ({name})"),
+            Exit::Other => write!(f, "ended"),
+            Exit::WaitFailed(e) => write!(f, "could not be waited for ({e})"),
+        }
+    }
+}
+
+/// Why the pool killed an executor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Death {
+    /// Silent and not computing (judged [`Verdict::Hung`]).
+    Hung {
+        silent: Duration,
+    },
+    /// Silent and computing past the busy timeout ([`Verdict::BusyTooLong`]).
+    BusyTooLong {
+        silent: Duration,
+    },
+    /// The job it was running was abandoned by the worker.
+    Abandoned,
+    /// No hello within [`START_TIMEOUT`].
+    StartTimeout,
+    Protocol(ProtocolError),
+}
+
+/// How an executor broke the pipe protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProtocolError {
+    StartedUnknown(JobId),
+    AnsweredUnknown(JobId),
+    /// Started a task while running another, skipped one it had started, or answered one
+    /// nobody started.
+    OutOfOrder(JobId),
+    /// Its output ended, and it did not exit within [`EXIT_GRACE`].
+    ClosedOutput,
+    /// What the shell's reader found (a bad frame, a read error).
+    Reader(String),
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::StartedUnknown(j) => write!(f, "started unknown task {j}"),
+            ProtocolError::AnsweredUnknown(j) => write!(f, "answered unknown task {j}"),
+            ProtocolError::OutOfOrder(j) => write!(f, "answered task {j} out of order"),
+            ProtocolError::ClosedOutput => write!(f, "closed its output"),
+            ProtocolError::Reader(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Why no executor could run a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartFailure {
+    /// The process could not be spawned (the shell's words: no such interpreter, ...).
+    Spawn(String),
+    /// The executor said why in its hello (no `cloudpickle`, ...).
+    Refused(String),
+    TimedOut {
+        python: String,
+        stderr_tail: String,
+    },
+    /// It exited before its hello.
+    Ended {
+        python: String,
+        exit: Exit,
+        stderr_tail: String,
+    },
+}
+
+impl fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartFailure::Spawn(m) | StartFailure::Refused(m) => write!(f, "{m}"),
+            StartFailure::TimedOut {
+                python,
+                stderr_tail,
+            } => write!(
+                f,
+                "the Python executor ({python}) did not start within {START_TIMEOUT:?} and was killed{}",
+                Tail(stderr_tail)
+            ),
+            StartFailure::Ended {
+                python,
+                exit,
+                stderr_tail,
+            } => write!(
+                f,
+                "the Python executor ({python}) {exit} before it was ready{}",
+                Tail(stderr_tail)
+            ),
+        }
+    }
+}
+
+/// An executor died while running a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loss {
+    pub pid: u32,
+    /// Why the pool killed it; `None`: it died by itself.
+    pub death: Option<Death>,
+    pub exit: Exit,
+    /// Its Python stacks, captured before a hang kill.
+    pub stacks: Option<String>,
+    pub stderr_tail: String,
+    /// The timeouts in force, for the advice in the message.
+    pub hang_timeout: Duration,
+    pub busy_timeout: Duration,
+}
+
+impl fmt::Display for Loss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (pid, tail) = (self.pid, Tail(&self.stderr_tail));
+        match &self.death {
+            Some(Death::Hung { silent }) => write!(
+                f,
+                "the Python executor (pid {pid}) running this task sent no ping for {silent:?}, \
+                 so it was killed (SIGKILL) and replaced: the task held the GIL (a long \
+                 C call) or hung. If the task legitimately holds the GIL that long, raise \
+                 RUSK_EXECUTOR_HANG_TIMEOUT (now {t:?}){tail}",
+                t = self.hang_timeout
+            )?,
+            Some(Death::BusyTooLong { silent }) => write!(
+                f,
+                "the Python executor (pid {pid}) running this task computed without a \
+                 ping (a C call holding the GIL) for {silent:?}, over the busy timeout \
+                 of {t:?}, so it was killed (SIGKILL) and replaced. Raise \
+                 RUSK_EXECUTOR_BUSY_TIMEOUT if the task legitimately runs that long{tail}",
+                t = self.busy_timeout
+            )?,
+            Some(Death::Protocol(p)) => write!(
+                f,
+                "the Python executor (pid {pid}) running this task broke the protocol \
+                 ({p}) and was killed and replaced{tail}"
+            )?,
+            Some(Death::StartTimeout) | Some(Death::Abandoned) | None => write!(
+                f,
+                "the Python executor (pid {pid}) running this task {}; the worker \
+                 replaced it{tail}",
+                self.exit
+            )?,
+        }
+        if let Some(st) = &self.stacks {
+            write!(
+                f,
+                "\nPython stacks of the executor when it was killed:\n{st}"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `; its stderr ended with: ...`, or nothing.
+struct Tail<'a>(&'a str);
+
+impl fmt::Display for Tail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.0.trim();
+        if t.is_empty() {
+            Ok(())
+        } else {
+            write!(f, "; its stderr ended with: {t}")
+        }
+    }
+}
+
+/// Why a job failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The task raised (or its payload could not be run): the executor's `E`.
+    Raised(TaskError),
+    /// The worker abandoned the attempt.
+    Abandoned,
+    /// The executor running it died or was killed.
+    Lost(Box<Loss>),
+    /// No executor could start.
+    NoExecutor(StartFailure),
+}
+
+impl Failure {
+    /// The error the worker reports to the scheduler.
+    pub fn into_task_error(self) -> TaskError {
+        let message = match self {
+            Failure::Raised(e) => return e,
+            Failure::Abandoned => "abandoned".to_string(),
+            Failure::Lost(l) => l.to_string(),
+            Failure::NoExecutor(s) => s.to_string(),
+        };
+        TaskError {
+            message,
+            exit_code: None,
+            detail: None,
+        }
+    }
+}
+
+/// An executor's answer to a job it was sent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    /// `R`: the value.
+    Value(Bytes),
+    /// `E`: the task raised.
+    Error(TaskError),
+    /// `X`: cancelled before it started.
+    Skipped,
+}
+
+/// What the shell observed of one executor at a `Tick`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    pub exec: ExecId,
+    /// When its last byte arrived; `None`: nothing yet.
+    pub last_activity: Option<Duration>,
+    /// Its CPU time so far, read when [`samples_cpu`] says so (else `None`).
+    pub cpu: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// Run this attempt; the shell keeps its payload and inputs under `job`.
+    Execute {
+        job: JobId,
+        task: TaskRef,
+        attempt: AttemptId,
+    },
+    /// Stop the attempt if it is queued or running here (a running one by killing its
+    /// executor); a no-op for attempts the pool does not have or has reported.
+    Abandon { task: TaskRef, attempt: AttemptId },
+    /// A `Spawn` succeeded.
+    Spawned { exec: ExecId, pid: u32 },
+    /// A `Spawn` failed: no process exists.
+    SpawnFailed { exec: ExecId, message: String },
+    /// `H`: ready, or the reason it cannot run tasks (it exits next).
+    Hello { exec: ExecId, error: Option<String> },
+    /// `S`.
+    Started { exec: ExecId, job: JobId },
+    /// `R`, `E` or `X`.
+    Answered {
+        exec: ExecId,
+        job: JobId,
+        answer: Answer,
+    },
+    /// Its output ended: EOF (`None`) or what the reader found wrong.
+    Closed { exec: ExecId, error: Option<String> },
+    /// The process was reaped.
+    Exited {
+        exec: ExecId,
+        exit: Exit,
+        /// Captured before a `Kill { capture_stacks: true }`.
+        stacks: Option<String>,
+        /// The end of what it wrote to stderr since its current task started.
+        stderr_tail: String,
+    },
+    /// Periodic (at [`PoolCore::next_timeout`]), with a sample of every executor spawned.
+    Tick { samples: Vec<Sample> },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Start an executor process; answer with `Spawned` or `SpawnFailed`. Jobs may be sent
+    /// to it (the commands after this one) before the answer: a failed spawn gives them back.
+    Spawn {
+        exec: ExecId,
+    },
+    /// Write the job's `T` frame to the executor.
+    Send {
+        exec: ExecId,
+        job: JobId,
+    },
+    /// Write a `C` frame: drop the job unless it has started.
+    Cancel {
+        exec: ExecId,
+        job: JobId,
+    },
+    /// Kill the executor (its process group), after capturing its Python stacks if asked; then
+    /// report `Exited` (with the stacks).
+    Kill {
+        exec: ExecId,
+        capture_stacks: bool,
+    },
+    /// Tell the worker the attempt started (at most once per job, before `Finished`).
+    Started {
+        task: TaskRef,
+        attempt: AttemptId,
+    },
+    /// Exactly one per `Execute`.
+    Finished {
+        task: TaskRef,
+        attempt: AttemptId,
+        result: Result<Bytes, Failure>,
+    },
+    /// No executor holds the job any more: drop its payload and inputs.
+    ForgetJob {
+        job: JobId,
+    },
+    /// The executor is settled (or was never spawned): drop what the shell keeps for it.
+    ForgetExec {
+        exec: ExecId,
+    },
+    Log(Log),
+}
+
+/// What the pool did, for the shell's logs and metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Log {
+    /// An executor could not start (`pid` `None`: not even spawned).
+    StartFailed {
+        pid: Option<u32>,
+        failure: StartFailure,
+    },
+    /// A ready executor died or was killed; a replacement follows.
+    ExecutorReplaced {
+        pid: u32,
+        death: Option<Death>,
+        exit: Exit,
+    },
+    /// Silent but computing: left running until the busy timeout (once per silence).
+    BusySilent {
+        pid: u32,
+        silent: Duration,
+        busy_timeout: Duration,
+    },
+}
+
+struct Job {
+    task: TaskRef,
+    attempt: AttemptId,
+    /// Executors it was sent to that have not answered it.
+    on: Vec<ExecId>,
+    /// The executor that started it first: its answer is the job's.
+    owner: Option<ExecId>,
+    /// `Finished` was emitted.
+    reported: bool,
+    /// Abandoned by the worker: any executor that starts it is killed.
+    abandoned: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Hello {
+    Waiting,
+    Ready,
+    Refused(String),
+}
+
+/// The CPU window of a silent executor: when it opened, and the CPU time then.
+#[derive(Clone, Copy, Debug)]
+struct CpuWindow {
+    start: Duration,
+    cpu: Duration,
+}
+
+struct Exited {
+    exit: Exit,
+    at: Duration,
+    stacks: Option<String>,
+    stderr_tail: String,
+}
+
+struct Exec {
+    id: ExecId,
+    /// `None` until `Spawned`.
+    pid: Option<u32>,
+    spawned_at: Duration,
+    hello: Hello,
+    /// Jobs sent and not answered, in order.
+    queue: Vec<JobId>,
+    /// The job it started last and has not answered, and when it started.
+    running: Option<(JobId, Duration)>,
+    /// Moving average of its tasks' run times, in microseconds (`None`: none ran yet).
+    avg_run_us: Option<f64>,
+    /// While silent: the CPU window, and whether `BusySilent` was logged.
+    window: Option<CpuWindow>,
+    busy_warned: bool,
+    /// Condemned: why it is being killed.
+    death: Option<Death>,
+    kill_sent: bool,
+    /// Output closed (EOF or a bad frame), and when.
+    closed_at: Option<Duration>,
+    exited: Option<Exited>,
+}
+
+impl Exec {
+    fn live(&self) -> bool {
+        self.death.is_none() && self.closed_at.is_none() && self.exited.is_none()
+    }
+
+    fn ready(&self) -> bool {
+        self.hello == Hello::Ready
+    }
+
+    /// How many jobs it may have been sent and not answered.
+    fn depth(&self) -> usize {
+        match self.avg_run_us {
+            Some(us) if us < SHORT_TASK.as_micros() as f64 => PIPELINE_DEPTH_SHORT,
+            _ => PIPELINE_DEPTH,
+        }
+    }
+
+    /// May a job be sent to it now? Also while it is being spawned: the shell spawns before
+    /// it carries out the commands that follow, and a failed spawn gives its jobs back.
+    fn takes_jobs(&self) -> bool {
+        self.live() && self.queue.len() < self.depth()
+    }
+
+    /// Since when may the jobs queued behind its running one be stolen (`None`: not now)?
+    /// At once while it is still starting, [`STEAL_AFTER`] into a running task.
+    fn stealable_from(&self) -> Option<Duration> {
+        if !self.live() {
+            return None;
+        }
+        if !self.ready() {
+            return Some(Duration::ZERO);
+        }
+        self.running.map(|(_, at)| at + STEAL_AFTER)
+    }
+}
+
+pub struct PoolCore {
+    config: PoolConfig,
+    jobs: FxHashMap<JobId, Job>,
+    by_attempt: FxHashMap<(TaskRef, AttemptId), JobId>,
+    /// Jobs waiting for an executor, oldest first.
+    pending: VecDeque<JobId>,
+    /// In spawn order (so by id).
+    execs: Vec<Exec>,
+    /// Keep `size` executors running (set by the first job, or `eager`).
+    active: bool,
+    start_failure: Option<(Duration, StartFailure)>,
+    next_exec: u64,
+    last_check: Duration,
+    out: Vec<Command>,
+}
+
+impl PoolCore {
+    pub fn new(config: PoolConfig) -> PoolCore {
+        assert!(config.size >= 1, "a pool of no executors");
+        PoolCore {
+            active: config.eager,
+            config,
+            jobs: FxHashMap::default(),
+            by_attempt: FxHashMap::default(),
+            pending: VecDeque::new(),
+            execs: Vec::new(),
+            start_failure: None,
+            next_exec: 0,
+            last_check: Duration::ZERO,
+            out: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    /// What to do when the shell starts: an eager pool spawns its executors.
+    pub fn start(&mut self, now: Duration) -> Vec<Command> {
+        let mut out = Vec::new();
+        std::mem::swap(&mut self.out, &mut out);
+        self.dispatch(now);
+        std::mem::swap(&mut self.out, &mut out);
+        out
+    }
+
+    pub fn handle(&mut self, now: Duration, event: Event) -> Vec<Command> {
+        let mut out = Vec::new();
+        self.handle_into(now, event, &mut out);
+        out
+    }
+
+    pub fn handle_into(&mut self, now: Duration, event: Event, out: &mut Vec<Command>) {
+        std::mem::swap(&mut self.out, out);
+        match event {
+            Event::Execute { job, task, attempt } => self.on_execute(job, task, attempt),
+            Event::Abandon { task, attempt } => self.on_abandon(task, attempt),
+            Event::Spawned { exec, pid } => self.on_spawned(now, exec, pid),
+            Event::SpawnFailed { exec, message } => self.on_spawn_failed(now, exec, message),
+            Event::Hello { exec, error } => {
+                if let Some(x) = self.exec_mut(exec) {
+                    x.hello = match error {
+                        Some(e) => Hello::Refused(e),
+                        None => Hello::Ready,
+                    };
+                }
+            }
+            Event::Started { exec, job } => self.on_started(now, exec, job),
+            Event::Answered { exec, job, answer } => self.on_answered(now, exec, job, answer),
+            Event::Closed { exec, error } => {
+                if let Some(x) = self.exec_mut(exec) {
+                    x.closed_at.get_or_insert(now);
+                    if let Some(e) = error {
+                        self.kill(exec, Death::Protocol(ProtocolError::Reader(e)));
+                    }
+                    self.maybe_settle(now, exec);
+                }
+            }
+            Event::Exited {
+                exec,
+                exit,
+                stacks,
+                stderr_tail,
+            } => {
+                if let Some(x) = self.exec_mut(exec) {
+                    assert!(x.pid.is_some(), "{exec} exited before it was spawned");
+                    x.exited = Some(Exited {
+                        exit,
+                        at: now,
+                        stacks,
+                        stderr_tail,
+                    });
+                    self.maybe_settle(now, exec);
+                }
+            }
+            Event::Tick { samples } => self.on_tick(now, &samples),
+        }
+        self.dispatch(now);
+        std::mem::swap(&mut self.out, out);
+    }
+
+    /// When the shell must send the next `Tick`: periodically while there are executors (to
+    /// judge silences, start timeouts and exits), sooner when a queued job becomes stealable.
+    pub fn next_timeout(&self) -> Option<Duration> {
+        if self.execs.is_empty() {
+            return None;
+        }
+        let period = (self.config.hang_timeout / 5).clamp(CHECK_PERIOD_MIN, PING_INTERVAL);
+        let check = self.last_check + period;
+        Some(match self.steal_deadline() {
+            Some(s) => s.min(check),
+            None => check,
+        })
+    }
+
+    /// Executors alive and not condemned (a gauge).
+    pub fn executors_alive(&self) -> u32 {
+        self.execs.iter().filter(|e| e.live()).count() as u32
+    }
+
+    fn exec_mut(&mut self, id: ExecId) -> Option<&mut Exec> {
+        self.execs.iter_mut().find(|e| e.id == id)
+    }
+
+    fn exec(&self, id: ExecId) -> Option<&Exec> {
+        self.execs.iter().find(|e| e.id == id)
+    }
+
+    fn on_execute(&mut self, job: JobId, task: TaskRef, attempt: AttemptId) {
+        assert!(!self.jobs.contains_key(&job), "job {job} executed twice");
+        let old = self.by_attempt.insert((task, attempt), job);
+        assert!(old.is_none(), "{task} {attempt} executed twice");
+        self.jobs.insert(
+            job,
+            Job {
+                task,
+                attempt,
+                on: Vec::new(),
+                owner: None,
+                reported: false,
+                abandoned: false,
+            },
+        );
+        self.pending.push_back(job);
+        self.active = true;
+    }
+
+    fn on_abandon(&mut self, task: TaskRef, attempt: AttemptId) {
+        let Some(&id) = self.by_attempt.get(&(task, attempt)) else {
+            return;
+        };
+        let job = self.jobs.get_mut(&id).expect("by_attempt names live jobs");
+        if job.reported {
+            return;
+        }
+        job.abandoned = true;
+        let owner = job.owner;
+        let on = job.on.clone();
+        self.finish(id, Err(Failure::Abandoned));
+        if let Some(pos) = self.pending.iter().position(|&j| j == id) {
+            self.pending.remove(pos);
+        }
+        match owner {
+            Some(e) => self.kill(e, Death::Abandoned),
+            None => {
+                for exec in on {
+                    self.out.push(Command::Cancel { exec, job: id });
+                }
+            }
+        }
+        self.gc(id);
+    }
+
+    fn on_spawned(&mut self, now: Duration, exec: ExecId, pid: u32) {
+        let x = self
+            .exec_mut(exec)
+            .filter(|x| x.pid.is_none())
+            .unwrap_or_else(|| panic!("Spawned for {exec}, which is not being spawned"));
+        x.pid = Some(pid);
+        x.spawned_at = now;
+    }
+
+    fn on_spawn_failed(&mut self, now: Duration, exec: ExecId, message: String) {
+        let pos = self
+            .execs
+            .iter()
+            .position(|x| x.id == exec && x.pid.is_none())
+            .unwrap_or_else(|| panic!("SpawnFailed for {exec}, which is not being spawned"));
+        let x = self.execs.remove(pos);
+        // The jobs sent to it never reached an executor: they wait for another one (or fail
+        // with the reason if none is coming, see `dispatch`).
+        for &j in x.queue.iter().rev() {
+            let job = self.jobs.get_mut(&j).expect("queued jobs exist");
+            job.on.retain(|&e| e != exec);
+            if !job.reported && job.on.is_empty() {
+                self.pending.push_front(j);
+            }
+            self.gc(j);
+        }
+        let failure = StartFailure::Spawn(message);
+        self.out.push(Command::Log(Log::StartFailed {
+            pid: None,
+            failure: failure.clone(),
+        }));
+        self.out.push(Command::ForgetExec { exec });
+        self.start_failure = Some((now, failure));
+    }
+
+    fn on_started(&mut self, now: Duration, exec: ExecId, id: JobId) {
+        let Some(x) = self.exec_mut(exec) else { return };
+        if x.death.is_some() {
+            // Condemned before this frame came: the verdict stands, its jobs are settled when
+            // it is gone.
+            return;
+        }
+        if !x.queue.contains(&id) {
+            self.kill(exec, Death::Protocol(ProtocolError::StartedUnknown(id)));
+            return;
+        }
+        if x.running.is_some() {
+            // Executors run one task at a time.
+            self.kill(exec, Death::Protocol(ProtocolError::OutOfOrder(id)));
+            return;
+        }
+        x.running = Some((id, now));
+        let job = self.jobs.get_mut(&id).expect("queued jobs exist");
+        if job.abandoned {
+            self.kill(exec, Death::Abandoned);
+            return;
+        }
+        if job.owner.is_some() || job.reported {
+            return; // a copy that lost the race: its answer is ignored
+        }
+        job.owner = Some(exec);
+        let (task, attempt) = (job.task, job.attempt);
+        let others: Vec<ExecId> = job.on.iter().copied().filter(|&e| e != exec).collect();
+        self.out.push(Command::Started { task, attempt });
+        for e in others {
+            self.out.push(Command::Cancel { exec: e, job: id });
+        }
+    }
+
+    fn on_answered(&mut self, now: Duration, exec: ExecId, id: JobId, answer: Answer) {
+        let Some(x) = self.exec_mut(exec) else { return };
+        if x.death.is_some() {
+            return; // condemned: see `on_started`
+        }
+        let Some(pos) = x.queue.iter().position(|&j| j == id) else {
+            self.kill(exec, Death::Protocol(ProtocolError::AnsweredUnknown(id)));
+            return;
+        };
+        let owner = self.jobs[&id].owner;
+        let out_of_order = match answer {
+            Answer::Skipped => owner == Some(exec),
+            Answer::Value(_) | Answer::Error(_) => owner.is_none(),
+        };
+        if out_of_order {
+            // `X` after `S`, or `R`/`E` without any `S`: settled (and the job run again
+            // elsewhere, uncharged) once it is gone.
+            self.kill(exec, Death::Protocol(ProtocolError::OutOfOrder(id)));
+            return;
+        }
+        let x = self.exec_mut(exec).expect("found above");
+        x.queue.remove(pos);
+        if let Some((r, at)) = x.running {
+            if r == id {
+                x.running = None;
+                let us = now.saturating_sub(at).as_micros() as f64;
+                x.avg_run_us = Some(x.avg_run_us.map_or(us, |a| 0.8 * a + 0.2 * us));
+            }
+        }
+        let job = self.jobs.get_mut(&id).expect("queued jobs exist");
+        job.on.retain(|&e| e != exec);
+        match answer {
+            Answer::Skipped => {
+                if !job.reported && job.owner.is_none() && job.on.is_empty() {
+                    self.pending.push_front(id);
+                }
+            }
+            Answer::Value(v) if job.owner == Some(exec) => self.finish(id, Ok(v)),
+            Answer::Error(e) if job.owner == Some(exec) => self.finish(id, Err(Failure::Raised(e))),
+            // A copy that lost the race: ignored.
+            Answer::Value(_) | Answer::Error(_) => {}
+        }
+        self.gc(id);
+    }
+
+    /// Report the job's outcome (once). Its data stays until no executor holds it (`gc`): an
+    /// executor that has it queued may still map its inputs.
+    fn finish(&mut self, id: JobId, result: Result<Bytes, Failure>) {
+        let job = self.jobs.get_mut(&id).expect("finished jobs exist");
+        if job.reported {
+            return;
+        }
+        job.reported = true;
+        self.out.push(Command::Finished {
+            task: job.task,
+            attempt: job.attempt,
+            result,
+        });
+    }
+
+    /// Forget a finished job once no executor holds it.
+    fn gc(&mut self, id: JobId) {
+        let job = &self.jobs[&id];
+        if job.reported && job.on.is_empty() {
+            self.by_attempt.remove(&(job.task, job.attempt));
+            self.jobs.remove(&id);
+            self.out.push(Command::ForgetJob { job: id });
+        }
+    }
+
+    fn kill(&mut self, exec: ExecId, death: Death) {
+        let Some(x) = self.exec_mut(exec) else { return };
+        let death = x.death.get_or_insert(death);
+        let capture_stacks = matches!(death, Death::Hung { .. } | Death::BusyTooLong { .. });
+        if !x.kill_sent && x.exited.is_none() {
+            assert!(x.pid.is_some(), "{exec} killed before it was spawned");
+            x.kill_sent = true;
+            self.out.push(Command::Kill {
+                exec,
+                capture_stacks,
+            });
+        }
+    }
+
+    /// Settle a dead executor once both its output ended and its exit was seen.
+    fn maybe_settle(&mut self, now: Duration, exec: ExecId) {
+        if self
+            .exec(exec)
+            .is_some_and(|x| x.closed_at.is_some() && x.exited.is_some())
+        {
+            self.settle(now, exec);
+        }
+    }
+
+    fn settle(&mut self, now: Duration, exec: ExecId) {
+        let pos = self
+            .execs
+            .iter()
+            .position(|e| e.id == exec)
+            .expect("settled executors exist");
+        let x = self.execs.remove(pos);
+        let pid = x.pid.expect("only spawned executors exit");
+        let exited = x.exited.expect("only exited executors are settled");
+        let start_failure = match (&x.hello, &x.death) {
+            (Hello::Ready, _) => None,
+            // It never got going: the interpreter or its environment is the problem, not a job.
+            (Hello::Refused(e), _) => Some(StartFailure::Refused(e.clone())),
+            (Hello::Waiting, Some(Death::StartTimeout)) => Some(StartFailure::TimedOut {
+                python: self.config.python.clone(),
+                stderr_tail: exited.stderr_tail.clone(),
+            }),
+            (Hello::Waiting, _) => Some(StartFailure::Ended {
+                python: self.config.python.clone(),
+                exit: exited.exit.clone(),
+                stderr_tail: exited.stderr_tail.clone(),
+            }),
+        };
+        match &start_failure {
+            Some(failure) => {
+                self.out.push(Command::Log(Log::StartFailed {
+                    pid: Some(pid),
+                    failure: failure.clone(),
+                }));
+                self.start_failure = Some((now, failure.clone()));
+                if self.pending.is_empty() && x.queue.is_empty() && !self.config.eager {
+                    self.active = false;
+                }
+            }
+            None => self.out.push(Command::Log(Log::ExecutorReplaced {
+                pid,
+                death: x.death.clone(),
+                exit: exited.exit.clone(),
+            })),
+        }
+        if let Some((r, _)) = x.running {
+            let owned = self
+                .jobs
+                .get(&r)
+                .is_some_and(|j| j.owner == Some(exec) && !j.reported);
+            if owned {
+                let loss = Loss {
+                    pid,
+                    death: x.death.clone(),
+                    exit: exited.exit.clone(),
+                    stacks: exited.stacks.clone(),
+                    stderr_tail: exited.stderr_tail.clone(),
+                    hang_timeout: self.config.hang_timeout,
+                    busy_timeout: self.config.busy_timeout,
+                };
+                self.finish(r, Err(Failure::Lost(Box::new(loss))));
+            }
+        }
+        // Jobs queued behind it never started there: run them elsewhere, uncharged (or fail
+        // them if the executor could not even start). Its running job is in the queue too.
+        for &j in x.queue.iter().rev() {
+            let job = self.jobs.get_mut(&j).expect("queued jobs exist");
+            job.on.retain(|&e| e != exec);
+            if !job.reported && job.owner.is_none() && job.on.is_empty() {
+                match &start_failure {
+                    Some(f) => {
+                        let f = f.clone();
+                        self.finish(j, Err(Failure::NoExecutor(f)));
+                    }
+                    None => self.pending.push_front(j),
+                }
+            }
+            self.gc(j);
+        }
+        self.out.push(Command::ForgetExec { exec });
+    }
+
+    /// Periodic: hung executors, stuck starts, dead executors whose output never closed.
+    fn on_tick(&mut self, now: Duration, samples: &[Sample]) {
+        let since = now.saturating_sub(self.last_check);
+        self.last_check = now;
+        let (hang, busy) = (self.config.hang_timeout, self.config.busy_timeout);
+        // If this loop itself was held up, the executors' pings are waiting unread in the
+        // pipes: judge them next time.
+        let stalled = since > (hang / 2).max(STALL_MIN);
+        let mut kills = Vec::new();
+        let mut settles = Vec::new();
+        for x in &mut self.execs {
+            let Some(pid) = x.pid else { continue };
+            if let Some(e) = &x.exited {
+                if now.saturating_sub(e.at) > EXIT_GRACE {
+                    settles.push(x.id);
+                }
+                continue;
+            }
+            if let Some(at) = x.closed_at {
+                if now.saturating_sub(at) > EXIT_GRACE && x.death.is_none() {
+                    kills.push((x.id, Death::Protocol(ProtocolError::ClosedOutput)));
+                }
+                continue;
+            }
+            if x.death.is_some() || stalled {
+                continue;
+            }
+            let Some(sample) = samples.iter().find(|s| s.exec == x.id) else {
+                continue;
+            };
+            let Some(last) = sample.last_activity else {
+                if now.saturating_sub(x.spawned_at) > START_TIMEOUT {
+                    kills.push((x.id, Death::StartTimeout));
+                }
+                continue;
+            };
+            let silent = now.saturating_sub(last);
+            if !samples_cpu(silent, hang) {
+                x.window = None;
+                x.busy_warned = false;
+                continue;
+            }
+            let cpu = sample.cpu.unwrap_or_default();
+            let w = *x.window.get_or_insert(CpuWindow { start: now, cpu });
+            let window = now.saturating_sub(w.start);
+            let verdict = judge(
+                Silence {
+                    silent_for: silent,
+                    window,
+                    window_cpu: cpu.saturating_sub(w.cpu),
+                },
+                hang,
+                busy,
+            );
+            match verdict {
+                Verdict::Healthy => {}
+                Verdict::Busy => {
+                    if !x.busy_warned && silent > hang {
+                        x.busy_warned = true;
+                        self.out.push(Command::Log(Log::BusySilent {
+                            pid,
+                            silent,
+                            busy_timeout: busy,
+                        }));
+                    }
+                    if window >= hang {
+                        x.window = Some(CpuWindow { start: now, cpu });
+                    }
+                }
+                Verdict::Hung => kills.push((x.id, Death::Hung { silent })),
+                Verdict::BusyTooLong => kills.push((x.id, Death::BusyTooLong { silent })),
+            }
+        }
+        for (e, d) in kills {
+            self.kill(e, d);
+        }
+        for e in settles {
+            self.settle(now, e);
+        }
+    }
+
+    fn blocked(&self, now: Duration) -> bool {
+        self.start_failure
+            .as_ref()
+            .is_some_and(|(t, _)| now.saturating_sub(*t) < START_RETRY_DELAY)
+    }
+
+    fn dispatch(&mut self, now: Duration) {
+        if !self.pending.is_empty() {
+            // Jobs put back by a dead executor need executors as much as new ones do.
+            self.active = true;
+        }
+        let blocked = self.blocked(now);
+        if self.active && !blocked {
+            while (self.executors_alive() as usize) < self.config.size {
+                self.spawn(now);
+            }
+        }
+        if blocked && !self.execs.iter().any(Exec::live) {
+            // Nothing can run them for now: fail them with the reason rather than wait.
+            let (_, failure) = self.start_failure.clone().expect("blocked by a failure");
+            while let Some(j) = self.pending.pop_front() {
+                self.finish(j, Err(Failure::NoExecutor(failure.clone())));
+                self.gc(j);
+            }
+            if !self.config.eager {
+                self.active = false;
+            }
+            return;
+        }
+        while let Some(&j) = self.pending.front() {
+            let best = self
+                .execs
+                .iter()
+                .filter(|e| e.takes_jobs())
+                .min_by_key(|e| (e.queue.len(), !e.ready(), e.id))
+                .map(|e| e.id);
+            let Some(e) = best else { break };
+            self.pending.pop_front();
+            self.send(j, e);
+        }
+        if self.pending.is_empty() {
+            self.steal(now);
+        }
+    }
+
+    /// A job another executor may take a copy of: queued, not started, on that one only.
+    fn stealable(&self, x: &Exec) -> Option<JobId> {
+        let running = x.running.map(|(r, _)| r);
+        x.queue.iter().copied().find(|&j| {
+            running != Some(j)
+                && self
+                    .jobs
+                    .get(&j)
+                    .is_some_and(|job| job.owner.is_none() && !job.reported && job.on.len() == 1)
+        })
+    }
+
+    fn idle_thieves(&self) -> impl Iterator<Item = &Exec> {
+        self.execs
+            .iter()
+            .filter(|e| e.live() && e.ready() && e.queue.is_empty())
+    }
+
+    /// An idle executor takes a copy of a job waiting behind another executor's running one.
+    fn steal(&mut self, now: Duration) {
+        let thieves: Vec<ExecId> = self.idle_thieves().map(|e| e.id).collect();
+        for thief in thieves {
+            let found = self
+                .execs
+                .iter()
+                .filter(|x| x.id != thief && x.stealable_from().is_some_and(|t| t <= now))
+                .find_map(|x| self.stealable(x));
+            match found {
+                Some(j) => self.send(j, thief),
+                None => return,
+            }
+        }
+    }
+
+    /// When `steal` will next find something, if an executor is idle.
+    fn steal_deadline(&self) -> Option<Duration> {
+        if !self.pending.is_empty() || self.idle_thieves().next().is_none() {
+            return None;
+        }
+        self.execs
+            .iter()
+            .filter_map(|x| Some(x.stealable_from()?).filter(|_| self.stealable(x).is_some()))
+            .min()
+    }
+
+    fn send(&mut self, j: JobId, exec: ExecId) {
+        self.jobs
+            .get_mut(&j)
+            .expect("sent jobs exist")
+            .on
+            .push(exec);
+        self.exec_mut(exec)
+            .expect("sent to a live executor")
+            .queue
+            .push(j);
+        self.out.push(Command::Send { exec, job: j });
+    }
+
+    fn spawn(&mut self, now: Duration) {
+        if self.execs.is_empty() {
+            // No checks ran while there were no executors: do not take that for a stall.
+            self.last_check = now;
+        }
+        self.next_exec += 1;
+        let id = ExecId(self.next_exec);
+        self.execs.push(Exec {
+            id,
+            pid: None,
+            spawned_at: now,
+            hello: Hello::Waiting,
+            queue: Vec::new(),
+            running: None,
+            avg_run_us: None,
+            window: None,
+            busy_warned: false,
+            death: None,
+            kill_sent: false,
+            closed_at: None,
+            exited: None,
+        });
+        self.out.push(Command::Spawn { exec: id });
+    }
+
+    /// Cross-check every index; panics on the first violation.
+    pub fn check_invariants(&self) {
+        for w in self.execs.windows(2) {
+            assert!(w[0].id < w[1].id, "executors out of order");
+        }
+        assert!(
+            self.executors_alive() as usize <= self.config.size,
+            "{} live executors in a pool of {}",
+            self.executors_alive(),
+            self.config.size
+        );
+        for x in &self.execs {
+            let id = x.id;
+            if x.pid.is_none() {
+                assert!(
+                    x.running.is_none() && x.live() && x.hello == Hello::Waiting,
+                    "{id} is being spawned but has news"
+                );
+            }
+            if let Some((r, _)) = x.running {
+                assert!(x.queue.contains(&r), "{id} runs job {r}, not in its queue");
+            }
+            assert!(
+                x.queue.len() <= PIPELINE_DEPTH_SHORT,
+                "{id} was sent {} jobs ahead",
+                x.queue.len()
+            );
+            for (i, j) in x.queue.iter().enumerate() {
+                assert!(!x.queue[..i].contains(j), "job {j} twice in {id}'s queue");
+                let job = self.jobs.get(j).unwrap_or_else(|| {
+                    panic!("{id} holds job {j}, which the pool forgot");
+                });
+                assert!(
+                    job.on.contains(&id),
+                    "{id} holds job {j}, which lost track of it"
+                );
+            }
+            if x.death.is_some() && x.exited.is_none() {
+                assert!(x.kill_sent, "{id} condemned but not killed");
+            }
+        }
+        assert_eq!(
+            self.by_attempt.len(),
+            self.jobs.len(),
+            "by_attempt out of step"
+        );
+        let pending: rustc_hash::FxHashSet<JobId> = self.pending.iter().copied().collect();
+        assert_eq!(pending.len(), self.pending.len(), "a job pending twice");
+        for (&id, job) in &self.jobs {
+            assert_eq!(
+                self.by_attempt.get(&(job.task, job.attempt)),
+                Some(&id),
+                "job {id} not found by its attempt"
+            );
+            for (i, e) in job.on.iter().enumerate() {
+                assert!(!job.on[..i].contains(e), "job {id} on {e} twice");
+                assert!(
+                    self.exec(*e).is_some_and(|x| x.queue.contains(&id)),
+                    "job {id} on {e}, which does not hold it"
+                );
+            }
+            let pending = pending.contains(&id);
+            if job.reported {
+                assert!(!pending, "finished job {id} is pending");
+                assert!(
+                    !job.on.is_empty(),
+                    "finished job {id} held by nobody but kept"
+                );
+                continue;
+            }
+            assert!(!job.abandoned, "abandoned job {id} not finished");
+            // Nothing waits forever: an unfinished job waits for an executor or is with one.
+            assert!(
+                pending == job.on.is_empty(),
+                "job {id}: pending {pending}, on {:?}",
+                job.on
+            );
+            if let Some(o) = job.owner {
+                let x = self.exec(o).unwrap_or_else(|| {
+                    panic!("job {id} owned by {o}, which is gone, and not finished")
+                });
+                assert_eq!(
+                    x.running.map(|(r, _)| r),
+                    Some(id),
+                    "job {id} owned by {o}, which runs something else"
+                );
+            }
+        }
+        if !self.pending.is_empty() {
+            assert!(
+                self.execs.iter().any(Exec::live),
+                "jobs wait and no executor is coming"
+            );
+            assert!(self.active, "jobs wait in an inactive pool");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
