@@ -122,15 +122,29 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms, 5s, 2m)"))
 }
 
-/// Logs go to stderr; `RUSK_LOG` sets the filter (default `info`), `RUSK_LOG_FORMAT=json`
-/// switches to one JSON object per line.
+/// Log lines queued for the writer thread at most; past it lines are dropped (and counted by
+/// tracing-appender) rather than blocking the event loop.
+pub const LOG_LINES_QUEUED_MAX: usize = 10_000;
+
+static LOG_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
+    std::sync::Mutex::new(None);
+
+/// Logs go to stderr, written by a background thread (an event loop never waits on a slow
+/// stderr: a full pipe, a busy disk); `RUSK_LOG` sets the filter (default `info`),
+/// `RUSK_LOG_FORMAT=json` switches to one JSON object per line.
 pub fn init_logging(component: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("RUSK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("RUSK_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_LINES_QUEUED_MAX)
+        .thread_name("rusk-log")
+        .finish(std::io::stderr());
+    *LOG_GUARD.lock().expect("not poisoned") = Some(guard);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false);
     if json {
         builder.json().init();
@@ -138,6 +152,17 @@ pub fn init_logging(component: &str) {
         builder.init();
     }
     tracing::debug!(component, "logging started");
+}
+
+/// Write out the queued log lines (bounded by tracing-appender's shutdown wait).
+pub fn flush_logs() {
+    drop(LOG_GUARD.lock().expect("not poisoned").take());
+}
+
+/// Exit the process after flushing the logs.
+pub fn exit(code: i32) -> ! {
+    flush_logs();
+    std::process::exit(code)
 }
 
 /// Parse a byte size: `4GiB`, `512MiB`, `2GB`, `1000000` (clap value parser).

@@ -426,7 +426,9 @@ pub struct BadInput(pub String);
 /// Start logging for `component`, then run `work` to completion on the runtime.
 fn run(component: &str, work: impl std::future::Future<Output = Result<()>>) -> Result<()> {
     config::init_logging(component);
-    runtime().block_on(work)
+    let result = runtime().block_on(work);
+    config::flush_logs();
+    result
 }
 
 /// All roles run the current-thread runtime: one event loop, no cross-thread hand-offs.
@@ -469,6 +471,7 @@ async fn run_scheduler(a: SchedulerArgs) -> Result<()> {
 async fn run_worker(a: WorkerArgs) -> Result<()> {
     if a.fault_crash_on_start {
         tracing::error!("fault injection: crashing at start-up on purpose");
+        config::flush_logs();
         std::process::abort();
     }
     let cluster = a.cluster.resolve()?;

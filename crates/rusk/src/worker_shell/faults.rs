@@ -41,6 +41,7 @@ pub(super) fn run_effect(op: Builtin, args: &[String]) -> Result<Bytes, TaskErro
         }
         Builtin::Abort => {
             error!("abort builtin: aborting the worker process on purpose");
+            crate::config::flush_logs();
             std::process::abort();
         }
         Builtin::AllocMb => {

@@ -456,14 +456,14 @@ impl NannyLink {
                         if let Err(e) = pinger.try_write(b"ping\n") {
                             if e.kind() != std::io::ErrorKind::WouldBlock {
                                 error!(error = %e, "nanny socket closed; exiting");
-                                std::process::exit(EXIT_NANNY_GONE);
+                                crate::config::exit(EXIT_NANNY_GONE);
                             }
                         }
                     }
                     r = pinger.readable() => {
                         if r.is_ok() && matches!(pinger.try_read(&mut buf), Ok(0)) {
                             error!("nanny gone; exiting");
-                            std::process::exit(EXIT_NANNY_GONE);
+                            crate::config::exit(EXIT_NANNY_GONE);
                         }
                     }
                 }

@@ -228,7 +228,7 @@ impl Executor {
                 stuck,
                 "too many task threads stuck in abandoned builtins; exiting for a restart"
             );
-            std::process::exit(EXIT_STUCK_THREADS);
+            crate::config::exit(EXIT_STUCK_THREADS);
         }
         warn!(%task, "abandoned a running builtin; its thread retires when it returns, a new one takes its place");
         self.spawn_thread();
