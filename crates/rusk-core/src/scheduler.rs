@@ -116,9 +116,16 @@ pub enum Event {
         nanny: NannyId,
         reason: String,
     },
+    /// The shell's own loop ran late by this much (the host or the scheduler process was
+    /// stalled): that time is not held against the workers, whose messages could not be read
+    /// meanwhile. Sent before the events of the late turn.
+    LoopLag(Duration),
     /// Time passed; the shell sends this at `next_timeout()`.
     Tick,
 }
+
+/// Loop lag shorter than this is ordinary scheduling noise, not discounted.
+pub const LOOP_LAG_DISCOUNT_MIN: Duration = Duration::from_millis(100);
 
 /// Outputs of the scheduler.
 #[derive(Clone, Debug, PartialEq)]
@@ -425,6 +432,13 @@ impl Scheduler {
             Event::NannyMessage { nanny, msg } => self.on_nanny_message(now, nanny, msg),
             Event::NannyLeft { nanny, reason } => self.on_nanny_left(now, nanny, reason),
             Event::Tick => self.on_tick(now),
+            Event::LoopLag(lag) => {
+                if lag >= LOOP_LAG_DISCOUNT_MIN {
+                    for w in self.workers.values_mut() {
+                        w.last_seen = (w.last_seen + lag).min(now);
+                    }
+                }
+            }
         }
         self.schedule();
         std::mem::swap(&mut self.out, out);

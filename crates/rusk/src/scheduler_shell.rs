@@ -387,9 +387,15 @@ async fn core_loop(
     let mut to_workers: FxHashMap<Incarnation, Vec<SchedulerToWorker>> = FxHashMap::default();
     let mut to_clients: FxHashMap<ClientId, Vec<SchedulerToClient>> = FxHashMap::default();
     let mut to_nannies: FxHashMap<NannyId, Vec<SchedulerToNanny>> = FxHashMap::default();
+    // After a late turn: the event that woke it, handled first in the next turn.
+    let mut carried: Option<Inbound> = None;
+    let mut caught_up = false;
     loop {
         let deadline = (start + core.next_timeout()).min(next_publish);
-        let first = tokio::select! {
+        let first = if let Some(ev) = carried.take() {
+            Some(ev)
+        } else {
+            tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => Some(ev),
                 None => return Ok(()),
@@ -399,8 +405,25 @@ async fn core_loop(
                 continue;
             }
             _ = tokio::time::sleep_until(deadline.into()) => None,
+            }
         };
         let turn_started = Instant::now();
+        let lag = turn_started.saturating_duration_since(deadline);
+        if lag >= rusk_core::scheduler::LOOP_LAG_DISCOUNT_MIN && !caught_up {
+            // This loop (or the whole host) was stalled: let the connection readers deliver
+            // what the workers sent meanwhile before anyone is judged silent, and tell the core
+            // how long we were away.
+            warn!(
+                lag_ms = lag.as_millis() as u64,
+                "the scheduler's loop ran late; not holding that time against the workers"
+            );
+            core.handle_into(start.elapsed(), Event::LoopLag(lag), &mut out);
+            caught_up = true;
+            carried = first;
+            tokio::task::yield_now().await;
+            continue;
+        }
+        caught_up = false;
         let now = start.elapsed();
         let mut pending = first;
         let mut handled = 0;

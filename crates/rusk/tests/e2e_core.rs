@@ -378,3 +378,37 @@ fn scheduler_file_is_private_and_durations_come_from_the_environment() {
             || String::from_utf8_lossy(&out.stderr).contains("worker-ttl")
     );
 }
+
+/// A stall of the scheduler itself (SIGSTOP for 4 s, longer than the 3 s worker TTL) is not
+/// taken for silent workers: after SIGCONT they are all still there, same incarnations.
+#[test]
+fn a_stalled_scheduler_does_not_drop_its_healthy_workers() {
+    let c = Cluster::start(2);
+    let before: Vec<u64> = c.status()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["incarnation"].as_u64().unwrap())
+        .collect();
+    let pid = c.scheduler.id() as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let mut after: Vec<u64> = c.status()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["incarnation"].as_u64().unwrap())
+        .collect();
+    after.sort_unstable();
+    let mut before = before;
+    before.sort_unstable();
+    assert_eq!(before, after, "{}", c.scheduler_log());
+    assert!(
+        !c.scheduler_log().contains("worker lost"),
+        "{}",
+        c.scheduler_log()
+    );
+}

@@ -343,6 +343,27 @@ fn heartbeat_silence_drops_the_worker_after_the_ttl() {
     assert!(done(&mut s, W1, t(0), 1).is_empty());
 }
 
+/// A stall of the scheduler itself (its loop ran 4 s late) is not held against a worker whose
+/// heartbeats could not be read meanwhile; a real silence still is.
+#[test]
+fn the_schedulers_own_stall_is_not_a_silent_worker() {
+    let mut s = sched_with_workers(1);
+    submit(&mut s, vec![spec("a", &[])], &["a"]);
+    let ttl = s.config().worker_ttl;
+    let stall = ttl + Duration::from_secs(1);
+    let now = MS + stall;
+    let mut out = s.handle(now, Event::LoopLag(stall));
+    out.extend(s.handle(now, Event::Tick));
+    s.check_invariants();
+    assert!(
+        out.iter().all(|c| !matches!(c, Command::DropWorker { .. })),
+        "{out:?}"
+    );
+    // Silent for a TTL after the stall: dropped.
+    let out = s.handle(now + ttl + MS, Event::Tick);
+    assert!(out.iter().any(|c| matches!(c, Command::DropWorker { .. })));
+}
+
 #[test]
 fn own_failure_retries_then_errs_dependents_with_named_key() {
     let mut s = sched_with_workers(1);
