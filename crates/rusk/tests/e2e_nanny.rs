@@ -803,3 +803,47 @@ fn a_worker_frozen_with_its_nanny_is_still_caught_two_seconds_after_the_nanny_th
         "{observed}"
     );
 }
+
+/// A worker whose event loop is stuck in the kernel (uninterruptible sleep, as on a page fault
+/// against a saturated disk) for 3 s, over the 2 s watchdog, is given the nanny's kernel-stall
+/// grace and not killed; one stuck there for longer than the grace is killed, and the event
+/// says it was in uninterruptible sleep.
+#[test]
+fn a_worker_stuck_in_the_kernel_gets_a_bounded_grace() {
+    let c = NannyCluster::start(1, &["--worker-ttl", "30s"], &[], &[]);
+    let inc = c.worker_of_slot(0).unwrap()["incarnation"]
+        .as_u64()
+        .unwrap();
+    let (ok, _, err) = c.submit_wait(&json!({"tasks": [
+        {"key": "stall", "builtin": "block_loop", "args": ["3", "kernel"]}
+    ]}));
+    assert!(ok, "{err}");
+    assert_eq!(
+        c.worker_of_slot(0).unwrap()["incarnation"]
+            .as_u64()
+            .unwrap(),
+        inc,
+        "a 3 s kernel stall restarted the worker: {:?}",
+        c.events()
+    );
+    assert!(restarted_events(&c).is_empty(), "{:?}", c.events());
+    // Stuck for 20 s: past the grace, killed and replaced.
+    let child = c.submit_spawn(&json!({"tasks": [
+        {"key": "stuck", "builtin": "block_loop", "args": ["20", "kernel"]}
+    ]}));
+    // (The scheduler still sees the old connection: the fault's vfork child keeps its socket
+    // open until it exits. The nanny's record is what tells.)
+    wait_until(
+        Duration::from_secs(15),
+        || {
+            restarted_events(&c).iter().any(|e| {
+                e["observed"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("uninterruptible")
+            })
+        },
+        "the kernel-stuck worker killed after its grace",
+    );
+    drop(child);
+}

@@ -108,11 +108,44 @@ pub(super) async fn block_loop(
         .first()
         .and_then(|a| a.trim().parse().ok())
         .unwrap_or(10.0);
-    warn!(secs, "block_loop: wedging the event loop on purpose");
-    std::thread::sleep(Duration::from_secs_f64(secs.max(0.0)));
+    let secs = secs.max(0.0);
+    if args.get(1).is_some_and(|a| a.trim() == "kernel") {
+        // Stuck in the kernel, like a page fault on a saturated disk: the loop thread waits in
+        // vfork(), in uninterruptible sleep (D), until the child exits.
+        warn!(
+            secs,
+            "block_loop: wedging the event loop in the kernel (D state) on purpose"
+        );
+        wait_in_kernel(secs);
+    } else {
+        warn!(secs, "block_loop: wedging the event loop on purpose");
+        std::thread::sleep(Duration::from_secs_f64(secs));
+    }
     let _ = local.send(Local::Finished {
         task,
         attempt,
         result: Ok(Bytes::new()),
     });
+}
+
+/// Block this thread in uninterruptible sleep for `secs`: a vfork()ed child sleeps, and the
+/// parent thread waits in the kernel (state D) until it exits.
+fn wait_in_kernel(secs: f64) {
+    let t = libc::timespec {
+        tv_sec: secs.trunc() as libc::time_t,
+        tv_nsec: (secs.fract() * 1e9) as libc::c_long,
+    };
+    // SAFETY: the vfork child only makes raw system calls (nanosleep, _exit) and touches
+    // nothing of the parent's memory but the timespec it reads.
+    unsafe {
+        #[allow(deprecated)]
+        let pid = libc::vfork();
+        if pid == 0 {
+            libc::nanosleep(&t, std::ptr::null_mut());
+            libc::_exit(0);
+        }
+        if pid > 0 {
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
 }
