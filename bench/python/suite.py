@@ -220,6 +220,15 @@ def figures(data, args):
     return rows
 
 
+def load_results(out_dir):
+    """{name: data} of the NAME.json files in `out_dir`."""
+    data = {}
+    for path in glob.glob(os.path.join(out_dir, "*.json")):
+        with open(path) as f:
+            data[os.path.basename(path)[:-5]] = json.load(f)
+    return data
+
+
 def print_tsv(rows):
     for row in rows:
         print("\t".join(["python", *row]), flush=True)
@@ -256,11 +265,7 @@ def main():
     os.makedirs(args.out_dir, exist_ok=True)
 
     if args.report_only:
-        data = {}
-        for path in glob.glob(os.path.join(args.out_dir, "*.json")):
-            with open(path) as f:
-                data[os.path.basename(path)[:-5]] = json.load(f)
-        rows = figures(data, args)
+        rows = figures(load_results(args.out_dir), args)
         (print_markdown if args.markdown else print_tsv)(rows)
         return 0 if rows else 1
 
