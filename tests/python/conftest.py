@@ -46,3 +46,10 @@ def pytest_report_header(config):
         return "rusk binary: %s (pid %d)" % (rusk.find_rusk_binary(), os.getpid())
     except FileNotFoundError as e:
         return "rusk binary: %s" % e
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "heavy: moves gigabytes through shared memory (runs by default; -m 'not heavy' skips)",
+    )
