@@ -215,8 +215,24 @@ fn unhealthy_reason(work_dir: &Path, free: Option<u64>, opts: &HealthOptions) ->
     }
 }
 
-/// CPU time (user + system) used so far by one process, in seconds.
+/// CPU time one process's main thread has used, or waited for in the run queue, so far, in
+/// seconds (`/proc/PID/schedstat`; CPU time from `stat` where schedstat is missing). Counting
+/// the wait makes a computing thread on a host overloaded many times over look as busy as it
+/// is: it wants the CPU; a thread blocked in a sleep, a lock or I/O neither runs nor waits.
 pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/schedstat")) {
+        let f: Vec<u64> = text
+            .split_whitespace()
+            .take(2)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        match f[..] {
+            [run_ns, wait_ns] if run_ns + wait_ns > 0 => {
+                return Some((run_ns + wait_ns) as f64 / 1e9)
+            }
+            _ => {} // no scheduler statistics here: fall back to CPU time
+        }
+    }
     let s = read_stat(pid)?;
     // SAFETY: sysconf only reads a system constant.
     let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -305,6 +321,34 @@ mod tests {
         assert_eq!((s.utime, s.stime, s.cutime, s.cstime), (250, 50, 7, 3));
         assert_eq!(s.rss_pages, 321);
         assert!(parse_stat("garbage").is_none());
+    }
+
+    #[test]
+    fn cpu_demand_grows_while_computing() {
+        // A computing process, and one blocked in a sleep.
+        let mut busy = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .unwrap();
+        let mut idle = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let (b, i) = (busy.id(), idle.id());
+        std::thread::sleep(Duration::from_millis(50));
+        let (b0, i0) = (
+            process_cpu_seconds(b).unwrap(),
+            process_cpu_seconds(i).unwrap(),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let (b1, i1) = (
+            process_cpu_seconds(b).unwrap(),
+            process_cpu_seconds(i).unwrap(),
+        );
+        let _ = (busy.kill(), idle.kill(), busy.wait(), idle.wait());
+        // Running or waiting for a core, the busy one accrues about the wall time.
+        assert!(b1 - b0 >= 0.3, "busy: {b0} -> {b1}");
+        assert!(i1 - i0 < 0.05, "blocked: {i0} -> {i1}");
     }
 
     #[test]
