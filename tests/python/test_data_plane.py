@@ -4,9 +4,8 @@
   worker, mapped in place by the consumer's executor) and gathered by the client as a
   read-only view of shared memory.
 - Two workers limited to 1 GiB each hold about 3 GB of results: they spill, keep running (no
-  restart) and every result, spilled or not, is still right. (Expected to fail for now: the
-  nanny's memory guard restarts the workers while their spilled results are reduced; see the
-  test's xfail reason.)
+  restart) and every result, spilled or not, is still right. (The nanny's memory guard counts
+  private memory only: stored values are shared memory and spilled ones mapped files.)
 - ``kill -9`` of an executor while it writes a large result into its segment: the task is
   retried and nothing leaks on the worker.
 - ``kill -9`` of a worker while it streams a large value (to the client, or to another worker):
@@ -406,14 +405,6 @@ def settle_without_restarts(c, futures, timeout, what):
 
 
 @heavy
-@pytest.mark.xfail(
-    strict=True,
-    reason="rusk bug: spilled inputs of every task queued on a worker are mapped back and read "
-    "(checksum) at once, resident in the worker's RSS (RssFile), so the nanny's memory guard "
-    "(95 % of --memory-limit, RSS of the worker and its executors) restarts workers whose "
-    "managed memory is under its 60 % target; the lost results are recomputed on the other "
-    "worker, which is then restarted in turn",
-)
 @pytest.mark.parametrize("fresh_client", [dict(n_workers=2, memory_limit="1GiB")], indirect=True)
 def test_results_over_the_memory_limit_are_spilled_and_all_correct(fresh_client):
     c = fresh_client
