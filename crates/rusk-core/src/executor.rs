@@ -20,15 +20,21 @@
 //!   been silent for the busy timeout (`--executor-busy-timeout`, 5 minutes by default), then
 //!   it is killed ([`Verdict::BusyTooLong`]). A busy executor that stops using CPU is judged
 //!   stuck at the end of its current window.
+//!
+//! The pool judges on what it knew at its previous check (the silence up to then, the CPU
+//! window up to then): what an executor wrote since may still be unread in its pipe (the
+//! pool's loop was held up, or its readers have not run yet), and an executor that answered
+//! and then died meanwhile is neither silent nor stuck. A CPU window never spans two silences.
 use std::time::Duration;
 
 mod pool;
 
 pub use pool::*;
 
-/// A silent executor using at least this fraction of one core is busy, not stuck. A stuck one
-/// (sleep, lock, I/O wait) uses practically none; a computing one on a host overloaded many
-/// times over still gets more than this.
+/// A silent executor using (or waiting in the run queue for) at least this fraction of one core
+/// is busy, not stuck. The shell measures CPU time plus run-queue wait (`/proc/PID/schedstat`),
+/// so a computing executor on a host overloaded many times over still counts its full share of
+/// wanting the CPU; a stuck one (sleep, lock, I/O wait) neither runs nor waits.
 pub const BUSY_CPU_FRACTION: f64 = 0.1;
 
 /// Silence after which an executor's CPU time is sampled (and judged): shorter silences are
@@ -45,6 +51,8 @@ pub fn samples_cpu(silent: Duration, hang_timeout: Duration) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Verdict {
     Healthy,
+    /// Silent for the hang timeout, but its CPU window just opened: too soon to tell.
+    Undecided,
     /// Silent but computing: leave it, warn once.
     Busy,
     /// Silent and not computing for the hang timeout: kill it.
@@ -69,7 +77,7 @@ pub fn judge(s: Silence, hang_timeout: Duration, busy_timeout: Duration) -> Verd
     }
     if s.window < hang_timeout / 2 {
         // Not enough of a window to tell (it just opened): wait for it.
-        return Verdict::Busy;
+        return Verdict::Undecided;
     }
     let fraction = s.window_cpu.as_secs_f64() / s.window.as_secs_f64().max(1e-9);
     if fraction < BUSY_CPU_FRACTION {
@@ -108,6 +116,6 @@ mod tests {
         // Busy, then blocked: the next window shows it.
         assert_eq!(judge(s(60, 6, 0.05), HANG, BUSY), Verdict::Hung);
         // A window that just opened decides nothing yet.
-        assert_eq!(judge(s(60, 1, 0.0), HANG, BUSY), Verdict::Busy);
+        assert_eq!(judge(s(60, 1, 0.0), HANG, BUSY), Verdict::Undecided);
     }
 }

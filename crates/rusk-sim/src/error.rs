@@ -115,6 +115,9 @@ pub enum FailureKind {
         killed: u32,
         limit: u32,
     },
+    /// The executor pool simulation (`crate::pool`) found a property broken.
+    #[error("executor pool: {0}")]
+    Pool(crate::pool::PoolViolation),
     #[error("liveness: slot {slot} is {state} and has not run a registered worker within {bound:?} of the faults healing")]
     SlotNotRecovered {
         slot: String,

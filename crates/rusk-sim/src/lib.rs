@@ -25,7 +25,13 @@
 //! graph must finish, every output being the value (or the error: failure, poison task, time
 //! limit) the simulator worked out independently, within a virtual-time bound.
 //!
+//! The Python executor pool of a worker has its own simulation ([`pool`]): the real
+//! `rusk_core::executor::PoolCore` against executor processes that crash, hang, compute
+//! silently (which must not be killed before the busy timeout), break the protocol and fail to
+//! start, with the pool's own loop stalling.
+//!
 //! - [`run_seed`]: one run with a random workload and random faults;
+//! - [`run_pool_seed`]: one run of the executor pool;
 //! - [`Sim`]: the cluster itself, for scripted scenarios;
 //! - [`workload`]: graphs with known expected results.
 #![forbid(unsafe_code)]
@@ -33,13 +39,16 @@
 mod config;
 mod error;
 mod oracle;
+pub mod pool;
 mod sim;
+mod timed;
 mod trace;
 pub mod workload;
 
 pub use config::SimConfig;
 pub use error::{FailureKind, SimFailure};
 pub use oracle::Accepted;
+pub use pool::{run_pool_seed, PoolReport, PoolSimConfig};
 pub use sim::{Death, FaultCounts, Sim, SimReport};
 
 /// Run one seed: a random cluster, workload and fault plan, a safety phase, then a liveness

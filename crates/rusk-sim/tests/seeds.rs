@@ -5,12 +5,19 @@
 //! - `RUSK_SIM_SEED=<n>` replays that one seed (and prints its report);
 //! - `RUSK_SIM_TRACE=<n>` keeps the last `n` events for the failure report (default 60);
 //! - `RUSK_SIM_REORDER=1` also reorders packets within a worker link (not TCP; exploratory).
-use rusk_sim::{run_seed, SimConfig, SimFailure, SimReport};
+//!
+//! The executor pool's seeds (`pool_seeds`) likewise: `RUSK_SIM_POOL_SEEDS=<n>` (default 500),
+//! `RUSK_SIM_POOL_SEEDS_FROM=<k>`, `RUSK_SIM_POOL_SEED=<n>`.
+use rusk_sim::{
+    run_pool_seed, run_seed, PoolReport, PoolSimConfig, SimConfig, SimFailure, SimReport,
+};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// Seeds run when `RUSK_SIM_SEEDS` is not set: about half a minute on two cores.
 const DEFAULT_SEEDS: u64 = 1000;
+/// Pool seeds run when `RUSK_SIM_POOL_SEEDS` is not set: a few seconds on two cores.
+const DEFAULT_POOL_SEEDS: u64 = 500;
 /// Threads the seeds are spread over (the CI machine has two cores).
 const THREADS: u64 = 2;
 /// Failures reported in full; the rest are listed by seed.
@@ -37,24 +44,54 @@ fn config() -> SimConfig {
 #[test]
 fn random_seeds() {
     let config = config();
-    if let Some(seed) = env_u64("RUSK_SIM_SEED") {
-        match run_seed(seed, &config) {
+    seeds_test(
+        "RUSK_SIM",
+        DEFAULT_SEEDS,
+        |seed| run_seed(seed, &config),
+        totals,
+    );
+}
+
+/// A seeds test: replay one seed (`<prefix>_SEED`, printing its report), or run many
+/// (`<prefix>_SEEDS`, from `<prefix>_SEEDS_FROM`), print what they exercised and fail with
+/// every failing seed.
+fn seeds_test<R: std::fmt::Debug + Send>(
+    prefix: &str,
+    default_seeds: u64,
+    run: impl Fn(u64) -> Result<R, SimFailure> + Sync,
+    totals: impl Fn(&[R]) -> String,
+) {
+    if let Some(seed) = env_u64(&format!("{prefix}_SEED")) {
+        match run(seed) {
             Ok(report) => println!("{report:#?}"),
             Err(f) => panic!("{f}"),
         }
         return;
     }
-    let n = env_u64("RUSK_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
-    let from = env_u64("RUSK_SIM_SEEDS_FROM").unwrap_or(0);
+    let n = env_u64(&format!("{prefix}_SEEDS")).unwrap_or(default_seeds);
+    let from = env_u64(&format!("{prefix}_SEEDS_FROM")).unwrap_or(0);
     let started = Instant::now();
-    let results: Vec<Result<SimReport, SimFailure>> = std::thread::scope(|s| {
+    let (reports, failures) = run_seeds(from, n, run);
+    println!("{n} seeds in {:.1?}", started.elapsed());
+    println!("{}", totals(&reports));
+    fail_on(n, &failures);
+}
+
+/// Seeds `from..from + n` spread over [`THREADS`] threads: the reports, and the failures by
+/// seed.
+fn run_seeds<R: Send>(
+    from: u64,
+    n: u64,
+    run: impl Fn(u64) -> Result<R, SimFailure> + Sync,
+) -> (Vec<R>, Vec<SimFailure>) {
+    let results: Vec<Result<R, SimFailure>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..THREADS)
             .map(|t| {
-                let config = &config;
+                let run = &run;
                 s.spawn(move || {
                     (from..from + n)
                         .filter(|seed| seed % THREADS == t)
-                        .map(|seed| run_seed(seed, config))
+                        .map(run)
                         .collect::<Vec<_>>()
                 })
             })
@@ -64,12 +101,15 @@ fn random_seeds() {
             .flat_map(|h| h.join().expect("seed threads catch core panics themselves"))
             .collect()
     });
-    let (reports, mut failures): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
-    let reports: Vec<SimReport> = reports.into_iter().filter_map(Result::ok).collect();
-    let mut failures: Vec<SimFailure> = failures.drain(..).filter_map(Result::err).collect();
+    let (reports, failures): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
+    let reports = reports.into_iter().filter_map(Result::ok).collect();
+    let mut failures: Vec<SimFailure> = failures.into_iter().filter_map(Result::err).collect();
     failures.sort_by_key(|f| f.seed);
-    println!("{n} seeds in {:.1?}", started.elapsed());
-    println!("{}", totals(&reports));
+    (reports, failures)
+}
+
+/// Panic with the first failure in full and every failing seed, if any failed.
+fn fail_on(n: u64, failures: &[SimFailure]) {
     if failures.is_empty() {
         return;
     }
@@ -82,6 +122,89 @@ fn random_seeds() {
         failures.len(),
         list.join("\n")
     );
+}
+
+fn pool_config() -> PoolSimConfig {
+    let default = PoolSimConfig::default();
+    PoolSimConfig {
+        trace_len: env_u64("RUSK_SIM_TRACE").map_or(default.trace_len, |n| n as usize),
+        ..default
+    }
+}
+
+/// The Python executor pool (`PoolCore`) with executors that crash, hang, compute silently,
+/// break the protocol and fail to start, and its own loop stalling.
+#[test]
+fn pool_seeds() {
+    let config = pool_config();
+    seeds_test(
+        "RUSK_SIM_POOL",
+        DEFAULT_POOL_SEEDS,
+        |seed| run_pool_seed(seed, &config),
+        pool_totals,
+    );
+}
+
+#[test]
+fn a_pool_seed_replays_exactly() {
+    let config = PoolSimConfig::default();
+    for seed in [5, 11] {
+        let a = run_pool_seed(seed, &config).map_err(|f| f.to_string());
+        let b = run_pool_seed(seed, &config).map_err(|f| f.to_string());
+        assert_eq!(a, b, "pool seed {seed} ran differently twice");
+    }
+}
+
+/// What the passing pool seeds exercised, summed (and that they exercised it at all).
+fn pool_totals(reports: &[PoolReport]) -> String {
+    let mut t = PoolReport::default();
+    for r in reports {
+        t.steps += r.steps;
+        t.virtual_time += r.virtual_time;
+        t.jobs += r.jobs;
+        t.values += r.values;
+        t.raised += r.raised;
+        t.lost += r.lost;
+        t.abandoned += r.abandoned;
+        t.no_executor += r.no_executor;
+        t.spawns += r.spawns;
+        t.spawn_failures += r.spawn_failures;
+        t.start_failures += r.start_failures;
+        t.crashes += r.crashes;
+        t.hangs += r.hangs;
+        t.busy_short += r.busy_short;
+        t.busy_long += r.busy_long;
+        t.busy_survived += r.busy_survived;
+        t.protocol_faults += r.protocol_faults;
+        t.stalls += r.stalls;
+        t.hang_kills += r.hang_kills;
+        t.other_kills += r.other_kills;
+        t.copies += r.copies;
+        t.cancels += r.cancels;
+    }
+    if reports.len() >= 100 {
+        // A run that injects nothing proves nothing.
+        for (what, n) in [
+            ("crashes", t.crashes),
+            ("hangs", t.hangs),
+            ("short busy silences", t.busy_short),
+            ("long busy silences", t.busy_long),
+            ("busy silences survived", t.busy_survived),
+            ("hang kills", t.hang_kills),
+            ("stalls", t.stalls),
+            ("copies", t.copies),
+            ("jobs lost with their executor", t.lost),
+            ("jobs without an executor", t.no_executor),
+            ("abandoned jobs", t.abandoned),
+        ] {
+            assert!(n > 0, "no {what} in {} pool seeds", reports.len());
+        }
+    }
+    format!(
+        "{} steps, {:.0} virtual s; {t}",
+        t.steps,
+        t.virtual_time.as_secs_f64()
+    )
 }
 
 #[test]

@@ -94,6 +94,10 @@ const STACKS_WAIT: Duration = Duration::from_millis(300);
 const STACKS_MAX_BYTES: usize = 8192;
 /// Bytes of an executor's recent stderr quoted when it dies.
 const STDERR_TAIL_BYTES: usize = 1500;
+/// How long, after an executor's exit, to wait for the rest of its stderr (faulthandler's
+/// report of a crash): well under `executor::EXIT_GRACE`, so that its exit is seen before the
+/// pool gives up waiting for it.
+const STDERR_DRAIN_WAIT: Duration = Duration::from_millis(50);
 const HEADER_LEN: usize = 13;
 /// Largest frame accepted from an executor. Results of [`segment::INLINE_VALUE_MAX`] bytes or
 /// more come in shared-memory segments, so only hellos, small results and errors (a message
@@ -900,6 +904,7 @@ async fn wait_child(
         k = &mut kill => Err(k.ok().flatten()),
     };
     let mut stacks = None;
+    let by_kill = done.is_err();
     let status = match done {
         Ok(s) => s,
         Err(capture) => {
@@ -929,12 +934,21 @@ async fn wait_child(
         Ok(s) => describe_exit(s),
         Err(e) => Exit::WaitFailed(e.to_string()),
     };
+    // Killed by us, not dead of something else just before.
+    let killed = by_kill
+        && matches!(
+            exit,
+            Exit::Signal {
+                signal: libc::SIGKILL,
+                ..
+            }
+        );
     if let Some(st) = &stacks {
         warn!(pid = ?pid, stacks = %st, "python stacks of the executor before it was killed");
     }
     // The last words on stderr (faulthandler's report of a crash) come after the exit: read
     // them to the end, unless a surviving child of the executor holds the pipe open.
-    let _ = tokio::time::timeout(executor::EXIT_GRACE, forwarder).await;
+    let _ = tokio::time::timeout(STDERR_DRAIN_WAIT, forwarder).await;
     let stderr_tail = {
         let t = stderr_tail.lock().expect("not poisoned");
         String::from_utf8_lossy(&t).into_owned()
@@ -942,6 +956,7 @@ async fn wait_child(
     let _ = ev.send(Event::Exited {
         exec,
         exit,
+        killed,
         stacks,
         stderr_tail,
     });

@@ -329,7 +329,8 @@ pub struct Sample {
     pub exec: ExecId,
     /// When its last byte arrived; `None`: nothing yet.
     pub last_activity: Option<Duration>,
-    /// Its CPU time so far, read when [`samples_cpu`] says so (else `None`).
+    /// Its CPU demand so far (time run, or waited for a core), read when [`samples_cpu`]
+    /// says so (else `None`).
     pub cpu: Option<Duration>,
 }
 
@@ -364,6 +365,8 @@ pub enum Event {
     Exited {
         exec: ExecId,
         exit: Exit,
+        /// It died of the pool's `Kill`, not of something else first.
+        killed: bool,
         /// Captured before a `Kill { capture_stacks: true }`.
         stacks: Option<String>,
         /// The end of what it wrote to stderr since its current task started.
@@ -460,15 +463,18 @@ enum Hello {
     Refused(String),
 }
 
-/// The CPU window of a silent executor: when it opened, and the CPU time then.
+/// The CPU window of a silent executor: when it opened, the CPU time then, and the silence it
+/// belongs to (the last activity when it opened: a window never spans two silences).
 #[derive(Clone, Copy, Debug)]
 struct CpuWindow {
     start: Duration,
     cpu: Duration,
+    silent_since: Duration,
 }
 
 struct Exited {
     exit: Exit,
+    killed: bool,
     at: Duration,
     stacks: Option<String>,
     stderr_tail: String,
@@ -486,8 +492,10 @@ struct Exec {
     running: Option<(JobId, Duration)>,
     /// Moving average of its tasks' run times, in microseconds (`None`: none ran yet).
     avg_run_us: Option<f64>,
-    /// While silent: the CPU window, and whether `BusySilent` was logged.
+    /// While silent: the CPU window, the CPU time sampled at the last check, and whether
+    /// `BusySilent` was logged.
     window: Option<CpuWindow>,
+    last_cpu: Option<(Duration, Duration)>,
     busy_warned: bool,
     /// Condemned: why it is being killed.
     death: Option<Death>,
@@ -614,6 +622,7 @@ impl PoolCore {
             Event::Exited {
                 exec,
                 exit,
+                killed,
                 stacks,
                 stderr_tail,
             } => {
@@ -621,6 +630,7 @@ impl PoolCore {
                     assert!(x.pid.is_some(), "{exec} exited before it was spawned");
                     x.exited = Some(Exited {
                         exit,
+                        killed,
                         at: now,
                         stacks,
                         stderr_tail,
@@ -878,7 +888,14 @@ impl PoolCore {
         let x = self.execs.remove(pos);
         let pid = x.pid.expect("only spawned executors exit");
         let exited = x.exited.expect("only exited executors are settled");
-        let start_failure = match (&x.hello, &x.death) {
+        // Condemned only because its exit was slow to be seen after its output closed, but
+        // dead of something else before the kill landed (a crash): that is what it died of.
+        // Other verdicts (hung, busy too long, abandoned, a protocol error) stand.
+        let death = match x.death {
+            Some(Death::Protocol(ProtocolError::ClosedOutput)) if !exited.killed => None,
+            d => d,
+        };
+        let start_failure = match (&x.hello, &death) {
             (Hello::Ready, _) => None,
             // It never got going: the interpreter or its environment is the problem, not a job.
             (Hello::Refused(e), _) => Some(StartFailure::Refused(e.clone())),
@@ -905,7 +922,7 @@ impl PoolCore {
             }
             None => self.out.push(Command::Log(Log::ExecutorReplaced {
                 pid,
-                death: x.death.clone(),
+                death: death.clone(),
                 exit: exited.exit.clone(),
             })),
         }
@@ -917,7 +934,7 @@ impl PoolCore {
             if owned {
                 let loss = Loss {
                     pid,
-                    death: x.death.clone(),
+                    death,
                     exit: exited.exit.clone(),
                     stacks: exited.stacks.clone(),
                     stderr_tail: exited.stderr_tail.clone(),
@@ -983,25 +1000,45 @@ impl PoolCore {
                 continue;
             };
             let silent = now.saturating_sub(last);
-            if !samples_cpu(silent, hang) {
+            if !samples_cpu(silent, hang) || x.window.is_some_and(|w| w.silent_since != last) {
+                // A new silence (or none): what was measured of the last one is void.
                 x.window = None;
+                x.last_cpu = None;
                 x.busy_warned = false;
+            }
+            if !samples_cpu(silent, hang) {
                 continue;
             }
             let cpu = sample.cpu.unwrap_or_default();
-            let w = *x.window.get_or_insert(CpuWindow { start: now, cpu });
-            let window = now.saturating_sub(w.start);
+            let w = *x.window.get_or_insert(CpuWindow {
+                start: now,
+                cpu,
+                silent_since: last,
+            });
+            // Judged as of the previous check: what the executor wrote since may still be
+            // unread (this loop was held up, or its readers have not run yet), so neither the
+            // silence since then nor the CPU used since (it may have answered, even died)
+            // count against it.
+            let vouched = silent.saturating_sub(since);
+            let prev = x
+                .last_cpu
+                .replace((now, cpu))
+                .filter(|&(t, _)| t >= w.start);
+            let (window, window_cpu) = match prev {
+                Some((t, c)) => (t - w.start, c.saturating_sub(w.cpu)),
+                None => (Duration::ZERO, Duration::ZERO), // it just opened
+            };
             let verdict = judge(
                 Silence {
-                    silent_for: silent,
+                    silent_for: vouched,
                     window,
-                    window_cpu: cpu.saturating_sub(w.cpu),
+                    window_cpu,
                 },
                 hang,
                 busy,
             );
             match verdict {
-                Verdict::Healthy => {}
+                Verdict::Healthy | Verdict::Undecided => {}
                 Verdict::Busy => {
                     if !x.busy_warned && silent > hang {
                         x.busy_warned = true;
@@ -1011,8 +1048,13 @@ impl PoolCore {
                             busy_timeout: busy,
                         }));
                     }
-                    if window >= hang {
-                        x.window = Some(CpuWindow { start: now, cpu });
+                    if let (true, Some((start, cpu))) = (window >= hang, prev) {
+                        // A new window, from the previous check on.
+                        x.window = Some(CpuWindow {
+                            start,
+                            cpu,
+                            silent_since: last,
+                        });
                     }
                 }
                 Verdict::Hung => kills.push((x.id, Death::Hung { silent })),
@@ -1146,6 +1188,7 @@ impl PoolCore {
             running: None,
             avg_run_us: None,
             window: None,
+            last_cpu: None,
             busy_warned: false,
             death: None,
             kill_sent: false,

@@ -47,10 +47,10 @@ use rusk_proto::msg::{
 use rusk_proto::{ClientId, GraphId, Incarnation, NannyId, TaskRef};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::timed::{catch_core_panic, Queued};
 pub(crate) use client::ClientState;
 
 pub use faults::FaultCounts;
@@ -213,29 +213,6 @@ pub(crate) enum Ev {
     Heal,
 }
 
-struct Queued {
-    at: Duration,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
     Safety,
@@ -280,7 +257,7 @@ pub struct Sim {
     steps_at_now: u64,
     /// When the liveness phase began.
     healed_at: Duration,
-    queue: BinaryHeap<Reverse<Queued>>,
+    queue: BinaryHeap<Reverse<Queued<Ev>>>,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) phase: Phase,
     heal_planned: bool,
@@ -779,22 +756,10 @@ impl Sim {
                 message: "the simulation already failed".into(),
             }));
         }
-        match catch_unwind(AssertUnwindSafe(|| f(self))) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(kind)) => {
-                self.broken = true;
-                Err(self.failure(kind))
-            }
-            Err(panic) => {
-                self.broken = true;
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "non-text panic".into());
-                Err(self.failure(FailureKind::CorePanic { message }))
-            }
-        }
+        catch_core_panic(|| f(self)).map_err(|kind| {
+            self.broken = true;
+            self.failure(kind)
+        })
     }
 
     pub(crate) fn failure(&self, kind: FailureKind) -> SimFailure {

@@ -116,11 +116,15 @@ struct Pool {
 
 impl Pool {
     fn new(size: usize, eager: bool) -> Pool {
+        Pool::with_timeouts(size, eager, HANG, BUSY)
+    }
+
+    fn with_timeouts(size: usize, eager: bool, hang: Duration, busy: Duration) -> Pool {
         Pool {
             core: PoolCore::new(PoolConfig {
                 size,
-                hang_timeout: HANG,
-                busy_timeout: BUSY,
+                hang_timeout: hang,
+                busy_timeout: busy,
                 eager,
                 python: "python3".into(),
             }),
@@ -130,7 +134,11 @@ impl Pool {
 
     /// An eager pool of `size` executors (ids and spawn order `1..=size`), all ready.
     fn ready(size: usize) -> Pool {
-        let mut p = Pool::new(size, true);
+        Pool::ready_with(size, HANG, BUSY)
+    }
+
+    fn ready_with(size: usize, hang: Duration, busy: Duration) -> Pool {
+        let mut p = Pool::with_timeouts(size, true, hang, busy);
         let out = p.core.start(p.now);
         let spawns: Vec<Command> = (1..=size as u64)
             .map(|x| Command::Spawn { exec: e(x) })
@@ -208,9 +216,11 @@ impl Pool {
         })
     }
 
+    /// The process ends: of the pool's kill if `SIGKILL`, else by itself.
     fn exited(&mut self, x: u64, exit: Exit, stacks: Option<&str>, tail: &str) -> Vec<Command> {
         self.step(Event::Exited {
             exec: e(x),
+            killed: exit == SIGKILL,
             exit,
             stacks: stacks.map(str::to_string),
             stderr_tail: tail.to_string(),
@@ -227,6 +237,7 @@ impl Pool {
         cpu: impl Fn(Duration) -> Duration,
     ) -> Vec<Command> {
         let until = self.now + d;
+        let hang = self.core.config().hang_timeout;
         let mut all = Vec::new();
         while self.now < until {
             self.now += 100 * MS;
@@ -240,7 +251,7 @@ impl Pool {
                     Sample {
                         exec: ex.id,
                         last_activity: Some(last),
-                        cpu: samples_cpu(silent, HANG).then(|| cpu(self.now)),
+                        cpu: samples_cpu(silent, hang).then(|| cpu(self.now)),
                     }
                 })
                 .collect();
@@ -401,7 +412,11 @@ fn a_hung_executor_is_killed_with_its_stacks_and_replaced() {
     // Condemned, it no longer counts: its replacement starts at once.
     assert_eq!(out, vec![kill(1, true), Command::Spawn { exec: e(2) }]);
     let silent = p.now - since;
-    assert!(silent > HANG && silent <= HANG + 200 * MS, "{silent:?}");
+    // Judged on the silence up to the previous check (a tick ago).
+    assert!(
+        silent > HANG + 100 * MS && silent <= HANG + 300 * MS,
+        "{silent:?}"
+    );
     assert_eq!(p.closed(1), vec![]);
     let out = p.exited(1, SIGKILL, Some("File \"t.py\", line 1 in <lambda>"), "");
     assert_eq!(
@@ -451,7 +466,7 @@ fn a_busy_silent_executor_is_left_until_the_busy_timeout() {
     // every hang timeout: the kill may come that much after the busy timeout.
     let silent = p.now - since;
     assert!(
-        silent > BUSY && silent <= BUSY + HANG / 2 + 200 * MS,
+        silent > BUSY && silent <= BUSY + HANG / 2 + 300 * MS,
         "{silent:?}"
     );
     p.closed(1);
@@ -461,6 +476,76 @@ fn a_busy_silent_executor_is_left_until_the_busy_timeout() {
         m.contains("over the busy timeout of 60s") && m.contains("RUSK_EXECUTOR_BUSY_TIMEOUT"),
         "{m}"
     );
+}
+
+#[test]
+fn a_busy_executor_whose_answer_waits_unread_behind_a_stall_is_not_killed() {
+    let mut p = Pool::ready(1);
+    p.execute(0);
+    p.start(1, 0);
+    let since = p.now;
+    let cpu = move |now: Duration| (now - since) / 2;
+    let out = p.tick_silent(1, since, BUSY - 300 * MS, cpu);
+    assert_eq!(kills(&out), vec![]);
+    // It answers 100 ms before its budget runs out, but the pool's loop is held up for 400 ms
+    // (less than it takes for a stall of its own): the tick comes first and sees it silent
+    // past the budget. Only the silence up to the previous check counts: it is left alone.
+    p.now += 400 * MS;
+    let samples = vec![Sample {
+        exec: e(1),
+        last_activity: Some(since),
+        cpu: Some(cpu(p.now)),
+    }];
+    assert!(p.now - since > BUSY);
+    assert_eq!(p.step(Event::Tick { samples }), vec![]);
+    assert_eq!(
+        p.answer(1, 0),
+        vec![finished(0, Ok(value_of(1, 0))), forget(0)]
+    );
+}
+
+#[test]
+fn a_busy_executor_that_answered_and_died_behind_a_stall_is_not_judged_hung() {
+    // A short hang timeout, so that CPU windows are short: half a second, checks every 100 ms.
+    let (hang, busy_timeout) = (500 * MS, 2 * S);
+    let mut p = Pool::ready_with(1, hang, busy_timeout);
+    p.execute(0);
+    p.execute(1);
+    p.start(1, 0);
+    let since = p.now;
+    let busy = move |now: Duration| (now - since) / 2;
+    // Computing silently; its CPU window restarts at 1.3 s (at the check of 1.4 s).
+    let out = p.tick_silent(1, since, 1400 * MS, busy);
+    assert_eq!(kills(&out), vec![]);
+    // Right after that check it answers 0, starts 1 and crashes: its CPU stops. The pool's
+    // loop is held up for 450 ms (not long enough to count as a stall of its own), and the
+    // tick runs before the readers: silent for 1.85 s, and the window since 1.3 s shows 50 ms
+    // of CPU in 550 ms, under a tenth. Judged on what was known at the previous check (busy
+    // all along), it is left alone...
+    let stopped = p.now;
+    p.now += 450 * MS;
+    let samples = vec![Sample {
+        exec: e(1),
+        last_activity: Some(since),
+        cpu: Some(busy(stopped)),
+    }];
+    assert_eq!(p.step(Event::Tick { samples }), vec![]);
+    // ...and what the readers then deliver settles it: 0 succeeded, 1 was lost in the crash.
+    assert_eq!(
+        p.answer(1, 0),
+        vec![finished(0, Ok(value_of(1, 0))), forget(0)]
+    );
+    assert_eq!(p.start(1, 1), vec![started(1)]);
+    p.closed(1);
+    let segv = Exit::Signal {
+        signal: 11,
+        name: "SIGSEGV",
+    };
+    let out = p.exited(1, segv, None, "");
+    assert!(matches!(
+        failure_of(&out, 1),
+        Failure::Lost(l) if l.death.is_none()
+    ));
 }
 
 #[test]
@@ -593,6 +678,36 @@ fn an_executor_that_closes_its_output_but_lives_is_killed() {
     let out = p.exited(1, SIGKILL, None, "");
     let m = failure_of(&out, 0).into_task_error().message;
     assert!(m.contains("broke the protocol (closed its output)"), "{m}");
+}
+
+#[test]
+fn an_exit_seen_late_after_the_output_closed_is_reported_as_what_it_was() {
+    let mut p = Pool::ready(1);
+    p.execute(0);
+    p.start(1, 0);
+    let at = p.now;
+    // Its output ends (a crash), its exit is slow to be seen: the pool condemns it for
+    // closing its output, but it had died of a segfault.
+    p.closed(1);
+    assert_eq!(
+        p.tick_silent(1, at, S, |_| Duration::ZERO),
+        vec![kill(1, false)]
+    );
+    let segv = Exit::Signal {
+        signal: 11,
+        name: "SIGSEGV",
+    };
+    let out = p.exited(1, segv.clone(), None, "");
+    assert_eq!(
+        out[0],
+        Command::Log(Log::ExecutorReplaced {
+            pid: pid(1),
+            death: None,
+            exit: segv
+        })
+    );
+    let m = failure_of(&out, 0).into_task_error().message;
+    assert!(m.contains("was killed by signal 11 (SIGSEGV)"), "{m}");
 }
 
 #[test]
