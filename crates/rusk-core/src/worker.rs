@@ -66,6 +66,8 @@ pub enum Event {
     },
     /// The shell's latest measurements of this worker, sent with the next heartbeats.
     Vitals(Vitals),
+    /// Something the shell handled on its own, for the scheduler's recovery log.
+    Report(rusk_proto::msg::WorkerEvent),
     /// A `Command::Store(Spill)` is done (the result is on disk) or failed.
     Spilled {
         task: TaskRef,
@@ -256,6 +258,9 @@ impl WorkerCore {
                 }
             }
             Event::Vitals(v) => self.vitals = v,
+            Event::Report(e) => self
+                .out
+                .push(Command::ToScheduler(WorkerToScheduler::Event(e))),
             Event::Spilled { task, result } => {
                 self.store
                     .on_spilled(now, task, result, &mut self.store_out)

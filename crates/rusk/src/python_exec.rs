@@ -168,6 +168,8 @@ pub enum Report {
         attempt: AttemptId,
         result: Result<Bytes, TaskError>,
     },
+    /// For the scheduler's recovery log: an executor replaced, or silent but computing.
+    Event(rusk_proto::msg::WorkerEvent),
 }
 
 enum Request {
@@ -396,7 +398,12 @@ impl Manager {
                         let _ = std::fs::remove_file(&x.stack_file);
                     }
                 }
-                Command::Log(l) => log(l),
+                Command::Log(l) => {
+                    if let Some(e) = l.worker_event() {
+                        (self.report)(Report::Event(e));
+                    }
+                    log(l)
+                }
             }
         }
         events
@@ -1184,14 +1191,17 @@ out = []
         }
 
         async fn started(&mut self) -> u32 {
-            let r = tokio::time::timeout(Duration::from_secs(60), self.rx.recv())
-                .await
-                .expect("a report within 60 s")
-                .expect("pool alive");
-            match r {
-                Report::Started { task, .. } => task.index,
-                Report::Finished { task, result, .. } => {
-                    panic!("task {} finished before starting: {result:?}", task.index)
+            loop {
+                let r = tokio::time::timeout(Duration::from_secs(60), self.rx.recv())
+                    .await
+                    .expect("a report within 60 s")
+                    .expect("pool alive");
+                match r {
+                    Report::Started { task, .. } => return task.index,
+                    Report::Finished { task, result, .. } => {
+                        panic!("task {} finished before starting: {result:?}", task.index)
+                    }
+                    Report::Event(_) => {} // an executor replaced meanwhile
                 }
             }
         }

@@ -348,6 +348,13 @@ out.append(payload(slow_inc, (None,), {}, [(0, 0)]))
     );
     let log = std::fs::read_to_string(c.dir.path().join("w0.log")).unwrap();
     assert!(log.contains("python executor killed"), "{log}");
+    // The worker reported it to the scheduler's recovery log, typed, with where it was stuck.
+    let events = c.rusk(&["events", "--json"]);
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(
+        events.contains("executor-hung") && events.contains("\"source\":\"worker\""),
+        "{events}"
+    );
 }
 
 #[test]

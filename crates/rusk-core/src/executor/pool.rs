@@ -443,6 +443,42 @@ pub enum Log {
     },
 }
 
+impl Log {
+    /// The recovery-log event the worker reports for this, if any (starts that fail are the
+    /// waiting tasks' errors; an executor killed to stop an abandoned task is routine).
+    pub fn worker_event(&self) -> Option<rusk_proto::msg::WorkerEvent> {
+        use rusk_proto::msg::{ExecutorCause, WorkerEvent};
+        match self {
+            Log::StartFailed { .. } => None,
+            Log::ExecutorReplaced { pid, death, exit } => {
+                let (cause, observed) = match death {
+                    None => (ExecutorCause::Died, format!("{exit}")),
+                    Some(Death::Abandoned) => return None,
+                    Some(Death::Hung { silent }) => (
+                        ExecutorCause::Hung,
+                        format!("no ping for {silent:?} and no CPU used (stuck in a C call holding the GIL)"),
+                    ),
+                    Some(Death::BusyTooLong { silent }) => (
+                        ExecutorCause::BusyTooLong,
+                        format!("computing without a ping for {silent:?}, past the busy timeout"),
+                    ),
+                    Some(Death::StartTimeout) => (ExecutorCause::Hung, "no hello in time".into()),
+                    Some(Death::Protocol(p)) => (ExecutorCause::Protocol, format!("{p}")),
+                };
+                Some(WorkerEvent::ExecutorReplaced {
+                    pid: *pid,
+                    cause,
+                    observed,
+                })
+            }
+            Log::BusySilent { pid, silent, .. } => Some(WorkerEvent::ExecutorBusy {
+                pid: *pid,
+                silent_ms: silent.as_millis() as u64,
+            }),
+        }
+    }
+}
+
 struct Job {
     task: TaskRef,
     attempt: AttemptId,

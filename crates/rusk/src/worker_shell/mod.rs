@@ -107,6 +107,8 @@ enum Local {
     },
     /// New measurements from the vitals sampler (`crate::vitals`).
     Vitals(rusk_proto::msg::Vitals),
+    /// Something for the scheduler's recovery log (an executor replaced, ...).
+    Report(rusk_proto::msg::WorkerEvent),
     /// A spill file was written (or could not be).
     Spilled {
         task: TaskRef,
@@ -281,6 +283,7 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                             Event::Started { task, attempt }
                         }
                         Local::Vitals(v) => Event::Vitals(v),
+                        Local::Report(e) => Event::Report(e),
                         Local::Spilled { task, result } => Event::Spilled { task, result },
                         Local::SpillLost { dep, during } => {
                             warn!(%dep, "a spilled result is lost (its file is corrupt or missing); it will be recomputed");

@@ -94,6 +94,7 @@ impl Executor {
                     attempt,
                     result,
                 },
+                Report::Event(e) => Local::Report(e),
             });
         });
         let e = Executor {
