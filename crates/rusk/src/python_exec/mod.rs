@@ -1,0 +1,486 @@
+//! Python tasks: a pool of executor processes owned by the worker. This is the tokio shell; the
+//! policy (which executor runs what, pipelining, stealing, hang and crash handling) is the pure
+//! `rusk_core::executor::PoolCore`, which this file feeds with events and whose commands it
+//! carries out.
+//!
+//! A worker runs `TaskKind::Python` tasks in `nthreads` long-lived Python processes (the
+//! *executors*), each running `python/rusk/_executor.py`, which is embedded in this binary
+//! (written once to the work dir as `rusk-executor-HASH.py` and run with `PYTHON -u`), so any
+//! interpreter with `cloudpickle` installed will do. The worker keeps every result: an
+//! executor holds nothing but the task it is running, so it can be killed at any time.
+//!
+//! # Protocol (the executor's stdin and stdout)
+//!
+//! Frames both ways ([`ExecutorCodec`]): a 13-byte header `kind: u8, id: u64 BE, len: u32 BE`,
+//! then `len` bytes (at most [`MAX_EXECUTOR_FRAME`] from an executor).
+//!
+//! | dir | kind | body |
+//! |---|---|---|
+//! | → | `T` task | `n: u32 BE`, `n` blob descriptors (`kind: u8` (0 inline, 1 segment), 3 zero bytes, `fd: u32`, `offset: u64`, `len: u64`, all BE), then the inline blobs: the payload, then the inputs (a segment is mapped by the executor through `/proc/<worker pid>/fd/<fd>`) |
+//! | → | `C` cancel | - (drop queued task `id` unless it has started) |
+//! | → | `F` result mapped | - (close the fd of task `id`'s result segment) |
+//! | ← | `H` hello | JSON `{"py","python","cloudpickle","pid","executable"}`, or `{"error"}` then exit |
+//! | ← | `P` ping | - (every 100 ms, from a background thread) |
+//! | ← | `S` started | - |
+//! | ← | `R` result | `0: u8` then the value, or `1: u8, fd: u32 BE, len: u64 BE`: a sealed memfd of the executor holding the value, mapped here at once through `/proc/<executor pid>/fd/<fd>` (then `F`) |
+//! | ← | `E` error | `len: u32 BE`, the UTF-8 message, the pickled `(exception, traceback)` (none if the task never ran: bad header, version mismatch) |
+//! | ← | `X` skipped | - (a cancelled task that never started) |
+//!
+//! Each `T` gets exactly one answer: `R` or `E` (each preceded by `S`), or `X`. Tasks start in
+//! the order they were sent. End of stdin tells an executor to exit; it also dies with the
+//! worker (`PR_SET_PDEATHSIG`). The executor moves the pipes off fds 0 and 1, so task code
+//! that prints or reads stdin cannot corrupt them (its prints go to the worker's stderr, as does
+//! everything the executor writes to stderr).
+//!
+//! # What the shell does
+//!
+//! - spawns executors (`Spawn`), each with a reader task (frames to events, activity stamped on
+//!   every read), a writer task (frames batched per wake-up), a stderr forwarder (keeping the
+//!   tail since the current task started) and a waiter (`wait()`; on `Kill`, SIGUSR1 for the
+//!   Python stacks first when asked, then SIGKILL to the process group);
+//! - keeps each job's payload and inputs until the core says `ForgetJob`;
+//! - at every `next_timeout()`, samples each executor's last activity and, while it is silent,
+//!   its CPU time from `/proc` (`Tick`).
+//!
+//! See `rusk_core::executor` for the policy: pipelining ([`executor::PIPELINE_DEPTH`],
+//! [`executor::PIPELINE_DEPTH_SHORT`]), stealing ([`executor::STEAL_AFTER`]), the hang
+//! timeout ([`DEFAULT_HANG_TIMEOUT`], `RUSK_EXECUTOR_HANG_TIMEOUT`) against the busy timeout
+//! ([`DEFAULT_BUSY_TIMEOUT`]), start failures ([`executor::START_RETRY_DELAY`]) and what a task
+//! whose executor dies fails with (its `retries` apply; tasks queued behind it run again
+//! uncharged; results already on the worker are untouched).
+use anyhow::{Context, Result};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::{SinkExt, StreamExt};
+use rusk_core::executor::{self, Answer, Command, Event, ExecId, Exit, JobId, Log, PoolCore};
+use rusk_proto::msg::TaskError;
+use rusk_proto::{AttemptId, TaskRef};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
+use tracing::{info, warn};
+
+use rusk_net::segment;
+
+/// The executor script, embedded so that a worker needs nothing but an interpreter with
+/// `cloudpickle`.
+pub const SCRIPT: &str = include_str!("../../../../python/rusk/_executor.py");
+
+/// How often an executor pings (fixed in the script).
+pub use rusk_core::executor::PING_INTERVAL;
+/// Default of `--executor-hang-timeout` / `RUSK_EXECUTOR_HANG_TIMEOUT`: 60 missed pings.
+///
+/// Only a single C call that holds the GIL silences an executor (pure Python switches threads
+/// every 5 ms), and legitimate ones rarely last seconds (`sorted()` of ten million items takes
+/// about 3 s, pickling a large result about as long): 6 s is twice the longest we know of, and
+/// catches a hung task sooner than Dask does even with its worker TTL cut to 5 s (about 10 s
+/// there: TTL, its once-per-TTL check, then its nanny's kill). Raise it for workloads with
+/// longer GIL-holding C calls.
+pub const DEFAULT_HANG_TIMEOUT: &str = "6s";
+/// Default of `--executor-busy-timeout` / `RUSK_EXECUTOR_BUSY_TIMEOUT`: how long a silent
+/// executor that is *using CPU* (a long C computation holding the GIL) may go on before it is
+/// killed as hung (`rusk_core::executor::judge`). A task's own `timeout` still applies.
+pub const DEFAULT_BUSY_TIMEOUT: &str = "5m";
+/// Largest frame accepted from an executor. Results of [`segment::INLINE_VALUE_MAX`] bytes or
+/// more come in shared-memory segments, so only hellos, small results and errors (a message
+/// and the pickled exception) travel through the pipe.
+pub const MAX_EXECUTOR_FRAME: usize = 64 << 20;
+
+#[derive(Clone, Debug)]
+pub struct PythonOptions {
+    /// The interpreter (`--python`, `RUSK_PYTHON`); `None` means [`default_python`].
+    pub python: Option<PathBuf>,
+    pub hang_timeout: Duration,
+    /// Silent but computing executors are killed after this (`DEFAULT_BUSY_TIMEOUT`).
+    pub busy_timeout: Duration,
+    /// Start the executors with the worker rather than with the first Python task.
+    pub eager: bool,
+}
+
+impl Default for PythonOptions {
+    fn default() -> Self {
+        PythonOptions {
+            python: None,
+            hang_timeout: Duration::from_secs(10),
+            busy_timeout: Duration::from_secs(300),
+            eager: false,
+        }
+    }
+}
+
+/// The interpreter of the environment `rusk` was installed in: `<venv>/bin/python` when this
+/// binary lives in a virtualenv's (or conda env's) `bin/`, else a `python3` beside the binary,
+/// else `python3` on `PATH`.
+pub fn default_python() -> PathBuf {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        let env_root = dir.parent();
+        let is_env = env_root
+            .is_some_and(|r| r.join("pyvenv.cfg").is_file() || r.join("conda-meta").is_dir());
+        let names: &[&str] = if is_env {
+            &["python", "python3"]
+        } else {
+            &["python3"]
+        };
+        for n in names {
+            let p = dir.join(n);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    PathBuf::from("python3")
+}
+
+/// What the pool tells the worker loop.
+pub enum Report {
+    Started {
+        task: TaskRef,
+        attempt: AttemptId,
+    },
+    /// Exactly one per `execute`.
+    Finished {
+        task: TaskRef,
+        attempt: AttemptId,
+        result: Result<Bytes, TaskError>,
+    },
+    /// For the scheduler's recovery log: an executor replaced, or silent but computing.
+    Event(rusk_proto::msg::WorkerEvent),
+}
+
+enum Request {
+    Execute {
+        task: TaskRef,
+        attempt: AttemptId,
+        payload: Bytes,
+        inputs: Vec<Bytes>,
+    },
+    Abandon {
+        task: TaskRef,
+        attempt: AttemptId,
+    },
+}
+
+/// Handle to the pool; its manager task runs on the worker's event loop and never blocks it
+/// (each executor's pipes are served by their own tasks).
+pub struct PythonPool {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl PythonPool {
+    /// Start the pool's manager (on the current tokio runtime). `report` is called from it.
+    pub fn start(
+        opts: PythonOptions,
+        size: u32,
+        work_dir: PathBuf,
+        report: impl Fn(Report) + Send + 'static,
+    ) -> PythonPool {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let python = opts.python.clone().unwrap_or_else(default_python);
+        let core = PoolCore::new(executor::PoolConfig {
+            size: size.max(1) as usize,
+            hang_timeout: opts.hang_timeout,
+            busy_timeout: opts.busy_timeout,
+            eager: opts.eager,
+            python: python.display().to_string(),
+        });
+        let manager = Manager {
+            core,
+            hang_timeout: opts.hang_timeout,
+            python,
+            work_dir,
+            report: Box::new(report),
+            epoch: Instant::now(),
+            jobs: FxHashMap::default(),
+            next_job: 0,
+            execs: FxHashMap::default(),
+            ev_tx,
+        };
+        tokio::spawn(manager.run(rx, ev_rx));
+        PythonPool { tx }
+    }
+
+    pub fn execute(&self, task: TaskRef, attempt: AttemptId, payload: Bytes, inputs: Vec<Bytes>) {
+        let _ = self.tx.send(Request::Execute {
+            task,
+            attempt,
+            payload,
+            inputs,
+        });
+    }
+
+    /// Stop the attempt if it is queued or running here (a running one by killing its
+    /// executor); a no-op for attempts this pool does not have.
+    pub fn abandon(&self, task: TaskRef, attempt: AttemptId) {
+        let _ = self.tx.send(Request::Abandon { task, attempt });
+    }
+}
+
+/// What the shell keeps of a job for the core: what its `T` frame carries.
+struct JobData {
+    payload: Bytes,
+    inputs: Vec<Bytes>,
+}
+
+/// The shell's side of one executor process.
+struct ExecIo {
+    pid: u32,
+    writer: mpsc::UnboundedSender<ToExecutor>,
+    /// Milliseconds since the pool's epoch of the last byte received, plus one (0: none yet).
+    activity: Arc<AtomicU64>,
+    /// Kill switch; `Some(path)`: capture the Python stacks into `path` first.
+    kill: Option<oneshot::Sender<Option<PathBuf>>>,
+    /// Where the executor writes its stacks on SIGUSR1.
+    stack_file: PathBuf,
+}
+
+struct Manager {
+    core: PoolCore,
+    hang_timeout: Duration,
+    python: PathBuf,
+    work_dir: PathBuf,
+    report: Box<dyn Fn(Report) + Send>,
+    epoch: Instant,
+    jobs: FxHashMap<JobId, JobData>,
+    next_job: u64,
+    execs: FxHashMap<ExecId, ExecIo>,
+    ev_tx: mpsc::UnboundedSender<Event>,
+}
+
+impl Manager {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Request>,
+        mut ev_rx: mpsc::UnboundedReceiver<Event>,
+    ) {
+        let out = self.core.start(self.now());
+        self.carry_out(out);
+        loop {
+            let deadline = self.core.next_timeout().map(|t| self.epoch + t);
+            let tick = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = rx.recv() => {
+                    let Some(r) = r else { return }; // the worker is going away; kill_on_drop
+                    self.on_request(r);
+                    while let Ok(r) = rx.try_recv() {
+                        self.on_request(r);
+                    }
+                }
+                Some(ev) = ev_rx.recv() => {
+                    self.feed(ev);
+                    while let Ok(ev) = ev_rx.try_recv() {
+                        self.feed(ev);
+                    }
+                }
+                _ = tick => {
+                    let samples = self.samples();
+                    self.feed(Event::Tick { samples });
+                }
+            }
+            crate::vitals::set_executors_alive(self.core.executors_alive());
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn on_request(&mut self, r: Request) {
+        match r {
+            Request::Execute {
+                task,
+                attempt,
+                payload,
+                inputs,
+            } => {
+                self.next_job += 1;
+                let job = JobId(self.next_job);
+                self.jobs.insert(job, JobData { payload, inputs });
+                self.feed(Event::Execute { job, task, attempt });
+            }
+            Request::Abandon { task, attempt } => self.feed(Event::Abandon { task, attempt }),
+        }
+    }
+
+    /// Hand the core an event and carry out what it says, including the answers to its
+    /// spawns (spawning is synchronous here, so the jobs it sends to a new executor find it).
+    fn feed(&mut self, ev: Event) {
+        let mut events = VecDeque::from([ev]);
+        while let Some(ev) = events.pop_front() {
+            let out = self.core.handle(self.now(), ev);
+            events.extend(self.carry_out(out));
+        }
+    }
+
+    /// Carry out commands; returns the events they caused.
+    fn carry_out(&mut self, out: Vec<Command>) -> Vec<Event> {
+        let mut events = Vec::new();
+        for c in out {
+            match c {
+                Command::Spawn { exec } => events.push(match self.spawn(exec) {
+                    Ok(pid) => Event::Spawned { exec, pid },
+                    Err(e) => Event::SpawnFailed {
+                        exec,
+                        message: format!("{e:#}"),
+                    },
+                }),
+                Command::Send { exec, job } => {
+                    if let (Some(x), Some(d)) = (self.execs.get(&exec), self.jobs.get(&job)) {
+                        let _ = x.writer.send(ToExecutor::Task {
+                            id: job.0,
+                            payload: d.payload.clone(),
+                            inputs: d.inputs.clone(),
+                        });
+                    }
+                }
+                Command::Cancel { exec, job } => {
+                    if let Some(x) = self.execs.get(&exec) {
+                        let _ = x.writer.send(ToExecutor::Cancel(job.0));
+                    }
+                }
+                Command::Kill {
+                    exec,
+                    capture_stacks,
+                } => {
+                    if let Some(x) = self.execs.get_mut(&exec) {
+                        if let Some(k) = x.kill.take() {
+                            let _ = k.send(capture_stacks.then(|| x.stack_file.clone()));
+                        }
+                    }
+                }
+                Command::Started { task, attempt } => {
+                    (self.report)(Report::Started { task, attempt })
+                }
+                Command::Finished {
+                    task,
+                    attempt,
+                    result,
+                } => (self.report)(Report::Finished {
+                    task,
+                    attempt,
+                    result: result.map_err(executor::Failure::into_task_error),
+                }),
+                Command::ForgetJob { job } => {
+                    self.jobs.remove(&job);
+                }
+                Command::ForgetExec { exec } => {
+                    if let Some(x) = self.execs.remove(&exec) {
+                        let _ = std::fs::remove_file(&x.stack_file);
+                    }
+                }
+                Command::Log(l) => {
+                    if let Some(e) = l.worker_event() {
+                        (self.report)(Report::Event(e));
+                    }
+                    log(l)
+                }
+            }
+        }
+        events
+    }
+
+    /// Every executor's last activity, and its CPU time while it is silent.
+    fn samples(&self) -> Vec<executor::Sample> {
+        let now = self.now();
+        self.execs
+            .iter()
+            .map(|(&exec, x)| {
+                let last = x.activity.load(Ordering::Relaxed);
+                let last_activity = (last > 0).then(|| Duration::from_millis(last - 1));
+                let cpu = last_activity
+                    .filter(|&l| executor::samples_cpu(now.saturating_sub(l), self.hang_timeout))
+                    .and_then(|_| crate::vitals::process_cpu_seconds(x.pid))
+                    .map(Duration::from_secs_f64);
+                executor::Sample {
+                    exec,
+                    last_activity,
+                    cpu,
+                }
+            })
+            .collect()
+    }
+}
+
+fn log(l: Log) {
+    match l {
+        Log::StartFailed { pid: None, failure } => {
+            warn!(message = %failure, "cannot start a python executor")
+        }
+        Log::StartFailed {
+            pid: Some(pid),
+            failure,
+        } => warn!(pid, message = %failure, "python executor failed to start"),
+        Log::ExecutorReplaced { pid, death, exit } => {
+            crate::vitals::executor_replaced();
+            match death {
+                Some(executor::Death::Abandoned) => {
+                    info!(
+                        pid,
+                        "python executor killed to stop an abandoned task; replacing it"
+                    )
+                }
+                Some(d) => {
+                    warn!(pid, cause = ?d, status = %exit, "python executor killed; replacing it")
+                }
+                None => warn!(pid, status = %exit, "python executor died; replacing it"),
+            }
+        }
+        Log::BusySilent {
+            pid,
+            silent,
+            busy_timeout,
+        } => warn!(
+            pid,
+            silent_ms = silent.as_millis() as u64,
+            busy_timeout = ?busy_timeout,
+            "python executor silent but computing (a long C call holding the GIL): left running until the busy timeout"
+        ),
+    }
+}
+
+fn task_error(message: String) -> TaskError {
+    TaskError {
+        message,
+        exit_code: None,
+        detail: None,
+    }
+}
+
+/// Body of an `E` frame: message length, message, pickled `(exception, traceback)`.
+fn parse_error(mut body: Bytes) -> TaskError {
+    if body.len() < 4 {
+        return task_error("the Python executor sent a malformed error".into());
+    }
+    let n = body.get_u32() as usize;
+    if body.len() < n {
+        return task_error("the Python executor sent a malformed error".into());
+    }
+    let message = String::from_utf8_lossy(&body.split_to(n)).into_owned();
+    TaskError {
+        message,
+        exit_code: None,
+        detail: (!body.is_empty()).then_some(body),
+    }
+}
+
+mod codec;
+mod process;
+#[cfg(test)]
+mod tests;
+
+pub use codec::{ExecutorCodec, Frame, ToExecutor};
