@@ -24,7 +24,10 @@ executor -> worker
     ``S`` started task ``id`` begins.
     ``R`` result  ``kind: u8``; 0: the value follows inline; 1: ``fd: u32 BE, len: u64 BE``,
                   the value is in the sealed memfd ``/proc/<executor pid>/fd/<fd>``, which the
-                  worker maps (and answers with ``F``).
+                  worker maps (and answers with ``F``); 2: ``input: u32 BE``, the task returned
+                  its input ``input`` unchanged and the value cannot have been changed in place
+                  (a read-only numpy array, bytes, str): the worker stores that input's bytes
+                  again, so nothing is pickled or copied.
     ``E`` error   ``msg_len: u32 BE``, the UTF-8 message, then the pickled
                   ``(exception, traceback_text)`` of task ``id`` (nothing when the task
                   failed before running, e.g. on a version mismatch).
@@ -80,8 +83,9 @@ def _aligned(n):
 def dump_value(obj, dumps):
     """Pickle ``obj`` (protocol 5, out-of-band buffers kept apart).
 
-    Returns ``(size, write)``: ``write(memoryview)`` lays the value out in ``size`` bytes (the
-    ``RSKV`` layout), or ``(None, data)`` for a small value with no buffers (a plain pickle).
+    Returns ``(size, pieces)``: the value is ``size`` bytes in the ``RSKV`` layout, made of
+    ``pieces``, a list of ``(offset, bytes-like)`` (the gaps between them are zeros); or
+    ``(None, data)`` for a small value with no buffers (a plain pickle).
     """
     buffers = []
     data = dumps(obj, protocol=5, buffer_callback=buffers.append)
@@ -97,21 +101,15 @@ def dump_value(obj, dumps):
             return None, data
         return dump_value_in_band(obj, dumps, data)
     head = VALUE_HEADER.size + 8 * len(raws)
-    offsets = []
+    header = VALUE_HEADER.pack(VALUE_MAGIC, 1, len(raws), len(data)) + struct.pack(
+        "<%dQ" % len(raws), *[r.nbytes for r in raws]
+    )
+    pieces = [(0, header), (head, data)]
     end = _aligned(head + len(data))
     for r in raws:
-        offsets.append(end)
+        pieces.append((end, r))
         end = _aligned(end + r.nbytes)
-    size = max(end, 1)
-
-    def write(mv):
-        VALUE_HEADER.pack_into(mv, 0, VALUE_MAGIC, 1, len(raws), len(data))
-        struct.pack_into("<%dQ" % len(raws), mv, VALUE_HEADER.size, *[r.nbytes for r in raws])
-        mv[head : head + len(data)] = data
-        for off, r in zip(offsets, raws):
-            mv[off : off + r.nbytes] = r
-
-    return size, write
+    return max(end, 1), pieces
 
 
 def dump_value_in_band(obj, dumps, data=None):
@@ -119,13 +117,17 @@ def dump_value_in_band(obj, dumps, data=None):
         data = dumps(obj, protocol=5)
     if len(data) < INLINE_VALUE_MAX:
         return None, data
-    head = VALUE_HEADER.size
+    header = VALUE_HEADER.pack(VALUE_MAGIC, 1, 0, len(data))
+    return len(header) + len(data), [(0, header), (len(header), data)]
 
-    def write(mv):
-        VALUE_HEADER.pack_into(mv, 0, VALUE_MAGIC, 1, 0, len(data))
-        mv[head : head + len(data)] = data
 
-    return head + len(data), write
+def lay_out(size, pieces):
+    """The value of ``dump_value`` as one bytearray (for small values)."""
+    buf = bytearray(size)
+    for off, p in pieces:
+        mv = memoryview(p).cast("B")
+        buf[off : off + len(mv)] = mv
+    return buf
 
 
 def load_value(mv, loads):
@@ -165,27 +167,21 @@ def map_segment(path, offset, length):
     return memoryview(mm)[offset : offset + length]
 
 
-def write_segment(size, write):
-    """A sealed memfd of ``size`` bytes filled by ``write``; returns its fd."""
+def write_segment(size, pieces):
+    """A sealed memfd of ``size`` bytes holding ``pieces`` (see ``dump_value``); returns its
+    fd. The pieces are written to the file (``pwrite``), never through a mapping: fresh shared
+    memory filled that way skips the page faults and zeroing of a first touch."""
     import fcntl
-    import mmap
 
     fd = os.memfd_create("rusk-result", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         os.ftruncate(fd, size)
-        mm = mmap.mmap(fd, size)
-        try:
-            try:
-                mm.madvise(mmap.MADV_HUGEPAGE)
-            except (AttributeError, OSError):
-                pass
-            mv = memoryview(mm)
-            try:
-                write(mv)
-            finally:
-                mv.release()
-        finally:
-            mm.close()
+        for off, p in pieces:
+            mv = memoryview(p).cast("B")
+            done = 0
+            while done < len(mv):
+                # One write moves at most about 2 GiB (Linux's MAX_RW_COUNT).
+                done += os.pwrite(fd, mv[done : done + (1 << 30)], off + done)
         fcntl.fcntl(
             fd,
             fcntl.F_ADD_SEALS,
@@ -445,6 +441,7 @@ class Executor:
                 "the task's payload places %d dependencies but the worker gave it %d inputs"
                 % (len(dep_paths), n - 1),
             )
+        loaded = []
         if dep_paths:
             root = [args, kwargs]
             for i, path in enumerate(dep_paths):
@@ -452,6 +449,8 @@ class Executor:
                     value = load_value(blobs[i + 1], pickle.loads)
                 except BaseException as exc:
                     return self.fail_exc(tid, exc, "cannot unpickle input %d: " % i)
+                if type(blobs[i + 1].obj).__name__ == "mmap":
+                    loaded.append((i, value))
                 try:
                     root = _put(root, path, 0, value)
                 except Exception as exc:
@@ -463,6 +462,11 @@ class Executor:
         except BaseException as exc:
             return self.fail_exc(tid, exc, "", user=True)
         del args, kwargs, func
+        if loaded:
+            for i, value in loaded:
+                if value is result and _immutable(result):
+                    return frame(ord("R"), tid, struct.pack(">BI", 2, i))
+            del loaded, value
         try:
             if type(result) in self.simple:
                 size, data = dump_value_in_band(result, pickle.dumps)
@@ -475,9 +479,7 @@ class Executor:
             return frame(ord("R"), tid, b"\x00", data)
         if size < INLINE_VALUE_MAX:
             # Small, with out-of-band buffers: laid out inline, no segment.
-            buf = bytearray(size)
-            data(memoryview(buf))
-            return frame(ord("R"), tid, b"\x00", buf)
+            return frame(ord("R"), tid, b"\x00", lay_out(size, data))
         try:
             fd = write_segment(size, data)
         except BaseException as exc:
@@ -567,6 +569,18 @@ class Executor:
     def _error(self, tid, message, detail):
         msg = message.encode("utf-8", "replace")
         return frame(ord("E"), tid, struct.pack(">I", len(msg)), msg, detail)
+
+
+def _immutable(obj):
+    """Whether ``obj`` cannot have been changed in place by a task (so a task returning an input
+    unchanged returns exactly that input's bytes)."""
+    t = type(obj)
+    if t is bytes or t is str:
+        return True
+    if t.__name__ == "ndarray" and t.__module__ == "numpy":
+        # Read-only (a view of a shared segment) and holding no Python objects.
+        return not obj.flags.writeable and not obj.dtype.hasobject
+    return False
 
 
 def _exc_text(exc):

@@ -22,7 +22,7 @@
 //! | ← | `H` hello | JSON `{"py","python","cloudpickle","pid","executable"}`, or `{"error"}` then exit |
 //! | ← | `P` ping | - (every 100 ms, from a background thread) |
 //! | ← | `S` started | - |
-//! | ← | `R` result | `0: u8` then the value, or `1: u8, fd: u32 BE, len: u64 BE`: a sealed memfd of the executor holding the value, mapped here at once through `/proc/<executor pid>/fd/<fd>` (then `F`) |
+//! | ← | `R` result | `0: u8` then the value, or `1: u8, fd: u32 BE, len: u64 BE`: a sealed memfd of the executor holding the value, mapped here at once through `/proc/<executor pid>/fd/<fd>` (then `F`), or `2: u8, input: u32 BE`: the task returned its input `input` unchanged (an immutable value: the worker stores the input's bytes again, nothing is copied) |
 //! | ← | `E` error | `len: u32 BE`, the UTF-8 message, the pickled `(exception, traceback)` (none if the task never ran: bad header, version mismatch) |
 //! | ← | `X` skipped | - (a cancelled task that never started) |
 //!
@@ -254,14 +254,27 @@ struct Manager {
     jobs: FxHashMap<JobId, JobData>,
     next_job: u64,
     execs: FxHashMap<ExecId, ExecIo>,
-    ev_tx: mpsc::UnboundedSender<Event>,
+    ev_tx: mpsc::UnboundedSender<FromExec>,
+}
+
+/// What an executor's reader and waiter tasks tell the manager.
+enum FromExec {
+    /// An event for the core.
+    Core(Event),
+    /// `R` kind 2: the job's result is its input `input`, returned unchanged (the manager holds
+    /// the inputs, so it makes the answer).
+    ResultIsInput {
+        exec: ExecId,
+        job: JobId,
+        input: usize,
+    },
 }
 
 impl Manager {
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Request>,
-        mut ev_rx: mpsc::UnboundedReceiver<Event>,
+        mut ev_rx: mpsc::UnboundedReceiver<FromExec>,
     ) {
         let out = self.core.start(self.now());
         self.carry_out(out);
@@ -281,10 +294,10 @@ impl Manager {
                         self.on_request(r);
                     }
                 }
-                Some(ev) = ev_rx.recv() => {
-                    self.feed(ev);
-                    while let Ok(ev) = ev_rx.try_recv() {
-                        self.feed(ev);
+                Some(m) = ev_rx.recv() => {
+                    self.deliver(m);
+                    while let Ok(m) = ev_rx.try_recv() {
+                        self.deliver(m);
                     }
                 }
                 _ = tick => {
@@ -315,6 +328,27 @@ impl Manager {
             }
             Request::Abandon { task, attempt } => self.feed(Event::Abandon { task, attempt }),
         }
+    }
+
+    fn deliver(&mut self, m: FromExec) {
+        let ev = match m {
+            FromExec::Core(ev) => ev,
+            FromExec::ResultIsInput { exec, job, input } => {
+                let answer = match self.jobs.get(&job).and_then(|d| d.inputs.get(input)) {
+                    Some(v) => Answer::Value(v.clone()),
+                    None => Answer::Error(TaskError {
+                        message: format!(
+                            "the Python executor answered with input {input} of a job it was \
+                             not given, or that has fewer inputs (a protocol error)"
+                        ),
+                        exit_code: None,
+                        detail: None,
+                    }),
+                };
+                Event::Answered { exec, job, answer }
+            }
+        };
+        self.feed(ev);
     }
 
     /// Hand the core an event and carry out what it says, including the answers to its

@@ -212,9 +212,16 @@ impl ExecLink {
     }
 
     /// The event a frame means, or what is wrong with it.
-    fn event(&self, f: Frame) -> Result<Option<Event>, String> {
+    fn event(&self, f: Frame) -> Result<Option<FromExec>, String> {
         let (exec, job) = (self.exec, JobId(f.id));
-        Ok(Some(match f.kind {
+        if f.kind == b'R' && f.body.first() == Some(&2) {
+            let input = match f.body.len() {
+                5 => u32::from_be_bytes([f.body[1], f.body[2], f.body[3], f.body[4]]) as usize,
+                _ => return Err("a malformed result frame".into()),
+            };
+            return Ok(Some(FromExec::ResultIsInput { exec, job, input }));
+        }
+        Ok(Some(FromExec::Core(match f.kind {
             b'P' => return Ok(None),
             b'H' => {
                 let hello: serde_json::Value = serde_json::from_slice(&f.body).unwrap_or_default();
@@ -253,14 +260,14 @@ impl ExecLink {
                 answer: Answer::Skipped,
             },
             other => return Err(format!("unknown frame kind {:?}", other as char)),
-        }))
+        })))
     }
 }
 
 async fn read_frames(
     link: ExecLink,
     stdout: Stamped<tokio::process::ChildStdout>,
-    ev: mpsc::UnboundedSender<Event>,
+    ev: mpsc::UnboundedSender<FromExec>,
 ) {
     let mut frames = FramedRead::with_capacity(stdout, ExecutorCodec, PIPE_BUFFER_BYTES);
     let error = loop {
@@ -277,10 +284,10 @@ async fn read_frames(
             Err(e) => break Some(e),
         }
     };
-    let _ = ev.send(Event::Closed {
+    let _ = ev.send(FromExec::Core(Event::Closed {
         exec: link.exec,
         error,
-    });
+    }));
 }
 
 async fn forward_stderr(mut stderr: tokio::process::ChildStderr, tail: Arc<Mutex<Vec<u8>>>) {
@@ -308,7 +315,7 @@ async fn wait_child(
     mut kill: oneshot::Receiver<Option<PathBuf>>,
     forwarder: tokio::task::JoinHandle<()>,
     stderr_tail: Arc<Mutex<Vec<u8>>>,
-    ev: mpsc::UnboundedSender<Event>,
+    ev: mpsc::UnboundedSender<FromExec>,
 ) {
     let pid = child.id();
     let done = tokio::select! {
@@ -365,13 +372,13 @@ async fn wait_child(
         let t = stderr_tail.lock().expect("not poisoned");
         String::from_utf8_lossy(&t).into_owned()
     };
-    let _ = ev.send(Event::Exited {
+    let _ = ev.send(FromExec::Core(Event::Exited {
         exec,
         exit,
         killed,
         stacks,
         stderr_tail,
-    });
+    }));
 }
 
 fn describe_exit(s: std::process::ExitStatus) -> Exit {

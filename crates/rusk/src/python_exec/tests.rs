@@ -519,3 +519,53 @@ out.append(payload(noop, (1,)))
         assert!(per_task < Duration::from_millis(1), "{per_task:?} per task");
     });
 }
+
+/// A task that returns a shared-memory input unchanged answers with that input (`R` kind 2):
+/// the result is the same segment, nothing pickled or copied. One that changed its input in
+/// place (a list) has its result pickled as usual.
+#[test]
+fn an_input_returned_unchanged_is_stored_again_without_a_copy() {
+    let p = python_bytes(
+        r#"
+def same(x):
+    return x
+def grow(l):
+    l.append("new")
+    return l
+out.append(payload(same, (None,), {}, [(0, 0)]))
+out.append(payload(grow, (None,), {}, [(0, 0)]))
+out.append(dump(b"z" * (5 << 20)))
+out.append(dump(list(range(100000))))
+"#,
+    );
+    let segment = |b: &Bytes| {
+        let s = rusk_net::segment::SegmentWriter::create(b.len()).unwrap();
+        s.write_at(b, 0).unwrap();
+        s.finish().unwrap()
+    };
+    let (bytes_in, list_in) = (segment(&p[2]), segment(&p[3]));
+    rt().block_on(async {
+        let mut h = Harness::new(1, opts(Duration::from_secs(10)));
+        h.run(0, &p[0], vec![bytes_in.clone()]);
+        let (_, r) = h.finished().await;
+        let v = r.expect("success");
+        assert_eq!(v.as_ptr(), bytes_in.as_ptr(), "the input's own memory");
+        assert_eq!(v.len(), bytes_in.len());
+        h.run(1, &p[1], vec![list_in.clone()]);
+        let (_, r) = h.finished().await;
+        let v = r.expect("success");
+        assert_ne!(v.as_ptr(), list_in.as_ptr());
+        let f = h._dir.path().join("grown");
+        std::fs::write(&f, &v).unwrap();
+        let o = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import pickle, sys\nsys.path.insert(0, {:?})\nimport _executor\nv = _executor.load_value(memoryview(open({:?}, 'rb').read()), pickle.loads)\nprint(len(v), v[-1])",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../../python/rusk"),
+                f.display().to_string()
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "100001 new");
+    });
+}

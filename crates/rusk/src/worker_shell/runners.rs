@@ -299,7 +299,7 @@ async fn run_command(
             ))
         })?;
     // Its stdout goes straight into shared memory: the result is stored without a copy.
-    let out_fd = rusk_net::segment::SegmentMut::anonymous_file()
+    let out_fd = rusk_net::segment::anonymous_file()
         .map_err(|e| fail(format!("cannot create shared memory for the output: {e}")))?;
     let child_out = out_fd
         .try_clone()
