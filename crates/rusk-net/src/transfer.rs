@@ -475,4 +475,79 @@ mod tests {
             server.await.unwrap();
         });
     }
+
+    /// A long transfer never holds its event loop: another task on the same single-threaded
+    /// runtime (a worker's watchdog pings) keeps getting turns while a value streams in and
+    /// out, even when the socket never makes the transfer wait.
+    #[test]
+    fn a_long_transfer_lets_the_rest_of_its_event_loop_run() {
+        const LEN: usize = 256 << 20;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        listener.set_nonblocking(true).unwrap();
+        let seg = SegmentWriter::create(LEN).unwrap();
+        seg.write_at(&vec![5u8; LEN], 0).unwrap();
+        let seg = seg.finish().unwrap();
+        let rt = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        // Each side on its own single-threaded runtime, with a ticker beside it.
+        let ticking = |rt: &tokio::runtime::Runtime| {
+            let ticks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let t = ticks.clone();
+            rt.spawn(async move {
+                loop {
+                    t.lock().unwrap().push(std::time::Instant::now());
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            });
+            ticks
+        };
+        let largest_gap = |ticks: &[std::time::Instant]| {
+            ticks
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .max()
+                .unwrap_or_default()
+        };
+        let server = std::thread::spawn(move || {
+            let rt = rt();
+            let ticks = ticking(&rt);
+            let started = std::time::Instant::now();
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let (s, _) = listener.accept().await.unwrap();
+                let (mut conn, _) = accept(s, b"t0ken", &[Role::Peer]).await.unwrap();
+                let Some(DataRequest::Get { id, .. }) =
+                    crate::recv::<DataRequest>(&mut conn).await.unwrap()
+                else {
+                    panic!("a request")
+                };
+                send_values(&mut conn, id, &[(tr(0), Some(seg))]).await.unwrap();
+            });
+            let gap = largest_gap(&ticks.lock().unwrap());
+            (started.elapsed(), gap)
+        });
+        let rt = rt();
+        let ticks = ticking(&rt);
+        let started = std::time::Instant::now();
+        let got = rt.block_on(async {
+            let mut conn = connect(&addr, b"t0ken", Role::Peer).await.unwrap();
+            fetch_values(&mut conn, 1, &[tr(0)]).await.unwrap()
+        });
+        let took = started.elapsed();
+        assert_eq!(got[0].1.as_ref().map(|v| v.len()), Some(LEN));
+        let gap = largest_gap(&ticks.lock().unwrap());
+        let (sent_in, send_gap) = server.join().unwrap();
+        // Without turns, the gap is the whole transfer; with them, about TRANSFER_TURN.
+        let bound = |total: Duration| (total / 3).max(TRANSFER_TURN * 5);
+        assert!(gap <= bound(took), "receiver: {gap:?} without a turn in {took:?}");
+        assert!(
+            send_gap <= bound(sent_in),
+            "sender: {send_gap:?} without a turn in {sent_in:?}"
+        );
+    }
 }
