@@ -385,7 +385,11 @@ def shape_transfer(side, nbytes, state):
         anchor, worker_a = pl.anchor()
         t0 = time.perf_counter()
         prod = pl.on(anchor, data_tasks.make_bytes, nbytes, salt)
-        prod.result()  # raises if the producer failed (e.g. a limit on result sizes)
+        # Wait without fetching the value (as Dask's side does); raise if the producer failed
+        # (e.g. a limit on result sizes).
+        exc = prod.exception()
+        if exc is not None:
+            raise exc
         extra["produce_s"] = time.perf_counter() - t0
         flag = os.path.join(tempfile.gettempdir(), "rusk-bench-data-%s" % salt)
         blocker = pl.on(anchor, data_tasks.wait_for_file, flag)

@@ -526,7 +526,9 @@ mod tests {
                 else {
                     panic!("a request")
                 };
-                send_values(&mut conn, id, &[(tr(0), Some(seg))]).await.unwrap();
+                send_values(&mut conn, id, &[(tr(0), Some(seg))])
+                    .await
+                    .unwrap();
             });
             let gap = largest_gap(&ticks.lock().unwrap());
             (started.elapsed(), gap)
@@ -544,7 +546,10 @@ mod tests {
         let (sent_in, send_gap) = server.join().unwrap();
         // Without turns, the gap is the whole transfer; with them, about TRANSFER_TURN.
         let bound = |total: Duration| (total / 3).max(TRANSFER_TURN * 5);
-        assert!(gap <= bound(took), "receiver: {gap:?} without a turn in {took:?}");
+        assert!(
+            gap <= bound(took),
+            "receiver: {gap:?} without a turn in {took:?}"
+        );
         assert!(
             send_gap <= bound(sent_in),
             "sender: {send_gap:?} without a turn in {sent_in:?}"
