@@ -32,6 +32,10 @@ executor -> worker
                   ``(exception, traceback_text)`` of task ``id`` (nothing when the task
                   failed before running, e.g. on a version mismatch).
     ``X`` skipped task ``id`` was cancelled before it started.
+    ``U`` unmapped  id 0; ``n`` fds (``u32 BE`` each, the worker's numbers, one per mapping):
+                  input segments this executor mapped for tasks and has unmapped since, each
+                  once per mapping. Until then the worker keeps them (their memory is neither
+                  freed nor reused while an executor may still read it).
 
 Every ``T`` is answered by exactly one of ``R``, ``E`` (each after an ``S``) and ``X``; tasks
 start in the order they were received. End of stdin means: exit. ``SIGUSR1`` makes the
@@ -384,6 +388,8 @@ class Executor:
         self.good_header = None
         self.worker_pid = int(os.environ.get("RUSK_WORKER_PID") or os.getppid())
         self.simple = (type(None), bool, int, float, complex, str, bytes)
+        # (worker fd, mmap) of every input segment mapped and not yet unmapped.
+        self.maps = []
 
     def run(self):
         inp = self.inp
@@ -412,6 +418,9 @@ class Executor:
             else:
                 out.write(started)
             held = self.task(tid, body)
+            unmapped = self.release_maps()
+            if unmapped:
+                held.extend(unmapped)
 
     def task(self, tid, body):
         """Run one task; returns its answer frame."""
@@ -487,6 +496,25 @@ class Executor:
         self.out.result_fds[tid] = fd
         return frame(ord("R"), tid, struct.pack(">BIQ", 1, fd, size))
 
+    def release_maps(self):
+        """Unmap the inputs of the tasks so far that nothing references any more, and say
+        which (``U``: the worker may then reuse their memory). One still referenced (the task
+        kept a view in a global, say) stays mapped and is tried again after the next task."""
+        if not self.maps:
+            return None
+        closed = []
+        keep = []
+        for fd, mm in self.maps:
+            try:
+                mm.close()
+                closed.append(fd)
+            except BufferError:
+                keep.append((fd, mm))
+        self.maps = keep
+        if not closed:
+            return None
+        return frame(ord("U"), 0, struct.pack(">%dI" % len(closed), *closed))
+
     def blobs(self, body):
         """The payload and inputs of a task frame, as memoryviews (segments mapped in place)."""
         (n,) = struct.unpack_from(">I", body, 0)
@@ -501,7 +529,9 @@ class Executor:
                 out.append(view[off : off + ln])
                 off += ln
             elif kind == 1:
-                out.append(map_segment("/proc/%d/fd/%d" % (self.worker_pid, fd), seg_off, ln))
+                view = map_segment("/proc/%d/fd/%d" % (self.worker_pid, fd), seg_off, ln)
+                self.maps.append((fd, view.obj))
+                out.append(view)
             else:
                 raise ValueError("unknown blob kind %d" % kind)
         return out

@@ -362,6 +362,54 @@ def test_two_gib_chunk_crosses_workers_and_reaches_the_client_in_place(split, tm
     )
 
 
+# === 1b. received segments' memory is reused, never while an executor still maps it ===
+
+
+def stash_chunk(a):
+    """Keep a view of the input in the executor after the task (as user code may)."""
+    import builtins
+
+    builtins._rusk_test_kept = a
+    return int(a.shape[0])
+
+
+def check_stash(n, fill):
+    import builtins
+
+    return check_chunk(builtins._rusk_test_kept, n, fill)
+
+
+def test_received_memory_is_reused_but_never_while_an_executor_maps_it(split):
+    """Worker b receives values from a. A freed received segment's memory is written again
+    by the next value of its size (fewer distinct segments than values), while the segment a
+    task kept a view of is never reused: that view still reads its own bytes at the end."""
+    c = split.client
+    n = 24 * MIB
+    split.only("b")
+    b_pid = split.worker("b")["pid"]
+    # One executor on b (1 thread): the stash is in the executor that checks it later.
+    split.only("a")
+    kept = c.submit(make_chunk, n, 1, pure=False)
+    assert kept.exception() is None
+    split.only("b")
+    assert c.submit(stash_chunk, kept, pure=False).result() == n
+    del kept  # b's copy now lives only in its executor's mapping
+    inodes = set()
+    for k in range(2, 8):
+        split.only("a")
+        x = c.submit(make_chunk, n, k, pure=False)
+        assert x.exception() is None
+        split.only("b")
+        r = c.submit(consume_chunk, x, n, k, pure=False).result()
+        assert r["worker_pid"] == b_pid and r["problems"] == [], r
+        inodes.update(os.stat("/proc/%d/fd/%d" % (b_pid, fd)).st_ino for fd in memfd_fds(b_pid, "rusk-value"))
+        del x
+    assert c.submit(check_stash, n, 1, pure=False).result() == []
+    split.all_healthy()
+    # Six values of the same size went through fewer segments: memory was reused.
+    assert len(inodes) < 6, inodes
+
+
 # === 2. spilling under a memory limit ===
 
 PART_LEN = 12_500_000  # int64: 100 MB

@@ -10,6 +10,7 @@
 //! - [`worker`]: a worker's queue, dependency fetches, result store, heartbeats;
 //! - [`nanny`]: the per-host supervisor's restart state machine, one per worker slot;
 //! - [`memory`]: a worker's stored results, spilling and pausing;
+//! - [`segment_pool`]: which freed shared-memory segments a process keeps for reuse;
 //! - [`executor`]: the Python executor pool (`PoolCore`) and its hang policy;
 //! - [`builtins`]: the functions compiled into every worker.
 #![forbid(unsafe_code)]
@@ -20,4 +21,5 @@ pub mod graph;
 pub mod memory;
 pub mod nanny;
 pub mod scheduler;
+pub mod segment_pool;
 pub mod worker;

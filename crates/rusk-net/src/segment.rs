@@ -10,7 +10,17 @@
 //!
 //! Every live segment is listed in a registry keyed by its address, so the shell can tell, for
 //! any `Bytes` the core hands it, whether it is a whole segment (and which fd names it).
+//!
+//! Warm memory is reused: a segment this process wrote itself ([`SegmentWriter`]: a received
+//! value) is, when its last `Bytes` goes, kept in a pool ([`rusk_core::segment_pool`] decides
+//! what to keep and for how long) and the next value of about its size is written into its
+//! pages, which are much cheaper to fill than fresh ones. Such a segment is therefore not
+//! sealed. It never goes back to the pool once another process could hold it without this
+//! process knowing: one handed out by [`proc_path`] (to a command) or [`dup_fd`] (to Python
+//! in a client) is freed, not kept. A worker keeps a value its executors map alive until they
+//! say they unmapped it (see `python_exec`), so that one is only pooled once nobody sees it.
 use bytes::Bytes;
+use rusk_core::segment_pool::{SegmentPool, SEGMENT_POOL_MAX_BYTES};
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -29,8 +39,52 @@ const MFD_FLAGS: libc::c_uint = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
 static LIVE_BYTES: AtomicU64 = AtomicU64::new(0);
 static LIVE_SEGMENTS: AtomicU64 = AtomicU64::new(0);
 
-/// Address -> (length, fd) of every live segment of this process.
-static REGISTRY: Mutex<BTreeMap<usize, (usize, RawFd)>> = Mutex::new(BTreeMap::new());
+/// A live segment of this process.
+#[derive(Clone, Copy)]
+struct Entry {
+    len: usize,
+    fd: RawFd,
+    /// Kept for reuse when its last `Bytes` goes (written by this process, never handed out).
+    poolable: bool,
+}
+
+/// Address -> entry, for every live segment of this process.
+static REGISTRY: Mutex<BTreeMap<usize, Entry>> = Mutex::new(BTreeMap::new());
+
+/// Freed segments kept for reuse (the fd keeps the memory).
+static POOL: Mutex<SegmentPool<OwnedFd>> = Mutex::new(SegmentPool::new(SEGMENT_POOL_MAX_BYTES));
+static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+fn now() -> std::time::Duration {
+    EPOCH.get_or_init(std::time::Instant::now).elapsed()
+}
+
+/// Bound the memory kept for reuse (a worker: `segment_pool::pool_bound` of its memory limit).
+pub fn set_pool_bound(bytes: u64) {
+    let freed = POOL.lock().expect("not poisoned").set_max_bytes(bytes);
+    drop(freed);
+}
+
+/// Free the kept segments that have been idle for `SEGMENT_POOL_IDLE` (or all of them:
+/// memory is needed elsewhere). Returns the bytes still kept.
+pub fn trim_pool(all: bool) -> u64 {
+    let mut pool = POOL.lock().expect("not poisoned");
+    let freed = if all {
+        pool.clear()
+    } else {
+        pool.expire(now())
+    };
+    let left = pool.bytes();
+    drop(pool);
+    drop(freed);
+    left
+}
+
+/// Bytes and count of segments kept for reuse.
+pub fn pooled() -> (u64, usize) {
+    let pool = POOL.lock().expect("not poisoned");
+    (pool.bytes(), pool.len())
+}
 
 /// Bytes and count of live segments in this process.
 pub fn live() -> (u64, u64) {
@@ -81,6 +135,9 @@ struct Mapping {
     ptr: *mut u8,
     len: usize,
     registered: bool,
+    /// Written by this process: may be kept for reuse (unless the registry says it was
+    /// handed out meanwhile).
+    poolable: bool,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; `Bytes` only ever reads it.
@@ -90,13 +147,24 @@ unsafe impl Sync for Mapping {}
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        let mut poolable = self.poolable;
         if self.registered {
-            REGISTRY
+            let entry = REGISTRY
                 .lock()
                 .expect("not poisoned")
                 .remove(&(self.ptr as usize));
+            poolable &= entry.is_some_and(|e| e.poolable);
             LIVE_BYTES.fetch_sub(self.len as u64, Ordering::Relaxed);
             LIVE_SEGMENTS.fetch_sub(1, Ordering::Relaxed);
+        }
+        if poolable {
+            if let Ok(fd) = self.fd.try_clone() {
+                let freed = POOL
+                    .lock()
+                    .expect("not poisoned")
+                    .put(now(), self.len as u64, fd);
+                drop(freed);
+            }
         }
         // SAFETY: ptr/len came from a successful mmap and nothing borrows the memory any more
         // (the last `Bytes` owning it is being dropped).
@@ -130,10 +198,24 @@ fn map(fd: &OwnedFd, len: usize) -> io::Result<*mut u8> {
 }
 
 impl SegmentWriter {
-    /// A new segment of `len` (> 0) bytes, all zero until written.
+    /// A new segment of `len` (> 0) bytes, to be written whole: the memory of a freed
+    /// segment kept for reuse (old bytes until overwritten), or fresh (zeros).
     pub fn create(len: usize) -> io::Result<SegmentWriter> {
         if len == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty segment"));
+        }
+        let kept = POOL.lock().expect("not poisoned").take(len as u64);
+        if let Some((fd, old)) = kept {
+            // Reusable only while nobody sealed it (adopting it through its path would have).
+            // SAFETY: plain fcntls and ftruncate on our fd (shrinking frees the pages past
+            // `len`).
+            let unsealed = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) } == 0;
+            if unsealed
+                && (old == len as u64
+                    || unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } == 0)
+            {
+                return Ok(SegmentWriter { fd, len });
+            }
         }
         let fd = memfd("rusk-value")?;
         // SAFETY: plain syscall on our fd.
@@ -191,17 +273,17 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Seal the contents (nobody can write or resize them any more) and hand the value out,
-    /// mapped read-only.
+    /// Hand the value out, mapped read-only. It is not sealed: its memory is reused once its
+    /// last `Bytes` goes (see the module's documentation).
     pub fn finish(self) -> io::Result<Bytes> {
         let SegmentWriter { fd, len } = self;
-        seal(&fd);
         let ptr = map(&fd, len)?;
         Ok(register(Mapping {
             fd,
             ptr,
             len,
             registered: false,
+            poolable: true,
         }))
     }
 }
@@ -238,10 +320,14 @@ fn seal(fd: &OwnedFd) {
 
 fn register(map: Mapping) -> Bytes {
     let mut map = map;
-    REGISTRY
-        .lock()
-        .expect("not poisoned")
-        .insert(map.ptr as usize, (map.len, map.fd.as_raw_fd()));
+    REGISTRY.lock().expect("not poisoned").insert(
+        map.ptr as usize,
+        Entry {
+            len: map.len,
+            fd: map.fd.as_raw_fd(),
+            poolable: map.poolable,
+        },
+    );
     map.registered = true;
     LIVE_BYTES.fetch_add(map.len as u64, Ordering::Relaxed);
     LIVE_SEGMENTS.fetch_add(1, Ordering::Relaxed);
@@ -292,6 +378,7 @@ pub fn adopt_fd(fd: OwnedFd) -> io::Result<Bytes> {
         ptr,
         len,
         registered: false,
+        poolable: false,
     }))
 }
 
@@ -308,6 +395,7 @@ pub fn map_prefix(fd: OwnedFd, len: usize) -> io::Result<Bytes> {
         ptr,
         len,
         registered: false,
+        poolable: false,
     }))
 }
 
@@ -329,18 +417,31 @@ pub fn adopt_path(path: &Path, expect_len: usize) -> io::Result<Bytes> {
 
 /// Where `value` lives when it is a whole segment of this process: the fd that names it.
 pub fn fd_of(value: &Bytes) -> Option<RawFd> {
+    entry_of(value, false)
+}
+
+/// The fd of `value`'s segment; `hand_out`: another process may keep it without our knowing,
+/// so its memory must never be reused.
+fn entry_of(value: &Bytes, hand_out: bool) -> Option<RawFd> {
     if value.len() < INLINE_VALUE_MAX {
         return None;
     }
     let addr = value.as_ptr() as usize;
-    let reg = REGISTRY.lock().expect("not poisoned");
-    let (&start, &(len, fd)) = reg.range(..=addr).next_back()?;
-    (start == addr && len == value.len()).then_some(fd)
+    let mut reg = REGISTRY.lock().expect("not poisoned");
+    let (&start, entry) = reg.range_mut(..=addr).next_back()?;
+    if start != addr || entry.len != value.len() {
+        return None;
+    }
+    if hand_out {
+        entry.poolable = false;
+    }
+    Some(entry.fd)
 }
 
-/// A new close-on-exec fd of the segment that is `value`, when it is a whole segment.
+/// A new close-on-exec fd of the segment that is `value`, when it is a whole segment (its
+/// memory is then never reused).
 pub fn dup_fd(value: &Bytes) -> Option<OwnedFd> {
-    let fd = fd_of(value)?;
+    let fd = entry_of(value, true)?;
     // SAFETY: duplicating an fd this process holds (the registry entry keeps it open while
     // `value` lives); the result is checked.
     let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
@@ -349,9 +450,10 @@ pub fn dup_fd(value: &Bytes) -> Option<OwnedFd> {
 }
 
 /// A path another process of this user can open to read `value` in place: when it is a whole
-/// segment whose file holds exactly the value (a command reads the whole file).
+/// segment whose file holds exactly the value (a command reads the whole file). The segment's
+/// memory is then never reused.
 pub fn proc_path(value: &Bytes) -> Option<String> {
-    let fd = fd_of(value)?;
+    let fd = entry_of(value, true)?;
     // SAFETY: fstat into a local struct, on an fd the registry keeps open.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_size as usize != value.len() {
@@ -366,26 +468,61 @@ mod tests {
 
     #[test]
     fn a_segment_is_shared_through_proc_and_freed_with_its_last_bytes() {
+        const LEN: usize = (1 << 20) + 4096; // a size no other test of this process uses
         let (bytes0, segs0) = live();
-        let s = SegmentWriter::create(1 << 20).unwrap();
+        let s = SegmentWriter::create(LEN).unwrap();
         s.write_at(b"hello", 0).unwrap();
-        assert!(s.write_at(b"x", 1 << 20).is_err());
+        assert!(s.write_at(b"x", LEN).is_err());
         let v = s.finish().unwrap();
         assert_eq!(&v[..5], b"hello");
         let path = proc_path(&v).expect("a whole segment");
-        // Another open of the same memory sees the same bytes, and cannot write it (sealed).
-        let again = adopt_path(Path::new(&path), 1 << 20).unwrap();
+        // Another open of the same memory sees the same bytes.
+        let again = adopt_path(Path::new(&path), LEN).unwrap();
         assert_eq!(&again[..5], b"hello");
-        assert!(std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, b"x"))
-            .is_err());
         // A slice is not a whole segment.
         assert_eq!(fd_of(&v.slice(1..)), None);
         assert!(live().1 >= segs0 + 2);
         drop((v, again));
-        assert!(live().0 <= bytes0 + (1 << 20));
+        assert!(live().0 <= bytes0 + LEN as u64);
+        // Handed out by path: freed, never kept for reuse.
+        assert!(POOL.lock().unwrap().take(LEN as u64).is_none());
+    }
+
+    fn inode(fd: RawFd) -> u64 {
+        // SAFETY: fstat into a local struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
+        st.st_ino
+    }
+
+    #[test]
+    fn a_freed_segment_is_reused_unless_it_was_handed_out() {
+        const LEN: usize = 3 << 20; // a size no other test of this process uses
+        let s = SegmentWriter::create(LEN).unwrap();
+        s.write_at(&vec![1u8; LEN], 0).unwrap();
+        let v = s.finish().unwrap();
+        let ino = inode(fd_of(&v).unwrap());
+        drop(v);
+        // Kept: the next value of about its size (here a little smaller) gets its memory.
+        let s = SegmentWriter::create(LEN - 100).unwrap();
+        assert_eq!(inode(s.raw_fd()), ino, "the freed segment's memory");
+        s.write_at(&vec![2u8; LEN - 100], 0).unwrap();
+        let v = s.finish().unwrap();
+        assert_eq!(v.len(), LEN - 100);
+        assert!(v.iter().all(|&b| b == 2));
+        // Given to another process (a dup of its fd): freed when we are done, not kept.
+        let fd = dup_fd(&v).unwrap();
+        drop(v);
+        let s = SegmentWriter::create(LEN - 100).unwrap();
+        assert_ne!(inode(s.raw_fd()), ino);
+        drop((fd, s));
+        // Kept segments expire; trimming everything frees them.
+        let s = SegmentWriter::create(LEN).unwrap();
+        s.write_at(&vec![3u8; LEN], 0).unwrap();
+        drop(s.finish().unwrap());
+        assert!(pooled().0 >= LEN as u64);
+        trim_pool(true);
+        assert_eq!(pooled(), (0, 0));
     }
 
     #[test]
@@ -399,6 +536,14 @@ mod tests {
             assert_eq!(v.len(), len);
             assert!(v.iter().all(|&b| b == 7));
             assert_eq!(fd_of(&v).is_some(), len >= INLINE_VALUE_MAX);
+            if let Some(path) = proc_path(&v) {
+                // A child's output is sealed: nobody can write it any more.
+                assert!(std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|mut f| f.write_all(b"x"))
+                    .is_err());
+            }
         }
     }
 }

@@ -22,6 +22,7 @@
 //! | ← | `H` hello | JSON `{"py","python","cloudpickle","pid","executable"}`, or `{"error"}` then exit |
 //! | ← | `P` ping | - (every 100 ms, from a background thread) |
 //! | ← | `S` started | - |
+//! | ← | `U` unmapped | `n` × `fd: u32 BE` (id 0): input segments the executor mapped (through the worker's fd `fd`) and has unmapped since, one per mapping; the worker keeps each segment it sent until then |
 //! | ← | `R` result | `0: u8` then the value, or `1: u8, fd: u32 BE, len: u64 BE`: a sealed memfd of the executor holding the value, mapped here at once through `/proc/<executor pid>/fd/<fd>` (then `F`), or `2: u8, input: u32 BE`: the task returned its input `input` unchanged (an immutable value: the worker stores the input's bytes again, nothing is copied) |
 //! | ← | `E` error | `len: u32 BE`, the UTF-8 message, the pickled `(exception, traceback)` (none if the task never ran: bad header, version mismatch) |
 //! | ← | `X` skipped | - (a cancelled task that never started) |
@@ -56,6 +57,7 @@ use rusk_proto::msg::TaskError;
 use rusk_proto::{AttemptId, TaskRef};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,7 +67,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use rusk_net::segment;
 
@@ -242,6 +244,12 @@ struct ExecIo {
     kill: Option<oneshot::Sender<Option<PathBuf>>>,
     /// Where the executor writes its stacks on SIGUSR1.
     stack_file: PathBuf,
+    /// Input segments sent to it in jobs it has not started: it maps them when it does.
+    unstarted: FxHashMap<JobId, Vec<(RawFd, Bytes)>>,
+    /// Input segments it maps, by the fd it opened them through (one entry per mapping),
+    /// kept alive until it says it unmapped them (`U`) or it is gone, so that their memory is
+    /// neither freed nor reused (see `rusk_net::segment`) while it may still read it.
+    mapped: FxHashMap<RawFd, Vec<Bytes>>,
 }
 
 struct Manager {
@@ -268,6 +276,8 @@ enum FromExec {
         job: JobId,
         input: usize,
     },
+    /// `U`: the executor unmapped these input segments (one fd per mapping).
+    Unmapped { exec: ExecId, fds: Vec<RawFd> },
 }
 
 impl Manager {
@@ -332,7 +342,27 @@ impl Manager {
 
     fn deliver(&mut self, m: FromExec) {
         let ev = match m {
-            FromExec::Core(ev) => ev,
+            FromExec::Core(ev) => {
+                self.track_maps(&ev);
+                ev
+            }
+            FromExec::Unmapped { exec, fds } => {
+                if let Some(x) = self.execs.get_mut(&exec) {
+                    for fd in fds {
+                        let held = x.mapped.get_mut(&fd).and_then(|v| v.pop());
+                        if held.is_none() {
+                            debug!(
+                                exec = exec.0,
+                                fd, "executor unmapped a segment it was not given"
+                            );
+                        }
+                        if x.mapped.get(&fd).is_some_and(|v| v.is_empty()) {
+                            x.mapped.remove(&fd);
+                        }
+                    }
+                }
+                return;
+            }
             FromExec::ResultIsInput { exec, job, input } => {
                 let answer = match self.jobs.get(&job).and_then(|d| d.inputs.get(input)) {
                     Some(v) => Answer::Value(v.clone()),
@@ -349,6 +379,30 @@ impl Manager {
             }
         };
         self.feed(ev);
+    }
+
+    /// An executor maps a job's input segments once it starts the job; one that skipped it
+    /// never maps them.
+    fn track_maps(&mut self, ev: &Event) {
+        match *ev {
+            Event::Started { exec, job } => {
+                if let Some(x) = self.execs.get_mut(&exec) {
+                    for (fd, v) in x.unstarted.remove(&job).unwrap_or_default() {
+                        x.mapped.entry(fd).or_default().push(v);
+                    }
+                }
+            }
+            Event::Answered {
+                exec,
+                job,
+                answer: Answer::Skipped,
+            } => {
+                if let Some(x) = self.execs.get_mut(&exec) {
+                    x.unstarted.remove(&job);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Hand the core an event and carry out what it says, including the answers to its
@@ -374,7 +428,15 @@ impl Manager {
                     },
                 }),
                 Command::Send { exec, job } => {
-                    if let (Some(x), Some(d)) = (self.execs.get(&exec), self.jobs.get(&job)) {
+                    if let (Some(x), Some(d)) = (self.execs.get_mut(&exec), self.jobs.get(&job)) {
+                        let segments: Vec<(RawFd, Bytes)> = d
+                            .inputs
+                            .iter()
+                            .filter_map(|v| segment::fd_of(v).map(|fd| (fd, v.clone())))
+                            .collect();
+                        if !segments.is_empty() {
+                            x.unstarted.insert(job, segments);
+                        }
                         let _ = x.writer.send(ToExecutor::Task {
                             id: job.0,
                             payload: d.payload.clone(),

@@ -103,6 +103,8 @@ impl Manager {
                 activity,
                 kill: Some(kill),
                 stack_file,
+                unstarted: FxHashMap::default(),
+                mapped: FxHashMap::default(),
             },
         );
         Ok(pid)
@@ -214,6 +216,17 @@ impl ExecLink {
     /// The event a frame means, or what is wrong with it.
     fn event(&self, f: Frame) -> Result<Option<FromExec>, String> {
         let (exec, job) = (self.exec, JobId(f.id));
+        if f.kind == b'U' {
+            if !f.body.len().is_multiple_of(4) {
+                return Err("a malformed unmapped frame".into());
+            }
+            let fds = f
+                .body
+                .chunks_exact(4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as RawFd)
+                .collect();
+            return Ok(Some(FromExec::Unmapped { exec, fds }));
+        }
         if f.kind == b'R' && f.body.first() == Some(&2) {
             let input = match f.body.len() {
                 5 => u32::from_be_bytes([f.body[1], f.body[2], f.body[3], f.body[4]]) as usize,

@@ -162,10 +162,13 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
     }
     let spill = SpillDir::new(opts.spill_dir.as_deref().unwrap_or(&work_dir))?;
     let fd_limit = rusk_net::segment::raise_fd_limit();
+    let pool_bound = rusk_core::segment_pool::pool_bound(opts.memory.limit);
+    rusk_net::segment::set_pool_bound(pool_bound);
     info!(
         store = "memfd (shared memory, not limited by /dev/shm)",
         spill_dir = %spill.dir().display(),
         memory_limit = ?opts.memory.limit,
+        reuse_pool_bytes = pool_bound,
         fd_limit,
         "object store ready"
     );
@@ -309,6 +312,8 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
         let now = start.elapsed();
         if now >= core.next_timeout() {
             core.handle_into(now, Event::Tick, &mut out);
+            // Freed segments kept for reuse go once idle (SEGMENT_POOL_IDLE).
+            rusk_net::segment::trim_pool(false);
         }
         core.flush(&mut out);
         // Tell the nanny as soon as we are registered, before running anything.
@@ -353,6 +358,8 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                     resolve_inputs(task, attempt, kind, inputs, &spill, &local_tx, &executor);
                 }
                 Command::Store(StoreCommand::Spill { task, data }) => {
+                    // Memory is short: keep nothing for reuse.
+                    rusk_net::segment::trim_pool(true);
                     let (spill, local) = (spill.clone(), local_tx.clone());
                     tokio::task::spawn_blocking(move || {
                         let result = spill.write(task, &data);
