@@ -15,9 +15,10 @@
 //! value) is, when its last `Bytes` goes, kept in a pool ([`rusk_core::segment_pool`] decides
 //! what to keep and for how long) and the next value of about its size is written into its
 //! pages, which are much cheaper to fill than fresh ones. Such a segment is therefore not
-//! sealed. It never goes back to the pool once another process could hold it without this
-//! process knowing: one handed out by [`proc_path`] (to a command) or [`dup_fd`] (to Python
-//! in a client) is freed, not kept. A worker keeps a value its executors map alive until they
+//! sealed. It never goes back to the pool once something could hold it without this process
+//! knowing: one handed out by [`proc_path`] (to a command), [`dup_fd`] (to Python in a
+//! client) or [`fd_to_send`] (to the kernel's socket buffers, which keep references to the
+//! pages `sendfile` gave them) is freed, not kept. A worker keeps a value its executors map alive until they
 //! say they unmapped it (see `python_exec`), so that one is only pooled once nobody sees it.
 use bytes::Bytes;
 use rusk_core::segment_pool::{SegmentPool, SEGMENT_POOL_MAX_BYTES};
@@ -436,6 +437,13 @@ fn entry_of(value: &Bytes, hand_out: bool) -> Option<RawFd> {
         entry.poolable = false;
     }
     Some(entry.fd)
+}
+
+/// The fd of `value`'s segment, to `sendfile` it: the socket then holds references to its
+/// pages until the peer has them (on loopback, until it reads them; over a network, until they
+/// are acknowledged), after the call returns, so its memory is never reused.
+pub fn fd_to_send(value: &Bytes) -> Option<RawFd> {
+    entry_of(value, true)
 }
 
 /// A new close-on-exec fd of the segment that is `value`, when it is a whole segment (its

@@ -58,9 +58,10 @@ pub async fn send_values(
         .context("send failed")?;
     let stream = conn.get_mut();
     for value in items.iter().filter_map(|(_, v)| v.as_ref()) {
-        if let Some(fd) = segment::fd_of(value) {
-            // A whole segment (or spill file) from its start: the kernel copies it from the
-            // page cache to the socket (no mapping faults, no copy through user space).
+        if let Some(fd) = segment::fd_to_send(value) {
+            // A whole segment (or spill file) from its start: the kernel hands its pages to the
+            // socket (no mapping faults, no copy through user space); they stay referenced
+            // there after the call, so the segment's memory is never reused (`fd_to_send`).
             send_file(stream, fd, value.len()).await?;
             continue;
         }
@@ -554,5 +555,68 @@ mod tests {
             send_gap <= bound(sent_in),
             "sender: {send_gap:?} without a turn in {sent_in:?}"
         );
+    }
+
+    /// A segment sent with `sendfile` is not reused: the socket still holds its pages after
+    /// the send returns (here, until the peer reads them), so reusing its memory for the next
+    /// value would change bytes already "sent".
+    #[test]
+    fn a_sent_segment_is_not_reused_while_the_socket_holds_its_pages() {
+        const LEN: usize = segment::INLINE_VALUE_MAX; // fits in the socket buffers
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        listener.set_nonblocking(true).unwrap();
+        let (overwritten_tx, overwritten_rx) = std::sync::mpsc::channel();
+        let rt = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let server = std::thread::spawn(move || {
+            rt().block_on(async {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let (s, _) = listener.accept().await.unwrap();
+                let (mut conn, _) = accept(s, b"t0ken", &[Role::Peer]).await.unwrap();
+                let Some(DataRequest::Get { id, .. }) =
+                    crate::recv::<DataRequest>(&mut conn).await.unwrap()
+                else {
+                    panic!("a request")
+                };
+                let w = SegmentWriter::create(LEN).unwrap();
+                w.write_at(&[0xaa; LEN], 0).unwrap();
+                let sent = w.finish().unwrap();
+                send_values(&mut conn, id, &[(tr(0), Some(sent))])
+                    .await
+                    .unwrap();
+                // The value is gone here; the next one of its size must not get its memory.
+                let w = SegmentWriter::create(LEN).unwrap();
+                w.write_at(&[0x55; LEN], 0).unwrap();
+                let next = w.finish().unwrap();
+                overwritten_tx.send(()).unwrap();
+                // Keep the connection (and the new value) until the client has read.
+                let _ = crate::recv::<DataRequest>(&mut conn).await;
+                drop(next);
+            });
+        });
+        rt().block_on(async {
+            let mut conn = connect(&addr, b"t0ken", Role::Peer).await.unwrap();
+            let req = DataRequest::Get {
+                id: 1,
+                tasks: vec![tr(0)],
+            };
+            conn.send(encode(&req)).await.unwrap();
+            overwritten_rx.recv().unwrap();
+            let frame = conn.next().await.unwrap().unwrap();
+            let DataReply::Sizes { items, .. } = rusk_proto::decode(&frame).unwrap();
+            assert_eq!(items[0].1, Some(LEN as u64));
+            let v = read_value(&mut conn, LEN as u64).await.unwrap();
+            assert!(
+                v.iter().all(|&b| b == 0xaa),
+                "the bytes sent, not the next value's"
+            );
+            drop(conn);
+        });
+        server.join().unwrap();
     }
 }
