@@ -529,9 +529,9 @@ class Executor:
                 out.append(view[off : off + ln])
                 off += ln
             elif kind == 1:
-                view = map_segment("/proc/%d/fd/%d" % (self.worker_pid, fd), seg_off, ln)
-                self.maps.append((fd, view.obj))
-                out.append(view)
+                seg = map_segment("/proc/%d/fd/%d" % (self.worker_pid, fd), seg_off, ln)
+                self.maps.append((fd, seg.obj))
+                out.append(seg)
             else:
                 raise ValueError("unknown blob kind %d" % kind)
         return out

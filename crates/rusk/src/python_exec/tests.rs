@@ -569,3 +569,34 @@ out.append(dump(list(range(100000))))
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "100001 new");
     });
 }
+
+/// Inputs of both kinds in one task, a shared-memory one first: each is read from where it
+/// is (the inline ones from the frame, the segment in place).
+#[test]
+fn inline_inputs_after_a_segment_input_are_read_from_the_frame() {
+    let p = python_bytes(
+        r#"
+def both(a, b, c):
+    return (len(a), b, c)
+out.append(payload(both, (None, None, None), {}, [(0, 0), (0, 1), (0, 2)]))
+out.append(dump(b"z" * (5 << 20)))
+out.append(dump("small"))
+out.append(dump(list(range(10))))
+"#,
+    );
+    let big = {
+        let s = rusk_net::segment::SegmentWriter::create(p[1].len()).unwrap();
+        s.write_at(&p[1], 0).unwrap();
+        s.finish().unwrap()
+    };
+    rt().block_on(async {
+        let mut h = Harness::new(1, opts(Duration::from_secs(10)));
+        h.run(0, &p[0], vec![big.clone(), p[2].clone(), p[3].clone()]);
+        let (_, r) = h.finished().await;
+        let v = r.expect("success");
+        assert_eq!(
+            python_eval(&v, "v"),
+            "(5242880, 'small', [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])"
+        );
+    });
+}
