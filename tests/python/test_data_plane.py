@@ -405,6 +405,12 @@ def test_received_memory_is_reused_but_never_while_an_executor_maps_it(split):
         inodes.update(os.stat("/proc/%d/fd/%d" % (b_pid, fd)).st_ino for fd in memfd_fds(b_pid, "rusk-value"))
         del x
     assert c.submit(check_stash, n, 1, pure=False).result() == []
+    # The memory kept for reuse is reported (and is not counted as results).
+    wait_until(
+        lambda: split.worker("b")["vitals"]["reuse_pool_bytes"] >= n,
+        timeout=10,
+        what="worker b's reuse pool in its status",
+    )
     split.all_healthy()
     # Six values of the same size went through fewer segments: memory was reused.
     assert len(inodes) < 6, inodes

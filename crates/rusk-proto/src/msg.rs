@@ -151,6 +151,9 @@ pub struct Vitals {
     /// Python executor processes alive, and replaced so far (killed after a hang or crash).
     pub executors_alive: u32,
     pub executors_replaced: u64,
+    /// Freed shared memory the worker keeps to write the next received values into
+    /// (`rusk_core::segment_pool`): not results, given back when idle or when memory is short.
+    pub reuse_pool_bytes: u64,
     /// Set when the worker is alive but should not get new tasks (for example: free disk
     /// under its threshold). The scheduler stops placing tasks on it until it clears.
     pub unhealthy: Option<String>,

@@ -644,7 +644,7 @@ async fn run_status(a: StatusArgs) -> Result<()> {
     }
     println!("{} worker(s)", s.workers.len());
     println!(
-        "{:<24} {:>6} {:>8} {:>8} {:<9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>6} {:>8} {:>9}  address",
+        "{:<24} {:>6} {:>8} {:>8} {:<9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>6} {:>8} {:>9} {:>8}  address",
         "worker",
         "incarn",
         "pid",
@@ -657,11 +657,12 @@ async fn run_status(a: StatusArgs) -> Result<()> {
         "rss MiB",
         "lag ms",
         "mem MiB",
-        "spill MiB"
+        "spill MiB",
+        "pool MiB"
     );
     for w in &s.workers {
         println!(
-            "{:<24} {:>6} {:>8} {:>8} {:<9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>6} {:>8} {:>9}  {}",
+            "{:<24} {:>6} {:>8} {:>8} {:<9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>6} {:>8} {:>9} {:>8}  {}",
             w.id,
             w.incarnation,
             w.pid,
@@ -675,6 +676,7 @@ async fn run_status(a: StatusArgs) -> Result<()> {
             w.vitals.loop_lag_ms,
             w.stored_bytes >> 20,
             w.spilled_bytes >> 20,
+            w.vitals.reuse_pool_bytes >> 20,
             w.address
         );
         if let Some(why) = &w.vitals.unhealthy {

@@ -820,6 +820,12 @@ const PER_WORKER: &[(&str, &str, MetricType, Reader)] = &[
         |w, _| Some(if w.paused.is_some() { 1.0 } else { 0.0 }),
     ),
     (
+        "rusk_worker_reuse_pool_bytes",
+        "Freed shared memory the worker keeps to receive the next values into (not results)",
+        MetricType::Gauge,
+        |w, _| Some(w.vitals.reuse_pool_bytes as f64),
+    ),
+    (
         "rusk_worker_fetched_bytes",
         "Bytes of results this incarnation fetched from peers",
         MetricType::Counter,

@@ -193,6 +193,7 @@ impl Sampler {
             bytes_fetched: BYTES_FETCHED.load(Ordering::Relaxed),
             executors_alive: EXECUTORS_ALIVE.load(Ordering::Relaxed),
             executors_replaced: EXECUTORS_REPLACED.load(Ordering::Relaxed),
+            reuse_pool_bytes: rusk_net::segment::pooled().0,
             unhealthy,
         }
     }

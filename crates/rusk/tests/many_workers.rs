@@ -78,6 +78,7 @@ async fn fake_worker(address: String, token: String, i: usize, fleet: Arc<Fleet>
                         bytes_fetched: stored * 64,
                         executors_alive: 2,
                         executors_replaced: 0,
+                        reuse_pool_bytes: 0,
                         unhealthy: None,
                     },
                 };
