@@ -390,6 +390,10 @@ class Executor:
         self.simple = (type(None), bool, int, float, complex, str, bytes)
         # (worker fd, mmap) of every input segment mapped and not yet unmapped.
         self.maps = []
+        # Mappings a forked child inherited: never unmapped or reported (the worker keeps
+        # them, and never reuses their memory once this executor is gone).
+        self.pinned = []
+        os.register_at_fork(before=self._pin_maps)
 
     def run(self):
         inp = self.inp
@@ -496,6 +500,10 @@ class Executor:
         self.out.result_fds[tid] = fd
         return frame(ord("R"), tid, struct.pack(">BIQ", 1, fd, size))
 
+    def _pin_maps(self):
+        self.pinned.extend(self.maps)
+        self.maps = []
+
     def release_maps(self):
         """Unmap the inputs of the tasks so far that nothing references any more, and say
         which (``U``: the worker may then reuse their memory). One still referenced (the task
@@ -504,12 +512,20 @@ class Executor:
             return None
         closed = []
         keep = []
-        for fd, mm in self.maps:
+        maps, self.maps = self.maps, []
+        while maps:
+            fd, mm = maps.pop()
+            # Only this frame and getrefcount's argument refer to it: nothing else (an object
+            # built on the mmap itself rather than on a buffer export) can still read it.
+            if sys.getrefcount(mm) > 2:
+                keep.append((fd, mm))
+                continue
             try:
                 mm.close()
                 closed.append(fd)
             except BufferError:
                 keep.append((fd, mm))
+            del mm
         self.maps = keep
         if not closed:
             return None

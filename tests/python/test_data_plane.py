@@ -379,7 +379,27 @@ def check_stash(n, fill):
     return check_chunk(builtins._rusk_test_kept, n, fill)
 
 
-def test_received_memory_is_reused_but_never_while_an_executor_maps_it(split):
+def fork_keeper(a, path, fill):
+    """Fork a child that keeps this task's input mapped after the task, and checks it once
+    ``path + ".go"`` exists (writing what is wrong to ``path``)."""
+    import time
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            deadline = time.time() + 120
+            while not os.path.exists(path + ".go") and time.time() < deadline:
+                time.sleep(0.05)
+            problems = check_chunk(a, a.shape[0], fill)
+            with open(path + ".tmp", "w") as f:
+                f.write(repr(problems))
+            os.rename(path + ".tmp", path)
+        finally:
+            os._exit(0)
+    return pid
+
+
+def test_received_memory_is_reused_but_never_while_an_executor_maps_it(split, tmp_path):
     """Worker b receives values from a. A freed received segment's memory is written again
     by the next value of its size (fewer distinct segments than values), while the segment a
     task kept a view of is never reused: that view still reads its own bytes at the end."""
@@ -394,6 +414,14 @@ def test_received_memory_is_reused_but_never_while_an_executor_maps_it(split):
     split.only("b")
     assert c.submit(stash_chunk, kept, pure=False).result() == n
     del kept  # b's copy now lives only in its executor's mapping
+    # Another value, mapped by a child the task forks (the executor's own mapping goes).
+    split.only("a")
+    forked = c.submit(make_chunk, n, 9, pure=False)
+    assert forked.exception() is None
+    split.only("b")
+    report = str(tmp_path / "forked-child")
+    child = c.submit(fork_keeper, forked, report, 9, pure=False).result()
+    del forked
     inodes = set()
     for k in range(2, 8):
         split.only("a")
@@ -405,6 +433,10 @@ def test_received_memory_is_reused_but_never_while_an_executor_maps_it(split):
         inodes.update(os.stat("/proc/%d/fd/%d" % (b_pid, fd)).st_ino for fd in memfd_fds(b_pid, "rusk-value"))
         del x
     assert c.submit(check_stash, n, 1, pure=False).result() == []
+    open(report + ".go", "w").close()
+    wait_until(lambda: os.path.exists(report), timeout=60, what="the forked child's check")
+    with open(report) as f:
+        assert f.read() == "[]", "the forked child's input was overwritten"
     # The memory kept for reuse is reported (and is not counted as results).
     wait_until(
         lambda: split.worker("b")["vitals"]["reuse_pool_bytes"] >= n,

@@ -21,7 +21,7 @@
 //! pages `sendfile` gave them) is freed, not kept. A worker keeps a value its executors map alive until they
 //! say they unmapped it (see `python_exec`), so that one is only pooled once nobody sees it.
 use bytes::Bytes;
-use rusk_core::segment_pool::{SegmentPool, SEGMENT_POOL_MAX_BYTES};
+use rusk_core::segment_pool::SegmentPool;
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -53,7 +53,9 @@ struct Entry {
 static REGISTRY: Mutex<BTreeMap<usize, Entry>> = Mutex::new(BTreeMap::new());
 
 /// Freed segments kept for reuse (the fd keeps the memory).
-static POOL: Mutex<SegmentPool<OwnedFd>> = Mutex::new(SegmentPool::new(SEGMENT_POOL_MAX_BYTES));
+/// Off (bound 0) until the process says otherwise: a worker turns it on with
+/// [`set_pool_bound`]; clients keep nothing.
+static POOL: Mutex<SegmentPool<OwnedFd>> = Mutex::new(SegmentPool::new(0));
 static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 
 fn now() -> std::time::Duration {
@@ -433,10 +435,30 @@ fn entry_of(value: &Bytes, hand_out: bool) -> Option<RawFd> {
     if start != addr || entry.len != value.len() {
         return None;
     }
-    if hand_out {
+    if hand_out && entry.poolable {
         entry.poolable = false;
+        // Nobody may change it from now on (a command given its path could open it for
+        // writing otherwise). Our read-only mapping of a file we opened read-write counts as
+        // writable for F_SEAL_WRITE, so this seals future writes.
+        // SAFETY: plain fcntl on an fd the registry keeps open.
+        unsafe {
+            libc::fcntl(
+                entry.fd,
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | F_SEAL_FUTURE_WRITE,
+            )
+        };
     }
     Some(entry.fd)
+}
+
+/// `F_SEAL_FUTURE_WRITE` (Linux 5.1): no new writes or writable mappings, by anyone.
+const F_SEAL_FUTURE_WRITE: libc::c_int = 0x0010;
+
+/// Never reuse `value`'s memory (something outside this process's knowledge may still read
+/// it: the children of an executor that died, say), and seal it.
+pub fn never_reuse(value: &Bytes) {
+    entry_of(value, true);
 }
 
 /// The fd of `value`'s segment, to `sendfile` it: the socket then holds references to its
@@ -477,6 +499,7 @@ mod tests {
     #[test]
     fn a_segment_is_shared_through_proc_and_freed_with_its_last_bytes() {
         const LEN: usize = (1 << 20) + 4096; // a size no other test of this process uses
+        set_pool_bound(1 << 30);
         let (bytes0, segs0) = live();
         let s = SegmentWriter::create(LEN).unwrap();
         s.write_at(b"hello", 0).unwrap();
@@ -484,9 +507,15 @@ mod tests {
         let v = s.finish().unwrap();
         assert_eq!(&v[..5], b"hello");
         let path = proc_path(&v).expect("a whole segment");
-        // Another open of the same memory sees the same bytes.
+        // Another open of the same memory sees the same bytes, and nobody can write it any
+        // more (handing out its path sealed it).
         let again = adopt_path(Path::new(&path), LEN).unwrap();
         assert_eq!(&again[..5], b"hello");
+        assert!(std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"x"))
+            .is_err());
         // A slice is not a whole segment.
         assert_eq!(fd_of(&v.slice(1..)), None);
         assert!(live().1 >= segs0 + 2);
@@ -506,6 +535,7 @@ mod tests {
     #[test]
     fn a_freed_segment_is_reused_unless_it_was_handed_out() {
         const LEN: usize = 3 << 20; // a size no other test of this process uses
+        set_pool_bound(1 << 30);
         let s = SegmentWriter::create(LEN).unwrap();
         s.write_at(&vec![1u8; LEN], 0).unwrap();
         let v = s.finish().unwrap();
@@ -521,8 +551,16 @@ mod tests {
         // Given to another process (a dup of its fd): freed when we are done, not kept.
         let fd = dup_fd(&v).unwrap();
         drop(v);
+        // Nor is one whose reader we lost track of.
+        let s = SegmentWriter::create(LEN).unwrap();
+        s.write_at(&vec![4u8; LEN], 0).unwrap();
+        let lost = s.finish().unwrap();
+        never_reuse(&lost);
+        let lost_ino = inode(fd_of(&lost).unwrap());
+        drop(lost);
         let s = SegmentWriter::create(LEN - 100).unwrap();
         assert_ne!(inode(s.raw_fd()), ino);
+        assert_ne!(inode(s.raw_fd()), lost_ino);
         drop((fd, s));
         // Kept segments expire; trimming everything frees them.
         let s = SegmentWriter::create(LEN).unwrap();

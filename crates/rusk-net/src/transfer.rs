@@ -563,6 +563,7 @@ mod tests {
     #[test]
     fn a_sent_segment_is_not_reused_while_the_socket_holds_its_pages() {
         const LEN: usize = segment::INLINE_VALUE_MAX; // fits in the socket buffers
+        segment::set_pool_bound(1 << 30);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         listener.set_nonblocking(true).unwrap();

@@ -476,6 +476,12 @@ impl Manager {
                 }
                 Command::ForgetExec { exec } => {
                     if let Some(x) = self.execs.remove(&exec) {
+                        // Whatever it still mapped may be mapped by children it left behind
+                        // (a task's forked processes outlive it): never reuse that memory.
+                        let held = x.mapped.values().flatten();
+                        for v in held.chain(x.unstarted.values().flatten().map(|(_, v)| v)) {
+                            segment::never_reuse(v);
+                        }
                         let _ = std::fs::remove_file(&x.stack_file);
                     }
                 }

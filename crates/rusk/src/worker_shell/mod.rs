@@ -358,8 +358,9 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                     resolve_inputs(task, attempt, kind, inputs, &spill, &local_tx, &executor);
                 }
                 Command::Store(StoreCommand::Spill { task, data }) => {
-                    // Memory is short: keep nothing for reuse.
+                    // Memory is short: keep nothing for reuse, this value's memory included.
                     rusk_net::segment::trim_pool(true);
+                    rusk_net::segment::never_reuse(&data);
                     let (spill, local) = (spill.clone(), local_tx.clone());
                     tokio::task::spawn_blocking(move || {
                         let result = spill.write(task, &data);
