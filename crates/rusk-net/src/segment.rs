@@ -280,14 +280,7 @@ impl SegmentWriter {
     /// last `Bytes` goes (see the module's documentation).
     pub fn finish(self) -> io::Result<Bytes> {
         let SegmentWriter { fd, len } = self;
-        let ptr = map(&fd, len)?;
-        Ok(register(Mapping {
-            fd,
-            ptr,
-            len,
-            registered: false,
-            poolable: true,
-        }))
+        map_registered(fd, len, true)
     }
 }
 
@@ -319,6 +312,18 @@ fn seal(fd: &OwnedFd) {
             libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL,
         )
     };
+}
+
+/// Map `len` bytes of `fd` read-only and list the mapping as a live segment.
+fn map_registered(fd: OwnedFd, len: usize, poolable: bool) -> io::Result<Bytes> {
+    let ptr = map(&fd, len)?;
+    Ok(register(Mapping {
+        fd,
+        ptr,
+        len,
+        registered: false,
+        poolable,
+    }))
 }
 
 fn register(map: Mapping) -> Bytes {
@@ -375,14 +380,7 @@ pub fn adopt_fd(fd: OwnedFd) -> io::Result<Bytes> {
         return Ok(Bytes::from(buf));
     }
     seal(&fd);
-    let ptr = map(&fd, len)?;
-    Ok(register(Mapping {
-        fd,
-        ptr,
-        len,
-        registered: false,
-        poolable: false,
-    }))
+    map_registered(fd, len, false)
 }
 
 /// Map the first `len` (> 0) bytes of a file read-only as a value (a spill file: its data,
@@ -392,14 +390,7 @@ pub fn map_prefix(fd: OwnedFd, len: usize) -> io::Result<Bytes> {
     if len == 0 {
         return Ok(Bytes::new());
     }
-    let ptr = map(&fd, len)?;
-    Ok(register(Mapping {
-        fd,
-        ptr,
-        len,
-        registered: false,
-        poolable: false,
-    }))
+    map_registered(fd, len, false)
 }
 
 /// Open and map another process's memfd (`/proc/<pid>/fd/<fd>`), checking its size.
