@@ -200,6 +200,12 @@ class Client:
     of a scheduler file; ``Client("host:port", token=...)`` (or ``RUSK_TOKEN``) joins by
     address. Use it as a context manager. ``progress`` draws a progress bar on stderr while
     ``get`` runs a Dask graph (default: when stderr is a terminal).
+
+    As ``distributed.Client`` does, a new client becomes Dask's default scheduler
+    (``set_as_default=True``): ``x.compute()``, ``dask.compute(...)`` and ``ddf.to_parquet(...)``
+    run on the cluster with no ``scheduler=``, and dataframe shuffles use the ``"tasks"``
+    method (Dask's ``"disk"`` default would shuffle through one process's local disk). Closing
+    it gives the default back to the client made before it, or to what Dask had.
     """
 
     def __init__(
@@ -211,6 +217,7 @@ class Client:
         token=None,
         timeout=WORKERS_TIMEOUT,
         progress=None,
+        set_as_default=True,
         **cluster_kwargs,
     ):
         self.cluster = None
@@ -246,6 +253,8 @@ class Client:
             raise
         self.address = address
         self._closed = False
+        if set_as_default:
+            _DaskDefaults.push(self)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._keys = {}  # rusk key -> _KeyState of live futures
@@ -694,6 +703,7 @@ class Client:
             return
         self._closed = True
         _live_clients.discard(self)
+        _DaskDefaults.remove(self)
         self._stopping = True
         if threading.current_thread() is not self._dispatcher:
             self._dispatcher.join(timeout)
@@ -726,6 +736,67 @@ class Client:
     def __repr__(self):
         state = "closed" if self._closed else ("lost" if self._lost else "connected")
         return "<rusk.Client %s (%s)>" % (getattr(self, "address", "?"), state)
+
+
+class _DaskDefaults:
+    """The clients that made themselves Dask's default scheduler, newest last; the newest open
+    one is the default. What Dask had before the first is put back when the last closes."""
+
+    # Dask settings a default client makes (key -> value for the client).
+    KEYS = ("scheduler", "dataframe.shuffle.method")
+    _stack = []
+    _saved = None  # key -> (had it, its value) before the first client
+    _lock = threading.Lock()
+
+    @classmethod
+    def push(cls, client):
+        try:
+            import dask.config
+        except ImportError:
+            return  # no Dask here: nothing to be the default of
+        with cls._lock:
+            if not cls._stack:
+                cls._saved = {}
+                for k in cls.KEYS:
+                    missing = object()
+                    v = dask.config.get(k, missing)
+                    cls._saved[k] = (v is not missing, None if v is missing else v)
+            cls._stack.append(client)
+            cls._apply(dask.config, client)
+
+    @classmethod
+    def remove(cls, client):
+        with cls._lock:
+            if client not in cls._stack:
+                return
+            import dask.config
+
+            cls._stack.remove(client)
+            if cls._stack:
+                cls._apply(dask.config, cls._stack[-1])
+                return
+            for k, (had, v) in (cls._saved or {}).items():
+                if had:
+                    dask.config.set({k: v})
+                else:
+                    _config_pop(dask.config.config, k.split("."))
+            cls._saved = None
+
+    @staticmethod
+    def _apply(config, client):
+        config.set({"scheduler": client.get, "dataframe.shuffle.method": "tasks"})
+
+
+def _config_pop(d, path):
+    """Remove ``a.b.c`` from Dask's nested config dict, and the dicts it leaves empty."""
+    if len(path) == 1:
+        d.pop(path[0], None)
+        return
+    sub = d.get(path[0])
+    if isinstance(sub, dict):
+        _config_pop(sub, path[1:])
+        if not sub:
+            d.pop(path[0], None)
 
 
 def _stderr_is_terminal():

@@ -143,3 +143,59 @@ def test_graph_is_culled_to_the_keys():
     tasks, outputs, decode = to_tasks(dsk, ["b"])
     assert sorted(t["key"] for t in tasks) == ["a", "b"]
     assert outputs == ["b"] and decode["b"] == "b"
+
+
+DEFAULT_SCRIPT = r"""
+import os, sys, json
+import dask, dask.config
+import pandas as pd
+import dask.dataframe as dd
+import rusk
+
+here = os.getpid()
+out = {"before": dask.config.get("scheduler", None), "shuffle_before": dask.config.get("dataframe.shuffle.method", None)}
+with rusk.Client(n_workers=2, threads_per_worker=1) as c:
+    out["pid_inside"] = dask.delayed(os.getpid)().compute()
+    out["shuffle_inside"] = dask.config.get("dataframe.shuffle.method")
+    left = dd.from_pandas(pd.DataFrame({"k": range(1000), "x": range(1000)}), npartitions=4)
+    right = dd.from_pandas(pd.DataFrame({"k": range(0, 2000, 2), "y": range(1000)}), npartitions=3)
+    m = left.merge(right, on="k")
+    out["merged"] = [int(m.x.sum().compute()), int(len(m))]
+    # A second client takes the default; closing it gives it back to the first.
+    c2 = rusk.Client(c.cluster)
+    out["second_is_default"] = dask.config.get("scheduler").__self__ is c2
+    c2.close()
+    out["first_is_default_again"] = dask.config.get("scheduler").__self__ is c
+    out["pid_after_second"] = dask.delayed(os.getpid)().compute()
+out["after"] = dask.config.get("scheduler", None)
+out["shuffle_after"] = dask.config.get("dataframe.shuffle.method", None)
+out["pid_after"] = dask.delayed(os.getpid)().compute()
+out["here"] = here
+print(json.dumps(out))
+"""
+
+
+def test_a_new_client_is_dasks_default_until_it_closes(tmp_path):
+    """``rusk.Client()`` makes itself Dask's default scheduler (as ``distributed.Client``
+    does): ``.compute()`` with no ``scheduler=`` runs on the cluster, dataframe merges shuffle
+    with ``"tasks"``, a second client takes over and gives it back, and closing the last one
+    restores what Dask had. In a process of its own, so that the session's client is not in
+    the way."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("pandas")
+    script = tmp_path / "default.py"
+    script.write_text(DEFAULT_SCRIPT)
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["before"] is None and out["after"] is None
+    assert out["shuffle_before"] is None and out["shuffle_after"] is None
+    assert out["shuffle_inside"] == "tasks"
+    assert out["pid_inside"] != out["here"], "ran in the client's process, not on the cluster"
+    assert out["pid_after_second"] != out["here"]
+    assert out["second_is_default"] and out["first_is_default_again"]
+    assert out["pid_after"] == out["here"], "the default was not given back"
+    assert out["merged"] == [sum(range(0, 1000, 2)), 500]
