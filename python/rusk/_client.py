@@ -287,6 +287,42 @@ class Client:
 
     scheduler_info = status
 
+    def nthreads(self):
+        """``{worker: threads}`` of the workers that have not been lost (worker names as in
+        ``rusk status``)."""
+        return {w["id"]: w["nthreads"] for w in self.status()["workers"] if w["state"] != "lost"}
+
+    def who_has(self, futures=None):
+        """``{key: [worker]}``: where the result of each future is held (an empty list while
+        it is not finished, or when its worker is gone). Default: every future of this client."""
+        by_address = {w["address"]: w["id"] for w in self.status()["workers"] if w["state"] != "lost"}
+        with self._lock:
+            if futures is None:
+                states = [st for st in self._keys.values() if st.refs > 0]
+            else:
+                states = [f._state for f in _flat_futures(futures)]
+            return {
+                st.key: [by_address[st.holder]] if st.status == _FINISHED and st.holder in by_address else []
+                for st in states
+            }
+
+    def has_what(self, workers=None):
+        """``{worker: [key, ...]}``: the results of this client's futures each worker holds."""
+        out = {w: [] for w in self.nthreads()} if workers is None else {w: [] for w in workers}
+        for key, holders in self.who_has().items():
+            for w in holders:
+                if w in out:
+                    out[w].append(key)
+        return out
+
+    def run_on_scheduler(self, function, *args, **kwargs):
+        """Not supported: rusk's scheduler is a Rust process and runs no Python."""
+        raise NotImplementedError(
+            "rusk's scheduler runs no Python (it is a Rust program), so run_on_scheduler cannot "
+            "run %r; use client.status() or client.scheduler_info() for what the scheduler knows"
+            % (getattr(function, "__name__", function),)
+        )
+
     def events(self, since=0):
         """The recovery log (worker restarts and their causes) from sequence number ``since``."""
         import json
@@ -797,6 +833,18 @@ def _config_pop(d, path):
         _config_pop(sub, path[1:])
         if not sub:
             d.pop(path[0], None)
+
+
+def _flat_futures(x):
+    """The futures in ``x``: a future, or lists, tuples, sets and dict values of them."""
+    if isinstance(x, Future):
+        return [x]
+    if isinstance(x, dict):
+        x = x.values()
+    out = []
+    for item in x:
+        out.extend(_flat_futures(item))
+    return out
 
 
 def _stderr_is_terminal():

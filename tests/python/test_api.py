@@ -444,3 +444,24 @@ def test_local_cluster_dies_with_its_client_process():
             return True
 
     wait_until(lambda: all(gone(q) for q in pids), timeout=10, what="scheduler and nanny gone")
+
+
+def test_who_has_has_what_nthreads_and_run_on_scheduler(client):
+    workers = client.nthreads()
+    assert workers and all(n == 2 for n in workers.values()), workers
+    fs = client.map(lambda i: i * 10, range(6), pure=False)
+    assert client.gather(fs) == [i * 10 for i in range(6)]
+    where = client.who_has(fs)
+    assert set(where) == {f.key for f in fs}
+    assert all(len(w) == 1 and w[0] in workers for w in where.values()), where
+    held = client.has_what()
+    assert set(held) == set(workers)
+    assert sorted(k for keys in held.values() for k in keys if k in where) == sorted(where)
+    # A future not finished yet is held nowhere.
+    gate = client.submit(time.sleep, 1, pure=False)
+    assert client.who_has([gate]) == {gate.key: []}
+    gate.result()
+    with pytest.raises(NotImplementedError, match="runs no Python"):
+        client.run_on_scheduler(os.getpid)
+    # The cluster keeps working.
+    assert client.submit(abs, -3).result() == 3
