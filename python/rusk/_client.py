@@ -384,9 +384,11 @@ class Client:
             task["timeout"] = _format_timeout(timeout)
         return task, [f for _, f in found]
 
-    def _extend(self, tasks, keys):
+    def _extend(self, tasks, keys, needed=()):
         """Send ``tasks`` and ask for ``keys``; return one Future per key. Keys the session
-        already has are asked for again, not resubmitted."""
+        already has are asked for again, not resubmitted. ``needed``: tasks the new ones depend
+        on that are not outputs (a Dask graph's inner tasks), sent first unless the session has
+        them."""
         with self._lock:
             self._check_open()
             futures = []
@@ -394,6 +396,11 @@ class Client:
             send = []
             outputs = []
             created = []
+            for task in needed:
+                k = task["key"]
+                if k not in self._known and k not in self._keys:
+                    send.append(task)
+                    fresh.append(k)
             for task, key in zip(tasks, keys):
                 st = self._keys.get(key)
                 if st is None:
@@ -418,6 +425,22 @@ class Client:
                 raise
             self._known.update(fresh)
             return futures
+
+    def compute(self, collections, sync=False, **kwargs):
+        """Compute Dask collections on the cluster without waiting: a :class:`Future` for each
+        (its result is what ``collection.compute()`` gives), one for a single collection, a
+        list for a list. With ``sync=True``, the results instead. A Dask key computed before in
+        this session is not computed again. Values that are not Dask collections are sent as
+        they are."""
+        from . import _dask
+
+        del kwargs
+        self._check_open()
+        single = not isinstance(collections, (list, tuple))
+        items = [collections] if single else list(collections)
+        futures = [_dask.compute_future(self, c) for c in items]
+        out = self.gather(futures) if sync else futures
+        return out[0] if single else out
 
     def submit(self, fn, *args, key=None, retries=0, timeout=None, pure=None, **kwargs):
         """Run ``fn(*args, **kwargs)`` on the cluster; return its :class:`Future`.

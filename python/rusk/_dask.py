@@ -153,3 +153,31 @@ def _collect(client, graph, outputs):
         if client._lost is not None:
             raise ConnectionLostError(client._lost)
         locator.relocate()  # after the back-off
+
+
+def _identity(x):
+    return x
+
+
+def compute_future(client, coll):
+    """One Future for ``coll``: its optimised graph, finalised as ``dask.compute`` finalises it
+    (``FinalizeCompute``), goes into the client's session; the Future is the final task's. A
+    Future is returned as it is; other values are sent as they are."""
+    import dask
+    from dask._expr import FinalizeCompute
+    from dask.base import collections_to_expr
+    from dask.core import flatten
+
+    if hasattr(coll, "_state") and hasattr(coll, "result"):
+        return coll
+    if not dask.is_dask_collection(coll):
+        return client.submit(_identity, coll)
+    expr = FinalizeCompute(collections_to_expr([coll], True)).optimize()
+    keys = list(flatten(expr.__dask_keys__()))
+    if len(keys) != 1:
+        raise ValueError("a collection finalised to %d keys, not 1: %r" % (len(keys), keys[:5]))
+    tasks, outputs, _decode = to_tasks(expr, keys)
+    # Dependencies come first, the final task (the one output) last.
+    if tasks[-1]["key"] != outputs[0]:
+        raise RuntimeError("the final task of %r is not last in its graph" % (keys[0],))
+    return client._extend([tasks[-1]], outputs, needed=tasks[:-1])[0]

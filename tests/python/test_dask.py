@@ -199,3 +199,27 @@ def test_a_new_client_is_dasks_default_until_it_closes(tmp_path):
     assert out["second_is_default"] and out["first_is_default_again"]
     assert out["pid_after"] == out["here"], "the default was not given back"
     assert out["merged"] == [sum(range(0, 1000, 2)), 500]
+
+
+def test_client_compute_returns_futures_of_finalised_collections(client):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    x = da.arange(1000, chunks=100)
+    f = client.compute(x.sum())
+    assert isinstance(f, rusk.Future)
+    assert f.result() == 499500
+    total, mean, whole = client.gather(client.compute([x.sum(), (x * 2).mean(), x]))
+    assert (total, mean) == (499500, 999.0)
+    assert isinstance(whole, np.ndarray) and (whole == np.arange(1000)).all()
+    assert client.compute(x.sum(), sync=True) == 499500
+    frame = dd.from_pandas(pd.DataFrame({"a": range(100)}), npartitions=4)
+    assert client.compute(frame.a.sum()).result() == 4950
+    got = client.compute(frame).result()
+    assert isinstance(got, pd.DataFrame) and list(got.a) == list(range(100))
+    assert client.compute(dask.delayed(sum)([1, 2, 3])).result() == 6
+    assert client.compute(5).result() == 5
+    # A task that raises: its future carries the error, the cluster goes on.
+    bad = client.compute(dask.delayed(explode)(1))
+    with pytest.raises(DaskTaskError, match="exploded"):
+        bad.result()
+    assert client.compute(x.max()).result() == 999
