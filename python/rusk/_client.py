@@ -16,33 +16,37 @@ import threading
 import time
 import uuid
 import weakref
-from concurrent.futures import CancelledError as _CancelledError
 
 from . import _payload
 from ._cluster import LocalCluster, read_scheduler_file
+from ._dask_config import _DaskDefaults
+from ._futures import (  # noqa: F401 (re-exported)
+    _CANCELLED,
+    _DONE,
+    _ERROR,
+    _FINISHED,
+    _LOST,
+    _PENDING,
+    _SKIP,
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    CancelledError,
+    ConnectionLostError,
+    Future,
+    _flat_futures,
+    _KeyState,
+    _run_callbacks,
+    as_completed,
+    wait,
+)
 from ._payload import RemoteTraceback, TaskError  # noqa: F401 (re-exported)
+from ._progress import _ProgressBar, _stderr_is_terminal
 
 logger = logging.getLogger("rusk")
 
 #: How long a new local cluster's workers may take to join.
 WORKERS_TIMEOUT = 30.0
-
-_PENDING = "pending"
-_FINISHED = "finished"
-_ERROR = "error"
-_CANCELLED = "cancelled"
-_LOST = "lost"
-_DONE = (_FINISHED, _ERROR, _CANCELLED, _LOST)
-
-
-class CancelledError(_CancelledError):
-    """The future was cancelled (``Future.cancel()``/``Client.cancel()``)."""
-
-
-class ConnectionLostError(ConnectionError):
-    """The connection to the scheduler is gone (or the client was closed) before the future
-    finished."""
-
 
 def _connection_class():
     from . import _rusk
@@ -59,120 +63,6 @@ def __getattr__(name):
 
         return _rusk.LOCATE_ATTEMPTS_MAX
     raise AttributeError("module %r has no attribute %r" % (__name__, name))
-
-
-class _KeyState:
-    """What the client knows of one output key; shared by every Future of that key."""
-
-    __slots__ = ("key", "status", "task", "holder", "exception", "value", "has_value", "refs", "callbacks")
-
-    def __init__(self, key):
-        self.key = key
-        self.status = _PENDING
-        self.task = None  # (graph, index) where it is stored
-        self.holder = None  # data address of the worker holding it
-        self.exception = None
-        self.value = None
-        self.has_value = False
-        self.refs = 0
-        self.callbacks = []
-
-
-class Future:
-    """A task's eventual result. Futures passed to ``submit``/``map`` (also inside lists,
-    tuples and dicts) become dependencies: their values are fetched worker to worker."""
-
-    __slots__ = ("_client", "_state", "__weakref__")
-
-    def __init__(self, client, state):
-        # Called with the client's lock held.
-        self._client = client
-        self._state = state
-        state.refs += 1
-
-    @property
-    def key(self):
-        return self._state.key
-
-    @property
-    def client(self):
-        return self._client
-
-    @property
-    def status(self):
-        """``pending``, ``finished``, ``error``, ``cancelled`` or ``lost``."""
-        return self._state.status
-
-    def done(self):
-        """Whether the task finished (successfully or not) or the future was cancelled."""
-        return self._state.status in _DONE
-
-    def cancelled(self):
-        return self._state.status == _CANCELLED
-
-    def result(self, timeout=None):
-        """The task's return value (fetched from the worker that holds it). Re-raises the
-        task's exception, with the remote traceback as its cause."""
-        return self._client._gather_states([self._state], timeout)[0]
-
-    def exception(self, timeout=None):
-        """The task's exception, or ``None`` if it succeeded. Waits for it to finish."""
-        st = self._state
-        self._client._wait_states([st], timeout)
-        if st.status == _CANCELLED:
-            raise CancelledError(st.key)
-        if st.status in (_ERROR, _LOST):
-            return st.exception
-        return None
-
-    def traceback(self, timeout=None):
-        """The remote traceback text of a failed task, or ``None``."""
-        exc = self.exception(timeout)
-        cause = getattr(exc, "__cause__", None)
-        return cause.tb if isinstance(cause, RemoteTraceback) else None
-
-    def cancel(self):
-        """Cancel the task (if nothing else needs it) and drop its result."""
-        self._client.cancel([self])
-
-    def release(self):
-        """Drop this future's hold on its key now, instead of when it is garbage-collected."""
-        st, self._state = self._state, _released_state
-        if st is not _released_state:
-            self._client._drop_ref(st)
-
-    def add_done_callback(self, fn):
-        """Call ``fn(future)`` when the future is done (in the client's dispatcher thread, or
-        right away if it already is)."""
-        self._client._add_callback(self, fn)
-
-    def __del__(self):
-        try:
-            st = self._state
-            if st is not _released_state:
-                self._client._drop_ref(st)
-        except Exception:  # interpreter shutdown
-            pass
-
-    def __reduce__(self):
-        raise TypeError(
-            "a rusk Future can only be passed to submit()/map() directly or inside lists, "
-            "tuples and dicts (it is then replaced by its value on the worker)"
-        )
-
-    def __repr__(self):
-        st = self._state
-        extra = ""
-        if st.status == _ERROR and st.exception is not None:
-            extra = ", %s" % type(st.exception).__name__
-        return "<Future: %s, key: %s%s>" % (st.status, st.key, extra)
-
-    def __await__(self):
-        raise TypeError("rusk futures are not awaitable: use result()")
-
-
-_released_state = _KeyState("<released>")
-_released_state.status = _CANCELLED
 
 
 def _format_timeout(timeout):
@@ -797,133 +687,6 @@ class Client:
         return "<rusk.Client %s (%s)>" % (getattr(self, "address", "?"), state)
 
 
-class _DaskDefaults:
-    """The clients that made themselves Dask's default scheduler, newest last; the newest open
-    one is the default. What Dask had before the first is put back when the last closes."""
-
-    # Dask settings a default client makes (key -> value for the client).
-    KEYS = ("scheduler", "dataframe.shuffle.method")
-    _stack = []
-    _saved = None  # key -> (had it, its value) before the first client
-    _lock = threading.Lock()
-
-    @classmethod
-    def push(cls, client):
-        try:
-            import dask.config
-        except ImportError:
-            return  # no Dask here: nothing to be the default of
-        with cls._lock:
-            if not cls._stack:
-                cls._saved = {}
-                for k in cls.KEYS:
-                    missing = object()
-                    v = dask.config.get(k, missing)
-                    cls._saved[k] = (v is not missing, None if v is missing else v)
-            cls._stack.append(client)
-            cls._apply(dask.config, client)
-
-    @classmethod
-    def remove(cls, client):
-        with cls._lock:
-            if client not in cls._stack:
-                return
-            import dask.config
-
-            cls._stack.remove(client)
-            if cls._stack:
-                cls._apply(dask.config, cls._stack[-1])
-                return
-            for k, (had, v) in (cls._saved or {}).items():
-                if had:
-                    dask.config.set({k: v})
-                else:
-                    _config_pop(dask.config.config, k.split("."))
-            cls._saved = None
-
-    @staticmethod
-    def _apply(config, client):
-        config.set({"scheduler": client.get, "dataframe.shuffle.method": "tasks"})
-
-
-def _config_pop(d, path):
-    """Remove ``a.b.c`` from Dask's nested config dict, and the dicts it leaves empty."""
-    if len(path) == 1:
-        d.pop(path[0], None)
-        return
-    sub = d.get(path[0])
-    if isinstance(sub, dict):
-        _config_pop(sub, path[1:])
-        if not sub:
-            d.pop(path[0], None)
-
-
-def _flat_futures(x):
-    """The futures in ``x``: a future, or lists, tuples, sets and dict values of them."""
-    if isinstance(x, Future):
-        return [x]
-    if isinstance(x, dict):
-        x = x.values()
-    out = []
-    for item in x:
-        out.extend(_flat_futures(item))
-    return out
-
-
-def _stderr_is_terminal():
-    import sys
-
-    try:
-        return sys.stderr is not None and sys.stderr.isatty()
-    except Exception:
-        return False
-
-
-class _ProgressBar:
-    """One line on stderr: ``[#####.....] 1234/5000 tasks``."""
-
-    WIDTH = 40
-
-    def __init__(self):
-        self.drawn = False
-        self.last = None
-
-    def draw(self, done, erred, total):
-        import sys
-
-        if total <= 0 or (done, erred, total) == self.last:
-            return
-        self.last = (done, erred, total)
-        filled = min(self.WIDTH, (done + erred) * self.WIDTH // total)
-        extra = ", %d erred" % erred if erred else ""
-        sys.stderr.write("\r[%s%s] %d/%d tasks%s" % ("#" * filled, "." * (self.WIDTH - filled), done, total, extra))
-        sys.stderr.flush()
-        self.drawn = True
-
-    def finish(self):
-        import sys
-
-        if self.drawn:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-class _Skip:
-    def __repr__(self):
-        return "<skipped>"
-
-
-_SKIP = _Skip()
-
-
-def _run_callbacks(callbacks):
-    for cb, arg in callbacks:
-        try:
-            cb() if arg is None else cb(arg)
-        except Exception:
-            logger.exception("rusk future callback failed")
-
-
 _live_clients = weakref.WeakSet()
 
 
@@ -936,107 +699,3 @@ def _close_all_clients():
             pass
 
 
-# === waiting on several futures ===
-
-DoneAndNotDoneFutures = collections.namedtuple("DoneAndNotDoneFutures", "done not_done")
-
-FIRST_COMPLETED = "FIRST_COMPLETED"
-FIRST_EXCEPTION = "FIRST_EXCEPTION"
-ALL_COMPLETED = "ALL_COMPLETED"
-
-
-def wait(fs, timeout=None, return_when=ALL_COMPLETED):
-    """Wait until the futures are done (``ALL_COMPLETED``), one is (``FIRST_COMPLETED``) or one
-    failed (``FIRST_EXCEPTION``); returns ``(done, not_done)`` sets. Raises ``TimeoutError``
-    when ``timeout`` passes first."""
-    if isinstance(fs, Future):
-        fs = [fs]
-    fs = list(fs)
-    if not fs:
-        return DoneAndNotDoneFutures(set(), set())
-    client = fs[0]._client
-    states = [f._state for f in fs]
-
-    def ready():
-        if return_when == ALL_COMPLETED:
-            return all(s.status in _DONE for s in states)
-        if return_when == FIRST_COMPLETED:
-            return any(s.status in _DONE for s in states)
-        if return_when == FIRST_EXCEPTION:
-            return all(s.status in _DONE for s in states) or any(s.status in (_ERROR, _LOST) for s in states)
-        raise ValueError("return_when must be ALL_COMPLETED, FIRST_COMPLETED or FIRST_EXCEPTION")
-
-    client._wait_states(states, timeout, ready)
-    done = {f for f in fs if f.done()}
-    return DoneAndNotDoneFutures(done, set(fs) - done)
-
-
-class as_completed:
-    """Iterate over futures in the order they finish. ``with_results=True`` yields
-    ``(future, result)`` pairs (raising a failed task's exception unless
-    ``raise_errors=False``). More futures can be added while iterating (:meth:`add`)."""
-
-    def __init__(self, futures=(), with_results=False, raise_errors=True, timeout=None):
-        import queue
-
-        self._queue = queue.Queue()
-        self._pending = 0
-        self._lock = threading.Lock()
-        self.with_results = with_results
-        self.raise_errors = raise_errors
-        self.timeout = timeout
-        for f in futures:
-            self.add(f)
-
-    def add(self, future):
-        with self._lock:
-            self._pending += 1
-        future.add_done_callback(self._queue.put)
-
-    def update(self, futures):
-        for f in futures:
-            self.add(f)
-
-    def count(self):
-        with self._lock:
-            return self._pending
-
-    def is_empty(self):
-        return self.count() == 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        import queue
-
-        with self._lock:
-            if self._pending == 0:
-                raise StopIteration
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        while True:
-            try:
-                f = self._queue.get(timeout=0.2)
-                break
-            except queue.Empty:
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError("as_completed: nothing finished within %s s" % self.timeout)
-        with self._lock:
-            self._pending -= 1
-        if not self.with_results:
-            return f
-        try:
-            return f, f.result()
-        except Exception as e:
-            if self.raise_errors:
-                raise
-            return f, e
-
-    def next_batch(self, block=True):
-        """Every future that is done now (at least one when ``block``)."""
-        out = [next(self)] if block else []
-        while True:
-            with self._lock:
-                if self._pending == 0 or self._queue.empty():
-                    return out
-            out.append(next(self))
