@@ -1,0 +1,589 @@
+//! Clients and their graphs: submission, session graphs (`Open`/`Extend`/`ReleaseKeys`),
+//! release, the detached-graph bound, finished outputs and progress.
+use super::*;
+
+impl Scheduler {
+    pub(super) fn on_client_message(&mut self, client: ClientId, msg: ClientToScheduler) {
+        match msg {
+            ClientToScheduler::Submit { graph, detach } => match compile(graph) {
+                Ok(compiled) => self.add_graph(client, compiled, detach),
+                Err(e) => self.out.push(Command::ToClient {
+                    client,
+                    msg: SchedulerToClient::Rejected {
+                        error: e.to_string(),
+                    },
+                }),
+            },
+            ClientToScheduler::LocateOutputs { graph } => match self.graphs.get_mut(&graph) {
+                Some(g) => {
+                    g.owner = Some(client);
+                    g.notify_finished = true;
+                    if g.session {
+                        // Report again every finished output; the others come when done.
+                        let finished: Vec<u32> = g
+                            .outputs
+                            .iter()
+                            .copied()
+                            .filter(|&o| {
+                                matches!(
+                                    g.tasks[o as usize].state,
+                                    TaskState::Memory { .. } | TaskState::Erred
+                                )
+                            })
+                            .collect();
+                        g.newly_done.extend(finished);
+                    }
+                    self.maybe_finish_graph(graph);
+                }
+                None => self.out.push(Command::ToClient {
+                    client,
+                    msg: SchedulerToClient::Error {
+                        message: format!("unknown graph {graph} (released or never submitted)"),
+                    },
+                }),
+            },
+            ClientToScheduler::Open => self.open_session(client),
+            ClientToScheduler::Extend {
+                graph,
+                tasks,
+                outputs,
+            } => self.on_extend(client, graph, tasks, outputs),
+            ClientToScheduler::ReleaseKeys { graph, keys } => {
+                self.on_release_keys(client, graph, keys)
+            }
+            ClientToScheduler::ReleaseGraph { graph } => {
+                if self
+                    .graphs
+                    .get(&graph)
+                    .is_some_and(|g| g.owner == Some(client) || g.owner.is_none())
+                {
+                    self.remove_graph(graph);
+                }
+            }
+            ClientToScheduler::Events { since } => {
+                /// Events per reply: bounds one answer's size; clients page with `next`.
+                const EVENTS_PER_REPLY_MAX: usize = 1000;
+                let records: Vec<EventRecord> = self
+                    .events
+                    .iter()
+                    .filter(|r| r.seq >= since)
+                    .take(EVENTS_PER_REPLY_MAX)
+                    .cloned()
+                    .collect();
+                let next = records.last().map_or(since, |r| r.seq + 1);
+                self.out.push(Command::ToClient {
+                    client,
+                    msg: SchedulerToClient::Events { records, next },
+                });
+            }
+            ClientToScheduler::Restart { target } => {
+                let msg = match self.on_restart(target) {
+                    Ok(message) => SchedulerToClient::Done { message },
+                    Err(message) => SchedulerToClient::Error { message },
+                };
+                self.out.push(Command::ToClient { client, msg });
+            }
+            ClientToScheduler::StopNanny { nanny } => {
+                let msg = match self.on_stop_nanny(nanny) {
+                    Ok(message) => SchedulerToClient::Done { message },
+                    Err(message) => SchedulerToClient::Error { message },
+                };
+                self.out.push(Command::ToClient { client, msg });
+            }
+            ClientToScheduler::Status => {
+                let snapshot = self.status(None);
+                self.out.push(Command::ToClient {
+                    client,
+                    msg: SchedulerToClient::Status(Box::new(snapshot)),
+                });
+            }
+        }
+    }
+
+    pub(super) fn on_client_left(&mut self, client: ClientId) {
+        self.clients.remove(&client);
+        let mut owned: Vec<GraphId> = self
+            .graphs
+            .iter()
+            .filter(|(_, g)| g.owner == Some(client))
+            .map(|(id, _)| *id)
+            .collect();
+        owned.sort_unstable();
+        for id in owned {
+            if self.detached.contains(&id) {
+                self.graphs.get_mut(&id).expect("exists").owner = None;
+            } else {
+                self.remove_graph(id);
+            }
+        }
+    }
+
+    pub(super) fn add_graph(&mut self, client: ClientId, compiled: CompiledGraph, detach: bool) {
+        let id = GraphId(self.next_graph);
+        self.next_graph += 1;
+        let n = compiled.tasks.len();
+        let mut dependents_count = vec![0u32; n];
+        for t in &compiled.tasks {
+            for &d in t.deps.iter() {
+                dependents_count[d as usize] += 1;
+            }
+        }
+        let mut dependents: Vec<Vec<u32>> = dependents_count
+            .iter()
+            .map(|&c| Vec::with_capacity(c as usize))
+            .collect();
+        for (i, t) in compiled.tasks.iter().enumerate() {
+            for &d in t.deps.iter() {
+                dependents[d as usize].push(i as u32);
+            }
+        }
+        let mut tasks = Vec::with_capacity(n);
+        for (t, dependents) in compiled.tasks.into_iter().zip(dependents) {
+            let missing = t.deps.len() as u32;
+            tasks.push(Task {
+                key: t.key,
+                kind: t.kind,
+                missing,
+                unfinished_dependents: dependents.len() as u32,
+                deps: t.deps,
+                dependents,
+                state: TaskState::Waiting,
+                retries_left: t.retries,
+                attempt: AttemptId(0),
+                is_output: false,
+                queued: false,
+                started: false,
+                worker_deaths: 0,
+                timeout_ms: t.timeout_ms,
+            });
+        }
+        for &o in &compiled.outputs {
+            tasks[o as usize].is_output = true;
+        }
+        self.state_counts[TaskState::Waiting.slot()] += n as u64;
+        self.graphs.insert(
+            id,
+            Graph {
+                tasks,
+                outputs_pending: compiled.outputs.len() as u32,
+                outputs: compiled.outputs,
+                owner: Some(client),
+                notify_finished: true,
+                errors: FxHashMap::default(),
+                done: 0,
+                erred: 0,
+                assigned: 0,
+                progress_dirty: true,
+                session: false,
+                keys: FxHashMap::default(),
+                newly_done: Vec::new(),
+            },
+        );
+        if detach {
+            self.detached.push_back(id);
+            self.enforce_detached_bound();
+        }
+        self.out.push(Command::ToClient {
+            client,
+            msg: SchedulerToClient::Submitted {
+                graph: id,
+                tasks: n as u64,
+            },
+        });
+        for i in 0..n as u32 {
+            let tref = TaskRef {
+                graph: id,
+                index: i,
+            };
+            if self.task(tref).expect("just added").missing == 0 {
+                self.make_ready(tref);
+            }
+        }
+    }
+
+    pub(super) fn open_session(&mut self, client: ClientId) {
+        let id = GraphId(self.next_graph);
+        self.next_graph += 1;
+        self.graphs.insert(
+            id,
+            Graph {
+                tasks: Vec::new(),
+                outputs: Vec::new(),
+                owner: Some(client),
+                outputs_pending: 0,
+                notify_finished: false,
+                errors: FxHashMap::default(),
+                done: 0,
+                erred: 0,
+                assigned: 0,
+                progress_dirty: false,
+                session: true,
+                keys: FxHashMap::default(),
+                newly_done: Vec::new(),
+            },
+        );
+        self.out.push(Command::ToClient {
+            client,
+            msg: SchedulerToClient::Submitted {
+                graph: id,
+                tasks: 0,
+            },
+        });
+    }
+
+    /// The session graph `id` if `client` owns it, else an error for the client.
+    pub(super) fn own_session(&self, client: ClientId, id: GraphId) -> Result<(), String> {
+        match self.graphs.get(&id) {
+            Some(g) if g.session && g.owner == Some(client) => Ok(()),
+            Some(_) => Err(format!("graph {id} is not a session graph of this client")),
+            None => Err(format!("unknown graph {id} (released or never opened)")),
+        }
+    }
+
+    pub(super) fn on_extend(
+        &mut self,
+        client: ClientId,
+        id: GraphId,
+        specs: Vec<rusk_proto::graph::TaskSpec>,
+        outputs: Vec<String>,
+    ) {
+        if let Err(message) = self.own_session(client, id) {
+            self.out.push(Command::ToClient {
+                client,
+                msg: SchedulerToClient::Error { message },
+            });
+            return;
+        }
+        let g = &self.graphs[&id];
+        let existing = g.tasks.len() as u32;
+        let (tasks, outs) =
+            match crate::graph::compile_extension(&g.keys, existing, specs, &outputs) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.out.push(Command::ToClient {
+                        client,
+                        msg: SchedulerToClient::Rejected {
+                            error: e.to_string(),
+                        },
+                    });
+                    return;
+                }
+            };
+        let n = tasks.len() as u32;
+        let g = self.graphs.get_mut(&id).expect("checked");
+        for (i, t) in tasks.into_iter().enumerate() {
+            let idx = existing + i as u32;
+            g.keys.insert(t.key.clone(), idx);
+            for &d in t.deps.iter() {
+                let dt = &mut g.tasks[d as usize];
+                dt.dependents.push(idx);
+                dt.unfinished_dependents += 1; // the new task starts unfinished (Waiting)
+            }
+            g.tasks.push(Task {
+                key: t.key,
+                kind: t.kind,
+                missing: 0,
+                unfinished_dependents: 0,
+                deps: t.deps,
+                dependents: Vec::new(),
+                state: TaskState::Waiting,
+                retries_left: t.retries,
+                attempt: AttemptId(0),
+                is_output: false,
+                queued: false,
+                started: false,
+                worker_deaths: 0,
+                timeout_ms: t.timeout_ms,
+            });
+        }
+        self.state_counts[TaskState::Waiting.slot()] += n as u64;
+        for idx in existing..existing + n {
+            let tref = TaskRef {
+                graph: id,
+                index: idx,
+            };
+            let g = &self.graphs[&id];
+            let t = &g.tasks[idx as usize];
+            let mut missing = 0;
+            let mut released = Vec::new();
+            let mut erred = None;
+            for &d in t.deps.iter() {
+                match g.tasks[d as usize].state {
+                    TaskState::Memory { .. } => {}
+                    TaskState::Released => {
+                        missing += 1;
+                        released.push(d);
+                    }
+                    TaskState::Erred => {
+                        missing += 1;
+                        erred = Some(d);
+                    }
+                    TaskState::Waiting | TaskState::Ready | TaskState::Assigned { .. } => {
+                        missing += 1
+                    }
+                }
+            }
+            self.task_mut(tref).expect("just added").missing = missing;
+            if let Some(d) = erred {
+                // Depends on a task that already failed: fail with the inherited error.
+                let failure = self.downstream_failure(TaskRef {
+                    graph: id,
+                    index: d,
+                });
+                self.fail_with(tref, failure.clone(), failure);
+                continue;
+            }
+            for d in released {
+                // A dropped result is needed again: recompute it from its lineage.
+                self.recompute(TaskRef {
+                    graph: id,
+                    index: d,
+                });
+            }
+            if missing == 0 {
+                self.make_ready(tref);
+            }
+        }
+        for o in outs {
+            let tref = TaskRef {
+                graph: id,
+                index: o,
+            };
+            let g = self.graphs.get_mut(&id).expect("checked");
+            let t = &mut g.tasks[o as usize];
+            if t.is_output {
+                continue;
+            }
+            t.is_output = true;
+            g.outputs.push(o);
+            match t.state {
+                TaskState::Memory { .. } | TaskState::Erred => g.newly_done.push(o),
+                TaskState::Released => {
+                    g.outputs_pending += 1;
+                    self.recompute(tref);
+                }
+                TaskState::Waiting | TaskState::Ready | TaskState::Assigned { .. } => {
+                    g.outputs_pending += 1
+                }
+            }
+        }
+        self.out.push(Command::ToClient {
+            client,
+            msg: SchedulerToClient::Extended {
+                graph: id,
+                tasks: n as u64,
+            },
+        });
+        self.maybe_finish_graph(id);
+    }
+
+    /// The client no longer wants these outputs: drop what nothing else needs, cancelling
+    /// work that has not finished.
+    pub(super) fn on_release_keys(&mut self, client: ClientId, id: GraphId, keys: Vec<String>) {
+        if self.own_session(client, id).is_err() {
+            return; // the graph may already be gone; releasing is idempotent
+        }
+        for key in keys {
+            let g = self.graphs.get_mut(&id).expect("checked");
+            let Some(&idx) = g.keys.get(key.as_str()) else {
+                continue;
+            };
+            let t = &mut g.tasks[idx as usize];
+            if !t.is_output {
+                continue;
+            }
+            t.is_output = false;
+            if !matches!(t.state, TaskState::Memory { .. } | TaskState::Erred) {
+                g.outputs_pending -= 1;
+            }
+            g.outputs.retain(|&o| o != idx);
+            self.drop_unneeded(TaskRef {
+                graph: id,
+                index: idx,
+            });
+        }
+    }
+
+    /// Release or cancel `root` and, transitively, its inputs, as far as nothing needs them.
+    pub(super) fn drop_unneeded(&mut self, root: TaskRef) {
+        let mut stack = vec![root];
+        while let Some(task) = stack.pop() {
+            if self.is_needed(task) {
+                continue;
+            }
+            let t = self.task(task).expect("exists");
+            let (state, attempt, deps) = (t.state, t.attempt, t.deps.clone());
+            match state {
+                TaskState::Memory { .. } => self.release_if_unneeded(task),
+                TaskState::Waiting | TaskState::Ready | TaskState::Assigned { .. } => {
+                    if let TaskState::Assigned { worker } = state {
+                        if let Some(w) = self.workers.get_mut(&worker) {
+                            w.assigned.remove(&task);
+                        }
+                        self.out.push(Command::ToWorker {
+                            incarnation: worker,
+                            msg: SchedulerToWorker::Cancel { task, attempt },
+                        });
+                    }
+                    self.set_state(task, TaskState::Released);
+                    let g = self.graphs.get_mut(&task.graph).expect("exists");
+                    g.done += 1; // counted as settled; a later recompute takes it back
+                    g.progress_dirty = true;
+                    stack.extend(deps.iter().map(|&d| TaskRef {
+                        graph: task.graph,
+                        index: d,
+                    }));
+                }
+                TaskState::Released | TaskState::Erred => {}
+            }
+        }
+    }
+
+    pub(super) fn enforce_detached_bound(&mut self) {
+        while self.detached.len() > self.config.detached_graphs_max {
+            // Release the oldest detached graph that has finished; unfinished ones keep running.
+            let Some(pos) = self
+                .detached
+                .iter()
+                .position(|id| self.graphs.get(id).is_some_and(|g| g.outputs_pending == 0))
+            else {
+                return;
+            };
+            let id = self.detached.remove(pos).expect("position valid");
+            self.remove_graph(id);
+        }
+    }
+
+    /// Drop a whole graph: cancel its assigned tasks, release its results.
+    pub(super) fn remove_graph(&mut self, id: GraphId) {
+        let Some(g) = self.graphs.remove(&id) else {
+            return;
+        };
+        self.detached.retain(|&d| d != id);
+        let mut releases: BTreeMap<Incarnation, Vec<TaskRef>> = BTreeMap::new();
+        for (i, t) in g.tasks.iter().enumerate() {
+            let tref = TaskRef {
+                graph: id,
+                index: i as u32,
+            };
+            self.state_counts[t.state.slot()] -= 1;
+            match t.state {
+                TaskState::Assigned { worker } => {
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.assigned.remove(&tref);
+                    }
+                    self.out.push(Command::ToWorker {
+                        incarnation: worker,
+                        msg: SchedulerToWorker::Cancel {
+                            task: tref,
+                            attempt: t.attempt,
+                        },
+                    });
+                }
+                TaskState::Memory { holder, .. } => {
+                    if let Some(w) = self.workers.get_mut(&holder) {
+                        w.holds.remove(&tref);
+                    }
+                    releases.entry(holder).or_default().push(tref);
+                }
+                _ => {}
+            }
+        }
+        for (incarnation, tasks) in releases {
+            self.out.push(Command::ToWorker {
+                incarnation,
+                msg: SchedulerToWorker::Release { tasks },
+            });
+        }
+        // Ready-queue entries of this graph are skipped lazily (the graph is gone).
+    }
+
+    /// Tell the owner about finished outputs: a session graph reports each output as it
+    /// finishes; a submitted graph reports all of them once the last one is done.
+    pub(super) fn maybe_finish_graph(&mut self, id: GraphId) {
+        let g = self.graphs.get_mut(&id).expect("graph exists");
+        if g.session {
+            if g.newly_done.is_empty() {
+                return;
+            }
+            let done = std::mem::take(&mut g.newly_done);
+            let Some(client) = g.owner else {
+                return;
+            };
+            let done: Vec<u32> = done
+                .into_iter()
+                .filter(|&o| {
+                    let t = &g.tasks[o as usize];
+                    t.is_output && matches!(t.state, TaskState::Memory { .. } | TaskState::Erred)
+                })
+                .collect();
+            let outputs = done.into_iter().map(|o| self.output_state(id, o)).collect();
+            self.out.push(Command::ToClient {
+                client,
+                msg: SchedulerToClient::OutputsReady { graph: id, outputs },
+            });
+            return;
+        }
+        if g.outputs_pending > 0 || !g.notify_finished {
+            return;
+        }
+        let Some(client) = g.owner else {
+            return;
+        };
+        g.notify_finished = false;
+        let outs = g.outputs.clone();
+        let outputs = outs.into_iter().map(|o| self.output_state(id, o)).collect();
+        let g = self.graphs.get_mut(&id).expect("graph exists");
+        let progress = Self::progress_of(id, g);
+        g.progress_dirty = false;
+        self.out.push(Command::ToClient {
+            client,
+            msg: SchedulerToClient::Progress(progress),
+        });
+        self.out.push(Command::ToClient {
+            client,
+            msg: SchedulerToClient::GraphFinished { graph: id, outputs },
+        });
+        if self.detached.contains(&id) {
+            self.enforce_detached_bound();
+        }
+    }
+
+    /// Where a finished output is, or why it failed.
+    pub(super) fn output_state(&self, id: GraphId, o: u32) -> OutputState {
+        let g = &self.graphs[&id];
+        let t = &g.tasks[o as usize];
+        let result = match t.state {
+            TaskState::Memory { holder, size } => OutputResult::Ready {
+                task: TaskRef {
+                    graph: id,
+                    index: o,
+                },
+                holder: self.workers[&holder].info.data_address.clone(),
+                size,
+            },
+            TaskState::Erred => {
+                let f = g.errors.get(&o);
+                OutputResult::Failed {
+                    error: f.map(|e| e.message.to_string()).unwrap_or_default(),
+                    detail: f.and_then(|e| e.detail.clone()),
+                }
+            }
+            s => unreachable!("finished output in state {s:?}"),
+        };
+        OutputState {
+            key: t.key.to_string(),
+            result,
+        }
+    }
+
+    pub(super) fn progress_of(id: GraphId, g: &Graph) -> GraphProgress {
+        GraphProgress {
+            graph: id.0,
+            total: g.tasks.len() as u64,
+            done: g.done,
+            erred: g.erred,
+            assigned: g.assigned,
+        }
+    }
+}

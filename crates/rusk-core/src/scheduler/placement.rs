@@ -1,0 +1,157 @@
+//! Placement: the ready queue and which worker gets each ready task.
+use super::*;
+
+impl Scheduler {
+    pub(super) fn make_ready(&mut self, task: TaskRef) {
+        self.set_state(task, TaskState::Ready);
+        let t = self.task_mut(task).expect("exists");
+        if !t.queued {
+            t.queued = true;
+            self.ready.push_back(task);
+        }
+    }
+
+    /// Assign ready tasks to workers with free capacity. Tasks with inputs go to the worker
+    /// holding most of their input bytes when it has room; the rest are dealt out in contiguous
+    /// chunks (so that neighbouring tasks, often siblings in a reduction, land together) to the
+    /// workers with room, round robin, which balances load.
+    pub(super) fn schedule(&mut self) {
+        if self.ready.is_empty() || self.worker_order.is_empty() {
+            return;
+        }
+        let per_thread = self.config.assigned_per_thread_max;
+        let open: usize = self
+            .worker_order
+            .iter()
+            .filter(|i| {
+                let w = &self.workers[i];
+                w.has_room(per_thread)
+            })
+            .count();
+        if open == 0 {
+            return;
+        }
+        let chunk = self.ready.len().div_ceil(open).max(1);
+        let mut taken_in_chunk = 0usize;
+        while let Some(task) = self.ready.pop_front() {
+            let Some(t) = self.task_mut(task) else {
+                continue; // graph released
+            };
+            t.queued = false;
+            if t.state != TaskState::Ready {
+                continue; // stale queue entry
+            }
+            let target = match self.preferred_worker(task) {
+                Some(w) => Some(w),
+                None => {
+                    // Round robin over workers with room, `chunk` tasks at a time.
+                    let n = self.worker_order.len();
+                    let mut found = None;
+                    let mut full_seen = 0;
+                    while full_seen <= n {
+                        let inc = self.worker_order[self.rr_cursor % n];
+                        let w = &self.workers[&inc];
+                        let room = w.has_room(per_thread);
+                        if room && taken_in_chunk < chunk {
+                            taken_in_chunk += 1;
+                            found = Some(inc);
+                            break;
+                        }
+                        self.rr_cursor = (self.rr_cursor + 1) % n;
+                        taken_in_chunk = 0;
+                        if !room {
+                            full_seen += 1;
+                        }
+                    }
+                    found
+                }
+            };
+            match target {
+                Some(inc) => self.assign(task, inc),
+                None => {
+                    let t = self.task_mut(task).expect("exists");
+                    t.queued = true;
+                    self.ready.push_front(task);
+                    break;
+                }
+            }
+        }
+        // The next call starts with the next worker: tasks that become ready one at a time
+        // (a client submitting in a loop) are spread over the cluster, not piled on one worker.
+        if taken_in_chunk > 0 {
+            self.rr_cursor = (self.rr_cursor + 1) % self.worker_order.len();
+        }
+    }
+
+    /// The worker with free capacity holding the most input bytes of `task`, if any holds any.
+    pub(super) fn preferred_worker(&self, task: TaskRef) -> Option<Incarnation> {
+        let g = &self.graphs[&task.graph];
+        let t = &g.tasks[task.index as usize];
+        let per_thread = self.config.assigned_per_thread_max;
+        let mut best: Option<(u64, Incarnation)> = None;
+        for &d in t.deps.iter() {
+            if let TaskState::Memory { holder, .. } = g.tasks[d as usize].state {
+                let w = &self.workers[&holder];
+                if !w.has_room(per_thread) {
+                    continue;
+                }
+                // Sum this holder's bytes over all deps (deps lists are short in practice).
+                let bytes: u64 = t
+                    .deps
+                    .iter()
+                    .filter_map(|&e| match g.tasks[e as usize].state {
+                        TaskState::Memory { holder: h, size } if h == holder => Some(size.max(1)),
+                        _ => None,
+                    })
+                    .sum();
+                if best.is_none_or(|(b, i)| bytes > b || (bytes == b && holder < i)) {
+                    best = Some((bytes, holder));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    pub(super) fn assign(&mut self, task: TaskRef, inc: Incarnation) {
+        let attempt = AttemptId(self.next_attempt);
+        self.next_attempt += 1;
+        let g = &self.graphs[&task.graph];
+        let t = &g.tasks[task.index as usize];
+        let deps = t
+            .deps
+            .iter()
+            .map(|&d| {
+                let TaskState::Memory { holder, .. } = g.tasks[d as usize].state else {
+                    unreachable!("ready task has a dependency not in memory");
+                };
+                DepLocation {
+                    task: TaskRef {
+                        graph: task.graph,
+                        index: d,
+                    },
+                    holder: (holder != inc).then(|| self.workers[&holder].address.clone()),
+                }
+            })
+            .collect();
+        let assignment = Assignment {
+            task,
+            attempt,
+            kind: t.kind.clone(),
+            deps,
+            timeout_ms: (t.timeout_ms > 0).then_some(t.timeout_ms as u64),
+        };
+        self.workers
+            .get_mut(&inc)
+            .expect("target exists")
+            .assigned
+            .insert(task);
+        let t = self.task_mut(task).expect("exists");
+        t.attempt = attempt;
+        t.started = false;
+        self.set_state(task, TaskState::Assigned { worker: inc });
+        self.out.push(Command::ToWorker {
+            incarnation: inc,
+            msg: SchedulerToWorker::Assign(Arc::new(assignment)),
+        });
+    }
+}
