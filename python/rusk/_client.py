@@ -192,7 +192,7 @@ class Client:
             else:
                 states = [f._state for f in _flat_futures(futures)]
             return {
-                st.key: [by_address[st.holder]] if st.status == _FINISHED and st.holder in by_address else []
+                st.dask_key: [by_address[st.holder]] if st.status == _FINISHED and st.holder in by_address else []
                 for st in states
             }
 
@@ -331,6 +331,31 @@ class Client:
         futures = [_dask.compute_future(self, c) for c in items]
         out = self.gather(futures) if sync else futures
         return out[0] if single else out
+
+    def persist(self, collections, optimize_graph=True, **kwargs):
+        """Start computing Dask collections on the cluster and return them backed by futures
+        (one collection, or a list for a list): their chunks stay on the workers while the
+        returned collections live, and graphs built on them later use the chunks where they
+        are, without computing them again. ``dask.persist(...)`` and ``x.persist()`` come here
+        when this client is Dask's default."""
+        from . import _dask
+
+        del kwargs
+        self._check_open()
+        single = not isinstance(collections, (list, tuple))
+        items = [collections] if single else list(collections)
+        out = _dask.persist(self, items, optimize_graph)
+        return out[0] if single else out
+
+    def _session_key(self, dask_key):
+        """The rusk key of a result this client's session holds under ``dask_key``, or None."""
+        from ._dask import encode_key
+
+        with self._lock:
+            for k in (encode_key(dask_key), dask_key):
+                if isinstance(k, str) and (k in self._keys or k in self._known):
+                    return k
+        return None
 
     def submit(self, fn, *args, key=None, retries=0, timeout=None, pure=None, **kwargs):
         """Run ``fn(*args, **kwargs)`` on the cluster; return its :class:`Future`.

@@ -13,6 +13,7 @@ import numbers
 
 from . import _payload
 from ._client import ConnectionLostError
+from ._futures import _encoding
 
 
 def _run_node(node, dep_keys, *dep_values):
@@ -54,23 +55,39 @@ def _nested(keys, values):
     return values[keys]
 
 
-def to_tasks(dsk, keys):
-    """``(tasks, outputs, decode)``: rusk task dicts for the part of ``dsk`` that ``keys``
-    need, the encoded output keys, and a map from encoded key back to the Dask key."""
+def to_tasks(dsk, keys, external=None):
+    """``(tasks, outputs, decode, used)``: rusk task dicts for the part of ``dsk`` that ``keys``
+    need (dependencies first), the encoded output keys, a map from encoded key back to the Dask
+    key, and whether the graph refers to results already held on the cluster.
+
+    ``external(dask_key)`` gives the rusk key of a result the client's session already has (a
+    future, a persisted chunk), or ``None``. A key the graph refers to but does not define, or a
+    wanted key it does not define, must be one of those."""
     from dask._task_spec import convert_legacy_graph
 
     if not isinstance(dsk, collections.abc.Mapping):
         dsk = dsk.__dask_graph__()
     graph = convert_legacy_graph(dict(dsk))
     wanted = list(dict.fromkeys(_flatten(keys)))
+    outside = {}  # Dask key -> rusk key of a result held outside this graph
+
+    def resolve(k, user):
+        if k in outside:
+            return True
+        rk = external(k) if external is not None else None
+        if rk is None:
+            raise KeyError(user)
+        outside[k] = rk
+        return True
+
     for k in wanted:
         if k not in graph:
-            raise KeyError("key %r is not in the graph" % (k,))
+            resolve(k, "key %r is not in the graph" % (k,))
     # Cull: only what the outputs need, dependencies before dependents.
     order = []
     seen = set()
     for root in wanted:
-        if root in seen:
+        if root in seen or root in outside:
             continue
         seen.add(root)
         stack = [(root, False)]
@@ -82,12 +99,27 @@ def to_tasks(dsk, keys):
             stack.append((k, True))
             for d in graph[k].dependencies:
                 if d not in graph:
-                    raise KeyError("task %r depends on %r, which is not in the graph" % (k, d))
+                    resolve(d, "task %r depends on %r, which is not in the graph" % (k, d))
+                    continue
                 if d not in seen:
                     seen.add(d)
                     stack.append((d, False))
-    decode = {}
+
+    def enc(k):
+        rk = outside.get(k)
+        return encode_key(k) if rk is None else rk
+
+    decode = {rk: k for k, rk in outside.items()}
     tasks = []
+    _encoding.graph = True
+    try:
+        _encode_nodes(graph, order, decode, enc, tasks)
+    finally:
+        _encoding.graph = False
+    return tasks, [enc(k) for k in wanted], decode, bool(outside)
+
+
+def _encode_nodes(graph, order, decode, enc, tasks):
     for k in order:
         node = graph[k]
         ek = encode_key(k)
@@ -102,21 +134,27 @@ def to_tasks(dsk, keys):
             {},
             [(0, 2 + i) for i in range(n)],
         )
-        tasks.append({"key": ek, "python": payload, "deps": [encode_key(d) for d in dep_keys]})
-    return tasks, [encode_key(k) for k in wanted], decode
+        tasks.append({"key": ek, "python": payload, "deps": [enc(d) for d in dep_keys]})
 
 
 def get(client, dsk, keys, **kwargs):
     """Compute ``keys`` of the Dask graph ``dsk`` on ``client``'s cluster (nested lists of keys
-    give nested lists of results, as with Dask's own schedulers)."""
-    tasks, outputs, decode = to_tasks(dsk, keys)
+    give nested lists of results, as with Dask's own schedulers). A graph that uses results held
+    on the cluster (futures, persisted collections) runs in the client's session, where they
+    are; others run as a graph of their own."""
+    tasks, outputs, decode, uses_session = to_tasks(dsk, keys, client._session_key)
     if not outputs:
         return _nested(keys, {})
-    graph = client._submit_graph(tasks, outputs)
-    try:
-        values = _collect(client, graph, outputs)
-    finally:
-        client._release_graph(graph)
+    if uses_session:
+        futures = client._extend([None] * len(outputs), outputs, needed=tasks)
+        values = dict(zip(outputs, client.gather(futures)))
+        del futures
+    else:
+        graph = client._submit_graph(tasks, outputs)
+        try:
+            values = _collect(client, graph, outputs)
+        finally:
+            client._release_graph(graph)
     return _nested(keys, {decode[k]: v for k, v in values.items()})
 
 
@@ -159,6 +197,20 @@ def _identity(x):
     return x
 
 
+def session_futures(client, dsk, keys):
+    """Futures of ``keys`` (a flat list of Dask keys) of the graph ``dsk``, whose tasks go into
+    the client's session; each future's ``key`` is its Dask key."""
+    tasks, outputs, _decode, _uses = to_tasks(dsk, keys, client._session_key)
+    wanted = list(dict.fromkeys(keys))
+    futures = client._extend([None] * len(outputs), outputs, needed=tasks)
+    by_key = {}
+    for k, f in zip(wanted, futures):
+        if f._state.key == encode_key(k):
+            f._state.dask_key = k
+        by_key[k] = f
+    return [by_key[k] for k in keys]
+
+
 def compute_future(client, coll):
     """One Future for ``coll``: its optimised graph, finalised as ``dask.compute`` finalises it
     (``FinalizeCompute``), goes into the client's session; the Future is the final task's. A
@@ -168,7 +220,9 @@ def compute_future(client, coll):
     from dask.base import collections_to_expr
     from dask.core import flatten
 
-    if hasattr(coll, "_state") and hasattr(coll, "result"):
+    from ._futures import Future
+
+    if isinstance(coll, Future):
         return coll
     if not dask.is_dask_collection(coll):
         return client.submit(_identity, coll)
@@ -176,8 +230,21 @@ def compute_future(client, coll):
     keys = list(flatten(expr.__dask_keys__()))
     if len(keys) != 1:
         raise ValueError("a collection finalised to %d keys, not 1: %r" % (len(keys), keys[:5]))
-    tasks, outputs, _decode = to_tasks(expr, keys)
-    # Dependencies come first, the final task (the one output) last.
-    if tasks[-1]["key"] != outputs[0]:
-        raise RuntimeError("the final task of %r is not last in its graph" % (keys[0],))
-    return client._extend([tasks[-1]], outputs, needed=tasks[:-1])[0]
+    return session_futures(client, expr, keys)[0]
+
+
+def persist(client, collections, optimize_graph=True):
+    """``collections`` backed by futures: their chunks are computed into the client's session
+    and stay on the workers while the returned collections (or their futures) live."""
+    import functools
+
+    import dask
+
+    return list(dask.persist(*collections, scheduler=functools.partial(_persist_schedule, client), optimize_graph=optimize_graph))
+
+
+def _persist_schedule(client, dsk, keys, **kwargs):
+    # A Dask "scheduler" that returns futures instead of values: `dask.persist` then rebuilds
+    # each collection on them (its graph maps each key to its future).
+    del kwargs
+    return session_futures(client, dsk, list(keys))

@@ -34,10 +34,22 @@ class ConnectionLostError(ConnectionError):
 class _KeyState:
     """What the client knows of one output key; shared by every Future of that key."""
 
-    __slots__ = ("key", "status", "task", "holder", "exception", "value", "has_value", "refs", "callbacks")
+    __slots__ = (
+        "key",
+        "dask_key",
+        "status",
+        "task",
+        "holder",
+        "exception",
+        "value",
+        "has_value",
+        "refs",
+        "callbacks",
+    )
 
-    def __init__(self, key):
-        self.key = key
+    def __init__(self, key, dask_key=None):
+        self.key = key  # the rusk key (a str)
+        self.dask_key = key if dask_key is None else dask_key  # what Dask graphs call it
         self.status = _PENDING
         self.task = None  # (graph, index) where it is stored
         self.holder = None  # data address of the worker holding it
@@ -48,11 +60,28 @@ class _KeyState:
         self.callbacks = []
 
 
-class Future:
+# Set while Dask graph nodes are pickled (one thread does it at a time per flag).
+_encoding = threading.local()
+_encoding.graph = False
+
+
+try:  # Dask recognises its schedulers' futures as references to keys held on the cluster.
+    from dask._task_spec import TaskRef as _FutureBase
+except ImportError:  # Dask is optional
+    _FutureBase = object
+
+
+class Future(_FutureBase):
     """A task's eventual result. Futures passed to ``submit``/``map`` (also inside lists,
-    tuples and dicts) become dependencies: their values are fetched worker to worker."""
+    tuples and dicts) become dependencies: their values are fetched worker to worker.
+
+    As ``distributed.Future`` does, a future is a Dask task reference (``dask._task_spec.TaskRef``):
+    it can be an argument of ``dask.delayed`` calls, the source of ``da.from_delayed`` or
+    ``dd.from_delayed``, and a persisted collection's chunks are futures. Graphs built on them
+    use the result where it is held, without computing it again."""
 
     __slots__ = ("_client", "_state", "__weakref__")
+    __dask_future__ = True
 
     def __init__(self, client, state):
         # Called with the client's lock held.
@@ -62,7 +91,17 @@ class Future:
 
     @property
     def key(self):
-        return self._state.key
+        """The task's key: a string, or the Dask key (a tuple) of a persisted chunk."""
+        return self._state.dask_key
+
+    def __dask_tokenize__(self):
+        return ("rusk.Future", self._state.key)
+
+    def __hash__(self):
+        return hash(self._state.key)
+
+    def __eq__(self, other):
+        return isinstance(other, Future) and other._state.key == self._state.key
 
     @property
     def client(self):
@@ -125,6 +164,10 @@ class Future:
             pass
 
     def __reduce__(self):
+        if _encoding.graph and _FutureBase is not object:
+            # Inside a Dask graph node: a reference, which the node resolves to the value the
+            # task receives as a dependency (see `_dask.to_tasks`).
+            return _FutureBase, (self._state.dask_key,)
         raise TypeError(
             "a rusk Future can only be passed to submit()/map() directly or inside lists, "
             "tuples and dicts (it is then replaced by its value on the worker)"
@@ -135,7 +178,7 @@ class Future:
         extra = ""
         if st.status == _ERROR and st.exception is not None:
             extra = ", %s" % type(st.exception).__name__
-        return "<Future: %s, key: %s%s>" % (st.status, st.key, extra)
+        return "<Future: %s, key: %s%s>" % (st.status, st.dask_key, extra)
 
     def __await__(self):
         raise TypeError("rusk futures are not awaitable: use result()")

@@ -140,7 +140,8 @@ def test_key_encoding_is_injective():
 
 def test_graph_is_culled_to_the_keys():
     dsk = {"a": 1, "b": (inc, "a"), "unused": (inc, "b")}
-    tasks, outputs, decode = to_tasks(dsk, ["b"])
+    tasks, outputs, decode, uses_session = to_tasks(dsk, ["b"])
+    assert not uses_session
     assert sorted(t["key"] for t in tasks) == ["a", "b"]
     assert outputs == ["b"] and decode["b"] == "b"
 
@@ -223,3 +224,62 @@ def test_client_compute_returns_futures_of_finalised_collections(client):
     with pytest.raises(DaskTaskError, match="exploded"):
         bad.result()
     assert client.compute(x.max()).result() == 999
+
+
+def counted(path, x):
+    """Appends a line to ``path`` each time it runs (on a worker of this host)."""
+    with open(path, "a") as f:
+        f.write("%r\n" % (x,))
+    return np.full(10, x, dtype=float)
+
+
+def test_persist_keeps_chunks_on_the_cluster_and_later_graphs_use_them(client, tmp_path):
+    log = str(tmp_path / "runs.log")
+    parts = [dask.delayed(counted)(log, i) for i in range(6)]
+    x = da.concatenate([da.from_delayed(p, shape=(10,), dtype=float) for p in parts])
+    y = client.persist(x + 1)
+    assert isinstance(y, da.Array)
+    futures = [v for v in dict(y.__dask_graph__()).values() if isinstance(v, rusk.Future)]
+    assert len(futures) == y.npartitions == 6
+    rusk.wait(futures)
+    assert sorted(k for k in client.who_has(futures)) == sorted(f.key for f in futures)
+    assert all(client.who_has(futures).values())
+    # Two later graphs, through dask.compute and through the default scheduler: no chunk
+    # is computed again.
+    assert float(y.sum().compute()) == sum(10 * (i + 1) for i in range(6))
+    assert float((y * 2).max().compute(scheduler=client.get)) == 12.0
+    z, = dask.persist(y[:20] - 1, scheduler=client.get)
+    np.testing.assert_array_equal(z.compute(), np.repeat([0.0, 1.0], 10))
+    with open(log) as f:
+        assert len(f.read().splitlines()) == 6, "a persisted chunk was computed again"
+    # Several collections at once, of different kinds.
+    a, b = client.persist([da.ones(10, chunks=5), dask.delayed(sum)([1, 2])])
+    assert int(a.sum().compute()) == 10 and b.compute() == 3
+    # Dropping the collection releases its chunks on the workers.
+    keys = [f.key for f in futures]
+    del y, z, futures, x
+    import gc
+
+    gc.collect()
+    from conftest import wait_until
+
+    wait_until(lambda: not set(keys) & set(client.who_has()), what="persisted chunks released")
+
+
+def test_futures_are_dask_task_references(client):
+    f = client.submit(inc, 41)
+    # A future as the argument of a delayed call, and as the source of an array.
+    d = dask.delayed(inc)(f)
+    assert d.compute() == 43
+    assert client.compute(d).result() == 43
+    ones = client.submit(np.ones, 5)
+    arr = da.from_delayed(ones, shape=(5,), dtype=float)
+    assert float(arr.sum().compute()) == 5.0
+    assert dask.compute(dask.delayed(both)(f, ones), scheduler=client.get)[0][0] == 42
+    # Same key, same token: graphs that use one future twice refer to it once.
+    assert dask.base.tokenize(f) == dask.base.tokenize(client.submit(inc, 1, key=f.key))
+    # A failed future makes the graph fail with its error.
+    bad = client.submit(explode, 1)
+    with pytest.raises(DaskTaskError, match="exploded"):
+        dask.delayed(inc)(bad).compute()
+    assert dask.delayed(inc)(f).compute() == 43
