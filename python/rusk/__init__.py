@@ -23,6 +23,7 @@ from ._client import (
     wait,
 )
 from ._cluster import LocalCluster, find_rusk_binary
+from ._progress import progress
 
 __version__ = "0.1.0"
 
@@ -39,5 +40,6 @@ __all__ = [
     "TaskError",
     "as_completed",
     "find_rusk_binary",
+    "progress",
     "wait",
 ]

@@ -35,6 +35,8 @@ from ._futures import (  # noqa: F401 (re-exported)
     ConnectionLostError,
     Future,
     _flat_futures,
+    _in_loop,
+    _in_thread,
     _KeyState,
     _run_callbacks,
     as_completed,
@@ -106,6 +108,20 @@ def _tokens(fn, items, kwargs):
     return out
 
 
+def _awaitable(method):
+    """A blocking method of the client that, on an ``asynchronous=True`` client called from a
+    running event loop, returns a coroutine (run in a thread) instead, as Dask's do."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.asynchronous and _in_loop():
+            return _in_thread(functools.partial(method, self, *args, **kwargs))
+        return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 def _token(fn, args, kwargs):
     return _tokens(fn, [args], kwargs)[0]
 
@@ -142,12 +158,24 @@ class Client:
         timeout=WORKERS_TIMEOUT,
         progress=None,
         set_as_default=True,
+        asynchronous=False,
         **cluster_kwargs,
     ):
         self.cluster = None
         self._own_cluster = False
         self._closed = True
-        target = address_or_scheduler_file
+        self._started = False
+        self.asynchronous = bool(asynchronous)
+        self._start_args = (address_or_scheduler_file, n_workers, threads_per_worker, token, timeout, progress, set_as_default, cluster_kwargs)
+        if not self.asynchronous:
+            self._start()
+
+    def _start(self):
+        """Start the local cluster or connect; the dispatcher thread then runs."""
+        if self._started:
+            return self
+        self._started = True
+        target, n_workers, threads_per_worker, token, timeout, progress, set_as_default, cluster_kwargs = self._start_args
         if target is None:
             self.cluster = LocalCluster(n_workers, threads_per_worker, **cluster_kwargs)
             self._own_cluster = True
@@ -196,13 +224,27 @@ class Client:
         _live_clients.add(self)
         if self._own_cluster:
             try:
-                self.wait_for_workers(self.cluster.n_workers, timeout)
+                self.wait_for_workers.__wrapped__(self, self.cluster.n_workers, timeout)
             except BaseException:
-                self.close()
+                self.close.__wrapped__(self)
                 raise
+        return self
+
+    # === asyncio (``asynchronous=True``) ===
+
+    def __await__(self):
+        """``client = await rusk.Client(asynchronous=True)``: start without blocking the loop."""
+        return _in_thread(self._start).__await__()
+
+    async def __aenter__(self):
+        return await self
+
+    async def __aexit__(self, *exc):
+        await self.close()
 
     # === cluster ===
 
+    @_awaitable
     def status(self):
         """The scheduler's view of the cluster: workers, task counts, graphs, nannies."""
         import json
@@ -211,11 +253,13 @@ class Client:
 
     scheduler_info = status
 
+    @_awaitable
     def nthreads(self):
         """``{worker: threads}`` of the workers that have not been lost (worker names as in
         ``rusk status``)."""
         return {w["id"]: w["nthreads"] for w in self.status()["workers"] if w["state"] != "lost"}
 
+    @_awaitable
     def who_has(self, futures=None):
         """``{key: [worker]}``: where the result of each future is held (an empty list while
         it is not finished, or when its worker is gone). Default: every future of this client."""
@@ -230,6 +274,7 @@ class Client:
                 for st in states
             }
 
+    @_awaitable
     def has_what(self, workers=None):
         """``{worker: [key, ...]}``: the results of this client's futures each worker holds."""
         out = {w: [] for w in self.nthreads()} if workers is None else {w: [] for w in workers}
@@ -254,6 +299,7 @@ class Client:
         records, _next = self._conn.events_json(since)
         return json.loads(records)
 
+    @_awaitable
     def wait_for_workers(self, n_workers=1, timeout=WORKERS_TIMEOUT):
         """Block until at least ``n_workers`` workers have joined."""
         deadline = time.monotonic() + timeout
@@ -267,9 +313,51 @@ class Client:
                 raise TimeoutError("only %d of %d workers joined within %.0f s" % (len(workers), n_workers, timeout))
             time.sleep(0.05)
 
+    @_awaitable
     def restart_workers(self, worker=None):
         """Operator restart of one worker (id as in ``status()``) or all of them."""
         return self._conn.restart(worker)
+
+    @_awaitable
+    def restart(self, timeout=WORKERS_TIMEOUT, wait_for_workers=True):
+        """Restart every worker through its nanny and clear this client's state, as Dask's
+        ``restart`` does: every future of this client is cancelled (its result is gone with the
+        worker that held it). Waits until each restarted worker is back (``wait_for_workers``),
+        raising ``TimeoutError`` after ``timeout`` s. Workers without a nanny cannot be
+        restarted: a cluster of only those raises ``RuntimeError``, others are left running."""
+        self._check_open()
+        before = {w["id"]: w["incarnation"] for w in self.status.__wrapped__(self)["workers"] if w["state"] != "lost"}
+        supervised = {w["id"] for w in self.status.__wrapped__(self)["workers"] if w.get("nanny")}
+        callbacks = []
+        with self._cond:
+            keys = list(self._keys)
+            err = CancelledError("the cluster was restarted (client.restart())")
+            for st in self._keys.values():
+                if st.status not in _DONE or st.status == _FINISHED:
+                    st.status = _CANCELLED
+                    st.exception = err
+                    st.value, st.has_value = None, False
+                    callbacks += [(cb, None) for cb in st.callbacks]
+                    st.callbacks = []
+            self._keys.clear()
+            self._cond.notify_all()
+        if keys:
+            self._conn.release_keys(self._graph, keys)
+        _run_callbacks(callbacks)
+        if before and not supervised:
+            raise RuntimeError("none of the %d workers has a nanny to restart it" % len(before))
+        self._conn.restart(None)
+        if not wait_for_workers:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            now = {w["id"]: w["incarnation"] for w in self.status.__wrapped__(self)["workers"] if w["state"] != "lost"}
+            if all(now.get(i, inc) != inc for i, inc in before.items() if i in supervised):
+                return
+            if time.monotonic() > deadline:
+                missing = sorted(i for i, inc in before.items() if i in supervised and now.get(i, inc) == inc)
+                raise TimeoutError("workers %s did not come back within %s s of the restart" % (missing, timeout))
+            time.sleep(0.05)
 
     # === submitting ===
 
@@ -363,6 +451,13 @@ class Client:
         single = not isinstance(collections, (list, tuple))
         items = [collections] if single else list(collections)
         futures = [_dask.compute_future(self, c) for c in items]
+        if sync and self.asynchronous and _in_loop():
+
+            async def results():
+                out = await self.gather(futures)
+                return out[0] if single else out
+
+            return results()
         out = self.gather(futures) if sync else futures
         return out[0] if single else out
 
@@ -519,6 +614,7 @@ class Client:
                     out.append(_SKIP)
         return out
 
+    @_awaitable
     def gather(self, futures, errors="raise", timeout=None):
         """The results of ``futures`` (a future, or lists, tuples, dicts and sets of them, kept
         in shape), fetched from the workers that hold them. ``errors="skip"`` leaves out failed
@@ -714,6 +810,7 @@ class Client:
 
     # === lifetime ===
 
+    @_awaitable
     def close(self, timeout=10):
         """Close the connection (the scheduler drops this client's work) and stop the local
         cluster if this client started it."""
@@ -742,12 +839,12 @@ class Client:
         return self
 
     def __exit__(self, *exc):
-        self.close()
+        type(self).close.__wrapped__(self)
 
     def __del__(self):
         try:
             if not self._closed:
-                self.close()
+                type(self).close.__wrapped__(self)
         except Exception:
             pass
 
@@ -763,7 +860,7 @@ _live_clients = weakref.WeakSet()
 def _close_all_clients():
     for c in list(_live_clients):
         try:
-            c.close()
+            type(c).close.__wrapped__(c)
         except Exception:
             pass
 

@@ -120,21 +120,22 @@ def to_tasks(dsk, keys, external=None):
 
 
 def _encode_nodes(graph, order, decode, enc, tasks):
+    encoded = {k: encode_key(k) for k in order}
+    calls = []
     for k in order:
         node = graph[k]
-        ek = encode_key(k)
+        ek = encoded[k]
         if ek in decode and decode[ek] != k:
             raise ValueError("keys %r and %r encode alike" % (decode[ek], k))
         decode[ek] = k
-        dep_keys = sorted(node.dependencies, key=encode_key)
+        deps = sorted((encoded[d] if d in encoded else enc(d), d) for d in node.dependencies)
+        dep_keys = [d for _, d in deps]
         n = len(dep_keys)
-        payload = _payload.encode_call(
-            _run_node,
-            (node, dep_keys) + (None,) * n,
-            {},
-            [(0, 2 + i) for i in range(n)],
-        )
-        tasks.append({"key": ek, "python": payload, "deps": [enc(d) for d in dep_keys]})
+        calls.append((_run_node, (node, dep_keys) + (None,) * n, {}, [(0, 2 + i) for i in range(n)]))
+        tasks.append({"key": ek, "deps": [e for e, _ in deps]})
+    # One pickling pass for the graph: each function and class is pickled once.
+    for task, payload in zip(tasks, _payload.encode_calls(calls)):
+        task["python"] = payload
 
 
 def get(client, dsk, keys, **kwargs):
@@ -147,7 +148,7 @@ def get(client, dsk, keys, **kwargs):
         return _nested(keys, {})
     if uses_session:
         futures = client._extend([None] * len(outputs), outputs, needed=tasks)
-        values = dict(zip(outputs, client.gather(futures)))
+        values = dict(zip(outputs, client._gather_states([f._state for f in futures])))
         del futures
     else:
         graph = client._submit_graph(tasks, outputs)

@@ -53,6 +53,7 @@ then ``cloudpickle.dumps((func, args, kwargs, dep_paths), protocol=5)``; input `
 and put at ``dep_paths[i]``, a path into ``(args, kwargs)``.
 """
 
+import io
 import os
 import struct
 import sys
@@ -62,7 +63,10 @@ import time
 HEADER = struct.Struct(">BQI")
 HEADER_LEN = HEADER.size
 PING_INTERVAL = 0.1
-RUSK_PROTOCOL = 1
+RUSK_PROTOCOL = 2
+
+#: Graph preludes (see `_payload.encode_calls`) an executor keeps unpickled, newest last.
+PRELUDES_MAX = 16
 # Bodies at least this big are read straight into their own buffer.
 BIG_BODY = 1 << 20
 
@@ -386,6 +390,7 @@ class Executor:
         self.cloudpickle = cloudpickle
         self.pickle = pickle
         self.good_header = None
+        self.preludes = {}  # prelude bytes -> its list of functions and classes
         self.worker_pid = int(os.environ.get("RUSK_WORKER_PID") or os.getppid())
         self.simple = (type(None), bool, int, float, complex, str, bytes)
         # (worker fd, mmap) of every input segment mapped and not yet unmapped.
@@ -444,7 +449,7 @@ class Executor:
                 return self.fail(tid, problem)
             self.good_header = header
         try:
-            func, args, kwargs, dep_paths = pickle.loads(payload[nl + 1 :])
+            func, args, kwargs, dep_paths = self.load_call(payload, nl + 1)
         except BaseException as exc:
             return self.fail_exc(tid, exc, "cannot unpickle the task's function and arguments: ")
         n = len(blobs)
@@ -551,6 +556,24 @@ class Executor:
             else:
                 raise ValueError("unknown blob kind %d" % kind)
         return out
+
+    def load_call(self, payload, at):
+        """``(func, args, kwargs, dep_paths)`` from the payload's body at ``at``: a pickle, or
+        ``S``, a prelude (unpickled once per executor) and a pickle that refers into it."""
+        if payload[at] != ord("S"):
+            return self.pickle.loads(payload[at:])
+        (n,) = struct.unpack_from(">I", payload, at + 1)
+        start = at + 5
+        key = bytes(payload[start : start + n])
+        shared = self.preludes.get(key)
+        if shared is None:
+            shared = self.pickle.loads(key)
+            if len(self.preludes) >= PRELUDES_MAX:
+                self.preludes.pop(next(iter(self.preludes)))
+            self.preludes[key] = shared
+        unpickler = self.pickle.Unpickler(io.BytesIO(payload[start + n :]))
+        unpickler.persistent_load = shared.__getitem__
+        return unpickler.load()
 
     def check_header(self, header):
         import json

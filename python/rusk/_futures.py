@@ -14,6 +14,22 @@ from ._payload import RemoteTraceback
 
 logger = logging.getLogger("rusk")
 
+
+def _in_loop():
+    try:
+        import asyncio
+
+        asyncio.get_running_loop()
+        return True
+    except (ImportError, RuntimeError):
+        return False
+
+
+async def _in_thread(fn, *args):
+    import asyncio
+
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
 _PENDING = "pending"
 _FINISHED = "finished"
 _ERROR = "error"
@@ -181,7 +197,22 @@ class Future(_FutureBase):
         return "<Future: %s, key: %s%s>" % (st.status, st.dask_key, extra)
 
     def __await__(self):
-        raise TypeError("rusk futures are not awaitable: use result()")
+        """``await future``: its result (or its exception), without blocking the event loop."""
+        return self._result_async().__await__()
+
+    async def _result_async(self):
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def settle(_f):
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        self.add_done_callback(settle)
+        await done
+        # Settled: fetching the value from its worker is quick, but is I/O: off the loop.
+        return await loop.run_in_executor(None, self.result)
 
 
 _released_state = _KeyState("<released>")
@@ -206,6 +237,7 @@ class _Skip:
 
 
 _SKIP = _Skip()
+_STOP = _Skip()
 
 
 def _run_callbacks(callbacks):
@@ -246,9 +278,14 @@ def wait(fs, timeout=None, return_when=ALL_COMPLETED):
             return all(s.status in _DONE for s in states) or any(s.status in (_ERROR, _LOST) for s in states)
         raise ValueError("return_when must be ALL_COMPLETED, FIRST_COMPLETED or FIRST_EXCEPTION")
 
-    client._wait_states(states, timeout, ready)
-    done = {f for f in fs if f.done()}
-    return DoneAndNotDoneFutures(done, set(fs) - done)
+    def settle():
+        client._wait_states(states, timeout, ready)
+        done = {f for f in fs if f.done()}
+        return DoneAndNotDoneFutures(done, set(fs) - done)
+
+    if getattr(client, "asynchronous", False) and _in_loop():
+        return _in_thread(settle)  # `await rusk.wait(...)`, as with an asynchronous Dask client
+    return settle()
 
 
 class as_completed:
@@ -311,6 +348,23 @@ class as_completed:
             if self.raise_errors:
                 raise
             return f, e
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        import asyncio
+
+        def step():
+            try:
+                return next(self)
+            except StopIteration:
+                return _STOP
+
+        item = await asyncio.get_running_loop().run_in_executor(None, step)
+        if item is _STOP:
+            raise StopAsyncIteration
+        return item
 
     def next_batch(self, block=True):
         """Every future that is done now (at least one when ``block``)."""

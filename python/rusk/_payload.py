@@ -4,7 +4,12 @@ A Python task's payload is a header line, JSON with the client's versions::
 
     b'{"py": "3.11", "cloudpickle": "3.1.1", "rusk": 1}\\n'
 
-followed by ``cloudpickle.dumps((func, args, kwargs, dep_paths), protocol=5)``. Each dependency's
+followed by ``cloudpickle.dumps((func, args, kwargs, dep_paths), protocol=5)``, or, for the tasks
+of one graph encoded together (:func:`encode_calls`), by ``b"S"``, the length of a *prelude*
+(4 bytes, big-endian), the prelude, and a pickle of the call whose functions and classes are
+persistent ids into the prelude: the prelude is ``cloudpickle.dumps`` of the list of the graph's
+distinct functions and classes, pickled once for the whole graph (a function used by 4,000
+tasks is pickled once, not 4,000 times), and each executor unpickles a prelude once. Each dependency's
 value sits in ``(args, kwargs)`` as a ``None`` placeholder at ``dep_paths[i]``: ``(0, 2)`` is
 ``args[2]``, ``(1, "x")`` is ``kwargs["x"]``, ``(0, 1, "k", 0)`` is ``args[1]["k"][0]``. The task's
 ``deps`` list names the key of each path, in the same order (a key may appear several times).
@@ -18,13 +23,17 @@ import json
 import os
 import pickle
 import sys
+import types
 
 import cloudpickle
 
 from . import _executor
 
-#: Version of the payload format.
-PAYLOAD_VERSION = 1
+# What a graph's prelude holds (besides classes): functions, shared by reference from each task.
+_SHARED_TYPES = frozenset((types.FunctionType, types.BuiltinFunctionType, types.MethodType))
+
+#: Version of the payload format (2: the shared prelude).
+PAYLOAD_VERSION = 2
 
 PICKLE_PROTOCOL = 5
 
@@ -47,6 +56,59 @@ def encode_call(func, args, kwargs, dep_paths):
         protocol=PICKLE_PROTOCOL,
     )
     return HEADER + body
+
+
+def encode_calls(calls):
+    """The payloads of many calls ``(func, args, kwargs, dep_paths)`` at once, their functions
+    and classes pickled once, by cloudpickle, in a shared prelude. The rest of each call is
+    pickled by the standard pickler (2-3x faster than cloudpickle, since everything only
+    cloudpickle can pickle is a function or a class), or by cloudpickle if that fails. Raises
+    whatever pickling raises."""
+    import io
+    import struct
+
+    shared = []
+    index = {}
+    shared_types = _SHARED_TYPES
+
+    def persistent_id(obj):
+        if type(obj) in shared_types or isinstance(obj, type):
+            i = index.get(id(obj))
+            if i is None:
+                i = index[id(obj)] = len(shared)
+                shared.append(obj)
+            return i
+        return None
+
+    class Fast(pickle.Pickler):
+        pass
+
+    class Full(cloudpickle.Pickler):
+        pass
+
+    Fast.persistent_id = Full.persistent_id = staticmethod(persistent_id)
+    buf = io.BytesIO()
+    fast = Fast(buf, protocol=PICKLE_PROTOCOL)
+    full = None
+    bodies = []
+    for func, args, kwargs, dep_paths in calls:
+        call = (func, tuple(args), dict(kwargs), [tuple(p) for p in dep_paths])
+        buf.seek(0)
+        buf.truncate()
+        fast.clear_memo()
+        try:
+            fast.dump(call)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            buf.seek(0)
+            buf.truncate()
+            if full is None:
+                full = Full(buf, protocol=PICKLE_PROTOCOL)
+            full.clear_memo()
+            full.dump(call)
+        bodies.append(buf.getvalue())
+    prelude = cloudpickle.dumps(shared, protocol=PICKLE_PROTOCOL)
+    head = HEADER + b"S" + struct.pack(">I", len(prelude)) + prelude
+    return [head + body for body in bodies]
 
 
 def extract_placeholders(args, kwargs, is_placeholder):

@@ -501,3 +501,45 @@ def test_who_has_has_what_nthreads_and_run_on_scheduler(client):
         client.run_on_scheduler(os.getpid)
     # The cluster keeps working.
     assert client.submit(abs, -3).result() == 3
+
+
+def test_progress_in_a_terminal_and_in_a_notebook(client):
+    import io
+
+    from rusk._progress import NotebookProgress, TextProgress
+
+    fs = client.map(slow_inc_for_progress, range(8), pure=False)
+    out = io.StringIO()
+    TextProgress(fs, out).run()
+    text = out.getvalue()
+    assert text.rstrip().endswith("s") and "100% Completed" in text.splitlines()[-1]
+    # A notebook: the widget follows the futures from their callbacks, without blocking.
+    shown = []
+
+    class Handle:
+        def update(self, obj):
+            shown.append(obj._repr_html_())
+
+    def display(obj, display_id=None):
+        shown.append(obj._repr_html_())
+        return Handle()
+
+    more = client.map(slow_inc_for_progress, range(4), pure=False)
+    bad = client.submit(fail_for_progress, pure=False)
+    bar = NotebookProgress(more + [bad], display=display)
+    rusk.wait(more + [bad])
+    wait_until(lambda: "5/5 done (1 erred)" in shown[-1], what="the widget's last state")
+    assert "#d9534f" in bar._repr_html_()
+    # A persisted collection's futures; nothing running is a clear error.
+    with pytest.raises(ValueError, match="persist"):
+        rusk.progress([1, 2], notebook=False)
+    rusk.progress(fs, notebook=False)
+
+
+def slow_inc_for_progress(x):
+    time.sleep(0.05)
+    return x + 1
+
+
+def fail_for_progress():
+    raise ValueError("nope")

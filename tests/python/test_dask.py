@@ -283,3 +283,45 @@ def test_futures_are_dask_task_references(client):
     with pytest.raises(DaskTaskError, match="exploded"):
         dask.delayed(inc)(bad).compute()
     assert dask.delayed(inc)(f).compute() == 43
+
+
+def test_a_graphs_functions_are_pickled_once_and_run_on_the_cluster(client):
+    """``to_tasks`` pickles each function and class of a graph once, in a prelude that every
+    task's payload shares; a closure over 100 KB is not copied into each task."""
+    import struct
+
+    from rusk import _executor, _payload
+
+    big = b"x" * 100_000
+
+    class Local:  # defined here: pickled by value, once
+        def __init__(self, v):
+            self.v = v
+
+    def add_big(x):  # a closure: pickled by value, once
+        return Local(x.v + len(big) if isinstance(x, Local) else x + len(big))
+
+    leaves = [dask.delayed(add_big)(i) for i in range(100)]
+    total = dask.delayed(lambda xs: sum(x.v for x in xs))(leaves)
+    tasks, outputs, _decode, _ = to_tasks(total.__dask_graph__(), [total.key])
+    assert len(tasks) == 101
+    heads = set()
+    for t in tasks:
+        p = t["python"]
+        nl = p.index(b"\n")
+        assert p[nl + 1 : nl + 2] == b"S"
+        (n,) = struct.unpack_from(">I", p, nl + 2)
+        heads.add(p[: nl + 6 + n])
+        assert len(p) - (nl + 6 + n) < 20_000, "a task body carries the closure again"
+    assert len(heads) == 1 and len(next(iter(heads))) > 100_000
+    # The executor's decoder gives back the call, the prelude unpickled once.
+    ex = object.__new__(_executor.Executor)
+    ex.pickle, ex.preludes = __import__("pickle"), {}
+    p = tasks[0]["python"]
+    func, args, kwargs, dep_paths = ex.load_call(p, p.index(b"\n") + 1)
+    assert func is ex.load_call(tasks[1]["python"], p.index(b"\n") + 1)[0]
+    assert len(ex.preludes) == 1 and dep_paths == [] and kwargs == {}
+    assert func(*args).v - 100_000 in range(100)
+    # And on the cluster.
+    assert total.compute(scheduler=client.get) == sum(range(100)) + 100 * 100_000
+    assert _payload.PAYLOAD_VERSION == _executor.RUSK_PROTOCOL

@@ -17,6 +17,7 @@ The tests marked ``heavy`` move gigabytes through shared memory (up to about 6 G
 once, in the first one); they run by default (``-m "not heavy"`` leaves them out).
 """
 
+import gc
 import os
 import signal
 import subprocess
@@ -684,6 +685,7 @@ def test_worker_killed_while_streaming_to_the_client_is_recomputed(fresh_client,
     ((_, sender),) = attempts(marker)
     victim = worker_by_pid(c, sender)
     me = os.getpid()
+    gc.collect()  # values of earlier tests unmapped now, not in the middle of this one
     known = set(memfd_fds(me, "rusk-value"))
     known_maps = len(memfd_maps(me, "rusk-value"))
     out = {}
