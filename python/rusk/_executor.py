@@ -489,9 +489,19 @@ class Executor:
             if type(result) in self.simple:
                 size, data = dump_value_in_band(result, pickle.dumps)
             else:
-                size, data = dump_value(result, self.cloudpickle.dumps)
+                size, data = self.dump_result(result)
         except BaseException as exc:
-            return self.fail_exc(tid, exc, "cannot pickle the task's result: ")
+            # The same type of exception, saying what to do about it.
+            msg = (
+                "cannot pickle the task's result (a %s): results are stored outside the "
+                "executor process, so they must pickle; keep objects such as locks, open files "
+                "or connections inside one task (%s)" % (_type_name(result), _exc_text(exc))
+            )
+            try:
+                wrapped = type(exc)(msg)
+            except BaseException:
+                wrapped = RuntimeError(msg)
+            return self.fail_exc(tid, wrapped.with_traceback(exc.__traceback__), "")
         del result
         if size is None:
             return frame(ord("R"), tid, b"\x00", data)
@@ -504,6 +514,17 @@ class Executor:
             return self.fail_exc(tid, exc, "cannot store the task's result of %d bytes: " % size)
         self.out.result_fds[tid] = fd
         return frame(ord("R"), tid, struct.pack(">BIQ", 1, fd, size))
+
+    def dump_result(self, result):
+        """``dump_value`` of a task's result. A generator or other iterator that does not
+        pickle is stored as the list of its items (it cannot leave this process; Dask keeps it
+        on the worker, where each dependent would consume the same one)."""
+        try:
+            return dump_value(result, self.cloudpickle.dumps)
+        except Exception:
+            if not _is_iterator(result):
+                raise
+        return dump_value(list(result), self.cloudpickle.dumps)
 
     def _pin_maps(self):
         self.pinned.extend(self.maps)
@@ -638,6 +659,18 @@ class Executor:
     def _error(self, tid, message, detail):
         msg = message.encode("utf-8", "replace")
         return frame(ord("E"), tid, struct.pack(">I", len(msg)), msg, detail)
+
+
+def _is_iterator(obj):
+    try:
+        return iter(obj) is obj and hasattr(obj, "__next__")
+    except Exception:
+        return False
+
+
+def _type_name(obj):
+    t = type(obj)
+    return t.__qualname__ if t.__module__ == "builtins" else "%s.%s" % (t.__module__, t.__qualname__)
 
 
 def _immutable(obj):

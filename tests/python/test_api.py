@@ -207,6 +207,21 @@ def test_unpicklable_result_fails_the_task(client):
     with pytest.raises(Exception) as info:
         f.result(30)
     assert "pickle" in str(info.value).lower()
+    assert "_thread.lock" in str(info.value) and "inside one task" in str(info.value)
+    assert client.submit(inc, 2).result(30) == 3
+
+
+def make_generator(n):
+    return (i * i for i in range(n))
+
+
+def test_a_generator_result_is_stored_as_the_list_of_its_items(client):
+    gen = client.submit(make_generator, 4)
+    assert gen.result(30) == [0, 1, 4, 9]
+    # Two dependents each see every item (a shared generator would be consumed by the first).
+    assert client.gather([client.submit(sum, gen), client.submit(len, gen)]) == [14, 4]
+    # map/filter objects that pickle are left as they are.
+    assert list(client.submit(map, abs, [-1, -2]).result(30)) == [1, 2]
 
 
 def test_retries(client, tmp_path):
