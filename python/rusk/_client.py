@@ -17,7 +17,7 @@ import time
 import uuid
 import weakref
 
-from . import _payload
+from . import _payload, _placement
 from ._cluster import LocalCluster, read_scheduler_file
 from ._dask_config import _DaskDefaults
 from ._futures import (  # noqa: F401 (re-exported)
@@ -124,6 +124,14 @@ def _awaitable(method):
 
 def _token(fn, args, kwargs):
     return _tokens(fn, [args], kwargs)[0]
+
+
+def _no_actors(asked):
+    if asked:
+        raise NotImplementedError(
+            "rusk has no actors: a task's state lives in an executor process that can be "
+            "killed and replaced, so stateful workers are not offered (see docs/dask-compat.md)"
+        )
 
 
 def _funcname(fn):
@@ -367,8 +375,9 @@ class Client:
         if self._lost is not None:
             raise ConnectionLostError(self._lost)
 
-    def _prepare(self, fn, args, kwargs, key, retries, timeout):
-        """One task dict for ``fn(*args, **kwargs)`` and the dependency futures' states."""
+    def _call(self, fn, args, kwargs):
+        """``((fn, args, kwargs, dep_paths), dep_keys)`` of a call: futures among the
+        arguments become placeholders at ``dep_paths``, filled in on the worker."""
         if not callable(fn):
             raise TypeError("the first argument must be callable, got %r" % (fn,))
 
@@ -388,13 +397,24 @@ class Client:
             if st.status == _LOST:
                 raise st.exception
             deps.append(st.key)
-        payload = _payload.encode_call(fn, new_args, new_kwargs, [p for p, _ in found])
-        task = {"key": key, "python": payload, "deps": deps}
+        return (fn, new_args, new_kwargs, [p for p, _ in found]), deps
+
+    @staticmethod
+    def _task(key, deps, retries, timeout, placement):
+        task = {"key": key, "deps": deps}
+        task.update(placement)
         if retries:
             task["retries"] = int(retries)
         if timeout is not None:
             task["timeout"] = _format_timeout(timeout)
-        return task, [f for _, f in found]
+        return task
+
+    def _prepare(self, fn, args, kwargs, key, retries, timeout, placement=None):
+        """One task dict for ``fn(*args, **kwargs)``."""
+        call, deps = self._call(fn, args, kwargs)
+        task = self._task(key, deps, retries, timeout, placement or {})
+        task["python"] = _payload.encode_call(*call)
+        return task
 
     def _extend(self, tasks, keys, needed=()):
         """Send ``tasks`` and ask for ``keys``; return one Future per key. Keys the session
@@ -446,11 +466,12 @@ class Client:
         they are."""
         from . import _dask
 
-        del kwargs
+        placement, _rest = _placement.split_keywords(kwargs)
+        placement = _placement.fields(**placement)
         self._check_open()
         single = not isinstance(collections, (list, tuple))
         items = [collections] if single else list(collections)
-        futures = [_dask.compute_future(self, c) for c in items]
+        futures = [_dask.compute_future(self, c, placement) for c in items]
         if sync and self.asynchronous and _in_loop():
 
             async def results():
@@ -469,11 +490,12 @@ class Client:
         when this client is Dask's default."""
         from . import _dask
 
-        del kwargs
+        placement, _rest = _placement.split_keywords(kwargs)
+        placement = _placement.fields(**placement)
         self._check_open()
         single = not isinstance(collections, (list, tuple))
         items = [collections] if single else list(collections)
-        out = _dask.persist(self, items, optimize_graph)
+        out = _dask.persist(self, items, optimize_graph, placement)
         return out[0] if single else out
 
     def _session_key(self, dask_key):
@@ -486,7 +508,23 @@ class Client:
                     return k
         return None
 
-    def submit(self, fn, *args, key=None, retries=0, timeout=None, pure=True, **kwargs):
+    def submit(
+        self,
+        fn,
+        *args,
+        key=None,
+        retries=0,
+        timeout=None,
+        pure=True,
+        priority=0,
+        resources=None,
+        workers=None,
+        allow_other_workers=False,
+        fifo_timeout=None,
+        actor=False,
+        actors=False,
+        **kwargs,
+    ):
         """Run ``fn(*args, **kwargs)`` on the cluster; return its :class:`Future`.
 
         As in Dask, a call is *pure* by default: its key is the function's name and a token of
@@ -494,22 +532,48 @@ class Client:
         its future lives (``pure=False`` for functions with side effects or randomness). ``key``
         names the task (a future of an existing key is returned as is); ``retries`` re-runs a
         task whose code raised; ``timeout`` (seconds, or ``"30s"``) limits one attempt. Futures
-        among the arguments are replaced by their values on the worker."""
+        among the arguments are replaced by their values on the worker. ``priority`` (higher
+        first), ``resources`` (``{"GPU": 1}``: amounts the task holds on its worker, which
+        declares them with ``--resources``), ``workers`` (names as ``rusk status`` shows them,
+        addresses or host names) and ``allow_other_workers`` place it, as in Dask."""
+        del fifo_timeout
+        _no_actors(actor or actors)
         self._check_open()
+        placement = _placement.fields(priority, resources, workers, allow_other_workers)
         if key is None:
             key = "%s-%s" % (_funcname(fn), _token(fn, args, kwargs) if pure else uuid.uuid4().hex)
         key = str(key)
         with self._lock:
             if key in self._keys or key in self._known:
                 return self._extend([None], [key])[0]
-        task, _deps = self._prepare(fn, args, kwargs, key, retries, timeout)
+        task = self._prepare(fn, args, kwargs, key, retries, timeout, placement)
         return self._extend([task], [key])[0]
 
-    def map(self, fn, *iterables, key=None, retries=0, timeout=None, pure=True, **kwargs):
+    def map(
+        self,
+        fn,
+        *iterables,
+        key=None,
+        retries=0,
+        timeout=None,
+        pure=True,
+        priority=0,
+        resources=None,
+        workers=None,
+        allow_other_workers=False,
+        batch_size=None,
+        fifo_timeout=None,
+        actor=False,
+        actors=False,
+        **kwargs,
+    ):
         """``submit(fn, *items, **kwargs)`` for each tuple of items of ``iterables``, as one
-        request to the scheduler. ``key`` may be a list of keys or a prefix; ``pure`` as for
-        :meth:`submit` (the same items give the same keys)."""
+        request to the scheduler (the function pickled once). ``key`` may be a list of keys or
+        a prefix; ``pure`` and the placement keywords as for :meth:`submit`."""
+        del batch_size, fifo_timeout
+        _no_actors(actor or actors)
         self._check_open()
+        placement = _placement.fields(priority, resources, workers, allow_other_workers)
         items = list(zip(*iterables))
         if isinstance(key, (list, tuple)):
             keys = [str(k) for k in key]
@@ -522,6 +586,7 @@ class Client:
             else:
                 keys = ["%s-%s" % (prefix, uuid.uuid4().hex) for _ in items]
         tasks = []
+        calls = []
         with self._lock:
             known = set(self._keys) | self._known
         seen = set()
@@ -530,7 +595,12 @@ class Client:
                 tasks.append(None)  # the same call twice: one task
             else:
                 seen.add(k)
-                tasks.append(self._prepare(fn, args, kwargs, k, retries, timeout)[0])
+                call, deps = self._call(fn, args, kwargs)
+                calls.append(call)
+                tasks.append(self._task(k, deps, retries, timeout, placement))
+        fresh = [t for t in tasks if t is not None]
+        for task, payload in zip(fresh, _payload.encode_calls(calls) if calls else ()):
+            task["python"] = payload
         return self._extend(tasks, keys)
 
     # === results ===

@@ -11,7 +11,7 @@ import collections
 import collections.abc
 import numbers
 
-from . import _payload
+from . import _payload, _placement
 from ._client import ConnectionLostError
 from ._futures import _encoding
 
@@ -55,16 +55,20 @@ def _nested(keys, values):
     return values[keys]
 
 
-def to_tasks(dsk, keys, external=None):
+def to_tasks(dsk, keys, external=None, placement=None):
     """``(tasks, outputs, decode, used)``: rusk task dicts for the part of ``dsk`` that ``keys``
     need (dependencies first), the encoded output keys, a map from encoded key back to the Dask
     key, and whether the graph refers to results already held on the cluster.
 
     ``external(dask_key)`` gives the rusk key of a result the client's session already has (a
     future, a persisted chunk), or ``None``. A key the graph refers to but does not define, or a
-    wanted key it does not define, must be one of those."""
+    wanted key it does not define, must be one of those.
+
+    ``placement``: task fields (``_placement.fields``) for every task, overridden per key by
+    the graph's ``dask.annotate`` annotations."""
     from dask._task_spec import convert_legacy_graph
 
+    annotations = _placement.annotated(dsk)
     if not isinstance(dsk, collections.abc.Mapping):
         dsk = dsk.__dask_graph__()
     graph = convert_legacy_graph(dict(dsk))
@@ -116,6 +120,10 @@ def to_tasks(dsk, keys, external=None):
         _encode_nodes(graph, order, decode, enc, tasks)
     finally:
         _encoding.graph = False
+    if placement or annotations:
+        base = placement or {}
+        for k, task in zip(order, tasks):
+            task.update(_placement.per_key(base, annotations, k))
     return tasks, [enc(k) for k in wanted], decode, bool(outside)
 
 
@@ -142,8 +150,10 @@ def get(client, dsk, keys, **kwargs):
     """Compute ``keys`` of the Dask graph ``dsk`` on ``client``'s cluster (nested lists of keys
     give nested lists of results, as with Dask's own schedulers). A graph that uses results held
     on the cluster (futures, persisted collections) runs in the client's session, where they
-    are; others run as a graph of their own."""
-    tasks, outputs, decode, uses_session = to_tasks(dsk, keys, client._session_key)
+    are; others run as a graph of their own. Placement keywords (``priority=``,
+    ``resources=``, ``workers=``, ...) apply to every task."""
+    placement, _rest = _placement.split_keywords(dict(kwargs))
+    tasks, outputs, decode, uses_session = to_tasks(dsk, keys, client._session_key, _placement.fields(**placement))
     if not outputs:
         return _nested(keys, {})
     if uses_session:
@@ -198,10 +208,10 @@ def _identity(x):
     return x
 
 
-def session_futures(client, dsk, keys):
+def session_futures(client, dsk, keys, placement=None):
     """Futures of ``keys`` (a flat list of Dask keys) of the graph ``dsk``, whose tasks go into
     the client's session; each future's ``key`` is its Dask key."""
-    tasks, outputs, _decode, _uses = to_tasks(dsk, keys, client._session_key)
+    tasks, outputs, _decode, _uses = to_tasks(dsk, keys, client._session_key, placement)
     wanted = list(dict.fromkeys(keys))
     futures = client._extend([None] * len(outputs), outputs, needed=tasks)
     by_key = {}
@@ -212,7 +222,7 @@ def session_futures(client, dsk, keys):
     return [by_key[k] for k in keys]
 
 
-def compute_future(client, coll):
+def compute_future(client, coll, placement=None):
     """One Future for ``coll``: its optimised graph, finalised as ``dask.compute`` finalises it
     (``FinalizeCompute``), goes into the client's session; the Future is the final task's. A
     Future is returned as it is; other values are sent as they are."""
@@ -231,21 +241,22 @@ def compute_future(client, coll):
     keys = list(flatten(expr.__dask_keys__()))
     if len(keys) != 1:
         raise ValueError("a collection finalised to %d keys, not 1: %r" % (len(keys), keys[:5]))
-    return session_futures(client, expr, keys)[0]
+    return session_futures(client, expr, keys, placement)[0]
 
 
-def persist(client, collections, optimize_graph=True):
+def persist(client, collections, optimize_graph=True, placement=None):
     """``collections`` backed by futures: their chunks are computed into the client's session
     and stay on the workers while the returned collections (or their futures) live."""
     import functools
 
     import dask
 
-    return list(dask.persist(*collections, scheduler=functools.partial(_persist_schedule, client), optimize_graph=optimize_graph))
+    schedule = functools.partial(_persist_schedule, client, placement)
+    return list(dask.persist(*collections, scheduler=schedule, optimize_graph=optimize_graph))
 
 
-def _persist_schedule(client, dsk, keys, **kwargs):
+def _persist_schedule(client, placement, dsk, keys, **kwargs):
     # A Dask "scheduler" that returns futures instead of values: `dask.persist` then rebuilds
     # each collection on them (its graph maps each key to its future).
     del kwargs
-    return session_futures(client, dsk, list(keys))
+    return session_futures(client, dsk, list(keys), placement)
