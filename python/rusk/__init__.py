@@ -23,6 +23,7 @@ from ._client import (
     wait,
 )
 from ._cluster import LocalCluster, find_rusk_binary
+from ._futures import fire_and_forget
 from ._progress import progress
 
 __version__ = "0.1.0"
@@ -40,6 +41,7 @@ __all__ = [
     "TaskError",
     "as_completed",
     "find_rusk_binary",
+    "fire_and_forget",
     "progress",
     "wait",
 ]

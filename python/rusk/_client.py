@@ -19,6 +19,7 @@ import weakref
 
 from . import _payload, _placement
 from ._cluster import LocalCluster, read_scheduler_file
+from ._cluster_ops import _ClusterOps
 from ._dask_config import _DaskDefaults
 from ._futures import (  # noqa: F401 (re-exported)
     _CANCELLED,
@@ -139,7 +140,7 @@ def _funcname(fn):
     return "".join(c if c.isalnum() or c in "_." else "_" for c in name) or "task"
 
 
-class Client:
+class Client(_ClusterOps):
     """Connect to a rusk cluster, or start one here.
 
     ``Client()`` starts a :class:`LocalCluster` of ``n_workers`` workers with
@@ -226,6 +227,7 @@ class Client:
         self.progress = bool(progress)
         self._lost = None  # why the connection is gone
         self._drops = collections.deque()  # states whose Future was dropped (from __del__)
+        self._held = set()  # futures kept until done (fire_and_forget, run(wait=False))
         self._stopping = False
         self._dispatcher = threading.Thread(target=self._dispatch, name="rusk-dispatcher", daemon=True)
         self._dispatcher.start()
@@ -325,47 +327,6 @@ class Client:
     def restart_workers(self, worker=None):
         """Operator restart of one worker (id as in ``status()``) or all of them."""
         return self._conn.restart(worker)
-
-    @_awaitable
-    def restart(self, timeout=WORKERS_TIMEOUT, wait_for_workers=True):
-        """Restart every worker through its nanny and clear this client's state, as Dask's
-        ``restart`` does: every future of this client is cancelled (its result is gone with the
-        worker that held it). Waits until each restarted worker is back (``wait_for_workers``),
-        raising ``TimeoutError`` after ``timeout`` s. Workers without a nanny cannot be
-        restarted: a cluster of only those raises ``RuntimeError``, others are left running."""
-        self._check_open()
-        before = {w["id"]: w["incarnation"] for w in self.status.__wrapped__(self)["workers"] if w["state"] != "lost"}
-        supervised = {w["id"] for w in self.status.__wrapped__(self)["workers"] if w.get("nanny")}
-        callbacks = []
-        with self._cond:
-            keys = list(self._keys)
-            err = CancelledError("the cluster was restarted (client.restart())")
-            for st in self._keys.values():
-                if st.status not in _DONE or st.status == _FINISHED:
-                    st.status = _CANCELLED
-                    st.exception = err
-                    st.value, st.has_value = None, False
-                    callbacks += [(cb, None) for cb in st.callbacks]
-                    st.callbacks = []
-            self._keys.clear()
-            self._cond.notify_all()
-        if keys:
-            self._conn.release_keys(self._graph, keys)
-        _run_callbacks(callbacks)
-        if before and not supervised:
-            raise RuntimeError("none of the %d workers has a nanny to restart it" % len(before))
-        self._conn.restart(None)
-        if not wait_for_workers:
-            return
-        deadline = time.monotonic() + timeout
-        while True:
-            now = {w["id"]: w["incarnation"] for w in self.status.__wrapped__(self)["workers"] if w["state"] != "lost"}
-            if all(now.get(i, inc) != inc for i, inc in before.items() if i in supervised):
-                return
-            if time.monotonic() > deadline:
-                missing = sorted(i for i, inc in before.items() if i in supervised and now.get(i, inc) == inc)
-                raise TimeoutError("workers %s did not come back within %s s of the restart" % (missing, timeout))
-            time.sleep(0.05)
 
     # === submitting ===
 

@@ -219,6 +219,15 @@ _released_state = _KeyState("<released>")
 _released_state.status = _CANCELLED
 
 
+def fire_and_forget(obj):
+    """Let the tasks of ``obj`` (a future, or lists, tuples, sets and dicts of them) run to the
+    end even after every reference to their futures is dropped, as in Dask. Their client keeps
+    them until they are done; closing that client still cancels what has not finished (in
+    Dask the scheduler would keep it)."""
+    for f in _flat_futures(obj):
+        f._client._hold_until_done([f])
+
+
 def _flat_futures(x):
     """The futures in ``x``: a future, or lists, tuples, sets and dict values of them."""
     if isinstance(x, Future):

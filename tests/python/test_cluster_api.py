@@ -32,3 +32,25 @@ def test_restart_restarts_every_worker_and_clears_the_clients_futures(fresh_clie
     # The same pure call runs again, on the new workers.
     assert c.submit(inc, 1).result(30) == 2
     assert c.gather(c.map(inc, range(10))) == list(range(1, 11))
+
+
+def write_after(path, _input):
+    with open(path, "w") as f:
+        f.write("done")
+    return 1
+
+
+def test_fire_and_forget_runs_to_the_end_without_a_future(client, tmp_path):
+    import gc
+
+    from conftest import wait_until
+
+    marker = tmp_path / "fired"
+    # The writer waits for a slow input: dropped without fire_and_forget, it would be
+    # cancelled before it starts.
+    slow = client.submit(__import__("time").sleep, 1.0, pure=False)
+    rusk.fire_and_forget(client.submit(write_after, str(marker), slow, pure=False))
+    del slow
+    gc.collect()
+    wait_until(marker.exists, timeout=30, what="the forgotten task's side effect")
+    wait_until(lambda: not client._held, timeout=10, what="the hold dropped once done")
