@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 const PRELUDE: &str = r#"
 import sys, json, pickle, cloudpickle, os, time, ctypes
-HEADER = json.dumps({"py": "%d.%d" % sys.version_info[:2], "cloudpickle": cloudpickle.__version__, "rusk": 1}).encode() + b"\n"
+HEADER = json.dumps({"py": "%d.%d" % sys.version_info[:2], "cloudpickle": cloudpickle.__version__, "rusk": 2}).encode() + b"\n"
 def payload(f, args=(), kwargs=None, paths=()):
     return HEADER + cloudpickle.dumps((f, tuple(args), dict(kwargs or {}), [tuple(p) for p in paths]), protocol=5)
 out = []
@@ -280,7 +280,7 @@ fn a_version_mismatch_is_a_clear_error() {
     let c = Cluster::start(1);
     let p = python_bytes(
         r#"
-out.append(b'{"py": "2.7", "cloudpickle": "0.0.1", "rusk": 1}\n' + cloudpickle.dumps((abs, (-1,), {}, []), protocol=5))
+out.append(b'{"py": "2.7", "cloudpickle": "0.0.1", "rusk": 2}\n' + cloudpickle.dumps((abs, (-1,), {}, []), protocol=5))
 out.append(HEADER + b"garbage")
 "#,
     );

@@ -7,7 +7,7 @@ use rusk_proto::GraphId;
 fn python_bytes(code: &str) -> Vec<Bytes> {
     let prelude = r#"
 import sys, json, pickle, cloudpickle, os, time, ctypes
-HEADER = json.dumps({"py": "%d.%d" % sys.version_info[:2], "cloudpickle": cloudpickle.__version__, "rusk": 1}).encode() + b"\n"
+HEADER = json.dumps({"py": "%d.%d" % sys.version_info[:2], "cloudpickle": cloudpickle.__version__, "rusk": 2}).encode() + b"\n"
 def payload(f, args=(), kwargs=None, paths=()):
     return HEADER + cloudpickle.dumps((f, tuple(args), dict(kwargs or {}), [tuple(p) for p in paths]), protocol=5)
 def dump(v):
@@ -207,7 +207,7 @@ fn a_version_mismatch_and_a_bad_payload_are_clear_errors() {
     let p = python_bytes(
         r#"
 body = cloudpickle.dumps((abs, (-1,), {}, []), protocol=5)
-out.append(b'{"py": "2.7", "cloudpickle": "0.0.1", "rusk": 1}\n' + body)
+out.append(b'{"py": "2.7", "cloudpickle": "0.0.1", "rusk": 2}\n' + body)
 out.append(HEADER + b"not a pickle")
 out.append(b"no header at all")
 out.append(payload(abs, (-3,)))
