@@ -83,6 +83,7 @@ pub fn run_once(shape: Shape, tasks: u64, workers: u32, nthreads: u32) -> Result
             data_address: format!("127.0.0.1:{}", 40_000 + i),
             nanny: None,
             slot: None,
+            resources: Default::default(),
         };
         sched.handle_into(
             clock.elapsed(),

@@ -62,6 +62,7 @@ fn task(key: String, builtin: &str, args: Vec<String>, deps: Vec<String>) -> Tas
         retries: 0,
         timeout: None,
         python: None,
+        ..Default::default()
     }
 }
 

@@ -9,6 +9,11 @@ use std::sync::Arc;
 pub const MAX_TASKS_PER_GRAPH: usize = 10_000_000;
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 4096;
+/// Most named resources one task may ask for: placement checks each against every candidate
+/// worker, so the list must stay short.
+pub const MAX_TASK_RESOURCES: usize = 64;
+/// Most names in one task's `workers` list (each is matched against every worker).
+pub const MAX_TASK_WORKERS: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GraphError {
@@ -48,6 +53,52 @@ pub enum GraphError {
         value: String,
         reason: String,
     },
+    #[error("task {key:?} asks for resource {name:?} = {amount}: an amount must be a finite number, 0 or more")]
+    BadResource {
+        key: String,
+        name: String,
+        amount: String,
+    },
+    #[error("task {key:?} asks for a resource with an empty name")]
+    EmptyResourceName { key: String },
+    #[error("task {key:?} asks for {count} resources, more than the limit of {max}")]
+    TooManyResources {
+        key: String,
+        count: usize,
+        max: usize,
+    },
+    #[error("task {key:?} has an empty \"workers\" list: name at least one worker (its id in `rusk status`, its address or its host), or leave the field out")]
+    EmptyWorkers { key: String },
+    #[error("task {key:?} names {count} workers, more than the limit of {max}")]
+    TooManyWorkers {
+        key: String,
+        count: usize,
+        max: usize,
+    },
+}
+
+/// Where a task may run: resources it holds while assigned, and the workers it is restricted
+/// to (or, with `loose`, prefers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restrictions {
+    /// Sorted by name, each at most once.
+    pub resources: Vec<(Box<str>, f64)>,
+    /// Names, data addresses or host names of the allowed (or preferred) workers.
+    pub workers: Option<Box<[Box<str>]>>,
+    /// `allow_other_workers`: `workers` is only a preference.
+    pub loose: bool,
+}
+
+impl Restrictions {
+    /// `GPU=1, MEM=8000000000`: the resources, as in error messages.
+    pub fn resources_text(&self) -> String {
+        let parts: Vec<String> = self
+            .resources
+            .iter()
+            .map(|(n, a)| format!("{n}={a}"))
+            .collect();
+        parts.join(", ")
+    }
 }
 
 /// A validated graph, ready for the scheduler.
@@ -66,6 +117,11 @@ pub struct CompiledTask {
     pub retries: u32,
     /// Time limit of one attempt in milliseconds (0: none).
     pub timeout_ms: u32,
+    pub priority: i32,
+    /// The submitter's graph order, if it gave one.
+    pub order: Option<u64>,
+    /// `None` for a task that may run anywhere (most tasks).
+    pub restrictions: Option<Arc<Restrictions>>,
 }
 
 /// Validate a graph and resolve its keys to indexes.
@@ -161,6 +217,7 @@ fn compile_task(t: TaskSpec, deps: Box<[u32]>) -> Result<CompiledTask, GraphErro
             reason,
         })?,
     };
+    let restrictions = restrictions(&t)?;
     let kind = task_kind(&t.key, t.builtin, t.cmd, t.python, t.args, t.env, t.cwd)?;
     Ok(CompiledTask {
         key: t.key.into_boxed_str(),
@@ -168,7 +225,63 @@ fn compile_task(t: TaskSpec, deps: Box<[u32]>) -> Result<CompiledTask, GraphErro
         deps,
         retries: t.retries,
         timeout_ms,
+        priority: t.priority,
+        order: t.order,
+        restrictions,
     })
+}
+
+/// The validated placement restrictions of a task, `None` when it has none.
+fn restrictions(t: &TaskSpec) -> Result<Option<Arc<Restrictions>>, GraphError> {
+    if t.resources.len() > MAX_TASK_RESOURCES {
+        return Err(GraphError::TooManyResources {
+            key: t.key.clone(),
+            count: t.resources.len(),
+            max: MAX_TASK_RESOURCES,
+        });
+    }
+    for (name, &amount) in &t.resources {
+        if name.is_empty() {
+            return Err(GraphError::EmptyResourceName { key: t.key.clone() });
+        }
+        if !amount.is_finite() || amount < 0.0 {
+            return Err(GraphError::BadResource {
+                key: t.key.clone(),
+                name: name.clone(),
+                amount: amount.to_string(),
+            });
+        }
+    }
+    if let Some(w) = &t.workers {
+        if w.is_empty() || w.iter().all(|n| n.is_empty()) {
+            return Err(GraphError::EmptyWorkers { key: t.key.clone() });
+        }
+        if w.len() > MAX_TASK_WORKERS {
+            return Err(GraphError::TooManyWorkers {
+                key: t.key.clone(),
+                count: w.len(),
+                max: MAX_TASK_WORKERS,
+            });
+        }
+    }
+    if t.resources.is_empty() && t.workers.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(Restrictions {
+        // A BTreeMap: sorted by name, each once.
+        resources: t
+            .resources
+            .iter()
+            .map(|(n, &a)| (n.as_str().into(), a))
+            .collect(),
+        workers: t.workers.as_ref().map(|w| {
+            w.iter()
+                .filter(|n| !n.is_empty())
+                .map(|n| n.as_str().into())
+                .collect()
+        }),
+        loose: t.allow_other_workers,
+    })))
 }
 
 /// The validated kind of one task: exactly one of `builtin`, `cmd` and `python`.
@@ -358,6 +471,7 @@ mod tests {
             retries: 0,
             timeout: None,
             python: None,
+            ..Default::default()
         }
     }
     fn graph(tasks: Vec<TaskSpec>, outputs: &[&str]) -> GraphSpec {
@@ -414,6 +528,47 @@ mod tests {
         let e = compile(graph(vec![task("a", &[])], &["nope"])).unwrap_err();
         assert_eq!(e, GraphError::UnknownOutput { key: "nope".into() });
         assert_eq!(compile(graph(vec![], &[])).unwrap_err(), GraphError::Empty);
+    }
+
+    #[test]
+    fn placement_fields_are_validated() {
+        let with = |f: &dyn Fn(&mut TaskSpec)| {
+            let mut t = task("p", &[]);
+            f(&mut t);
+            compile(graph(vec![t], &[]))
+        };
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            let e = with(&|t| {
+                t.resources.insert("GPU".into(), bad);
+            })
+            .unwrap_err();
+            assert!(matches!(e, GraphError::BadResource { .. }), "{e}");
+            assert!(e.to_string().contains("\"p\"") && e.to_string().contains("GPU"));
+        }
+        let e = with(&|t| t.workers = Some(vec![])).unwrap_err();
+        assert_eq!(e, GraphError::EmptyWorkers { key: "p".into() });
+        assert!(e.to_string().contains("empty \"workers\""), "{e}");
+        let e = with(&|t| {
+            t.resources.insert(String::new(), 1.0);
+        })
+        .unwrap_err();
+        assert_eq!(e, GraphError::EmptyResourceName { key: "p".into() });
+        // No restrictions: none compiled (the common case costs nothing).
+        let g = with(&|t| t.priority = 5).unwrap();
+        assert_eq!((g.tasks[0].priority, g.tasks[0].order), (5, None));
+        assert!(g.tasks[0].restrictions.is_none());
+        let g = with(&|t| {
+            t.resources.insert("MEM".into(), 8e9);
+            t.resources.insert("GPU".into(), 1.0);
+            t.workers = Some(vec!["h1".into()]);
+            t.order = Some(4);
+        })
+        .unwrap();
+        let r = g.tasks[0].restrictions.as_deref().unwrap();
+        assert_eq!(r.resources_text(), "GPU=1, MEM=8000000000");
+        assert_eq!(r.workers.as_deref(), Some(&["h1".into()][..]));
+        assert!(!r.loose);
+        assert_eq!(g.tasks[0].order, Some(4));
     }
 
     #[test]

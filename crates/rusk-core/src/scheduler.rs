@@ -19,7 +19,7 @@
 //!
 //! Fencing: every assignment gets a fresh [`AttemptId`]; only a report for the current attempt,
 //! from the incarnation it was given to, moves a task. So a result is accepted exactly once.
-use crate::graph::{compile, CompiledGraph};
+use crate::graph::{compile, CompiledGraph, CompiledTask, Restrictions};
 use rusk_proto::graph::TaskKind;
 use rusk_proto::msg::{
     Assignment, ClientToScheduler, DepLocation, EventRecord, GraphProgress, HeartbeatInfo,
@@ -29,7 +29,8 @@ use rusk_proto::msg::{
 };
 use rusk_proto::{AttemptId, ClientId, GraphId, Incarnation, NannyId, TaskRef};
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +57,11 @@ pub struct SchedulerConfig {
     pub epoch_unix_ms: u64,
     /// Host name of the scheduler, for its own events.
     pub host: String,
+    /// A ready task that no live worker can ever run (it asks for a resource no worker
+    /// declares, more than any declares, or only workers that are not there) fails after this
+    /// long, counted while at least one worker is connected; a worker joining in time that can
+    /// run it lets it run.
+    pub no_worker_timeout: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -70,6 +76,7 @@ impl Default for SchedulerConfig {
             events_retained_max: 10_000,
             epoch_unix_ms: 0,
             host: String::new(),
+            no_worker_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -249,6 +256,66 @@ struct Task {
     worker_deaths: u32,
     /// Time limit of one attempt in milliseconds (0: none).
     timeout_ms: u32,
+    /// Where it stands in the ready queue: priority, then submission, then graph order.
+    priority: i32,
+    generation: u64,
+    order: u64,
+    /// Resources it holds while assigned and the workers it may run on (`None`: anywhere).
+    restrictions: Option<Arc<Restrictions>>,
+}
+
+impl Task {
+    /// A new task of submission `generation`, `index`-th in it, waiting for `missing` inputs.
+    fn new(t: CompiledTask, generation: u64, index: u64, missing: u32) -> Task {
+        Task {
+            key: t.key,
+            kind: t.kind,
+            missing,
+            unfinished_dependents: 0,
+            deps: t.deps,
+            dependents: Vec::new(),
+            state: TaskState::Waiting,
+            retries_left: t.retries,
+            attempt: AttemptId(0),
+            is_output: false,
+            queued: false,
+            started: false,
+            worker_deaths: 0,
+            timeout_ms: t.timeout_ms,
+            priority: t.priority,
+            generation,
+            order: t.order.unwrap_or(index),
+            restrictions: t.restrictions,
+        }
+    }
+
+    fn ready_key(&self, task: TaskRef) -> ReadyKey {
+        ReadyKey {
+            priority: Reverse(self.priority),
+            generation: self.generation,
+            order: self.order,
+            task,
+        }
+    }
+}
+
+/// A ready task's place in the queue: highest priority first, then earliest submission, then
+/// the submitter's graph order (Dask's `(-priority, generation, order)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ReadyKey {
+    priority: Reverse<i32>,
+    generation: u64,
+    order: u64,
+    task: TaskRef,
+}
+
+/// Ready tasks that share one set of restrictions, waiting for a worker that satisfies them
+/// to have room (and, for resources, the amounts free).
+struct Class {
+    restrictions: Arc<Restrictions>,
+    tasks: BTreeSet<ReadyKey>,
+    /// Since when no live worker could ever run these tasks (with at least one worker alive).
+    unrunnable_since: Option<Duration>,
 }
 
 struct Graph {
@@ -297,6 +364,8 @@ struct Worker {
     assigned: FxHashSet<TaskRef>,
     holds: FxHashSet<TaskRef>,
     heartbeat: HeartbeatInfo,
+    /// Resources held by the tasks assigned to it (kept by `set_state`).
+    resources_used: FxHashMap<Box<str>, f64>,
 }
 
 impl Worker {
@@ -311,7 +380,63 @@ impl Worker {
     fn capacity(&self, per_thread: u32) -> usize {
         (self.info.nthreads.max(1) * per_thread) as usize
     }
+
+    /// Does it answer to `name` (its id, its data address or its host)?
+    fn answers_to(&self, name: &str) -> bool {
+        self.info.name == name || self.info.data_address == name || self.info.host == name
+    }
+
+    /// May it ever run a task with these restrictions (resources declared, names matching)?
+    fn could_run(&self, r: &Restrictions) -> bool {
+        let named = r.loose
+            || r.workers
+                .as_deref()
+                .is_none_or(|names| names.iter().any(|n| self.answers_to(n)));
+        named && self.declares(r)
+    }
+
+    /// Does it declare at least the resources `r` asks for?
+    fn declares(&self, r: &Restrictions) -> bool {
+        r.resources
+            .iter()
+            .all(|(n, a)| self.info.resources.get(&**n).is_some_and(|d| d >= a))
+    }
+
+    /// Are the resources `r` asks for free on it now?
+    fn has_free(&self, r: &Restrictions) -> bool {
+        r.resources.iter().all(|(n, a)| {
+            let declared = self.info.resources.get(&**n).copied().unwrap_or(0.0);
+            let used = self.resources_used.get(n).copied().unwrap_or(0.0);
+            used + a <= declared + RESOURCE_EPSILON
+        })
+    }
+
+    /// `name {GPU=2, MEM=64000000000}`, for error messages.
+    fn offer_text(&self) -> String {
+        let parts: Vec<String> = self
+            .info
+            .resources
+            .iter()
+            .map(|(n, a)| format!("{n}={a}"))
+            .collect();
+        format!("{} {{{}}}", self.info.name, parts.join(", "))
+    }
 }
+
+/// Give back the resources `r` held on `w`.
+fn release_resources(w: &mut Worker, r: &Restrictions) {
+    for (n, a) in &r.resources {
+        if let Some(u) = w.resources_used.get_mut(n) {
+            *u -= a;
+            if *u <= RESOURCE_EPSILON {
+                w.resources_used.remove(n);
+            }
+        }
+    }
+}
+
+/// Slack in resource arithmetic (amounts are f64; sums of fractions are not exact).
+const RESOURCE_EPSILON: f64 = 1e-9;
 
 /// Counters for metrics and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -325,6 +450,8 @@ pub struct SchedulerStats {
     pub tasks_completed: u64,
     /// Tasks that ended `Erred` (their own failure, or a failed dependency).
     pub tasks_erred: u64,
+    /// Tasks failed because no worker could run them (`no_worker_timeout`).
+    pub tasks_unrunnable: u64,
 }
 
 struct Nanny {
@@ -341,7 +468,14 @@ pub struct Scheduler {
     /// Workers in join order, for round-robin placement.
     worker_order: Vec<Incarnation>,
     clients: FxHashSet<ClientId>,
-    ready: VecDeque<TaskRef>,
+    /// Ready tasks without restrictions, in priority order (entries are removed lazily).
+    ready: BTreeSet<ReadyKey>,
+    /// Ready tasks with restrictions, by class (the canonical text of their restrictions).
+    classes: BTreeMap<Box<str>, Class>,
+    /// Submissions so far (`Submit` and `Extend`): the `generation` of the next one.
+    next_generation: u64,
+    /// The `now` of the event being handled.
+    now: Duration,
     next_graph: u64,
     next_attempt: u64,
     last_tick: Duration,
@@ -369,7 +503,10 @@ impl Scheduler {
             workers: FxHashMap::default(),
             worker_order: Vec::new(),
             clients: FxHashSet::default(),
-            ready: VecDeque::new(),
+            ready: BTreeSet::new(),
+            classes: BTreeMap::new(),
+            next_generation: 0,
+            now: Duration::ZERO,
             next_graph: 1,
             next_attempt: 1,
             last_tick: Duration::ZERO,
@@ -412,6 +549,7 @@ impl Scheduler {
     pub fn handle_into(&mut self, now: Duration, event: Event, out: &mut Vec<Command>) {
         debug_assert!(self.out.is_empty());
         std::mem::swap(&mut self.out, out);
+        self.now = now;
         match event {
             Event::WorkerJoined { incarnation, info } => {
                 self.on_worker_joined(now, incarnation, info)
@@ -456,6 +594,9 @@ impl Scheduler {
         expired.sort_unstable();
         for (inc, silent_for) in expired {
             self.remove_worker(now, inc, LossCause::HeartbeatTimeout { silent_for }, true);
+        }
+        if !self.classes.is_empty() {
+            self.fail_unrunnable(now);
         }
         if now.saturating_sub(self.last_progress) >= self.config.progress_interval {
             self.last_progress = now;
@@ -503,6 +644,23 @@ impl Scheduler {
                 g.assigned += 1;
             } else {
                 g.assigned -= 1;
+            }
+        }
+        if let Some(r) = &t.restrictions {
+            // Resources are held exactly while the task is assigned to a worker.
+            if let TaskState::Assigned { worker } = old {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    release_resources(w, r);
+                }
+            }
+            if let TaskState::Assigned { worker } = new {
+                let w = self
+                    .workers
+                    .get_mut(&worker)
+                    .expect("assigned to a live worker");
+                for (n, a) in &r.resources {
+                    *w.resources_used.entry(n.clone()).or_default() += a;
+                }
             }
         }
         self.state_counts[old.slot()] -= 1;
@@ -554,8 +712,11 @@ mod nannies;
 mod placement;
 mod recovery;
 mod reports;
+mod restricted;
 mod status;
 mod workers;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_placement;

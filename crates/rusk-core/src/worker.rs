@@ -17,7 +17,8 @@ use rusk_proto::{AttemptId, Incarnation, TaskRef};
 
 use crate::memory::{MemoryConfig, SpillError, Store, StoreCommand, Value};
 use rustc_hash::FxHashMap;
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -123,7 +124,12 @@ struct WTask {
     replicas_held: Vec<TaskRef>,
     /// When the running attempt hits its time limit (set once it started).
     deadline: Option<Duration>,
+    /// Its entry in `queue` while `Queued`.
+    queued_as: Option<QueueKey>,
 }
+
+/// Queued tasks start highest priority first, then in the order they became runnable.
+type QueueKey = (Reverse<i32>, u64, TaskRef, AttemptId);
 
 struct Replica {
     data: Bytes,
@@ -151,7 +157,9 @@ pub struct WorkerCore {
     fetching: FxHashMap<TaskRef, Vec<(TaskRef, AttemptId)>>,
     /// Fetches decided in this turn, sent as one request per peer by `flush`.
     fetch_batches: FxHashMap<Arc<str>, Vec<TaskRef>>,
-    queue: VecDeque<(TaskRef, AttemptId)>,
+    queue: BTreeSet<QueueKey>,
+    /// Tasks queued so far: the arrival order among equal priorities.
+    queued_total: u64,
     /// Executes handed to the shell whose `Finished` has not come back (abandoned ones too).
     dispatched: u32,
     out: Vec<Command>,
@@ -175,7 +183,8 @@ impl WorkerCore {
             replicas: FxHashMap::default(),
             fetching: FxHashMap::default(),
             fetch_batches: FxHashMap::default(),
-            queue: VecDeque::new(),
+            queue: BTreeSet::new(),
+            queued_total: 0,
             dispatched: 0,
             out: Vec::new(),
         }
@@ -437,22 +446,35 @@ impl WorkerCore {
             }
             waiters.push((task, a.attempt));
         }
-        let attempt = a.attempt;
-        let state = if missing == 0 {
-            self.queue.push_back((task, attempt));
-            WState::Queued
-        } else {
-            WState::Fetching { missing }
-        };
+        let ready = missing == 0;
         self.tasks.insert(
             task,
             WTask {
                 assignment: a,
-                state,
+                state: WState::Fetching { missing },
                 replicas_held: held,
                 deadline: None,
+                queued_as: None,
             },
         );
+        if ready {
+            self.enqueue(task);
+        }
+    }
+
+    /// The task has all its inputs: queue it to run.
+    fn enqueue(&mut self, task: TaskRef) {
+        let t = self.tasks.get_mut(&task).expect("enqueue a known task");
+        let key = (
+            Reverse(t.assignment.priority),
+            self.queued_total,
+            task,
+            t.assignment.attempt,
+        );
+        self.queued_total += 1;
+        t.state = WState::Queued;
+        t.queued_as = Some(key);
+        self.queue.insert(key);
     }
 
     fn on_input_arrived(&mut self, dep: TaskRef, data: Bytes) {
@@ -472,8 +494,7 @@ impl WorkerCore {
             *missing -= 1;
             t.replicas_held.push(dep);
             if *missing == 0 {
-                t.state = WState::Queued;
-                self.queue.push_back((task, attempt));
+                self.enqueue(task);
             }
             self.replicas
                 .entry(dep)
@@ -572,7 +593,7 @@ impl WorkerCore {
             self.config.info.nthreads.max(1) * self.config.dispatched_per_thread_max.max(1)
         };
         while self.dispatched < max {
-            let Some((task, attempt)) = self.queue.pop_front() else {
+            let Some((_, _, task, attempt)) = self.queue.pop_first() else {
                 return;
             };
             let Some(t) = self.tasks.get_mut(&task) else {
@@ -582,6 +603,7 @@ impl WorkerCore {
                 continue;
             }
             t.state = WState::Running;
+            t.queued_as = None;
             let a = t.assignment.clone();
             let held = std::mem::take(&mut t.replicas_held);
             let mut inputs = Vec::with_capacity(a.deps.len());
@@ -614,6 +636,9 @@ impl WorkerCore {
 
     fn forget(&mut self, task: TaskRef) -> WTask {
         let t = self.tasks.remove(&task).expect("forget a known task");
+        if let Some(key) = t.queued_as {
+            self.queue.remove(&key);
+        }
         for &r in &t.replicas_held {
             self.unref_replica(r);
         }
@@ -625,6 +650,7 @@ impl WorkerCore {
             state: t.state,
             replicas_held: Vec::new(),
             deadline: None,
+            queued_as: None,
         }
     }
 
@@ -665,7 +691,9 @@ impl WorkerCore {
                     assert_eq!(waiting, missing, "{task} missing count vs fetch waiters");
                 }
                 WState::Queued => assert!(
-                    self.queue.contains(&(*task, t.assignment.attempt)),
+                    t.queued_as.is_some_and(|k| self.queue.contains(&k)
+                        && k.2 == *task
+                        && k.3 == t.assignment.attempt),
                     "{task} queued but not in queue"
                 ),
                 WState::Running => running += 1,
@@ -705,6 +733,7 @@ mod tests {
                 data_address: "127.0.0.1:1".into(),
                 nanny: None,
                 slot: None,
+                resources: Default::default(),
             },
             dispatched_per_thread_max: 1,
             heartbeat_interval: Duration::from_millis(500),
@@ -733,6 +762,7 @@ mod tests {
                 })
                 .collect(),
             timeout_ms: None,
+            priority: 0,
         })))
     }
     fn execute(task: u32, attempt: u64, inputs: Vec<Bytes>) -> Command {
@@ -745,6 +775,58 @@ mod tests {
             }),
             inputs: inputs.into_iter().map(Value::Memory).collect(),
         }
+    }
+
+    #[test]
+    fn queued_tasks_start_highest_priority_first_then_in_arrival_order() {
+        let mut w = core();
+        let now = Duration::ZERO;
+        let with_priority =
+            |task: u32, attempt: u64, priority: i32| match assign(task, attempt, vec![]) {
+                Event::FromScheduler(SchedulerToWorker::Assign(a)) => {
+                    Event::FromScheduler(SchedulerToWorker::Assign(Arc::new(Assignment {
+                        priority,
+                        ..(*a).clone()
+                    })))
+                }
+                _ => unreachable!(),
+            };
+        // The first one runs at once (one thread, one dispatched); the rest queue.
+        assert_eq!(
+            w.handle(now, with_priority(0, 1, 0)),
+            vec![execute(0, 1, vec![])]
+        );
+        for (task, attempt, priority) in [(1, 2, 0), (2, 3, 5), (3, 4, -1), (4, 5, 5)] {
+            assert_eq!(
+                w.handle(now, with_priority(task, attempt, priority)),
+                vec![]
+            );
+        }
+        w.check_invariants();
+        let mut order = Vec::new();
+        let (mut task, mut attempt) = (0, 1);
+        for _ in 0..4 {
+            let out = w.handle(
+                now,
+                Event::Finished {
+                    task: tr(task),
+                    attempt: AttemptId(attempt),
+                    result: Ok(Bytes::from_static(b"x")),
+                },
+            );
+            w.check_invariants();
+            let Some(Command::Execute {
+                task: t,
+                attempt: a,
+                ..
+            }) = out.last()
+            else {
+                panic!("{out:?}");
+            };
+            (task, attempt) = (t.index, a.0);
+            order.push(task);
+        }
+        assert_eq!(order, vec![2, 4, 1, 3]);
     }
 
     #[test]

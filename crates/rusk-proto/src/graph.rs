@@ -9,6 +9,27 @@
 //!  "outputs": ["c"]}
 //! ```
 //!
+//! Placement controls (all optional, Dask's semantics):
+//!
+//! ```json
+//! {"key": "train", "python": "...", "priority": 10, "order": 3,
+//!  "resources": {"GPU": 1, "MEM": 8e9},
+//!  "workers": ["gpu-host", "10.0.0.7:40123", "nanny-a/0"], "allow_other_workers": false}
+//! ```
+//!
+//! - `priority` (default 0): higher runs first, on the scheduler and on the worker.
+//! - `order`: the submitter's graph order (Dask's `dask.order`), lower first among tasks of
+//!   equal priority and submission; default: the task's index in its submission.
+//! - `resources`: amounts a worker must have free (declared with `rusk worker --resources
+//!   "GPU=2,MEM=64e9"`); tasks running at once on a worker never use more than it declares.
+//! - `workers`: the task runs only on these workers, each named by its id in `rusk status`
+//!   (`nanny/slot` or its `--name`), its data address (`host:port`) or its host name. With
+//!   `allow_other_workers` the list is only a preference.
+//!
+//! A task no live worker can run (unknown resource, more than any worker declares, no worker of
+//! those names) fails after the scheduler's `--no-worker-timeout` with an error naming what it
+//! asked for and what the workers offer.
+//!
 //! The same types travel from client to scheduler (postcard), so the scheduler validates exactly
 //! what the user wrote. Fields only ever get added, with defaults, so old files keep working.
 //! (No `skip_serializing_if` here: postcard needs every field on the wire.)
@@ -17,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A whole graph as submitted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GraphSpec {
     pub tasks: Vec<TaskSpec>,
@@ -27,7 +48,7 @@ pub struct GraphSpec {
 }
 
 /// One task as written in the graph file. Exactly one of `builtin` and `cmd` must be given.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     pub key: String,
@@ -62,6 +83,22 @@ pub struct TaskSpec {
     /// and counts as a failure of the task (then `retries` applies); the worker is not touched.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Higher runs first (default 0).
+    #[serde(default)]
+    pub priority: i32,
+    /// Position in the submitter's graph order, lower first among equal priorities (default:
+    /// the task's index in its submission).
+    #[serde(default)]
+    pub order: Option<u64>,
+    /// Amounts of named resources the task holds while assigned to a worker.
+    #[serde(default)]
+    pub resources: BTreeMap<String, f64>,
+    /// The workers the task may run on (names, data addresses or host names). Absent: any.
+    #[serde(default)]
+    pub workers: Option<Vec<String>>,
+    /// `workers` is only a preference.
+    #[serde(default)]
+    pub allow_other_workers: bool,
 }
 
 /// The functions compiled into every worker.
@@ -156,6 +193,26 @@ mod tests {
         assert_eq!(g.outputs, vec!["c".to_string()]);
         let wire = crate::encode(&g).unwrap();
         let back: GraphSpec = crate::decode(&wire).unwrap();
+        assert_eq!(back, g);
+    }
+
+    #[test]
+    fn placement_fields_parse_with_defaults() {
+        let text = r#"{"tasks": [
+          {"key": "a", "builtin": "noop"},
+          {"key": "b", "builtin": "noop", "priority": -3, "order": 7,
+           "resources": {"GPU": 1, "MEM": 8e9}, "workers": ["h1", "n/0"],
+           "allow_other_workers": true}
+         ]}"#;
+        let g: GraphSpec = serde_json::from_str(text).unwrap();
+        let (a, b) = (&g.tasks[0], &g.tasks[1]);
+        assert_eq!((a.priority, a.order, a.workers.clone()), (0, None, None));
+        assert!(a.resources.is_empty() && !a.allow_other_workers);
+        assert_eq!((b.priority, b.order), (-3, Some(7)));
+        assert_eq!(b.resources["MEM"], 8e9);
+        assert_eq!(b.workers, Some(vec!["h1".to_string(), "n/0".to_string()]));
+        assert!(b.allow_other_workers);
+        let back: GraphSpec = crate::decode(&crate::encode(&g).unwrap()).unwrap();
         assert_eq!(back, g);
     }
 

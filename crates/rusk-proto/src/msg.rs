@@ -103,7 +103,7 @@ impl WorkerEvent {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkerInfo {
     /// Stable name of the worker (its slot); generated when not given.
     pub name: String,
@@ -115,6 +115,9 @@ pub struct WorkerInfo {
     /// The nanny supervising this worker, and its slot there.
     pub nanny: Option<String>,
     pub slot: Option<u32>,
+    /// Named resources this worker offers (`--resources "GPU=2,MEM=64e9"`): tasks assigned to
+    /// it at once never ask for more in all.
+    pub resources: BTreeMap<String, f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -195,6 +198,8 @@ pub struct Assignment {
     pub deps: Vec<DepLocation>,
     /// Time limit of this attempt, from its start.
     pub timeout_ms: Option<u64>,
+    /// The task's priority: the worker starts its queued tasks highest first.
+    pub priority: i32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -457,6 +462,8 @@ pub struct WorkerStatus {
     /// The worker's last reported measurements (`state` is `unhealthy` when
     /// `vitals.unhealthy` is set).
     pub vitals: Vitals,
+    /// The resources it declared (`--resources`).
+    pub resources: BTreeMap<String, f64>,
 }
 
 /// Peer (worker or client) → worker data server.

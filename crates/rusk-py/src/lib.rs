@@ -78,6 +78,8 @@ fn task_from_dict(d: &Bound<'_, PyAny>) -> PyResult<TaskSpec> {
     // their defaults here.
     let mut fields = serde_json::Map::new();
     let mut payload: Option<Bytes> = None;
+    // Set after serde: JSON has no NaN, and the scheduler's validation should name a bad amount.
+    let mut resources = std::collections::BTreeMap::<String, f64>::new();
     for (k, v) in d.iter() {
         let name: String = k.extract()?;
         if v.is_none() {
@@ -96,6 +98,18 @@ fn task_from_dict(d: &Bound<'_, PyAny>) -> PyResult<TaskSpec> {
             }
             "cmd" | "args" | "deps" => serde_json::Value::from(v.extract::<Vec<String>>()?),
             "retries" => serde_json::Value::from(v.extract::<u32>()?),
+            "priority" => serde_json::Value::from(v.extract::<i32>()?),
+            "order" => serde_json::Value::from(v.extract::<u64>()?),
+            "allow_other_workers" => serde_json::Value::from(v.extract::<bool>()?),
+            // Dask also takes one worker as a plain string.
+            "workers" => match v.extract::<String>() {
+                Ok(one) => serde_json::Value::from(vec![one]),
+                Err(_) => serde_json::Value::from(v.extract::<Vec<String>>()?),
+            },
+            "resources" => {
+                resources = v.extract()?;
+                continue;
+            }
             "env" => {
                 serde_json::to_value(v.extract::<std::collections::BTreeMap<String, String>>()?)
                     .expect("a map of strings is JSON")
@@ -111,6 +125,7 @@ fn task_from_dict(d: &Bound<'_, PyAny>) -> PyResult<TaskSpec> {
     let mut spec: TaskSpec = serde_json::from_value(serde_json::Value::Object(fields))
         .map_err(|e| PyValueError::new_err(format!("bad task: {e}")))?;
     spec.python = payload;
+    spec.resources = resources;
     Ok(spec)
 }
 

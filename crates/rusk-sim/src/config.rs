@@ -50,6 +50,10 @@ pub struct SimConfig {
     pub heartbeat_interval: Duration,
     /// How long a fetch from a peer that does not answer takes to fail.
     pub fetch_timeout: Duration,
+    /// The scheduler's `no_worker_timeout`. Random workloads only ask for what the cluster
+    /// has, but a restricted task may wait through a long outage of its workers: the default
+    /// is longer than any run, so only scripted scenarios see tasks fail this way.
+    pub no_worker_timeout: Duration,
     /// Events kept for the failure report.
     pub trace_len: usize,
     /// After the run, let everything settle and check that workers hold no results once every
@@ -82,6 +86,7 @@ impl Default for SimConfig {
             worker_ttl: Duration::from_millis(1500),
             heartbeat_interval: Duration::from_millis(250),
             fetch_timeout: Duration::from_millis(1000),
+            no_worker_timeout: Duration::from_secs(3600),
             trace_len: 60,
             check_leaks: true,
         }

@@ -13,13 +13,17 @@
 //! as a poison task in that very step, and never any other task. And whatever the races, a
 //! killer task takes down at most `task_max_worker_deaths` workers whose report that it
 //! started the scheduler accepted.
+//!
+//! Placement: a task restricted to some workers (without `allow_other_workers`) is only ever
+//! assigned to one of them, a task asking for a resource only to a worker that declares it,
+//! and the tasks the scheduler counts as assigned to a worker never ask for more of a
+//! resource than the worker declares.
 use crate::error::FailureKind;
-use crate::workload::{Expected, GraphModel};
+use crate::workload::{Expected, GraphModel, GPU_RESOURCE};
 use bytes::Bytes;
-use rusk_proto::msg::{Assignment, WorkerToScheduler};
+use rusk_proto::msg::{Assignment, WorkerInfo, WorkerToScheduler};
 use rusk_proto::{AttemptId, GraphId, Incarnation, TaskRef};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A result the scheduler accepted, for scenarios to wait on.
@@ -52,8 +56,8 @@ struct LiveAssign {
 pub(crate) struct Oracle {
     /// Which model each scheduler graph was submitted from.
     graphs: BTreeMap<GraphId, usize>,
-    /// Incarnations the scheduler has joined and not yet dropped, with their data addresses.
-    live: BTreeMap<Incarnation, Arc<str>>,
+    /// Incarnations the scheduler has joined and not yet dropped, as they registered.
+    live: BTreeMap<Incarnation, WorkerInfo>,
     /// Incarnations the scheduler has dropped or been told are gone.
     removed: BTreeSet<Incarnation>,
     last_assign: BTreeMap<TaskRef, AssignRec>,
@@ -100,8 +104,8 @@ impl Oracle {
         self.graphs.get(&graph).copied()
     }
 
-    pub(crate) fn joined(&mut self, inc: Incarnation, address: Arc<str>) {
-        self.live.insert(inc, address);
+    pub(crate) fn joined(&mut self, inc: Incarnation, info: &WorkerInfo) {
+        self.live.insert(inc, info.clone());
     }
 
     /// The scheduler forgot `inc` (dropped it, or was told it left). Every started attempt it
@@ -261,12 +265,42 @@ impl Oracle {
         }
         for d in &a.deps {
             if let Some(holder) = &d.holder {
-                if !self.live.values().any(|addr| addr == holder) {
+                if !self.live.values().any(|w| *w.data_address == **holder) {
                     return bad(format!(
                         "dep {} at {holder}, no live worker has that address",
                         d.task
                     ));
                 }
+            }
+        }
+        let Some(w) = self.live.get(&inc) else {
+            return bad(format!(
+                "assigned to {inc}, which the scheduler does not count as live"
+            ));
+        };
+        let p = &t.placement;
+        if let (Some(names), false) = (&p.workers, p.allow_other_workers) {
+            let answers = |n: &String| *n == w.name || *n == w.data_address || *n == w.host;
+            if !names.iter().any(answers) {
+                return bad(format!("restricted to {names:?}, assigned to {}", w.name));
+            }
+        }
+        if p.gpu.is_some() {
+            let declared = w.resources.get(GPU_RESOURCE).copied().unwrap_or(0.0);
+            let used: f64 = self
+                .live_assign
+                .iter()
+                .filter(|(_, a)| a.incarnation == inc)
+                .filter_map(|(task, _)| {
+                    let m = self.model_of(task.graph)?;
+                    models[m].task(task.index)?.placement.gpu
+                })
+                .sum();
+            if used > declared + 1e-9 {
+                return bad(format!(
+                    "{} declares {GPU_RESOURCE}={declared}, its assigned tasks ask for {used}",
+                    w.name
+                ));
             }
         }
         Ok(())

@@ -13,6 +13,11 @@
 //! `task_max_worker_deaths` deaths) and a `sleep_ms` far longer than its time limit (failed by
 //! the worker core's timer, after its retries). Everything downstream of them fails with
 //! `dependency ... failed: ...`.
+//!
+//! Some graphs carry placement controls ([`Placement`]): priorities, a `GPU` resource (every
+//! simulated worker declares `GPU` = 1 or 2, so each such task is runnable and the amounts
+//! bound how many run at once) and `workers` lists naming worker slots of the cluster (strict,
+//! or a preference). None of them changes what a task computes.
 use bytes::Bytes;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -87,7 +92,25 @@ pub struct ModelTask {
     /// Tasks that can only fail which this task is or depends on (transitively): whose error
     /// it may report.
     pub fail_roots: BTreeSet<usize>,
+    pub placement: Placement,
 }
+
+/// A task's placement controls, as submitted.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Placement {
+    pub priority: i32,
+    /// Amounts of `GPU_RESOURCE` (none: not asked for).
+    pub gpu: Option<f64>,
+    /// Worker names (ids in `rusk status`).
+    pub workers: Option<Vec<String>>,
+    pub allow_other_workers: bool,
+}
+
+/// The resource simulated workers declare: each declares `GPU_DECLARED_MIN..` of it.
+pub const GPU_RESOURCE: &str = "GPU";
+/// Every simulated worker declares at least this much GPU; tasks ask for at most this much, so
+/// none is unrunnable (that path has its own scripted scenario).
+pub const GPU_DECLARED_MIN: f64 = 1.0;
 
 impl ModelTask {
     pub fn kind(&self) -> TaskKind {
@@ -234,7 +257,14 @@ impl GraphModel {
 
     /// A random graph of between `tasks_min` and `tasks_max` tasks (approximately: tree shapes
     /// round to whole levels).
-    pub fn random(rng: &mut impl Rng, tasks_min: u32, tasks_max: u32, name: &str) -> GraphModel {
+    /// `names`: worker ids a task may be restricted to (empty: no `workers` restrictions).
+    pub fn random(
+        rng: &mut impl Rng,
+        tasks_min: u32,
+        tasks_max: u32,
+        name: &str,
+        names: &[String],
+    ) -> GraphModel {
         // Most graphs are small so that many seeds run quickly; a few are large.
         let n = if rng.gen_bool(0.5) {
             rng.gen_range(tasks_min..=tasks_max.min(tasks_min.max(60)))
@@ -266,6 +296,9 @@ impl GraphModel {
         }
         if rng.gen_bool(0.12) {
             add_time_limits(&mut b, rng);
+        }
+        if rng.gen_bool(0.35) {
+            add_placement(&mut b, rng, names);
         }
         if rng.gen_bool(0.3) {
             // Explicit outputs, including some intermediate tasks.
@@ -426,8 +459,14 @@ impl GraphBuilder {
             timeout_ms,
             expected,
             fail_roots,
+            placement: Placement::default(),
         });
         m
+    }
+
+    /// Set task `t`'s placement controls.
+    pub fn place(&mut self, t: usize, placement: Placement) {
+        self.tasks[t].placement = placement;
     }
 
     fn value_of(&self, op: Builtin, args: &[String], deps: &[usize]) -> Bytes {
@@ -514,6 +553,16 @@ impl GraphBuilder {
                     retries: t.retries,
                     timeout: t.timeout_ms.map(|ms| format!("{ms}ms")),
                     python: None,
+                    priority: t.placement.priority,
+                    order: None,
+                    resources: t
+                        .placement
+                        .gpu
+                        .map(|g| (GPU_RESOURCE.to_string(), g))
+                        .into_iter()
+                        .collect(),
+                    workers: t.placement.workers.clone(),
+                    allow_other_workers: t.placement.allow_other_workers,
                 }
             })
             .collect();
@@ -551,6 +600,29 @@ impl GraphBuilder {
 }
 
 // === shapes ===
+
+/// Priorities, GPU amounts and worker restrictions on some tasks of the graph.
+fn add_placement(b: &mut GraphBuilder, rng: &mut impl Rng, names: &[String]) {
+    for t in 0..b.tasks.len() {
+        let mut p = Placement::default();
+        if rng.gen_bool(0.4) {
+            p.priority = rng.gen_range(-3..=3);
+        }
+        if rng.gen_bool(0.25) {
+            p.gpu = Some(if rng.gen_bool(0.5) {
+                0.5
+            } else {
+                GPU_DECLARED_MIN
+            });
+        }
+        if !names.is_empty() && rng.gen_bool(0.15) {
+            let k = rng.gen_range(1..=2.min(names.len()));
+            p.workers = Some(names.choose_multiple(rng, k).cloned().collect());
+            p.allow_other_workers = rng.gen_bool(0.5);
+        }
+        b.place(t, p);
+    }
+}
 
 /// Random DAG: each task depends on up to three recent tasks of a compatible type.
 fn random_dag(b: &mut GraphBuilder, rng: &mut impl Rng, n: usize) {
@@ -762,7 +834,8 @@ mod tests {
     fn random_graphs_compile_and_keep_values_bounded() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         for i in 0..200 {
-            let m = GraphModel::random(&mut rng, 5, 300, &format!("g{i}"));
+            let names = ["a".to_string(), "b".to_string()];
+            let m = GraphModel::random(&mut rng, 5, 300, &format!("g{i}"), &names);
             let compiled = rusk_core::graph::compile(m.spec.clone()).expect("valid graph");
             assert_eq!(compiled.tasks.len(), m.tasks.len());
             let outs: Vec<usize> = compiled

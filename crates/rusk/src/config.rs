@@ -165,6 +165,57 @@ pub fn exit(code: i32) -> ! {
     std::process::exit(code)
 }
 
+/// Most resources one worker may declare (each is checked against every restricted task).
+pub const WORKER_RESOURCES_MAX: usize = 64;
+
+/// Parse a worker's resources: `GPU=2,MEM=64e9` (clap value parser). Amounts are finite
+/// numbers, 0 or more; a name appears once.
+pub fn parse_resources(s: &str) -> Result<Resources, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((name, amount)) = part.split_once('=') else {
+            return Err(format!(
+                "{part:?} is not NAME=AMOUNT (write resources like \"GPU=2,MEM=64e9\")"
+            ));
+        };
+        let name = name.trim();
+        let amount: f64 = amount
+            .trim()
+            .parse()
+            .map_err(|_| format!("resource {name:?}: {:?} is not a number", amount.trim()))?;
+        if name.is_empty() {
+            return Err(format!("{part:?}: the resource has no name"));
+        }
+        if !amount.is_finite() || amount < 0.0 {
+            return Err(format!(
+                "resource {name:?} = {amount}: an amount must be a finite number, 0 or more"
+            ));
+        }
+        if out.insert(name.to_string(), amount).is_some() {
+            return Err(format!("resource {name:?} is given twice"));
+        }
+    }
+    if out.len() > WORKER_RESOURCES_MAX {
+        return Err(format!(
+            "{} resources, more than the limit of {WORKER_RESOURCES_MAX}",
+            out.len()
+        ));
+    }
+    Ok(Resources(out))
+}
+
+/// A worker's declared resources (a named type so that clap keeps it as one value).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resources(pub std::collections::BTreeMap<String, f64>);
+
+impl Resources {
+    /// Back to the flag's text, for the nanny's workers.
+    pub fn to_arg(&self) -> String {
+        let parts: Vec<String> = self.0.iter().map(|(n, a)| format!("{n}={a}")).collect();
+        parts.join(",")
+    }
+}
+
 /// Parse a byte size: `4GiB`, `512MiB`, `2GB`, `1000000` (clap value parser).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -219,5 +270,26 @@ mod tests {
             std::time::Duration::from_secs(120)
         );
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn resources_parse_and_bad_ones_say_why() {
+        let r = parse_resources("GPU=2, MEM=64e9,").unwrap();
+        assert_eq!(r.0.get("GPU"), Some(&2.0));
+        assert_eq!(r.0.get("MEM"), Some(&64e9));
+        assert_eq!(r.to_arg(), "GPU=2,MEM=64000000000");
+        assert_eq!(parse_resources(&r.to_arg()).unwrap(), r);
+        assert!(parse_resources("").unwrap().0.is_empty());
+        for (bad, why) in [
+            ("GPU", "not NAME=AMOUNT"),
+            ("GPU=x", "is not a number"),
+            ("GPU=-1", "0 or more"),
+            ("GPU=NaN", "finite"),
+            ("=1", "no name"),
+            ("GPU=1,GPU=2", "twice"),
+        ] {
+            let e = parse_resources(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

@@ -21,6 +21,9 @@ pub struct LocalArgs {
     /// Task threads per worker.
     #[arg(long, env = "RUSK_NTHREADS", default_value_t = 1)]
     nthreads: u32,
+    /// Resources each worker offers, e.g. "GPU=1,MEM=8e9".
+    #[arg(long, env = "RUSK_RESOURCES", value_parser = crate::config::parse_resources)]
+    resources: Option<crate::config::Resources>,
     /// Leaves of the demo's tree reduction.
     #[arg(long, default_value_t = 10_000)]
     demo_size: u64,
@@ -116,6 +119,7 @@ pub fn demo_graph(n: u64, sleeps: u64) -> GraphSpec {
         retries: 0,
         timeout: None,
         python: None,
+        ..Default::default()
     };
     let mut tasks = Vec::new();
     // `sleeps` slow tasks of 40 ms each; every leaf waits for one of them (a `sum` of the
@@ -169,6 +173,7 @@ pub fn demo_graph(n: u64, sleeps: u64) -> GraphSpec {
         retries: 0,
         timeout: None,
         python: None,
+        ..Default::default()
     });
     GraphSpec {
         tasks,
@@ -228,12 +233,14 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         format!("{}ms", core.heartbeat_interval.as_millis()),
         "--task-max-worker-deaths".into(),
         core.task_max_worker_deaths.to_string(),
+        "--no-worker-timeout".into(),
+        format!("{}ms", core.no_worker_timeout.as_millis()),
     ])?);
     let sf = wait_for_file(&file, &mut children.0[0]).await?;
     if let Some(d) = &sf.dashboard {
         eprintln!("rusk local: dashboard at {d} (while this runs)");
     }
-    children.0.push(spawn_rusk(&[
+    let mut nanny: Vec<String> = vec![
         "nanny".into(),
         "--scheduler-file".into(),
         file_arg.clone(),
@@ -243,7 +250,11 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         a.nthreads.to_string(),
         "--name".into(),
         "local".into(),
-    ])?);
+    ];
+    if let Some(r) = a.resources.as_ref().filter(|r| !r.0.is_empty()) {
+        nanny.push(format!("--resources={}", r.to_arg()));
+    }
+    children.0.push(spawn_rusk(&nanny)?);
     let cluster = Cluster {
         address: sf.address,
         token: sf.token,

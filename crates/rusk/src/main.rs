@@ -102,6 +102,9 @@ struct NannyArgs {
     /// Pass --enable-fault-injection to the workers (tests only).
     #[arg(long, env = "RUSK_ENABLE_FAULT_INJECTION")]
     enable_fault_injection: bool,
+    /// Resources each worker offers, e.g. "GPU=2,MEM=64e9" (passed to every worker).
+    #[arg(long, env = "RUSK_RESOURCES", value_parser = config::parse_resources)]
+    resources: Option<config::Resources>,
     /// Passed to the workers.
     #[command(flatten)]
     python: PythonArgs,
@@ -177,6 +180,10 @@ pub struct CoreArgs {
     /// A task running on this many workers that died is failed as a poison task.
     #[arg(long, env = "RUSK_TASK_MAX_WORKER_DEATHS", default_value_t = 3)]
     task_max_worker_deaths: u32,
+    /// A task that no connected worker can run (resources nobody offers, workers that are not
+    /// there) fails after this long, with an error saying what it asked for.
+    #[arg(long, env = "RUSK_NO_WORKER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    no_worker_timeout: Duration,
 }
 
 impl CoreArgs {
@@ -193,6 +200,7 @@ impl CoreArgs {
             heartbeat_interval: self.heartbeat_interval,
             assigned_per_thread_max: self.assigned_per_thread.max(1),
             task_max_worker_deaths: self.task_max_worker_deaths.max(1),
+            no_worker_timeout: self.no_worker_timeout,
             ..SchedulerConfig::default()
         })
     }
@@ -208,6 +216,10 @@ struct WorkerArgs {
     /// Stable name of this worker (default: host-pid).
     #[arg(long, env = "RUSK_NAME")]
     name: Option<String>,
+    /// Resources this worker offers to tasks that ask for them, e.g. "GPU=2,MEM=64e9": tasks
+    /// running here at once never ask for more in all.
+    #[arg(long, env = "RUSK_RESOURCES", value_parser = config::parse_resources)]
+    resources: Option<config::Resources>,
     /// Host the data server listens on (peers fetch results there).
     #[arg(long, env = "RUSK_LISTEN_HOST", default_value = "127.0.0.1")]
     listen_host: String,
@@ -485,6 +497,7 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
         token: cluster.token,
         name: a.name,
         nthreads: a.nthreads,
+        resources: a.resources.unwrap_or_default().0,
         listen_host: a.listen_host,
         work_dir: a.work_dir,
         fault_injection: a.enable_fault_injection,
@@ -508,6 +521,9 @@ async fn run_nanny(a: NannyArgs) -> Result<()> {
     let mut worker_args = Vec::new();
     if a.enable_fault_injection {
         worker_args.push("--enable-fault-injection".to_string());
+    }
+    if let Some(r) = a.resources.as_ref().filter(|r| !r.0.is_empty()) {
+        worker_args.push(format!("--resources={}", r.to_arg()));
     }
     a.python.options()?;
     worker_args.extend(a.python.worker_args());
@@ -679,6 +695,14 @@ async fn run_status(a: StatusArgs) -> Result<()> {
             w.vitals.reuse_pool_bytes >> 20,
             w.address
         );
+        if !w.resources.is_empty() {
+            let r: Vec<String> = w
+                .resources
+                .iter()
+                .map(|(n, a)| format!("{n}={a}"))
+                .collect();
+            println!("{:<24} resources: {}", "", r.join(", "));
+        }
         if let Some(why) = &w.vitals.unhealthy {
             println!("{:<24} unhealthy: {why}", "");
         }

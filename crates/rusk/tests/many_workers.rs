@@ -41,6 +41,7 @@ async fn fake_worker(address: String, token: String, i: usize, fleet: Arc<Fleet>
         data_address: "127.0.0.1:9".into(),
         nanny: None,
         slot: None,
+        resources: Default::default(),
     };
     if net::send(&mut conn, &vec![WorkerToScheduler::Register(info)])
         .await

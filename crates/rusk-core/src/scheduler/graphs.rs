@@ -137,25 +137,15 @@ impl Scheduler {
                 dependents[d as usize].push(i as u32);
             }
         }
+        let generation = self.next_generation;
+        self.next_generation += 1;
         let mut tasks = Vec::with_capacity(n);
-        for (t, dependents) in compiled.tasks.into_iter().zip(dependents) {
+        for (i, (t, dependents)) in compiled.tasks.into_iter().zip(dependents).enumerate() {
             let missing = t.deps.len() as u32;
-            tasks.push(Task {
-                key: t.key,
-                kind: t.kind,
-                missing,
-                unfinished_dependents: dependents.len() as u32,
-                deps: t.deps,
-                dependents,
-                state: TaskState::Waiting,
-                retries_left: t.retries,
-                attempt: AttemptId(0),
-                is_output: false,
-                queued: false,
-                started: false,
-                worker_deaths: 0,
-                timeout_ms: t.timeout_ms,
-            });
+            let mut task = Task::new(t, generation, i as u64, missing);
+            task.unfinished_dependents = dependents.len() as u32;
+            task.dependents = dependents;
+            tasks.push(task);
         }
         for &o in &compiled.outputs {
             tasks[o as usize].is_output = true;
@@ -270,6 +260,8 @@ impl Scheduler {
                 }
             };
         let n = tasks.len() as u32;
+        let generation = self.next_generation;
+        self.next_generation += 1;
         let g = self.graphs.get_mut(&id).expect("checked");
         for (i, t) in tasks.into_iter().enumerate() {
             let idx = existing + i as u32;
@@ -279,22 +271,7 @@ impl Scheduler {
                 dt.dependents.push(idx);
                 dt.unfinished_dependents += 1; // the new task starts unfinished (Waiting)
             }
-            g.tasks.push(Task {
-                key: t.key,
-                kind: t.kind,
-                missing: 0,
-                unfinished_dependents: 0,
-                deps: t.deps,
-                dependents: Vec::new(),
-                state: TaskState::Waiting,
-                retries_left: t.retries,
-                attempt: AttemptId(0),
-                is_output: false,
-                queued: false,
-                started: false,
-                worker_deaths: 0,
-                timeout_ms: t.timeout_ms,
-            });
+            g.tasks.push(Task::new(t, generation, i as u64, 0));
         }
         self.state_counts[TaskState::Waiting.slot()] += n as u64;
         for idx in existing..existing + n {
@@ -471,6 +448,9 @@ impl Scheduler {
                 TaskState::Assigned { worker } => {
                     if let Some(w) = self.workers.get_mut(&worker) {
                         w.assigned.remove(&tref);
+                        if let Some(r) = &t.restrictions {
+                            super::release_resources(w, r);
+                        }
                     }
                     self.out.push(Command::ToWorker {
                         incarnation: worker,

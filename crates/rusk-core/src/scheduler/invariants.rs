@@ -8,12 +8,34 @@ impl Scheduler {
         let mut counts = [0u64; 6];
         let mut assigned_seen = 0usize;
         let mut held_seen = 0usize;
-        let mut queued: FxHashSet<TaskRef> = FxHashSet::default();
-        for &q in &self.ready {
-            if self.task(q).is_some() {
-                assert!(queued.insert(q), "{q} queued twice");
+        // Queued tasks: unrestricted ones in `ready`, restricted ones in their class; each
+        // entry's key is its task's own (priorities never change).
+        let mut queued: FxHashMap<TaskRef, bool> = FxHashMap::default();
+        let classes = self.classes.iter().flat_map(|(name, c)| {
+            c.tasks
+                .iter()
+                .map(move |k| (k, Some((name, &c.restrictions))))
+        });
+        for (k, class) in self.ready.iter().map(|k| (k, None)).chain(classes) {
+            let q = k.task;
+            let Some(t) = self.task(q) else {
+                continue;
+            };
+            assert!(
+                queued.insert(q, class.is_some()).is_none(),
+                "{q} queued twice"
+            );
+            assert_eq!(*k, t.ready_key(q), "{q} queued under a stale key");
+            match (class, &t.restrictions) {
+                (None, None) => {}
+                (Some((_, cr)), Some(r)) => assert_eq!(cr, r, "{q} in the wrong class"),
+                _ => panic!(
+                    "{q} queued in the wrong queue (restricted: {})",
+                    class.is_some()
+                ),
             }
         }
+        self.check_resources();
         for (&gid, g) in &self.graphs {
             let mut pending = 0;
             let mut done = 0;
@@ -38,7 +60,7 @@ impl Scheduler {
                     t.unfinished_dependents, unfinished,
                     "{tref} unfinished_dependents"
                 );
-                assert_eq!(t.queued, queued.contains(&tref), "{tref} queued flag");
+                assert_eq!(t.queued, queued.contains_key(&tref), "{tref} queued flag");
                 if t.is_output && !matches!(t.state, TaskState::Memory { .. } | TaskState::Erred) {
                     pending += 1;
                 }
@@ -72,6 +94,21 @@ impl Scheduler {
                             w.assigned.contains(&tref),
                             "{tref} not in {worker}'s assigned set"
                         );
+                        if let Some(r) = t.restrictions.as_deref().filter(|r| !r.loose) {
+                            if let Some(names) = r.workers.as_deref() {
+                                assert!(
+                                    names.iter().any(|n| w.answers_to(n)),
+                                    "{tref} restricted to {names:?} but assigned to {}",
+                                    w.info.name
+                                );
+                            }
+                        }
+                        if let Some(r) = t.restrictions.as_deref() {
+                            assert!(
+                                w.declares(r),
+                                "{tref} assigned to a worker without its resources"
+                            );
+                        }
                         assigned_seen += 1;
                     }
                     TaskState::Memory { holder, .. } => {
@@ -120,5 +157,37 @@ impl Scheduler {
         );
         assert_eq!(held_total, held_seen, "worker holds sets hold stale tasks");
         assert_eq!(self.worker_order.len(), self.workers.len(), "worker order");
+    }
+
+    /// Every worker's `resources_used` is the sum over its assigned tasks, and never more than
+    /// it declares.
+    fn check_resources(&self) {
+        for (inc, w) in &self.workers {
+            let mut used: FxHashMap<&str, f64> = FxHashMap::default();
+            for &t in &w.assigned {
+                let r = self.task(t).and_then(|t| t.restrictions.as_deref());
+                for (n, a) in r.map(|r| &r.resources[..]).unwrap_or_default() {
+                    *used.entry(&**n).or_default() += a;
+                }
+            }
+            let names: FxHashSet<&str> = used
+                .keys()
+                .copied()
+                .chain(w.resources_used.keys().map(|n| &**n))
+                .collect();
+            for n in names {
+                let want = used.get(n).copied().unwrap_or(0.0);
+                let have = w.resources_used.get(n).copied().unwrap_or(0.0);
+                assert!(
+                    (want - have).abs() <= 1e-6 * want.abs().max(1.0),
+                    "{inc} uses {have} of {n} by its index, {want} by its tasks"
+                );
+                let declared = w.info.resources.get(n).copied().unwrap_or(0.0);
+                assert!(
+                    want <= declared + 1e-6 * declared.max(1.0),
+                    "{inc} runs tasks using {want} of {n} but declares {declared}"
+                );
+            }
+        }
     }
 }

@@ -1,13 +1,25 @@
 //! Placement: the ready queue and which worker gets each ready task.
+//!
+//! Ready tasks wait in priority order ([`ReadyKey`]: priority, then submission, then the
+//! submitter's graph order). Tasks without restrictions share one queue; tasks with resources
+//! or a `workers` list wait in the queue of their class (see `restricted.rs`), placed first
+//! since they can only go to some workers.
 use super::*;
 
 impl Scheduler {
     pub(super) fn make_ready(&mut self, task: TaskRef) {
         self.set_state(task, TaskState::Ready);
         let t = self.task_mut(task).expect("exists");
-        if !t.queued {
-            t.queued = true;
-            self.ready.push_back(task);
+        if t.queued {
+            return; // its (lazily stale) entry is still queued: it serves again
+        }
+        t.queued = true;
+        let key = t.ready_key(task);
+        match t.restrictions.clone() {
+            None => {
+                self.ready.insert(key);
+            }
+            Some(r) => self.enqueue_restricted(key, r),
         }
     }
 
@@ -16,7 +28,13 @@ impl Scheduler {
     /// chunks (so that neighbouring tasks, often siblings in a reduction, land together) to the
     /// workers with room, round robin, which balances load.
     pub(super) fn schedule(&mut self) {
-        if self.ready.is_empty() || self.worker_order.is_empty() {
+        if self.worker_order.is_empty() {
+            return;
+        }
+        if !self.classes.is_empty() {
+            self.place_restricted();
+        }
+        if self.ready.is_empty() {
             return;
         }
         let per_thread = self.config.assigned_per_thread_max;
@@ -33,7 +51,8 @@ impl Scheduler {
         }
         let chunk = self.ready.len().div_ceil(open).max(1);
         let mut taken_in_chunk = 0usize;
-        while let Some(task) = self.ready.pop_front() {
+        while let Some(key) = self.ready.pop_first() {
+            let task = key.task;
             let Some(t) = self.task_mut(task) else {
                 continue; // graph released
             };
@@ -71,7 +90,7 @@ impl Scheduler {
                 None => {
                     let t = self.task_mut(task).expect("exists");
                     t.queued = true;
-                    self.ready.push_front(task);
+                    self.ready.insert(key);
                     break;
                 }
             }
@@ -81,6 +100,19 @@ impl Scheduler {
         if taken_in_chunk > 0 {
             self.rr_cursor = (self.rr_cursor + 1) % self.worker_order.len();
         }
+    }
+
+    /// Bytes of `task`'s inputs that `holder` holds.
+    pub(super) fn input_bytes_on(&self, task: TaskRef, holder: Incarnation) -> u64 {
+        let g = &self.graphs[&task.graph];
+        g.tasks[task.index as usize]
+            .deps
+            .iter()
+            .filter_map(|&e| match g.tasks[e as usize].state {
+                TaskState::Memory { holder: h, size } if h == holder => Some(size.max(1)),
+                _ => None,
+            })
+            .sum()
     }
 
     /// The worker with free capacity holding the most input bytes of `task`, if any holds any.
@@ -96,14 +128,7 @@ impl Scheduler {
                     continue;
                 }
                 // Sum this holder's bytes over all deps (deps lists are short in practice).
-                let bytes: u64 = t
-                    .deps
-                    .iter()
-                    .filter_map(|&e| match g.tasks[e as usize].state {
-                        TaskState::Memory { holder: h, size } if h == holder => Some(size.max(1)),
-                        _ => None,
-                    })
-                    .sum();
+                let bytes = self.input_bytes_on(task, holder);
                 if best.is_none_or(|(b, i)| bytes > b || (bytes == b && holder < i)) {
                     best = Some((bytes, holder));
                 }
@@ -139,6 +164,7 @@ impl Scheduler {
             kind: t.kind.clone(),
             deps,
             timeout_ms: (t.timeout_ms > 0).then_some(t.timeout_ms as u64),
+            priority: t.priority,
         };
         self.workers
             .get_mut(&inc)

@@ -3,6 +3,26 @@
 use super::*;
 
 impl Scheduler {
+    /// An event-log entry of the scheduler's own about `host`, to be completed by the caller.
+    pub(super) fn scheduler_record(host: String) -> EventRecord {
+        EventRecord {
+            seq: 0,
+            time_unix_ms: 0,
+            source: "scheduler".into(),
+            host,
+            nanny: None,
+            slot: None,
+            worker: None,
+            incarnation: None,
+            new_incarnation: None,
+            cause: String::new(),
+            observed: String::new(),
+            action: String::new(),
+            detection_ms: None,
+            recovery_ms: None,
+        }
+    }
+
     /// An event-log entry about a worker, to be completed by the caller.
     pub(super) fn worker_record(&self, info: &WorkerInfo, inc: Incarnation) -> EventRecord {
         EventRecord {

@@ -45,6 +45,7 @@ impl Scheduler {
                     slot: w.info.slot,
                     restarts: self.slot_report(&w.info).map_or(0, |r| r.restarts),
                     vitals: w.heartbeat.vitals.clone(),
+                    resources: w.info.resources.clone(),
                 }
             })
             .collect();

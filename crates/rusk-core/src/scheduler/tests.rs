@@ -2,9 +2,9 @@
 use super::*;
 use rusk_proto::graph::{Builtin, GraphSpec, TaskSpec};
 
-const MS: Duration = Duration::from_millis(1);
+pub(super) const MS: Duration = Duration::from_millis(1);
 
-fn spec(key: &str, deps: &[&str]) -> TaskSpec {
+pub(super) fn spec(key: &str, deps: &[&str]) -> TaskSpec {
     TaskSpec {
         key: key.into(),
         builtin: Some("noop".into()),
@@ -16,10 +16,11 @@ fn spec(key: &str, deps: &[&str]) -> TaskSpec {
         retries: 0,
         timeout: None,
         python: None,
+        ..Default::default()
     }
 }
 
-fn info(name: &str, nthreads: u32) -> WorkerInfo {
+pub(super) fn info(name: &str, nthreads: u32) -> WorkerInfo {
     WorkerInfo {
         name: name.into(),
         host: "h".into(),
@@ -28,6 +29,7 @@ fn info(name: &str, nthreads: u32) -> WorkerInfo {
         data_address: format!("addr-{name}"),
         nanny: None,
         slot: None,
+        resources: Default::default(),
     }
 }
 
@@ -38,12 +40,12 @@ fn noop() -> Arc<TaskKind> {
     })
 }
 
-const C: ClientId = ClientId(1);
-const W1: Incarnation = Incarnation(1);
-const W2: Incarnation = Incarnation(2);
-const G: GraphId = GraphId(1);
+pub(super) const C: ClientId = ClientId(1);
+pub(super) const W1: Incarnation = Incarnation(1);
+pub(super) const W2: Incarnation = Incarnation(2);
+pub(super) const G: GraphId = GraphId(1);
 
-fn t(i: u32) -> TaskRef {
+pub(super) fn t(i: u32) -> TaskRef {
     TaskRef { graph: G, index: i }
 }
 
@@ -54,6 +56,7 @@ fn assign(task: TaskRef, attempt: u64, deps: Vec<DepLocation>) -> SchedulerToWor
         kind: noop(),
         deps,
         timeout_ms: None,
+        priority: 0,
     }))
 }
 
@@ -76,7 +79,7 @@ fn sched_with_workers(n: u64) -> Scheduler {
     s
 }
 
-fn submit(s: &mut Scheduler, tasks: Vec<TaskSpec>, outputs: &[&str]) -> Vec<Command> {
+pub(super) fn submit(s: &mut Scheduler, tasks: Vec<TaskSpec>, outputs: &[&str]) -> Vec<Command> {
     let graph = GraphSpec {
         tasks,
         outputs: outputs.iter().map(|o| o.to_string()).collect(),
@@ -95,7 +98,7 @@ fn submit(s: &mut Scheduler, tasks: Vec<TaskSpec>, outputs: &[&str]) -> Vec<Comm
     out
 }
 
-fn done(s: &mut Scheduler, w: Incarnation, task: TaskRef, attempt: u64) -> Vec<Command> {
+pub(super) fn done(s: &mut Scheduler, w: Incarnation, task: TaskRef, attempt: u64) -> Vec<Command> {
     let out = s.handle(
         MS,
         Event::WorkerMessage {
@@ -776,7 +779,7 @@ fn a_failure_detail_reaches_the_client_and_dependents() {
 
 /// A scheduler with `n` one-thread workers that take one task each, where a task that was
 /// running on `max_deaths` workers that died is a poison task.
-fn sched_poison(n: u64, max_deaths: u32) -> Scheduler {
+pub(super) fn sched_poison(n: u64, max_deaths: u32) -> Scheduler {
     let mut s = Scheduler::new(SchedulerConfig {
         assigned_per_thread_max: 1,
         task_max_worker_deaths: max_deaths,
@@ -796,7 +799,7 @@ fn sched_poison(n: u64, max_deaths: u32) -> Scheduler {
 }
 
 /// Where each `Assign` in `out` went, as (task, attempt, worker).
-fn assigned(out: &[Command]) -> Vec<(TaskRef, u64, Incarnation)> {
+pub(super) fn assigned(out: &[Command]) -> Vec<(TaskRef, u64, Incarnation)> {
     out.iter()
         .filter_map(|c| match c {
             Command::ToWorker {
@@ -823,7 +826,7 @@ fn started(s: &mut Scheduler, w: Incarnation, task: TaskRef, attempt: u64) {
     assert!(out.is_empty(), "{out:?}");
 }
 
-fn worker_left(s: &mut Scheduler, w: Incarnation) -> Vec<Command> {
+pub(super) fn worker_left(s: &mut Scheduler, w: Incarnation) -> Vec<Command> {
     let out = s.handle(
         MS,
         Event::WorkerLeft {
@@ -835,7 +838,7 @@ fn worker_left(s: &mut Scheduler, w: Incarnation) -> Vec<Command> {
     out
 }
 
-fn finished_outputs(out: &[Command]) -> Vec<(String, Result<Incarnation, String>)> {
+pub(super) fn finished_outputs(out: &[Command]) -> Vec<(String, Result<Incarnation, String>)> {
     out.iter()
         .filter_map(|c| match c {
             Command::ToClient {

@@ -24,9 +24,11 @@ impl Scheduler {
                 assigned: FxHashSet::default(),
                 holds: FxHashSet::default(),
                 heartbeat: HeartbeatInfo::default(),
+                resources_used: FxHashMap::default(),
             },
         );
         self.worker_order.push(incarnation);
+        self.refresh_classes();
         self.out.push(Command::ToWorker {
             incarnation,
             msg: SchedulerToWorker::Welcome {
@@ -162,6 +164,7 @@ impl Scheduler {
             return; // already gone (for example TTL then connection close): idempotent
         };
         self.worker_order.retain(|&i| i != inc);
+        self.refresh_classes();
         self.stats.workers_lost += 1;
         if drop_connection {
             self.out.push(Command::DropWorker {

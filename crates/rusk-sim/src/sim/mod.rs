@@ -321,6 +321,7 @@ impl Sim {
             progress_interval: Duration::from_millis(200),
             detached_graphs_max: 64,
             task_max_worker_deaths: max_worker_deaths,
+            no_worker_timeout: config.no_worker_timeout,
             ..SchedulerConfig::default()
         };
         let workers =
@@ -430,11 +431,13 @@ impl Sim {
             .gen_range(self.config.graphs_min..=self.config.graphs_max.max(self.config.graphs_min));
         let safety_us = self.config.safety.as_micros() as u64;
         for i in 0..n {
+            let names = self.slot_names();
             let model = GraphModel::random(
                 &mut self.rng,
                 self.config.tasks_min,
                 self.config.tasks_max,
                 &format!("g{i}"),
+                &names,
             );
             // Most graphs arrive during the first part of the safety phase, so that faults
             // hit them while they run.
@@ -449,7 +452,8 @@ impl Sim {
             self.sched_step(scheduler::Event::ClientJoined {
                 client: ABANDONING_CLIENT,
             })?;
-            let model = GraphModel::random(&mut self.rng, self.config.tasks_min, 80, "gx");
+            let names = self.slot_names();
+            let model = GraphModel::random(&mut self.rng, self.config.tasks_min, 80, "gx", &names);
             let m = self.add_model(model);
             let at = Duration::from_micros(self.rng.gen_range(0..=safety_us / 2));
             self.plan_submit(ABANDONING_CLIENT, at, m);
@@ -611,6 +615,18 @@ impl Sim {
     /// scheduler had sent it.
     pub fn send_restart_request(&mut self, slot: u32, incarnation: Incarnation, late: Duration) {
         self.inject_stale_restart(slot, incarnation, late);
+    }
+
+    /// The id each worker slot's workers have (`w3`, or `nanny/slot`): stable over its lives.
+    pub fn slot_names(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match s.sup {
+                Some(sup) => format!("{}/{}", self.hosts[sup.host].name, sup.index),
+                None => format!("w{i}"),
+            })
+            .collect()
     }
 
     /// The state of `slot` as its nanny sees it (`running`, `backing-off`, `failed`, ...):
@@ -1069,8 +1085,7 @@ impl Sim {
                     self.inc_to_life.insert(inc, life);
                     let slot = self.lives[life].slot as usize;
                     self.slots[slot].incarnations.push(inc);
-                    self.oracle
-                        .joined(inc, Arc::from(info.data_address.as_str()));
+                    self.oracle.joined(inc, &info);
                     self.note(What::Note(format!("{node} joins as {inc}")));
                     self.sched_step(scheduler::Event::WorkerJoined {
                         incarnation: inc,

@@ -690,6 +690,13 @@ impl Sim {
             data_address: address.to_string(),
             nanny,
             slot: nanny_slot,
+            // GPU = 1 or 2 by slot: every task's ask fits, and the amounts bound concurrency.
+            resources: [(
+                crate::workload::GPU_RESOURCE.to_string(),
+                crate::workload::GPU_DECLARED_MIN + (slot % 2) as f64,
+            )]
+            .into_iter()
+            .collect(),
         };
         let mut core = WorkerCore::new(WorkerConfig {
             info,

@@ -48,6 +48,8 @@ pub struct WorkerOptions {
     pub token: String,
     pub name: Option<String>,
     pub nthreads: u32,
+    /// What it offers to tasks that ask for resources (`--resources`).
+    pub resources: std::collections::BTreeMap<String, f64>,
     pub listen_host: String,
     pub work_dir: Option<PathBuf>,
     pub fault_injection: bool,
@@ -150,6 +152,7 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
         data_address: data_address.clone(),
         nanny: opts.supervision.as_ref().map(|s| s.nanny.clone()),
         slot: opts.supervision.as_ref().map(|s| s.slot),
+        resources: opts.resources.clone(),
     };
     let work_dir = opts
         .work_dir

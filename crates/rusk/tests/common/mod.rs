@@ -59,6 +59,11 @@ impl Cluster {
     }
 
     pub fn add_worker(&mut self) -> usize {
+        self.add_worker_with(&[], &[])
+    }
+
+    /// A worker with `args` besides the cluster's worker args, and `env`.
+    pub fn add_worker_with(&mut self, args: &[&str], env: &[(&str, &str)]) -> usize {
         let i = self.workers.len();
         let child = Command::new(RUSK)
             .args([
@@ -70,6 +75,8 @@ impl Cluster {
             ])
             .arg(&self.file)
             .args(&self.worker_args)
+            .args(args)
+            .envs(env.iter().copied())
             .env("RUSK_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log_file(self.dir.path(), &format!("w{i}-out")))
