@@ -21,6 +21,7 @@ from . import _payload, _placement
 from ._cluster import LocalCluster, read_scheduler_file
 from ._cluster_ops import _ClusterOps
 from ._dask_config import _DaskDefaults
+from ._data import _DataOps
 from ._futures import (  # noqa: F401 (re-exported)
     _CANCELLED,
     _DONE,
@@ -35,6 +36,7 @@ from ._futures import (  # noqa: F401 (re-exported)
     CancelledError,
     ConnectionLostError,
     Future,
+    _awaitable,
     _flat_futures,
     _in_loop,
     _in_thread,
@@ -109,20 +111,6 @@ def _tokens(fn, items, kwargs):
     return out
 
 
-def _awaitable(method):
-    """A blocking method of the client that, on an ``asynchronous=True`` client called from a
-    running event loop, returns a coroutine (run in a thread) instead, as Dask's do."""
-    import functools
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        if self.asynchronous and _in_loop():
-            return _in_thread(functools.partial(method, self, *args, **kwargs))
-        return method(self, *args, **kwargs)
-
-    return wrapper
-
-
 def _token(fn, args, kwargs):
     return _tokens(fn, [args], kwargs)[0]
 
@@ -140,7 +128,7 @@ def _funcname(fn):
     return "".join(c if c.isalnum() or c in "_." else "_" for c in name) or "task"
 
 
-class Client(_ClusterOps):
+class Client(_ClusterOps, _DataOps):
     """Connect to a rusk cluster, or start one here.
 
     ``Client()`` starts a :class:`LocalCluster` of ``n_workers`` workers with

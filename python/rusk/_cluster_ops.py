@@ -9,8 +9,7 @@ from ._futures import (
     _DONE,
     _FINISHED,
     CancelledError,
-    _in_loop,
-    _in_thread,
+    _awaitable,
     _run_callbacks,
 )
 
@@ -19,19 +18,6 @@ RESTART_TIMEOUT = 30.0
 
 #: ``client.run`` tasks go before every other task.
 RUN_PRIORITY = 2**31 - 1
-
-
-def _awaitable(method):
-    """As ``_client._awaitable``: a coroutine on an asynchronous client in an event loop."""
-    import functools
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        if self.asynchronous and _in_loop():
-            return _in_thread(functools.partial(method, self, *args, **kwargs))
-        return method(self, *args, **kwargs)
-
-    return wrapper
 
 
 def _run_here(fn, args, kwargs):

@@ -30,6 +30,20 @@ async def _in_thread(fn, *args):
 
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
+
+def _awaitable(method):
+    """A blocking method of the client that, on an ``asynchronous=True`` client called from a
+    running event loop, returns a coroutine (run in a thread) instead, as Dask's do."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.asynchronous and _in_loop():
+            return _in_thread(functools.partial(method, self, *args, **kwargs))
+        return method(self, *args, **kwargs)
+
+    return wrapper
+
 _PENDING = "pending"
 _FINISHED = "finished"
 _ERROR = "error"

@@ -61,6 +61,7 @@ fn task(key: String, builtin: &str, args: Vec<String>, deps: Vec<String>) -> Tas
         cwd: None,
         retries: 0,
         timeout: None,
+        put: None,
         python: None,
         ..Default::default()
     }

@@ -41,6 +41,8 @@ pub enum GraphError {
     },
     #[error("task {key:?} must have exactly one of \"builtin\", \"cmd\" and \"python\"")]
     KindAmbiguous { key: String },
+    #[error("task {key:?}: bad \"put\": {reason}")]
+    BadPut { key: String, reason: String },
     #[error("task {key:?} has an empty \"cmd\"")]
     EmptyCommand { key: String },
     #[error("task {key:?}: \"args\" only applies to builtin tasks; put arguments in \"cmd\"")]
@@ -218,7 +220,11 @@ fn compile_task(t: TaskSpec, deps: Box<[u32]>) -> Result<CompiledTask, GraphErro
         })?,
     };
     let restrictions = restrictions(&t)?;
-    let kind = task_kind(&t.key, t.builtin, t.cmd, t.python, t.args, t.env, t.cwd)?;
+    let kind = if let Some(token) = t.put.as_deref() {
+        put_kind(&t.key, token, &t, &deps)?
+    } else {
+        task_kind(&t.key, t.builtin, t.cmd, t.python, t.args, t.env, t.cwd)?
+    };
     Ok(CompiledTask {
         key: t.key.into_boxed_str(),
         kind: Arc::new(kind),
@@ -282,6 +288,30 @@ fn restrictions(t: &TaskSpec) -> Result<Option<Arc<Restrictions>>, GraphError> {
         }),
         loose: t.allow_other_workers,
     })))
+}
+
+/// A `put` task (`Client.scatter`): a token, and nothing to run.
+fn put_kind(key: &str, token: &str, t: &TaskSpec, deps: &[u32]) -> Result<TaskKind, GraphError> {
+    if t.builtin.is_some() || t.cmd.is_some() || t.python.is_some() {
+        return Err(GraphError::KindAmbiguous { key: key.into() });
+    }
+    if !deps.is_empty() {
+        return Err(GraphError::BadPut {
+            key: key.into(),
+            reason: "a put task has no dependencies".into(),
+        });
+    }
+    if token.len() != 32 {
+        return Err(GraphError::BadPut {
+            key: key.into(),
+            reason: format!("the token {token:?} is not 32 hex digits"),
+        });
+    }
+    let token = u128::from_str_radix(token, 16).map_err(|_| GraphError::BadPut {
+        key: key.into(),
+        reason: format!("the token {token:?} is not 32 hex digits"),
+    })?;
+    Ok(TaskKind::Put { token })
 }
 
 /// The validated kind of one task: exactly one of `builtin`, `cmd` and `python`.
@@ -470,6 +500,7 @@ mod tests {
             cwd: None,
             retries: 0,
             timeout: None,
+            put: None,
             python: None,
             ..Default::default()
         }
@@ -479,6 +510,37 @@ mod tests {
             tasks,
             outputs: outputs.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn put_tasks_need_a_token_and_no_dependencies() {
+        let put = |key: &str, token: &str, deps: &[&str]| TaskSpec {
+            builtin: None,
+            put: Some(token.into()),
+            ..task(key, deps)
+        };
+        let token = "0123456789abcdef0123456789ABCDEF";
+        let g = compile(graph(vec![put("p", token, &[])], &[])).unwrap();
+        assert_eq!(
+            *g.tasks[0].kind,
+            TaskKind::Put {
+                token: 0x0123456789abcdef0123456789abcdef
+            }
+        );
+        for (bad, why) in [("12", "32 hex"), ("0123456789abcdef0123456789abcdeg", "32 hex")] {
+            let err = compile(graph(vec![put("p", bad, &[])], &[])).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        let err = compile(graph(vec![task("a", &[]), put("p", token, &["a"])], &[])).unwrap_err();
+        assert!(err.to_string().contains("no dependencies"), "{err}");
+        let both = TaskSpec {
+            put: Some(token.into()),
+            ..task("p", &[])
+        };
+        assert!(matches!(
+            compile(graph(vec![both], &[])),
+            Err(GraphError::KindAmbiguous { .. })
+        ));
     }
 
     #[test]

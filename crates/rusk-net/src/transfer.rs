@@ -135,8 +135,10 @@ pub async fn fetch_values(
         .await?
         .ok_or_else(|| anyhow!("peer closed the connection"))?
         .context("bad frame")?;
-    let DataReply::Sizes { id: rid, items } =
-        rusk_proto::decode(&frame).map_err(|e| anyhow!("malformed reply: {e}"))?;
+    let reply = rusk_proto::decode(&frame).map_err(|e| anyhow!("malformed reply: {e}"))?;
+    let DataReply::Sizes { id: rid, items } = reply else {
+        bail!("peer answered a fetch with {reply:?}");
+    };
     if rid != id {
         bail!("peer answered request {rid}, expected {id}");
     }
@@ -152,6 +154,80 @@ pub async fn fetch_values(
         out.push((task, value));
     }
     Ok(out)
+}
+
+/// What a client puts: bytes, or the first `len` bytes of a file (a memfd the client wrote
+/// the value into), sent with `sendfile`.
+pub enum PutBody {
+    Bytes(Bytes),
+    File { fd: OwnedFd, len: u64 },
+}
+
+impl PutBody {
+    pub fn len(&self) -> u64 {
+        match self {
+            PutBody::Bytes(b) => b.len() as u64,
+            PutBody::File { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Client side of `DataRequest::Put`: send one value to be stored under `token`, and wait for
+/// the worker to say it has it.
+pub async fn put_value(conn: &mut Conn, id: u64, token: u128, body: &PutBody) -> Result<()> {
+    let size = body.len();
+    let req = DataRequest::Put { id, token, size };
+    idle("sending a request", conn.send(encode(&req)))
+        .await?
+        .context("send failed")?;
+    let stream = conn.get_mut();
+    match body {
+        PutBody::Bytes(b) => {
+            for piece in b.chunks(TRANSFER_CHUNK_BYTES) {
+                idle("sending a value", stream.write_all(piece))
+                    .await?
+                    .context("send failed")?;
+            }
+        }
+        PutBody::File { fd, len } => {
+            let len = usize::try_from(*len).map_err(|_| anyhow!("a value of {len} bytes"))?;
+            send_file(stream, fd.as_raw_fd(), len).await?;
+        }
+    }
+    idle("sending a value", stream.flush())
+        .await?
+        .context("send failed")?;
+    let frame = idle("waiting for the worker to store the value", conn.next())
+        .await?
+        .ok_or_else(|| anyhow!("peer closed the connection"))?
+        .context("bad frame")?;
+    match rusk_proto::decode(&frame).map_err(|e| anyhow!("malformed reply: {e}"))? {
+        DataReply::Put { id: rid, refused } if rid == id => match refused {
+            None => Ok(()),
+            Some(why) => bail!("the worker refused the value: {why}"),
+        },
+        other => bail!("peer answered a put with {other:?}"),
+    }
+}
+
+/// Server side of `DataRequest::Put`: after [`receive_value`], say whether it was stored.
+pub async fn reply_put(conn: &mut Conn, id: u64, refused: Option<String>) -> Result<()> {
+    idle(
+        "replying",
+        conn.send(encode(&DataReply::Put { id, refused })),
+    )
+    .await?
+    .context("send failed")
+}
+
+/// Read one value of `len` bytes from the connection: small ones onto the heap, others into a
+/// new segment (the server side of `DataRequest::Put`).
+pub async fn receive_value(conn: &mut Conn, len: u64) -> Result<Bytes> {
+    read_value(conn, len).await
 }
 
 /// Read one value of `len` bytes: small ones onto the heap, others into a new segment.
@@ -609,7 +685,9 @@ mod tests {
             conn.send(encode(&req)).await.unwrap();
             overwritten_rx.recv().unwrap();
             let frame = conn.next().await.unwrap().unwrap();
-            let DataReply::Sizes { items, .. } = rusk_proto::decode(&frame).unwrap();
+            let DataReply::Sizes { items, .. } = rusk_proto::decode(&frame).unwrap() else {
+                panic!("expected sizes")
+            };
             assert_eq!(items[0].1, Some(LEN as u64));
             let v = read_value(&mut conn, LEN as u64).await.unwrap();
             assert!(

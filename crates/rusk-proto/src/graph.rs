@@ -99,6 +99,11 @@ pub struct TaskSpec {
     /// `workers` is only a preference.
     #[serde(default)]
     pub allow_other_workers: bool,
+    /// A value the client already sent to a worker's data server (`Client.scatter`): the
+    /// 32-hex-digit token it was put under. Such a task has no dependencies, and runs (adopts
+    /// the value) on the worker holding it, which the client names in `workers`.
+    #[serde(default)]
+    pub put: Option<String>,
 }
 
 /// The functions compiled into every worker.
@@ -172,6 +177,11 @@ pub enum TaskKind {
     /// Run in one of the worker's Python executor processes.
     Python {
         payload: Bytes,
+    },
+    /// Adopt the value a client put on this worker under `token` (`DataRequest::Put`) as the
+    /// task's result.
+    Put {
+        token: u128,
     },
 }
 

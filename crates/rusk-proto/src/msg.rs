@@ -469,7 +469,17 @@ pub struct WorkerStatus {
 /// Peer (worker or client) → worker data server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DataRequest {
-    Get { id: u64, tasks: Vec<TaskRef> },
+    Get {
+        id: u64,
+        tasks: Vec<TaskRef>,
+    },
+    /// A client puts a value (`Client.scatter`): `size` raw bytes follow this frame, stored
+    /// under `token` until a `TaskKind::Put` task adopts them (or `PUT_PENDING_TTL` passes).
+    Put {
+        id: u64,
+        token: u128,
+        size: u64,
+    },
 }
 
 /// Worker data server → peer: the size of each value asked for (`None` for one the worker does
@@ -482,4 +492,6 @@ pub enum DataReply {
         id: u64,
         items: Vec<(TaskRef, Option<u64>)>,
     },
+    /// Reply to `Put`: stored, or refused (over a bound, worker shutting down).
+    Put { id: u64, refused: Option<String> },
 }

@@ -12,7 +12,7 @@ use rusk_proto::graph::TaskSpec;
 use rusk_proto::msg::{ClientToScheduler, OutputResult, OutputState, RestartTarget};
 use rusk_proto::{GraphId, TaskRef};
 use session::{Event, Expect, Reply, Session};
-use std::os::fd::IntoRawFd;
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::time::{Duration, Instant};
 
 mod session;
@@ -93,7 +93,7 @@ fn task_from_dict(d: &Bound<'_, PyAny>) -> PyResult<TaskSpec> {
                 payload = Some(Bytes::copy_from_slice(b.as_bytes()));
                 continue;
             }
-            "key" | "builtin" | "cwd" | "timeout" => {
+            "key" | "builtin" | "cwd" | "timeout" | "put" => {
                 serde_json::Value::from(v.extract::<String>()?)
             }
             "cmd" | "args" | "deps" => serde_json::Value::from(v.extract::<Vec<String>>()?),
@@ -371,6 +371,56 @@ impl Connection {
             Some(Err(e)) => Err(PyConnectionError::new_err(e)),
             None => Err(PyConnectionError::new_err(format!(
                 "worker {holder} did not hand over the results within {timeout:.0} s"
+            ))),
+        }
+    }
+
+    /// Put a value on the worker data server `holder` under `token` (32 hex digits), for a
+    /// `put` task to adopt (`Client.scatter`): `value` is `bytes`, or `(fd, size)` of a file
+    /// holding it (duplicated here: the caller keeps and closes its fd). Returns once the worker
+    /// has it; raises `ConnectionError` when it cannot be reached or refuses it.
+    #[pyo3(signature = (holder, token, value, timeout_s=None))]
+    fn put(
+        &self,
+        py: Python<'_>,
+        holder: String,
+        token: &str,
+        value: &Bound<'_, PyAny>,
+        timeout_s: Option<f64>,
+    ) -> PyResult<()> {
+        use rusk_net::transfer::PutBody;
+        let put_token = (token.len() == 32)
+            .then(|| u128::from_str_radix(token, 16).ok())
+            .flatten()
+            .ok_or_else(|| PyValueError::new_err(format!("bad put token {token:?}")))?;
+        let body = if let Ok(b) = value.cast::<PyBytes>() {
+            PutBody::Bytes(Bytes::copy_from_slice(b.as_bytes()))
+        } else {
+            let (fd, len): (i32, u64) = value
+                .extract()
+                .map_err(|_| PyValueError::new_err("a put value is bytes or (fd, size)"))?;
+            // SAFETY: `dup` of an fd the caller says is open; the new fd is ours.
+            let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+            if dup < 0 {
+                return Err(PyValueError::new_err(format!(
+                    "cannot duplicate fd {fd}: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            // SAFETY: `dup` is a fresh fd owned by nothing else.
+            let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(dup) };
+            PutBody::File { fd, len }
+        };
+        let rx = self
+            .session
+            .put(holder.clone(), put_token, body)
+            .map_err(io_err)?;
+        let timeout = timeout_s.unwrap_or(FETCH_TIMEOUT_S);
+        match wait(py, &rx, seconds(Some(timeout))?)? {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(PyConnectionError::new_err(e)),
+            None => Err(PyConnectionError::new_err(format!(
+                "worker {holder} did not take the value within {timeout:.0} s"
             ))),
         }
     }

@@ -87,6 +87,12 @@ enum Request {
         tasks: Vec<TaskRef>,
         reply: cb::Sender<FetchResult>,
     },
+    Put {
+        holder: String,
+        token: u128,
+        body: rusk_net::transfer::PutBody,
+        reply: cb::Sender<Result<(), String>>,
+    },
     Close,
 }
 
@@ -182,6 +188,23 @@ impl Session {
         Ok(rx)
     }
 
+    /// Put a value on the data server at `holder` under `token` (`Client.scatter`).
+    pub fn put(
+        &self,
+        holder: String,
+        token: u128,
+        body: rusk_net::transfer::PutBody,
+    ) -> Result<cb::Receiver<Result<(), String>>> {
+        let (tx, rx) = cb::bounded(1);
+        self.push(Request::Put {
+            holder,
+            token,
+            body,
+            reply: tx,
+        })?;
+        Ok(rx)
+    }
+
     /// Close the connection (the scheduler releases this client's graphs) and stop the thread.
     pub fn close(&self) {
         let _ = self.requests.send(Request::Close);
@@ -222,6 +245,15 @@ async fn run(
                     let (pool, token, next_id) = (pool.clone(), token.clone(), next_id.clone());
                     tokio::spawn(async move {
                         let r = fetch(&pool, &holder, &token, &next_id, tasks)
+                            .await
+                            .map_err(|e| format!("{e:#}"));
+                        let _ = reply.send(r);
+                    });
+                }
+                Some(Request::Put { holder, token: put_token, body, reply }) => {
+                    let (pool, token, next_id) = (pool.clone(), token.clone(), next_id.clone());
+                    tokio::spawn(async move {
+                        let r = put(&pool, &holder, &token, &next_id, put_token, body)
                             .await
                             .map_err(|e| format!("{e:#}"));
                         let _ = reply.send(r);
@@ -378,6 +410,25 @@ async fn fetch(
         .with_context(|| format!("fetching results from worker {holder}"))?;
     give_back(pool, holder, conn);
     Ok(order(&tasks, items))
+}
+
+async fn put(
+    pool: &Pool,
+    holder: &str,
+    token: &str,
+    next_id: &AtomicU64,
+    put_token: u128,
+    body: rusk_net::transfer::PutBody,
+) -> Result<()> {
+    // A fresh connection: a put that fails half-way leaves a connection that cannot be reused,
+    // and a stale pooled one would fail after part of the value was sent.
+    let mut conn = connect_peer(holder, token).await?;
+    let id = next_id.fetch_add(1, Ordering::Relaxed);
+    rusk_net::transfer::put_value(&mut conn, id, put_token, &body)
+        .await
+        .with_context(|| format!("putting a value of {} bytes on worker {holder}", body.len()))?;
+    give_back(pool, holder, conn);
+    Ok(())
 }
 
 async fn connect_peer(holder: &str, token: &str) -> Result<Conn> {

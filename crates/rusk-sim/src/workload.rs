@@ -552,6 +552,7 @@ impl GraphBuilder {
                     cwd: None,
                     retries: t.retries,
                     timeout: t.timeout_ms.map(|ms| format!("{ms}ms")),
+                    put: None,
                     python: None,
                     priority: t.placement.priority,
                     order: None,

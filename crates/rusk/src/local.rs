@@ -118,6 +118,7 @@ pub fn demo_graph(n: u64, sleeps: u64) -> GraphSpec {
         cwd: None,
         retries: 0,
         timeout: None,
+        put: None,
         python: None,
         ..Default::default()
     };
@@ -172,6 +173,7 @@ pub fn demo_graph(n: u64, sleeps: u64) -> GraphSpec {
         cwd: None,
         retries: 0,
         timeout: None,
+        put: None,
         python: None,
         ..Default::default()
     });

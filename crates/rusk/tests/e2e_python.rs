@@ -166,7 +166,9 @@ fn fetch(holder: &str, token: &str, task: TaskRef) -> Bytes {
         tasks: vec![task],
     });
     // The sizes, then the raw bytes of each value held (rusk_net::transfer).
-    let DataReply::Sizes { items, .. } = c.recv::<DataReply>();
+    let DataReply::Sizes { items, .. } = c.recv::<DataReply>() else {
+        panic!("expected sizes")
+    };
     let len = items
         .into_iter()
         .next()

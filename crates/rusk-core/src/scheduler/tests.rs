@@ -15,6 +15,7 @@ pub(super) fn spec(key: &str, deps: &[&str]) -> TaskSpec {
         cwd: None,
         retries: 0,
         timeout: None,
+        put: None,
         python: None,
         ..Default::default()
     }

@@ -457,7 +457,7 @@ impl Sim {
                 None if *op == Builtin::Abort => (Err(err("aborted")), Duration::ZERO),
                 None => (Err(err("builtin not simulated")), Duration::ZERO),
             },
-            TaskKind::Cmd { .. } | TaskKind::Python { .. } => {
+            TaskKind::Cmd { .. } | TaskKind::Python { .. } | TaskKind::Put { .. } => {
                 (Err(err("commands are not simulated")), Duration::ZERO)
             }
         }

@@ -1,6 +1,7 @@
 //! The worker's data plane: the data server that peers and clients fetch results from, one
 //! fetcher task per peer this worker fetches inputs from, and spilled values mapped back (for
 //! the data server and for a task's inputs).
+use super::puts::Puts;
 use super::runners::Executor;
 use super::Local;
 use crate::spill::SpillDir;
@@ -26,14 +27,16 @@ pub(super) async fn data_server(
     token: Arc<[u8]>,
     local: mpsc::UnboundedSender<Local>,
     spill: SpillDir,
+    puts: Puts,
 ) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
-        let (token, local, spill) = (token.clone(), local.clone(), spill.clone());
+        let (token, local, spill, puts) =
+            (token.clone(), local.clone(), spill.clone(), puts.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_peer(stream, &token, local, spill).await {
+            if let Err(e) = serve_peer(stream, &token, local, spill, puts).await {
                 warn!(%peer, error = %format!("{e:#}"), "data connection dropped");
             }
         });
@@ -45,10 +48,24 @@ async fn serve_peer(
     token: &[u8],
     local: mpsc::UnboundedSender<Local>,
     spill: SpillDir,
+    puts: Puts,
 ) -> Result<()> {
     let (mut conn, _) = net::accept(stream, token, &[Role::Peer]).await?;
     while let Some(req) = net::recv::<DataRequest>(&mut conn).await? {
-        let DataRequest::Get { id, tasks } = req;
+        let (id, tasks) = match req {
+            DataRequest::Get { id, tasks } => (id, tasks),
+            DataRequest::Put { id, token, size } => {
+                if let Err(why) = puts.admit(size) {
+                    // The value's bytes follow: the stream cannot be resynchronised.
+                    rusk_net::transfer::reply_put(&mut conn, id, Some(why.clone())).await?;
+                    return Err(anyhow!("put refused: {why}"));
+                }
+                let value = rusk_net::transfer::receive_value(&mut conn, size).await?;
+                puts.insert(token, value);
+                rusk_net::transfer::reply_put(&mut conn, id, None).await?;
+                continue;
+            }
+        };
         if tasks.len() > rusk_net::transfer::TRANSFER_ITEMS_MAX {
             return Err(anyhow!(
                 "a request for {} values; at most {} (TRANSFER_ITEMS_MAX)",

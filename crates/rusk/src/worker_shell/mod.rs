@@ -32,6 +32,7 @@ use tracing::{error, info, warn};
 
 mod data;
 mod faults;
+mod puts;
 mod runners;
 
 use data::{data_server, resolve_inputs, spawn_fetcher, DataItems};
@@ -200,11 +201,13 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
     info!(name = %info.name, scheduler = %opts.scheduler, %data_address, nthreads = info.nthreads, "worker started");
 
     let (local_tx, mut local_rx) = mpsc::unbounded_channel::<Local>();
+    let puts = puts::Puts::default();
     tokio::spawn(data_server(
         listener,
         token.clone(),
         local_tx.clone(),
         spill.clone(),
+        puts.clone(),
     ));
 
     let (sched_sink, mut sched_stream) = conn.split();
@@ -237,6 +240,7 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
         work_dir,
         local_tx.clone(),
         opts.python.clone(),
+        puts,
     );
     let mut fetchers: FxHashMap<Arc<str>, mpsc::UnboundedSender<Vec<TaskRef>>> =
         FxHashMap::default();

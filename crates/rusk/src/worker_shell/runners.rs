@@ -2,6 +2,7 @@
 //! task threads, `cmd` tasks as child processes (the command runner, `run_command`), Python tasks
 //! in the executor pool of `crate::python_exec`.
 use super::faults::run_effect;
+use super::puts::Puts;
 use super::Local;
 use crate::python_exec::{PythonOptions, PythonPool, Report};
 use bytes::Bytes;
@@ -47,6 +48,7 @@ pub(super) struct Executor {
     local: mpsc::UnboundedSender<Local>,
     running_commands: RunningCommands,
     python: PythonPool,
+    puts: Puts,
 }
 
 /// Builtin attempts running on task threads, and those whose thread must retire.
@@ -75,6 +77,7 @@ impl Executor {
         work_dir: PathBuf,
         local: mpsc::UnboundedSender<Local>,
         python: PythonOptions,
+        puts: Puts,
     ) -> Executor {
         let (jobs, job_rx) = crossbeam_channel::unbounded::<Job>();
         let to_loop = local.clone();
@@ -107,6 +110,7 @@ impl Executor {
             local,
             running_commands: Arc::default(),
             python,
+            puts,
         };
         for _ in 0..nthreads.max(1) {
             e.spawn_thread();
@@ -160,6 +164,23 @@ impl Executor {
             }
             TaskKind::Python { payload } => {
                 self.python.execute(task, attempt, payload.clone(), inputs);
+            }
+            TaskKind::Put { token } => {
+                let result = self.puts.take(*token).ok_or_else(|| TaskError {
+                    message: format!(
+                        "the value scattered to this worker (put {token:032x}) is gone: the \
+                         worker restarted since, or the task came more than {:?} after it \
+                         (PUT_PENDING_TTL); scattered data has no lineage to recompute it from",
+                        super::puts::PUT_PENDING_TTL
+                    ),
+                    exit_code: None,
+                    detail: None,
+                });
+                let _ = self.local.send(Local::Finished {
+                    task,
+                    attempt,
+                    result,
+                });
             }
             TaskKind::Cmd { argv, env, cwd } => {
                 let (kill_tx, kill_rx) = oneshot::channel();
