@@ -20,6 +20,12 @@ RESTART_TIMEOUT = 30.0
 RUN_PRIORITY = 2**31 - 1
 
 
+def _import_module(name):
+    import importlib
+
+    importlib.import_module(name)
+
+
 def _run_here(fn, args, kwargs):
     """Executed on a worker for ``client.run``."""
     return fn(*args, **kwargs)
@@ -116,6 +122,28 @@ class _ClusterOps:
                 if on_error == "return":
                     out[w] = e
         return out
+
+    @_awaitable
+    def upload_file(self, filename, load=True):
+        """Send a ``.py`` module or a ``.zip``/``.egg``/``.whl`` archive to every worker, now
+        and every worker that joins later (the scheduler keeps it): executors import it from
+        there, and a module uploaded again is reloaded. A ``.py`` file is compiled here first, so
+        a syntax error raises ``SyntaxError`` before anything is sent. With ``load=True`` the
+        module is imported on every worker, and an import error raises here."""
+        import os
+
+        name = os.path.basename(filename)
+        with open(filename, "rb") as f:
+            data = f.read()
+        if name.endswith(".py"):
+            compile(data, filename, "exec")  # SyntaxError here, not on every worker
+        self._check_open()
+        message = self._conn.upload(name, data)
+        if load:
+            module = name.rsplit(".", 1)[0] if name.endswith(".py") else None
+            if module:
+                self.run.__wrapped__(self, _import_module, module)
+        return message
 
     def _hold_until_done(self, futures):
         """Keep ``futures`` (and so their tasks) alive until they are done."""

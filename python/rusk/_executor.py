@@ -391,6 +391,9 @@ class Executor:
         self.pickle = pickle
         self.good_header = None
         self.preludes = {}  # prelude bytes -> its list of functions and classes
+        self.uploads_dir = os.environ.get("RUSK_UPLOADS_DIR") or "/nonexistent"
+        self.uploads_seen = None  # the uploads directory's mtime when last looked at
+        self.uploads = {}  # path -> mtime of the uploaded files seen
         self.worker_pid = int(os.environ.get("RUSK_WORKER_PID") or os.getppid())
         self.simple = (type(None), bool, int, float, complex, str, bytes)
         # (worker fd, mmap) of every input segment mapped and not yet unmapped.
@@ -431,8 +434,50 @@ class Executor:
             if unmapped:
                 held.extend(unmapped)
 
+    def sync_uploads(self):
+        """Make the files clients uploaded (``Client.upload_file``, written by the worker into
+        ``RUSK_UPLOADS_DIR``) importable, and reload a module whose file was uploaded again.
+        One ``stat`` per task when nothing changed."""
+        d = self.uploads_dir
+        try:
+            seen = os.stat(d).st_mtime_ns
+        except OSError:
+            return
+        if seen == self.uploads_seen:
+            return
+        self.uploads_seen = seen
+        import importlib
+
+        if d not in sys.path:
+            sys.path.insert(0, d)
+        changed = []
+        for name in sorted(os.listdir(d)):
+            if name.startswith("."):
+                continue
+            path = os.path.join(d, name)
+            try:
+                mtime = os.stat(path).st_mtime_ns
+            except OSError:
+                continue
+            if self.uploads.get(path) == mtime:
+                continue
+            self.uploads[path] = mtime
+            if name.endswith((".zip", ".egg", ".whl")):
+                if path not in sys.path:
+                    sys.path.insert(0, path)
+            changed.append(name)
+        importlib.invalidate_caches()
+        for name in changed:
+            module = sys.modules.get(name[:-3]) if name.endswith(".py") else None
+            if module is not None:
+                try:
+                    importlib.reload(module)
+                except Exception:
+                    pass  # the task importing it reports the error
+
     def task(self, tid, body):
         """Run one task; returns its answer frame."""
+        self.sync_uploads()
         pickle = self.pickle
         try:
             blobs = self.blobs(body)

@@ -145,7 +145,9 @@ pub fn run_once(shape: Shape, tasks: u64, workers: u32, nthreads: u32) -> Result
                         w.inbox.push(a);
                     }
                     SchedulerToWorker::Release { tasks } => releases += tasks.len() as u64,
-                    SchedulerToWorker::Welcome { .. } | SchedulerToWorker::Cancel { .. } => {}
+                    SchedulerToWorker::Welcome { .. }
+                    | SchedulerToWorker::Cancel { .. }
+                    | SchedulerToWorker::Upload { .. } => {}
                 },
                 Command::ToClient { msg, .. } => match msg {
                     SchedulerToClient::GraphFinished { outputs, .. } => {

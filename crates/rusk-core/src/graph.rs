@@ -527,7 +527,10 @@ mod tests {
                 token: 0x0123456789abcdef0123456789abcdef
             }
         );
-        for (bad, why) in [("12", "32 hex"), ("0123456789abcdef0123456789abcdeg", "32 hex")] {
+        for (bad, why) in [
+            ("12", "32 hex"),
+            ("0123456789abcdef0123456789abcdeg", "32 hex"),
+        ] {
             let err = compile(graph(vec![put("p", bad, &[])], &[])).unwrap_err();
             assert!(err.to_string().contains(why), "{err}");
         }

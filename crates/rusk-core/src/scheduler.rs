@@ -492,6 +492,8 @@ pub struct Scheduler {
     next_event_seq: u64,
     /// Why each task with worker deaths lost its attempts (for the poison error).
     death_notes: FxHashMap<TaskRef, Vec<String>>,
+    /// Files clients uploaded (`Client.upload_file`), sent to every worker that joins.
+    uploads: uploads::Uploads,
 }
 
 impl Scheduler {
@@ -520,6 +522,7 @@ impl Scheduler {
             events: VecDeque::new(),
             next_event_seq: 1,
             death_notes: FxHashMap::default(),
+            uploads: uploads::Uploads::default(),
         }
     }
 
@@ -714,6 +717,7 @@ mod recovery;
 mod reports;
 mod restricted;
 mod status;
+mod uploads;
 mod workers;
 
 #[cfg(test)]

@@ -108,6 +108,11 @@ pub enum Command {
     },
     /// Spill a result to disk, or delete a spill file.
     Store(StoreCommand),
+    /// Write a file a client uploaded where the Python executors import from.
+    WriteUpload {
+        name: String,
+        data: bytes::Bytes,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -382,6 +387,9 @@ impl WorkerCore {
                 for t in tasks {
                     self.store.remove(&t, &mut self.store_out);
                 }
+            }
+            SchedulerToWorker::Upload { name, data } => {
+                self.out.push(Command::WriteUpload { name, data });
             }
         }
     }

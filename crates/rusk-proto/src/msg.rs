@@ -187,6 +187,9 @@ pub enum SchedulerToWorker {
     Cancel { task: TaskRef, attempt: AttemptId },
     /// Drop these stored results: nobody needs them any more.
     Release { tasks: Vec<TaskRef> },
+    /// A file a client uploaded (`Client.upload_file`): write it where the Python executors
+    /// import from.
+    Upload { name: String, data: Bytes },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -253,6 +256,12 @@ pub enum ClientToScheduler {
     /// Operator stop of one nanny (by name) or all: their workers stop for good.
     StopNanny {
         nanny: Option<String>,
+    },
+    /// A file for every current and future worker's Python executors (`Client.upload_file`):
+    /// a `.py` module or a `.zip`/`.egg`/`.whl` archive. Answered with `Done` or `Error`.
+    Upload {
+        name: String,
+        data: Bytes,
     },
 }
 

@@ -494,6 +494,31 @@ impl Connection {
         }
     }
 
+    /// Upload a file (`.py`, `.zip`, `.egg`, `.whl`) for every current and future worker's
+    /// executors (`Client.upload_file`); returns the scheduler's message. Raises `RuntimeError`
+    /// with the scheduler's reason when it refuses the file (a bound, a bad name).
+    #[pyo3(signature = (name, data, timeout_s=None))]
+    fn upload(
+        &self,
+        py: Python<'_>,
+        name: String,
+        data: &Bound<'_, PyBytes>,
+        timeout_s: Option<f64>,
+    ) -> PyResult<String> {
+        let data = Bytes::copy_from_slice(data.as_bytes());
+        match self.ask(
+            py,
+            ClientToScheduler::Upload { name, data },
+            Expect::Done,
+            timeout_s,
+        )? {
+            Reply::Done(message) => Ok(message),
+            other => Err(PyRuntimeError::new_err(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
     /// Operator restart of one worker (`"nanny/slot"`) or, with `None`, all of them.
     #[pyo3(signature = (worker=None, timeout_s=None))]
     fn restart(

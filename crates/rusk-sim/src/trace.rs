@@ -45,6 +45,7 @@ pub(crate) enum Msg {
     Cancel(TaskRef, AttemptId),
     Started(TaskRef, AttemptId),
     Release(TaskRef, usize),
+    Upload(usize),
 }
 
 impl Msg {
@@ -73,6 +74,7 @@ impl Msg {
                 }),
                 tasks.len(),
             ),
+            SchedulerToWorker::Upload { data, .. } => Msg::Upload(data.len()),
         }
     }
 
@@ -89,6 +91,7 @@ impl Msg {
             Msg::Cancel(a, b) => [8, t(a), b.0, 0],
             Msg::Release(a, n) => [9, t(a), *n as u64, 0],
             Msg::Started(a, b) => [10, t(a), b.0, 0],
+            Msg::Upload(n) => [11, *n as u64, 0, 0],
         }
     }
 }
@@ -106,6 +109,7 @@ impl fmt::Display for Msg {
             Msg::Cancel(t, a) => write!(f, "Cancel({t},{a})"),
             Msg::Release(t, n) => write!(f, "Release({t}..,{n})"),
             Msg::Started(t, a) => write!(f, "TaskStarted({t},{a})"),
+            Msg::Upload(n) => write!(f, "Upload({n} bytes)"),
         }
     }
 }

@@ -83,6 +83,13 @@ impl Scheduler {
                 };
                 self.out.push(Command::ToClient { client, msg });
             }
+            ClientToScheduler::Upload { name, data } => {
+                let msg = match self.on_upload(name, data) {
+                    Ok(message) => SchedulerToClient::Done { message },
+                    Err(message) => SchedulerToClient::Error { message },
+                };
+                self.out.push(Command::ToClient { client, msg });
+            }
             ClientToScheduler::StopNanny { nanny } => {
                 let msg = match self.on_stop_nanny(nanny) {
                     Ok(message) => SchedulerToClient::Done { message },

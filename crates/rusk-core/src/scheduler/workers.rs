@@ -36,6 +36,7 @@ impl Scheduler {
                 heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
             },
         });
+        self.send_uploads(incarnation);
     }
 
     pub(super) fn on_worker_message(

@@ -100,6 +100,7 @@ impl Sim {
             ClientToScheduler::Events { .. } => ("sched gets Events", None),
             ClientToScheduler::Restart { .. } => ("sched gets Restart", None),
             ClientToScheduler::StopNanny { .. } => ("sched gets StopNanny", None),
+            ClientToScheduler::Upload { .. } => ("sched gets Upload", None),
             ClientToScheduler::Open => ("sched gets Open", None),
             ClientToScheduler::Extend { graph, .. } => ("sched gets Extend", Some(*graph)),
             ClientToScheduler::ReleaseKeys { graph, .. } => {

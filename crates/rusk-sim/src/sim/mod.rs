@@ -932,6 +932,7 @@ impl Sim {
                             SchedulerToWorker::Assign(_) => "Assign",
                             SchedulerToWorker::Cancel { .. } => "Cancel",
                             SchedulerToWorker::Release { .. } => "Release",
+                            SchedulerToWorker::Upload { .. } => "Upload",
                         };
                         return Err(FailureKind::SentToDroppedWorker { incarnation, what });
                     }
@@ -942,7 +943,9 @@ impl Sim {
                         SchedulerToWorker::Cancel { task, attempt } => {
                             self.oracle.on_cancel(incarnation, *task, *attempt)
                         }
-                        SchedulerToWorker::Welcome { .. } | SchedulerToWorker::Release { .. } => {}
+                        SchedulerToWorker::Welcome { .. }
+                        | SchedulerToWorker::Release { .. }
+                        | SchedulerToWorker::Upload { .. } => {}
                     }
                     match batches.iter_mut().find(|(i, _)| *i == incarnation) {
                         Some((_, b)) => b.push(msg),

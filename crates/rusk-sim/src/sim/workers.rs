@@ -272,6 +272,8 @@ impl Sim {
                     self.reply_fetch(request, items)
                 }
                 worker::Command::Store(c) => unreachable!("no memory limit, no spill: {c:?}"),
+                // The simulated executors import nothing.
+                worker::Command::WriteUpload { .. } => {}
             }
         }
         if !to_sched.is_empty() {

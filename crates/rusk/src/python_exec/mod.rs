@@ -95,6 +95,12 @@ pub const DEFAULT_BUSY_TIMEOUT: &str = "5m";
 /// and the pickled exception) travel through the pipe.
 pub const MAX_EXECUTOR_FRAME: usize = 64 << 20;
 
+/// Where this worker writes the files clients upload (`Client.upload_file`); its executors
+/// import from there (`RUSK_UPLOADS_DIR`).
+pub fn uploads_dir(work_dir: &std::path::Path) -> PathBuf {
+    work_dir.join(format!("uploads-{}", std::process::id()))
+}
+
 #[derive(Clone, Debug)]
 pub struct PythonOptions {
     /// The interpreter (`--python`, `RUSK_PYTHON`); `None` means [`default_python`].

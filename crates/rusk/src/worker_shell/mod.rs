@@ -234,6 +234,7 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
     crate::vitals::spawn(work_dir.clone(), opts.health.clone(), move |v| {
         let _ = vitals_tx.send(Local::Vitals(v));
     });
+    let uploads = crate::python_exec::uploads_dir(&work_dir);
     let executor = Executor::start(
         info.nthreads,
         opts.fault_injection,
@@ -376,6 +377,14 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                     });
                 }
                 Command::Store(StoreCommand::DropSpill { task }) => spill.remove(task),
+                Command::WriteUpload { name, data } => {
+                    let dir = uploads.clone();
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = write_upload(&dir, &name, &data) {
+                            warn!(%name, error = %format!("{e:#}"), "cannot write an uploaded file");
+                        }
+                    });
+                }
                 Command::Abandon { task, attempt } => executor.abandon(task, attempt),
                 Command::ReplyPeer { request, items } => {
                     if let Some(r) = replies.remove(&request) {
@@ -531,6 +540,17 @@ async fn write_frames(
 
 /// Remove the work directories (and spill files) of default-placed workers that died without
 /// cleaning up (`kill -9`): `rusk-worker-<pid>` in the temp dir whose process is gone.
+/// Write an uploaded file whole, then rename it into place: an executor never imports half of
+/// one, and the directory's mtime tells executors to look again.
+fn write_upload(dir: &std::path::Path, name: &str, data: &[u8]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(".{name}.part"));
+    std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(name)).with_context(|| format!("renaming {}", tmp.display()))?;
+    info!(%name, bytes = data.len(), "uploaded file written");
+    Ok(())
+}
+
 fn sweep_dead_work_dirs() {
     crate::spill::sweep_dead(&std::env::temp_dir(), "rusk-worker-");
 }
