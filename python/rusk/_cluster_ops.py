@@ -145,6 +145,25 @@ class _ClusterOps:
                 self.run.__wrapped__(self, _import_module, module)
         return message
 
+    @_awaitable
+    def get_worker_logs(self, n=None, workers=None, nanny=False):
+        """``{worker: [(level, line), ...]}``: each worker's recent log lines (the last
+        ``n``, at most the 1,000 a worker keeps), oldest first. ``workers`` picks some by name.
+        ``nanny=True`` is not offered: nannies serve no logs (their own go to their stderr)."""
+        if nanny:
+            raise NotImplementedError("get_worker_logs(nanny=True): nannies serve no logs")
+        self._check_open()
+        live = {w["id"]: w["address"] for w in self.status.__wrapped__(self)["workers"] if w["state"] != "lost"}
+        names = sorted(live) if workers is None else ([workers] if isinstance(workers, str) else list(workers))
+        unknown = [w for w in names if w not in live]
+        if unknown:
+            raise ValueError("no live worker named %s (workers: %s)" % (unknown, sorted(live)))
+        out = {}
+        for name in names:
+            lines = [tuple(x) for x in self._conn.worker_logs(live[name])]
+            out[name] = lines[-n:] if n else lines
+        return out
+
     def _hold_until_done(self, futures):
         """Keep ``futures`` (and so their tasks) alive until they are done."""
         for f in futures:

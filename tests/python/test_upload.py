@@ -68,3 +68,17 @@ def test_run_calls_every_worker_once_and_reports_errors(client):
     with pytest.raises(ValueError, match="no live worker"):
         client.run(os.getpid, workers=["nobody/0"])
     assert rusk.Client.run.__doc__
+
+
+def test_worker_logs_are_served_by_each_worker(client):
+    logs = client.get_worker_logs()
+    assert sorted(logs) == sorted(client.nthreads())
+    for name, lines in logs.items():
+        assert lines and all(level in ("ERROR", "WARN", "INFO", "DEBUG", "TRACE") for level, _ in lines)
+        assert any("worker started" in line for _, line in lines), lines[:5]
+        assert all("\x1b" not in line for _, line in lines)
+    one = sorted(logs)[0]
+    assert list(client.get_worker_logs(n=1, workers=[one])) == [one]
+    assert len(client.get_worker_logs(n=1, workers=one)[one]) == 1
+    with pytest.raises(ValueError, match="no live worker"):
+        client.get_worker_logs(workers=["nobody/0"])

@@ -214,6 +214,24 @@ pub async fn put_value(conn: &mut Conn, id: u64, token: u128, body: &PutBody) ->
     }
 }
 
+/// Client side of `DataRequest::Logs`: the worker's recent log lines, `(level, line)`.
+pub async fn fetch_logs(conn: &mut Conn, id: u64) -> Result<Vec<(String, String)>> {
+    idle(
+        "sending a request",
+        conn.send(encode(&DataRequest::Logs { id })),
+    )
+    .await?
+    .context("send failed")?;
+    let frame = idle("waiting for the logs", conn.next())
+        .await?
+        .ok_or_else(|| anyhow!("peer closed the connection"))?
+        .context("bad frame")?;
+    match rusk_proto::decode(&frame).map_err(|e| anyhow!("malformed reply: {e}"))? {
+        DataReply::Logs { id: rid, lines } if rid == id => Ok(lines),
+        other => bail!("peer answered a logs request with {other:?}"),
+    }
+}
+
 /// Server side of `DataRequest::Put`: after [`receive_value`], say whether it was stored.
 pub async fn reply_put(conn: &mut Conn, id: u64, refused: Option<String>) -> Result<()> {
     idle(

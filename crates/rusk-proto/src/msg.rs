@@ -489,6 +489,10 @@ pub enum DataRequest {
         token: u128,
         size: u64,
     },
+    /// The worker's recent log lines (`Client.get_worker_logs`).
+    Logs {
+        id: u64,
+    },
 }
 
 /// Worker data server → peer: the size of each value asked for (`None` for one the worker does
@@ -503,4 +507,9 @@ pub enum DataReply {
     },
     /// Reply to `Put`: stored, or refused (over a bound, worker shutting down).
     Put { id: u64, refused: Option<String> },
+    /// Reply to `Logs`: `(level, line)`, oldest first.
+    Logs {
+        id: u64,
+        lines: Vec<(String, String)>,
+    },
 }

@@ -425,6 +425,25 @@ impl Connection {
         }
     }
 
+    /// The recent log lines `(level, line)` of the worker whose data server is `holder`.
+    #[pyo3(signature = (holder, timeout_s=None))]
+    fn worker_logs(
+        &self,
+        py: Python<'_>,
+        holder: String,
+        timeout_s: Option<f64>,
+    ) -> PyResult<Vec<(String, String)>> {
+        let rx = self.session.logs(holder.clone()).map_err(io_err)?;
+        let timeout = timeout_s.unwrap_or(REPLY_TIMEOUT_S);
+        match wait(py, &rx, seconds(Some(timeout))?)? {
+            Some(Ok(lines)) => Ok(lines),
+            Some(Err(e)) => Err(PyConnectionError::new_err(e)),
+            None => Err(PyConnectionError::new_err(format!(
+                "worker {holder} did not send its logs within {timeout:.0} s"
+            ))),
+        }
+    }
+
     /// The client no longer wants these outputs of a session graph.
     fn release_keys(&self, graph: u64, keys: Vec<String>) -> PyResult<()> {
         self.send(ClientToScheduler::ReleaseKeys {

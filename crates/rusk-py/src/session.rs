@@ -76,6 +76,8 @@ struct Waiter {
 }
 
 type FetchResult = Result<Vec<Option<Bytes>>, String>;
+/// A worker's recent log lines, `(level, line)`.
+type LogsResult = Result<Vec<(String, String)>, String>;
 
 enum Request {
     Send {
@@ -92,6 +94,10 @@ enum Request {
         token: u128,
         body: rusk_net::transfer::PutBody,
         reply: cb::Sender<Result<(), String>>,
+    },
+    Logs {
+        holder: String,
+        reply: cb::Sender<LogsResult>,
     },
     Close,
 }
@@ -205,6 +211,13 @@ impl Session {
         Ok(rx)
     }
 
+    /// The recent log lines of the worker whose data server is `holder`.
+    pub fn logs(&self, holder: String) -> Result<cb::Receiver<LogsResult>> {
+        let (tx, rx) = cb::bounded(1);
+        self.push(Request::Logs { holder, reply: tx })?;
+        Ok(rx)
+    }
+
     /// Close the connection (the scheduler releases this client's graphs) and stop the thread.
     pub fn close(&self) {
         let _ = self.requests.send(Request::Close);
@@ -256,6 +269,19 @@ async fn run(
                         let r = put(&pool, &holder, &token, &next_id, put_token, body)
                             .await
                             .map_err(|e| format!("{e:#}"));
+                        let _ = reply.send(r);
+                    });
+                }
+                Some(Request::Logs { holder, reply }) => {
+                    let (token, next_id) = (token.clone(), next_id.clone());
+                    tokio::spawn(async move {
+                        let r = async {
+                            let mut conn = connect_peer(&holder, &token).await?;
+                            let id = next_id.fetch_add(1, Ordering::Relaxed);
+                            rusk_net::transfer::fetch_logs(&mut conn, id).await
+                        }
+                        .await
+                        .map_err(|e| format!("{e:#}"));
                         let _ = reply.send(r);
                     });
                 }

@@ -144,7 +144,7 @@ pub fn init_logging(component: &str) {
     *LOG_GUARD.lock().expect("not poisoned") = Some(guard);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(crate::recent_logs::Tee(writer))
         .with_target(false);
     if json {
         builder.json().init();

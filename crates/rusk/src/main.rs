@@ -10,6 +10,7 @@ mod local;
 mod metrics;
 mod nanny_shell;
 mod python_exec;
+mod recent_logs;
 mod scheduler_shell;
 mod spill;
 mod vitals;

@@ -65,6 +65,11 @@ async fn serve_peer(
                 rusk_net::transfer::reply_put(&mut conn, id, None).await?;
                 continue;
             }
+            DataRequest::Logs { id } => {
+                let lines = crate::recent_logs::recent();
+                net::send(&mut conn, &rusk_proto::msg::DataReply::Logs { id, lines }).await?;
+                continue;
+            }
         };
         if tasks.len() > rusk_net::transfer::TRANSFER_ITEMS_MAX {
             return Err(anyhow!(
