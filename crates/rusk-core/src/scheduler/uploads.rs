@@ -144,6 +144,7 @@ mod scheduler_tests {
                     data_address: format!("a{i}"),
                     nanny: None,
                     slot: None,
+                    resources: Default::default(),
                 },
             },
         )
