@@ -92,7 +92,8 @@ class LocalCluster:
     (``host:port``, ``"none"`` for none; default: the scheduler's default, another free port if
     that one is taken); :attr:`dashboard_link` is its URL.
 
-    ``scheduler_args`` and ``nanny_args`` are extra command-line flags (e.g.
+    ``resources`` (``{"GPU": 2}`` or ``"GPU=2"``) are what each worker offers to tasks that ask
+    for resources. ``scheduler_args`` and ``nanny_args`` are extra command-line flags (e.g.
     ``["--worker-ttl", "2s"]``); ``env`` adds environment variables for both."""
 
     def __init__(
@@ -106,6 +107,7 @@ class LocalCluster:
         dashboard=None,
         startup_timeout=STARTUP_TIMEOUT,
         rusk_bin=None,
+        resources=None,
     ):
         self.n_workers = int(n_workers)
         self.threads_per_worker = int(threads_per_worker)
@@ -163,6 +165,10 @@ class LocalCluster:
             ]
             if memory_limit is not None:
                 nanny += ["--memory-limit", str(memory_limit)]
+            if resources:
+                if isinstance(resources, dict):
+                    resources = ",".join("%s=%s" % (k, v) for k, v in resources.items())
+                nanny += ["--resources", str(resources)]
             self.nanny = self._spawn("nanny", nanny + list(nanny_args), env)
         except BaseException:
             self.close()
