@@ -35,3 +35,14 @@ def probe(seconds):
     """Sleep, then say which process ran this (a rusk executor's or a Dask worker's pid)."""
     time.sleep(seconds)
     return os.getpid()
+
+
+def sleep(seconds):
+    """Sleep (releasing the GIL), return the duration: the `uneven` benchmark's task."""
+    time.sleep(seconds)
+    return seconds
+
+
+def nbytes(array):
+    """The size of an array (the `scatter` benchmark's check)."""
+    return array.nbytes

@@ -3,14 +3,32 @@
 write the timings as JSON to --out. bench/python/suite.py runs it for each side and compares.
 
   workload.py --system rusk|dask --bench throughput --out F.json [--reps 5]
+              [--only map,tree,...] [--reps-for NAME=N] [--rusk-env KEY=VALUE]
       the cluster: 2 worker processes x 1 thread (rusk.Client(n_workers=2,
       threads_per_worker=1) / distributed.LocalCluster(n_workers=2, threads_per_worker=1,
-      processes=True)); then, each warmed up once and timed --reps times:
-        map    client.map(noop, range(10,000)) then client.gather of the 10,000 futures
-        tree   a binary tree reduction over 4,096 dask.delayed leaves (8,191 tasks),
-               dask.compute(root, scheduler=client.get)
-        array  da.random.random((20000, 20000), chunks=(1000, 1000)).sum(),
-               dask.compute(s, scheduler=client.get)
+      processes=True)); then each benchmark, warmed up once (not map100k and uneven: the
+      benchmarks before them warm the same paths, and a warm-up would double their time) and
+      timed --reps times (--reps-for map100k=1 overrides that for one benchmark):
+        map      client.map(noop, range(10,000)) then client.gather of the 10,000 futures
+        tree     a binary tree reduction over 4,096 dask.delayed leaves (8,191 tasks),
+                 dask.compute(root, scheduler=client.get); also the client's part of it: from
+                 dask.compute until the graph has been submitted (rusk: Client._submit_graph
+                 returned; Dask: Client._graph_to_futures returned), instrumented here by
+                 wrapping that method on the client instance
+        array    da.random.random((20000, 20000), chunks=(1000, 1000)).sum(),
+                 dask.compute(s, scheduler=client.get)
+        persist  x = client.persist(da.random.random((8000, 8000), chunks=(1000, 1000))), waited
+                 for (not timed), then 10 reductions over x one after the other, each
+                 dask.compute(r, scheduler=client.get): the figure is the total of the 10
+        map100k  client.map(noop, range(100,000), pure=False) then client.gather
+                 (--map-big N: another size; the suite's --quick takes 20,000)
+        uneven   client.map(sleep, durations, pure=False) of 1,000 tasks sleeping 1-100 ms
+                 (random.Random(UNEVEN_SEED): the same list on both sides), then gather: the
+                 makespan (map call to gathered list) and each task's completion latency (map
+                 call to the moment as_completed yields its future), p50 and p99
+        scatter  client.scatter of a 1 GiB float64 numpy array (hash=False), until the future
+                 is returned; checked by a task that returns the array's nbytes. Recorded as
+                 missing when the client has no scatter method.
 
   workload.py --system rusk|dask --bench hang --out F.json [--reps 5] [--cap 120]
               [--worker-ttl 5s] [--hang-timeout 5s]
@@ -26,6 +44,7 @@ write the timings as JSON to --out. bench/python/suite.py runs it for each side 
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -35,9 +54,16 @@ sys.path.insert(0, HERE)
 import tasks  # noqa: E402
 
 N_MAP = 10_000
+N_MAP_BIG = 100_000
 N_LEAVES = 4_096
 ARRAY_SHAPE = (20_000, 20_000)
 ARRAY_CHUNKS = (1_000, 1_000)
+PERSIST_SHAPE = (8_000, 8_000)  # 512 MB in 64 chunks of 8 MB; the 10 reductions take Dask ~1-2 s
+PERSIST_CHUNKS = (1_000, 1_000)
+N_UNEVEN = 1_000
+UNEVEN_MS = (1, 100)
+UNEVEN_SEED = 10
+SCATTER_BYTES = 1 << 30
 PROBE_SLEEP = 0.05
 PROBE_TIMEOUT = 2.0
 
@@ -52,15 +78,29 @@ def log(*args):
 class RuskSide:
     name = "rusk"
 
-    def __init__(self, hang_timeout=None):
+    def __init__(self, hang_timeout=None, extra_env=()):
         import rusk
 
         env = {"RUSK_LOG": "warn"}
         if hang_timeout:
             env["RUSK_EXECUTOR_HANG_TIMEOUT"] = hang_timeout
+        for item in extra_env:
+            key, _, value = item.partition("=")
+            env[key] = value
         self.rusk = rusk
         self.client = rusk.Client(n_workers=2, threads_per_worker=1, env=env)
         self.get = self.client.get
+        # The moment the last graph was submitted: Client._submit_graph (which client.get calls
+        # once the Dask graph is converted) returned. Wrapped on this instance only.
+        self.submitted_at = None
+        submit_graph = self.client._submit_graph
+
+        def timed_submit_graph(*args, **kwargs):
+            out = submit_graph(*args, **kwargs)
+            self.submitted_at = time.perf_counter()
+            return out
+
+        self.client._submit_graph = timed_submit_graph
 
     def version(self):
         import dask
@@ -86,6 +126,23 @@ class RuskSide:
 
     def failed(self, fut):
         return fut.exception() is not None
+
+    def persisted_futures(self, coll):
+        return [v for v in dict(coll.__dask_graph__()).values() if isinstance(v, self.rusk.Future)]
+
+    def wait_persisted(self, coll):
+        futures = self.persisted_futures(coll)
+        assert futures, "persist: no futures in the persisted collection's graph"
+        self.rusk.wait(futures)
+
+    def as_completed(self, futures):
+        return self.rusk.as_completed(futures)
+
+    def can_scatter(self):
+        return hasattr(self.client, "scatter")
+
+    def scatter(self, data):
+        return self.client.scatter(data, hash=False)
 
     def cancel(self, futures):
         self.client.cancel(futures)
@@ -123,6 +180,17 @@ class DaskSide:
         self.client = distributed.Client(self.cluster)
         self.client.wait_for_workers(2)
         self.get = self.client.get
+        # As on the rusk side: the moment client.get had sent the graph (_graph_to_futures
+        # returned: the update-graph message is queued on the client's batched stream).
+        self.submitted_at = None
+        graph_to_futures = self.client._graph_to_futures
+
+        def timed_graph_to_futures(*args, **kwargs):
+            out = graph_to_futures(*args, **kwargs)
+            self.submitted_at = time.perf_counter()
+            return out
+
+        self.client._graph_to_futures = timed_graph_to_futures
 
     def version(self):
         import dask
@@ -149,6 +217,18 @@ class DaskSide:
 
     def failed(self, fut):
         return fut.status == "error"
+
+    def wait_persisted(self, coll):
+        self.distributed.wait(coll)
+
+    def as_completed(self, futures):
+        return self.distributed.as_completed(futures)
+
+    def can_scatter(self):
+        return True
+
+    def scatter(self, data):
+        return self.client.scatter(data, hash=False)
 
     def cancel(self, futures):
         self.client.cancel(futures)
@@ -182,15 +262,15 @@ def _kill_leftovers(pids):
 
 def make_side(args):
     if args.system == "rusk":
-        return RuskSide(hang_timeout=args.hang_timeout)
+        return RuskSide(hang_timeout=args.hang_timeout, extra_env=args.rusk_env)
     return DaskSide(worker_ttl=args.worker_ttl, extra_config=args.dask_config)
 
 
 # --- throughput: map, tree, array ---
 
 
-def bench_map(side):
-    items = list(range(N_MAP))
+def bench_map(side, n=N_MAP):
+    items = list(range(n))
     t0 = time.perf_counter()
     futures = side.map(tasks.noop, items)
     t1 = time.perf_counter()
@@ -199,6 +279,10 @@ def bench_map(side):
     assert results == items, "map: wrong results"
     del futures, results
     return t2 - t0, {"submit_s": t1 - t0, "gather_s": t2 - t1}
+
+
+def bench_map100k(side):
+    return bench_map(side, N_MAP_BIG)  # N_MAP_BIG: --map-big
 
 
 def tree_graph():
@@ -214,11 +298,18 @@ def bench_tree(side):
     import dask
 
     root = tree_graph()  # fresh keys every run (delayed calls are impure)
+    side.submitted_at = None
     t0 = time.perf_counter()
     (value,) = dask.compute(root, scheduler=side.get)
     t1 = time.perf_counter()
     assert value == N_LEAVES * (N_LEAVES + 1) // 2, "tree: wrong result %r" % (value,)
-    return t1 - t0, {}
+    extra = {}
+    if side.submitted_at is not None:
+        # The client's part: converting and submitting the graph (dask.compute's own work, the
+        # conversion to the system's tasks, sending them); the rest is running it and fetching
+        # the result.
+        extra = {"client_s": side.submitted_at - t0, "client_share": (side.submitted_at - t0) / (t1 - t0)}
+    return t1 - t0, extra
 
 
 def bench_array(side):
@@ -234,7 +325,108 @@ def bench_array(side):
     return t1 - t0, {}
 
 
-BENCHES = {"map": bench_map, "tree": bench_tree, "array": bench_array}
+def reductions(x):
+    """10 different reductions over x: (name, collection, check of the value)."""
+    n = x.size
+    return [
+        ("sum", x.sum(), lambda v: abs(v / n - 0.5) < 1e-2),
+        ("mean", x.mean(), lambda v: abs(v - 0.5) < 1e-2),
+        ("std", x.std(), lambda v: abs(v - 0.2887) < 1e-2),
+        ("var", x.var(), lambda v: abs(v - 1 / 12) < 1e-2),
+        ("max", x.max(), lambda v: 0.99 < v < 1),
+        ("min", x.min(), lambda v: 0 <= v < 0.01),
+        ("sum(axis=0)", x.sum(axis=0), lambda v: v.shape == (x.shape[1],)),
+        ("mean(axis=1)", x.mean(axis=1), lambda v: v.shape == (x.shape[0],)),
+        ("max(axis=0)", x.max(axis=0), lambda v: v.shape == (x.shape[1],)),
+        ("argmin(axis=1)", x.argmin(axis=1), lambda v: v.shape == (x.shape[0],)),
+    ]
+
+
+def bench_persist(side):
+    import dask
+    import dask.array as da
+
+    x = da.random.random(PERSIST_SHAPE, chunks=PERSIST_CHUNKS)  # a new seed every run
+    t0 = time.perf_counter()
+    x = side.client.persist(x)
+    side.wait_persisted(x)
+    t1 = time.perf_counter()
+    each = {}
+    for name, r, check in reductions(x):
+        t = time.perf_counter()
+        (value,) = dask.compute(r, scheduler=side.get)
+        each[name] = time.perf_counter() - t
+        assert check(value), "persist: %s gave %r" % (name, value)
+    total = time.perf_counter() - t1
+    del x
+    return total, {"persist_s": t1 - t0, "each_s": each}
+
+
+def uneven_durations():
+    rng = random.Random(UNEVEN_SEED)
+    return [rng.randint(*UNEVEN_MS) / 1000 for _ in range(N_UNEVEN)]
+
+
+def percentile(values, q):
+    """The q-th percentile (0-100) by linear interpolation between closest ranks."""
+    v = sorted(values)
+    pos = (len(v) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def bench_uneven(side):
+    durations = uneven_durations()
+    t0 = time.perf_counter()
+    futures = side.map(tasks.sleep, durations)
+    latencies = []
+    for _ in side.as_completed(futures):
+        latencies.append(time.perf_counter() - t0)
+    results = side.gather(futures)
+    t1 = time.perf_counter()
+    assert results == durations, "uneven: wrong results"
+    assert len(latencies) == len(durations), "uneven: %d completions" % len(latencies)
+    del futures, results
+    return t1 - t0, {
+        "p50_s": percentile(latencies, 50),
+        "p99_s": percentile(latencies, 99),
+        "busy_lower_bound_s": sum(durations) / 2,
+    }
+
+
+_SCATTER_DATA = []
+
+
+def bench_scatter(side):
+    import numpy as np
+
+    if not side.can_scatter():
+        raise NotImplementedError("the client has no scatter method")
+    if not _SCATTER_DATA:
+        _SCATTER_DATA.append(np.full(SCATTER_BYTES // 8, 1.0))  # made once, outside the clock
+    data = _SCATTER_DATA[0]
+    t0 = time.perf_counter()
+    fut = side.scatter(data)
+    t1 = time.perf_counter()
+    nbytes = side.submit(tasks.nbytes, fut).result()
+    assert nbytes == SCATTER_BYTES, "scatter: the worker has %r bytes" % (nbytes,)
+    side.cancel([fut])
+    del fut
+    time.sleep(0.5)  # let the worker drop the gigabyte before the next run
+    return t1 - t0, {}
+
+
+BENCHES = {
+    "map": bench_map,
+    "tree": bench_tree,
+    "array": bench_array,
+    "persist": bench_persist,
+    "map100k": bench_map100k,
+    "uneven": bench_uneven,
+    "scatter": bench_scatter,
+}
+NO_WARMUP = {"map100k", "uneven"}
 
 
 def summary(times):
@@ -252,19 +444,35 @@ def run_throughput(args):
     side = make_side(args)
     out["startup_s"] = time.perf_counter() - t
     out["version"] = side.version()
+    reps_for = {}
+    for item in args.reps_for:
+        key, _, value = item.partition("=")
+        reps_for[key] = int(value)
     try:
         for name in args.only.split(","):
             fn = BENCHES[name]
-            fn(side)  # warm-up
+            try:
+                if name not in NO_WARMUP:
+                    fn(side)  # warm-up
+            except NotImplementedError as e:
+                log("%s %s: not measured: %s" % (args.system, name, e))
+                out["benches"][name] = {"missing": str(e)}
+                continue
             times, extras = [], []
-            for i in range(args.reps):
+            for i in range(reps_for.get(name, args.reps)):
                 dt, extra = fn(side)
                 times.append(dt)
                 extras.append(extra)
                 log("%s %s run %d: %.3f s %s" % (args.system, name, i + 1, dt, extra or ""))
             res = summary(times)
             for k in extras[0] if extras else ():
-                res[k.replace("_s", "_median_s")] = statistics.median(e[k] for e in extras)
+                if isinstance(extras[0][k], (int, float)):
+                    # submit_s -> submit_median_s, client_share -> client_share_median
+                    med = k[:-2] + "_median_s" if k.endswith("_s") else k + "_median"
+                    res[med] = statistics.median(e[k] for e in extras)
+            res["extras"] = extras
+            if name == "map100k":
+                res["n"] = N_MAP_BIG
             out["benches"][name] = res
     finally:
         side.close()
@@ -355,12 +563,21 @@ def run_hang(args):
 
 
 def main():
+    global N_MAP_BIG
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--system", choices=["rusk", "dask"], required=True)
     ap.add_argument("--bench", choices=["throughput", "hang"], required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--only", default="map,tree,array", help="throughput benchmarks to run")
+    ap.add_argument("--only", default=",".join(BENCHES), help="throughput benchmarks to run "
+                    "(comma-separated, in this order; default: all of %(default)s)")
+    ap.add_argument("--reps-for", action="append", default=[], metavar="NAME=N",
+                    help="timed runs of one throughput benchmark (default: --reps)")
+    ap.add_argument("--map-big", type=int, default=N_MAP_BIG,
+                    help="map100k: the number of tasks (default %(default)s)")
+    ap.add_argument("--rusk-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="rusk: an environment variable for the cluster's processes "
+                    "(rusk.Client(env=...)), e.g. a scheduler switch")
     ap.add_argument("--cap", type=float, default=120.0, help="hang: give up on a run after this")
     ap.add_argument("--worker-ttl", help="dask: distributed.scheduler.worker-ttl (default: Dask's)")
     ap.add_argument("--dask-config", action="append", default=[], metavar="KEY=VALUE",
@@ -368,6 +585,7 @@ def main():
                     "distributed.scheduler.worker-saturation=inf")
     ap.add_argument("--hang-timeout", help="rusk: RUSK_EXECUTOR_HANG_TIMEOUT (default: rusk's)")
     args = ap.parse_args()
+    N_MAP_BIG = args.map_big
     out = run_throughput(args) if args.bench == "throughput" else run_hang(args)
     out["args"] = {k: v for k, v in vars(args).items() if k != "out"}
     with open(args.out, "w") as f:
