@@ -67,6 +67,8 @@ pub fn run_once(shape: Shape, tasks: u64, workers: u32, nthreads: u32) -> Result
     let config = SchedulerConfig {
         // Simulated workers never send heartbeats; the shell's clock still runs.
         worker_ttl: Duration::from_secs(3600),
+        // The simulated workers run every task at once: nothing to balance.
+        work_stealing: false,
         ..SchedulerConfig::default()
     };
     let mut sched = Scheduler::new(config);
@@ -148,6 +150,9 @@ pub fn run_once(shape: Shape, tasks: u64, workers: u32, nthreads: u32) -> Result
                     SchedulerToWorker::Welcome { .. }
                     | SchedulerToWorker::Cancel { .. }
                     | SchedulerToWorker::Upload { .. } => {}
+                    SchedulerToWorker::Steal { .. } => {
+                        return Err("a steal with stealing off".into());
+                    }
                 },
                 Command::ToClient { msg, .. } => match msg {
                     SchedulerToClient::GraphFinished { outputs, .. } => {

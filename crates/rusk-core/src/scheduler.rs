@@ -41,9 +41,12 @@ pub struct SchedulerConfig {
     pub worker_ttl: Duration,
     /// How often workers must send a heartbeat (told to each worker on registration).
     pub heartbeat_interval: Duration,
-    /// Tasks the scheduler keeps assigned to a worker per thread: enough to hide the round trip
-    /// at high task rates, few enough that a lost worker gives back little queued work.
+    /// Most tasks the scheduler keeps assigned to a worker per thread: enough to hide the round
+    /// trip at high task rates, few enough that a lost worker gives back little queued work.
+    /// Within it the depth adapts to measured task durations (see `balance.rs`).
     pub assigned_per_thread_max: u32,
+    /// Move queued, not yet started tasks from busy workers to idle ones.
+    pub work_stealing: bool,
     /// How often progress reports go to clients.
     pub progress_interval: Duration,
     /// Finished detached graphs kept (with their outputs) before the oldest is released.
@@ -77,6 +80,7 @@ impl Default for SchedulerConfig {
             epoch_unix_ms: 0,
             host: String::new(),
             no_worker_timeout: Duration::from_secs(10),
+            work_stealing: true,
         }
     }
 }
@@ -262,6 +266,14 @@ struct Task {
     order: u64,
     /// Resources it holds while assigned and the workers it may run on (`None`: anywhere).
     restrictions: Option<Arc<Restrictions>>,
+    /// Its kind for duration estimates (an index into `Scheduler::durations`).
+    prefix: u32,
+    /// Its estimated run time when it was assigned, counted in its worker's `expected_us`.
+    est_us: u64,
+    /// When the current attempt's `TaskStarted` arrived.
+    started_at: Option<Duration>,
+    /// Its worker refused to give the current attempt up (it had started it).
+    steal_refused: bool,
 }
 
 impl Task {
@@ -286,6 +298,10 @@ impl Task {
             generation,
             order: t.order.unwrap_or(index),
             restrictions: t.restrictions,
+            prefix: 0,
+            est_us: 0,
+            started_at: None,
+            steal_refused: false,
         }
     }
 
@@ -366,19 +382,26 @@ struct Worker {
     heartbeat: HeartbeatInfo,
     /// Resources held by the tasks assigned to it (kept by `set_state`).
     resources_used: FxHashMap<Box<str>, f64>,
+    /// Estimated run time of the tasks assigned to it, in µs (kept by `set_state`).
+    expected_us: u64,
+    /// Steals under way towards it (their tasks will come here if given up).
+    incoming: u32,
 }
 
 impl Worker {
-    /// May this worker take another task? Not when it is full, nor while it reports itself
-    /// unhealthy (it keeps its work and serves its results, but gets nothing new).
-    fn has_room(&self, per_thread: u32) -> bool {
+    /// May this worker take another task estimated at `est_us`? Not while it reports itself
+    /// unhealthy or paused (it keeps its work and serves its results, but gets nothing new),
+    /// nor at `per_thread_max` tasks per thread; past `ASSIGNED_PER_THREAD_MIN` per thread only
+    /// while its assigned work stays within `TARGET_WORK_PER_THREAD` per thread.
+    fn has_room(&self, per_thread_max: u32, est_us: u64) -> bool {
+        let threads = self.info.nthreads.max(1) as usize;
+        let n = self.assigned.len();
+        let floor = ASSIGNED_PER_THREAD_MIN.min(per_thread_max) as usize;
+        let target = TARGET_WORK_PER_THREAD.as_micros() as u64 * threads as u64;
         self.heartbeat.vitals.unhealthy.is_none()
             && self.heartbeat.paused.is_none()
-            && self.assigned.len() < self.capacity(per_thread)
-    }
-
-    fn capacity(&self, per_thread: u32) -> usize {
-        (self.info.nthreads.max(1) * per_thread) as usize
+            && n < threads * per_thread_max as usize
+            && (n < threads * floor || self.expected_us + est_us <= target)
     }
 
     /// Does it answer to `name` (its id, its data address or its host)?
@@ -435,6 +458,12 @@ fn release_resources(w: &mut Worker, r: &Restrictions) {
     }
 }
 
+pub use balance::{
+    key_prefix, ASSIGNED_PER_THREAD_MIN, PREFIXES_TRACKED_MAX, STEAL_BANDWIDTH_BYTES_PER_S,
+    STEAL_WAIT_MIN, TARGET_WORK_PER_THREAD, UNKNOWN_TASK_DURATION,
+};
+use balance::{DurationStats, PendingSteal};
+
 /// Slack in resource arithmetic (amounts are f64; sums of fractions are not exact).
 const RESOURCE_EPSILON: f64 = 1e-9;
 
@@ -452,6 +481,9 @@ pub struct SchedulerStats {
     pub tasks_erred: u64,
     /// Tasks failed because no worker could run them (`no_worker_timeout`).
     pub tasks_unrunnable: u64,
+    /// `Steal` requests sent, and tasks the victims gave up.
+    pub steals_requested: u64,
+    pub tasks_stolen: u64,
 }
 
 struct Nanny {
@@ -476,6 +508,11 @@ pub struct Scheduler {
     next_generation: u64,
     /// The `now` of the event being handled.
     now: Duration,
+    /// Task kinds (key prefixes) seen, and their measured durations (index 0: the rest).
+    prefixes: FxHashMap<Box<str>, u32>,
+    durations: Vec<DurationStats>,
+    /// Steals asked for and not yet answered, by task.
+    steals: FxHashMap<TaskRef, PendingSteal>,
     next_graph: u64,
     next_attempt: u64,
     last_tick: Duration,
@@ -509,6 +546,9 @@ impl Scheduler {
             classes: BTreeMap::new(),
             next_generation: 0,
             now: Duration::ZERO,
+            prefixes: FxHashMap::default(),
+            durations: vec![DurationStats::default()],
+            steals: FxHashMap::default(),
             next_graph: 1,
             next_attempt: 1,
             last_tick: Duration::ZERO,
@@ -649,8 +689,20 @@ impl Scheduler {
                 g.assigned -= 1;
             }
         }
+        // Estimated work and resources are held exactly while the task is assigned to a worker.
+        if let TaskState::Assigned { worker } = old {
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.expected_us -= t.est_us;
+            }
+        }
+        if let TaskState::Assigned { worker } = new {
+            let w = self
+                .workers
+                .get_mut(&worker)
+                .expect("assigned to a live worker");
+            w.expected_us += t.est_us;
+        }
         if let Some(r) = &t.restrictions {
-            // Resources are held exactly while the task is assigned to a worker.
             if let TaskState::Assigned { worker } = old {
                 if let Some(w) = self.workers.get_mut(&worker) {
                     release_resources(w, r);
@@ -681,6 +733,9 @@ impl Scheduler {
                 dt.unfinished_dependents = (dt.unfinished_dependents as i64 + delta) as u32;
             }
         }
+        if was_assigned && !self.steals.is_empty() {
+            self.drop_steal(task); // the task left its victim: that request is moot
+        }
     }
 
     fn is_needed(&self, task: TaskRef) -> bool {
@@ -709,6 +764,7 @@ impl Scheduler {
     }
 }
 
+mod balance;
 mod graphs;
 mod invariants;
 mod nannies;
@@ -722,5 +778,7 @@ mod workers;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_balance;
 #[cfg(test)]
 mod tests_placement;

@@ -391,6 +391,23 @@ impl WorkerCore {
             SchedulerToWorker::Upload { name, data } => {
                 self.out.push(Command::WriteUpload { name, data });
             }
+            SchedulerToWorker::Steal { task, attempt } => {
+                // Given up only if queued, not yet handed to an executor: then it never runs
+                // here.
+                let stolen = self
+                    .tasks
+                    .get(&task)
+                    .is_some_and(|t| t.assignment.attempt == attempt && t.state == WState::Queued);
+                if stolen {
+                    self.forget(task);
+                }
+                self.out
+                    .push(Command::ToScheduler(WorkerToScheduler::StealResponse {
+                        task,
+                        attempt,
+                        stolen,
+                    }));
+            }
         }
     }
 
@@ -771,6 +788,7 @@ mod tests {
                 .collect(),
             timeout_ms: None,
             priority: 0,
+            expected_us: 0,
         })))
     }
     fn execute(task: u32, attempt: u64, inputs: Vec<Bytes>) -> Command {

@@ -40,6 +40,13 @@ pub enum WorkerToScheduler {
     /// Something the worker detected and handled on its own; the scheduler records it in the
     /// recovery log (`rusk events`, the dashboard).
     Event(WorkerEvent),
+    /// Answer to `Steal`: `stolen` when the worker gave the attempt up before starting it (it
+    /// forgot it and will never run it); otherwise it keeps (or already finished) it.
+    StealResponse {
+        task: TaskRef,
+        attempt: AttemptId,
+        stolen: bool,
+    },
 }
 
 /// A worker's own recoveries and warnings.
@@ -190,6 +197,9 @@ pub enum SchedulerToWorker {
     /// A file a client uploaded (`Client.upload_file`): write it where the Python executors
     /// import from.
     Upload { name: String, data: Bytes },
+    /// Give this attempt back if it has not started (work stealing); answered by
+    /// `StealResponse`.
+    Steal { task: TaskRef, attempt: AttemptId },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -203,6 +213,9 @@ pub struct Assignment {
     pub timeout_ms: Option<u64>,
     /// The task's priority: the worker starts its queued tasks highest first.
     pub priority: i32,
+    /// The scheduler's estimate of its run time in µs (from earlier tasks of its kind), for
+    /// the worker's logs and its own scheduling.
+    pub expected_us: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

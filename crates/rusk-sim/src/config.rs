@@ -54,6 +54,8 @@ pub struct SimConfig {
     /// has, but a restricted task may wait through a long outage of its workers: the default
     /// is longer than any run, so only scripted scenarios see tasks fail this way.
     pub no_worker_timeout: Duration,
+    /// The scheduler moves queued tasks to idle workers (`SchedulerConfig::work_stealing`).
+    pub work_stealing: bool,
     /// Events kept for the failure report.
     pub trace_len: usize,
     /// After the run, let everything settle and check that workers hold no results once every
@@ -87,6 +89,7 @@ impl Default for SimConfig {
             heartbeat_interval: Duration::from_millis(250),
             fetch_timeout: Duration::from_millis(1000),
             no_worker_timeout: Duration::from_secs(3600),
+            work_stealing: true,
             trace_len: 60,
             check_leaks: true,
         }

@@ -47,6 +47,8 @@ pub enum FailureKind {
         incarnation: Incarnation,
         what: &'static str,
     },
+    #[error("attempt {attempt} of {task} was both given up to a steal and run")]
+    StolenAfterStart { task: TaskRef, attempt: AttemptId },
     #[error("scheduler assigned {task} ({key}) wrongly: {why}")]
     BadAssignment {
         task: TaskRef,

@@ -14,6 +14,9 @@
 //! killer task takes down at most `task_max_worker_deaths` workers whose report that it
 //! started the scheduler accepted.
 //!
+//! Stealing: an attempt a worker gave up (`StealResponse{stolen: true}`, accepted) had never
+//! started and never starts afterwards, so no task runs twice through a steal.
+//!
 //! Placement: a task restricted to some workers (without `allow_other_workers`) is only ever
 //! assigned to one of them, a task asking for a resource only to a worker that declares it,
 //! and the tasks the scheduler counts as assigned to a worker never ask for more of a
@@ -68,6 +71,8 @@ pub(crate) struct Oracle {
     live_assign: BTreeMap<TaskRef, LiveAssign>,
     /// Attempts some simulated executor actually began running.
     executor_started: BTreeSet<(TaskRef, AttemptId)>,
+    /// Attempts a worker gave up to a steal (the scheduler accepted it).
+    stolen: BTreeSet<(TaskRef, AttemptId)>,
     /// Worker deaths charged to each task (started attempts only).
     deaths_charged: BTreeMap<TaskRef, u32>,
     /// Tasks whose charge reached the limit: the scheduler failed them as poison tasks.
@@ -161,9 +166,17 @@ impl Oracle {
         }
     }
 
-    /// A simulated executor began running this attempt.
-    pub(crate) fn executor_started(&mut self, task: TaskRef, attempt: AttemptId) {
+    /// A simulated executor began running this attempt: never one its worker gave up.
+    pub(crate) fn executor_started(
+        &mut self,
+        task: TaskRef,
+        attempt: AttemptId,
+    ) -> Result<(), FailureKind> {
+        if self.stolen.contains(&(task, attempt)) {
+            return Err(FailureKind::StolenAfterStart { task, attempt });
+        }
         self.executor_started.insert((task, attempt));
+        Ok(())
     }
 
     /// A killer attempt took its worker down.
@@ -321,7 +334,13 @@ impl Oracle {
             WorkerToScheduler::TaskDone { task, attempt, .. }
             | WorkerToScheduler::TaskFailed { task, attempt, .. }
             | WorkerToScheduler::MissingDep { task, attempt, .. }
-            | WorkerToScheduler::TaskStarted { task, attempt } => (*task, *attempt),
+            | WorkerToScheduler::TaskStarted { task, attempt }
+            | WorkerToScheduler::StealResponse {
+                task,
+                attempt,
+                stolen: true,
+            } => (*task, *attempt),
+            WorkerToScheduler::StealResponse { stolen: false, .. } => return Ok(()),
             WorkerToScheduler::Register(_)
             | WorkerToScheduler::Heartbeat(_)
             | WorkerToScheduler::Event(_) => return Ok(()),
@@ -352,6 +371,15 @@ impl Oracle {
             .is_some_and(|a| a.attempt == attempt && a.incarnation == inc);
         if !live {
             return fenced("that assignment was already reported, cancelled or lost");
+        }
+        if let WorkerToScheduler::StealResponse { .. } = msg {
+            // Given up: that attempt must never have run, and never will (checked at start).
+            if self.executor_started.contains(&(task, attempt)) {
+                return Err(FailureKind::StolenAfterStart { task, attempt });
+            }
+            self.stolen.insert((task, attempt));
+            self.live_assign.remove(&task);
+            return Ok(());
         }
         if let WorkerToScheduler::TaskStarted { .. } = msg {
             if !self.executor_started.contains(&(task, attempt)) {

@@ -46,6 +46,8 @@ pub(crate) enum Msg {
     Started(TaskRef, AttemptId),
     Release(TaskRef, usize),
     Upload(usize),
+    Steal(TaskRef, AttemptId),
+    StealResponse(TaskRef, AttemptId, bool),
 }
 
 impl Msg {
@@ -59,6 +61,11 @@ impl Msg {
                 Msg::MissingDep(*task, *attempt, *dep)
             }
             WorkerToScheduler::TaskStarted { task, attempt } => Msg::Started(*task, *attempt),
+            WorkerToScheduler::StealResponse {
+                task,
+                attempt,
+                stolen,
+            } => Msg::StealResponse(*task, *attempt, *stolen),
         }
     }
 
@@ -75,6 +82,7 @@ impl Msg {
                 tasks.len(),
             ),
             SchedulerToWorker::Upload { data, .. } => Msg::Upload(data.len()),
+            SchedulerToWorker::Steal { task, attempt } => Msg::Steal(*task, *attempt),
         }
     }
 
@@ -91,7 +99,9 @@ impl Msg {
             Msg::Cancel(a, b) => [8, t(a), b.0, 0],
             Msg::Release(a, n) => [9, t(a), *n as u64, 0],
             Msg::Started(a, b) => [10, t(a), b.0, 0],
-            Msg::Upload(n) => [11, *n as u64, 0, 0],
+            Msg::Upload(n) => [13, *n as u64, 0, 0],
+            Msg::Steal(a, b) => [11, t(a), b.0, 0],
+            Msg::StealResponse(a, b, s) => [12, t(a), b.0, *s as u64],
         }
     }
 }
@@ -110,6 +120,8 @@ impl fmt::Display for Msg {
             Msg::Release(t, n) => write!(f, "Release({t}..,{n})"),
             Msg::Started(t, a) => write!(f, "TaskStarted({t},{a})"),
             Msg::Upload(n) => write!(f, "Upload({n} bytes)"),
+            Msg::Steal(t, a) => write!(f, "Steal({t},{a})"),
+            Msg::StealResponse(t, a, s) => write!(f, "StealResponse({t},{a},stolen={s})"),
         }
     }
 }

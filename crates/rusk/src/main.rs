@@ -185,6 +185,9 @@ pub struct CoreArgs {
     /// there) fails after this long, with an error saying what it asked for.
     #[arg(long, env = "RUSK_NO_WORKER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     no_worker_timeout: Duration,
+    /// Do not move queued tasks from busy workers to idle ones (for comparisons).
+    #[arg(long, env = "RUSK_NO_WORK_STEALING")]
+    no_work_stealing: bool,
 }
 
 impl CoreArgs {
@@ -202,6 +205,7 @@ impl CoreArgs {
             assigned_per_thread_max: self.assigned_per_thread.max(1),
             task_max_worker_deaths: self.task_max_worker_deaths.max(1),
             no_worker_timeout: self.no_worker_timeout,
+            work_stealing: !self.no_work_stealing,
             ..SchedulerConfig::default()
         })
     }

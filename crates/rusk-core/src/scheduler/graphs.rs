@@ -149,7 +149,9 @@ impl Scheduler {
         let mut tasks = Vec::with_capacity(n);
         for (i, (t, dependents)) in compiled.tasks.into_iter().zip(dependents).enumerate() {
             let missing = t.deps.len() as u32;
+            let prefix = self.intern_prefix(&t.key);
             let mut task = Task::new(t, generation, i as u64, missing);
+            task.prefix = prefix;
             task.unfinished_dependents = dependents.len() as u32;
             task.dependents = dependents;
             tasks.push(task);
@@ -269,8 +271,9 @@ impl Scheduler {
         let n = tasks.len() as u32;
         let generation = self.next_generation;
         self.next_generation += 1;
+        let prefixes: Vec<u32> = tasks.iter().map(|t| self.intern_prefix(&t.key)).collect();
         let g = self.graphs.get_mut(&id).expect("checked");
-        for (i, t) in tasks.into_iter().enumerate() {
+        for (i, (t, prefix)) in tasks.into_iter().zip(prefixes).enumerate() {
             let idx = existing + i as u32;
             g.keys.insert(t.key.clone(), idx);
             for &d in t.deps.iter() {
@@ -278,7 +281,9 @@ impl Scheduler {
                 dt.dependents.push(idx);
                 dt.unfinished_dependents += 1; // the new task starts unfinished (Waiting)
             }
-            g.tasks.push(Task::new(t, generation, i as u64, 0));
+            let mut task = Task::new(t, generation, i as u64, 0);
+            task.prefix = prefix;
+            g.tasks.push(task);
         }
         self.state_counts[TaskState::Waiting.slot()] += n as u64;
         for idx in existing..existing + n {
@@ -455,10 +460,12 @@ impl Scheduler {
                 TaskState::Assigned { worker } => {
                     if let Some(w) = self.workers.get_mut(&worker) {
                         w.assigned.remove(&tref);
+                        w.expected_us -= t.est_us;
                         if let Some(r) = &t.restrictions {
                             super::release_resources(w, r);
                         }
                     }
+                    self.drop_steal(tref);
                     self.out.push(Command::ToWorker {
                         incarnation: worker,
                         msg: SchedulerToWorker::Cancel {

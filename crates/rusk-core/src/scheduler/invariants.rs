@@ -36,6 +36,7 @@ impl Scheduler {
             }
         }
         self.check_resources();
+        self.check_balance();
         for (&gid, g) in &self.graphs {
             let mut pending = 0;
             let mut done = 0;
@@ -188,6 +189,38 @@ impl Scheduler {
                     "{inc} runs tasks using {want} of {n} but declares {declared}"
                 );
             }
+        }
+    }
+
+    /// Each worker's `expected_us` is the sum over its assigned tasks; every pending steal is of
+    /// a task still assigned to its victim under the attempt asked for (it may have started
+    /// since: the victim will refuse), and each worker's
+    /// `incoming` counts the steals towards it.
+    fn check_balance(&self) {
+        let mut incoming: FxHashMap<Incarnation, u32> = FxHashMap::default();
+        for (task, p) in &self.steals {
+            let t = self
+                .task(*task)
+                .unwrap_or_else(|| panic!("steal of unknown {task}"));
+            assert_eq!(
+                (t.state, t.attempt),
+                (TaskState::Assigned { worker: p.victim }, p.attempt),
+                "{task}: pending steal of an attempt no longer on its victim"
+            );
+            *incoming.entry(p.thief).or_default() += 1;
+        }
+        for (inc, w) in &self.workers {
+            let expected: u64 = w
+                .assigned
+                .iter()
+                .map(|t| self.task(*t).map_or(0, |t| t.est_us))
+                .sum();
+            assert_eq!(w.expected_us, expected, "{inc} expected work");
+            assert_eq!(
+                w.incoming,
+                incoming.get(inc).copied().unwrap_or(0),
+                "{inc} incoming steals"
+            );
         }
     }
 }

@@ -34,16 +34,20 @@ impl Scheduler {
         if !self.classes.is_empty() {
             self.place_restricted();
         }
-        if self.ready.is_empty() {
-            return;
+        if !self.ready.is_empty() {
+            self.place_unrestricted();
         }
+        self.steal();
+    }
+
+    fn place_unrestricted(&mut self) {
         let per_thread = self.config.assigned_per_thread_max;
         let open: usize = self
             .worker_order
             .iter()
             .filter(|i| {
                 let w = &self.workers[i];
-                w.has_room(per_thread)
+                w.has_room(per_thread, 0)
             })
             .count();
         if open == 0 {
@@ -60,7 +64,9 @@ impl Scheduler {
             if t.state != TaskState::Ready {
                 continue; // stale queue entry
             }
-            let target = match self.preferred_worker(task) {
+            let prefix = t.prefix;
+            let est = self.estimate_us(prefix);
+            let target = match self.preferred_worker(task, est) {
                 Some(w) => Some(w),
                 None => {
                     // Round robin over workers with room, `chunk` tasks at a time.
@@ -70,7 +76,7 @@ impl Scheduler {
                     while full_seen <= n {
                         let inc = self.worker_order[self.rr_cursor % n];
                         let w = &self.workers[&inc];
-                        let room = w.has_room(per_thread);
+                        let room = w.has_room(per_thread, est);
                         if room && taken_in_chunk < chunk {
                             taken_in_chunk += 1;
                             found = Some(inc);
@@ -116,7 +122,7 @@ impl Scheduler {
     }
 
     /// The worker with free capacity holding the most input bytes of `task`, if any holds any.
-    pub(super) fn preferred_worker(&self, task: TaskRef) -> Option<Incarnation> {
+    pub(super) fn preferred_worker(&self, task: TaskRef, est: u64) -> Option<Incarnation> {
         let g = &self.graphs[&task.graph];
         let t = &g.tasks[task.index as usize];
         let per_thread = self.config.assigned_per_thread_max;
@@ -124,7 +130,7 @@ impl Scheduler {
         for &d in t.deps.iter() {
             if let TaskState::Memory { holder, .. } = g.tasks[d as usize].state {
                 let w = &self.workers[&holder];
-                if !w.has_room(per_thread) {
+                if !w.has_room(per_thread, est) {
                     continue;
                 }
                 // Sum this holder's bytes over all deps (deps lists are short in practice).
@@ -142,6 +148,7 @@ impl Scheduler {
         self.next_attempt += 1;
         let g = &self.graphs[&task.graph];
         let t = &g.tasks[task.index as usize];
+        let est = self.estimate_us(t.prefix);
         let deps = t
             .deps
             .iter()
@@ -165,6 +172,7 @@ impl Scheduler {
             deps,
             timeout_ms: (t.timeout_ms > 0).then_some(t.timeout_ms as u64),
             priority: t.priority,
+            expected_us: est,
         };
         self.workers
             .get_mut(&inc)
@@ -174,6 +182,9 @@ impl Scheduler {
         let t = self.task_mut(task).expect("exists");
         t.attempt = attempt;
         t.started = false;
+        t.started_at = None;
+        t.steal_refused = false;
+        t.est_us = est;
         self.set_state(task, TaskState::Assigned { worker: inc });
         self.out.push(Command::ToWorker {
             incarnation: inc,

@@ -36,6 +36,7 @@ impl Scheduler {
             }
             return;
         }
+        self.record_duration(task);
         let w = self.workers.get_mut(&inc).expect("checked above");
         w.assigned.remove(&task);
         w.holds.insert(task);

@@ -119,12 +119,13 @@ impl Scheduler {
     /// then the fewest assigned tasks, then join order.
     fn restricted_target(&self, task: TaskRef, r: &Restrictions) -> Option<Incarnation> {
         let per_thread = self.config.assigned_per_thread_max;
+        let est = self.estimate_us(self.task(task).expect("exists").prefix);
         /// Named, input bytes held, fewer assigned, earlier joined: the largest wins.
         type Score = (bool, u64, Reverse<usize>, Reverse<usize>);
         let mut best: Option<(Score, Incarnation)> = None;
         for (pos, &inc) in self.worker_order.iter().enumerate() {
             let w = &self.workers[&inc];
-            if !w.has_room(per_thread) || !w.declares(r) || !w.has_free(r) {
+            if !w.has_room(per_thread, est) || !w.declares(r) || !w.has_free(r) {
                 continue;
             }
             let named = r

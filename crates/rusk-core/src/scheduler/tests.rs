@@ -58,6 +58,18 @@ fn assign(task: TaskRef, attempt: u64, deps: Vec<DepLocation>) -> SchedulerToWor
         deps,
         timeout_ms: None,
         priority: 0,
+        expected_us: UNKNOWN_TASK_DURATION.as_micros() as u64,
+    }))
+}
+
+/// `msg` (an `Assign`) with the scheduler's estimate of the task's duration.
+pub(super) fn measured(msg: SchedulerToWorker, expected_us: u64) -> SchedulerToWorker {
+    let SchedulerToWorker::Assign(a) = msg else {
+        panic!("not an Assign: {msg:?}");
+    };
+    SchedulerToWorker::Assign(Arc::new(Assignment {
+        expected_us,
+        ..(*a).clone()
     }))
 }
 
@@ -283,11 +295,12 @@ fn lost_worker_tasks_are_rescheduled_and_lost_results_recomputed() {
         out[1]
     );
     assert!(matches!(&out[2], Command::Recovery(n) if n.results_lost == 1 && n.recomputing == 1));
+    // b's kind has been measured now (its first run reported no start: under a turn).
     assert_eq!(
         out[3],
         Command::ToWorker {
             incarnation: W1,
-            msg: assign(t(1), 4, vec![])
+            msg: measured(assign(t(1), 4, vec![]), 0)
         }
     );
     assert_eq!(out.len(), 4);

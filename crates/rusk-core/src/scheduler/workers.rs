@@ -25,6 +25,8 @@ impl Scheduler {
                 holds: FxHashSet::default(),
                 heartbeat: HeartbeatInfo::default(),
                 resources_used: FxHashMap::default(),
+                expected_us: 0,
+                incoming: 0,
             },
         );
         self.worker_order.push(incarnation);
@@ -140,9 +142,16 @@ impl Scheduler {
                     },
                 );
             }
+            WorkerToScheduler::StealResponse {
+                task,
+                attempt,
+                stolen,
+            } => self.on_steal_response(inc, task, attempt, stolen),
             WorkerToScheduler::TaskStarted { task, attempt } => {
                 if self.is_current(inc, task, attempt) {
-                    self.task_mut(task).expect("current").started = true;
+                    let t = self.task_mut(task).expect("current");
+                    t.started = true;
+                    t.started_at = Some(now);
                 } else {
                     self.stats.stale_reports += 1;
                 }

@@ -322,6 +322,7 @@ impl Sim {
             detached_graphs_max: 64,
             task_max_worker_deaths: max_worker_deaths,
             no_worker_timeout: config.no_worker_timeout,
+            work_stealing: config.work_stealing,
             ..SchedulerConfig::default()
         };
         let workers =
@@ -933,6 +934,7 @@ impl Sim {
                             SchedulerToWorker::Cancel { .. } => "Cancel",
                             SchedulerToWorker::Release { .. } => "Release",
                             SchedulerToWorker::Upload { .. } => "Upload",
+                            SchedulerToWorker::Steal { .. } => "Steal",
                         };
                         return Err(FailureKind::SentToDroppedWorker { incarnation, what });
                     }
@@ -946,6 +948,7 @@ impl Sim {
                         SchedulerToWorker::Welcome { .. }
                         | SchedulerToWorker::Release { .. }
                         | SchedulerToWorker::Upload { .. } => {}
+                        SchedulerToWorker::Steal { .. } => {}
                     }
                     match batches.iter_mut().find(|(i, _)| *i == incarnation) {
                         Some((_, b)) => b.push(msg),

@@ -518,7 +518,7 @@ impl Sim {
             return Ok(());
         }
         let (task, attempt, killer) = (j.task, j.attempt, j.killer);
-        self.oracle.executor_started(task, attempt);
+        self.oracle.executor_started(task, attempt)?;
         self.worker_handle(life, vec![worker::Event::Started { task, attempt }])?;
         if killer {
             self.push(self.now, Ev::KillerFires { life, job });
