@@ -477,6 +477,9 @@ pub struct StatsView {
     pub workers_lost: u64,
     pub results_recomputed: u64,
     pub poison_tasks: u64,
+    /// Work stealing: `Steal` requests sent, and tasks their victims gave up.
+    pub steals_requested: u64,
+    pub tasks_stolen: u64,
 }
 
 /// What the shell knows of a worker beyond the core's status.
@@ -683,6 +686,8 @@ impl Observer {
                 workers_lost: stats.workers_lost,
                 results_recomputed: stats.results_recomputed,
                 poison_tasks: stats.poison_tasks,
+                steals_requested: stats.steals_requested,
+                tasks_stolen: stats.tasks_stolen,
             },
             workers: extras,
         };

@@ -1,7 +1,10 @@
 //! Placement controls with real processes: workers declaring resources (`--resources` and
 //! `RUSK_RESOURCES`), tasks asking for them or for named workers, and tasks no worker can run
-//! failing with their reason while another graph completes.
+//! failing with their reason while another graph completes; and work stealing between real
+//! workers (the Steal/StealResponse exchange through the worker shell).
 mod common;
+#[path = "support/http.rs"]
+mod http;
 use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -177,4 +180,53 @@ fn malformed_placement_is_rejected_with_a_clear_message() {
         err.contains("resource \"GPU\": \"lots\" is not a number"),
         "{err}"
     );
+}
+
+/// A worker that joins while another holds a queue of slow tasks makes the scheduler ask for
+/// some of them (`Steal`); whatever the busy worker answers, every task runs and reports once,
+/// and the graph's result is right.
+#[test]
+fn an_idle_worker_joining_makes_the_scheduler_steal_and_every_task_runs_once() {
+    let mut c = Cluster::start_with(0, &["--dashboard", "127.0.0.1:0"], &["--nthreads", "1"]);
+    c.add_worker();
+    c.wait_workers(1);
+    // Each task prints its worker's pid: a task run twice would show in no output, but its
+    // duplicate report would be fenced; the sum checks every value arrived once.
+    let leaves: Vec<Value> = (0..8)
+        .map(|i| json!({"key": format!("nap-{i}"), "cmd": ["sh", "-c", "sleep 0.3; echo 1"]}))
+        .collect();
+    let mut tasks = leaves.clone();
+    let keys: Vec<String> = (0..8).map(|i| format!("nap-{i}")).collect();
+    tasks.push(json!({"key": "total", "builtin": "sum", "deps": keys}));
+    let run = c.submit_spawn(&json!({ "tasks": tasks, "outputs": ["total"] }));
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            c.status()["workers"][0]["tasks"]["assigned"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 3
+        },
+        "a queue on the first worker",
+    );
+    c.add_worker();
+    let out = wait_output(run, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, json!({"total": "8"}));
+    let base = http::dashboard_url(&c.file);
+    let mut stats = Value::Null;
+    wait_until(
+        Duration::from_secs(5),
+        || {
+            stats = http::get(&format!("{base}/api/overview")).json()["stats"].clone();
+            stats["steals_requested"].as_u64().unwrap_or(0) >= 1
+        },
+        "a steal request",
+    );
+    assert!(stats["tasks_stolen"].as_u64().unwrap() <= stats["steals_requested"].as_u64().unwrap());
 }
