@@ -10,6 +10,7 @@ client asks the scheduler to locate the output again and it is recomputed.
 
 import atexit
 import collections
+import gc
 import logging
 import os
 import threading
@@ -522,6 +523,17 @@ class Client(_ClusterOps, _DataOps):
         del batch_size, fifo_timeout
         _no_actors(actor or actors)
         self._check_open()
+        # A big map allocates millions of objects that all live on: with the cyclic collector
+        # running over them again and again, 100,000 tasks cost 3-6x more per task.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._map(fn, iterables, key, retries, timeout, pure, priority, resources, workers, allow_other_workers, kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _map(self, fn, iterables, key, retries, timeout, pure, priority, resources, workers, allow_other_workers, kwargs):
         placement = _placement.fields(priority, resources, workers, allow_other_workers)
         items = list(zip(*iterables))
         if isinstance(key, (list, tuple)):
