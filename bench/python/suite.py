@@ -77,14 +77,9 @@ LONG_REPS = {"uneven": 3, "map100k": 3}
 LONG_REPS_DASK = {"map100k": 1, "map": 3, "tree": 3}
 MAP_BIG_QUICK = 20_000
 
-# TODO(issue 10, work stealing): the `uneven` figure is to be measured on rusk with and without
-# work stealing. The scheduler has no switch for it yet (neither `rusk scheduler --help` nor
-# `rusk local --help` mentions stealing at the time of writing). Once it has one, set this to
-# the environment that turns stealing off, e.g. {"RUSK_WORK_STEALING": "off"} (rusk.Client
-# passes its env= to the scheduler it starts); the `rusk-nosteal` run then measures uneven
-# without stealing and the report shows both lines. While it is None the run is skipped and
-# the report says so (and warns if the binary's help does mention stealing).
-NO_STEALING_ENV = None
+# The `uneven` figure is measured on rusk with and without work stealing: this environment turns
+# it off in the scheduler rusk.Client starts (`rusk scheduler --no-work-stealing`).
+NO_STEALING_ENV = {"RUSK_NO_WORK_STEALING": "true"}
 
 
 def log(*args):
