@@ -14,6 +14,10 @@ worker -> executor
                   inline; 1: it is ``len`` bytes at ``offset`` of the worker's shared-memory
                   segment ``/proc/<worker pid>/fd/<fd>``, which the executor maps read-only:
                   numpy, pandas and Arrow buffers in it are used in place, never copied.
+    ``K`` claim   body ``claim: u32 BE``: the next ``T`` of task ``id`` may be held by another
+                  executor too. Before starting it, create ``<id>.<claim>`` in
+                  ``RUSK_CLAIMS_DIR`` exclusively (``O_EXCL``: atomic between processes); if
+                  it exists, another executor took the task: skip it (``X``).
     ``C`` cancel  drop the queued task ``id`` if it has not started (answered by ``X``).
     ``F`` free    the worker has mapped the result segment of task ``id``: close our fd.
 executor -> worker
@@ -31,7 +35,7 @@ executor -> worker
     ``E`` error   ``msg_len: u32 BE``, the UTF-8 message, then the pickled
                   ``(exception, traceback_text)`` of task ``id`` (nothing when the task
                   failed before running, e.g. on a version mismatch).
-    ``X`` skipped task ``id`` was cancelled before it started.
+    ``X`` skipped task ``id`` was cancelled, or claimed by another executor, before it started.
     ``U`` unmapped  id 0; ``n`` fds (``u32 BE`` each, the worker's numbers, one per mapping):
                   input segments this executor mapped for tasks and has unmapped since, each
                   once per mapping. Until then the worker keeps them (their memory is neither
@@ -71,11 +75,14 @@ PRELUDES_MAX = 16
 BIG_BODY = 1 << 20
 
 K_TASK = ord("T")
+K_CLAIM = ord("K")
 K_CANCEL = ord("C")
 K_FREE = ord("F")
 PING = HEADER.pack(ord("P"), 0, 0)
 # A task frame's blob descriptor: kind, fd, offset, length.
 BLOB = struct.Struct(">B3xIQQ")
+# A `K` frame's body: the claim.
+CLAIM = struct.Struct(">I")
 # Results smaller than this (with no out-of-band buffers) go inline through the pipe; the rest
 # are written to a shared-memory segment (the worker's INLINE_VALUE_MAX).
 INLINE_VALUE_MAX = 64 * 1024
@@ -260,6 +267,7 @@ class Input:
         self.out = out
         self.buf = bytearray()
         self.frames = deque()
+        self.claims = {}  # task id -> the claim its queued `T` must take (`K`)
         self.poller = select.poll()
         self.poller.register(fd, select.POLLIN)
 
@@ -302,6 +310,8 @@ class Input:
                 break
             if kind == K_TASK:
                 self.frames.append((fid, body))
+            elif kind == K_CLAIM:
+                self.claims[fid] = CLAIM.unpack_from(body)[0]
             elif kind == K_CANCEL:
                 self._cancel(fid)
             elif kind == K_FREE:
@@ -318,6 +328,7 @@ class Input:
         for f in self.frames:
             if f[0] == fid:
                 self.frames.remove(f)
+                self.claims.pop(fid, None)
                 self.out.send(ord("X"), fid)
                 return
 
@@ -392,6 +403,7 @@ class Executor:
         self.good_header = None
         self.preludes = {}  # prelude bytes -> its list of functions and classes
         self.uploads_dir = os.environ.get("RUSK_UPLOADS_DIR") or "/nonexistent"
+        self.claims_dir = os.environ.get("RUSK_CLAIMS_DIR") or "/nonexistent"
         self.uploads_seen = None  # the uploads directory's mtime when last looked at
         self.uploads = {}  # path -> mtime of the uploaded files seen
         self.worker_pid = int(os.environ.get("RUSK_WORKER_PID") or os.getppid())
@@ -423,6 +435,15 @@ class Executor:
             if not frames:
                 continue
             tid, body = frames.popleft()
+            claim = inp.claims.pop(tid, None)
+            if claim is not None and not self.claim(tid, claim):
+                # Another executor took it: never run a task twice.
+                skipped = frame(ord("X"), tid)
+                if held is None:
+                    held = skipped
+                else:
+                    held.extend(skipped)
+                continue
             started = frame(ord("S"), tid)
             if held is not None:
                 held.extend(started)
@@ -433,6 +454,18 @@ class Executor:
             unmapped = self.release_maps()
             if unmapped:
                 held.extend(unmapped)
+
+    def claim(self, tid, claim):
+        """Take the claim of task ``tid`` (see ``K``); False if another executor has it."""
+        path = "%s/%d.%d" % (self.claims_dir, tid, claim)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return False
+        except OSError as e:
+            # The directory is gone (removed from outside): run it rather than lose it.
+            sys.stderr.write("rusk executor: cannot claim task %d at %s: %s\n" % (tid, path, e))
+        return True
 
     def sync_uploads(self):
         """Make the files clients uploaded (``Client.upload_file``, written by the worker into

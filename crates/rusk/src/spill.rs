@@ -108,7 +108,8 @@ impl SpillDir {
     }
 }
 
-/// Remove `<prefix><pid>` directories under `base` whose process is gone.
+/// Remove `<prefix><pid>` (or `<prefix><pid>-<anything>`) directories under `base` whose
+/// process is gone.
 pub fn sweep_dead(base: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
@@ -118,7 +119,8 @@ pub fn sweep_dead(base: &Path, prefix: &str) {
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix(prefix))
-            .and_then(|p| p.parse::<i32>().ok())
+            .and_then(|p| p.split('-').next()?.parse::<i32>().ok())
+            .filter(|&pid| pid > 0)
         else {
             continue;
         };

@@ -12,9 +12,12 @@
 //! from one to the next without a round trip through the worker: [`PIPELINE_DEPTH`] at once,
 //! or [`PIPELINE_DEPTH_SHORT`] while its tasks take under [`SHORT_TASK`] on average. A job
 //! queued behind a long one (running for [`STEAL_AFTER`]) or behind an executor still starting
-//! is not stuck there: an idle executor, when nothing else waits, is sent a copy; the first
-//! executor to start it owns it, the others are told to drop it (`Cancel`), and only the
-//! owner's answer counts.
+//! is not stuck there: an idle executor, when nothing else waits, is sent a copy. A job that
+//! may wait (or be copied) is sent with a *claim*: before it starts it, an executor takes the
+//! claim (an exclusive file create, atomic between processes) and skips the job (`X`) if
+//! another executor took it first, so a job's code never runs twice. The executor that
+//! starts it owns it, the others are told to drop it (`Cancel`), and only the owner's answer
+//! counts. A job put back in line (its executor died) gets a new claim.
 //!
 //! # Failures
 //!
@@ -76,6 +79,13 @@ struct Job {
     reported: bool,
     /// Abandoned by the worker: any executor that starts it is killed.
     abandoned: bool,
+    /// The claim of its current copies (`None`: sent unclaimed, to an executor that starts it
+    /// next; such a job is never copied). Copies share one claim: the first executor to take
+    /// it runs the job, the others skip it.
+    claim: Option<u32>,
+    /// Bumped each time the job goes back to waiting: an executor that died after taking the
+    /// old claim (before its start was seen) does not block the job's next run.
+    gen: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -306,6 +316,8 @@ impl PoolCore {
                 owner: None,
                 reported: false,
                 abandoned: false,
+                claim: None,
+                gen: 0,
             },
         );
         self.pending.push_back(job);
@@ -360,7 +372,7 @@ impl PoolCore {
             let job = self.jobs.get_mut(&j).expect("queued jobs exist");
             job.on.retain(|&e| e != exec);
             if !job.reported && job.on.is_empty() {
-                self.pending.push_front(j);
+                self.requeue(j);
             }
             self.gc(j);
         }
@@ -441,7 +453,7 @@ impl PoolCore {
         match answer {
             Answer::Skipped => {
                 if !job.reported && job.owner.is_none() && job.on.is_empty() {
-                    self.pending.push_front(id);
+                    self.requeue(id);
                 }
             }
             Answer::Value(v) if job.owner == Some(exec) => self.finish(id, Ok(v)),
@@ -450,6 +462,15 @@ impl PoolCore {
             Answer::Value(_) | Answer::Error(_) => {}
         }
         self.gc(id);
+    }
+
+    /// A job no executor holds waits again, first in line, under a new claim.
+    fn requeue(&mut self, id: JobId) {
+        let job = self.jobs.get_mut(&id).expect("requeued jobs exist");
+        debug_assert!(job.on.is_empty() && job.owner.is_none());
+        job.gen += 1;
+        job.claim = None;
+        self.pending.push_front(id);
     }
 
     /// Report the job's outcome (once). Its data stays until no executor holds it (`gc`): an
@@ -577,7 +598,7 @@ impl PoolCore {
                         let f = f.clone();
                         self.finish(j, Err(Failure::NoExecutor(f)));
                     }
-                    None => self.pending.push_front(j),
+                    None => self.requeue(j),
                 }
             }
             self.gc(j);
@@ -741,10 +762,9 @@ impl PoolCore {
         let running = x.running.map(|(r, _)| r);
         x.queue.iter().copied().find(|&j| {
             running != Some(j)
-                && self
-                    .jobs
-                    .get(&j)
-                    .is_some_and(|job| job.owner.is_none() && !job.reported && job.on.len() == 1)
+                && self.jobs.get(&j).is_some_and(|job| {
+                    job.owner.is_none() && !job.reported && job.on.len() == 1 && job.claim.is_some()
+                })
         })
     }
 
@@ -782,16 +802,23 @@ impl PoolCore {
     }
 
     fn send(&mut self, j: JobId, exec: ExecId) {
-        self.jobs
-            .get_mut(&j)
-            .expect("sent jobs exist")
-            .on
-            .push(exec);
-        self.exec_mut(exec)
-            .expect("sent to a live executor")
-            .queue
-            .push(j);
-        self.out.push(Command::Send { exec, job: j });
+        let x = self.exec_mut(exec).expect("sent to a live executor");
+        // Unless it starts next on an executor that is up, it may be stolen while it waits.
+        let may_wait = !x.ready() || !x.queue.is_empty();
+        x.queue.push(j);
+        let job = self.jobs.get_mut(&j).expect("sent jobs exist");
+        let copy = !job.on.is_empty();
+        debug_assert!(!copy || job.claim.is_some(), "only claimed jobs are copied");
+        if copy || may_wait {
+            job.claim = Some(job.gen);
+        }
+        job.on.push(exec);
+        let claim = job.claim;
+        self.out.push(Command::Send {
+            exec,
+            job: j,
+            claim,
+        });
     }
 
     fn spawn(&mut self, now: Duration) {
@@ -873,6 +900,11 @@ impl PoolCore {
                 self.by_attempt.get(&(job.task, job.attempt)),
                 Some(&id),
                 "job {id} not found by its attempt"
+            );
+            // A job on two executors at once could run twice but for its claim.
+            assert!(
+                job.on.len() <= 1 || job.claim.is_some(),
+                "job {id} copied without a claim"
             );
             for (i, e) in job.on.iter().enumerate() {
                 assert!(!job.on[..i].contains(e), "job {id} on {e} twice");

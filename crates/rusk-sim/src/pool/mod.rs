@@ -204,6 +204,8 @@ pub enum PoolViolation {
         job: u64,
         why: &'static str,
     },
+    #[error("job {job} started on executor {exec} while executor {other}, which started it too, lives on unkilled")]
+    RanTwice { job: u64, exec: u64, other: u64 },
     #[error("cancel of job {job} to executor {exec}, which was never sent it")]
     CancelOfUnsent { exec: u64, job: u64 },
     #[error("executor {exec} killed {why}")]
@@ -274,7 +276,8 @@ enum Out {
 
 #[derive(Clone, Copy, Debug)]
 enum In {
-    Task(JobId),
+    /// A task, with its claim (see `Command::Send`).
+    Task(JobId, Option<u32>),
     Cancel(JobId),
 }
 
@@ -313,8 +316,8 @@ struct Proc {
     stderr_tail: &'static str,
     /// Frames from the shell, with when they arrive.
     input: VecDeque<(Duration, In)>,
-    /// Tasks read and not started.
-    queue: VecDeque<JobId>,
+    /// Tasks read and not started, with their claims.
+    queue: VecDeque<(JobId, Option<u32>)>,
     /// The task it runs (until it answers or dies).
     current: Option<JobId>,
     /// Plans of the tasks it started.
@@ -409,6 +412,8 @@ struct Job {
     sent_to: BTreeSet<ExecId>,
     /// The executor whose start the pool reported.
     owner: Option<ExecId>,
+    /// The processes that started its code.
+    ran_on: Vec<ExecId>,
     finished: bool,
     forgotten: bool,
     abandoned: bool,
@@ -535,6 +540,8 @@ struct PoolSim {
     next_pid: u32,
     jobs: BTreeMap<JobId, Job>,
     by_attempt: BTreeMap<AttemptId, JobId>,
+    /// The claims taken (the claim files of the real shell): `(job, claim)`.
+    claims: BTreeSet<(JobId, u32)>,
     jobs_left: u32,
     faults: Faults,
     healed: bool,
@@ -556,6 +563,8 @@ struct PoolSim {
     report: PoolReport,
     trace: VecDeque<(Duration, TraceItem)>,
     broken_run: bool,
+    /// What a simulated process saw go wrong (a job started twice), reported by `dispatch`.
+    violation: Option<PoolViolation>,
 }
 
 fn attempt_of(job: JobId) -> (TaskRef, AttemptId) {

@@ -68,16 +68,27 @@ impl PoolSim {
         while p.input.front().is_some_and(|(at, _)| *at <= now) {
             let (_, frame) = p.input.pop_front().expect("checked");
             match frame {
-                In::Task(j) => p.queue.push_back(j),
+                In::Task(j, claim) => p.queue.push_back((j, claim)),
                 In::Cancel(j) => {
-                    if let Some(pos) = p.queue.iter().position(|&q| q == j) {
+                    if let Some(pos) = p.queue.iter().position(|&(q, _)| q == j) {
                         p.queue.remove(pos);
                         skipped.push(j);
                     }
                 }
             }
         }
-        let next = p.queue.pop_front();
+        // The first task whose claim is free (a claimed one is skipped: another executor
+        // took it).
+        let mut next = None;
+        while let Some((j, claim)) = p.queue.pop_front() {
+            match claim {
+                Some(c) if !self.claims.insert((j, c)) => skipped.push(j),
+                _ => {
+                    next = Some(j);
+                    break;
+                }
+            }
+        }
         for j in skipped {
             self.write(exec, Out::Answer(j, Answer::Skipped));
         }
@@ -152,6 +163,21 @@ impl PoolSim {
     }
 
     pub(super) fn start_task(&mut self, exec: ExecId, job: JobId) {
+        // Its code runs once: again only after every process that started it died or was
+        // condemned (a job put back in line is run again, uncharged).
+        let j = self.jobs.get_mut(&job).expect("started jobs exist");
+        let other = j.ran_on.iter().copied().find(|o| {
+            let p = &self.procs[o];
+            p.alive && p.kill.is_none()
+        });
+        j.ran_on.push(exec);
+        if let Some(other) = other {
+            self.violation.get_or_insert(PoolViolation::RanTwice {
+                job: job.0,
+                exec: exec.0,
+                other: other.0,
+            });
+        }
         let plan = self.draw_plan();
         let now = self.now;
         self.write(exec, Out::Started(job));

@@ -67,6 +67,7 @@ impl PoolSim {
             next_pid: 100,
             jobs: BTreeMap::new(),
             by_attempt: BTreeMap::new(),
+            claims: BTreeSet::new(),
             jobs_left,
             faults,
             healed: false,
@@ -87,6 +88,7 @@ impl PoolSim {
             },
             trace: VecDeque::new(),
             broken_run: false,
+            violation: None,
         };
         sim.push(Duration::ZERO, Ev::Submit);
         let safety = sim.config.safety;
@@ -260,6 +262,14 @@ impl PoolSim {
     // === dispatch ===
 
     pub(super) fn dispatch(&mut self, ev: Ev) -> Result<(), FailureKind> {
+        self.dispatch_event(ev)?;
+        match self.violation.take() {
+            Some(v) => Err(FailureKind::Pool(v)),
+            None => Ok(()),
+        }
+    }
+
+    fn dispatch_event(&mut self, ev: Ev) -> Result<(), FailureKind> {
         if self.stall.is_some() && ev.on_pool_loop() {
             self.deferred.push_back(ev);
             return Ok(());
@@ -485,6 +495,7 @@ impl PoolSim {
                     submitted: self.now,
                     sent_to: BTreeSet::new(),
                     owner: None,
+                    ran_on: Vec::new(),
                     finished: false,
                     forgotten: false,
                     abandoned: false,

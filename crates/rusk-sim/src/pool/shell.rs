@@ -16,9 +16,9 @@ impl PoolSim {
                     self.fingerprint([1, exec.0, 0]);
                     self.spawn(exec);
                 }
-                Command::Send { exec, job } => {
+                Command::Send { exec, job, claim } => {
                     self.fingerprint([2, exec.0, job.0]);
-                    self.on_send(exec, job)?;
+                    self.on_send(exec, job, claim)?;
                 }
                 Command::Cancel { exec, job } => {
                     self.fingerprint([3, exec.0, job.0]);
@@ -199,7 +199,12 @@ impl PoolSim {
         self.core_step(Event::Spawned { exec, pid })
     }
 
-    pub(super) fn on_send(&mut self, exec: ExecId, job: JobId) -> Result<(), FailureKind> {
+    pub(super) fn on_send(
+        &mut self,
+        exec: ExecId,
+        job: JobId,
+        claim: Option<u32>,
+    ) -> Result<(), FailureKind> {
         let p = self.procs.get(&exec).expect("sent to a spawned executor");
         let why = if p.forgotten {
             Some("settled")
@@ -226,7 +231,8 @@ impl PoolSim {
                 why: "sent after it finished",
             }));
         }
-        if !j.sent_to.insert(exec) {
+        // Sent again after it answered (skipped a job claimed elsewhere) is fine.
+        if !j.sent_to.insert(exec) && self.procs[&exec].unanswered.contains(&job) {
             return Err(FailureKind::Pool(PoolViolation::SentToDeadExecutor {
                 exec: exec.0,
                 job: job.0,
@@ -242,7 +248,7 @@ impl PoolSim {
         p.unanswered.insert(job);
         // Frames to a process that is gone (or never started) are lost with the pipe.
         if p.alive || !p.spawn_answered && !p.spawn_failed {
-            p.input.push_back((at, In::Task(job)));
+            p.input.push_back((at, In::Task(job, claim)));
             self.push(at, Ev::ProcWake { exec });
         }
         Ok(())

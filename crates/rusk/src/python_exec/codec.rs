@@ -29,6 +29,8 @@ pub enum ToExecutor {
         id: u64,
         payload: Bytes,
         inputs: Vec<Bytes>,
+        /// Preceded by `K` (`claim: u32 BE`): the executor claims the task before it starts it.
+        claim: Option<u32>,
     },
     /// `C`.
     Cancel(u64),
@@ -89,7 +91,14 @@ impl Encoder<ToExecutor> for ExecutorCodec {
                 id,
                 payload,
                 inputs,
-            } => (id, payload, inputs),
+                claim,
+            } => {
+                if let Some(c) = claim {
+                    put_header(dst, b'K', id, 4);
+                    dst.put_u32(c);
+                }
+                (id, payload, inputs)
+            }
         };
         let blobs: Vec<(&Bytes, Option<i32>)> = std::iter::once((&payload, None))
             .chain(inputs.iter().map(|i| (i, segment::fd_of(i))))
@@ -187,11 +196,14 @@ mod tests {
                     id: 9,
                     payload: Bytes::from_static(b"ab"),
                     inputs: vec![Bytes::from_static(b"c")],
+                    claim: Some(3),
                 },
                 &mut dst,
             )
             .unwrap();
-        let mut want = header(b'T', 9, 4 + 2 * 24 + 3);
+        let mut want = header(b'K', 9, 4);
+        want.extend(3u32.to_be_bytes());
+        want.extend(header(b'T', 9, 4 + 2 * 24 + 3));
         want.extend(2u32.to_be_bytes());
         for len in [2u64, 1] {
             want.extend([0, 0, 0, 0]); // inline, padding

@@ -17,6 +17,7 @@
 //! | dir | kind | body |
 //! |---|---|---|
 //! | → | `T` task | `n: u32 BE`, `n` blob descriptors (`kind: u8` (0 inline, 1 segment), 3 zero bytes, `fd: u32`, `offset: u64`, `len: u64`, all BE), then the inline blobs: the payload, then the inputs (a segment is mapped by the executor through `/proc/<worker pid>/fd/<fd>`) |
+//! | → | `K` claim | `claim: u32 BE`: the next `T` of task `id` may run elsewhere too: before starting it, create `<id>.<claim>` in `RUSK_CLAIMS_DIR` exclusively (`O_EXCL`), and skip it (`X`) if it exists |
 //! | → | `C` cancel | - (drop queued task `id` unless it has started) |
 //! | → | `F` result mapped | - (close the fd of task `id`'s result segment) |
 //! | ← | `H` hello | JSON `{"py","python","cloudpickle","pid","executable"}`, or `{"error"}` then exit |
@@ -25,7 +26,7 @@
 //! | ← | `U` unmapped | `n` × `fd: u32 BE` (id 0): input segments the executor mapped (through the worker's fd `fd`) and has unmapped since, one per mapping; the worker keeps each segment it sent until then |
 //! | ← | `R` result | `0: u8` then the value, or `1: u8, fd: u32 BE, len: u64 BE`: a sealed memfd of the executor holding the value, mapped here at once through `/proc/<executor pid>/fd/<fd>` (then `F`), or `2: u8, input: u32 BE`: the task returned its input `input` unchanged (an immutable value: the worker stores the input's bytes again, nothing is copied) |
 //! | ← | `E` error | `len: u32 BE`, the UTF-8 message, the pickled `(exception, traceback)` (none if the task never ran: bad header, version mismatch) |
-//! | ← | `X` skipped | - (a cancelled task that never started) |
+//! | ← | `X` skipped | - (a cancelled task, or one claimed by another executor, that never started here) |
 //!
 //! Each `T` gets exactly one answer: `R` or `E` (each preceded by `S`), or `X`. Tasks start in
 //! the order they were sent. End of stdin tells an executor to exit; it also dies with the
@@ -70,6 +71,8 @@ use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
 use tracing::{debug, info, warn};
 
 use rusk_net::segment;
+
+use claims::ClaimsDir;
 
 /// The executor script, embedded so that a worker needs nothing but an interpreter with
 /// `cloudpickle`.
@@ -202,10 +205,12 @@ impl PythonPool {
             eager: opts.eager,
             python: python.display().to_string(),
         });
+        let claims = ClaimsDir::new(&work_dir);
         let manager = Manager {
             core,
             hang_timeout: opts.hang_timeout,
             python,
+            claims,
             work_dir,
             report: Box::new(report),
             epoch: Instant::now(),
@@ -238,6 +243,8 @@ impl PythonPool {
 struct JobData {
     payload: Bytes,
     inputs: Vec<Bytes>,
+    /// The claims it was sent under: their files go with the job.
+    claims: Vec<u32>,
 }
 
 /// The shell's side of one executor process.
@@ -263,6 +270,8 @@ struct Manager {
     hang_timeout: Duration,
     python: PathBuf,
     work_dir: PathBuf,
+    /// Where executors claim jobs (`K`): this pool's own directory.
+    claims: ClaimsDir,
     report: Box<dyn Fn(Report) + Send>,
     epoch: Instant,
     jobs: FxHashMap<JobId, JobData>,
@@ -339,7 +348,14 @@ impl Manager {
             } => {
                 self.next_job += 1;
                 let job = JobId(self.next_job);
-                self.jobs.insert(job, JobData { payload, inputs });
+                self.jobs.insert(
+                    job,
+                    JobData {
+                        payload,
+                        inputs,
+                        claims: Vec::new(),
+                    },
+                );
                 self.feed(Event::Execute { job, task, attempt });
             }
             Request::Abandon { task, attempt } => self.feed(Event::Abandon { task, attempt }),
@@ -433,22 +449,28 @@ impl Manager {
                         message: format!("{e:#}"),
                     },
                 }),
-                Command::Send { exec, job } => {
-                    if let (Some(x), Some(d)) = (self.execs.get_mut(&exec), self.jobs.get(&job)) {
-                        let segments: Vec<(RawFd, Bytes)> = d
-                            .inputs
-                            .iter()
-                            .filter_map(|v| segment::fd_of(v).map(|fd| (fd, v.clone())))
-                            .collect();
-                        if !segments.is_empty() {
-                            x.unstarted.insert(job, segments);
-                        }
-                        let _ = x.writer.send(ToExecutor::Task {
-                            id: job.0,
-                            payload: d.payload.clone(),
-                            inputs: d.inputs.clone(),
-                        });
+                Command::Send { exec, job, claim } => {
+                    let (Some(x), Some(d)) = (self.execs.get_mut(&exec), self.jobs.get_mut(&job))
+                    else {
+                        continue;
+                    };
+                    if let Some(c) = claim.filter(|c| !d.claims.contains(c)) {
+                        d.claims.push(c);
                     }
+                    let segments: Vec<(RawFd, Bytes)> = d
+                        .inputs
+                        .iter()
+                        .filter_map(|v| segment::fd_of(v).map(|fd| (fd, v.clone())))
+                        .collect();
+                    if !segments.is_empty() {
+                        x.unstarted.insert(job, segments);
+                    }
+                    let _ = x.writer.send(ToExecutor::Task {
+                        id: job.0,
+                        payload: d.payload.clone(),
+                        inputs: d.inputs.clone(),
+                        claim,
+                    });
                 }
                 Command::Cancel { exec, job } => {
                     if let Some(x) = self.execs.get(&exec) {
@@ -478,7 +500,11 @@ impl Manager {
                     result: result.map_err(executor::Failure::into_task_error),
                 }),
                 Command::ForgetJob { job } => {
-                    self.jobs.remove(&job);
+                    if let Some(d) = self.jobs.remove(&job) {
+                        for c in d.claims {
+                            self.claims.release(job, c);
+                        }
+                    }
                 }
                 Command::ForgetExec { exec } => {
                     if let Some(x) = self.execs.remove(&exec) {
@@ -586,6 +612,7 @@ fn parse_error(mut body: Bytes) -> TaskError {
     }
 }
 
+mod claims;
 mod codec;
 mod process;
 #[cfg(test)]

@@ -28,6 +28,7 @@ impl Manager {
             .env("RUSK_WORKER_PID", std::process::id().to_string())
             .env("RUSK_EXECUTOR_STACK_FILE", &stack_file)
             .env("RUSK_UPLOADS_DIR", super::uploads_dir(&self.work_dir))
+            .env("RUSK_CLAIMS_DIR", self.claims.path())
             // Task code has no business with the cluster's secret.
             .env_remove("RUSK_TOKEN")
             .stdin(std::process::Stdio::piped())

@@ -39,10 +39,21 @@ fn value_of(x: u64, i: u64) -> Bytes {
     Bytes::from(format!("v{i}@{x}"))
 }
 
+/// Job `i` sent to executor `x` to start next (unclaimed: never copied).
 fn send(x: u64, i: u64) -> Command {
     Command::Send {
         exec: e(x),
         job: j(i),
+        claim: None,
+    }
+}
+
+/// Job `i` sent to executor `x` under claim `gen`: it may wait there, or it is a copy.
+fn send_claimed(x: u64, i: u64, gen: u32) -> Command {
+    Command::Send {
+        exec: e(x),
+        job: j(i),
+        claim: Some(gen),
     }
 }
 
@@ -96,7 +107,7 @@ fn failure_of(out: &[Command], i: u64) -> Failure {
 fn sends(out: &[Command]) -> Vec<(u64, u64)> {
     out.iter()
         .filter_map(|c| match c {
-            Command::Send { exec, job } => Some((exec.0, job.0)),
+            Command::Send { exec, job, .. } => Some((exec.0, job.0)),
             _ => None,
         })
         .collect()
@@ -271,14 +282,19 @@ fn an_eager_pool_spawns_its_executors_and_sends_two_ahead_to_the_least_loaded() 
     let mut p = Pool::ready(2);
     assert_eq!(p.execute(0), vec![send(1, 0)]);
     assert_eq!(p.execute(1), vec![send(2, 1)]);
-    assert_eq!(p.execute(2), vec![send(1, 2)]);
-    assert_eq!(p.execute(3), vec![send(2, 3)]);
+    // Queued behind a job: claimed, as they may be stolen while they wait.
+    assert_eq!(p.execute(2), vec![send_claimed(1, 2, 0)]);
+    assert_eq!(p.execute(3), vec![send_claimed(2, 3, 0)]);
     assert_eq!(p.execute(4), vec![], "both executors have two ahead");
     assert_eq!(p.start(1, 0), vec![started(0)]);
     p.now += 5 * MS;
     assert_eq!(
         p.answer(1, 0),
-        vec![finished(0, Ok(value_of(1, 0))), forget(0), send(1, 4)]
+        vec![
+            finished(0, Ok(value_of(1, 0))),
+            forget(0),
+            send_claimed(1, 4, 0)
+        ]
     );
     assert_eq!(p.core.executors_alive(), 2);
 }
@@ -333,7 +349,8 @@ fn a_job_behind_a_long_one_is_stolen_and_the_other_copy_cancelled() {
             cpu: None,
         })
         .collect();
-    assert_eq!(p.step(Event::Tick { samples }), vec![send(2, 2)]);
+    // The copy shares the claim of the one it was sent with.
+    assert_eq!(p.step(Event::Tick { samples }), vec![send_claimed(2, 2, 0)]);
     // The thief starts it first: it owns it, the other copy is cancelled.
     assert_eq!(p.start(2, 2), vec![started(2), cancel(1, 2)]);
     assert_eq!(
@@ -341,14 +358,13 @@ fn a_job_behind_a_long_one_is_stolen_and_the_other_copy_cancelled() {
         Some(t0 + STEAL_AFTER + 100 * MS),
         "nothing left to steal: the next periodic check"
     );
-    // The cancel came too late: executor 1 starts its copy too, after 0. That copy's answer
-    // is ignored, and the job is forgotten only when both have answered.
+    // The cancel came too late: executor 1 finishes 0 and finds its copy of 2 claimed by
+    // executor 2, so it skips it. The job is forgotten only when both have answered.
     assert_eq!(
         p.answer(1, 0),
         vec![finished(0, Ok(value_of(1, 0))), forget(0)]
     );
-    assert_eq!(p.start(1, 2), vec![]);
-    assert_eq!(p.answer(1, 2), vec![]);
+    assert_eq!(p.skip(1, 2), vec![]);
     assert_eq!(
         p.answer(2, 2),
         vec![finished(2, Ok(value_of(2, 2))), forget(2)]
@@ -367,7 +383,11 @@ fn a_cancelled_copy_skips_and_the_job_is_forgotten_after_both_answers() {
     // Idle and 0 running for 20 ms: the copy goes at once.
     assert_eq!(
         p.answer(2, 1),
-        vec![finished(1, Ok(value_of(2, 1))), forget(1), send(2, 2)]
+        vec![
+            finished(1, Ok(value_of(2, 1))),
+            forget(1),
+            send_claimed(2, 2, 0)
+        ]
     );
     assert_eq!(p.start(2, 2), vec![started(2), cancel(1, 2)]);
     assert_eq!(
@@ -376,6 +396,27 @@ fn a_cancelled_copy_skips_and_the_job_is_forgotten_after_both_answers() {
         "executor 1 still holds it"
     );
     assert_eq!(p.skip(1, 2), vec![forget(2)]);
+}
+
+#[test]
+fn a_claim_taken_by_an_executor_that_died_before_its_start_was_seen_is_renewed() {
+    // 2 waits behind 0 on executor 1 and is copied to executor 2, which takes the claim and
+    // dies before its `S` is read. Executor 1 then finds the claim taken and skips 2. Nobody
+    // holds it any more: it goes back in line under claim 1 (claim 0 may be taken for good).
+    let mut p = Pool::ready(2);
+    for i in 0..3 {
+        p.execute(i);
+    }
+    p.start(1, 0);
+    p.start(2, 1);
+    p.now += 20 * MS;
+    p.answer(2, 1);
+    assert_eq!(p.core.jobs[&j(2)].claim, Some(0));
+    p.closed(2);
+    let out = p.exited(2, SIGKILL, None, "");
+    assert!(sends(&out).is_empty(), "executor 1 still holds 2: {out:?}");
+    // To the replacement, still starting (so claimed).
+    assert_eq!(p.skip(1, 2), vec![send_claimed(3, 2, 1)]);
 }
 
 #[test]
@@ -393,7 +434,11 @@ fn a_job_behind_a_starting_executor_is_stolen_at_once() {
     p.now += 3 * MS;
     assert_eq!(
         p.answer(2, 0),
-        vec![finished(0, Ok(value_of(2, 0))), forget(0), send(2, 1)],
+        vec![
+            finished(0, Ok(value_of(2, 0))),
+            forget(0),
+            send_claimed(2, 1, 0)
+        ],
         "a job behind a starting executor is stolen at once"
     );
     p.abandon(1);
@@ -443,7 +488,7 @@ fn a_hung_executor_is_killed_with_its_stacks_and_replaced() {
             out[1].clone(),
             forget(0),
             Command::ForgetExec { exec: e(1) },
-            send(2, 1)
+            send_claimed(2, 1, 1)
         ]
     );
 }
@@ -631,7 +676,8 @@ fn a_crash_fails_the_running_job_and_requeues_the_others_uncharged() {
             finished(0, Err(Failure::Lost(Box::new(loss.clone())))),
             forget(0),
             Command::ForgetExec { exec: e(1) },
-            send(2, 1),
+            // Put back in line, under a new claim (the dead one might have taken the old one).
+            send_claimed(2, 1, 1),
         ]
     );
     assert_eq!(
@@ -775,7 +821,7 @@ fn a_spawn_failure_fails_waiting_jobs_and_starts_are_retried_after_the_delay() {
     assert_eq!(p.core.next_timeout(), None);
     assert_eq!(
         p.execute(0),
-        vec![Command::Spawn { exec: e(1) }, send(1, 0)]
+        vec![Command::Spawn { exec: e(1) }, send_claimed(1, 0, 0)]
     );
     let m = "cannot start the Python executor with \"/nonexistent/python\"".to_string();
     let failure = StartFailure::Spawn(m.clone());
@@ -814,7 +860,7 @@ fn a_spawn_failure_fails_waiting_jobs_and_starts_are_retried_after_the_delay() {
     p.now += START_RETRY_DELAY / 2;
     assert_eq!(
         p.execute(2),
-        vec![Command::Spawn { exec: e(2) }, send(2, 2)]
+        vec![Command::Spawn { exec: e(2) }, send_claimed(2, 2, 0)]
     );
 }
 
@@ -826,7 +872,7 @@ fn an_executor_that_refuses_or_dies_before_its_hello_fails_its_jobs_with_the_rea
         vec![
             Command::Spawn { exec: e(1) },
             Command::Spawn { exec: e(2) },
-            send(1, 0)
+            send_claimed(1, 0, 0)
         ]
     );
     p.execute(1);
@@ -873,12 +919,15 @@ fn an_executor_that_refuses_or_dies_before_its_hello_fails_its_jobs_with_the_rea
 fn a_spawn_failure_gives_its_jobs_to_the_other_executors() {
     let mut p = Pool::new(2, false);
     p.execute(0);
-    assert_eq!(p.execute(1), vec![send(2, 1)]);
+    assert_eq!(p.execute(1), vec![send_claimed(2, 1, 0)]);
     let out = p.step(Event::SpawnFailed {
         exec: e(1),
         message: "no".into(),
     });
-    assert_eq!(out[1..], [Command::ForgetExec { exec: e(1) }, send(2, 0)]);
+    assert_eq!(
+        out[1..],
+        [Command::ForgetExec { exec: e(1) }, send_claimed(2, 0, 1)]
+    );
 }
 
 #[test]
@@ -927,7 +976,7 @@ fn answers_from_a_condemned_executor_are_ignored() {
     // Job 1 was never started as far as the pool knows: it runs again, uncharged.
     assert_eq!(
         out[out.len() - 2..],
-        [Command::ForgetExec { exec: e(1) }, send(2, 1)]
+        [Command::ForgetExec { exec: e(1) }, send_claimed(2, 1, 1)]
     );
 }
 

@@ -320,10 +320,14 @@ pub enum Command {
     Spawn {
         exec: ExecId,
     },
-    /// Write the job's `T` frame to the executor.
+    /// Write the job's `T` frame to the executor. With `claim`, the executor must first claim
+    /// the job (`K` frame: create the claim file `<job>.<claim>` exclusively) and skips it if
+    /// another executor claimed it: set on every send that may not start at once (the job may
+    /// be stolen while it waits), and on the stolen copy, so that a job never runs twice.
     Send {
         exec: ExecId,
         job: JobId,
+        claim: Option<u32>,
     },
     /// Write a `C` frame: drop the job unless it has started.
     Cancel {
@@ -347,7 +351,7 @@ pub enum Command {
         attempt: AttemptId,
         result: Result<Bytes, Failure>,
     },
-    /// No executor holds the job any more: drop its payload and inputs.
+    /// No executor holds the job any more: drop its payload and inputs (and its claim files).
     ForgetJob {
         job: JobId,
     },
