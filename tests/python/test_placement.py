@@ -19,6 +19,11 @@ def stamp(path, tag, hold=0.0):
     return tag
 
 
+def held(path, tag, hold=0.0):
+    """`stamp` under its own key prefix, whose duration the scheduler learns in the test."""
+    return stamp(path, tag, hold)
+
+
 def spans(path):
     with open(path) as f:
         rows = [line.split() for line in f]
@@ -88,11 +93,16 @@ def test_workers_and_priority(gpu_client, tmp_path):
     # One worker's two threads busy, then low- and high-priority tasks queued behind them: the
     # high ones start before the low ones, but for the next task each busy executor already
     # holds in its pipe (PIPELINE_DEPTH: the running one and one more).
+    # The scheduler first learns that `held` tasks take 0.3 s, so it assigns a worker about
+    # 100 ms of them per thread ahead (at least 2): the blocks and two lows; the third low
+    # waits in the scheduler and the highs, arriving later, overtake it there. (Tasks already
+    # on the worker are handed to its executors in arrival order.)
     order = str(tmp_path / "order")
-    block = [c.submit(stamp, order, "block", hold=1.0, workers=[names[0]], pure=False) for _ in range(2)]
+    c.gather(c.map(held, [os.devnull] * 2, ["learn0", "learn1"], hold=0.3, workers=[names[1]], pure=False))
+    block = [c.submit(held, order, "block", hold=1.0, workers=[names[0]], pure=False) for _ in range(2)]
     time.sleep(0.3)
-    low = c.map(stamp, [order] * 3, ["low%d" % i for i in range(3)], workers=[names[0]], priority=-5, pure=False)
-    high = c.map(stamp, [order] * 3, ["high%d" % i for i in range(3)], workers=[names[0]], priority=10, pure=False)
+    low = c.map(held, [order] * 3, ["low%d" % i for i in range(3)], workers=[names[0]], priority=-5, pure=False)
+    high = c.map(held, [order] * 3, ["high%d" % i for i in range(3)], workers=[names[0]], priority=10, pure=False)
     c.gather(block + low + high)
     started = [tag for tag, *_ in sorted(spans(order), key=lambda r: r[1]) if tag != "block"]
     last_high = max(i for i, t in enumerate(started) if t.startswith("high"))
