@@ -51,7 +51,7 @@ impl ClaimsDir {
             }
         }
         let (dir, e) = last_err.expect("tried at least once");
-        // The executors refuse to start without it (their hello says why).
+        // Without it, an executor reports each failed claim on its stderr and runs the task.
         warn!(dir = %dir.display(), error = %e, "cannot create the executors' claims directory");
         ClaimsDir {
             dir,

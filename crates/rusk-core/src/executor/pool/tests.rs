@@ -371,8 +371,9 @@ fn a_job_behind_a_long_one_is_stolen_and_the_other_copy_cancelled() {
     );
 }
 
-#[test]
-fn a_cancelled_copy_skips_and_the_job_is_forgotten_after_both_answers() {
+/// Two executors: 0 and 2 on executor 1, 1 on executor 2; 0 and 1 start, and 20 ms later
+/// (executor 2 about to answer 1) job 2 is stealable.
+fn two_behind_a_long_one() -> Pool {
     let mut p = Pool::ready(2);
     for i in 0..3 {
         p.execute(i);
@@ -380,6 +381,12 @@ fn a_cancelled_copy_skips_and_the_job_is_forgotten_after_both_answers() {
     p.start(1, 0);
     p.start(2, 1);
     p.now += 20 * MS;
+    p
+}
+
+#[test]
+fn a_cancelled_copy_skips_and_the_job_is_forgotten_after_both_answers() {
+    let mut p = two_behind_a_long_one();
     // Idle and 0 running for 20 ms: the copy goes at once.
     assert_eq!(
         p.answer(2, 1),
@@ -403,13 +410,7 @@ fn a_claim_taken_by_an_executor_that_died_before_its_start_was_seen_is_renewed()
     // 2 waits behind 0 on executor 1 and is copied to executor 2, which takes the claim and
     // dies before its `S` is read. Executor 1 then finds the claim taken and skips 2. Nobody
     // holds it any more: it goes back in line under claim 1 (claim 0 may be taken for good).
-    let mut p = Pool::ready(2);
-    for i in 0..3 {
-        p.execute(i);
-    }
-    p.start(1, 0);
-    p.start(2, 1);
-    p.now += 20 * MS;
+    let mut p = two_behind_a_long_one();
     p.answer(2, 1);
     assert_eq!(p.core.jobs[&j(2)].claim, Some(0));
     p.closed(2);
