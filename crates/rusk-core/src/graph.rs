@@ -43,6 +43,8 @@ pub enum GraphError {
     KindAmbiguous { key: String },
     #[error("task {key:?}: bad \"put\": {reason}")]
     BadPut { key: String, reason: String },
+    #[error("task {key:?}: bad \"adopt\": {reason}")]
+    BadAdopt { key: String, reason: String },
     #[error("task {key:?} has an empty \"cmd\"")]
     EmptyCommand { key: String },
     #[error("task {key:?}: \"args\" only applies to builtin tasks; put arguments in \"cmd\"")]
@@ -210,7 +212,7 @@ pub fn compile(spec: GraphSpec) -> Result<CompiledGraph, GraphError> {
 }
 
 /// One task, its dependencies already resolved to indexes.
-fn compile_task(t: TaskSpec, deps: Box<[u32]>) -> Result<CompiledTask, GraphError> {
+fn compile_task(mut t: TaskSpec, deps: Box<[u32]>) -> Result<CompiledTask, GraphError> {
     let timeout_ms = match &t.timeout {
         None => 0,
         Some(text) => parse_timeout_ms(text).map_err(|reason| GraphError::BadTimeout {
@@ -222,6 +224,8 @@ fn compile_task(t: TaskSpec, deps: Box<[u32]>) -> Result<CompiledTask, GraphErro
     let restrictions = restrictions(&t)?;
     let kind = if let Some(token) = t.put.as_deref() {
         put_kind(&t.key, token, &t, &deps)?
+    } else if let Some(a) = t.adopt.take() {
+        adopt_kind(&t.key, a, &t, &deps)?
     } else {
         task_kind(&t.key, t.builtin, t.cmd, t.python, t.args, t.env, t.cwd)?
     };
@@ -312,6 +316,32 @@ fn put_kind(key: &str, token: &str, t: &TaskSpec, deps: &[u32]) -> Result<TaskKi
         reason: format!("the token {token:?} is not 32 hex digits"),
     })?;
     Ok(TaskKind::Put { token })
+}
+
+/// An `adopt` task: another session graph's key, and nothing else.
+fn adopt_kind(
+    key: &str,
+    a: rusk_proto::graph::AdoptSpec,
+    t: &TaskSpec,
+    deps: &[u32],
+) -> Result<TaskKind, GraphError> {
+    let bad = |reason: &str| GraphError::BadAdopt {
+        key: key.into(),
+        reason: reason.into(),
+    };
+    if t.builtin.is_some() || t.cmd.is_some() || t.python.is_some() || t.put.is_some() {
+        return Err(GraphError::KindAmbiguous { key: key.into() });
+    }
+    if !deps.is_empty() {
+        return Err(bad("an adopt task has no dependencies"));
+    }
+    if a.key.is_empty() || a.key.len() > MAX_KEY_BYTES {
+        return Err(bad("the adopted key is empty or too long"));
+    }
+    Ok(TaskKind::Adopt {
+        graph: a.graph,
+        key: a.key,
+    })
 }
 
 /// The validated kind of one task: exactly one of `builtin`, `cmd` and `python`.

@@ -20,11 +20,12 @@
 //! Fencing: every assignment gets a fresh [`AttemptId`]; only a report for the current attempt,
 //! from the incarnation it was given to, moves a task. So a result is accepted exactly once.
 use crate::graph::{compile, CompiledGraph, CompiledTask, Restrictions};
+use bytes::Bytes;
 use rusk_proto::graph::TaskKind;
 use rusk_proto::msg::{
-    Assignment, ClientToScheduler, DepLocation, EventRecord, GraphProgress, HeartbeatInfo,
-    NannyInfo, NannyRecord, NannyStatus, NannyToScheduler, OutputResult, OutputState,
-    RestartTarget, SchedulerToClient, SchedulerToNanny, SchedulerToWorker, SlotReport,
+    Assignment, ClientToScheduler, DatasetRequest, DepLocation, EventRecord, GraphProgress,
+    HeartbeatInfo, NannyInfo, NannyRecord, NannyStatus, NannyToScheduler, OutputResult,
+    OutputState, RestartTarget, SchedulerToClient, SchedulerToNanny, SchedulerToWorker, SlotReport,
     StatusSnapshot, TaskError, WorkerInfo, WorkerStatus, WorkerToScheduler,
 };
 use rusk_proto::{AttemptId, ClientId, GraphId, Incarnation, NannyId, TaskRef};
@@ -354,6 +355,8 @@ struct Graph {
     /// Tasks in `Assigned` (running or queued on a worker), kept by `set_state`.
     assigned: u64,
     progress_dirty: bool,
+    /// Pins on its tasks (`shared`): while > 0, the graph outlives its client.
+    pinned: u32,
 }
 
 /// Why a task failed, as reported to the client.
@@ -531,6 +534,8 @@ pub struct Scheduler {
     death_notes: FxHashMap<TaskRef, Vec<String>>,
     /// Files clients uploaded (`Client.upload_file`), sent to every worker that joins.
     uploads: uploads::Uploads,
+    /// Keys shared between clients: holds, keeps, datasets, adopt links.
+    shared: shared::Shared,
 }
 
 impl Scheduler {
@@ -563,6 +568,7 @@ impl Scheduler {
             next_event_seq: 1,
             death_notes: FxHashMap::default(),
             uploads: uploads::Uploads::default(),
+            shared: shared::Shared::default(),
         }
     }
 
@@ -621,6 +627,7 @@ impl Scheduler {
                 }
             }
         }
+        self.retire_unpinned();
         self.schedule();
         std::mem::swap(&mut self.out, out);
     }
@@ -733,6 +740,11 @@ impl Scheduler {
                 dt.unfinished_dependents = (dt.unfinished_dependents as i64 + delta) as u32;
             }
         }
+        if delta != 0 {
+            if let Some(src) = self.adopt_source(task) {
+                self.shift_pin(src, delta); // an unfinished adopt task pins its source
+            }
+        }
         if was_assigned && !self.steals.is_empty() {
             self.drop_steal(task); // the task left its victim: that request is moot
         }
@@ -740,7 +752,7 @@ impl Scheduler {
 
     fn is_needed(&self, task: TaskRef) -> bool {
         let t = self.task(task).expect("exists");
-        t.is_output || t.unfinished_dependents > 0
+        t.is_output || t.unfinished_dependents > 0 || self.is_pinned(task)
     }
 
     fn release_if_unneeded(&mut self, task: TaskRef) {
@@ -772,6 +784,7 @@ mod placement;
 mod recovery;
 mod reports;
 mod restricted;
+mod shared;
 mod status;
 mod uploads;
 mod workers;
@@ -782,3 +795,5 @@ mod tests;
 mod tests_balance;
 #[cfg(test)]
 mod tests_placement;
+#[cfg(test)]
+mod tests_shared;

@@ -33,6 +33,7 @@
 //! The same types travel from client to scheduler (postcard), so the scheduler validates exactly
 //! what the user wrote. Fields only ever get added, with defaults, so old files keep working.
 //! (No `skip_serializing_if` here: postcard needs every field on the wire.)
+use crate::ids::GraphId;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -104,6 +105,19 @@ pub struct TaskSpec {
     /// the value) on the worker holding it, which the client names in `workers`.
     #[serde(default)]
     pub put: Option<String>,
+    /// Take the value of a key of another session graph (a future another client made, a
+    /// published dataset's): the task's result is that value, and its lineage is the other
+    /// graph's. Such a task has no dependencies and no other kind. Session graphs only.
+    #[serde(default)]
+    pub adopt: Option<AdoptSpec>,
+}
+
+/// The key of another session graph that an `adopt` task takes its value from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdoptSpec {
+    pub graph: GraphId,
+    pub key: String,
 }
 
 /// The functions compiled into every worker.
@@ -182,6 +196,12 @@ pub enum TaskKind {
     /// task's result.
     Put {
         token: u128,
+    },
+    /// The value of another graph's task, `key` of `graph`, which the assignment lists as its
+    /// only input: the result is that input, unchanged (no copy where the worker holds it).
+    Adopt {
+        graph: GraphId,
+        key: String,
     },
 }
 

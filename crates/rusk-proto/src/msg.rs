@@ -276,6 +276,46 @@ pub enum ClientToScheduler {
         name: String,
         data: Bytes,
     },
+    /// Keep these keys of a session graph (any client's) and report each as it finishes, with
+    /// `OutputsReady` for that graph; finished ones are reported at once. Idempotent: sending it
+    /// again reports again (after a fetch failed). A key the graph does not have is reported
+    /// failed. Dropped by `Unhold` or when this client leaves.
+    Hold {
+        graph: GraphId,
+        keys: Vec<String>,
+    },
+    Unhold {
+        graph: GraphId,
+        keys: Vec<String>,
+    },
+    /// Keep computing these keys of a session graph until they finish, even if every client
+    /// lets go of them (`fire_and_forget`).
+    Keep {
+        graph: GraphId,
+        keys: Vec<String>,
+    },
+    /// Named datasets shared between clients (`Client.publish_dataset`).
+    Dataset(DatasetRequest),
+}
+
+/// A request about named datasets. Answered with `Dataset`, `DatasetNames`, `Done` or `Error`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum DatasetRequest {
+    /// Store `data` (opaque to the scheduler: the client's pickle) under `name`, and keep the
+    /// keys it refers to (`refs`: session graph and key) for as long as it is published.
+    Publish {
+        name: String,
+        data: Bytes,
+        refs: Vec<(GraphId, String)>,
+        replace: bool,
+    },
+    Get {
+        name: String,
+    },
+    Unpublish {
+        name: String,
+    },
+    List,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,6 +362,15 @@ pub enum SchedulerToClient {
     /// An operator request was carried out.
     Done {
         message: String,
+    },
+    /// A published dataset (`DatasetRequest::Get`).
+    Dataset {
+        name: String,
+        data: Bytes,
+    },
+    /// The names of the published datasets (`DatasetRequest::List`).
+    DatasetNames {
+        names: Vec<String>,
     },
 }
 

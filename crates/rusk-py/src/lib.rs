@@ -5,11 +5,15 @@
 //! The Python package (`python/rusk/`) builds futures, pickling and Dask support on top of it.
 use bytes::Bytes;
 use crossbeam_channel as cb;
-use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyTimeoutError, PyValueError};
+use pyo3::exceptions::{
+    PyConnectionError, PyKeyError, PyRuntimeError, PyTimeoutError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use rusk_proto::graph::TaskSpec;
-use rusk_proto::msg::{ClientToScheduler, OutputResult, OutputState, RestartTarget};
+use rusk_proto::msg::{
+    ClientToScheduler, DatasetRequest, OutputResult, OutputState, RestartTarget,
+};
 use rusk_proto::{GraphId, TaskRef};
 use session::{Event, Expect, Reply, Session};
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -97,6 +101,11 @@ fn task_from_dict(d: &Bound<'_, PyAny>) -> PyResult<TaskSpec> {
                 serde_json::Value::from(v.extract::<String>()?)
             }
             "cmd" | "args" | "deps" => serde_json::Value::from(v.extract::<Vec<String>>()?),
+            // Another session graph's key: `(graph, key)`.
+            "adopt" => {
+                let (graph, key): (u64, String) = v.extract()?;
+                serde_json::json!({"graph": graph, "key": key})
+            }
             "retries" => serde_json::Value::from(v.extract::<u32>()?),
             "priority" => serde_json::Value::from(v.extract::<i32>()?),
             "order" => serde_json::Value::from(v.extract::<u64>()?),
@@ -456,6 +465,125 @@ impl Connection {
         self.send(ClientToScheduler::ReleaseGraph {
             graph: GraphId(graph),
         })
+    }
+
+    /// Hold keys of a session graph (another client's futures): the scheduler keeps them and
+    /// reports each as it finishes (`outputs` events for that graph). Sending it again reports
+    /// the finished ones again.
+    fn hold(&self, graph: u64, keys: Vec<String>) -> PyResult<()> {
+        self.send(ClientToScheduler::Hold {
+            graph: GraphId(graph),
+            keys,
+        })
+    }
+
+    fn unhold(&self, graph: u64, keys: Vec<String>) -> PyResult<()> {
+        self.send(ClientToScheduler::Unhold {
+            graph: GraphId(graph),
+            keys,
+        })
+    }
+
+    /// Keep computing these keys until they finish, even once no client wants them.
+    fn keep(&self, graph: u64, keys: Vec<String>) -> PyResult<()> {
+        self.send(ClientToScheduler::Keep {
+            graph: GraphId(graph),
+            keys,
+        })
+    }
+
+    /// Publish `data` (a pickle) as dataset `name`, keeping the keys `refs` (`(graph, key)`)
+    /// while it is published. Raises `RuntimeError` with the scheduler's reason if refused.
+    #[pyo3(signature = (name, data, refs, replace=false, timeout_s=None))]
+    fn publish_dataset(
+        &self,
+        py: Python<'_>,
+        name: String,
+        data: &Bound<'_, PyBytes>,
+        refs: Vec<(u64, String)>,
+        replace: bool,
+        timeout_s: Option<f64>,
+    ) -> PyResult<String> {
+        let req = DatasetRequest::Publish {
+            name,
+            data: Bytes::copy_from_slice(data.as_bytes()),
+            refs: refs.into_iter().map(|(g, k)| (GraphId(g), k)).collect(),
+            replace,
+        };
+        match self.ask(py, ClientToScheduler::Dataset(req), Expect::Done, timeout_s)? {
+            Reply::Done(message) => Ok(message),
+            other => Err(PyRuntimeError::new_err(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// A published dataset's data; `KeyError` if there is none of that name.
+    #[pyo3(signature = (name, timeout_s=None))]
+    fn get_dataset<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        timeout_s: Option<f64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let req = DatasetRequest::Get { name: name.clone() };
+        let rx = self
+            .session
+            .request(ClientToScheduler::Dataset(req), Expect::Dataset)
+            .map_err(io_err)?;
+        let timeout = seconds(Some(timeout_s.unwrap_or(REPLY_TIMEOUT_S)))?;
+        match wait(py, &rx, timeout)? {
+            Some(Reply::Dataset(data)) => Ok(PyBytes::new(py, &data)),
+            Some(Reply::Error(message)) => Err(PyKeyError::new_err(message)),
+            Some(other) => Err(PyRuntimeError::new_err(format!(
+                "unexpected reply {other:?}"
+            ))),
+            None => Err(PyTimeoutError::new_err(format!(
+                "the scheduler at {} did not answer within {:.0} s",
+                self.address,
+                timeout_s.unwrap_or(REPLY_TIMEOUT_S)
+            ))),
+        }
+    }
+
+    /// Unpublish dataset `name`; `KeyError` if there is none.
+    #[pyo3(signature = (name, timeout_s=None))]
+    fn unpublish_dataset(
+        &self,
+        py: Python<'_>,
+        name: String,
+        timeout_s: Option<f64>,
+    ) -> PyResult<String> {
+        let req = DatasetRequest::Unpublish { name };
+        let rx = self
+            .session
+            .request(ClientToScheduler::Dataset(req), Expect::Done)
+            .map_err(io_err)?;
+        let timeout = seconds(Some(timeout_s.unwrap_or(REPLY_TIMEOUT_S)))?;
+        match wait(py, &rx, timeout)? {
+            Some(Reply::Done(message)) => Ok(message),
+            Some(Reply::Error(message)) => Err(PyKeyError::new_err(message)),
+            Some(other) => Err(PyRuntimeError::new_err(format!(
+                "unexpected reply {other:?}"
+            ))),
+            None => Err(PyTimeoutError::new_err("the scheduler did not answer")),
+        }
+    }
+
+    /// The names of the published datasets.
+    #[pyo3(signature = (timeout_s=None))]
+    fn list_datasets(&self, py: Python<'_>, timeout_s: Option<f64>) -> PyResult<Vec<String>> {
+        match self.ask(
+            py,
+            ClientToScheduler::Dataset(DatasetRequest::List),
+            Expect::DatasetNames,
+            timeout_s,
+        )? {
+            Reply::DatasetNames(names) => Ok(names),
+            other => Err(PyRuntimeError::new_err(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
     }
 
     /// Ask the scheduler to report the graph's outputs again (after a fetch failed).

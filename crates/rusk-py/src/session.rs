@@ -32,6 +32,10 @@ pub enum Expect {
     Events,
     /// An operator request (`Restart`, `StopNanny`).
     Done,
+    /// A published dataset's data.
+    Dataset,
+    /// The published datasets' names.
+    DatasetNames,
 }
 
 /// The scheduler's answer to one request.
@@ -49,6 +53,8 @@ pub enum Reply {
         next: u64,
     },
     Done(String),
+    Dataset(Bytes),
+    DatasetNames(Vec<String>),
     /// Graph validation failed (`Rejected`).
     Rejected(String),
     /// `Error` from the scheduler, or the connection was lost.
@@ -368,6 +374,10 @@ fn route(m: SchedulerToClient, waiters: &mut VecDeque<Waiter>, events: &cb::Send
             (|e| e == Expect::Events, Reply::Events { records, next })
         }
         SchedulerToClient::Done { message } => (|e| e == Expect::Done, Reply::Done(message)),
+        SchedulerToClient::Dataset { data, .. } => (|e| e == Expect::Dataset, Reply::Dataset(data)),
+        SchedulerToClient::DatasetNames { names } => {
+            (|e| e == Expect::DatasetNames, Reply::DatasetNames(names))
+        }
         SchedulerToClient::Error { message } => {
             // Errors answer requests (an operator request, an unknown graph); one nobody waits
             // for is reported as an event.

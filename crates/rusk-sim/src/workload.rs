@@ -553,6 +553,7 @@ impl GraphBuilder {
                     retries: t.retries,
                     timeout: t.timeout_ms.map(|ms| format!("{ms}ms")),
                     put: None,
+                    adopt: None,
                     python: None,
                     priority: t.placement.priority,
                     order: None,

@@ -6,6 +6,21 @@ impl Scheduler {
     pub(super) fn on_client_message(&mut self, client: ClientId, msg: ClientToScheduler) {
         match msg {
             ClientToScheduler::Submit { graph, detach } => match compile(graph) {
+                Ok(compiled)
+                    if compiled
+                        .tasks
+                        .iter()
+                        .any(|t| matches!(*t.kind, TaskKind::Adopt { .. })) =>
+                {
+                    self.out.push(Command::ToClient {
+                        client,
+                        msg: SchedulerToClient::Rejected {
+                            error: "\"adopt\" tasks belong in session graphs (Extend), not in \
+                                    submitted graphs"
+                                .into(),
+                        },
+                    })
+                }
                 Ok(compiled) => self.add_graph(client, compiled, detach),
                 Err(e) => self.out.push(Command::ToClient {
                     client,
@@ -15,6 +30,16 @@ impl Scheduler {
                 }),
             },
             ClientToScheduler::LocateOutputs { graph } => match self.graphs.get_mut(&graph) {
+                Some(g) if g.owner.is_some_and(|o| o != client) => {
+                    self.out.push(Command::ToClient {
+                        client,
+                        msg: SchedulerToClient::Error {
+                            message: format!(
+                                "graph {graph} belongs to another client (hold its keys instead)"
+                            ),
+                        },
+                    })
+                }
                 Some(g) => {
                     g.owner = Some(client);
                     g.notify_finished = true;
@@ -55,11 +80,15 @@ impl Scheduler {
                 if self
                     .graphs
                     .get(&graph)
-                    .is_some_and(|g| g.owner == Some(client) || g.owner.is_none())
+                    .is_some_and(|g| g.owner == Some(client) || (g.owner.is_none() && !g.session))
                 {
-                    self.remove_graph(graph);
+                    self.retire_graph(graph);
                 }
             }
+            ClientToScheduler::Hold { graph, keys } => self.on_hold(client, graph, keys),
+            ClientToScheduler::Unhold { graph, keys } => self.on_unhold(client, graph, keys),
+            ClientToScheduler::Keep { graph, keys } => self.on_keep(graph, keys),
+            ClientToScheduler::Dataset(req) => self.on_dataset(client, req),
             ClientToScheduler::Events { since } => {
                 /// Events per reply: bounds one answer's size; clients page with `next`.
                 const EVENTS_PER_REPLY_MAX: usize = 1000;
@@ -109,6 +138,7 @@ impl Scheduler {
 
     pub(super) fn on_client_left(&mut self, client: ClientId) {
         self.clients.remove(&client);
+        self.drop_holds(client);
         let mut owned: Vec<GraphId> = self
             .graphs
             .iter()
@@ -120,7 +150,7 @@ impl Scheduler {
             if self.detached.contains(&id) {
                 self.graphs.get_mut(&id).expect("exists").owner = None;
             } else {
-                self.remove_graph(id);
+                self.retire_graph(id);
             }
         }
     }
@@ -173,6 +203,7 @@ impl Scheduler {
                 erred: 0,
                 assigned: 0,
                 progress_dirty: true,
+                pinned: 0,
                 session: false,
                 keys: FxHashMap::default(),
                 newly_done: Vec::new(),
@@ -216,6 +247,7 @@ impl Scheduler {
                 erred: 0,
                 assigned: 0,
                 progress_dirty: false,
+                pinned: 0,
                 session: true,
                 keys: FxHashMap::default(),
                 newly_done: Vec::new(),
@@ -268,6 +300,16 @@ impl Scheduler {
                     return;
                 }
             };
+        let sources = match self.resolve_adopts(&tasks) {
+            Ok(s) => s,
+            Err(error) => {
+                self.out.push(Command::ToClient {
+                    client,
+                    msg: SchedulerToClient::Rejected { error },
+                });
+                return;
+            }
+        };
         let n = tasks.len() as u32;
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -286,18 +328,25 @@ impl Scheduler {
             g.tasks.push(task);
         }
         self.state_counts[TaskState::Waiting.slot()] += n as u64;
-        for idx in existing..existing + n {
+        for (idx, src) in (existing..existing + n).zip(sources) {
             let tref = TaskRef {
                 graph: id,
                 index: idx,
             };
+            if let Some(src) = src {
+                self.link_adopt(tref, src);
+            }
             let g = &self.graphs[&id];
             let t = &g.tasks[idx as usize];
+            let inputs = t.deps.iter().map(|&d| TaskRef {
+                graph: id,
+                index: d,
+            });
             let mut missing = 0;
             let mut released = Vec::new();
             let mut erred = None;
-            for &d in t.deps.iter() {
-                match g.tasks[d as usize].state {
+            for d in inputs.chain(src) {
+                match self.task(d).expect("input exists").state {
                     TaskState::Memory { .. } => {}
                     TaskState::Released => {
                         missing += 1;
@@ -315,19 +364,13 @@ impl Scheduler {
             self.task_mut(tref).expect("just added").missing = missing;
             if let Some(d) = erred {
                 // Depends on a task that already failed: fail with the inherited error.
-                let failure = self.downstream_failure(TaskRef {
-                    graph: id,
-                    index: d,
-                });
+                let failure = self.downstream_failure(d);
                 self.fail_with(tref, failure.clone(), failure);
                 continue;
             }
             for d in released {
                 // A dropped result is needed again: recompute it from its lineage.
-                self.recompute(TaskRef {
-                    graph: id,
-                    index: d,
-                });
+                self.recompute(d);
             }
             if missing == 0 {
                 self.make_ready(tref);
@@ -377,27 +420,34 @@ impl Scheduler {
             let Some(&idx) = g.keys.get(key.as_str()) else {
                 continue;
             };
-            let t = &mut g.tasks[idx as usize];
-            if !t.is_output {
-                continue;
-            }
-            t.is_output = false;
-            if !matches!(t.state, TaskState::Memory { .. } | TaskState::Erred) {
-                g.outputs_pending -= 1;
-            }
             g.outputs.retain(|&o| o != idx);
-            self.drop_unneeded(TaskRef {
-                graph: id,
-                index: idx,
-            });
+            self.release_output(id, idx);
         }
+    }
+
+    /// Output `idx` of graph `id` is no longer wanted (the caller took it out of `outputs`):
+    /// drop what nothing else needs.
+    pub(super) fn release_output(&mut self, id: GraphId, idx: u32) {
+        let g = self.graphs.get_mut(&id).expect("exists");
+        let t = &mut g.tasks[idx as usize];
+        if !t.is_output {
+            return;
+        }
+        t.is_output = false;
+        if !matches!(t.state, TaskState::Memory { .. } | TaskState::Erred) {
+            g.outputs_pending -= 1;
+        }
+        self.drop_unneeded(TaskRef {
+            graph: id,
+            index: idx,
+        });
     }
 
     /// Release or cancel `root` and, transitively, its inputs, as far as nothing needs them.
     pub(super) fn drop_unneeded(&mut self, root: TaskRef) {
         let mut stack = vec![root];
         while let Some(task) = stack.pop() {
-            if self.is_needed(task) {
+            if self.task(task).is_none() || self.is_needed(task) {
                 continue;
             }
             let t = self.task(task).expect("exists");
@@ -422,6 +472,7 @@ impl Scheduler {
                         graph: task.graph,
                         index: d,
                     }));
+                    stack.extend(self.adopt_source(task));
                 }
                 TaskState::Released | TaskState::Erred => {}
             }
@@ -489,6 +540,7 @@ impl Scheduler {
                 msg: SchedulerToWorker::Release { tasks },
             });
         }
+        self.unlink_graph(id, &g);
         // Ready-queue entries of this graph are skipped lazily (the graph is gone).
     }
 

@@ -37,6 +37,7 @@ impl Scheduler {
         }
         self.check_resources();
         self.check_balance();
+        self.check_pins();
         for (&gid, g) in &self.graphs {
             let mut pending = 0;
             let mut done = 0;
@@ -47,11 +48,19 @@ impl Scheduler {
                     index: i as u32,
                 };
                 counts[t.state.slot()] += 1;
+                let src_missing = self.adopt_source(tref).is_some_and(|s| {
+                    !matches!(
+                        self.task(s).map(|t| t.state),
+                        Some(TaskState::Memory { .. })
+                    )
+                });
                 let missing = t
                     .deps
                     .iter()
                     .filter(|&&d| !matches!(g.tasks[d as usize].state, TaskState::Memory { .. }))
-                    .count() as u32;
+                    .count() as u32
+                    + src_missing as u32;
+                let pinned = self.is_pinned(tref);
                 let unfinished = t
                     .dependents
                     .iter()
@@ -119,7 +128,7 @@ impl Scheduler {
                             .unwrap_or_else(|| panic!("{tref} held by unknown worker {holder}"));
                         assert!(w.holds.contains(&tref), "{tref} not in {holder}'s holds");
                         assert!(
-                            t.is_output || unfinished > 0,
+                            t.is_output || unfinished > 0 || pinned,
                             "{tref} in memory but unneeded"
                         );
                         held_seen += 1;
@@ -128,6 +137,7 @@ impl Scheduler {
                     TaskState::Released => {
                         assert!(!t.is_output, "{tref} output released while graph alive");
                         assert_eq!(unfinished, 0, "{tref} released but needed");
+                        assert!(!pinned, "{tref} released but pinned");
                         done += 1;
                     }
                     TaskState::Erred => {

@@ -126,6 +126,17 @@ impl Scheduler {
         let g = &self.graphs[&task.graph];
         let t = &g.tasks[task.index as usize];
         let per_thread = self.config.assigned_per_thread_max;
+        if let Some(src) = self.adopt_source(task) {
+            // An adopt task runs where its source is: the value is then shared, not copied.
+            return match self.task(src).map(|t| t.state) {
+                Some(TaskState::Memory { holder, .. })
+                    if self.workers[&holder].has_room(per_thread, est) =>
+                {
+                    Some(holder)
+                }
+                _ => None,
+            };
+        }
         let mut best: Option<(u64, Incarnation)> = None;
         for &d in t.deps.iter() {
             if let TaskState::Memory { holder, .. } = g.tasks[d as usize].state {
@@ -149,18 +160,19 @@ impl Scheduler {
         let g = &self.graphs[&task.graph];
         let t = &g.tasks[task.index as usize];
         let est = self.estimate_us(t.prefix);
-        let deps = t
-            .deps
-            .iter()
-            .map(|&d| {
-                let TaskState::Memory { holder, .. } = g.tasks[d as usize].state else {
+        let inputs = t.deps.iter().map(|&d| TaskRef {
+            graph: task.graph,
+            index: d,
+        });
+        let deps = inputs
+            .chain(self.adopt_source(task))
+            .map(|d| {
+                let TaskState::Memory { holder, .. } = self.task(d).expect("input exists").state
+                else {
                     unreachable!("ready task has a dependency not in memory");
                 };
                 DepLocation {
-                    task: TaskRef {
-                        graph: task.graph,
-                        index: d,
-                    },
+                    task: d,
                     holder: (holder != inc).then(|| self.workers[&holder].address.clone()),
                 }
             })

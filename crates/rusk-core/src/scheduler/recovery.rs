@@ -103,11 +103,12 @@ impl Scheduler {
         // result, it waits like the others). Cancelling it would throw its work away, and,
         // were it running on the very worker that is found dead a moment later, that death
         // would never be charged to it: a poison task could take any number of workers down.
-        for &d in dependents.iter() {
-            let dref = TaskRef {
-                graph: task.graph,
-                index: d,
-            };
+        let adopters = self.adopters_of(task);
+        let local = dependents.iter().map(|&d| TaskRef {
+            graph: task.graph,
+            index: d,
+        });
+        for dref in local.chain(adopters) {
             let dt = self.task_mut(dref).expect("dependent exists");
             match dt.state {
                 TaskState::Waiting => dt.missing += 1,
@@ -147,14 +148,33 @@ impl Scheduler {
             // Released counts as done; the task leaves it now (for Waiting, Ready or Erred).
             g.done -= 1;
             g.progress_dirty = true;
-            let g = &*g;
-            let t = &g.tasks[task.index as usize];
             self.stats.results_recomputed += 1;
+            let t = &g.tasks[task.index as usize];
+            let mut inputs: Vec<TaskRef> = t
+                .deps
+                .iter()
+                .map(|&d| TaskRef {
+                    graph: task.graph,
+                    index: d,
+                })
+                .collect();
+            inputs.extend(self.adopt_source(task));
+            if inputs.iter().any(|&d| self.task(d).is_none()) {
+                // An adopted key whose graph is gone: no lineage left to recompute from.
+                let f = Failure::new(format!(
+                    "task {:?} lost its value, and the key it adopted was released by its \
+                     client since",
+                    &*self.task(task).expect("exists").key
+                ));
+                self.set_state(task, TaskState::Waiting);
+                self.task_mut(task).expect("exists").missing = 1;
+                self.fail_with(task, f.clone(), f);
+                continue;
+            }
             let mut missing = 0;
             let mut erred_dep = None;
-            for &d in t.deps.iter() {
-                let dt = &g.tasks[d as usize];
-                match dt.state {
+            for d in inputs {
+                match self.task(d).expect("checked").state {
                     TaskState::Memory { .. } => {}
                     TaskState::Erred => {
                         erred_dep = Some(d);
@@ -162,10 +182,7 @@ impl Scheduler {
                     }
                     TaskState::Released => {
                         missing += 1;
-                        stack.push(TaskRef {
-                            graph: task.graph,
-                            index: d,
-                        });
+                        stack.push(d);
                     }
                     TaskState::Waiting | TaskState::Ready | TaskState::Assigned { .. } => {
                         missing += 1
@@ -175,10 +192,7 @@ impl Scheduler {
             if let Some(d) = erred_dep {
                 // The input failed after this task had used it: this task and everything
                 // downstream fail with the error the input's dependents carry.
-                let failure = self.downstream_failure(TaskRef {
-                    graph: task.graph,
-                    index: d,
-                });
+                let failure = self.downstream_failure(d);
                 self.set_state(task, TaskState::Waiting);
                 self.task_mut(task).expect("exists").missing = missing;
                 self.fail_with(task, failure.clone(), failure);
@@ -229,9 +243,9 @@ impl Scheduler {
     /// Mark `start` erred with `own`, and every unfinished task downstream of it with
     /// `downstream`.
     pub(super) fn fail_with(&mut self, start: TaskRef, own: Failure, downstream: Failure) {
-        let root = start;
         let mut stack = vec![(start, own)];
-        let mut finished_graph = false;
+        let mut finished_graphs: Vec<GraphId> = Vec::new();
+        let mut finished: Vec<TaskRef> = Vec::new();
         while let Some((task, err)) = stack.pop() {
             let t = self.task(task).expect("exists");
             if !t.state.is_unfinished() {
@@ -263,7 +277,9 @@ impl Scheduler {
                 if g.session {
                     g.newly_done.push(task.index);
                 }
-                finished_graph = true;
+                if !finished_graphs.contains(&task.graph) {
+                    finished_graphs.push(task.graph);
+                }
             }
             let deps = t.deps.clone();
             for &d in t.dependents.iter() {
@@ -275,15 +291,26 @@ impl Scheduler {
                     downstream.clone(),
                 ));
             }
+            for a in self.adopters_of(task) {
+                stack.push((a, downstream.clone()));
+            }
             for d in deps.iter() {
                 self.release_if_unneeded(TaskRef {
                     graph: task.graph,
                     index: *d,
                 });
             }
+            if let Some(src) = self.adopt_source(task) {
+                self.drop_unneeded(src);
+            }
+            finished.push(task);
         }
-        if finished_graph {
-            self.maybe_finish_graph(root.graph);
+        for id in finished_graphs {
+            self.maybe_finish_graph(id);
+        }
+        for task in finished {
+            self.notify_watchers(task);
+            self.finish_keep(task);
         }
     }
 }

@@ -71,6 +71,19 @@ impl Scheduler {
                 _ => {}
             }
         }
+        for a in self.adopters_of(task) {
+            let at = self.task_mut(a).expect("adopter exists");
+            match at.state {
+                TaskState::Waiting => {
+                    at.missing -= 1;
+                    if at.missing == 0 {
+                        newly_ready.push(a);
+                    }
+                }
+                TaskState::Assigned { .. } if at.missing > 0 => at.missing -= 1,
+                _ => {}
+            }
+        }
         for r in newly_ready.drain(..) {
             self.make_ready(r);
         }
@@ -83,8 +96,13 @@ impl Scheduler {
                 index: d,
             });
         }
+        if let Some(src) = self.adopt_source(task) {
+            self.drop_unneeded(src);
+        }
         self.release_if_unneeded(task);
         self.maybe_finish_graph(task.graph);
+        self.notify_watchers(task);
+        self.finish_keep(task);
     }
 
     pub(super) fn on_task_failed(

@@ -106,6 +106,10 @@ impl Sim {
             ClientToScheduler::ReleaseKeys { graph, .. } => {
                 ("sched gets ReleaseKeys", Some(*graph))
             }
+            ClientToScheduler::Hold { graph, .. } => ("sched gets Hold", Some(*graph)),
+            ClientToScheduler::Unhold { graph, .. } => ("sched gets Unhold", Some(*graph)),
+            ClientToScheduler::Keep { graph, .. } => ("sched gets Keep", Some(*graph)),
+            ClientToScheduler::Dataset(_) => ("sched gets Dataset", None),
         };
         self.note(What::Client(client, what, graph));
         self.submit_model = model;
@@ -182,6 +186,8 @@ impl Sim {
             | SchedulerToClient::Progress(_)
             | SchedulerToClient::Status(_)
             | SchedulerToClient::Events { .. }
+            | SchedulerToClient::Dataset { .. }
+            | SchedulerToClient::DatasetNames { .. }
             | SchedulerToClient::Done { .. } => Ok(()),
         }
     }

@@ -459,6 +459,11 @@ impl Sim {
                 None if *op == Builtin::Abort => (Err(err("aborted")), Duration::ZERO),
                 None => (Err(err("builtin not simulated")), Duration::ZERO),
             },
+            // The worker stores its one input under the adopt task (no copy).
+            TaskKind::Adopt { .. } => match inputs.first() {
+                Some(v) => (Ok(v.clone()), Duration::ZERO),
+                None => (Err(err("an adopt task got no input")), Duration::ZERO),
+            },
             TaskKind::Cmd { .. } | TaskKind::Python { .. } | TaskKind::Put { .. } => {
                 (Err(err("commands are not simulated")), Duration::ZERO)
             }

@@ -182,6 +182,19 @@ impl Executor {
                     result,
                 });
             }
+            TaskKind::Adopt { graph, key } => {
+                // The value of another graph's key: the input itself (shared, not copied).
+                let result = inputs.into_iter().next().ok_or_else(|| TaskError {
+                    message: format!("adopting key {key:?} of graph {graph}: no input given"),
+                    exit_code: None,
+                    detail: None,
+                });
+                let _ = self.local.send(Local::Finished {
+                    task,
+                    attempt,
+                    result,
+                });
+            }
             TaskKind::Cmd { argv, env, cwd } => {
                 let (kill_tx, kill_rx) = oneshot::channel();
                 self.running_commands
