@@ -25,6 +25,7 @@ from ._client import (
 from ._cluster import LocalCluster, find_rusk_binary
 from ._futures import fire_and_forget
 from ._progress import progress
+from ._task_client import get_client, rejoin, secede, worker_client
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,10 @@ __all__ = [
     "Client",
     "ConnectionLostError",
     "Future",
+    "get_client",
+    "rejoin",
+    "secede",
+    "worker_client",
     "LocalCluster",
     "RemoteTraceback",
     "TaskError",

@@ -11,6 +11,7 @@ client asks the scheduler to locate the output again and it is recomputed.
 import atexit
 import collections
 import gc
+import itertools
 import logging
 import os
 import threading
@@ -23,6 +24,8 @@ from ._cluster import LocalCluster, read_scheduler_file
 from ._cluster_ops import _ClusterOps
 from ._dask_config import _DaskDefaults
 from ._data import _DataOps
+from . import _task_client
+from ._shared import _SharedOps
 from ._futures import (  # noqa: F401 (re-exported)
     _CANCELLED,
     _DONE,
@@ -129,7 +132,7 @@ def _funcname(fn):
     return "".join(c if c.isalnum() or c in "_." else "_" for c in name) or "task"
 
 
-class Client(_ClusterOps, _DataOps):
+class Client(_ClusterOps, _DataOps, _SharedOps):
     """Connect to a rusk cluster, or start one here.
 
     ``Client()`` starts a :class:`LocalCluster` of ``n_workers`` workers with
@@ -208,6 +211,10 @@ class Client(_ClusterOps, _DataOps):
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._keys = {}  # rusk key -> _KeyState of live futures
+        self._foreign = {}  # (graph, key) -> _KeyState of futures of other sessions' keys
+        self._adopts = {}  # adopt task key -> task dict, not sent yet (`_SharedOps`)
+        self._created = next(_client_counter)
+        self._in_task = _task_client._in_task()
         self._known = set()  # keys the session graph has (they are never removed from it)
         self._finished = {}  # graph id -> outputs of a finished `get` graph
         self._progress = {}  # graph id -> (done + erred, total) of a running `get` graph
@@ -332,11 +339,7 @@ class Client(_ClusterOps, _DataOps):
             raise TypeError("the first argument must be callable, got %r" % (fn,))
 
         def is_future(x):
-            if isinstance(x, Future):
-                if x._client is not self:
-                    raise ValueError("future %s belongs to another client" % x.key)
-                return True
-            return False
+            return isinstance(x, Future)
 
         new_args, new_kwargs, found = _payload.extract_placeholders(args, kwargs, is_future)
         deps = []
@@ -346,7 +349,8 @@ class Client(_ClusterOps, _DataOps):
                 raise CancelledError("dependency %s was cancelled" % st.key)
             if st.status == _LOST:
                 raise st.exception
-            deps.append(st.key)
+            # Another client's future (or one of another session's key): an adopt task.
+            deps.append(self._dep_key(fut))
         return (fn, new_args, new_kwargs, [p for p, _ in found]), deps
 
     @staticmethod
@@ -396,6 +400,10 @@ class Client(_ClusterOps, _DataOps):
                 futures.append(Future(self, st))
             if not outputs:
                 return futures
+            adopts = self._take_adopts(send)
+            if adopts:
+                send = adopts + send
+                fresh += [t["key"] for t in adopts]
             try:
                 # Under the lock: a dependency cannot be released between check and send.
                 self._conn.extend(self._graph, send, outputs)
@@ -404,6 +412,8 @@ class Client(_ClusterOps, _DataOps):
                     if self._keys.get(st.key) is st:
                         del self._keys[st.key]
                     st.status = _CANCELLED
+                for t in adopts:
+                    self._adopts[t["key"]] = t
                 raise
             self._known.update(fresh)
             return futures
@@ -573,6 +583,10 @@ class Client(_ClusterOps, _DataOps):
         """Wait (GIL released in short slices) until ``predicate`` (default: all done)."""
         predicate = predicate or (lambda: self._settled(states))
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._in_task and not predicate():
+            # A task waiting for futures gives up its thread slot (as with `worker_client`):
+            # waiting while holding it could deadlock a worker whose slots all wait.
+            _task_client.secede()
         with self._cond:
             while not predicate():
                 if deadline is None:
@@ -627,13 +641,18 @@ class Client(_ClusterOps, _DataOps):
                 break
             # Raises ConnectionError once the attempts are used up.
             locator.failed("results of %s" % [s.key for s, _, _ in failed])
+            held = {}
             with self._lock:
                 for s, holder, task in failed:
                     # Unless the scheduler already said where it is now, wait for it to.
                     if s.status == _FINISHED and s.holder == holder and s.task == task and not s.has_value:
                         s.status = _PENDING
+                    if s.graph is not None:
+                        held.setdefault(s.graph, []).append(s.key)
             self._check_open()
             locator.relocate()  # after the back-off
+            for graph, keys in held.items():
+                self._conn.hold(graph, keys)  # reported again, where they are now
         out = []
         with self._lock:
             for st in states:
@@ -686,6 +705,7 @@ class Client(_ClusterOps, _DataOps):
         if isinstance(futures, Future):
             futures = [futures]
         keys = []
+        foreign = []
         callbacks = []
         with self._cond:
             for f in futures:
@@ -694,14 +714,21 @@ class Client(_ClusterOps, _DataOps):
                     continue
                 st.status = _CANCELLED
                 st.value, st.has_value = None, False
-                if self._keys.get(st.key) is st:
+                if st.graph is None and self._keys.get(st.key) is st:
                     del self._keys[st.key]
                     keys.append(st.key)
+                elif st.graph is not None and self._foreign.get((st.graph, st.key)) is st:
+                    # Another client's key: this client only lets go of it.
+                    del self._foreign[(st.graph, st.key)]
+                    foreign.append(st)
                 callbacks += [(cb, None) for cb in st.callbacks]
                 st.callbacks = []
             self._cond.notify_all()
-        if keys and not self._closed and self._lost is None:
-            self._conn.release_keys(self._graph, keys)
+        if not self._closed and self._lost is None:
+            if keys:
+                self._conn.release_keys(self._graph, keys)
+            for st in foreign:
+                self._conn.unhold(st.graph, [st.key])
         _run_callbacks(callbacks)
 
     def _drop_ref(self, st):
@@ -711,16 +738,25 @@ class Client(_ClusterOps, _DataOps):
 
     def _process_drops(self):
         keys = []
+        foreign = []
         with self._lock:
             while self._drops:
                 st = self._drops.popleft()
                 st.refs -= 1
-                if st.refs <= 0 and self._keys.get(st.key) is st:
+                if st.refs > 0:
+                    continue
+                if st.graph is None and self._keys.get(st.key) is st:
                     del self._keys[st.key]
                     keys.append(st.key)
-        if keys and self._lost is None:
+                elif st.graph is not None and self._foreign.get((st.graph, st.key)) is st:
+                    del self._foreign[(st.graph, st.key)]
+                    foreign.append(st)
+        if self._lost is None:
             try:
-                self._conn.release_keys(self._graph, keys)
+                if keys:
+                    self._conn.release_keys(self._graph, keys)
+                for st in foreign:
+                    self._conn.unhold(st.graph, [st.key])
             except ConnectionError:
                 pass
 
@@ -798,8 +834,11 @@ class Client(_ClusterOps, _DataOps):
         callbacks = []
         if kind == "outputs":
             with self._cond:
+                own = ev["graph"] == self._graph
                 for o in ev["outputs"]:
-                    st = self._keys.get(o["key"])
+                    st = self._keys.get(o["key"]) if own else None
+                    if st is None:
+                        st = self._foreign.get((ev["graph"], o["key"]))
                     if st is None or st.status in (_CANCELLED, _LOST):
                         continue
                     if o["ok"]:
@@ -828,7 +867,7 @@ class Client(_ClusterOps, _DataOps):
             err = ConnectionLostError(ev["message"])
             with self._cond:
                 self._lost = ev["message"]
-                for st in self._keys.values():
+                for st in list(self._keys.values()) + list(self._foreign.values()):
                     if st.status == _PENDING:
                         st.status = _LOST
                         st.exception = err
@@ -885,6 +924,7 @@ class Client(_ClusterOps, _DataOps):
 
 
 _live_clients = weakref.WeakSet()
+_client_counter = itertools.count()
 
 
 @atexit.register

@@ -414,6 +414,17 @@ class Executor:
         # them, and never reuses their memory once this executor is gone).
         self.pinned = []
         os.register_at_fork(before=self._pin_maps)
+        self.current = None  # the task running, while one is
+        self.seceded = False
+        # `rusk.secede()` and `rusk.get_client()` in task code find the executor here.
+        sys.modules["__rusk_executor__"] = self
+
+    def secede(self):
+        """The running task stops holding its thread slot (``W``): the worker starts another
+        executor for the slot. Once per task; a no-op outside a task."""
+        if self.current is not None and not self.seceded:
+            self.seceded = True
+            self.out.send(ord("W"), self.current)
 
     def run(self):
         inp = self.inp
@@ -450,7 +461,11 @@ class Executor:
                 out.write(held)
             else:
                 out.write(started)
-            held = self.task(tid, body)
+            self.current, self.seceded = tid, False
+            try:
+                held = self.task(tid, body)
+            finally:
+                self.current = None
             unmapped = self.release_maps()
             if unmapped:
                 held.extend(unmapped)

@@ -66,6 +66,7 @@ class _KeyState:
 
     __slots__ = (
         "key",
+        "graph",
         "dask_key",
         "status",
         "task",
@@ -79,6 +80,7 @@ class _KeyState:
 
     def __init__(self, key, dask_key=None):
         self.key = key  # the rusk key (a str)
+        self.graph = None  # another client's session graph (a held key), or None: this client's
         self.dask_key = key if dask_key is None else dask_key  # what Dask graphs call it
         self.status = _PENDING
         self.task = None  # (graph, index) where it is stored
@@ -93,6 +95,8 @@ class _KeyState:
 # Set while Dask graph nodes are pickled (one thread does it at a time per flag).
 _encoding = threading.local()
 _encoding.graph = False
+# While a dataset is pickled: the `(graph, key)` of every future pickled (`refs`, a list).
+_pickled_refs = threading.local()
 
 
 try:  # Dask recognises its schedulers' futures as references to keys held on the cluster.
@@ -125,13 +129,18 @@ class Future(_FutureBase):
         return self._state.dask_key
 
     def __dask_tokenize__(self):
-        return ("rusk.Future", self._state.key)
+        return ("rusk.Future", self._ref())
+
+    def _ref(self):
+        """``(session graph, key)``: what names this future's key on the cluster."""
+        st = self._state
+        return (st.graph if st.graph is not None else self._client._graph, st.key)
 
     def __hash__(self):
-        return hash(self._state.key)
+        return hash(self._ref())
 
     def __eq__(self, other):
-        return isinstance(other, Future) and other._state.key == self._state.key
+        return isinstance(other, Future) and other._ref() == self._ref()
 
     @property
     def client(self):
@@ -198,10 +207,16 @@ class Future(_FutureBase):
             # Inside a Dask graph node: a reference, which the node resolves to the value the
             # task receives as a dependency (see `_dask.to_tasks`).
             return _FutureBase, (self._state.dask_key,)
-        raise TypeError(
-            "a rusk Future can only be passed to submit()/map() directly or inside lists, "
-            "tuples and dicts (it is then replaced by its value on the worker)"
-        )
+        # Anywhere else (inside an object passed to a task, a published dataset): a reference
+        # to the key on the cluster, which becomes a future of the client that unpickles it
+        # (`rusk.get_client()` in a task), holding the key there.
+        graph, key = self._ref()
+        refs = getattr(_pickled_refs, "refs", None)
+        if refs is not None:
+            refs.append((graph, key))
+        from ._task_client import _rebuild_future
+
+        return _rebuild_future, (self._client.address, graph, key, self._state.dask_key)
 
     def __repr__(self):
         st = self._state
@@ -235,10 +250,10 @@ _released_state.status = _CANCELLED
 
 def fire_and_forget(obj):
     """Let the tasks of ``obj`` (a future, or lists, tuples, sets and dicts of them) run to the
-    end even after every reference to their futures is dropped, as in Dask. Their client keeps
-    them until they are done; closing that client still cancels what has not finished (in
-    Dask the scheduler would keep it)."""
+    end even after every reference to their futures is dropped and their client is closed, as in
+    Dask: the scheduler keeps them (and what they need) until they finish, then drops them."""
     for f in _flat_futures(obj):
+        f._client._keep([f])
         f._client._hold_until_done([f])
 
 

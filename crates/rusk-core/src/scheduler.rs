@@ -389,6 +389,9 @@ struct Worker {
     expected_us: u64,
     /// Steals under way towards it (their tasks will come here if given up).
     incoming: u32,
+    /// Assigned tasks that seceded (`rusk.secede()`: waiting for tasks they submitted): they
+    /// hold no thread slot, so they do not count against its capacity.
+    seceded: FxHashSet<TaskRef>,
 }
 
 impl Worker {
@@ -398,7 +401,7 @@ impl Worker {
     /// while its assigned work stays within `TARGET_WORK_PER_THREAD` per thread.
     fn has_room(&self, per_thread_max: u32, est_us: u64) -> bool {
         let threads = self.info.nthreads.max(1) as usize;
-        let n = self.assigned.len();
+        let n = self.assigned.len() - self.seceded.len();
         let floor = ASSIGNED_PER_THREAD_MIN.min(per_thread_max) as usize;
         let target = TARGET_WORK_PER_THREAD.as_micros() as u64 * threads as u64;
         self.heartbeat.vitals.unhealthy.is_none()
@@ -700,6 +703,9 @@ impl Scheduler {
         if let TaskState::Assigned { worker } = old {
             if let Some(w) = self.workers.get_mut(&worker) {
                 w.expected_us -= t.est_us;
+                if !w.seceded.is_empty() {
+                    w.seceded.remove(&task);
+                }
             }
         }
         if let TaskState::Assigned { worker } = new {

@@ -65,6 +65,12 @@ pub enum Event {
         task: TaskRef,
         attempt: AttemptId,
     },
+    /// The running attempt seceded (a Python task waiting for tasks it submitted): reported
+    /// to the scheduler, which stops counting it against this worker's capacity.
+    Seceded {
+        task: TaskRef,
+        attempt: AttemptId,
+    },
     /// The shell's latest measurements of this worker, sent with the next heartbeats.
     Vitals(Vitals),
     /// Something the shell handled on its own, for the scheduler's recovery log.
@@ -151,6 +157,8 @@ pub struct WorkerCore {
     vitals: Vitals,
     /// Attempts that started since the last flush; reported unless already finished.
     started_unreported: Vec<(TaskRef, AttemptId)>,
+    /// Running attempts that seceded, to report after their `TaskStarted`.
+    seceded_unreported: Vec<(TaskRef, AttemptId)>,
     /// Time limits of running attempts: (deadline, task, attempt).
     deadlines: std::collections::BTreeSet<(Duration, TaskRef, AttemptId)>,
     /// Results this worker computed and the scheduler counts on it for, in memory or spilled.
@@ -171,6 +179,12 @@ pub struct WorkerCore {
 }
 
 impl WorkerCore {
+    fn is_running(&self, task: TaskRef, attempt: AttemptId) -> bool {
+        self.tasks
+            .get(&task)
+            .is_some_and(|t| t.assignment.attempt == attempt && t.state == WState::Running)
+    }
+
     pub fn new(config: WorkerConfig) -> WorkerCore {
         let heartbeat_interval = config.heartbeat_interval;
         let memory = config.memory.clone();
@@ -181,6 +195,7 @@ impl WorkerCore {
             next_heartbeat: Duration::ZERO,
             tasks: FxHashMap::default(),
             started_unreported: Vec::new(),
+            seceded_unreported: Vec::new(),
             vitals: Vitals::default(),
             deadlines: std::collections::BTreeSet::new(),
             store: Store::new(memory),
@@ -271,6 +286,11 @@ impl WorkerCore {
                     self.started_unreported.push((task, attempt));
                 }
             }
+            Event::Seceded { task, attempt } => {
+                if self.is_running(task, attempt) {
+                    self.seceded_unreported.push((task, attempt));
+                }
+            }
             Event::Vitals(v) => self.vitals = v,
             Event::Report(e) => self
                 .out
@@ -328,13 +348,17 @@ impl WorkerCore {
 
     /// Emit the fetches decided since the last flush, one per peer.
     pub fn flush(&mut self, out: &mut Vec<Command>) {
-        for (task, attempt) in self.started_unreported.drain(..) {
-            let still_running = self
-                .tasks
-                .get(&task)
-                .is_some_and(|t| t.assignment.attempt == attempt && t.state == WState::Running);
-            if still_running {
+        for (task, attempt) in std::mem::take(&mut self.started_unreported) {
+            if self.is_running(task, attempt) {
                 out.push(Command::ToScheduler(WorkerToScheduler::TaskStarted {
+                    task,
+                    attempt,
+                }));
+            }
+        }
+        for (task, attempt) in std::mem::take(&mut self.seceded_unreported) {
+            if self.is_running(task, attempt) {
+                out.push(Command::ToScheduler(WorkerToScheduler::TaskSeceded {
                     task,
                     attempt,
                 }));

@@ -127,7 +127,24 @@ pub fn server_proof(token: &[u8], role: Role, server_nonce: &Nonce, client_nonce
     m.finalize().into_bytes().into()
 }
 
-/// Server side: decide on a client hello. Constant-time comparison of the proof.
+/// The credential task code gets (`RUSK_TASK_TOKEN` in a worker's executors), derived from the
+/// cluster token: `hex(HMAC-SHA256(token, "rusk-task-credential"))`. It opens connections as a
+/// [`Role::Client`] or a [`Role::Peer`] (submit tasks, fetch results: what `get_client()` in a
+/// task needs), never as a worker or a nanny, and the cluster token cannot be computed from it.
+pub fn task_token(token: &[u8]) -> String {
+    let mut m = HmacSha256::new_from_slice(token).expect("HMAC accepts keys of any length");
+    m.update(b"rusk-task-credential");
+    let digest: [u8; 32] = m.finalize().into_bytes().into();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The roles the task credential ([`task_token`]) may take.
+pub fn task_role(role: Role) -> bool {
+    matches!(role, Role::Client | Role::Peer)
+}
+
+/// Server side: decide on a client hello. Constant-time comparison of the proof. A client or
+/// peer may prove the task credential instead of the cluster token.
 pub fn judge_client(token: &[u8], server_nonce: &Nonce, hello: &ClientHello) -> ServerVerdict {
     if hello.version != crate::PROTOCOL_VERSION {
         return ServerVerdict::Refused {
@@ -136,21 +153,30 @@ pub fn judge_client(token: &[u8], server_nonce: &Nonce, hello: &ClientHello) -> 
             },
         };
     }
-    let m = mac(
-        token,
-        b"rusk-client",
-        hello.version,
-        hello.role,
-        server_nonce,
-        &hello.nonce,
-    );
-    if m.verify_slice(&hello.proof).is_err() {
+    let proves = |key: &[u8]| {
+        mac(
+            key,
+            b"rusk-client",
+            hello.version,
+            hello.role,
+            server_nonce,
+            &hello.nonce,
+        )
+        .verify_slice(&hello.proof)
+        .is_ok()
+    };
+    let derived = task_token(token);
+    let key: &[u8] = if proves(token) {
+        token
+    } else if task_role(hello.role) && proves(derived.as_bytes()) {
+        derived.as_bytes()
+    } else {
         return ServerVerdict::Refused {
             reason: RefusalReason::BadToken,
         };
-    }
+    };
     ServerVerdict::Accepted {
-        proof: server_proof(token, hello.role, server_nonce, &hello.nonce),
+        proof: server_proof(key, hello.role, server_nonce, &hello.nonce),
     }
 }
 
@@ -186,6 +212,48 @@ mod tests {
             nonce: cn,
             proof: client_proof(token, Role::Worker, sn, &cn),
         }
+    }
+
+    #[test]
+    fn the_task_credential_opens_client_and_peer_connections_only() {
+        let sn = [3u8; 32];
+        let cn = [7u8; 32];
+        let task = task_token(b"secret");
+        assert_eq!(task.len(), 64);
+        assert_ne!(task_token(b"other"), task);
+        for role in [Role::Worker, Role::Client, Role::Peer, Role::Nanny] {
+            let h = ClientHello {
+                version: crate::PROTOCOL_VERSION,
+                role,
+                nonce: cn,
+                proof: client_proof(task.as_bytes(), role, &sn, &cn),
+            };
+            match judge_client(b"secret", &sn, &h) {
+                ServerVerdict::Accepted { proof } => {
+                    assert!(
+                        task_role(role),
+                        "{role:?} accepted with the task credential"
+                    );
+                    assert!(verify_server(task.as_bytes(), role, &sn, &cn, &proof));
+                }
+                ServerVerdict::Refused { reason } => {
+                    assert!(!task_role(role), "{role:?} refused");
+                    assert_eq!(reason, RefusalReason::BadToken);
+                }
+            }
+        }
+        // A credential derived from another token is not accepted.
+        let other = task_token(b"other");
+        let h = ClientHello {
+            version: crate::PROTOCOL_VERSION,
+            role: Role::Client,
+            nonce: cn,
+            proof: client_proof(other.as_bytes(), Role::Client, &sn, &cn),
+        };
+        assert!(matches!(
+            judge_client(b"secret", &sn, &h),
+            ServerVerdict::Refused { .. }
+        ));
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub enum WorkerToScheduler {
     /// dies count towards a poison task. Not sent for attempts that finished within the same
     /// batch.
     TaskStarted { task: TaskRef, attempt: AttemptId },
+    /// The running attempt stopped holding a thread slot while it waits (`rusk.secede()`): it
+    /// no longer counts against the worker's capacity. Sent after its `TaskStarted`.
+    TaskSeceded { task: TaskRef, attempt: AttemptId },
     /// Something the worker detected and handled on its own; the scheduler records it in the
     /// recovery log (`rusk events`, the dashboard).
     Event(WorkerEvent),

@@ -335,6 +335,7 @@ impl Oracle {
             | WorkerToScheduler::TaskFailed { task, attempt, .. }
             | WorkerToScheduler::MissingDep { task, attempt, .. }
             | WorkerToScheduler::TaskStarted { task, attempt }
+            | WorkerToScheduler::TaskSeceded { task, attempt }
             | WorkerToScheduler::StealResponse {
                 task,
                 attempt,

@@ -60,7 +60,8 @@ impl Msg {
             WorkerToScheduler::MissingDep { task, attempt, dep } => {
                 Msg::MissingDep(*task, *attempt, *dep)
             }
-            WorkerToScheduler::TaskStarted { task, attempt } => Msg::Started(*task, *attempt),
+            WorkerToScheduler::TaskStarted { task, attempt }
+            | WorkerToScheduler::TaskSeceded { task, attempt } => Msg::Started(*task, *attempt),
             WorkerToScheduler::StealResponse {
                 task,
                 attempt,

@@ -337,6 +337,7 @@ impl PythonArgs {
             hang_timeout: self.executor_hang_timeout,
             busy_timeout: self.executor_busy_timeout,
             eager: self.python_eager,
+            cluster: None, // set by the worker: its scheduler and the task credential
         })
     }
 

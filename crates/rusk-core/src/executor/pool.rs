@@ -135,6 +135,8 @@ struct Exec {
     /// Output closed (EOF or a bad frame), and when.
     closed_at: Option<Duration>,
     exited: Option<Exited>,
+    /// Its running job seceded: it holds no slot until that job is answered.
+    seceded: bool,
 }
 
 impl Exec {
@@ -157,7 +159,12 @@ impl Exec {
     /// May a job be sent to it now? Also while it is being spawned: the shell spawns before
     /// it carries out the commands that follow, and a failed spawn gives its jobs back.
     fn takes_jobs(&self) -> bool {
-        self.live() && self.queue.len() < self.depth()
+        self.live() && !self.seceded && self.queue.len() < self.depth()
+    }
+
+    /// Does it count against the pool's size? Not while its running job is seceded.
+    fn holds_slot(&self) -> bool {
+        self.live() && !self.seceded
     }
 
     /// Since when may the jobs queued behind its running one be stolen (`None`: not now)?
@@ -166,7 +173,7 @@ impl Exec {
         if !self.live() {
             return None;
         }
-        if !self.ready() {
+        if !self.ready() || self.seceded {
             return Some(Duration::ZERO);
         }
         self.running.map(|(_, at)| at + STEAL_AFTER)
@@ -241,6 +248,7 @@ impl PoolCore {
                 }
             }
             Event::Started { exec, job } => self.on_started(now, exec, job),
+            Event::Seceded { exec, job } => self.on_seceded(exec, job),
             Event::Answered { exec, job, answer } => self.on_answered(now, exec, job, answer),
             Event::Closed { exec, error } => {
                 if let Some(x) = self.exec_mut(exec) {
@@ -419,6 +427,33 @@ impl PoolCore {
         }
     }
 
+    fn on_seceded(&mut self, exec: ExecId, id: JobId) {
+        let Some(x) = self.exec_mut(exec) else { return };
+        if x.death.is_some() {
+            return;
+        }
+        if x.running.map(|(r, _)| r) != Some(id) {
+            self.kill(exec, Death::Protocol(ProtocolError::OutOfOrder(id)));
+            return;
+        }
+        // `dispatch` starts another executor for the slot; the jobs queued behind this one
+        // are stealable at once.
+        x.seceded = true;
+        if let Some(job) = self
+            .jobs
+            .get(&id)
+            .filter(|j| j.owner == Some(exec) && !j.reported)
+        {
+            let (task, attempt) = (job.task, job.attempt);
+            self.out.push(Command::Seceded { task, attempt });
+        }
+    }
+
+    /// Executors holding a slot.
+    fn slots_held(&self) -> usize {
+        self.execs.iter().filter(|e| e.holds_slot()).count()
+    }
+
     fn on_answered(&mut self, now: Duration, exec: ExecId, id: JobId, answer: Answer) {
         let Some(x) = self.exec_mut(exec) else { return };
         if x.death.is_some() {
@@ -441,12 +476,19 @@ impl PoolCore {
         }
         let x = self.exec_mut(exec).expect("found above");
         x.queue.remove(pos);
+        let mut rejoined = false;
         if let Some((r, at)) = x.running {
             if r == id {
                 x.running = None;
                 let us = now.saturating_sub(at).as_micros() as f64;
                 x.avg_run_us = Some(x.avg_run_us.map_or(us, |a| 0.8 * a + 0.2 * us));
+                rejoined = std::mem::take(&mut x.seceded);
             }
+        }
+        if rejoined && self.slots_held() > self.config.size {
+            // Another executor took its slot meanwhile: one too many now. Retire it once the
+            // jobs still queued on it have moved (stealable at once, as while it seceded).
+            self.exec_mut(exec).expect("found above").seceded = true;
         }
         let job = self.jobs.get_mut(&id).expect("queued jobs exist");
         job.on.retain(|&e| e != exec);
@@ -725,10 +767,11 @@ impl PoolCore {
         }
         let blocked = self.blocked(now);
         if self.active && !blocked {
-            while (self.executors_alive() as usize) < self.config.size {
+            while self.slots_held() < self.config.size {
                 self.spawn(now);
             }
         }
+        self.retire_idle();
         if blocked && !self.execs.iter().any(Exec::live) {
             // Nothing can run them for now: fail them with the reason rather than wait.
             let (_, failure) = self.start_failure.clone().expect("blocked by a failure");
@@ -757,6 +800,19 @@ impl PoolCore {
         }
     }
 
+    /// Kill the executors that ran a seceded job, are idle, and are one too many.
+    fn retire_idle(&mut self) {
+        let idle: Vec<ExecId> = self
+            .execs
+            .iter()
+            .filter(|e| e.live() && e.seceded && e.running.is_none() && e.queue.is_empty())
+            .map(|e| e.id)
+            .collect();
+        for exec in idle {
+            self.kill(exec, Death::Retired);
+        }
+    }
+
     /// A job another executor may take a copy of: queued, not started, on that one only.
     fn stealable(&self, x: &Exec) -> Option<JobId> {
         let running = x.running.map(|(r, _)| r);
@@ -771,7 +827,7 @@ impl PoolCore {
     fn idle_thieves(&self) -> impl Iterator<Item = &Exec> {
         self.execs
             .iter()
-            .filter(|e| e.live() && e.ready() && e.queue.is_empty())
+            .filter(|e| e.holds_slot() && e.ready() && e.queue.is_empty())
     }
 
     /// An idle executor takes a copy of a job waiting behind another executor's running one.
@@ -843,6 +899,7 @@ impl PoolCore {
             kill_sent: false,
             closed_at: None,
             exited: None,
+            seceded: false,
         });
         self.out.push(Command::Spawn { exec: id });
     }
@@ -853,9 +910,9 @@ impl PoolCore {
             assert!(w[0].id < w[1].id, "executors out of order");
         }
         assert!(
-            self.executors_alive() as usize <= self.config.size,
-            "{} live executors in a pool of {}",
-            self.executors_alive(),
+            self.slots_held() <= self.config.size,
+            "{} executors hold slots in a pool of {}",
+            self.slots_held(),
             self.config.size
         );
         for x in &self.execs {

@@ -511,6 +511,7 @@ impl Scheduler {
                 TaskState::Assigned { worker } => {
                     if let Some(w) = self.workers.get_mut(&worker) {
                         w.assigned.remove(&tref);
+                        w.seceded.remove(&tref);
                         w.expected_us -= t.est_us;
                         if let Some(r) = &t.restrictions {
                             super::release_resources(w, r);

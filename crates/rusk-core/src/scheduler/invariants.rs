@@ -226,6 +226,10 @@ impl Scheduler {
                 .map(|t| self.task(*t).map_or(0, |t| t.est_us))
                 .sum();
             assert_eq!(w.expected_us, expected, "{inc} expected work");
+            assert!(
+                w.seceded.iter().all(|t| w.assigned.contains(t)),
+                "{inc} has a seceded task not assigned to it"
+            );
             assert_eq!(
                 w.incoming,
                 incoming.get(inc).copied().unwrap_or(0),

@@ -329,3 +329,57 @@ fn a_restricted_task_is_only_stolen_by_a_worker_that_may_run_it() {
     s.check_invariants();
     assert_eq!(steals(&out), vec![(W1, t(4), 5)]);
 }
+
+#[test]
+fn a_seceded_task_stops_counting_against_its_workers_capacity() {
+    // One thread, at most one task assigned: the second waits until the first secedes.
+    let mut s = sched(1, &[("w1", 1)]);
+    let out = submit(&mut s, tasks("parent", 2), &["parent-0", "parent-1"]);
+    let assigned = |out: &[Command]| {
+        out.iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    Command::ToWorker {
+                        msg: SchedulerToWorker::Assign(_),
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    assert_eq!(assigned(&out), 1);
+    msg(
+        &mut s,
+        MS,
+        W1,
+        WorkerToScheduler::TaskStarted {
+            task: t(0),
+            attempt: AttemptId(1),
+        },
+    );
+    // A stale secede (another attempt) changes nothing.
+    let out = msg(
+        &mut s,
+        MS,
+        W1,
+        WorkerToScheduler::TaskSeceded {
+            task: t(0),
+            attempt: AttemptId(9),
+        },
+    );
+    assert_eq!(assigned(&out), 0);
+    let out = msg(
+        &mut s,
+        MS,
+        W1,
+        WorkerToScheduler::TaskSeceded {
+            task: t(0),
+            attempt: AttemptId(1),
+        },
+    );
+    assert_eq!(assigned(&out), 1, "the slot went to the next task: {out:?}");
+    // The seceded one finishes as usual.
+    done(&mut s, W1, t(0), 1);
+    assert_eq!(s.task_counts()["memory"], 1);
+}

@@ -27,6 +27,7 @@ impl Scheduler {
                 resources_used: FxHashMap::default(),
                 expected_us: 0,
                 incoming: 0,
+                seceded: FxHashSet::default(),
             },
         );
         self.worker_order.push(incarnation);
@@ -147,6 +148,18 @@ impl Scheduler {
                 attempt,
                 stolen,
             } => self.on_steal_response(inc, task, attempt, stolen),
+            WorkerToScheduler::TaskSeceded { task, attempt } => {
+                if self.is_current(inc, task, attempt) {
+                    // Its estimated work leaves the worker's load with its slot.
+                    let t = self.task_mut(task).expect("current");
+                    let est = std::mem::take(&mut t.est_us);
+                    let w = self.workers.get_mut(&inc).expect("current");
+                    w.expected_us -= est;
+                    w.seceded.insert(task);
+                } else {
+                    self.stats.stale_reports += 1;
+                }
+            }
             WorkerToScheduler::TaskStarted { task, attempt } => {
                 if self.is_current(inc, task, attempt) {
                     let t = self.task_mut(task).expect("current");

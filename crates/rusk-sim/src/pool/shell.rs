@@ -48,6 +48,10 @@ impl PoolSim {
                     self.fingerprint([5, task.index as u64, attempt.0]);
                     self.on_started(attempt)?;
                 }
+                // The simulated executors never secede.
+                Command::Seceded { task, attempt } => {
+                    self.fingerprint([10, task.index as u64, attempt.0]);
+                }
                 Command::Finished {
                     task,
                     attempt,

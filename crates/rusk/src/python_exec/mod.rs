@@ -23,6 +23,7 @@
 //! | ← | `H` hello | JSON `{"py","python","cloudpickle","pid","executable"}`, or `{"error"}` then exit |
 //! | ← | `P` ping | - (every 100 ms, from a background thread) |
 //! | ← | `S` started | - |
+//! | ← | `W` seceded | - (the running task `id` stops holding a thread slot while it waits: `rusk.secede()`) |
 //! | ← | `U` unmapped | `n` × `fd: u32 BE` (id 0): input segments the executor mapped (through the worker's fd `fd`) and has unmapped since, one per mapping; the worker keeps each segment it sent until then |
 //! | ← | `R` result | `0: u8` then the value, or `1: u8, fd: u32 BE, len: u64 BE`: a sealed memfd of the executor holding the value, mapped here at once through `/proc/<executor pid>/fd/<fd>` (then `F`), or `2: u8, input: u32 BE`: the task returned its input `input` unchanged (an immutable value: the worker stores the input's bytes again, nothing is copied) |
 //! | ← | `E` error | `len: u32 BE`, the UTF-8 message, the pickled `(exception, traceback)` (none if the task never ran: bad header, version mismatch) |
@@ -113,6 +114,10 @@ pub struct PythonOptions {
     pub busy_timeout: Duration,
     /// Start the executors with the worker rather than with the first Python task.
     pub eager: bool,
+    /// The scheduler's address and the task credential (`rusk_proto::auth::task_token`),
+    /// given to executors as `RUSK_SCHEDULER_ADDRESS` and `RUSK_TASK_TOKEN` for
+    /// `rusk.get_client()` in tasks. `None`: tasks cannot reach the cluster.
+    pub cluster: Option<(String, String)>,
 }
 
 impl Default for PythonOptions {
@@ -122,6 +127,7 @@ impl Default for PythonOptions {
             hang_timeout: Duration::from_secs(10),
             busy_timeout: Duration::from_secs(300),
             eager: false,
+            cluster: None,
         }
     }
 }
@@ -155,6 +161,11 @@ pub fn default_python() -> PathBuf {
 /// What the pool tells the worker loop.
 pub enum Report {
     Started {
+        task: TaskRef,
+        attempt: AttemptId,
+    },
+    /// The started attempt seceded (`rusk.secede()`).
+    Seceded {
         task: TaskRef,
         attempt: AttemptId,
     },
@@ -208,6 +219,7 @@ impl PythonPool {
         let claims = ClaimsDir::new(&work_dir);
         let manager = Manager {
             core,
+            cluster: opts.cluster,
             hang_timeout: opts.hang_timeout,
             python,
             claims,
@@ -267,6 +279,7 @@ struct ExecIo {
 
 struct Manager {
     core: PoolCore,
+    cluster: Option<(String, String)>,
     hang_timeout: Duration,
     python: PathBuf,
     work_dir: PathBuf,
@@ -490,6 +503,9 @@ impl Manager {
                 Command::Started { task, attempt } => {
                     (self.report)(Report::Started { task, attempt })
                 }
+                Command::Seceded { task, attempt } => {
+                    (self.report)(Report::Seceded { task, attempt })
+                }
                 Command::Finished {
                     task,
                     attempt,
@@ -560,8 +576,16 @@ fn log(l: Log) {
             failure,
         } => warn!(pid, message = %failure, "python executor failed to start"),
         Log::ExecutorReplaced { pid, death, exit } => {
-            crate::vitals::executor_replaced();
+            if death != Some(executor::Death::Retired) {
+                crate::vitals::executor_replaced();
+            }
             match death {
+                Some(executor::Death::Retired) => {
+                    info!(
+                        pid,
+                        "python executor retired (one too many after a seceded task)"
+                    )
+                }
                 Some(executor::Death::Abandoned) => {
                     info!(
                         pid,

@@ -29,12 +29,18 @@ impl Manager {
             .env("RUSK_EXECUTOR_STACK_FILE", &stack_file)
             .env("RUSK_UPLOADS_DIR", super::uploads_dir(&self.work_dir))
             .env("RUSK_CLAIMS_DIR", self.claims.path())
-            // Task code has no business with the cluster's secret.
+            // Task code has no business with the cluster's secret: it gets the task credential,
+            // which opens client connections only (`rusk.get_client()`).
             .env_remove("RUSK_TOKEN")
+            .env_remove("RUSK_TOKEN_FILE")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
+        if let Some((address, task_token)) = &self.cluster {
+            cmd.env("RUSK_SCHEDULER_ADDRESS", address)
+                .env("RUSK_TASK_TOKEN", task_token);
+        }
         let parent = std::process::id() as i32;
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
@@ -259,6 +265,7 @@ impl ExecLink {
                 self.stderr_tail.lock().expect("not poisoned").clear();
                 Event::Started { exec, job }
             }
+            b'W' => Event::Seceded { exec, job },
             b'R' => Event::Answered {
                 exec,
                 job,

@@ -117,7 +117,7 @@ impl Harness {
                 Report::Finished { task, result, .. } => {
                     panic!("task {} finished before starting: {result:?}", task.index)
                 }
-                Report::Event(_) => {} // an executor replaced meanwhile
+                Report::Event(_) | Report::Seceded { .. } => {} // an executor replaced meanwhile
             }
         }
     }
@@ -129,6 +129,7 @@ fn opts(hang: Duration) -> PythonOptions {
         hang_timeout: hang,
         busy_timeout: Duration::from_secs(60),
         eager: false,
+        cluster: None,
     }
 }
 

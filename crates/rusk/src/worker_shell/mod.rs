@@ -90,6 +90,8 @@ enum Local {
         attempt: AttemptId,
         ack: Option<std::sync::mpsc::SyncSender<()>>,
     },
+    /// A running Python task seceded (`rusk.secede()`).
+    Seceded { task: TaskRef, attempt: AttemptId },
     Finished {
         task: TaskRef,
         attempt: AttemptId,
@@ -235,12 +237,17 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
         let _ = vitals_tx.send(Local::Vitals(v));
     });
     let uploads = crate::python_exec::uploads_dir(&work_dir);
+    let mut python = opts.python.clone();
+    python.cluster = Some((
+        opts.scheduler.clone(),
+        rusk_proto::auth::task_token(opts.token.as_bytes()),
+    ));
     let executor = Executor::start(
         info.nthreads,
         opts.fault_injection,
         work_dir,
         local_tx.clone(),
-        opts.python.clone(),
+        python,
         puts,
     );
     let mut fetchers: FxHashMap<Arc<str>, mpsc::UnboundedSender<Vec<TaskRef>>> =
@@ -293,6 +300,7 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                             }
                             Event::Started { task, attempt }
                         }
+                        Local::Seceded { task, attempt } => Event::Seceded { task, attempt },
                         Local::Vitals(v) => Event::Vitals(v),
                         Local::Report(e) => Event::Report(e),
                         Local::Spilled { task, result } => Event::Spilled { task, result },

@@ -88,6 +88,7 @@ impl Executor {
                     attempt,
                     ack: None,
                 },
+                Report::Seceded { task, attempt } => Local::Seceded { task, attempt },
                 Report::Finished {
                     task,
                     attempt,

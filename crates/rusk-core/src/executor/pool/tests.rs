@@ -1036,3 +1036,70 @@ fn exits_read_as_before() {
     assert_eq!(SIGKILL.to_string(), "was killed by signal 9 (SIGKILL)");
     assert_eq!(Exit::Other.to_string(), "ended");
 }
+
+#[test]
+fn a_seceded_job_gives_its_slot_to_a_new_executor_which_takes_the_queue_then_one_retires() {
+    let mut p = Pool::ready(1);
+    p.execute(0);
+    p.execute(1); // waits behind 0 on executor 1, claimed
+    p.start(1, 0);
+    // 0 secedes (it waits for tasks it submitted): a second executor starts for the slot.
+    let out = p.step(Event::Seceded {
+        exec: e(1),
+        job: j(0),
+    });
+    let (task, attempt) = attempt_of(0);
+    assert_eq!(
+        out,
+        vec![
+            Command::Seceded { task, attempt },
+            Command::Spawn { exec: e(2) }
+        ]
+    );
+    p.spawned(2);
+    // Ready, it takes a copy of 1 at once (no STEAL_AFTER wait behind a seceded job).
+    assert_eq!(p.hello(2), vec![send_claimed(2, 1, 0)]);
+    assert_eq!(p.start(2, 1), vec![started(1), cancel(1, 1)]);
+    assert_eq!(p.answer(2, 1), vec![finished(1, Ok(value_of(2, 1)))]);
+    // 0 finishes on executor 1, then 1's stale copy is skipped: executor 1, one too many and
+    // idle, retires (and no executor is started in its place).
+    assert_eq!(
+        p.answer(1, 0),
+        vec![finished(0, Ok(value_of(1, 0))), forget(0)]
+    );
+    let out = p.skip(1, 1);
+    assert_eq!(out, vec![forget(1), kill(1, false)]);
+    p.closed(1);
+    let out = p.exited(1, SIGKILL, None, "");
+    assert!(
+        !out.iter().any(|c| matches!(c, Command::Spawn { .. })),
+        "{out:?}"
+    );
+    assert!(out.contains(&Command::Log(Log::ExecutorReplaced {
+        pid: pid(1),
+        death: Some(Death::Retired),
+        exit: SIGKILL,
+    })));
+    assert_eq!(
+        Log::ExecutorReplaced {
+            pid: pid(1),
+            death: Some(Death::Retired),
+            exit: SIGKILL,
+        }
+        .worker_event(),
+        None,
+        "retiring is routine, not a recovery"
+    );
+    assert_eq!(p.core.executors_alive(), 1);
+}
+
+#[test]
+fn a_secede_of_a_job_not_running_breaks_the_protocol() {
+    let mut p = Pool::ready(1);
+    p.execute(0);
+    let out = p.step(Event::Seceded {
+        exec: e(1),
+        job: j(0),
+    });
+    assert_eq!(out, vec![kill(1, false), Command::Spawn { exec: e(2) }]);
+}

@@ -76,6 +76,8 @@ pub enum Death {
     /// No hello within [`START_TIMEOUT`].
     StartTimeout,
     Protocol(ProtocolError),
+    /// Idle and one too many: it ran a seceded task, for which another executor took its slot.
+    Retired,
 }
 
 /// How an executor broke the pipe protocol.
@@ -188,12 +190,14 @@ impl fmt::Display for Loss {
                 "the Python executor (pid {pid}) running this task broke the protocol \
                  ({p}) and was killed and replaced{tail}"
             )?,
-            Some(Death::StartTimeout) | Some(Death::Abandoned) | None => write!(
-                f,
-                "the Python executor (pid {pid}) running this task {}; the worker \
+            Some(Death::StartTimeout) | Some(Death::Abandoned) | Some(Death::Retired) | None => {
+                write!(
+                    f,
+                    "the Python executor (pid {pid}) running this task {}; the worker \
                  replaced it{tail}",
-                self.exit
-            )?,
+                    self.exit
+                )?
+            }
         }
         if let Some(st) = &self.stacks {
             write!(
@@ -290,6 +294,9 @@ pub enum Event {
     Hello { exec: ExecId, error: Option<String> },
     /// `S`.
     Started { exec: ExecId, job: JobId },
+    /// `W`: its running job stops holding a slot while it waits (`rusk.secede()`): another
+    /// executor takes the slot, and the jobs queued behind it may move there.
+    Seceded { exec: ExecId, job: JobId },
     /// `R`, `E` or `X`.
     Answered {
         exec: ExecId,
@@ -345,6 +352,11 @@ pub enum Command {
         task: TaskRef,
         attempt: AttemptId,
     },
+    /// Tell the worker the started attempt seceded (`W`): it holds no thread slot now.
+    Seceded {
+        task: TaskRef,
+        attempt: AttemptId,
+    },
     /// Exactly one per `Execute`.
     Finished {
         task: TaskRef,
@@ -394,7 +406,7 @@ impl Log {
             Log::ExecutorReplaced { pid, death, exit } => {
                 let (cause, observed) = match death {
                     None => (ExecutorCause::Died, format!("{exit}")),
-                    Some(Death::Abandoned) => return None,
+                    Some(Death::Abandoned) | Some(Death::Retired) => return None,
                     Some(Death::Hung { silent }) => (
                         ExecutorCause::Hung,
                         format!("no ping for {silent:?} and no CPU used (stuck in a C call holding the GIL)"),
