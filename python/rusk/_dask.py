@@ -2,10 +2,13 @@
 
 The graph is converted on the client to Dask's task-spec form (``convert_legacy_graph``: legacy
 tuples become ``Task``/``Alias``/``DataNode`` objects; graphs already in that form pass through),
-culled to what ``keys`` need, and each node becomes one rusk Python task that calls
-:func:`_run_node` with the node and its dependencies' values. The whole graph is one rusk
-submission; its outputs are fetched from the workers when it finishes.
-"""
+culled to what ``keys`` need, and each node becomes one rusk Python task: a ``Task`` whose
+arguments are values, references and containers of these is called directly, each reference a
+dependency placed at its path (as ``Client.submit`` places futures); a ``DataNode`` or an
+``Alias`` returns its value; any other node (one that nests tasks) is pickled as it is and run
+by :func:`_run_node` with its dependencies' values. The tasks' calls are pickled together
+(``_payload.encode_calls``). The whole graph is one rusk submission; its outputs are fetched
+from the workers when it finishes."""
 
 import collections
 import collections.abc
@@ -55,6 +58,73 @@ def _nested(keys, values):
     return values[keys]
 
 
+def _graph_of(dsk):
+    """``(graph, annotations)``: the graph of ``dsk`` (a mapping, or an expression as
+    ``dask.compute`` gives it) as a dict, and its placement annotations.
+
+    Delayed objects' graphs are taken as they are: Dask's optimisation of them
+    (``dask.delayed.optimize``) is a cull (a ``HighLevelGraph.cull`` through one layer per
+    delayed call, most of the client's time for a graph of many small tasks), and
+    :func:`to_tasks` culls anyway. Any other optimiser (array fusion, the config's
+    ``optimization.fuse.delayed``) runs as Dask runs it."""
+    if isinstance(dsk, collections.abc.Mapping):
+        return dict(dsk), _placement.annotated(dsk)
+    layers = _unoptimised_layers(dsk)
+    if layers is None:
+        return dict(dsk.__dask_graph__()), _placement.annotated(dsk)
+    graph = {}
+    annotations = {}
+    for layer in layers:
+        mapping = getattr(layer, "mapping", None)  # a MaterializedLayer's dict
+        graph.update(mapping if type(mapping) is dict else layer)
+        if layer.annotations:
+            _add_layer_annotations(annotations, layer)
+    return graph, {k: v for k, v in annotations.items() if v}
+
+
+def _add_layer_annotations(annotations, layer):
+    # As Dask's `__dask_annotations__` of an expression collects them, placement ones only.
+    for name, value in layer.annotations.items():
+        if name not in _placement.PLACEMENT_KEYWORDS:
+            continue
+        per_key = annotations.setdefault(name, {})
+        for k in layer:
+            v = value(k) if callable(value) else value
+            if type(v).__name__ != "_AnnotationsTombstone":
+                per_key[k] = v
+
+
+def _unoptimised_layers(expr):
+    """The layers of the HighLevelGraphs of ``expr`` when its only optimisation would be
+    Dask's cull of delayed graphs (see :func:`_graph_of`), else None."""
+    try:
+        from dask import config
+        from dask._expr import HLGExpr, _HLGExprGroup, _HLGExprSequence
+        from dask.delayed import optimize as delayed_optimize
+        from dask.highlevelgraph import HighLevelGraph
+    except ImportError:  # another Dask version: take the general path
+        return None
+    if type(expr) is _HLGExprSequence:
+        ops = expr.operands
+    elif type(expr) in (HLGExpr, _HLGExprGroup):
+        ops = [expr]
+    else:
+        return None
+    fuses = config.get("optimization.fuse.delayed", False)
+    layers = []
+    for op in ops:
+        if type(op) not in (HLGExpr, _HLGExprGroup):
+            return None
+        optimizer = op.low_level_optimizer
+        if optimizer is not None and (optimizer is not delayed_optimize or fuses):
+            return None
+        hlg = op.hlg
+        if not isinstance(hlg, HighLevelGraph):
+            return None
+        layers.extend(hlg.layers.values())
+    return layers
+
+
 def to_tasks(dsk, keys, external=None, placement=None):
     """``(tasks, outputs, decode, used)``: rusk task dicts for the part of ``dsk`` that ``keys``
     need (dependencies first), the encoded output keys, a map from encoded key back to the Dask
@@ -66,12 +136,22 @@ def to_tasks(dsk, keys, external=None, placement=None):
 
     ``placement``: task fields (``_placement.fields``) for every task, overridden per key by
     the graph's ``dask.annotate`` annotations."""
+    import gc
+
+    collecting = gc.isenabled()
+    gc.disable()  # full collections would walk the whole Dask graph, repeatedly
+    try:
+        return _to_tasks(dsk, keys, external, placement)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _to_tasks(dsk, keys, external, placement):
     from dask._task_spec import convert_legacy_graph
 
-    annotations = _placement.annotated(dsk)
-    if not isinstance(dsk, collections.abc.Mapping):
-        dsk = dsk.__dask_graph__()
-    graph = convert_legacy_graph(dict(dsk))
+    dsk, annotations = _graph_of(dsk)
+    graph = convert_legacy_graph(dsk)
     wanted = list(dict.fromkeys(_flatten(keys)))
     outside = {}  # Dask key -> rusk key of a result held outside this graph
 
@@ -87,27 +167,32 @@ def to_tasks(dsk, keys, external=None, placement=None):
     for k in wanted:
         if k not in graph:
             resolve(k, "key %r is not in the graph" % (k,))
-    # Cull: only what the outputs need, dependencies before dependents.
+    # Cull: only what the outputs need, dependencies before dependents (a depth-first
+    # post-order: a key is placed once all its dependencies are).
     order = []
-    seen = set()
+    placed = set()
+    entered = set()  # expanded: its dependencies are (being) placed
     for root in wanted:
-        if root in seen or root in outside:
+        if root in placed or root in outside:
             continue
-        seen.add(root)
         stack = [(root, False)]
         while stack:
             k, expanded = stack.pop()
             if expanded:
+                placed.add(k)
                 order.append(k)
                 continue
+            if k in entered:  # placed meanwhile (or a cycle, which the scheduler refuses)
+                continue
+            entered.add(k)
             stack.append((k, True))
             for d in graph[k].dependencies:
+                if d in placed or d in entered:
+                    continue
                 if d not in graph:
                     resolve(d, "task %r depends on %r, which is not in the graph" % (k, d))
                     continue
-                if d not in seen:
-                    seen.add(d)
-                    stack.append((d, False))
+                stack.append((d, False))
 
     def enc(k):
         rk = outside.get(k)
@@ -128,22 +213,134 @@ def to_tasks(dsk, keys, external=None, placement=None):
 
 
 def _encode_nodes(graph, order, decode, enc, tasks):
-    encoded = {k: encode_key(k) for k in order}
+    spec = _spec()
+    Task, DataNode, Alias = spec.Task, spec.DataNode, spec.Alias
+    encoded = {}
     calls = []
+    by_node = []  # indexes of the calls that carry a Dask node
     for k in order:
         node = graph[k]
-        ek = encoded[k]
+        ek = encode_key(k)
         if ek in decode and decode[ek] != k:
             raise ValueError("keys %r and %r encode alike" % (decode[ek], k))
         decode[ek] = k
-        deps = sorted((encoded[d] if d in encoded else enc(d), d) for d in node.dependencies)
-        dep_keys = [d for _, d in deps]
-        n = len(dep_keys)
-        calls.append((_run_node, (node, dep_keys) + (None,) * n, {}, [(0, 2 + i) for i in range(n)]))
-        tasks.append({"key": ek, "deps": [e for e, _ in deps]})
-    # One pickling pass for the graph: each function and class is pickled once.
-    for task, payload in zip(tasks, _payload.encode_calls(calls)):
+        encoded[k] = ek
+        t = type(node)
+        call = None
+        if t is Task:
+            call, deps = _task_call(node, spec)
+        elif t is DataNode:
+            call, deps = (_identity, (node.value,), _NO_KWARGS, ()), ()
+        elif t is Alias:
+            call, deps = (_identity, (None,), _NO_KWARGS, _ARG_PATHS[:1]), (node.target,)
+        if call is None:  # anything else: the node itself, run by `_run_node`
+            deps = sorted(node.dependencies, key=lambda d: encoded[d] if d in encoded else enc(d))
+            n = len(deps)
+            call = (_run_node, (node, deps) + (None,) * n, _NO_KWARGS, _arg_paths(2, n))
+            by_node.append(len(calls))
+        calls.append(call)
+        tasks.append({"key": ek, "deps": [encoded[d] if d in encoded else enc(d) for d in deps]})
+    # The graph's functions and classes pickled once, for all its tasks.
+    payloads = _payload.encode_calls(calls, normalized=True, each=by_node)
+    for task, payload in zip(tasks, payloads):
         task["python"] = payload
+
+
+_NO_KWARGS = {}
+# (0, i): the path of args[i] (shared tuples: fewer objects to make and to pickle).
+_ARG_PATHS = tuple((0, i) for i in range(64))
+
+
+def _arg_paths(first, n):
+    if first + n <= len(_ARG_PATHS):
+        return _ARG_PATHS[first : first + n]
+    return tuple((0, i) for i in range(first, first + n))
+
+
+class _Spec:
+    """Dask's task-spec classes (imported once Dask is needed)."""
+
+    def __init__(self):
+        from dask._task_spec import Alias, DataNode, Dict, GraphNode, List, Task, TaskRef, Tuple
+
+        self.Task, self.DataNode, self.Alias, self.TaskRef = Task, DataNode, Alias, TaskRef
+        self.List, self.Tuple, self.Dict = List, Tuple, Dict
+        self.ref_or_node = (TaskRef, GraphNode)
+
+
+_spec_cache = []
+
+
+def _spec():
+    if not _spec_cache:
+        _spec_cache.append(_Spec())
+    return _spec_cache[0]
+
+
+class _Nested(Exception):
+    """A node that only `_run_node` can run (it nests tasks)."""
+
+
+def _task_call(node, spec):
+    """``(call, dependency keys)`` of a Dask ``Task`` called directly: its arguments are values,
+    references to other keys (``TaskRef``, futures) and containers of these (``List``,
+    ``Tuple``, ``Dict``); each reference is a dependency placed at its path. ``(None, None)``
+    for one that nests other tasks (`_run_node` runs those)."""
+    args = node.args
+    kwargs = node.kwargs
+    paths = []
+    deps = []
+    ref_or_node = spec.ref_or_node
+    TaskRef = spec.TaskRef
+    try:
+        for i, a in enumerate(args):
+            if isinstance(a, ref_or_node):
+                if args is node.args:
+                    args = list(args)
+                if isinstance(a, TaskRef):
+                    args[i] = None
+                    paths.append(_ARG_PATHS[i] if i < len(_ARG_PATHS) else (0, i))
+                    deps.append(a.key)
+                else:
+                    args[i] = _plain(a, (0, i), paths, deps, spec)
+        for name, a in kwargs.items():
+            if isinstance(a, ref_or_node):
+                if kwargs is node.kwargs:
+                    kwargs = dict(kwargs)
+                kwargs[name] = _plain(a, (1, name), paths, deps, spec)
+    except _Nested:
+        return None, None
+    if not deps:
+        return (node.func, tuple(args), kwargs, ()), ()
+    return (node.func, tuple(args), kwargs, tuple(paths)), deps
+
+
+def _plain(a, path, paths, deps, spec):
+    """``a`` (a reference or a container of references and values) as a plain value whose
+    references are ``None`` placeholders, their paths and keys added to ``paths`` and ``deps``;
+    raises `_Nested` for anything else."""
+    if isinstance(a, spec.TaskRef):
+        paths.append(path)
+        deps.append(a.key)
+        return None
+    t = type(a)
+    ref_or_node = spec.ref_or_node
+    if t is spec.List or t is spec.Tuple:
+        items = [
+            _plain(x, path + (j,), paths, deps, spec) if isinstance(x, ref_or_node) else x
+            for j, x in enumerate(a.args)
+        ]
+        return items if t is spec.List else tuple(items)
+    if t is spec.Dict:
+        out = {}
+        flat = a.args
+        for j in range(0, len(flat), 2):
+            k, v = flat[j], flat[j + 1]
+            if isinstance(k, ref_or_node) or k in out:
+                raise _Nested
+            out[k] = _plain(v, path + (k,), paths, deps, spec) if isinstance(v, ref_or_node) else v
+        return out
+    raise _Nested
 
 
 def get(client, dsk, keys, **kwargs):

@@ -58,27 +58,98 @@ def encode_call(func, args, kwargs, dep_paths):
     return HEADER + body
 
 
-def encode_calls(calls):
+def encode_calls(calls, normalized=False, each=()):
     """The payloads of many calls ``(func, args, kwargs, dep_paths)`` at once, their functions
-    and classes pickled once, by cloudpickle, in a shared prelude. The rest of each call is
+    and classes pickled once, by cloudpickle, in a shared prelude. The rest of the calls is
     pickled by the standard pickler (2-3x faster than cloudpickle, since everything only
-    cloudpickle can pickle is a function or a class), or by cloudpickle if that fails. Raises
-    whatever pickling raises."""
-    import io
+    cloudpickle can pickle is a function or a class) in one pass for all of them (see
+    :func:`_dump_all`), or call by call, by cloudpickle where the standard pickler fails.
+    ``normalized``: each call is a tuple whose ``args`` is a tuple, ``kwargs`` a dict and
+    ``dep_paths`` a tuple or list of tuples already. ``each``: the indexes of calls to pickle
+    one by one, with a memo, as calls that repeat objects (a Dask node names its
+    dependencies' keys several times) are best pickled. Raises whatever pickling raises."""
     import struct
 
     shared = []
     index = {}
     shared_types = _SHARED_TYPES
+    plain_types = _PLAIN_TYPES
 
     def persistent_id(obj):
-        if type(obj) in shared_types or isinstance(obj, type):
+        t = type(obj)
+        if t in plain_types:
+            return None
+        if t in shared_types or isinstance(obj, type):
             i = index.get(id(obj))
             if i is None:
                 i = index[id(obj)] = len(shared)
                 shared.append(obj)
             return i
         return None
+
+    if not normalized:
+        calls = [(f, tuple(a), dict(kw), [tuple(p) for p in paths]) for f, a, kw, paths in calls]
+    one_by_one = set(each)
+    together = [c for i, c in enumerate(calls) if i not in one_by_one] if one_by_one else calls
+    bodies = _dump_all(together, persistent_id) if together else []
+    if bodies is None:  # every call on its own, then
+        one_by_one = set(range(len(calls)))
+        bodies = []
+    if one_by_one:
+        alone = iter(_dump_each([calls[i] for i in sorted(one_by_one)], persistent_id))
+        rest = iter(bodies)
+        bodies = [next(alone) if i in one_by_one else next(rest) for i in range(len(calls))]
+    prelude = cloudpickle.dumps(shared, protocol=PICKLE_PROTOCOL)
+    head = HEADER + b"S" + struct.pack(">I", len(prelude)) + prelude
+    return [head + body for body in bodies]
+
+
+# Types the prelude never holds: most of what a call is made of (faster `persistent_id`).
+_PLAIN_TYPES = frozenset((type(None), bool, int, float, str, bytes, tuple, list, dict))
+
+
+def _dump_all(calls, persistent_id):
+    """The pickles of ``calls``, made in ONE pass of the standard pickler (one ``dump`` of
+    them all, not one per call), or None if it fails.
+
+    The pass runs without a memo (``fast``) and with protocol 3 (no framing), so the pickle of
+    each call is self-contained: the one of the tuple ``(call0, SEP, call1, SEP, ...)`` is
+    ``PROTO MARK call0 SEP call1 SEP ... TUPLE STOP``, where ``SEP`` is a fresh random bytes
+    object pickled as ``SHORT_BINBYTES 16 <its bytes>``. Split at those, each piece plus a
+    ``STOP`` is the pickle of one call. Cyclic objects (which ``fast`` refuses), objects the
+    standard pickler cannot pickle or that need protocol 5, and a separator that also occurs
+    in the data all give None: the caller then pickles call by call."""
+    import io
+
+    class Fast(pickle.Pickler):
+        pass
+
+    Fast.persistent_id = staticmethod(persistent_id)
+    sep = os.urandom(16)
+    seq = [sep] * (2 * len(calls))
+    seq[::2] = calls
+    buf = io.BytesIO()
+    pickler = Fast(buf, protocol=3)
+    pickler.fast = True
+    try:
+        pickler.dump(tuple(seq))
+    except Exception:  # the pickler's fast mode has its own failures (KeyError, deep nesting)
+        return None
+    data = buf.getvalue()
+    del seq, buf
+    if data[:3] != b"\x80\x03(" or data[-2:] != b"t.":
+        return None
+    pieces = data[3:-2].split(b"C\x10" + sep)
+    if len(pieces) != len(calls) + 1 or pieces[-1]:
+        return None
+    pieces.pop()
+    return [piece + b"." for piece in pieces]
+
+
+def _dump_each(calls, persistent_id):
+    """The pickles of ``calls``, one ``dump`` each: by the standard pickler, or by cloudpickle
+    where that fails."""
+    import io
 
     class Fast(pickle.Pickler):
         pass
@@ -91,8 +162,7 @@ def encode_calls(calls):
     fast = Fast(buf, protocol=PICKLE_PROTOCOL)
     full = None
     bodies = []
-    for func, args, kwargs, dep_paths in calls:
-        call = (func, tuple(args), dict(kwargs), [tuple(p) for p in dep_paths])
+    for call in calls:
         buf.seek(0)
         buf.truncate()
         fast.clear_memo()
@@ -106,9 +176,7 @@ def encode_calls(calls):
             full.clear_memo()
             full.dump(call)
         bodies.append(buf.getvalue())
-    prelude = cloudpickle.dumps(shared, protocol=PICKLE_PROTOCOL)
-    head = HEADER + b"S" + struct.pack(">I", len(prelude)) + prelude
-    return [head + body for body in bodies]
+    return bodies
 
 
 def extract_placeholders(args, kwargs, is_placeholder):

@@ -320,7 +320,7 @@ def test_a_graphs_functions_are_pickled_once_and_run_on_the_cluster(client):
     p = tasks[0]["python"]
     func, args, kwargs, dep_paths = ex.load_call(p, p.index(b"\n") + 1)
     assert func is ex.load_call(tasks[1]["python"], p.index(b"\n") + 1)[0]
-    assert len(ex.preludes) == 1 and dep_paths == [] and kwargs == {}
+    assert len(ex.preludes) == 1 and not dep_paths and kwargs == {}
     assert func(*args).v - 100_000 in range(100)
     # And on the cluster.
     assert total.compute(scheduler=client.get) == sum(range(100)) + 100 * 100_000
