@@ -30,7 +30,11 @@ impl Scheduler {
                 }),
             },
             ClientToScheduler::LocateOutputs { graph } => match self.graphs.get_mut(&graph) {
-                Some(g) if g.owner.is_some_and(|o| o != client) => {
+                // A session graph whose client left (kept for another's pins) is no one's to
+                // take over either: only a submitted graph without owner is (detached ones).
+                Some(g)
+                    if g.owner.is_some_and(|o| o != client) || (g.session && g.owner.is_none()) =>
+                {
                     self.out.push(Command::ToClient {
                         client,
                         msg: SchedulerToClient::Error {
@@ -318,14 +322,18 @@ impl Scheduler {
         for (i, (t, prefix)) in tasks.into_iter().zip(prefixes).enumerate() {
             let idx = existing + i as u32;
             g.keys.insert(t.key.clone(), idx);
-            for &d in t.deps.iter() {
+            let mut task = Task::new(t, generation, i as u64, 0);
+            task.prefix = prefix;
+            g.tasks.push(task);
+        }
+        // Only now that every new task is in: a new task may be listed before a new input.
+        for idx in existing..existing + n {
+            for k in 0..g.tasks[idx as usize].deps.len() {
+                let d = g.tasks[idx as usize].deps[k];
                 let dt = &mut g.tasks[d as usize];
                 dt.dependents.push(idx);
                 dt.unfinished_dependents += 1; // the new task starts unfinished (Waiting)
             }
-            let mut task = Task::new(t, generation, i as u64, 0);
-            task.prefix = prefix;
-            g.tasks.push(task);
         }
         self.state_counts[TaskState::Waiting.slot()] += n as u64;
         for (idx, src) in (existing..existing + n).zip(sources) {

@@ -156,6 +156,13 @@ fn a_held_key_is_reported_to_its_holder_and_outlives_its_owner() {
     s.check_invariants();
     assert!(released(&out).is_empty(), "{out:?}");
     assert_eq!(s.graph_count(), 1);
+    // Nor can B take the ownerless graph over with LocateOutputs (it would then stay after
+    // its last pin went, until B left).
+    let out = say(&mut s, B, ClientToScheduler::LocateOutputs { graph: g });
+    assert!(
+        matches!(reply(&out, B), SchedulerToClient::Error { message } if message.contains("another client")),
+        "{out:?}"
+    );
     // B lets go: the value is released and the graph goes.
     let out = say(
         &mut s,
@@ -433,4 +440,44 @@ fn adopt_tasks_are_refused_in_submitted_graphs() {
     assert!(
         matches!(reply(&out, B), SchedulerToClient::Rejected { error } if error.contains("session"))
     );
+}
+
+/// Found by the simulator (`shared_seeds`): an extension listing a task before its input (any
+/// order compiles) indexed the input before it was added, and the scheduler panicked.
+#[test]
+fn an_extension_may_list_a_task_before_its_input() {
+    let mut s = sched();
+    let g = open(&mut s, A);
+    let out = extend(
+        &mut s,
+        A,
+        g,
+        vec![spec("c", &["b"]), spec("b", &["a"]), spec("a", &[])],
+        &["c"],
+    );
+    assert!(matches!(
+        reply(&out, A),
+        SchedulerToClient::Extended { tasks: 3, .. }
+    ));
+    // Only `a` runs; `b` then `c` follow it, in order.
+    let assigned_to = |out: &[Command]| -> Vec<(Incarnation, TaskRef, u64)> {
+        out.iter()
+            .filter_map(|c| match c {
+                Command::ToWorker {
+                    incarnation,
+                    msg: SchedulerToWorker::Assign(a),
+                } => Some((*incarnation, a.task, a.attempt.0)),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut next = assigned_to(&out);
+    for key in ["a", "b", "c"] {
+        assert_eq!(next.len(), 1, "{key}: {next:?}");
+        let (w, t, attempt) = next[0];
+        assert_eq!(&*s.task(t).expect("exists").key, key);
+        let out = done(&mut s, w, t, attempt);
+        next = assigned_to(&out);
+    }
+    assert!(next.is_empty());
 }
