@@ -56,6 +56,9 @@ pub struct SimConfig {
     pub no_worker_timeout: Duration,
     /// The scheduler moves queued tasks to idle workers (`SchedulerConfig::work_stealing`).
     pub work_stealing: bool,
+    /// Also run two session clients that share keys (holds, adopt tasks, keeps, a dataset):
+    /// see `sim/shared.rs`.
+    pub shared_keys: bool,
     /// Events kept for the failure report.
     pub trace_len: usize,
     /// After the run, let everything settle and check that workers hold no results once every
@@ -90,6 +93,7 @@ impl Default for SimConfig {
             fetch_timeout: Duration::from_millis(1000),
             no_worker_timeout: Duration::from_secs(3600),
             work_stealing: true,
+            shared_keys: false,
             trace_len: 60,
             check_leaks: true,
         }

@@ -70,6 +70,9 @@ pub enum FailureKind {
     },
     #[error("client got an unexpected message: {message}")]
     ClientProtocol { message: String },
+    /// A rule of keys shared between clients broken (holds, adopt tasks, keeps, datasets).
+    #[error("shared keys: {message}")]
+    SharedKeys { message: String },
     #[error("liveness: not finished {bound:?} after faults healed: {pending}")]
     Liveness { bound: Duration, pending: String },
     #[error("leak: {what}")]

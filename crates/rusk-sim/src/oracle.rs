@@ -86,6 +86,8 @@ pub(crate) struct Oracle {
     known_killings: BTreeMap<TaskRef, u32>,
     /// The scheduler's `task_max_worker_deaths`.
     pub(crate) max_worker_deaths: u32,
+    /// Results accepted per task (more than one when it was recomputed).
+    pub(crate) done_count: BTreeMap<TaskRef, u32>,
 }
 
 impl Oracle {
@@ -264,10 +266,24 @@ impl Oracle {
         if *a.kind != t.kind() {
             return bad(format!("kind {:?}, model says {:?}", a.kind, t.kind()));
         }
-        let want: Vec<u32> = t.deps.iter().map(|&d| model.spec_pos[d]).collect();
-        let got: Vec<u32> = a.deps.iter().map(|d| d.task.index).collect();
-        if want != got || a.deps.iter().any(|d| d.task.graph != a.task.graph) {
-            return bad(format!("deps {got:?}, model says {want:?}"));
+        if let Some(src) = &t.adopt {
+            // Its one input is the key it adopts, in the other graph.
+            let want = TaskRef {
+                graph: src.graph,
+                index: src.index,
+            };
+            let got: Vec<TaskRef> = a.deps.iter().map(|d| d.task).collect();
+            if got != [want] {
+                return bad(format!(
+                    "adopt task with inputs {got:?}, model says [{want}]"
+                ));
+            }
+        } else {
+            let want: Vec<u32> = t.deps.iter().map(|&d| model.spec_pos[d]).collect();
+            let got: Vec<u32> = a.deps.iter().map(|d| d.task.index).collect();
+            if want != got || a.deps.iter().any(|d| d.task.graph != a.task.graph) {
+                return bad(format!("deps {got:?}, model says {want:?}"));
+            }
         }
         if t.deps
             .iter()
@@ -404,6 +420,7 @@ impl Oracle {
                 }
                 self.order += 1;
                 self.last_accept.insert(task, self.order);
+                *self.done_count.entry(task).or_default() += 1;
                 self.accepted.push(Accepted {
                     task,
                     attempt,
@@ -470,6 +487,18 @@ impl Oracle {
                 why,
             })
         };
+        if t.adopt.is_some() {
+            // The source's value, which the model worked out from the source's own graph.
+            return match (&t.expected, inputs) {
+                (Expected::Value(v), [input]) if v == input => Ok(()),
+                (Expected::Value(v), [input]) => wrong(format!(
+                    "adopted {}, the source's value is {}",
+                    crate::error::Shown(input),
+                    crate::error::Shown(v)
+                )),
+                _ => wrong(format!("an adopt task with {} inputs", inputs.len())),
+            };
+        }
         if inputs.len() != t.deps.len() {
             return wrong(format!("{} inputs for {} deps", inputs.len(), t.deps.len()));
         }

@@ -21,7 +21,8 @@
 use bytes::Bytes;
 use rand::seq::SliceRandom;
 use rand::Rng;
-use rusk_proto::graph::{Builtin, GraphSpec, TaskKind, TaskSpec};
+use rusk_proto::graph::{AdoptSpec, Builtin, GraphSpec, TaskKind, TaskSpec};
+use rusk_proto::GraphId;
 use std::collections::BTreeSet;
 
 /// Sums never exceed this magnitude: a deep random DAG of sums grows exponentially otherwise.
@@ -93,6 +94,17 @@ pub struct ModelTask {
     /// it may report.
     pub fail_roots: BTreeSet<usize>,
     pub placement: Placement,
+    /// An adopt task (session graphs): its value is this key's of another session graph.
+    pub adopt: Option<AdoptModel>,
+}
+
+/// The key an adopt task takes its value from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdoptModel {
+    pub graph: GraphId,
+    /// Its `TaskRef::index` in `graph`.
+    pub index: u32,
+    pub key: String,
 }
 
 /// A task's placement controls, as submitted.
@@ -114,6 +126,12 @@ pub const GPU_DECLARED_MIN: f64 = 1.0;
 
 impl ModelTask {
     pub fn kind(&self) -> TaskKind {
+        if let Some(a) = &self.adopt {
+            return TaskKind::Adopt {
+                graph: a.graph,
+                key: a.key.clone(),
+            };
+        }
         TaskKind::Builtin {
             op: self.op,
             args: self.args.clone(),
@@ -460,8 +478,67 @@ impl GraphBuilder {
             expected,
             fail_roots,
             placement: Placement::default(),
+            adopt: None,
         });
         m
+    }
+
+    /// An adopt task: its value is `src`'s, expected to be `expected` (worked out by the
+    /// caller from the source's own model).
+    pub fn adopt(&mut self, src: AdoptModel, expected: Expected) -> usize {
+        let m = self.tasks.len();
+        self.tasks.push(ModelTask {
+            key: format!("{}-{m}", self.prefix),
+            op: Builtin::Noop,
+            args: Vec::new(),
+            deps: Vec::new(),
+            retries: 0,
+            flaky: 0,
+            timeout_ms: None,
+            expected,
+            fail_roots: BTreeSet::new(),
+            placement: Placement::default(),
+            adopt: Some(src),
+        });
+        m
+    }
+
+    /// The tasks so far, in model order.
+    pub fn tasks(&self) -> &[ModelTask] {
+        &self.tasks
+    }
+
+    /// Task `m` as a client submits it.
+    pub fn task_spec(&self, m: usize) -> TaskSpec {
+        let t = &self.tasks[m];
+        let adopt = t.adopt.as_ref().map(|a| AdoptSpec {
+            graph: a.graph,
+            key: a.key.clone(),
+        });
+        TaskSpec {
+            key: t.key.clone(),
+            builtin: adopt.is_none().then(|| t.op.name().to_string()),
+            cmd: None,
+            args: t.args.clone(),
+            deps: t.deps.iter().map(|&d| self.tasks[d].key.clone()).collect(),
+            env: Default::default(),
+            cwd: None,
+            retries: t.retries,
+            timeout: t.timeout_ms.map(|ms| format!("{ms}ms")),
+            put: None,
+            adopt,
+            python: None,
+            priority: t.placement.priority,
+            order: None,
+            resources: t
+                .placement
+                .gpu
+                .map(|g| (GPU_RESOURCE.to_string(), g))
+                .into_iter()
+                .collect(),
+            workers: t.placement.workers.clone(),
+            allow_other_workers: t.placement.allow_other_workers,
+        }
     }
 
     /// Set task `t`'s placement controls.
@@ -538,36 +615,7 @@ impl GraphBuilder {
         for (pos, &m) in model_of.iter().enumerate() {
             spec_pos[m] = pos as u32;
         }
-        let tasks_spec = model_of
-            .iter()
-            .map(|&m| {
-                let t = &self.tasks[m];
-                TaskSpec {
-                    key: t.key.clone(),
-                    builtin: Some(t.op.name().to_string()),
-                    cmd: None,
-                    args: t.args.clone(),
-                    deps: t.deps.iter().map(|&d| self.tasks[d].key.clone()).collect(),
-                    env: Default::default(),
-                    cwd: None,
-                    retries: t.retries,
-                    timeout: t.timeout_ms.map(|ms| format!("{ms}ms")),
-                    put: None,
-                    adopt: None,
-                    python: None,
-                    priority: t.placement.priority,
-                    order: None,
-                    resources: t
-                        .placement
-                        .gpu
-                        .map(|g| (GPU_RESOURCE.to_string(), g))
-                        .into_iter()
-                        .collect(),
-                    workers: t.placement.workers.clone(),
-                    allow_other_workers: t.placement.allow_other_workers,
-                }
-            })
-            .collect();
+        let tasks_spec = model_of.iter().map(|&m| self.task_spec(m)).collect();
         let outputs = if self.outputs.is_empty() {
             let mut has_dependent = vec![false; n];
             for t in &self.tasks {

@@ -6,16 +6,22 @@
 //! - `RUSK_SIM_TRACE=<n>` keeps the last `n` events for the failure report (default 60);
 //! - `RUSK_SIM_REORDER=1` also reorders packets within a worker link (not TCP; exploratory).
 //!
+//! The shared-keys seeds (`shared_seeds`) likewise: `RUSK_SIM_SHARED_SEEDS=<n>` (default
+//! 2000), `RUSK_SIM_SHARED_SEEDS_FROM=<k>`, `RUSK_SIM_SHARED_SEED=<n>`.
+//!
 //! The executor pool's seeds (`pool_seeds`) likewise: `RUSK_SIM_POOL_SEEDS=<n>` (default 500),
 //! `RUSK_SIM_POOL_SEEDS_FROM=<k>`, `RUSK_SIM_POOL_SEED=<n>`.
 use rusk_sim::{
-    run_pool_seed, run_seed, PoolReport, PoolSimConfig, SimConfig, SimFailure, SimReport,
+    run_pool_seed, run_seed, PoolReport, PoolSimConfig, SharedCounts, SimConfig, SimFailure,
+    SimReport,
 };
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// Seeds run when `RUSK_SIM_SEEDS` is not set: about half a minute on two cores.
 const DEFAULT_SEEDS: u64 = 1000;
+/// Shared-keys seeds run when `RUSK_SIM_SHARED_SEEDS` is not set: about 15 s on two cores.
+const DEFAULT_SHARED_SEEDS: u64 = 2000;
 /// Pool seeds run when `RUSK_SIM_POOL_SEEDS` is not set: a few seconds on two cores.
 const DEFAULT_POOL_SEEDS: u64 = 500;
 /// Threads the seeds are spread over (the CI machine has two cores).
@@ -52,6 +58,68 @@ fn random_seeds() {
     );
 }
 
+/// Keys shared between clients: a session client's keys held, adopted, kept and published by
+/// another, which checks every value, while the owner lets go and leaves; a lighter main
+/// workload beside them (`sim/shared.rs`).
+fn shared_config() -> SimConfig {
+    SimConfig {
+        shared_keys: true,
+        graphs_min: 1,
+        graphs_max: 4,
+        tasks_max: 150,
+        ..config()
+    }
+}
+
+#[test]
+fn shared_seeds() {
+    let config = shared_config();
+    seeds_test(
+        "RUSK_SIM_SHARED",
+        DEFAULT_SHARED_SEEDS,
+        |seed| run_seed(seed, &config),
+        shared_totals,
+    );
+}
+
+/// What the shared-keys seeds exercised, summed (and that they exercised it at all).
+fn shared_totals(reports: &[SimReport]) -> String {
+    let mut t = SharedCounts::default();
+    for r in reports {
+        let s = &r.shared;
+        t.extensions += s.extensions;
+        t.adopt_tasks += s.adopt_tasks;
+        t.holds += s.holds;
+        t.reports += s.reports;
+        t.values_checked += s.values_checked;
+        t.errors_checked += s.errors_checked;
+        t.fetch_retries += s.fetch_retries;
+        t.releases += s.releases;
+        t.keeps += s.keeps;
+        t.datasets += s.datasets;
+        t.unholds += s.unholds;
+        t.owner_left_pinned += s.owner_left_pinned;
+        t.refused_gone += s.refused_gone;
+    }
+    if reports.len() >= 100 {
+        for (what, n) in [
+            ("adopt tasks", t.adopt_tasks),
+            ("holds", t.holds),
+            ("values checked", t.values_checked),
+            ("fetch retries", t.fetch_retries),
+            ("releases", t.releases),
+            ("keeps", t.keeps),
+            ("datasets", t.datasets),
+            ("unholds", t.unholds),
+            ("owners leaving pinned graphs", t.owner_left_pinned),
+            ("refusals of keys gone", t.refused_gone),
+        ] {
+            assert!(n > 0, "no {what} in {} shared seeds", reports.len());
+        }
+    }
+    format!("{t:?}; {}", totals(reports))
+}
+
 /// A seeds test: replay one seed (`<prefix>_SEED`, printing its report), or run many
 /// (`<prefix>_SEEDS`, from `<prefix>_SEEDS_FROM`), print what they exercised and fail with
 /// every failing seed.
@@ -73,8 +141,9 @@ fn seeds_test<R: std::fmt::Debug + Send>(
     let started = Instant::now();
     let (reports, failures) = run_seeds(from, n, run);
     println!("{n} seeds in {:.1?}", started.elapsed());
-    println!("{}", totals(&reports));
+    // Failures first: the totals assert that the passing seeds exercised enough.
     fail_on(n, &failures);
+    println!("{}", totals(&reports));
 }
 
 /// Seeds `from..from + n` spread over [`THREADS`] threads: the reports, and the failures by
@@ -205,6 +274,16 @@ fn pool_totals(reports: &[PoolReport]) -> String {
         t.steps,
         t.virtual_time.as_secs_f64()
     )
+}
+
+#[test]
+fn a_shared_seed_replays_exactly() {
+    let config = shared_config();
+    for seed in [2, 9] {
+        let a = run_seed(seed, &config).map_err(|f| f.to_string());
+        let b = run_seed(seed, &config).map_err(|f| f.to_string());
+        assert_eq!(a, b, "shared seed {seed} ran differently twice");
+    }
 }
 
 #[test]

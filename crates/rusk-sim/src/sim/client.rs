@@ -28,7 +28,7 @@ pub(crate) struct ClientState {
     planned: u32,
     /// Models it sent a `Submit` for.
     submitted_models: Vec<usize>,
-    left: bool,
+    pub(crate) left: bool,
 }
 
 pub(crate) struct ClientGraph {
@@ -112,10 +112,18 @@ impl Sim {
             ClientToScheduler::Dataset(_) => ("sched gets Dataset", None),
         };
         self.note(What::Client(client, what, graph));
+        let shared = self.is_shared_client(client);
+        if shared {
+            self.shared_before(client, &msg);
+        }
         self.submit_model = model;
         let r = self.sched_step(scheduler::Event::ClientMessage { client, msg });
         self.submit_model = None;
-        r
+        r?;
+        if shared {
+            self.shared_after(client)?;
+        }
+        Ok(())
     }
 
     pub(crate) fn on_client_leaves(&mut self, client: ClientId) -> Result<(), FailureKind> {
@@ -124,6 +132,9 @@ impl Sim {
         };
         c.left = true;
         self.note(What::Client(client, "leaves", None));
+        if self.is_shared_client(client) {
+            self.shared_left(client);
+        }
         self.sched_step(scheduler::Event::ClientLeft { client })
     }
 
@@ -137,6 +148,11 @@ impl Sim {
         };
         if c.left {
             return Ok(());
+        }
+        if self.shared.is_some()
+            && (client == super::shared::OWNER || client == super::shared::USER)
+        {
+            return self.shared_to_client(client, msg);
         }
         let protocol = |message: String| Err(FailureKind::ClientProtocol { message });
         match msg {
@@ -407,7 +423,7 @@ impl Sim {
                 && c.graphs.values().all(|g| g.done)
         });
         let other_done = self.clients.get(&ABANDONING_CLIENT).is_none_or(|c| c.left);
-        main_done && other_done
+        main_done && other_done && self.shared_done()
     }
 
     /// What is still missing, for the liveness failure report.
@@ -434,6 +450,7 @@ impl Sim {
                 );
             }
         }
+        s.push_str(&self.shared_summary());
         let _ = write!(
             s,
             "scheduler tasks {:?}, workers {}; lives:",

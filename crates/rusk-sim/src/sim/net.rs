@@ -53,7 +53,15 @@ pub(crate) struct Fetch {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Requester {
     Worker(LifeId),
-    Client { graph: GraphId, output: usize },
+    Client {
+        graph: GraphId,
+        output: usize,
+    },
+    /// A shared-keys client fetching the value of `task`.
+    Shared {
+        client: ClientId,
+        task: TaskRef,
+    },
 }
 
 enum PacketFault {
@@ -218,6 +226,19 @@ impl Sim {
         msg: ClientToScheduler,
         model: Option<usize>,
     ) {
+        let at = self.client_arrival(client);
+        self.push(at, Ev::ClientToSched { client, msg, model });
+    }
+
+    /// The client closes its connection: the scheduler sees it leave after everything it
+    /// sent before.
+    pub(crate) fn client_leave(&mut self, client: ClientId) {
+        let at = self.client_arrival(client);
+        self.push(at, Ev::ClientLeaves { client });
+    }
+
+    /// When what `client` sends now reaches the scheduler (its link is ordered).
+    fn client_arrival(&mut self, client: ClientId) -> Duration {
         let last = self
             .net
             .client_last_to_sched
@@ -226,7 +247,7 @@ impl Sim {
             .unwrap_or_default();
         let at = self.arrival(Duration::ZERO, last);
         self.net.client_last_to_sched.insert(client, at);
-        self.push(at, Ev::ClientToSched { client, msg, model });
+        at
     }
 
     pub(crate) fn send_to_client(&mut self, client: ClientId, msg: SchedulerToClient) {
@@ -293,6 +314,7 @@ impl Sim {
         match r {
             Requester::Worker(l) => self.lives[l].node(),
             Requester::Client { .. } => Node::Client(super::MAIN_CLIENT.0),
+            Requester::Shared { client, .. } => Node::Client(client.0),
         }
     }
 
@@ -401,6 +423,18 @@ impl Sim {
                         .and_then(|(_, d)| d)
                 });
                 self.client_fetch_done(graph, output, data)
+            }
+            Requester::Shared { task, .. } => {
+                if !first {
+                    return Ok(());
+                }
+                let data = items.and_then(|items| {
+                    items
+                        .into_iter()
+                        .find(|(t, _)| *t == task)
+                        .and_then(|(_, d)| d)
+                });
+                self.shared_fetch_done(task, data)
             }
         }
     }
