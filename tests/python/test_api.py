@@ -391,10 +391,11 @@ def test_done_callback(client):
     assert got == [2]
 
 
-def test_futures_cannot_be_pickled(client):
+def test_a_pickled_future_comes_back_as_a_future_of_the_same_key(client):
     f = client.submit(inc, 1)
-    with pytest.raises(TypeError):
-        pickle.dumps(f)
+    g = pickle.loads(pickle.dumps(f))
+    assert g == f and g.key == f.key and g.client is client
+    assert g.result(30) == 2
 
 
 # === connecting ===
