@@ -22,6 +22,15 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Tasks expected to take at least [`LONG_TASK`] are handed to the executor at most this many
+/// per thread (the executor pool's own pipeline depth): the rest wait in the worker's queue,
+/// in priority order, where the scheduler can still steal them for an idle worker. Shorter
+/// tasks go up to `dispatched_per_thread_max` per thread, which keeps tiny tasks pipelined.
+pub const LONG_TASKS_DISPATCHED_PER_THREAD: u32 = 2;
+/// A task the scheduler expects to take this long or more (`Assignment::expected_us`; tasks
+/// of a kind not measured yet count as long) is dispatched as a long one.
+pub const LONG_TASK: Duration = Duration::from_millis(1);
+
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     pub info: WorkerInfo,
@@ -633,24 +642,36 @@ impl WorkerCore {
     }
 
     fn dispatch(&mut self) {
-        let max = if self.store.paused().is_some() {
+        let threads = self.config.info.nthreads.max(1);
+        let per_thread = self.config.dispatched_per_thread_max.max(1);
+        let (max, max_long) = if self.store.paused().is_some() {
             // Paused (memory): the scheduler sends nothing new, and the queue drains one task
             // at a time, so work accepted before the pause cannot deadlock the graph (it often
             // consumes results and so frees memory).
-            1
+            (1, 1)
         } else {
-            self.config.info.nthreads.max(1) * self.config.dispatched_per_thread_max.max(1)
+            let long = LONG_TASKS_DISPATCHED_PER_THREAD.min(per_thread);
+            (threads * per_thread, threads * long)
         };
         while self.dispatched < max {
-            let Some((_, _, task, attempt)) = self.queue.pop_first() else {
+            let Some(&(_, _, task, attempt)) = self.queue.first() else {
                 return;
             };
             let Some(t) = self.tasks.get_mut(&task) else {
+                self.queue.pop_first();
                 continue;
             };
             if t.assignment.attempt != attempt || t.state != WState::Queued {
+                self.queue.pop_first();
                 continue;
             }
+            if self.dispatched >= max_long
+                && t.assignment.expected_us >= LONG_TASK.as_micros() as u64
+            {
+                // It waits here, first in line, stealable, until a thread is nearly free.
+                return;
+            }
+            self.queue.pop_first();
             t.state = WState::Running;
             t.queued_as = None;
             let a = t.assignment.clone();
