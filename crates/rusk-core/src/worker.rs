@@ -16,7 +16,7 @@ use rusk_proto::msg::{
 use rusk_proto::{AttemptId, Incarnation, TaskRef};
 
 use crate::memory::{MemoryConfig, SpillError, Store, StoreCommand, Value};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -168,6 +168,9 @@ pub struct WorkerCore {
     started_unreported: Vec<(TaskRef, AttemptId)>,
     /// Running attempts that seceded, to report after their `TaskStarted`.
     seceded_unreported: Vec<(TaskRef, AttemptId)>,
+    /// Dispatched attempts that seceded: they hold no thread, so they do not count against
+    /// the dispatch caps (else tasks waiting for their children would starve them).
+    seceded: FxHashSet<(TaskRef, AttemptId)>,
     /// Time limits of running attempts: (deadline, task, attempt).
     deadlines: std::collections::BTreeSet<(Duration, TaskRef, AttemptId)>,
     /// Results this worker computed and the scheduler counts on it for, in memory or spilled.
@@ -205,6 +208,7 @@ impl WorkerCore {
             tasks: FxHashMap::default(),
             started_unreported: Vec::new(),
             seceded_unreported: Vec::new(),
+            seceded: Default::default(),
             vitals: Vitals::default(),
             deadlines: std::collections::BTreeSet::new(),
             store: Store::new(memory),
@@ -296,7 +300,7 @@ impl WorkerCore {
                 }
             }
             Event::Seceded { task, attempt } => {
-                if self.is_running(task, attempt) {
+                if self.is_running(task, attempt) && self.seceded.insert((task, attempt)) {
                     self.seceded_unreported.push((task, attempt));
                 }
             }
@@ -317,6 +321,7 @@ impl WorkerCore {
                     // Its Execute was consumed without running: settle it like a finish, then
                     // let the scheduler recompute the lost input.
                     self.dispatched = self.dispatched.saturating_sub(1);
+                    self.seceded.remove(&(task, attempt));
                     let current = self.tasks.get(&task).is_some_and(|t| {
                         t.assignment.attempt == attempt && t.state == WState::Running
                     });
@@ -588,6 +593,9 @@ impl WorkerCore {
     fn on_finished(&mut self, task: TaskRef, attempt: AttemptId, result: Result<Bytes, TaskError>) {
         assert!(self.dispatched > 0, "Finished without a dispatched Execute");
         self.dispatched -= 1;
+        if !self.seceded.is_empty() {
+            self.seceded.remove(&(task, attempt));
+        }
         let current = self
             .tasks
             .get(&task)
@@ -653,7 +661,7 @@ impl WorkerCore {
             let long = LONG_TASKS_DISPATCHED_PER_THREAD.min(per_thread);
             (threads * per_thread, threads * long)
         };
-        while self.dispatched < max {
+        while self.dispatched - (self.seceded.len() as u32) < max {
             let Some(&(_, _, task, attempt)) = self.queue.first() else {
                 return;
             };
@@ -665,7 +673,7 @@ impl WorkerCore {
                 self.queue.pop_first();
                 continue;
             }
-            if self.dispatched >= max_long
+            if self.dispatched - self.seceded.len() as u32 >= max_long
                 && t.assignment.expected_us >= LONG_TASK.as_micros() as u64
             {
                 // It waits here, first in line, stealable, until a thread is nearly free.
@@ -846,6 +854,70 @@ mod tests {
             }),
             inputs: inputs.into_iter().map(Value::Memory).collect(),
         }
+    }
+
+    #[test]
+    fn long_tasks_wait_in_the_queue_and_a_seceded_one_frees_its_place() {
+        let mut w = WorkerCore::new(WorkerConfig {
+            dispatched_per_thread_max: 64,
+            ..core().config
+        });
+        let now = Duration::ZERO;
+        let long = |task: u32| match assign(task, 1, vec![]) {
+            Event::FromScheduler(SchedulerToWorker::Assign(a)) => {
+                Event::FromScheduler(SchedulerToWorker::Assign(Arc::new(Assignment {
+                    expected_us: 20_000,
+                    ..(*a).clone()
+                })))
+            }
+            _ => unreachable!(),
+        };
+        let executes = |out: &[Command]| {
+            out.iter()
+                .filter(|c| matches!(c, Command::Execute { .. }))
+                .count()
+        };
+        let mut n = 0;
+        for i in 0..4 {
+            n += executes(&w.handle(now, long(i)));
+        }
+        assert_eq!(
+            n, LONG_TASKS_DISPATCHED_PER_THREAD as usize,
+            "the rest wait"
+        );
+        w.handle(
+            now,
+            Event::Started {
+                task: tr(0),
+                attempt: AttemptId(1),
+            },
+        );
+        // Task 0 waits for its children: its place goes to the next long task.
+        let out = w.handle(
+            now,
+            Event::Seceded {
+                task: tr(0),
+                attempt: AttemptId(1),
+            },
+        );
+        assert_eq!(executes(&out), 1);
+        let mut flushed = Vec::new();
+        w.flush(&mut flushed);
+        assert!(flushed.iter().any(|c| matches!(
+            c,
+            Command::ToScheduler(WorkerToScheduler::TaskSeceded { .. })
+        )));
+        // It finishes: nothing more is dispatched for it (two long ones run, one waits).
+        let out = w.handle(
+            now,
+            Event::Finished {
+                task: tr(0),
+                attempt: AttemptId(1),
+                result: Ok(Bytes::new()),
+            },
+        );
+        assert_eq!(executes(&out), 0);
+        w.check_invariants();
     }
 
     #[test]
