@@ -267,18 +267,19 @@ class Client(_ClusterOps, _DataOps, _SharedOps):
 
     @_awaitable
     def who_has(self, futures=None):
-        """``{key: [worker]}``: where the result of each future is held (an empty list while
-        it is not finished, or when its worker is gone). Default: every future of this client."""
-        by_address = {w["address"]: w["id"] for w in self.status()["workers"] if w["state"] != "lost"}
+        """``{key: [worker]}``: where the result of each future is held, asked of the scheduler
+        (every copy, the primary first; an empty list while it is not finished, or when its
+        workers are gone). Default: every future of this client."""
+        from ._data import _holders
+
+        by_address = {w["address"]: w["id"] for w in self.status.__wrapped__(self)["workers"] if w["state"] != "lost"}
         with self._lock:
             if futures is None:
                 states = [st for st in self._keys.values() if st.refs > 0]
             else:
                 states = [f._state for f in _flat_futures(futures)]
-            return {
-                st.dask_key: [by_address[st.holder]] if st.status == _FINISHED and st.holder in by_address else []
-                for st in states
-            }
+        held = _holders(self, states)
+        return {st.dask_key: [by_address[a] for a in held.get(id(st), []) if a in by_address] for st in states}
 
     @_awaitable
     def has_what(self, workers=None):

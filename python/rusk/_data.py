@@ -7,9 +7,18 @@ Then a ``put`` task, restricted to that worker, adopts it as its result: from th
 result like any other, fetched by dependents and by ``gather``, released when its futures are
 dropped. It has no lineage: if its worker dies, the value is lost, and futures that need it fail
 with an error saying so (as in Dask without ``broadcast``).
+
+``replicate`` (and ``scatter(broadcast=True)``, which is a scatter then a replicate) asks the
+scheduler for more copies of finished results: each chosen worker fetches the value from the
+primary holder, worker to worker, and the scheduler counts the copy once the worker reports it
+stored. Dependents placed on a worker with a copy read it there; when the primary's worker dies,
+a copy takes over and nothing is recomputed (a scattered value survives its first worker).
+``replicate`` waits, polling ``who_has``, until the copies are there, asking again every
+``REPLICATE_RESEND`` in case a worker died or a fetch failed on the way.
 """
 
 import os
+import time
 import uuid
 
 from . import _executor
@@ -17,6 +26,15 @@ from ._futures import _awaitable
 
 #: How long one put may take before the client gives up on it.
 SCATTER_TIMEOUT = 300.0
+
+#: How long ``replicate`` waits for the copies it asked for.
+REPLICATE_TIMEOUT = 300.0
+
+#: ``replicate`` asks again this often while copies are missing (a worker died, a fetch failed).
+REPLICATE_RESEND = 1.0
+
+#: Keys per ``Replicate`` / ``WhoHas`` message (the scheduler's bound is 100,000).
+KEYS_PER_REQUEST = 10_000
 
 
 def _dump(value):
@@ -67,18 +85,24 @@ class _DataOps:
         become the futures' keys). Values are dealt out over the live workers (or ``workers``),
         least loaded first. With ``hash=True`` (the default) a value's key is a token of its
         content, so scattering equal data twice gives the same future. ``broadcast=True`` is
-        refused: rusk holds one copy of each value and dependents fetch it where it is.
-        A value that cannot be pickled raises before anything is sent."""
+        a scatter followed by ``replicate``: every live worker (or each of ``workers``) gets a
+        copy before this returns. A value that cannot be pickled raises before anything is
+        sent."""
         return _scatter(self, data, workers, broadcast, direct, hash, timeout)
+
+    @_awaitable
+    def replicate(self, futures, n=None, workers=None, branching_factor=2, timeout=REPLICATE_TIMEOUT):
+        """Copy the futures' results to more workers: ``n`` copies of each in all (default: one
+        on every live worker, or on each of ``workers``). Waits for the futures, then until the
+        copies are stored. Copies are fetched worker to worker from the primary holder
+        (``branching_factor`` is accepted for Dask compatibility and not used). Futures that
+        failed are skipped. Raises ``TimeoutError`` after ``timeout`` seconds."""
+        del branching_factor
+        return _replicate(self, futures, n, workers, timeout)
 
 
 def _scatter(client, data, workers, broadcast, direct, hash, timeout):
     del direct
-    if broadcast:
-        raise NotImplementedError(
-            "scatter(broadcast=True): rusk keeps one copy of each value (dependents on other "
-            "workers fetch it worker to worker); scatter without broadcast"
-        )
     client._check_open()
     if isinstance(data, dict):
         keys = [str(k) for k in data]
@@ -115,8 +139,86 @@ def _scatter(client, data, workers, broadcast, direct, hash, timeout):
                 os.close(fd)
         task = {"key": key, "put": token, "deps": [], "workers": [name]}
         futures.append(client._extend([task], [key])[0])
+    if broadcast:
+        _replicate(client, futures, None, workers, timeout)
     if isinstance(data, dict):
         return dict(zip(data, futures))
     if type(data) in (list, tuple, set, frozenset):
         return type(data)(futures)
     return futures[0]
+
+
+def _chunks(items, size=KEYS_PER_REQUEST):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _by_graph(client, states):
+    """``{graph: [state, ...]}``: the session graph each state's key lives in."""
+    out = {}
+    for st in states:
+        out.setdefault(client._graph if st.graph is None else st.graph, []).append(st)
+    return out
+
+
+def _holders(client, states):
+    """``{id(state): [data address, ...]}`` (primary first) of finished states, asked of the
+    scheduler."""
+    from ._futures import _FINISHED
+
+    out = {}
+    for graph, sts in _by_graph(client, [st for st in states if st.status == _FINISHED]).items():
+        for chunk in _chunks(sts):
+            where = dict(client._conn.who_has(graph, [st.key for st in chunk]))
+            for st in chunk:
+                out[id(st)] = where.get(st.key, [])
+    return out
+
+
+def _replicate(client, futures, n, workers, timeout):
+    from ._futures import _FINISHED, _flat_futures, wait
+
+    client._check_open()
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ValueError("replicate: n must be a positive integer, not %r" % (n,))
+    fs = _flat_futures(futures)
+    if not fs:
+        return
+    names = None
+    if workers is not None:
+        from ._placement import _worker_names
+
+        names = list(_worker_names(workers))
+    deadline = time.monotonic() + timeout
+    wait(fs, timeout=timeout)
+    states = list({id(f._state): f._state for f in fs}.values())
+    pause, asked_at = 0.005, None
+    while True:
+        states = [st for st in states if st.status == _FINISHED]
+        if not states:
+            return
+        targets = {address for _, address in _targets(client, workers)}
+        now = time.monotonic()
+        if asked_at is None or now - asked_at >= REPLICATE_RESEND:
+            for graph, sts in _by_graph(client, states).items():
+                for chunk in _chunks(sts):
+                    client._conn.replicate(graph, [st.key for st in chunk], n, names)
+            asked_at = now
+        held = _holders(client, states)
+
+        def enough(st):
+            at = held.get(id(st), [])
+            if n is not None and len(at) >= n:
+                return True
+            return targets <= set(at)
+
+        missing = [st for st in states if not enough(st)]
+        if not missing:
+            return
+        if now > deadline:
+            raise TimeoutError(
+                "replicate: %d of %d keys still lack copies after %.0f s (for example %r on %s)"
+                % (len(missing), len(states), timeout, missing[0].dask_key, held.get(id(missing[0]), []))
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)

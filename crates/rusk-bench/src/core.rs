@@ -153,6 +153,9 @@ pub fn run_once(shape: Shape, tasks: u64, workers: u32, nthreads: u32) -> Result
                     SchedulerToWorker::Steal { .. } => {
                         return Err("a steal with stealing off".into());
                     }
+                    SchedulerToWorker::Replicate { .. } => {
+                        return Err("a replicate nobody asked for".into());
+                    }
                 },
                 Command::ToClient { msg, .. } => match msg {
                     SchedulerToClient::GraphFinished { outputs, .. } => {

@@ -168,6 +168,11 @@ impl Store {
         self.items.contains_key(task)
     }
 
+    /// The size of a stored result, in memory or on disk.
+    pub fn size_of(&self, task: &TaskRef) -> Option<u64> {
+        self.items.get(task).map(|s| s.size)
+    }
+
     /// Bytes of all stored results, in memory or on disk.
     pub fn total_bytes(&self) -> u64 {
         self.memory_bytes + self.disk_bytes

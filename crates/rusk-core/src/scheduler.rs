@@ -539,6 +539,8 @@ pub struct Scheduler {
     uploads: uploads::Uploads,
     /// Keys shared between clients: holds, keeps, datasets, adopt links.
     shared: shared::Shared,
+    /// Extra copies of results in memory, besides the primary holder (see `replicas.rs`).
+    replicas: FxHashMap<TaskRef, Vec<Incarnation>>,
 }
 
 impl Scheduler {
@@ -572,6 +574,7 @@ impl Scheduler {
             death_notes: FxHashMap::default(),
             uploads: uploads::Uploads::default(),
             shared: shared::Shared::default(),
+            replicas: FxHashMap::default(),
         }
     }
 
@@ -754,6 +757,11 @@ impl Scheduler {
         if was_assigned && !self.steals.is_empty() {
             self.drop_steal(task); // the task left its victim: that request is moot
         }
+        let left_memory =
+            matches!(old, TaskState::Memory { .. }) && !matches!(new, TaskState::Memory { .. });
+        if left_memory && !self.replicas.is_empty() {
+            self.drop_replicas(task); // its extra copies go with it
+        }
     }
 
     fn is_needed(&self, task: TaskRef) -> bool {
@@ -788,6 +796,7 @@ mod invariants;
 mod nannies;
 mod placement;
 mod recovery;
+mod replicas;
 mod reports;
 mod restricted;
 mod shared;
@@ -801,5 +810,7 @@ mod tests;
 mod tests_balance;
 #[cfg(test)]
 mod tests_placement;
+#[cfg(test)]
+mod tests_replicas;
 #[cfg(test)]
 mod tests_shared;

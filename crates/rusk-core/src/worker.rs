@@ -178,8 +178,11 @@ pub struct WorkerCore {
     store_out: Vec<StoreCommand>,
     /// Inputs fetched from peers, kept while a local task still needs them.
     replicas: FxHashMap<TaskRef, Replica>,
-    /// Inputs being fetched, with the tasks waiting for them.
+    /// Inputs being fetched, with the tasks waiting for them (none when only `copying` is).
     fetching: FxHashMap<TaskRef, Vec<(TaskRef, AttemptId)>>,
+    /// Copies the scheduler asked for (`Replicate`) being fetched, with the attempt that made
+    /// the value: stored and reported `Replicated` when they arrive.
+    copying: FxHashMap<TaskRef, AttemptId>,
     /// Fetches decided in this turn, sent as one request per peer by `flush`.
     fetch_batches: FxHashMap<Arc<str>, Vec<TaskRef>>,
     queue: BTreeSet<QueueKey>,
@@ -215,6 +218,7 @@ impl WorkerCore {
             store_out: Vec::new(),
             replicas: FxHashMap::default(),
             fetching: FxHashMap::default(),
+            copying: FxHashMap::default(),
             fetch_batches: FxHashMap::default(),
             queue: BTreeSet::new(),
             queued_total: 0,
@@ -424,8 +428,14 @@ impl WorkerCore {
             SchedulerToWorker::Release { tasks } => {
                 for t in tasks {
                     self.store.remove(&t, &mut self.store_out);
+                    self.copying.remove(&t);
                 }
             }
+            SchedulerToWorker::Replicate {
+                task,
+                attempt,
+                from,
+            } => self.on_replicate(task, attempt, from),
             SchedulerToWorker::Upload { name, data } => {
                 self.out.push(Command::WriteUpload { name, data });
             }
@@ -470,8 +480,10 @@ impl WorkerCore {
         }
         // Being assigned the task means the scheduler counts on no copy of its result: one we
         // still store is from an attempt it fenced (it finished as a Cancel crossed it). Drop
-        // it now; if this attempt never completes here, nobody would release it.
+        // it now; if this attempt never completes here, nobody would release it. A copy of an
+        // older value on its way is dropped as well.
         self.store.remove(&task, &mut self.store_out);
+        self.copying.remove(&task);
         let mut missing = 0;
         let mut held = Vec::new();
         for dep in &a.deps {
@@ -500,14 +512,7 @@ impl WorkerCore {
                 return;
             };
             missing += 1;
-            let waiters = self.fetching.entry(dep.task).or_default();
-            if waiters.is_empty() {
-                self.fetch_batches
-                    .entry(peer.clone())
-                    .or_default()
-                    .push(dep.task);
-            }
-            waiters.push((task, a.attempt));
+            self.fetch_from(dep.task, peer).push((task, a.attempt));
         }
         let ready = missing == 0;
         self.tasks.insert(
@@ -540,10 +545,54 @@ impl WorkerCore {
         self.queue.insert(key);
     }
 
+    /// The waiters of a fetch of `dep`, asking `peer` for it unless a fetch is on its way.
+    fn fetch_from(&mut self, dep: TaskRef, peer: &Arc<str>) -> &mut Vec<(TaskRef, AttemptId)> {
+        match self.fetching.entry(dep) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                self.fetch_batches
+                    .entry(peer.clone())
+                    .or_default()
+                    .push(dep);
+                v.insert(Vec::new())
+            }
+        }
+    }
+
+    /// The scheduler asks for a copy of `task`'s result (made by `attempt`) from `from`.
+    fn on_replicate(&mut self, task: TaskRef, attempt: AttemptId, from: Arc<str>) {
+        if self.tasks.contains_key(&task) {
+            return; // assigned here: a stale request, the value is being computed again
+        }
+        if let Some(size) = self.store.size_of(&task) {
+            // Already here (asked twice): say so again.
+            self.out
+                .push(Command::ToScheduler(WorkerToScheduler::Replicated {
+                    task,
+                    attempt,
+                    size,
+                }));
+            return;
+        }
+        if self.copying.insert(task, attempt).is_none() {
+            self.fetch_from(task, &from);
+        }
+    }
+
     fn on_input_arrived(&mut self, dep: TaskRef, data: Bytes) {
         let Some(waiters) = self.fetching.remove(&dep) else {
             return; // duplicate reply
         };
+        if let Some(attempt) = self.copying.remove(&dep) {
+            let size = data.len() as u64;
+            self.store.insert(dep, data.clone(), &mut self.store_out);
+            self.out
+                .push(Command::ToScheduler(WorkerToScheduler::Replicated {
+                    task: dep,
+                    attempt,
+                    size,
+                }));
+        }
         for (task, attempt) in waiters {
             let Some(t) = self.tasks.get_mut(&task) else {
                 continue;
@@ -573,6 +622,9 @@ impl WorkerCore {
         let Some(waiters) = self.fetching.remove(&dep) else {
             return;
         };
+        // A copy that could not be fetched is dropped: the client asks again if it still
+        // wants it, and the scheduler names the current holder then.
+        self.copying.remove(&dep);
         for (task, attempt) in waiters {
             if self
                 .tasks
@@ -776,6 +828,16 @@ impl WorkerCore {
                 ),
                 WState::Running => running += 1,
             }
+        }
+        for dep in self.copying.keys() {
+            assert!(
+                self.fetching.contains_key(dep),
+                "copy {dep} asked for but not fetched"
+            );
+            assert!(
+                !self.tasks.contains_key(dep),
+                "copy {dep} of a task assigned here"
+            );
         }
         for (dep, r) in &self.replicas {
             assert_eq!(
@@ -1003,6 +1065,112 @@ mod tests {
         );
         w.check_invariants();
         assert_eq!(w.stored(&tr(0)).unwrap(), &Bytes::from_static(b"x"));
+    }
+
+    fn replicate(task: u32, attempt: u64, from: &str) -> Event {
+        Event::FromScheduler(SchedulerToWorker::Replicate {
+            task: tr(task),
+            attempt: AttemptId(attempt),
+            from: Arc::from(from),
+        })
+    }
+
+    #[test]
+    fn a_copy_is_fetched_once_stored_served_and_reported() {
+        let mut w = core();
+        let now = Duration::ZERO;
+        assert!(w.handle(now, replicate(0, 3, "p1")).is_empty());
+        // A task needing the same value shares the fetch; asking twice fetches once.
+        assert!(w
+            .handle(now, assign(5, 1, vec![(0, Some("p1"))]))
+            .is_empty());
+        assert!(w.handle(now, replicate(0, 3, "p1")).is_empty());
+        let mut out = Vec::new();
+        w.flush(&mut out);
+        let fetch = Command::Fetch {
+            peer: Arc::from("p1"),
+            tasks: vec![tr(0)],
+        };
+        assert_eq!(out, vec![fetch]);
+        w.check_invariants();
+        let out = w.handle(
+            now,
+            Event::Fetched {
+                peer: Arc::from("p1"),
+                items: vec![(tr(0), Some(Bytes::from_static(b"abc")))],
+            },
+        );
+        let done = Command::ToScheduler(WorkerToScheduler::Replicated {
+            task: tr(0),
+            attempt: AttemptId(3),
+            size: 3,
+        });
+        assert_eq!(
+            out,
+            vec![
+                done.clone(),
+                execute(5, 1, vec![Bytes::from_static(b"abc")])
+            ]
+        );
+        assert_eq!(w.stored(&tr(0)).map(|b| &b[..]), Some(&b"abc"[..]));
+        w.check_invariants();
+        // Asked again once stored: reported again, nothing fetched.
+        assert_eq!(w.handle(now, replicate(0, 3, "p1")), vec![done]);
+        // A dependent the scheduler places here reads the copy locally.
+        w.handle(
+            now,
+            Event::Finished {
+                task: tr(5),
+                attempt: AttemptId(1),
+                result: Ok(Bytes::new()),
+            },
+        );
+        let out = w.handle(now, assign(6, 1, vec![(0, None)]));
+        assert_eq!(out, vec![execute(6, 1, vec![Bytes::from_static(b"abc")])]);
+        w.check_invariants();
+    }
+
+    #[test]
+    fn a_copy_released_or_unavailable_on_the_way_is_dropped() {
+        let mut w = core();
+        let now = Duration::ZERO;
+        w.handle(now, replicate(0, 3, "p1"));
+        w.handle(
+            now,
+            Event::FromScheduler(SchedulerToWorker::Release { tasks: vec![tr(0)] }),
+        );
+        w.check_invariants();
+        let out = w.handle(
+            now,
+            Event::Fetched {
+                peer: Arc::from("p1"),
+                items: vec![(tr(0), Some(Bytes::from_static(b"abc")))],
+            },
+        );
+        assert!(out.is_empty(), "{out:?}");
+        assert!(w.stored(&tr(0)).is_none());
+        w.handle(now, replicate(1, 3, "p1"));
+        let out = w.handle(
+            now,
+            Event::FetchFailed {
+                peer: Arc::from("p1"),
+                tasks: vec![tr(1)],
+            },
+        );
+        assert!(out.is_empty(), "{out:?}");
+        assert!(w.stored(&tr(1)).is_none());
+        w.check_invariants();
+        // A copy of a task assigned here is a stale request: ignored.
+        w.flush(&mut Vec::new());
+        w.handle(now, assign(7, 1, vec![]));
+        assert!(w.handle(now, replicate(7, 3, "p1")).is_empty());
+        let mut out = Vec::new();
+        w.flush(&mut out);
+        assert!(
+            !out.iter().any(|c| matches!(c, Command::Fetch { .. })),
+            "{out:?}"
+        );
+        w.check_invariants();
     }
 
     #[test]

@@ -50,6 +50,13 @@ pub enum WorkerToScheduler {
         attempt: AttemptId,
         stolen: bool,
     },
+    /// Answer to `Replicate`: the worker now stores a copy of `task`'s result (of `attempt`),
+    /// `size` bytes, and serves it like its own results.
+    Replicated {
+        task: TaskRef,
+        attempt: AttemptId,
+        size: u64,
+    },
 }
 
 /// A worker's own recoveries and warnings.
@@ -203,6 +210,14 @@ pub enum SchedulerToWorker {
     /// Give this attempt back if it has not started (work stealing); answered by
     /// `StealResponse`.
     Steal { task: TaskRef, attempt: AttemptId },
+    /// Fetch a copy of `task`'s result (produced by `attempt`) from the worker at `from` and
+    /// keep it as a stored result (`Client.replicate`, `scatter(broadcast=True)`). Answered with
+    /// `Replicated` once stored; a fetch that fails is dropped silently (the client asks again).
+    Replicate {
+        task: TaskRef,
+        attempt: AttemptId,
+        from: Arc<str>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -299,6 +314,21 @@ pub enum ClientToScheduler {
     },
     /// Named datasets shared between clients (`Client.publish_dataset`).
     Dataset(DatasetRequest),
+    /// Copy these finished keys of a session graph to more workers, up to `n` copies in all
+    /// (`None`: every worker), on the workers named in `workers` only if given (names as
+    /// `workers=` accepts). Not answered: `WhoHas` tells where the copies are. Keys not in
+    /// memory are skipped.
+    Replicate {
+        graph: GraphId,
+        keys: Vec<String>,
+        n: Option<u32>,
+        workers: Option<Vec<String>>,
+    },
+    /// Where the results of these keys are: answered with `WhoHas`.
+    WhoHas {
+        graph: GraphId,
+        keys: Vec<String>,
+    },
 }
 
 /// A request about named datasets. Answered with `Dataset`, `DatasetNames`, `Done` or `Error`.
@@ -374,6 +404,12 @@ pub enum SchedulerToClient {
     /// The names of the published datasets (`DatasetRequest::List`).
     DatasetNames {
         names: Vec<String>,
+    },
+    /// Reply to `WhoHas`: for each key asked, the data addresses of the workers holding its
+    /// result (the first is the primary copy; empty when it is not in memory or unknown).
+    WhoHas {
+        graph: GraphId,
+        holders: Vec<(String, Vec<Arc<str>>)>,
     },
 }
 

@@ -586,6 +586,48 @@ impl Connection {
         }
     }
 
+    /// Ask for more copies of finished keys of a session graph: `n` in all (`None`: one on
+    /// every worker), on the `workers` named only if given. Not answered; see `who_has`.
+    #[pyo3(signature = (graph, keys, n=None, workers=None))]
+    fn replicate(
+        &self,
+        graph: u64,
+        keys: Vec<String>,
+        n: Option<u32>,
+        workers: Option<Vec<String>>,
+    ) -> PyResult<()> {
+        self.send(ClientToScheduler::Replicate {
+            graph: GraphId(graph),
+            keys,
+            n,
+            workers,
+        })
+    }
+
+    /// `[(key, [data address, ...])]`: where each key's result is held, primary copy first.
+    #[pyo3(signature = (graph, keys, timeout_s=None))]
+    fn who_has(
+        &self,
+        py: Python<'_>,
+        graph: u64,
+        keys: Vec<String>,
+        timeout_s: Option<f64>,
+    ) -> PyResult<Vec<(String, Vec<String>)>> {
+        let msg = ClientToScheduler::WhoHas {
+            graph: GraphId(graph),
+            keys,
+        };
+        match self.ask(py, msg, Expect::WhoHas, timeout_s)? {
+            Reply::WhoHas(holders) => Ok(holders
+                .into_iter()
+                .map(|(k, at)| (k, at.iter().map(|a| a.to_string()).collect()))
+                .collect()),
+            other => Err(PyRuntimeError::new_err(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
     /// Ask the scheduler to report the graph's outputs again (after a fetch failed).
     fn locate(&self, graph: u64) -> PyResult<()> {
         self.send(ClientToScheduler::LocateOutputs {

@@ -36,6 +36,8 @@ pub enum Expect {
     Dataset,
     /// The published datasets' names.
     DatasetNames,
+    /// Where keys' results are.
+    WhoHas,
 }
 
 /// The scheduler's answer to one request.
@@ -55,6 +57,8 @@ pub enum Reply {
     Done(String),
     Dataset(Bytes),
     DatasetNames(Vec<String>),
+    /// Each key asked and the data addresses holding it.
+    WhoHas(Vec<(String, Vec<Arc<str>>)>),
     /// Graph validation failed (`Rejected`).
     Rejected(String),
     /// `Error` from the scheduler, or the connection was lost.
@@ -377,6 +381,9 @@ fn route(m: SchedulerToClient, waiters: &mut VecDeque<Waiter>, events: &cb::Send
         SchedulerToClient::Dataset { data, .. } => (|e| e == Expect::Dataset, Reply::Dataset(data)),
         SchedulerToClient::DatasetNames { names } => {
             (|e| e == Expect::DatasetNames, Reply::DatasetNames(names))
+        }
+        SchedulerToClient::WhoHas { holders, .. } => {
+            (|e| e == Expect::WhoHas, Reply::WhoHas(holders))
         }
         SchedulerToClient::Error { message } => {
             // Errors answer requests (an operator request, an unknown graph); one nobody waits

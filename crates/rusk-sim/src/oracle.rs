@@ -360,7 +360,8 @@ impl Oracle {
             WorkerToScheduler::StealResponse { stolen: false, .. } => return Ok(()),
             WorkerToScheduler::Register(_)
             | WorkerToScheduler::Heartbeat(_)
-            | WorkerToScheduler::Event(_) => return Ok(()),
+            | WorkerToScheduler::Event(_)
+            | WorkerToScheduler::Replicated { .. } => return Ok(()),
         };
         if !accepted {
             return Ok(());

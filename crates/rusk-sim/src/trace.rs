@@ -48,6 +48,8 @@ pub(crate) enum Msg {
     Upload(usize),
     Steal(TaskRef, AttemptId),
     StealResponse(TaskRef, AttemptId, bool),
+    Replicate(TaskRef, AttemptId),
+    Replicated(TaskRef, AttemptId),
 }
 
 impl Msg {
@@ -67,6 +69,7 @@ impl Msg {
                 attempt,
                 stolen,
             } => Msg::StealResponse(*task, *attempt, *stolen),
+            WorkerToScheduler::Replicated { task, attempt, .. } => Msg::Replicated(*task, *attempt),
         }
     }
 
@@ -84,6 +87,7 @@ impl Msg {
             ),
             SchedulerToWorker::Upload { data, .. } => Msg::Upload(data.len()),
             SchedulerToWorker::Steal { task, attempt } => Msg::Steal(*task, *attempt),
+            SchedulerToWorker::Replicate { task, attempt, .. } => Msg::Replicate(*task, *attempt),
         }
     }
 
@@ -103,6 +107,8 @@ impl Msg {
             Msg::Upload(n) => [13, *n as u64, 0, 0],
             Msg::Steal(a, b) => [11, t(a), b.0, 0],
             Msg::StealResponse(a, b, s) => [12, t(a), b.0, *s as u64],
+            Msg::Replicate(a, b) => [14, t(a), b.0, 0],
+            Msg::Replicated(a, b) => [15, t(a), b.0, 0],
         }
     }
 }
@@ -123,6 +129,8 @@ impl fmt::Display for Msg {
             Msg::Upload(n) => write!(f, "Upload({n} bytes)"),
             Msg::Steal(t, a) => write!(f, "Steal({t},{a})"),
             Msg::StealResponse(t, a, s) => write!(f, "StealResponse({t},{a},stolen={s})"),
+            Msg::Replicate(t, a) => write!(f, "Replicate({t},{a})"),
+            Msg::Replicated(t, a) => write!(f, "Replicated({t},{a})"),
         }
     }
 }

@@ -90,6 +90,13 @@ impl Scheduler {
                 }
             }
             ClientToScheduler::Hold { graph, keys } => self.on_hold(client, graph, keys),
+            ClientToScheduler::Replicate {
+                graph,
+                keys,
+                n,
+                workers,
+            } => self.on_replicate(client, graph, keys, n, workers),
+            ClientToScheduler::WhoHas { graph, keys } => self.on_who_has(client, graph, keys),
             ClientToScheduler::Unhold { graph, keys } => self.on_unhold(client, graph, keys),
             ClientToScheduler::Keep { graph, keys } => self.on_keep(graph, keys),
             ClientToScheduler::Dataset(req) => self.on_dataset(client, req),
@@ -539,6 +546,9 @@ impl Scheduler {
                         w.holds.remove(&tref);
                     }
                     releases.entry(holder).or_default().push(tref);
+                    for r in self.take_replicas(tref) {
+                        releases.entry(r).or_default().push(tref);
+                    }
                 }
                 _ => {}
             }

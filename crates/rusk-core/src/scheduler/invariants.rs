@@ -166,7 +166,12 @@ impl Scheduler {
             assigned_total, assigned_seen,
             "worker assigned sets hold stale tasks"
         );
-        assert_eq!(held_total, held_seen, "worker holds sets hold stale tasks");
+        let replicas = self.check_replicas();
+        assert_eq!(
+            held_total,
+            held_seen + replicas,
+            "worker holds sets hold stale tasks"
+        );
         assert_eq!(self.worker_order.len(), self.workers.len(), "worker order");
     }
 

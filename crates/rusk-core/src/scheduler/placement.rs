@@ -115,7 +115,18 @@ impl Scheduler {
             .deps
             .iter()
             .filter_map(|&e| match g.tasks[e as usize].state {
-                TaskState::Memory { holder: h, size } if h == holder => Some(size.max(1)),
+                TaskState::Memory { holder: h, size }
+                    if h == holder
+                        || self.is_replica_on(
+                            TaskRef {
+                                graph: task.graph,
+                                index: e,
+                            },
+                            holder,
+                        ) =>
+                {
+                    Some(size.max(1))
+                }
                 _ => None,
             })
             .sum()
@@ -128,30 +139,35 @@ impl Scheduler {
         let per_thread = self.config.assigned_per_thread_max;
         if let Some(src) = self.adopt_source(task) {
             // An adopt task runs where its source is: the value is then shared, not copied.
-            return match self.task(src).map(|t| t.state) {
-                Some(TaskState::Memory { holder, .. })
-                    if self.workers[&holder].has_room(per_thread, est) =>
-                {
-                    Some(holder)
-                }
-                _ => None,
-            };
+            return self
+                .copies(src)
+                .find(|h| self.workers[h].has_room(per_thread, est));
         }
-        let mut best: Option<(u64, Incarnation)> = None;
+        // Most input bytes first; among equals (a broadcast input is on every worker) the
+        // least loaded, then the oldest.
+        let mut best: Option<(u64, usize, Incarnation)> = None;
         for &d in t.deps.iter() {
-            if let TaskState::Memory { holder, .. } = g.tasks[d as usize].state {
+            let dref = TaskRef {
+                graph: task.graph,
+                index: d,
+            };
+            for holder in self.copies(dref) {
                 let w = &self.workers[&holder];
                 if !w.has_room(per_thread, est) {
                     continue;
                 }
                 // Sum this holder's bytes over all deps (deps lists are short in practice).
                 let bytes = self.input_bytes_on(task, holder);
-                if best.is_none_or(|(b, i)| bytes > b || (bytes == b && holder < i)) {
-                    best = Some((bytes, holder));
+                let load = w.assigned.len();
+                let better = best.is_none_or(|(b, l, i)| {
+                    bytes > b || (bytes == b && (load < l || (load == l && holder < i)))
+                });
+                if better {
+                    best = Some((bytes, load, holder));
                 }
             }
         }
-        best.map(|(_, i)| i)
+        best.map(|(_, _, i)| i)
     }
 
     pub(super) fn assign(&mut self, task: TaskRef, inc: Incarnation) {
@@ -171,9 +187,10 @@ impl Scheduler {
                 else {
                     unreachable!("ready task has a dependency not in memory");
                 };
+                let local = holder == inc || self.is_replica_on(d, inc);
                 DepLocation {
                     task: d,
-                    holder: (holder != inc).then(|| self.workers[&holder].address.clone()),
+                    holder: (!local).then(|| self.workers[&holder].address.clone()),
                 }
             })
             .collect();

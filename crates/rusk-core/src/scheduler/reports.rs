@@ -158,10 +158,15 @@ impl Scheduler {
         // The holder could not serve it: treat that copy as lost, which also sends this task
         // back to waiting and recomputes the dependency.
         if let Some(TaskState::Memory { holder, .. }) = self.task(dep).map(|t| t.state) {
+            // The copy it was sent to: its own when it has one (it read its store), else the
+            // primary's.
+            let holder = if self.has_copy(dep, inc) { inc } else { holder };
             if let Some(h) = self.workers.get_mut(&holder) {
                 h.holds.remove(&dep);
             }
-            self.lose_result(dep);
+            if self.lose_copy(dep, holder) {
+                self.lose_result(dep);
+            }
             // The holder may well still have it (the fetch failed on the way, or timed out):
             // tell it to drop the copy we no longer count on, or it keeps it for its whole
             // life. After `lose_result`, so that the holder first cancels its own tasks that

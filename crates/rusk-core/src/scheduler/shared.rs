@@ -47,7 +47,7 @@ pub(super) struct Shared {
 
 impl Scheduler {
     /// The task `key` of session graph `graph`, if the graph and the key exist.
-    fn resolve_key(&self, graph: GraphId, key: &str) -> Option<TaskRef> {
+    pub(super) fn resolve_key(&self, graph: GraphId, key: &str) -> Option<TaskRef> {
         let g = self.graphs.get(&graph).filter(|g| g.session)?;
         let index = *g.keys.get(key)?;
         Some(TaskRef { graph, index })

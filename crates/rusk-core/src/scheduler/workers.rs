@@ -148,6 +148,11 @@ impl Scheduler {
                 attempt,
                 stolen,
             } => self.on_steal_response(inc, task, attempt, stolen),
+            WorkerToScheduler::Replicated {
+                task,
+                attempt,
+                size,
+            } => self.on_replicated(inc, task, attempt, size),
             WorkerToScheduler::TaskSeceded { task, attempt } => {
                 if self.is_current(inc, task, attempt) {
                     // Its estimated work leaves the worker's load with its slot.
@@ -236,8 +241,15 @@ impl Scheduler {
             );
             poisoned.push((t, Failure::new(msg)));
         }
-        let mut lost: Vec<TaskRef> = w.holds.into_iter().collect();
-        lost.sort_unstable();
+        let mut held: Vec<TaskRef> = w.holds.into_iter().collect();
+        held.sort_unstable();
+        // A result with a copy elsewhere is not lost: a replica takes over from a primary.
+        let mut lost = Vec::new();
+        for t in held {
+            if self.lose_copy(t, inc) {
+                lost.push(t);
+            }
+        }
         let results_lost = lost.len() as u64;
         let before = self.stats.results_recomputed;
         for &t in &lost {

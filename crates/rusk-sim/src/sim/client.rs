@@ -110,6 +110,8 @@ impl Sim {
             ClientToScheduler::Unhold { graph, .. } => ("sched gets Unhold", Some(*graph)),
             ClientToScheduler::Keep { graph, .. } => ("sched gets Keep", Some(*graph)),
             ClientToScheduler::Dataset(_) => ("sched gets Dataset", None),
+            ClientToScheduler::Replicate { graph, .. } => ("sched gets Replicate", Some(*graph)),
+            ClientToScheduler::WhoHas { graph, .. } => ("sched gets WhoHas", Some(*graph)),
         };
         self.note(What::Client(client, what, graph));
         let shared = self.is_shared_client(client);
@@ -204,6 +206,7 @@ impl Sim {
             | SchedulerToClient::Events { .. }
             | SchedulerToClient::Dataset { .. }
             | SchedulerToClient::DatasetNames { .. }
+            | SchedulerToClient::WhoHas { .. }
             | SchedulerToClient::Done { .. } => Ok(()),
         }
     }

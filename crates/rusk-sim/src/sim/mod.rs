@@ -705,6 +705,7 @@ impl Sim {
                             SchedulerToWorker::Release { .. } => "Release",
                             SchedulerToWorker::Upload { .. } => "Upload",
                             SchedulerToWorker::Steal { .. } => "Steal",
+                            SchedulerToWorker::Replicate { .. } => "Replicate",
                         };
                         return Err(FailureKind::SentToDroppedWorker { incarnation, what });
                     }
@@ -718,7 +719,7 @@ impl Sim {
                         SchedulerToWorker::Welcome { .. }
                         | SchedulerToWorker::Release { .. }
                         | SchedulerToWorker::Upload { .. } => {}
-                        SchedulerToWorker::Steal { .. } => {}
+                        SchedulerToWorker::Steal { .. } | SchedulerToWorker::Replicate { .. } => {}
                     }
                     match batches.iter_mut().find(|(i, _)| *i == incarnation) {
                         Some((_, b)) => b.push(msg),
