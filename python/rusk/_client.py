@@ -698,7 +698,13 @@ class Client(_ClusterOps, _DataOps, _SharedOps):
                 return {k: v for k, v in ((k, rebuild(i)) for k, i in x.items()) if v is not _SKIP}
             return x
 
-        return rebuild(futures)
+        try:
+            return rebuild(futures)
+        finally:
+            # Both refer to themselves through their closures: emptying their cells breaks
+            # the cycle, else the gathered futures (and their results on the cluster) live
+            # until the next garbage collection.
+            del collect, rebuild
 
     def cancel(self, futures):
         """Cancel futures: the scheduler drops their results and cancels work nothing else

@@ -125,10 +125,15 @@ def _scatter(client, data, workers, broadcast, direct, hash, timeout):
     futures = []
     for i, (key, value) in enumerate(zip(keys, values)):
         with client._lock:
-            known = key in client._keys or key in client._known
-        if known:
+            live = key in client._keys
+            released = not live and key in client._known
+        if live:
             futures.append(client._extend([None], [key])[0])
             continue
+        if released:
+            # The session put this key before and let it go: its put task cannot run again
+            # (scattered data has no lineage), so this value goes under a key of its own.
+            key = "%s-%s" % (key, uuid.uuid4().hex[:12])
         body, fd = _dump(value)
         name, address = targets[i % len(targets)]
         token = uuid.uuid4().hex

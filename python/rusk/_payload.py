@@ -215,8 +215,13 @@ def extract_placeholders(args, kwargs, is_placeholder):
             return obj if out is None else out
         return obj
 
-    new_args = walk(tuple(args), (0,))
-    new_kwargs = walk(dict(kwargs), (1,))
+    try:
+        new_args = walk(tuple(args), (0,))
+        new_kwargs = walk(dict(kwargs), (1,))
+    finally:
+        # `walk` refers to itself through its closure: empty its cell, or the cycle keeps
+        # `found` (the futures passed as arguments) alive until the next garbage collection.
+        del walk
     return new_args, new_kwargs, found
 
 

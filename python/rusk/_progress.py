@@ -74,7 +74,10 @@ def _futures_in(items):
                     if isinstance(v, Future):
                         add(v)
 
-    walk(items)
+    try:
+        walk(items)
+    finally:
+        del walk  # it refers to itself: break the cycle that would keep the futures alive
     return out
 
 
