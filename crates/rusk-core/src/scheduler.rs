@@ -490,6 +490,9 @@ pub struct SchedulerStats {
     /// `Steal` requests sent, and tasks the victims gave up.
     pub steals_requested: u64,
     pub tasks_stolen: u64,
+    /// Replicas workers stored and the scheduler counted, and primaries they took over from.
+    pub replicas_stored: u64,
+    pub replicas_promoted: u64,
 }
 
 struct Nanny {

@@ -100,7 +100,11 @@ fn shared_totals(reports: &[SimReport]) -> String {
         t.unholds += s.unholds;
         t.owner_left_pinned += s.owner_left_pinned;
         t.refused_gone += s.refused_gone;
+        t.replicates += s.replicates;
+        t.keys_with_copies += s.keys_with_copies;
     }
+    let stored: u64 = reports.iter().map(|r| r.scheduler.replicas_stored).sum();
+    let promoted: u64 = reports.iter().map(|r| r.scheduler.replicas_promoted).sum();
     if reports.len() >= 100 {
         for (what, n) in [
             ("adopt tasks", t.adopt_tasks),
@@ -113,11 +117,18 @@ fn shared_totals(reports: &[SimReport]) -> String {
             ("unholds", t.unholds),
             ("owners leaving pinned graphs", t.owner_left_pinned),
             ("refusals of keys gone", t.refused_gone),
+            ("replicate requests", t.replicates),
+            ("keys seen with copies", t.keys_with_copies),
+            ("replicas stored", stored as u32),
+            ("replicas taking over a lost primary", promoted as u32),
         ] {
             assert!(n > 0, "no {what} in {} shared seeds", reports.len());
         }
     }
-    format!("{t:?}; {}", totals(reports))
+    format!(
+        "{t:?}; replicas stored {stored}, promoted {promoted}; {}",
+        totals(reports)
+    )
 }
 
 /// A seeds test: replay one seed (`<prefix>_SEED`, printing its report), or run many

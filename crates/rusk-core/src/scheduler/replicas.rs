@@ -120,6 +120,7 @@ impl Scheduler {
             .is_some_and(|t| t.attempt == attempt && matches!(t.state, TaskState::Memory { .. }));
         if counts {
             if !self.has_copy(task, inc) {
+                self.stats.replicas_stored += 1;
                 self.replicas.entry(task).or_default().push(inc);
                 self.workers
                     .get_mut(&inc)
@@ -224,6 +225,7 @@ impl Scheduler {
             self.replicas.remove(&task);
         }
         debug_assert!(self.workers.contains_key(&heir), "replica on a live worker");
+        self.stats.replicas_promoted += 1;
         self.set_state(task, TaskState::Memory { holder: heir, size });
         false
     }

@@ -285,12 +285,19 @@ impl Scheduler {
                 });
                 continue;
             }
+            // Finished before the pin: pinning a released key recomputes it, and when that
+            // fails at once (an input failed) the watchers, this client now included, are told
+            // already; reporting it here too would report it twice.
+            let finished = matches!(
+                self.task(task).expect("resolved").state,
+                TaskState::Memory { .. } | TaskState::Erred
+            );
+            let holds = self.shared.holds.entry(client).or_default();
             if holds.insert(task) {
                 self.shared.watchers.entry(task).or_default().push(client);
                 self.pin(task);
             }
-            let t = self.task(task).expect("resolved");
-            if matches!(t.state, TaskState::Memory { .. } | TaskState::Erred) {
+            if finished {
                 outputs.push(self.output_state(graph, task.index));
             }
         }

@@ -63,6 +63,8 @@ pub(crate) enum SharedEv {
     ReleaseKeys,
     Keep,
     Publish,
+    /// A asks for more copies of some keys (`Client.replicate`), then where they are.
+    Replicate,
     /// A leaves (when B is done if `after_user`).
     OwnerLeaves,
     /// B hears of the keys of A's extension `ext`.
@@ -81,6 +83,11 @@ pub(crate) enum SharedEv {
     /// B asks again for the value of `task` after a fetch failed.
     Retry {
         task: TaskRef,
+    },
+    /// A asks where these keys are.
+    WhoHas {
+        graph: GraphId,
+        keys: Vec<String>,
     },
 }
 
@@ -102,6 +109,9 @@ pub struct SharedCounts {
     pub owner_left_pinned: u32,
     /// Holds and adopt extensions refused because A's graph was (allowed to be) gone.
     pub refused_gone: u32,
+    /// `Replicate` requests, and keys `WhoHas` found on more than one worker.
+    pub replicates: u32,
+    pub keys_with_copies: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +162,7 @@ enum InStep {
     Publish(Vec<TaskRef>),
     Unpublish,
     Get,
+    WhoHas,
 }
 
 pub(crate) struct SharedState {
@@ -290,6 +301,8 @@ impl Sim {
             (0.5, SharedEv::ReleaseKeys),
             (0.5, SharedEv::Keep),
             (0.5, SharedEv::Publish),
+            (0.6, SharedEv::Replicate),
+            (0.3, SharedEv::Replicate),
         ] {
             if self.rng.gen_bool(p) {
                 let at = ms(&mut self.rng, first, safety_ms);
@@ -375,7 +388,7 @@ impl Sim {
                 self.client_send(client, ClientToScheduler::Open, Some(model));
             }
             SharedEv::Extend { ext } => self.owner_extend(ext),
-            SharedEv::ReleaseKeys | SharedEv::Keep | SharedEv::Publish => {
+            SharedEv::ReleaseKeys | SharedEv::Keep | SharedEv::Publish | SharedEv::Replicate => {
                 self.owner_let_go(ev);
             }
             SharedEv::OwnerLeaves => {
@@ -407,6 +420,12 @@ impl Sim {
             SharedEv::Retry { task } => {
                 self.sh().user_pending -= 1;
                 self.user_retry(task);
+            }
+            SharedEv::WhoHas { graph, keys } => {
+                if !self.client_gone(OWNER) {
+                    let msg = ClientToScheduler::WhoHas { graph, keys };
+                    self.client_send(OWNER, msg, None);
+                }
             }
         }
         self.maybe_user_done();
@@ -481,6 +500,25 @@ impl Sim {
             .map(|&m| self.sh().owner_builder.tasks()[m].key.clone())
             .collect();
         let msg = match ev {
+            SharedEv::Replicate => {
+                self.sh().counts.replicates += 1;
+                let n = self.rng.gen_bool(0.5).then_some(2);
+                let ask = ClientToScheduler::Replicate {
+                    graph,
+                    keys: keys.clone(),
+                    n,
+                    workers: None,
+                };
+                self.note(What::Client(OWNER, "replicates keys", Some(graph)));
+                self.client_send(OWNER, ask, None);
+                // Where they are: now, and once the copies had time to arrive.
+                for after in [0, self.rng.gen_range(20..=500)] {
+                    let at = self.now + Duration::from_millis(after);
+                    let keys = keys.clone();
+                    self.push(at, Ev::Shared(SharedEv::WhoHas { graph, keys }));
+                }
+                return;
+            }
             SharedEv::ReleaseKeys => {
                 self.sh().counts.releases += 1;
                 ClientToScheduler::ReleaseKeys { graph, keys }

@@ -136,6 +136,7 @@ impl Sim {
             ClientToScheduler::Dataset(DatasetRequest::Unpublish { .. }) => {
                 sh.in_step = Some(InStep::Unpublish);
             }
+            ClientToScheduler::WhoHas { .. } => sh.in_step = Some(InStep::WhoHas),
             ClientToScheduler::Dataset(DatasetRequest::Get { .. }) => {
                 sh.in_step = Some(InStep::Get);
             }
@@ -335,6 +336,24 @@ impl Sim {
                     return Self::violation(format!("dataset data {data:?}"));
                 }
                 "dataset"
+            }
+            (SchedulerToClient::WhoHas { holders, .. }, Some(InStep::WhoHas)) => {
+                // No copy twice (the invariants check each is on a live worker).
+                for (key, at) in holders {
+                    for (k, a) in at.iter().enumerate() {
+                        if at[..k].contains(a) {
+                            return Self::violation(format!("who_has lists {a} twice for {key}"));
+                        }
+                    }
+                    if at.len() > 1 {
+                        self.shared
+                            .as_mut()
+                            .expect("shared clients")
+                            .counts
+                            .keys_with_copies += 1;
+                    }
+                }
+                "who has"
             }
             (msg, _) => {
                 return Self::violation(format!("{client:?} got {msg:?}"));
