@@ -791,6 +791,13 @@ class Client(_ClusterOps, _DataOps, _SharedOps):
     def _wait_graph(self, graph):
         """The outputs of a submitted graph once it finished (a list of output dicts)."""
         bar = _ProgressBar() if self.progress else None
+        if self._in_task:
+            with self._cond:
+                waits = graph not in self._finished
+            if waits:
+                # As in `_wait_states`: a task waiting for a graph (`dask.compute` in a task)
+                # gives up its thread slot, or a worker whose slots all wait deadlocks.
+                _task_client.secede()
         try:
             with self._cond:
                 while graph not in self._finished:

@@ -421,10 +421,17 @@ class Executor:
 
     def secede(self):
         """The running task stops holding its thread slot (``W``): the worker starts another
-        executor for the slot. Once per task; a no-op outside a task."""
+        executor for the slot. A no-op outside a task, or when it already seceded."""
         if self.current is not None and not self.seceded:
             self.seceded = True
             self.out.send(ord("W"), self.current)
+
+    def rejoin(self):
+        """The seceded running task holds its thread slot again (``J``): if the pool has one
+        executor too many then, another one retires once idle. A no-op unless seceded."""
+        if self.current is not None and self.seceded:
+            self.seceded = False
+            self.out.send(ord("J"), self.current)
 
     def run(self):
         inp = self.inp

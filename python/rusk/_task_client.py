@@ -8,9 +8,11 @@ cannot be computed. ``get_client()`` in a task connects with it, once per execut
 
 ``secede()`` tells the executor's worker that the task no longer holds its thread slot while it
 waits (for the tasks it submitted, say): the worker starts another executor for the slot, and
-the tasks queued behind this one move there. ``rejoin()`` is accepted for Dask's API and does
-nothing: the task finishes on the executor it is on, which then retires if the pool has one
-executor too many.
+the tasks queued behind this one move there. ``rejoin()`` takes the slot back (the end of a
+``worker_client()`` block does it, as in Dask): the worker and the scheduler count the task
+again, and the executor that took its place retires once idle. Waiting on futures in a task
+secedes by itself and does not rejoin (each rejoin may retire an executor process, and the
+next wait would start one again).
 """
 
 import contextlib
@@ -31,7 +33,8 @@ def _in_task():
 
 def get_client(timeout=None):
     """The client to submit tasks with: in a task, a client of the task's cluster (one per
-    executor process, kept for the next tasks); elsewhere, the current default client (the last
+    executor process, kept for the next tasks, and Dask's default scheduler there from then on,
+    as on a Dask worker); elsewhere, the current default client (the last
     one created). Raises ``ValueError`` when there is none."""
     global _task_client
     if _in_task():
@@ -43,7 +46,9 @@ def get_client(timeout=None):
                 c = Client(
                     os.environ["RUSK_SCHEDULER_ADDRESS"],
                     token=os.environ["RUSK_TASK_TOKEN"],
-                    set_as_default=False,
+                    # As a Dask worker's client: `x.compute()` in this process's tasks then
+                    # runs on the cluster too.
+                    set_as_default=True,
                     timeout=timeout,
                 )
                 _task_client = c
@@ -65,7 +70,13 @@ def secede():
 
 
 def rejoin():
-    """Dask's counterpart of :func:`secede`; the task finishes where it is."""
+    """In a task that seceded: hold the worker's thread slot again, and count against the
+    worker's capacity again (the executor started for the slot meanwhile retires once idle).
+    Unlike Dask, it does not wait for a slot to free: for a moment the worker may run one task
+    more than it has threads. A no-op outside a task or when not seceded."""
+    ex = sys.modules.get(_EXECUTOR_MODULE)
+    if ex is not None and hasattr(ex, "rejoin"):
+        ex.rejoin()
 
 
 @contextlib.contextmanager

@@ -47,6 +47,53 @@ def test_tasks_submit_tasks_and_wait_without_holding_the_only_slot(cluster):
         assert client.submit(inc, 1, pure=False).result(timeout=30) == 2
 
 
+def pid_of_run():
+    return os.getpid()
+
+
+def compute_after_get_client():
+    """After get_client(), a plain `compute()` in the task runs on the cluster (as on a Dask
+    worker): the inner task runs in another executor process, since this one is busy."""
+    import dask
+
+    rusk.get_client()
+    (inner,) = dask.compute(dask.delayed(pid_of_run, pure=False)())
+    return os.getpid(), inner
+
+
+def test_get_client_in_a_task_makes_it_the_default_scheduler_there(cluster):
+    pytest.importorskip("dask")
+    with rusk.Client(cluster) as client:
+        outer, inner = client.submit(compute_after_get_client, pure=False).result(timeout=120)
+        assert inner != outer
+
+
+def wait_then_work(marker):
+    """Waits for a child inside worker_client() (seceded), then, rejoined at the block's end,
+    works for a while holding the slot."""
+    with rusk.worker_client() as c:
+        c.submit(inc, 1, pure=False).result()
+    with open(marker, "w") as f:
+        f.write("rejoined")
+    time.sleep(1.0)
+    return time.time()
+
+
+def started_at():
+    return time.time()
+
+
+def test_a_task_that_rejoins_holds_its_slot_again(cluster, tmp_path):
+    """One thread: once the parent rejoined, a new task waits for it instead of running on
+    the executor that took the parent's slot while it waited."""
+    marker = str(tmp_path / "rejoined")
+    with rusk.Client(cluster) as client:
+        parent = client.submit(wait_then_work, marker, pure=False)
+        wait_until(lambda: os.path.exists(marker), timeout=60, what="the parent rejoined")
+        later = client.submit(started_at, pure=False)
+        assert later.result(timeout=60) >= parent.result(timeout=60)
+
+
 class Box:
     def __init__(self, future):
         self.future = future

@@ -80,6 +80,12 @@ pub enum Event {
         task: TaskRef,
         attempt: AttemptId,
     },
+    /// The seceded attempt holds its thread slot again (`rusk.rejoin()`): it counts against the
+    /// dispatch caps again, and the scheduler is told.
+    Rejoined {
+        task: TaskRef,
+        attempt: AttemptId,
+    },
     /// The shell's latest measurements of this worker, sent with the next heartbeats.
     Vitals(Vitals),
     /// Something the shell handled on its own, for the scheduler's recovery log.
@@ -168,6 +174,8 @@ pub struct WorkerCore {
     started_unreported: Vec<(TaskRef, AttemptId)>,
     /// Running attempts that seceded, to report after their `TaskStarted`.
     seceded_unreported: Vec<(TaskRef, AttemptId)>,
+    /// Reported seceded attempts that rejoined, to report after the seceded ones.
+    rejoined_unreported: Vec<(TaskRef, AttemptId)>,
     /// Dispatched attempts that seceded: they hold no thread, so they do not count against
     /// the dispatch caps (else tasks waiting for their children would starve them).
     seceded: FxHashSet<(TaskRef, AttemptId)>,
@@ -211,6 +219,7 @@ impl WorkerCore {
             tasks: FxHashMap::default(),
             started_unreported: Vec::new(),
             seceded_unreported: Vec::new(),
+            rejoined_unreported: Vec::new(),
             seceded: Default::default(),
             vitals: Vitals::default(),
             deadlines: std::collections::BTreeSet::new(),
@@ -308,6 +317,16 @@ impl WorkerCore {
                     self.seceded_unreported.push((task, attempt));
                 }
             }
+            Event::Rejoined { task, attempt } => {
+                if self.is_running(task, attempt) && self.seceded.remove(&(task, attempt)) {
+                    let before = self.seceded_unreported.len();
+                    self.seceded_unreported.retain(|&s| s != (task, attempt));
+                    if self.seceded_unreported.len() == before {
+                        // The scheduler heard of the secede: tell it the slot is held again.
+                        self.rejoined_unreported.push((task, attempt));
+                    }
+                }
+            }
             Event::Vitals(v) => self.vitals = v,
             Event::Report(e) => self
                 .out
@@ -377,6 +396,14 @@ impl WorkerCore {
         for (task, attempt) in std::mem::take(&mut self.seceded_unreported) {
             if self.is_running(task, attempt) {
                 out.push(Command::ToScheduler(WorkerToScheduler::TaskSeceded {
+                    task,
+                    attempt,
+                }));
+            }
+        }
+        for (task, attempt) in std::mem::take(&mut self.rejoined_unreported) {
+            if self.is_running(task, attempt) {
+                out.push(Command::ToScheduler(WorkerToScheduler::TaskRejoined {
                     task,
                     attempt,
                 }));
@@ -969,6 +996,39 @@ mod tests {
             c,
             Command::ToScheduler(WorkerToScheduler::TaskSeceded { .. })
         )));
+        // It rejoins (`rusk.rejoin()`): it counts against the caps again, so nothing more is
+        // dispatched, and the scheduler is told.
+        let out = w.handle(
+            now,
+            Event::Rejoined {
+                task: tr(0),
+                attempt: AttemptId(1),
+            },
+        );
+        assert_eq!(executes(&out), 0);
+        let mut flushed = Vec::new();
+        w.flush(&mut flushed);
+        assert!(flushed.iter().any(|c| matches!(
+            c,
+            Command::ToScheduler(WorkerToScheduler::TaskRejoined { .. })
+        )));
+        // Seceding and rejoining within one batch tells the scheduler nothing.
+        for ev in [
+            Event::Seceded {
+                task: tr(0),
+                attempt: AttemptId(1),
+            },
+            Event::Rejoined {
+                task: tr(0),
+                attempt: AttemptId(1),
+            },
+        ] {
+            w.handle(now, ev);
+        }
+        let mut flushed = Vec::new();
+        w.flush(&mut flushed);
+        assert!(flushed.is_empty(), "{flushed:?}");
+        w.check_invariants();
         // It finishes: nothing more is dispatched for it (two long ones run, one waits).
         let out = w.handle(
             now,

@@ -40,6 +40,9 @@ pub enum WorkerToScheduler {
     /// The running attempt stopped holding a thread slot while it waits (`rusk.secede()`): it
     /// no longer counts against the worker's capacity. Sent after its `TaskStarted`.
     TaskSeceded { task: TaskRef, attempt: AttemptId },
+    /// The seceded attempt holds a thread slot again (`rusk.rejoin()`, the end of a
+    /// `worker_client()` block): it counts against the worker's capacity again.
+    TaskRejoined { task: TaskRef, attempt: AttemptId },
     /// Something the worker detected and handled on its own; the scheduler records it in the
     /// recovery log (`rusk events`, the dashboard).
     Event(WorkerEvent),

@@ -352,6 +352,7 @@ impl Oracle {
             | WorkerToScheduler::MissingDep { task, attempt, .. }
             | WorkerToScheduler::TaskStarted { task, attempt }
             | WorkerToScheduler::TaskSeceded { task, attempt }
+            | WorkerToScheduler::TaskRejoined { task, attempt }
             | WorkerToScheduler::StealResponse {
                 task,
                 attempt,

@@ -63,7 +63,8 @@ impl Msg {
                 Msg::MissingDep(*task, *attempt, *dep)
             }
             WorkerToScheduler::TaskStarted { task, attempt }
-            | WorkerToScheduler::TaskSeceded { task, attempt } => Msg::Started(*task, *attempt),
+            | WorkerToScheduler::TaskSeceded { task, attempt }
+            | WorkerToScheduler::TaskRejoined { task, attempt } => Msg::Started(*task, *attempt),
             WorkerToScheduler::StealResponse {
                 task,
                 attempt,

@@ -59,6 +59,11 @@ pub const STEAL_AFTER: Duration = Duration::from_millis(10);
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// After an executor failed to start, wait this long before trying again.
 pub const START_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Executors that died by themselves after their hello, with no job ever started on any
+/// executor since, that count as a failure to start (something in the environment kills
+/// them: an uploaded module's thread, a sitecustomize): the pool then backs off as for any
+/// start failure instead of replacing them forever.
+pub const IDLE_DEATHS_MAX: u32 = 3;
 /// How long to wait for the rest of a dead executor's output (or for its exit after it closed
 /// its output) before settling its tasks.
 pub const EXIT_GRACE: Duration = Duration::from_millis(200);
@@ -118,6 +123,8 @@ struct Exec {
     pid: Option<u32>,
     spawned_at: Duration,
     hello: Hello,
+    /// A job started on it (then its death is not a failure to start).
+    started_any: bool,
     /// Jobs sent and not answered, in order.
     queue: Vec<JobId>,
     /// The job it started last and has not answered, and when it started.
@@ -191,6 +198,9 @@ pub struct PoolCore {
     /// Keep `size` executors running (set by the first job, or `eager`).
     active: bool,
     start_failure: Option<(Duration, StartFailure)>,
+    /// Executors dead by themselves after their hello since a job last started (see
+    /// `IDLE_DEATHS_MAX`).
+    idle_deaths: u32,
     next_exec: u64,
     last_check: Duration,
     out: Vec<Command>,
@@ -207,6 +217,7 @@ impl PoolCore {
             pending: VecDeque::new(),
             execs: Vec::new(),
             start_failure: None,
+            idle_deaths: 0,
             next_exec: 0,
             last_check: Duration::ZERO,
             out: Vec::new(),
@@ -249,6 +260,7 @@ impl PoolCore {
             }
             Event::Started { exec, job } => self.on_started(now, exec, job),
             Event::Seceded { exec, job } => self.on_seceded(exec, job),
+            Event::Rejoined { exec, job } => self.on_rejoined(exec, job),
             Event::Answered { exec, job, answer } => self.on_answered(now, exec, job, answer),
             Event::Closed { exec, error } => {
                 if let Some(x) = self.exec_mut(exec) {
@@ -404,12 +416,14 @@ impl PoolCore {
             self.kill(exec, Death::Protocol(ProtocolError::StartedUnknown(id)));
             return;
         }
+        x.started_any = true;
         if x.running.is_some() {
             // Executors run one task at a time.
             self.kill(exec, Death::Protocol(ProtocolError::OutOfOrder(id)));
             return;
         }
         x.running = Some((id, now));
+        self.idle_deaths = 0;
         let job = self.jobs.get_mut(&id).expect("queued jobs exist");
         if job.abandoned {
             self.kill(exec, Death::Abandoned);
@@ -446,6 +460,41 @@ impl PoolCore {
         {
             let (task, attempt) = (job.task, job.attempt);
             self.out.push(Command::Seceded { task, attempt });
+        }
+    }
+
+    fn on_rejoined(&mut self, exec: ExecId, id: JobId) {
+        let Some(x) = self.exec_mut(exec) else { return };
+        if x.death.is_some() {
+            return;
+        }
+        if x.running.map(|(r, _)| r) != Some(id) {
+            self.kill(exec, Death::Protocol(ProtocolError::OutOfOrder(id)));
+            return;
+        }
+        if !std::mem::take(&mut x.seceded) {
+            return; // never seceded (or marked one too many): it keeps what it had
+        }
+        if let Some(job) = self
+            .jobs
+            .get(&id)
+            .filter(|j| j.owner == Some(exec) && !j.reported)
+        {
+            let (task, attempt) = (job.task, job.attempt);
+            self.out.push(Command::Rejoined { task, attempt });
+        }
+        if self.slots_held() > self.config.size {
+            // The executor that took its slot meanwhile is one too many now: the one with the
+            // least work stops taking jobs and retires once idle (as after a seceded job ends).
+            let surplus = self
+                .execs
+                .iter()
+                .filter(|e| e.id != exec && e.holds_slot())
+                .min_by_key(|e| (e.running.is_some(), e.queue.len(), e.id))
+                .map(|e| e.id);
+            if let Some(s) = surplus {
+                self.exec_mut(s).expect("listed").seceded = true;
+            }
         }
     }
 
@@ -580,7 +629,22 @@ impl PoolCore {
             Some(Death::Protocol(ProtocolError::ClosedOutput)) if !exited.killed => None,
             d => d,
         };
+        // Ready, but dead by itself before starting any job: the third time in a row it is
+        // the environment, not bad luck.
+        let died_idle = x.hello == Hello::Ready && !x.started_any && death.is_none();
+        if died_idle {
+            self.idle_deaths += 1;
+        }
         let start_failure = match (&x.hello, &death) {
+            // Every further one too, until a job starts: one executor per `START_RETRY_DELAY`.
+            (Hello::Ready, _) if died_idle && self.idle_deaths >= IDLE_DEATHS_MAX => {
+                Some(StartFailure::DiedIdle {
+                    python: self.config.python.clone(),
+                    exit: exited.exit.clone(),
+                    stderr_tail: exited.stderr_tail.clone(),
+                    times: IDLE_DEATHS_MAX,
+                })
+            }
             (Hello::Ready, _) => None,
             // It never got going: the interpreter or its environment is the problem, not a job.
             (Hello::Refused(e), _) => Some(StartFailure::Refused(e.clone())),
@@ -889,6 +953,7 @@ impl PoolCore {
             pid: None,
             spawned_at: now,
             hello: Hello::Waiting,
+            started_any: false,
             queue: Vec::new(),
             running: None,
             avg_run_us: None,

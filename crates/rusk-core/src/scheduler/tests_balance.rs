@@ -334,7 +334,11 @@ fn a_restricted_task_is_only_stolen_by_a_worker_that_may_run_it() {
 fn a_seceded_task_stops_counting_against_its_workers_capacity() {
     // One thread, at most one task assigned: the second waits until the first secedes.
     let mut s = sched(1, &[("w1", 1)]);
-    let out = submit(&mut s, tasks("parent", 2), &["parent-0", "parent-1"]);
+    let out = submit(
+        &mut s,
+        tasks("parent", 3),
+        &["parent-0", "parent-1", "parent-2"],
+    );
     let assigned = |out: &[Command]| {
         out.iter()
             .filter(|c| {
@@ -379,7 +383,17 @@ fn a_seceded_task_stops_counting_against_its_workers_capacity() {
         },
     );
     assert_eq!(assigned(&out), 1, "the slot went to the next task: {out:?}");
-    // The seceded one finishes as usual.
-    done(&mut s, W1, t(0), 1);
-    assert_eq!(s.task_counts()["memory"], 1);
+    // It rejoins (`rusk.rejoin()`): it holds the slot again, so when the second task is done
+    // the third still waits (a stale rejoin changes nothing).
+    for attempt in [9, 1] {
+        let rejoin = WorkerToScheduler::TaskRejoined {
+            task: t(0),
+            attempt: AttemptId(attempt),
+        };
+        assert_eq!(assigned(&msg(&mut s, MS, W1, rejoin)), 0);
+    }
+    assert_eq!(assigned(&done(&mut s, W1, t(1), 2)), 0);
+    // The first finishes as usual, and the third gets the slot.
+    assert_eq!(assigned(&done(&mut s, W1, t(0), 1)), 1);
+    assert_eq!(s.task_counts()["memory"], 2);
 }

@@ -165,6 +165,18 @@ impl Scheduler {
                     self.stats.stale_reports += 1;
                 }
             }
+            WorkerToScheduler::TaskRejoined { task, attempt } => {
+                if self.is_current(inc, task, attempt) {
+                    // It holds a slot again (its estimate stays spent: it ran a while).
+                    self.workers
+                        .get_mut(&inc)
+                        .expect("current")
+                        .seceded
+                        .remove(&task);
+                } else {
+                    self.stats.stale_reports += 1;
+                }
+            }
             WorkerToScheduler::TaskStarted { task, attempt } => {
                 if self.is_current(inc, task, attempt) {
                     let t = self.task_mut(task).expect("current");

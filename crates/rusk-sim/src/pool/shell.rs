@@ -52,6 +52,9 @@ impl PoolSim {
                 Command::Seceded { task, attempt } => {
                     self.fingerprint([10, task.index as u64, attempt.0]);
                 }
+                Command::Rejoined { task, attempt } => {
+                    self.fingerprint([11, task.index as u64, attempt.0]);
+                }
                 Command::Finished {
                     task,
                     attempt,

@@ -24,6 +24,7 @@
 //! | ← | `P` ping | - (every 100 ms, from a background thread) |
 //! | ← | `S` started | - |
 //! | ← | `W` seceded | - (the running task `id` stops holding a thread slot while it waits: `rusk.secede()`) |
+//! | ← | `J` rejoined | - (the seceded task `id` holds a thread slot again: `rusk.rejoin()`) |
 //! | ← | `U` unmapped | `n` × `fd: u32 BE` (id 0): input segments the executor mapped (through the worker's fd `fd`) and has unmapped since, one per mapping; the worker keeps each segment it sent until then |
 //! | ← | `R` result | `0: u8` then the value, or `1: u8, fd: u32 BE, len: u64 BE`: a sealed memfd of the executor holding the value, mapped here at once through `/proc/<executor pid>/fd/<fd>` (then `F`), or `2: u8, input: u32 BE`: the task returned its input `input` unchanged (an immutable value: the worker stores the input's bytes again, nothing is copied) |
 //! | ← | `E` error | `len: u32 BE`, the UTF-8 message, the pickled `(exception, traceback)` (none if the task never ran: bad header, version mismatch) |
@@ -166,6 +167,11 @@ pub enum Report {
     },
     /// The started attempt seceded (`rusk.secede()`).
     Seceded {
+        task: TaskRef,
+        attempt: AttemptId,
+    },
+    /// The seceded attempt holds its slot again (`rusk.rejoin()`).
+    Rejoined {
         task: TaskRef,
         attempt: AttemptId,
     },
@@ -505,6 +511,9 @@ impl Manager {
                 }
                 Command::Seceded { task, attempt } => {
                     (self.report)(Report::Seceded { task, attempt })
+                }
+                Command::Rejoined { task, attempt } => {
+                    (self.report)(Report::Rejoined { task, attempt })
                 }
                 Command::Finished {
                     task,

@@ -266,6 +266,7 @@ impl ExecLink {
                 Event::Started { exec, job }
             }
             b'W' => Event::Seceded { exec, job },
+            b'J' => Event::Rejoined { exec, job },
             b'R' => Event::Answered {
                 exec,
                 job,

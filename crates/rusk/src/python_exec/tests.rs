@@ -117,7 +117,7 @@ impl Harness {
                 Report::Finished { task, result, .. } => {
                     panic!("task {} finished before starting: {result:?}", task.index)
                 }
-                Report::Event(_) | Report::Seceded { .. } => {} // an executor replaced meanwhile
+                Report::Event(_) | Report::Seceded { .. } | Report::Rejoined { .. } => {} // an executor replaced meanwhile
             }
         }
     }

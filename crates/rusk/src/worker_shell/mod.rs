@@ -92,6 +92,8 @@ enum Local {
     },
     /// A running Python task seceded (`rusk.secede()`).
     Seceded { task: TaskRef, attempt: AttemptId },
+    /// A seceded Python task holds its slot again (`rusk.rejoin()`).
+    Rejoined { task: TaskRef, attempt: AttemptId },
     Finished {
         task: TaskRef,
         attempt: AttemptId,
@@ -301,6 +303,7 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                             Event::Started { task, attempt }
                         }
                         Local::Seceded { task, attempt } => Event::Seceded { task, attempt },
+                        Local::Rejoined { task, attempt } => Event::Rejoined { task, attempt },
                         Local::Vitals(v) => Event::Vitals(v),
                         Local::Report(e) => Event::Report(e),
                         Local::Spilled { task, result } => Event::Spilled { task, result },

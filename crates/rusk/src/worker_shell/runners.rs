@@ -89,6 +89,7 @@ impl Executor {
                     ack: None,
                 },
                 Report::Seceded { task, attempt } => Local::Seceded { task, attempt },
+                Report::Rejoined { task, attempt } => Local::Rejoined { task, attempt },
                 Report::Finished {
                     task,
                     attempt,

@@ -1103,3 +1103,129 @@ fn a_secede_of_a_job_not_running_breaks_the_protocol() {
     });
     assert_eq!(out, vec![kill(1, false), Command::Spawn { exec: e(2) }]);
 }
+
+#[test]
+fn a_rejoined_job_takes_its_slot_back_and_the_executor_that_took_it_retires_once_idle() {
+    let mut p = Pool::ready(1);
+    p.execute(0);
+    p.start(1, 0);
+    let (task, attempt) = attempt_of(0);
+    let out = p.step(Event::Seceded {
+        exec: e(1),
+        job: j(0),
+    });
+    assert_eq!(
+        out,
+        vec![
+            Command::Seceded { task, attempt },
+            Command::Spawn { exec: e(2) }
+        ]
+    );
+    p.spawned(2);
+    p.hello(2);
+    // Executor 2 holds the slot and runs job 1.
+    assert_eq!(p.execute(1), vec![send(2, 1)]);
+    p.start(2, 1);
+    // Job 0 rejoins: its executor holds the slot again, and executor 2, one too many, takes
+    // nothing new (job 2 waits) and retires once its job is done.
+    let out = p.step(Event::Rejoined {
+        exec: e(1),
+        job: j(0),
+    });
+    assert_eq!(out, vec![Command::Rejoined { task, attempt }]);
+    let out = p.execute(2);
+    assert!(
+        !out.iter()
+            .any(|c| matches!(c, Command::Send { exec, .. } if *exec == e(2))),
+        "{out:?}"
+    );
+    let out = p.answer(2, 1);
+    assert!(out.contains(&finished(1, Ok(value_of(2, 1)))), "{out:?}");
+    assert!(out.contains(&kill(2, false)), "{out:?}");
+    // A second rejoin (not seceded) changes nothing; a rejoin of a job not running breaks the
+    // protocol.
+    assert!(p
+        .step(Event::Rejoined {
+            exec: e(1),
+            job: j(0),
+        })
+        .is_empty());
+    let out = p.step(Event::Rejoined {
+        exec: e(1),
+        job: j(7),
+    });
+    assert!(out.contains(&kill(1, false)), "{out:?}");
+}
+
+#[test]
+fn executors_that_keep_dying_idle_are_a_start_failure_not_replaced_forever() {
+    // An eager pool: executors are kept even with no job, as a worker keeps them.
+    let mut p = Pool::ready(1);
+    for x in 1..IDLE_DEATHS_MAX as u64 {
+        let mut out = p.closed(x);
+        out.extend(p.exited(x, Exit::Code(1), None, "killed by a thread\n"));
+        assert!(out.contains(&Command::Spawn { exec: e(x + 1) }), "{out:?}");
+        assert!(!out
+            .iter()
+            .any(|c| matches!(c, Command::Log(Log::StartFailed { .. }))));
+        p.spawned(x + 1);
+        p.hello(x + 1);
+    }
+    // The third in a row: a start failure (logged with its reason), and the pool backs off:
+    // the executor started as its output closed is the last one for `START_RETRY_DELAY`.
+    let last = IDLE_DEATHS_MAX as u64;
+    p.closed(last);
+    let out = p.exited(last, Exit::Code(1), None, "killed by a thread\n");
+    let failure = out
+        .iter()
+        .find_map(|c| match c {
+            Command::Log(Log::StartFailed { failure, .. }) => Some(failure.clone()),
+            _ => None,
+        })
+        .expect("logged");
+    assert!(
+        failure
+            .to_string()
+            .contains("died by themselves while idle"),
+        "{failure}"
+    );
+    p.spawned(last + 1);
+    p.hello(last + 1);
+    let mut out = p.closed(last + 1);
+    out.extend(p.exited(last + 1, Exit::Code(1), None, ""));
+    assert!(
+        !out.iter().any(|c| matches!(c, Command::Spawn { .. })),
+        "{out:?}"
+    );
+    // No executor and backing off: a job fails with the reason instead of waiting forever.
+    let out = p.execute(0);
+    assert!(
+        out.iter().any(|c| matches!(c, Command::Finished { result: Err(Failure::NoExecutor(f)), .. } if f.to_string().contains("while idle"))),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn an_executor_that_ran_a_job_and_died_is_replaced_and_resets_the_count() {
+    let mut p = Pool::ready(1);
+    // Two idle deaths, then one that ran a job: the count starts again.
+    for x in 1..=2 {
+        p.closed(x);
+        p.exited(x, Exit::Code(1), None, "");
+        p.spawned(x + 1);
+        p.hello(x + 1);
+    }
+    p.execute(0);
+    p.start(3, 0);
+    p.answer(3, 0);
+    for x in 3..=5 {
+        let mut out = p.closed(x);
+        out.extend(p.exited(x, Exit::Code(1), None, ""));
+        assert!(out.contains(&Command::Spawn { exec: e(x + 1) }), "{out:?}");
+        assert!(!out
+            .iter()
+            .any(|c| matches!(c, Command::Log(Log::StartFailed { .. }))));
+        p.spawned(x + 1);
+        p.hello(x + 1);
+    }
+}

@@ -123,6 +123,14 @@ pub enum StartFailure {
         exit: Exit,
         stderr_tail: String,
     },
+    /// Executors said hello, then died by themselves before any job started, `times` in a row
+    /// (`IDLE_DEATHS_MAX`); the last one's exit.
+    DiedIdle {
+        python: String,
+        exit: Exit,
+        stderr_tail: String,
+        times: u32,
+    },
 }
 
 impl fmt::Display for StartFailure {
@@ -144,6 +152,18 @@ impl fmt::Display for StartFailure {
             } => write!(
                 f,
                 "the Python executor ({python}) {exit} before it was ready{}",
+                Tail(stderr_tail)
+            ),
+            StartFailure::DiedIdle {
+                python,
+                exit,
+                stderr_tail,
+                times,
+            } => write!(
+                f,
+                "{times} Python executors ({python}) in a row died by themselves while idle, \
+                 before running anything (the last one {exit}); something in their environment \
+                 kills them (an uploaded module, sitecustomize, the OOM killer){}",
                 Tail(stderr_tail)
             ),
         }
@@ -297,6 +317,9 @@ pub enum Event {
     /// `W`: its running job stops holding a slot while it waits (`rusk.secede()`): another
     /// executor takes the slot, and the jobs queued behind it may move there.
     Seceded { exec: ExecId, job: JobId },
+    /// `J`: its running job, which seceded, holds a slot again (`rusk.rejoin()`): if that makes
+    /// one executor too many, another one stops taking jobs and retires once idle.
+    Rejoined { exec: ExecId, job: JobId },
     /// `R`, `E` or `X`.
     Answered {
         exec: ExecId,
@@ -354,6 +377,11 @@ pub enum Command {
     },
     /// Tell the worker the started attempt seceded (`W`): it holds no thread slot now.
     Seceded {
+        task: TaskRef,
+        attempt: AttemptId,
+    },
+    /// Tell the worker the seceded attempt holds a thread slot again (`J`).
+    Rejoined {
         task: TaskRef,
         attempt: AttemptId,
     },
