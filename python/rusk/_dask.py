@@ -12,6 +12,7 @@ from the workers when it finishes."""
 
 import collections
 import collections.abc
+import logging
 import numbers
 
 from . import _payload, _placement
@@ -205,11 +206,35 @@ def _to_tasks(dsk, keys, external, placement):
         _encode_nodes(graph, order, decode, enc, tasks)
     finally:
         _encoding.graph = False
+    ranks = _dask_order(graph, order)
+    if ranks is not None:
+        for k, task in zip(order, tasks):
+            task["order"] = ranks[k]
     if placement or annotations:
         base = placement or {}
         for k, task in zip(order, tasks):
             task.update(_placement.per_key(base, annotations, k))
     return tasks, [enc(k) for k in wanted], decode, bool(outside)
+
+
+def _dask_order(graph, keys):
+    """``{key: rank}``: Dask's own graph order (``dask.order``) of the tasks of a chunked
+    collection (arrays, dataframes: tuple keys), sent as each task's ``order`` so that the
+    scheduler runs them as Dask would and big graphs stay within memory as on Dask. ``None``
+    for graphs of delayed calls (string keys), where the client's depth-first post-order
+    (dependencies first, sub-trees finished before new ones start) serves as well and
+    ``dask.order`` would cost more than the rest of the conversion."""
+    if len(keys) < 2 or not any(type(k) is tuple for k in keys):
+        return None
+    from dask.order import order
+
+    sub = {k: graph[k] for k in keys}
+    deps = {k: {d for d in sub[k].dependencies if d in sub} for k in keys}
+    try:
+        return order(sub, dependencies=deps)
+    except Exception:  # a graph dask.order cannot take: the post-order stands
+        logging.getLogger("rusk").debug("dask.order failed; using rusk's order", exc_info=True)
+        return None
 
 
 def _encode_nodes(graph, order, decode, enc, tasks):

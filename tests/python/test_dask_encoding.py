@@ -153,3 +153,24 @@ def test_one_pass_pickling_and_its_fallbacks(monkeypatch):
     assert _payload._dump_all(plain, no_prelude) is None
     out = decode(_payload.encode_calls(plain, normalized=True))
     assert [c[1] for c in out] == [(i, b"s" * 16) for i in range(5)]
+
+
+def test_chunked_collections_carry_daskss_order_and_delayed_graphs_do_not():
+    """Array tasks are sent with ``dask.order``'s ranks (the scheduler runs them in that order,
+    as Dask does); a delayed graph keeps rusk's own post-order (no ``order`` field)."""
+    da = pytest.importorskip("dask.array")
+    from dask._task_spec import convert_legacy_graph
+    from dask.order import order
+
+    x = da.ones((40, 40), chunks=(10, 10))
+    y = (x + x.T).sum(axis=0)
+    tasks, _, names, _ = _dask.to_tasks(y, [y.__dask_keys__()])
+    ranks = order(convert_legacy_graph(dict(y.__dask_graph__())))
+    assert all("order" in t for t in tasks)
+    by_key = {names[t["key"]]: t["order"] for t in tasks}
+    # The same relative order as dask.order over the whole graph.
+    assert sorted(by_key, key=by_key.get) == sorted(by_key, key=ranks.get)
+    a = dask.delayed(operator.add)(1, 2)
+    b = dask.delayed(operator.mul)(a, 3)
+    tasks, _, _, _ = _dask.to_tasks(b, [b.key])
+    assert not any("order" in t for t in tasks)

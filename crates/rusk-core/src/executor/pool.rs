@@ -441,46 +441,51 @@ impl PoolCore {
         }
     }
 
-    fn on_seceded(&mut self, exec: ExecId, id: JobId) {
-        let Some(x) = self.exec_mut(exec) else { return };
+    /// A frame about the running job `id` (`W`, `J`): false if the executor is condemned, or
+    /// `id` is not what it runs (a protocol error: it is killed).
+    fn is_running(&mut self, exec: ExecId, id: JobId) -> bool {
+        let Some(x) = self.exec_mut(exec) else {
+            return false;
+        };
         if x.death.is_some() {
-            return;
+            return false;
         }
         if x.running.map(|(r, _)| r) != Some(id) {
             self.kill(exec, Death::Protocol(ProtocolError::OutOfOrder(id)));
+            return false;
+        }
+        true
+    }
+
+    /// The attempt of job `id` if `exec` runs it for the worker (not a copy, not answered).
+    fn owned_attempt(&self, exec: ExecId, id: JobId) -> Option<(TaskRef, AttemptId)> {
+        self.jobs
+            .get(&id)
+            .filter(|j| j.owner == Some(exec) && !j.reported)
+            .map(|j| (j.task, j.attempt))
+    }
+
+    fn on_seceded(&mut self, exec: ExecId, id: JobId) {
+        if !self.is_running(exec, id) {
             return;
         }
         // `dispatch` starts another executor for the slot; the jobs queued behind this one
         // are stealable at once.
-        x.seceded = true;
-        if let Some(job) = self
-            .jobs
-            .get(&id)
-            .filter(|j| j.owner == Some(exec) && !j.reported)
-        {
-            let (task, attempt) = (job.task, job.attempt);
+        self.exec_mut(exec).expect("running").seceded = true;
+        if let Some((task, attempt)) = self.owned_attempt(exec, id) {
             self.out.push(Command::Seceded { task, attempt });
         }
     }
 
     fn on_rejoined(&mut self, exec: ExecId, id: JobId) {
-        let Some(x) = self.exec_mut(exec) else { return };
-        if x.death.is_some() {
+        if !self.is_running(exec, id) {
             return;
         }
-        if x.running.map(|(r, _)| r) != Some(id) {
-            self.kill(exec, Death::Protocol(ProtocolError::OutOfOrder(id)));
-            return;
-        }
+        let x = self.exec_mut(exec).expect("running");
         if !std::mem::take(&mut x.seceded) {
             return; // never seceded (or marked one too many): it keeps what it had
         }
-        if let Some(job) = self
-            .jobs
-            .get(&id)
-            .filter(|j| j.owner == Some(exec) && !j.reported)
-        {
-            let (task, attempt) = (job.task, job.attempt);
+        if let Some((task, attempt)) = self.owned_attempt(exec, id) {
             self.out.push(Command::Rejoined { task, attempt });
         }
         if self.slots_held() > self.config.size {

@@ -40,6 +40,27 @@ impl Scheduler {
         self.copies(task).any(|c| c == inc)
     }
 
+    /// Refuse a request of more than `max` keys, with an error naming the bound.
+    fn too_many_keys(&mut self, client: ClientId, what: &str, n: usize, max: usize) -> bool {
+        if n <= max {
+            return false;
+        }
+        let bound = if what == "replicate" {
+            "REPLICATE_KEYS_MAX"
+        } else {
+            "WHO_HAS_KEYS_MAX"
+        };
+        self.out.push(Command::ToClient {
+            client,
+            msg: SchedulerToClient::Error {
+                message: format!(
+                    "{what} of {n} keys refused: at most {max} in one request ({bound})"
+                ),
+            },
+        });
+        true
+    }
+
     pub(super) fn on_replicate(
         &mut self,
         client: ClientId,
@@ -48,17 +69,7 @@ impl Scheduler {
         n: Option<u32>,
         names: Option<Vec<String>>,
     ) {
-        if keys.len() > REPLICATE_KEYS_MAX {
-            self.out.push(Command::ToClient {
-                client,
-                msg: SchedulerToClient::Error {
-                    message: format!(
-                        "replicate of {} keys refused: at most {REPLICATE_KEYS_MAX} in one \
-                         request (REPLICATE_KEYS_MAX)",
-                        keys.len()
-                    ),
-                },
-            });
+        if self.too_many_keys(client, "replicate", keys.len(), REPLICATE_KEYS_MAX) {
             return;
         }
         // Candidates: live workers that take work (not paused, not unhealthy), in join order,
@@ -145,17 +156,7 @@ impl Scheduler {
     }
 
     pub(super) fn on_who_has(&mut self, client: ClientId, graph: GraphId, keys: Vec<String>) {
-        if keys.len() > WHO_HAS_KEYS_MAX {
-            self.out.push(Command::ToClient {
-                client,
-                msg: SchedulerToClient::Error {
-                    message: format!(
-                        "who_has of {} keys refused: at most {WHO_HAS_KEYS_MAX} in one \
-                         request (WHO_HAS_KEYS_MAX)",
-                        keys.len()
-                    ),
-                },
-            });
+        if self.too_many_keys(client, "who_has", keys.len(), WHO_HAS_KEYS_MAX) {
             return;
         }
         let holders = keys

@@ -59,8 +59,14 @@ fn x_in_memory(s: &mut Scheduler) -> (GraphId, TaskRef, Incarnation, AttemptId) 
             outputs: keys(&["x"]),
         },
     );
-    let (inc, a) = out
-        .iter()
+    let (inc, a) = first_assign(&out);
+    done(s, inc, a.task, a.attempt.0);
+    (graph, a.task, inc, a.attempt)
+}
+
+/// The first assignment in `out`, with its worker.
+fn first_assign(out: &[Command]) -> (Incarnation, Arc<Assignment>) {
+    out.iter()
         .find_map(|c| match c {
             Command::ToWorker {
                 incarnation,
@@ -68,9 +74,7 @@ fn x_in_memory(s: &mut Scheduler) -> (GraphId, TaskRef, Incarnation, AttemptId) 
             } => Some((*incarnation, a.clone())),
             _ => None,
         })
-        .expect("x assigned");
-    done(s, inc, a.task, a.attempt.0);
-    (graph, a.task, inc, a.attempt)
+        .expect("an assignment")
 }
 
 /// (worker, task, attempt, from) of every `Replicate` in `out`.
@@ -241,16 +245,7 @@ fn a_lost_primary_hands_over_to_a_replica_and_nothing_is_recomputed() {
             outputs: keys(&["y"]),
         },
     );
-    let a = out
-        .iter()
-        .find_map(|c| match c {
-            Command::ToWorker {
-                incarnation,
-                msg: SchedulerToWorker::Assign(a),
-            } => Some((*incarnation, a.clone())),
-            _ => None,
-        })
-        .expect("y assigned");
+    let a = first_assign(&out);
     assert_eq!(a.0, heir);
     assert_eq!(a.1.deps[0].holder, None);
 }
@@ -282,16 +277,7 @@ fn a_lost_replica_is_forgotten_and_a_failed_fetch_from_the_primary_promotes_one(
             outputs: keys(&["y"]),
         },
     );
-    let (w, a) = out
-        .iter()
-        .find_map(|c| match c {
-            Command::ToWorker {
-                incarnation,
-                msg: SchedulerToWorker::Assign(a),
-            } => Some((*incarnation, a.clone())),
-            _ => None,
-        })
-        .expect("y assigned");
+    let (w, a) = first_assign(&out);
     assert_eq!(a.deps[0].holder, None, "every worker has x");
     let out = from_worker(
         &mut s,
