@@ -7,6 +7,7 @@
 //! Every connection starts with the handshake of `rusk_proto::auth` under a deadline and with
 //! tiny frames; only an authenticated peer gets the full frame size and has its messages
 //! decoded. A malformed or oversized frame is an error value that closes that one connection.
+pub mod admission;
 pub mod locate;
 pub mod segment;
 pub mod transfer;

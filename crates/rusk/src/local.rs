@@ -204,11 +204,10 @@ async fn inject_chaos(cluster: Cluster) -> Result<()> {
     Ok(())
 }
 
+/// A worker pid from the scheduler's status: checked (`pids::signal`) before it is used.
 fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) on a worker pid the scheduler reported; a stale pid is harmless here
-    // (children of our own nanny, in a private process tree).
-    unsafe {
-        libc::kill(pid as i32, sig);
+    if let Err(e) = crate::pids::signal(pid, sig) {
+        eprintln!("rusk local: chaos: not signalling pid {pid}: {e}");
     }
 }
 

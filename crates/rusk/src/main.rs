@@ -9,6 +9,7 @@ mod http;
 mod local;
 mod metrics;
 mod nanny_shell;
+mod pids;
 mod python_exec;
 mod recent_logs;
 mod scheduler_shell;

@@ -117,10 +117,9 @@ pub async fn run(opts: NannyOptions) -> Result<()> {
                         Signal::Term => libc::SIGTERM,
                         Signal::Kill => libc::SIGKILL,
                     };
-                    // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
-                    let rc = unsafe { libc::kill(pid as i32, sig) };
-                    if rc != 0 {
-                        warn!(slot, pid, "signal failed (process already gone?)");
+                    // A pid we spawned and have not reaped yet; checked all the same.
+                    if let Err(e) = crate::pids::signal(pid, sig) {
+                        warn!(slot, pid, error = %e, "signal failed (process already gone?)");
                     }
                 }
                 Command::Inspect { slot, pid } => {

@@ -40,8 +40,6 @@ const EVENT_QUEUE_MAX: usize = 16 * 1024;
 /// Events handled per loop turn before outputs are flushed: bounds the latency a huge burst can
 /// add to everyone else's messages.
 const EVENTS_PER_TURN_MAX: usize = 8 * 1024;
-/// Concurrent connections that have not finished the handshake yet.
-const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
 
 pub struct SchedulerOptions {
     pub listen: String,
@@ -193,7 +191,7 @@ impl LogLimiter {
 
 async fn accept_loop(listener: TcpListener, token: Arc<[u8]>, tx: mpsc::Sender<Inbound>) {
     let ids = Arc::new(AtomicU64::new(1));
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
+    let admission = net::admission::Admission::new();
     let limiter = Arc::new(std::sync::Mutex::new(LogLimiter::new()));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -206,11 +204,14 @@ async fn accept_loop(listener: TcpListener, token: Arc<[u8]>, tx: mpsc::Sender<I
                 continue;
             }
         };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            if let Some(suppressed) = limiter.lock().expect("not poisoned").allow() {
-                warn!(%peer, suppressed, "too many connections in handshake; dropping");
+        let permit = match admission.admit(peer.ip()) {
+            Ok(ticket) => ticket,
+            Err(why) => {
+                if let Some(suppressed) = limiter.lock().expect("not poisoned").allow() {
+                    warn!(%peer, suppressed, "connection refused before its handshake: {why}");
+                }
+                continue; // dropped: closed at once
             }
-            continue;
         };
         let (token, tx, ids, limiter) = (token.clone(), tx.clone(), ids.clone(), limiter.clone());
         tokio::spawn(async move {
@@ -229,7 +230,7 @@ async fn serve_connection(
     token: &[u8],
     tx: mpsc::Sender<Inbound>,
     ids: Arc<AtomicU64>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: net::admission::Ticket,
 ) -> Result<()> {
     let (mut conn, role) =
         net::accept(stream, token, &[Role::Worker, Role::Client, Role::Nanny]).await?;
@@ -245,6 +246,14 @@ async fn serve_connection(
             let Some(WorkerToScheduler::Register(info)) = first.into_iter().next() else {
                 anyhow::bail!("worker's first message was not Register");
             };
+            if !crate::pids::is_process(info.pid) {
+                // Shown in the status, where `rusk local` signals it: refused at the door.
+                anyhow::bail!(
+                    "worker {:?} registered with pid {}, not a process id",
+                    info.name,
+                    info.pid
+                );
+            }
             let incarnation = Incarnation(id);
             info!(worker = %info.name, %incarnation, pid = info.pid, address = %info.data_address, "worker joined");
             let (out_tx, out_rx) = mpsc::unbounded_channel();
@@ -298,6 +307,13 @@ async fn serve_connection(
             let Some(NannyToScheduler::Register(info)) = first.into_iter().next() else {
                 anyhow::bail!("nanny's first message was not Register");
             };
+            if !crate::pids::is_process(info.pid) {
+                anyhow::bail!(
+                    "nanny {:?} registered with pid {}, not a process id",
+                    info.name,
+                    info.pid
+                );
+            }
             let nanny = NannyId(id);
             info!(nanny = %info.name, host = %info.host, pid = info.pid, slots = info.nworkers, "nanny joined");
             let (out_tx, out_rx) = mpsc::unbounded_channel();

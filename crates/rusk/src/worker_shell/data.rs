@@ -29,14 +29,28 @@ pub(super) async fn data_server(
     spill: SpillDir,
     puts: Puts,
 ) {
+    let admission = net::admission::Admission::new();
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors, say: do not spin on it.
+                warn!(error = %e, "data server: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let ticket = match admission.admit(peer.ip()) {
+            Ok(t) => t,
+            Err(why) => {
+                tracing::debug!(%peer, "data connection refused before its handshake: {why}");
+                continue;
+            }
         };
         let (token, local, spill, puts) =
             (token.clone(), local.clone(), spill.clone(), puts.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_peer(stream, &token, local, spill, puts).await {
+            if let Err(e) = serve_peer(stream, &token, local, spill, puts, ticket).await {
                 warn!(%peer, error = %format!("{e:#}"), "data connection dropped");
             }
         });
@@ -49,8 +63,10 @@ async fn serve_peer(
     local: mpsc::UnboundedSender<Local>,
     spill: SpillDir,
     puts: Puts,
+    ticket: net::admission::Ticket,
 ) -> Result<()> {
     let (mut conn, _) = net::accept(stream, token, &[Role::Peer]).await?;
+    drop(ticket); // authenticated: its place goes to the next stranger
     while let Some(req) = net::recv::<DataRequest>(&mut conn).await? {
         let (id, tasks) = match req {
             DataRequest::Get { id, tasks } => (id, tasks),
