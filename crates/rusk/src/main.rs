@@ -4,6 +4,7 @@
 //! `RUSK_WORKER_TTL=5s`); durations are written like `500ms`, `5s`, `2m`.
 mod client;
 mod config;
+mod endpoint;
 mod events;
 mod http;
 mod local;
@@ -64,6 +65,9 @@ enum Cmd {
 struct NannyArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// Where its workers' data servers listen and what they advertise.
+    #[command(flatten)]
+    endpoint: EndpointArgs,
     /// Worker processes (slots) to keep running.
     #[arg(long, env = "RUSK_NWORKERS", default_value_t = 1)]
     nworkers: u32,
@@ -226,9 +230,8 @@ struct WorkerArgs {
     /// running here at once never ask for more in all.
     #[arg(long, env = "RUSK_RESOURCES", value_parser = config::parse_resources)]
     resources: Option<config::Resources>,
-    /// Host the data server listens on (peers fetch results there).
-    #[arg(long, env = "RUSK_LISTEN_HOST", default_value = "127.0.0.1")]
-    listen_host: String,
+    #[command(flatten)]
+    endpoint: EndpointArgs,
     /// Directory for command tasks' input files (default: a temporary directory).
     #[arg(long, env = "RUSK_WORK_DIR")]
     work_dir: Option<PathBuf>,
@@ -257,6 +260,33 @@ struct WorkerArgs {
     /// Set by the nanny: inherited socket for pings.
     #[arg(long, hide = true)]
     nanny_fd: Option<i32>,
+}
+
+/// Where a worker's data server listens and what it advertises (see `endpoint.rs`).
+#[derive(clap::Args, Clone)]
+struct EndpointArgs {
+    /// Host the data server listens on (peers and clients fetch results there); 0.0.0.0 for
+    /// every interface. Default: the address of the interface that routes to the scheduler.
+    #[arg(long, env = "RUSK_LISTEN_HOST")]
+    listen_host: Option<String>,
+    /// Host (name or address) peers and clients are told to fetch results from. Default: the
+    /// listen host, or the routing interface's address when listening on every interface.
+    #[arg(long, env = "RUSK_CONTACT_ADDRESS")]
+    contact_address: Option<String>,
+}
+
+impl EndpointArgs {
+    /// The same flags for the workers a nanny starts.
+    fn worker_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(h) = &self.listen_host {
+            args.push(format!("--listen-host={h}"));
+        }
+        if let Some(c) = &self.contact_address {
+            args.push(format!("--contact-address={c}"));
+        }
+        args
+    }
 }
 
 /// A worker's memory policy (see `rusk_core::memory`); the limit itself is `--memory-limit`.
@@ -499,13 +529,20 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
         (None, None, None) => None,
         _ => return Err(BadInput("--nanny, --slot and --nanny-fd go together".into()).into()),
     };
+    let (listen_host, contact_host) = endpoint::data_endpoint(
+        a.endpoint.listen_host.as_deref(),
+        a.endpoint.contact_address.as_deref(),
+        &cluster.address,
+    )
+    .map_err(|e| BadInput(format!("{e:#}")))?;
     worker_shell::run(worker_shell::WorkerOptions {
         scheduler: cluster.address,
         token: cluster.token,
         name: a.name,
         nthreads: a.nthreads,
         resources: a.resources.unwrap_or_default().0,
-        listen_host: a.listen_host,
+        listen_host,
+        contact_host,
         work_dir: a.work_dir,
         fault_injection: a.enable_fault_injection,
         health: a.health.options(a.enable_fault_injection),
@@ -537,6 +574,14 @@ async fn run_nanny(a: NannyArgs) -> Result<()> {
     worker_args.extend(a.health.worker_args());
     a.memory.config(a.memory_limit)?;
     worker_args.extend(a.memory.worker_args(a.memory_limit));
+    // Checked here too, so that a bad address fails the nanny, not each worker in a loop.
+    endpoint::data_endpoint(
+        a.endpoint.listen_host.as_deref(),
+        a.endpoint.contact_address.as_deref(),
+        &cluster.address,
+    )
+    .map_err(|e| BadInput(format!("{e:#}")))?;
+    worker_args.extend(a.endpoint.worker_args());
     let core = rusk_core::nanny::NannyConfig {
         nworkers: a.nworkers.max(1),
         watchdog_timeout: a.watchdog_timeout,

@@ -52,6 +52,8 @@ pub struct WorkerOptions {
     /// What it offers to tasks that ask for resources (`--resources`).
     pub resources: std::collections::BTreeMap<String, f64>,
     pub listen_host: String,
+    /// The host advertised for the data server (never an unspecified address).
+    pub contact_host: String,
     pub work_dir: Option<PathBuf>,
     pub fault_injection: bool,
     /// Set when a nanny supervises this worker.
@@ -146,7 +148,7 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
     let listener = TcpListener::bind((opts.listen_host.as_str(), 0))
         .await
         .with_context(|| format!("cannot open the data server on {}", opts.listen_host))?;
-    let data_address = listener.local_addr()?.to_string();
+    let data_address = crate::endpoint::join(&opts.contact_host, listener.local_addr()?.port());
     let pid = std::process::id();
     let host = hostname();
     let info = WorkerInfo {
