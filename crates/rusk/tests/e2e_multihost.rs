@@ -8,40 +8,7 @@ mod netns;
 
 use common::*;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-/// Children killed (and reaped) when dropped, before the namespaces go.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn logged(cmd: &mut Command, dir: &std::path::Path, name: &str) -> Child {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    cmd.env("RUSK_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap()
-}
-
-fn status(net: &netns::Net, file: &std::path::Path) -> Value {
-    let out = net
-        .command(0, RUSK)
-        .args(["status", "--json", "--scheduler-file"])
-        .arg(file)
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
 
 #[test]
 fn workers_on_two_hosts_advertise_reachable_addresses_and_run_a_graph_together() {
@@ -53,42 +20,23 @@ fn workers_on_two_hosts_advertise_reachable_addresses_and_run_a_graph_together()
         }
     };
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("scheduler.json");
-    let mut procs = Procs(Vec::new());
-    let listen = format!("{}:0", net.hosts[0].ip);
-    procs.0.push(logged(
-        net.command(0, RUSK)
-            .args(["scheduler", "--dashboard", "none", "--listen", &listen])
-            .arg("--scheduler-file")
-            .arg(&file),
-        dir.path(),
-        "scheduler",
-    ));
-    wait_until(Duration::from_secs(10), || file.exists(), "scheduler file");
     // Host 1 listens on every interface (its workers must still advertise 10.77.x.2); host 2
     // takes the defaults (the interface that routes to the scheduler).
-    for (h, extra) in [(1, vec!["--listen-host", "0.0.0.0"]), (2, vec![])] {
-        procs.0.push(logged(
-            net.command(h, RUSK)
-                .args(["nanny", "--nworkers", "1", "--name", &format!("host{h}")])
-                .args(&extra)
-                .arg("--scheduler-file")
-                .arg(&file),
-            dir.path(),
-            &format!("nanny{h}"),
-        ));
-    }
+    let (file, procs) = netns::start_cluster(
+        &net,
+        RUSK,
+        dir.path(),
+        &[],
+        &[
+            (1, vec!["--nworkers", "1", "--listen-host", "0.0.0.0"]),
+            (2, vec!["--nworkers", "1"]),
+        ],
+    );
     let mut workers = Vec::new();
     wait_until(
         Duration::from_secs(30),
         || {
-            workers = status(&net, &file)["workers"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|w| w["state"] != "lost")
-                .collect();
+            workers = netns::live_workers(&net, RUSK, &file);
             workers.len() == 2
         },
         "a worker on each host",
