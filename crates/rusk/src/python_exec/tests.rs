@@ -601,3 +601,42 @@ out.append(dump(list(range(10))))
         );
     });
 }
+
+/// Fuzz (with rusk-fuzz's engine): what an executor writes on its pipe, through the frame
+/// codec and the body parsers, never panics the worker. `RUSK_FUZZ_ITERATIONS` sets the run
+/// (200,000 by default; the long run's figure is in fuzz/README.md).
+#[test]
+fn executor_frames_fuzz() {
+    use tokio_util::codec::Decoder;
+    fn check(b: &[u8]) {
+        let mut src = bytes::BytesMut::from(b);
+        let mut codec = ExecutorCodec;
+        while let Ok(Some(f)) = codec.decode(&mut src) {
+            let _ = parse_error(f.body.clone());
+            let hello: serde_json::Value = serde_json::from_slice(&f.body).unwrap_or_default();
+            let _ = (hello.get("error"), hello["python"].as_str());
+        }
+    }
+    let frame = |kind: u8, id: u64, body: &[u8]| {
+        let mut v = vec![kind];
+        v.extend_from_slice(&id.to_be_bytes());
+        v.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    };
+    let mut err = 5u32.to_be_bytes().to_vec();
+    err.extend_from_slice(b"boom!pickled");
+    let seeds = vec![
+        frame(b'H', 0, br#"{"python": "3.11", "cloudpickle": "3.1"}"#),
+        frame(b'S', 7, b""),
+        [frame(b'E', 7, &err), frame(b'R', 8, b"value")].concat(),
+        frame(b'P', 0, b""),
+    ];
+    let iterations = std::env::var("RUSK_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let r = rusk_fuzz::run("executor-frames", seeds, iterations, 3, None, &check);
+    eprintln!("executor-frames: {} executions", r.executions);
+    assert!(r.crashes.is_empty(), "{:?}", r.crashes);
+}
