@@ -230,8 +230,9 @@ async fn serve_connection(
     token: &[u8],
     tx: mpsc::Sender<Inbound>,
     ids: Arc<AtomicU64>,
-    permit: net::admission::Ticket,
+    mut permit: net::admission::Ticket,
 ) -> Result<()> {
+    permit.turn().await;
     let (mut conn, role) =
         net::accept(stream, token, &[Role::Worker, Role::Client, Role::Nanny]).await?;
     drop(permit);

@@ -63,8 +63,9 @@ async fn serve_peer(
     local: mpsc::UnboundedSender<Local>,
     spill: SpillDir,
     puts: Puts,
-    ticket: net::admission::Ticket,
+    mut ticket: net::admission::Ticket,
 ) -> Result<()> {
+    ticket.turn().await;
     let (mut conn, _) = net::accept(stream, token, &[Role::Peer]).await?;
     drop(ticket); // authenticated: its place goes to the next stranger
     while let Some(req) = net::recv::<DataRequest>(&mut conn).await? {
