@@ -75,6 +75,80 @@ fn incarnations(net: &netns::Net, file: &Path) -> Vec<(String, u64)> {
     v
 }
 
+/// Workers by (id, incarnation).
+type Incarnations = [(String, u64)];
+
+/// A graph of slow tasks in flight (submitted from host 0, running for a second), and the
+/// workers' incarnations then.
+struct InFlight {
+    child: std::process::Child,
+    root: String,
+    expected: String,
+    before: Vec<(String, u64)>,
+}
+
+fn graph_in_flight(net: &netns::Net, dir: &Path, file: &Path) -> InFlight {
+    let (graph, expected) = slow_sum_graph(40, 400, 300);
+    let root = graph["outputs"][0].as_str().unwrap().to_string();
+    let child = submit(net, dir, file, &graph);
+    std::thread::sleep(Duration::from_secs(1));
+    let before = incarnations(net, file);
+    InFlight {
+        child,
+        root,
+        expected,
+        before,
+    }
+}
+
+/// Wait until both hosts have a worker again and `replaced(worker)` holds for a new
+/// incarnation of the ones that had to come back; returns the time since `healed`.
+fn capacity_back(
+    net: &netns::Net,
+    file: &Path,
+    before: &Incarnations,
+    healed: Instant,
+    replaced: fn(&Incarnations, &Incarnations) -> bool,
+    what: &str,
+) -> Duration {
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            let now = incarnations(net, file);
+            now.len() == 2 && replaced(before, &now)
+        },
+        what,
+    );
+    let back = healed.elapsed();
+    eprintln!(
+        "{what} {:.2} s after the heal (TTL {TTL})",
+        back.as_secs_f64()
+    );
+    back
+}
+
+/// Host 1's worker is a new incarnation.
+fn host1_replaced(before: &Incarnations, now: &Incarnations) -> bool {
+    now.iter()
+        .any(|w| w.0.starts_with("host1/") && !before.contains(w))
+}
+
+/// The cut that drops everything a host sends (and, with `inbound`, receives) on its link.
+fn cut_rules(inbound: bool) -> String {
+    let mut r = String::from(
+        "table inet cut {\n chain out {\n  type filter hook output priority 0; policy accept;\n  \
+         oifname != \"lo\" drop\n }\n",
+    );
+    if inbound {
+        r.push_str(
+            " chain in {\n  type filter hook input priority 0; policy accept;\n  \
+             iifname != \"lo\" drop\n }\n",
+        );
+    }
+    r.push_str("}\n");
+    r
+}
+
 fn net_or_skip(n: usize) -> Option<netns::Net> {
     match netns::Net::new(n) {
         Ok(net) => Some(net),
@@ -90,41 +164,30 @@ fn a_host_cut_off_for_ten_seconds_loses_its_work_to_the_other_and_comes_back_aft
     let Some(net) = net_or_skip(3) else { return };
     let dir = tempfile::tempdir().unwrap();
     let (file, _procs) = cluster(&net, dir.path());
-    let (graph, expected) = slow_sum_graph(40, 400, 300);
-    let root = graph["outputs"][0].as_str().unwrap().to_string();
-    let child = submit(&net, dir.path(), &file, &graph);
-    std::thread::sleep(Duration::from_secs(1));
-    let before = incarnations(&net, &file);
+    let g = graph_in_flight(&net, dir.path(), &file);
     net.cut(1, true);
     std::thread::sleep(Duration::from_secs(10));
     net.cut(1, false);
     let healed = Instant::now();
     // The scheduler dropped host 1's worker after its TTL and ran its work on host 2; after the
     // heal that worker learns it was dropped, exits, and its nanny starts a new incarnation.
-    wait_until(
-        Duration::from_secs(30),
-        || {
-            let now = incarnations(&net, &file);
-            now.len() == 2
-                && now.iter().any(|(id, inc)| {
-                    id.starts_with("host1/") && !before.contains(&(id.clone(), *inc))
-                })
-        },
+    let back = capacity_back(
+        &net,
+        &file,
+        &g.before,
+        healed,
+        host1_replaced,
         "host 1's capacity back",
     );
-    let back = healed.elapsed();
-    eprintln!(
-        "host 1's capacity back {:.2} s after the heal (TTL {TTL})",
-        back.as_secs_f64()
-    );
-    finish(child, &root, &expected);
+    finish(g.child, &g.root, &g.expected);
     // Host 2 never lost its worker.
     let after = incarnations(&net, &file);
     assert!(
         after
             .iter()
-            .any(|w| w.0.starts_with("host2/") && before.contains(w)),
-        "{before:?} -> {after:?}"
+            .any(|w| w.0.starts_with("host2/") && g.before.contains(w)),
+        "{:?} -> {after:?}",
+        g.before
     );
     // The issue's bound: capacity back within worker_ttl + 2 s of the heal.
     assert!(
@@ -166,38 +229,23 @@ fn a_one_way_partition_of_a_host_is_survived() {
     let Some(net) = net_or_skip(3) else { return };
     let dir = tempfile::tempdir().unwrap();
     let (file, _procs) = cluster(&net, dir.path());
-    let (graph, expected) = slow_sum_graph(40, 400, 300);
-    let root = graph["outputs"][0].as_str().unwrap().to_string();
-    let child = submit(&net, dir.path(), &file, &graph);
-    std::thread::sleep(Duration::from_secs(1));
-    let before = incarnations(&net, &file);
+    let g = graph_in_flight(&net, dir.path(), &file);
     // Host 1 hears everyone but nobody hears it: everything it sends is dropped, for 10 s.
-    net.nft(
-        1,
-        "table inet cut {\n chain out {\n  type filter hook output priority 0; policy accept;\n  \
-         oifname != \"lo\" drop\n }\n}\n",
-    );
+    net.nft(1, &cut_rules(false));
     std::thread::sleep(Duration::from_secs(10));
     net.nft(1, "delete table inet cut\n");
     let healed = Instant::now();
     // Dropped after the TTL, host 1's worker hears its connection close, exits, and the new
     // incarnation its nanny starts joins once it can be heard again.
-    wait_until(
-        Duration::from_secs(30),
-        || {
-            let now = incarnations(&net, &file);
-            now.len() == 2
-                && now
-                    .iter()
-                    .any(|w| w.0.starts_with("host1/") && !before.contains(w))
-        },
+    capacity_back(
+        &net,
+        &file,
+        &g.before,
+        healed,
+        host1_replaced,
         "host 1's capacity back",
     );
-    eprintln!(
-        "host 1's capacity back {:.2} s after the heal",
-        healed.elapsed().as_secs_f64()
-    );
-    finish(child, &root, &expected);
+    finish(g.child, &g.root, &g.expected);
 }
 
 #[test]
@@ -205,34 +253,24 @@ fn the_schedulers_host_cut_off_from_everyone_for_ten_seconds() {
     let Some(net) = net_or_skip(3) else { return };
     let dir = tempfile::tempdir().unwrap();
     let (file, _procs) = cluster(&net, dir.path());
-    let (graph, expected) = slow_sum_graph(40, 400, 300);
-    let root = graph["outputs"][0].as_str().unwrap().to_string();
-    let child = submit(&net, dir.path(), &file, &graph);
-    std::thread::sleep(Duration::from_secs(1));
-    let before = incarnations(&net, &file);
+    let g = graph_in_flight(&net, dir.path(), &file);
     // Everything in or out of host 0's network link is dropped (its own loopback, where the
     // client talks to the scheduler, is not).
-    let cut =
-        "table inet cut {\n chain out {\n  type filter hook output priority 0; policy accept;\n  \
-               oifname != \"lo\" drop\n }\n chain in {\n  type filter hook input priority 0; \
-               policy accept;\n  iifname != \"lo\" drop\n }\n}\n";
-    net.nft(0, cut);
+    net.nft(0, &cut_rules(true));
     std::thread::sleep(Duration::from_secs(10));
     net.nft(0, "delete table inet cut\n");
     let healed = Instant::now();
     // Both workers were dropped after the TTL; after the heal each learns it, exits, and its
     // nanny starts a new one: the graph finishes on them.
-    wait_until(
-        Duration::from_secs(30),
-        || {
-            let now = incarnations(&net, &file);
-            now.len() == 2 && now.iter().all(|w| !before.contains(w))
-        },
+    let all_replaced =
+        |before: &Incarnations, now: &Incarnations| now.iter().all(|w| !before.contains(w));
+    capacity_back(
+        &net,
+        &file,
+        &g.before,
+        healed,
+        all_replaced,
         "both hosts' capacity back",
     );
-    eprintln!(
-        "capacity back {:.2} s after the heal (TTL {TTL})",
-        healed.elapsed().as_secs_f64()
-    );
-    finish(child, &root, &expected);
+    finish(g.child, &g.root, &g.expected);
 }

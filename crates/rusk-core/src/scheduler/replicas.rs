@@ -41,15 +41,16 @@ impl Scheduler {
     }
 
     /// Refuse a request of more than `max` keys, with an error naming the bound.
-    fn too_many_keys(&mut self, client: ClientId, what: &str, n: usize, max: usize) -> bool {
+    fn too_many_keys(
+        &mut self,
+        client: ClientId,
+        what: &str,
+        n: usize,
+        (max, bound): (usize, &str),
+    ) -> bool {
         if n <= max {
             return false;
         }
-        let bound = if what == "replicate" {
-            "REPLICATE_KEYS_MAX"
-        } else {
-            "WHO_HAS_KEYS_MAX"
-        };
         self.out.push(Command::ToClient {
             client,
             msg: SchedulerToClient::Error {
@@ -69,7 +70,12 @@ impl Scheduler {
         n: Option<u32>,
         names: Option<Vec<String>>,
     ) {
-        if self.too_many_keys(client, "replicate", keys.len(), REPLICATE_KEYS_MAX) {
+        if self.too_many_keys(
+            client,
+            "replicate",
+            keys.len(),
+            (REPLICATE_KEYS_MAX, "REPLICATE_KEYS_MAX"),
+        ) {
             return;
         }
         // Candidates: live workers that take work (not paused, not unhealthy), in join order,
@@ -156,7 +162,12 @@ impl Scheduler {
     }
 
     pub(super) fn on_who_has(&mut self, client: ClientId, graph: GraphId, keys: Vec<String>) {
-        if self.too_many_keys(client, "who_has", keys.len(), WHO_HAS_KEYS_MAX) {
+        if self.too_many_keys(
+            client,
+            "who_has",
+            keys.len(),
+            (WHO_HAS_KEYS_MAX, "WHO_HAS_KEYS_MAX"),
+        ) {
             return;
         }
         let holders = keys
