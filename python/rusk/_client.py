@@ -20,7 +20,7 @@ import uuid
 import weakref
 
 from . import _payload, _placement
-from ._cluster import LocalCluster, read_scheduler_file
+from ._cluster import LocalCluster, read_scheduler_file, scheduler_file_tls
 from ._cluster_ops import _ClusterOps
 from ._dask_config import _DaskDefaults
 from ._data import _DataOps
@@ -180,13 +180,16 @@ class Client(_ClusterOps, _DataOps, _SharedOps):
         if target is None:
             self.cluster = LocalCluster(n_workers, threads_per_worker, **cluster_kwargs)
             self._own_cluster = True
-            address, token = self.cluster.address, self.cluster.token
+            address, token, tls = self.cluster.address, self.cluster.token, self.cluster.tls
         elif isinstance(target, LocalCluster):
             self.cluster = target
-            address, token = target.address, target.token
+            address, token, tls = target.address, target.token, target.tls
         elif os.path.isfile(str(target)):
             address, token = read_scheduler_file(str(target))
+            tls = scheduler_file_tls(str(target))
         else:
+            # TLS, if any, from RUSK_TLS_CA / RUSK_TLS_CERT / RUSK_TLS_KEY (read by the connection).
+            tls = None
             address = str(target)
             if address.startswith("tcp://"):
                 address = address[len("tcp://") :]
@@ -198,7 +201,7 @@ class Client(_ClusterOps, _DataOps, _SharedOps):
             if not token:
                 raise ValueError("joining %s by address needs the cluster token (token= or RUSK_TOKEN)" % address)
         try:
-            self._conn = _connection_class()(address, token)
+            self._conn = _connection_class()(address, token, tls)
             self._graph = self._conn.open()
         except BaseException:
             if self._own_cluster:

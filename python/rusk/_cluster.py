@@ -50,6 +50,14 @@ def read_scheduler_file(path):
     return data["address"], data["token"]
 
 
+def scheduler_file_tls(path):
+    """The ``tls`` section of a scheduler file (JSON text), or ``None`` when the cluster does
+    not encrypt: what a client needs to join over TLS."""
+    with open(path) as f:
+        tls = json.load(f).get("tls")
+    return None if tls is None else json.dumps(tls)
+
+
 def _pdeathsig_setter():
     """A ``preexec_fn`` making the child die (SIGKILL) with this process, resolved here in the
     parent so that the child, between fork and exec, only makes one foreign call (no dlopen,
@@ -139,6 +147,7 @@ class LocalCluster:
             while True:
                 try:
                     self.address, self.token = read_scheduler_file(self.scheduler_file)
+                    self.tls = scheduler_file_tls(self.scheduler_file)
                     with open(self.scheduler_file) as f:
                         self.dashboard_link = json.load(f).get("dashboard")
                     break

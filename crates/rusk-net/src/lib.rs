@@ -10,6 +10,8 @@
 pub mod admission;
 pub mod locate;
 pub mod segment;
+pub mod stream;
+pub mod tls;
 pub mod transfer;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -20,11 +22,44 @@ use rusk_proto::auth::{self, ClientHello, Role, ServerHello, ServerVerdict};
 use rusk_proto::{MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_VERSION};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-pub type Conn = Framed<TcpStream, LengthDelimitedCodec>;
+pub use stream::Stream;
+pub use tls::{Tls, TlsSpec};
+
+pub type Conn = Framed<Stream, LengthDelimitedCodec>;
+
+/// What a process proves and checks on its connections: the cluster token, and TLS when the
+/// cluster encrypts ([`tls`]).
+#[derive(Clone)]
+pub struct Credentials {
+    pub token: Arc<[u8]>,
+    pub tls: Option<Arc<Tls>>,
+}
+
+impl Credentials {
+    pub fn new(token: &[u8], tls: Option<Arc<Tls>>) -> Credentials {
+        Credentials {
+            token: Arc::from(token),
+            tls,
+        }
+    }
+
+    /// The token alone: plaintext connections.
+    pub fn plain(token: &[u8]) -> Credentials {
+        Credentials::new(token, None)
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials {{ tls: {} }}", self.tls.is_some())
+    }
+}
 
 /// How long a client waits to connect before giving up on an address.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,12 +95,19 @@ pub async fn send<T: Serialize>(conn: &mut Conn, value: &T) -> Result<()> {
     conn.send(encode(value)).await.context("send failed")
 }
 
-/// Server side of the handshake. Returns the authenticated role, with the full frame size
-/// enabled, or an error (the caller drops the connection).
-pub async fn accept(stream: TcpStream, token: &[u8], allowed: &[Role]) -> Result<(Conn, Role)> {
+/// Server side of the handshake: TLS first when the peer opens with it (refused on a
+/// plaintext endpoint), a plaintext peer refused by a TLS endpoint, then the token handshake.
+/// Returns the authenticated role, with the full frame size enabled, or an error (the caller
+/// drops the connection).
+pub async fn accept(
+    stream: TcpStream,
+    creds: &Credentials,
+    allowed: &[Role],
+) -> Result<(Conn, Role)> {
     stream.set_nodelay(true).ok();
-    let mut conn = Framed::new(stream, codec(MAX_HANDSHAKE_FRAME_BYTES));
     let work = async {
+        let stream = open_server(stream, creds).await?;
+        let mut conn = Framed::new(stream, codec(MAX_HANDSHAKE_FRAME_BYTES));
         let mut nonce = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         send(
@@ -80,7 +122,7 @@ pub async fn accept(stream: TcpStream, token: &[u8], allowed: &[Role]) -> Result
         let hello: ClientHello = recv(&mut conn)
             .await?
             .ok_or_else(|| anyhow!("closed during handshake"))?;
-        let mut verdict = auth::judge_client(token, &nonce, &hello);
+        let mut verdict = auth::judge_client(&creds.token, &nonce, &hello);
         if matches!(verdict, ServerVerdict::Accepted { .. }) && !allowed.contains(&hello.role) {
             verdict = ServerVerdict::Refused {
                 reason: auth::RefusalReason::WrongRole,
@@ -88,29 +130,115 @@ pub async fn accept(stream: TcpStream, token: &[u8], allowed: &[Role]) -> Result
         }
         send(&mut conn, &verdict).await?;
         match verdict {
-            ServerVerdict::Accepted { .. } => Ok(hello.role),
+            ServerVerdict::Accepted { .. } => Ok((conn, hello.role)),
             ServerVerdict::Refused { reason } => Err(anyhow!("refused peer: {reason}")),
         }
     };
-    let role = tokio::time::timeout(deadline(), work)
+    let (mut conn, role) = tokio::time::timeout(deadline(), work)
         .await
         .map_err(|_| anyhow!("handshake not completed within {:?}", deadline()))??;
     conn.codec_mut().set_max_frame_length(MAX_FRAME_BYTES);
     Ok((conn, role))
 }
 
-/// Client side: connect to `address` and prove the token for `role`.
-pub async fn connect(address: &str, token: &[u8], role: Role) -> Result<Conn> {
+/// The stream a server speaks on: TLS or plaintext, as the peer's first byte says and this
+/// endpoint allows.
+async fn open_server(mut stream: TcpStream, creds: &Credentials) -> Result<Stream> {
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await.context("receive failed")? == 0 {
+        bail!("closed before the handshake");
+    }
+    if first[0] == tls::TLS_HANDSHAKE_BYTE {
+        let Some(tls) = &creds.tls else {
+            bail!("refused a TLS peer: this endpoint is plaintext (its cluster does not use TLS)");
+        };
+        let tls = tokio_rustls::TlsAcceptor::from(tls.server_config())
+            .accept(stream)
+            .await
+            .map_err(|e| anyhow!("refused in the TLS handshake: {e}"))?;
+        return Ok(Stream::Tls(Box::new(tls.into())));
+    }
+    let mut preamble = [0u8; 4];
+    stream
+        .read_exact(&mut preamble)
+        .await
+        .context("closed during the handshake")?;
+    if preamble != auth::PLAINTEXT_PREAMBLE {
+        bail!("not a rusk peer (it opened with {preamble:02x?})");
+    }
+    if creds.tls.is_some() {
+        let mut conn = Framed::new(Stream::Plain(stream), codec(MAX_HANDSHAKE_FRAME_BYTES));
+        let _ = send(
+            &mut conn,
+            &ServerHello {
+                magic: auth::TLS_REQUIRED_MAGIC,
+                version: PROTOCOL_VERSION,
+                nonce: [0; 32],
+            },
+        )
+        .await;
+        bail!("refused a plaintext peer: this endpoint requires TLS");
+    }
+    Ok(Stream::Plain(stream))
+}
+
+/// The stream a client speaks on: TLS (checking that the server's certificate names the host
+/// of `address`) or plaintext, as the credentials say.
+async fn open_client(mut stream: TcpStream, address: &str, creds: &Credentials) -> Result<Stream> {
+    match &creds.tls {
+        Some(tls) => {
+            let name = tls::server_name(address)?;
+            let tls = tokio_rustls::TlsConnector::from(tls.client_config())
+                .connect(name, stream)
+                .await
+                .map_err(|e| anyhow!("TLS handshake with {address} failed: {e}"))?;
+            Ok(Stream::Tls(Box::new(tls.into())))
+        }
+        None => {
+            stream
+                .write_all(&auth::PLAINTEXT_PREAMBLE)
+                .await
+                .with_context(|| format!("cannot write to {address}"))?;
+            Ok(Stream::Plain(stream))
+        }
+    }
+}
+
+/// A failure of the token handshake, told in terms of TLS where TLS is why: a peer that refuses
+/// our certificate says so with an alert once the TLS handshake seemed done.
+fn handshake_error(address: &str, creds: &Credentials, e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if creds.tls.is_some() && text.contains("alert") {
+        anyhow!("{address} refused our TLS certificate: {text}")
+    } else if creds.tls.is_some() && text.contains("closed the connection during the handshake") {
+        anyhow!("{text} (it may not speak TLS: a plaintext cluster, or not rusk)")
+    } else {
+        e
+    }
+}
+
+/// Client side: connect to `address` and prove the token for `role`, over TLS when the
+/// credentials have it.
+pub async fn connect(address: &str, creds: &Credentials, role: Role) -> Result<Conn> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
         .await
         .map_err(|_| anyhow!("connecting to {address} timed out"))?
         .with_context(|| format!("cannot connect to {address}"))?;
     stream.set_nodelay(true).ok();
-    let mut conn = Framed::new(stream, codec(MAX_HANDSHAKE_FRAME_BYTES));
+    let token = &creds.token;
     let work = async {
+        let stream = open_client(stream, address, creds).await?;
+        let mut conn = Framed::new(stream, codec(MAX_HANDSHAKE_FRAME_BYTES));
         let hello: ServerHello = recv(&mut conn)
             .await?
             .ok_or_else(|| anyhow!("{address} closed the connection during the handshake"))?;
+        if hello.magic == auth::TLS_REQUIRED_MAGIC {
+            bail!(
+                "{address} requires TLS: this cluster encrypts its connections; give its CA \
+                 bundle and a certificate (--tls-ca, --tls-cert, --tls-key or RUSK_TLS_*), or \
+                 join with its scheduler file"
+            );
+        }
         if hello.magic != auth::MAGIC {
             bail!("{address} is not a rusk endpoint");
         }
@@ -135,14 +263,211 @@ pub async fn connect(address: &str, token: &[u8], role: Role) -> Result<Conn> {
                 if !auth::verify_server(token, role, &hello.nonce, &nonce, &proof) {
                     bail!("{address} could not prove it knows the cluster token");
                 }
-                Ok(())
+                Ok(conn)
             }
             ServerVerdict::Refused { reason } => bail!("{address} refused us: {reason}"),
         }
     };
-    tokio::time::timeout(deadline(), work)
+    let mut conn = tokio::time::timeout(deadline(), work)
         .await
-        .map_err(|_| anyhow!("handshake with {address} timed out"))??;
+        .map_err(|_| anyhow!("handshake with {address} timed out"))?
+        .map_err(|e| handshake_error(address, creds, e))?;
     conn.codec_mut().set_max_frame_length(MAX_FRAME_BYTES);
     Ok(conn)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::time::SystemTime;
+    use tls::{Ca, ISSUED_CERT_VALIDITY};
+
+    const TOKEN: &[u8] = b"t0ken";
+
+    fn spec(ca: &Ca, names: &[&str], not_before: SystemTime, valid: Duration) -> TlsSpec {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let (cert, key) = ca.issue(&names, not_before, valid).unwrap();
+        TlsSpec {
+            ca_pem: Some(ca.cert_pem()),
+            cert_pem: Some(cert),
+            key_pem: Some(key),
+            ..TlsSpec::default()
+        }
+    }
+
+    fn creds(spec: &TlsSpec) -> Credentials {
+        Credentials::new(TOKEN, Some(Tls::new(spec).unwrap()))
+    }
+
+    /// Server and client credentials of one cluster CA, the server's certificate naming
+    /// 127.0.0.1.
+    pub(crate) fn tls_pair() -> (Credentials, Credentials) {
+        let ca = Ca::generate().unwrap();
+        let now = SystemTime::now();
+        (
+            creds(&spec(&ca, &["127.0.0.1"], now, ISSUED_CERT_VALIDITY)),
+            creds(&spec(&ca, &["client"], now, ISSUED_CERT_VALIDITY)),
+        )
+    }
+
+    /// One connection: the server's result and the client's.
+    fn attempt(server: Credentials, client: Credentials) -> (Result<Role>, Result<()>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let srv = tokio::spawn(async move {
+                let (s, _) = listener.accept().await.unwrap();
+                match accept(s, &server, &[Role::Client]).await {
+                    Ok((mut conn, role)) => {
+                        // Wait for the client to close, so its side sees the whole handshake.
+                        let _ = recv::<u8>(&mut conn).await;
+                        Ok(role)
+                    }
+                    Err(e) => Err(e),
+                }
+            });
+            let cli = connect(&addr, &client, Role::Client).await.map(|_conn| ());
+            (srv.await.unwrap(), cli)
+        })
+    }
+
+    fn err(r: Result<impl std::fmt::Debug>) -> String {
+        format!("{:#}", r.expect_err("refused"))
+    }
+
+    #[test]
+    fn plaintext_and_tls_each_connect() {
+        let (s, c) = attempt(Credentials::plain(TOKEN), Credentials::plain(TOKEN));
+        assert_eq!(s.unwrap(), Role::Client);
+        c.unwrap();
+        let (server, client) = tls_pair();
+        let (s, c) = attempt(server, client);
+        assert_eq!(s.unwrap(), Role::Client);
+        c.unwrap();
+    }
+
+    #[test]
+    fn a_plaintext_peer_is_told_the_endpoint_requires_tls() {
+        let (server, _) = tls_pair();
+        let (s, c) = attempt(server, Credentials::plain(TOKEN));
+        assert!(err(s).contains("requires TLS"));
+        assert!(err(c).contains("requires TLS"), "{:?}", ());
+    }
+
+    #[test]
+    fn a_tls_peer_is_refused_by_a_plaintext_endpoint() {
+        let (_, client) = tls_pair();
+        let (s, c) = attempt(Credentials::plain(TOKEN), client);
+        assert!(err(s).contains("this endpoint is plaintext"));
+        assert!(err(c).contains("TLS"));
+    }
+
+    #[test]
+    fn a_certificate_of_another_ca_is_refused_both_ways() {
+        let (server, _) = tls_pair();
+        let (_, stranger) = tls_pair();
+        let (s, c) = attempt(server, stranger);
+        let (s, c) = (err(s), err(c));
+        assert!(s.contains("TLS"), "{s}");
+        assert!(c.contains("TLS") && c.contains("UnknownIssuer"), "{c}");
+    }
+
+    #[test]
+    fn a_client_certificate_of_another_ca_is_refused() {
+        let ca = Ca::generate().unwrap();
+        let other = Ca::generate().unwrap();
+        let now = SystemTime::now();
+        let server = creds(&spec(&ca, &["127.0.0.1"], now, ISSUED_CERT_VALIDITY));
+        // The client trusts the server's CA but holds a certificate of another one.
+        let mut client = spec(&other, &["client"], now, ISSUED_CERT_VALIDITY);
+        client.ca_pem = Some(ca.cert_pem());
+        let (s, c) = attempt(server, creds(&client));
+        let (s, c) = (err(s), err(c));
+        assert!(
+            s.contains("refused in the TLS handshake") && s.contains("UnknownIssuer"),
+            "{s}"
+        );
+        assert!(c.contains("refused our TLS certificate"), "{c}");
+    }
+
+    #[test]
+    fn an_expired_certificate_is_refused() {
+        let ca = Ca::generate().unwrap();
+        let now = SystemTime::now();
+        let long_ago = now - Duration::from_secs(30 * 24 * 3600);
+        let expired = creds(&spec(
+            &ca,
+            &["127.0.0.1"],
+            long_ago,
+            Duration::from_secs(3600),
+        ));
+        let client = creds(&spec(&ca, &["client"], now, ISSUED_CERT_VALIDITY));
+        let (_, c) = attempt(expired, client.clone());
+        let c = err(c);
+        assert!(c.contains("certificate expired"), "{c}");
+        let server = creds(&spec(&ca, &["127.0.0.1"], now, ISSUED_CERT_VALIDITY));
+        let expired = creds(&spec(&ca, &["client"], long_ago, Duration::from_secs(3600)));
+        let (s, _) = attempt(server, expired);
+        let s = err(s);
+        assert!(s.contains("certificate expired"), "{s}");
+    }
+
+    #[test]
+    fn a_certificate_for_another_host_is_refused() {
+        let ca = Ca::generate().unwrap();
+        let now = SystemTime::now();
+        let server = creds(&spec(
+            &ca,
+            &["10.9.9.9", "elsewhere"],
+            now,
+            ISSUED_CERT_VALIDITY,
+        ));
+        let client = creds(&spec(&ca, &["client"], now, ISSUED_CERT_VALIDITY));
+        let (_, c) = attempt(server, client);
+        let c = err(c);
+        assert!(c.contains("not valid for name \"127.0.0.1\""), "{c}");
+    }
+
+    /// Removing a CA from the bundle file revokes what it issued, from the next connection on,
+    /// without a restart.
+    #[test]
+    fn a_ca_removed_from_the_bundle_file_is_refused_from_then_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, team) = (Ca::generate().unwrap(), Ca::generate().unwrap());
+        let now = SystemTime::now();
+        let bundle = dir.path().join("ca.pem");
+        std::fs::write(&bundle, ca.cert_pem() + &team.cert_pem()).unwrap();
+        let mut server = spec(&ca, &["127.0.0.1"], now, ISSUED_CERT_VALIDITY);
+        server.ca_pem = None;
+        server.ca_file = Some(bundle.clone());
+        let server = creds(&server);
+        let client = creds(
+            &spec(&team, &["client"], now, ISSUED_CERT_VALIDITY).overridden_by(TlsSpec {
+                ca_pem: Some(ca.cert_pem()),
+                ..TlsSpec::default()
+            }),
+        );
+        let (s, c) = attempt(server.clone(), client.clone());
+        s.unwrap();
+        c.unwrap();
+        std::thread::sleep(Duration::from_millis(20)); // a new modification time
+        std::fs::write(&bundle, ca.cert_pem()).unwrap();
+        let (s, c) = attempt(server, client);
+        let (s, c) = (err(s), err(c));
+        assert!(s.contains("UnknownIssuer"), "{s}");
+        assert!(c.contains("refused our TLS certificate"), "{c}");
+    }
+
+    #[test]
+    fn a_wrong_token_inside_tls_is_still_refused() {
+        let (server, client) = tls_pair();
+        let client = Credentials::new(b"wrong", client.tls);
+        let (s, c) = attempt(server, client);
+        assert!(err(s).contains("wrong cluster token"));
+        assert!(err(c).contains("wrong cluster token"));
+    }
 }

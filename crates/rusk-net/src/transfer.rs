@@ -15,7 +15,7 @@
 //! - a transfer that makes no progress for [`TRANSFER_IDLE_TIMEOUT`] fails (the connection is
 //!   then dropped: its stream position is unknown), however large the value.
 use crate::segment::{self, SegmentWriter};
-use crate::{encode, Conn};
+use crate::{encode, Conn, Stream};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{Buf, Bytes};
 use futures::{SinkExt, StreamExt};
@@ -58,11 +58,12 @@ pub async fn send_values(
         .context("send failed")?;
     let stream = conn.get_mut();
     for value in items.iter().filter_map(|(_, v)| v.as_ref()) {
-        if let Some(fd) = segment::fd_to_send(value) {
+        if let (Some(fd), Some(tcp)) = (segment::fd_to_send(value), stream.plain()) {
             // A whole segment (or spill file) from its start: the kernel hands its pages to the
             // socket (no mapping faults, no copy through user space); they stay referenced
             // there after the call, so the segment's memory is never reused (`fd_to_send`).
-            send_file(stream, fd, value.len()).await?;
+            // Over TLS the bytes are encrypted from the mapping instead.
+            send_file(tcp, fd, value.len()).await?;
             continue;
         }
         for piece in value.chunks(TRANSFER_CHUNK_BYTES) {
@@ -107,6 +108,31 @@ async fn send_file(stream: &mut TcpStream, fd: RawFd, len: usize) -> Result<()> 
             Err(e) => return Err(anyhow!(e).context("send failed")),
         }
         turn.pass().await;
+    }
+    Ok(())
+}
+
+/// Send the first `len` bytes of `fd` through a stream that must see them (TLS encrypts
+/// them): read with `pread` into a reused buffer, [`TRANSFER_CHUNK_BYTES`] at a time.
+async fn send_file_copy(stream: &mut Stream, fd: RawFd, len: usize) -> Result<()> {
+    let mut buf = vec![0u8; len.min(TRANSFER_CHUNK_BYTES)];
+    let mut off = 0usize;
+    while off < len {
+        let want = (len - off).min(buf.len());
+        // SAFETY: reading into our own buffer of at least `want` bytes from an fd the caller
+        // keeps open; the result is checked.
+        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), want, off as libc::off_t) };
+        if n < 0 {
+            return Err(anyhow!(std::io::Error::last_os_error()).context("cannot read the value"));
+        }
+        if n == 0 {
+            bail!("the value's file ended {off} bytes into {len}");
+        }
+        let n = n as usize;
+        idle("sending a value", stream.write_all(&buf[..n]))
+            .await?
+            .context("send failed")?;
+        off += n;
     }
     Ok(())
 }
@@ -195,7 +221,10 @@ pub async fn put_value(conn: &mut Conn, id: u64, token: u128, body: &PutBody) ->
         }
         PutBody::File { fd, len } => {
             let len = usize::try_from(*len).map_err(|_| anyhow!("a value of {len} bytes"))?;
-            send_file(stream, fd.as_raw_fd(), len).await?;
+            match stream.plain() {
+                Some(tcp) => send_file(tcp, fd.as_raw_fd(), len).await?,
+                None => send_file_copy(stream, fd.as_raw_fd(), len).await?,
+            }
         }
     }
     idle("sending a value", stream.flush())
@@ -263,7 +292,10 @@ async fn read_value(conn: &mut Conn, len: u64) -> Result<Bytes> {
     seg.write_at(&buffered[..n], 0)
         .context("cannot write a received value to shared memory")?;
     buffered.advance(n);
-    receive_into(conn.get_mut(), &seg, n).await?;
+    match conn.get_mut() {
+        Stream::Plain(tcp) => receive_into(tcp, &seg, n).await?,
+        tls => receive_copy(tls, &seg, n).await?,
+    }
     seg.finish()
         .with_context(|| format!("cannot map a received value of {len} bytes"))
         .with_context(|| format!("cannot map a received value of {len} bytes"))
@@ -356,6 +388,28 @@ async fn receive_into(stream: &mut TcpStream, seg: &SegmentWriter, mut got: usiz
                 .write_at(&buf[..n], got)
                 .context("cannot write a received value to shared memory")?,
         }
+        got += n;
+        turn.pass().await;
+    }
+    Ok(())
+}
+
+/// Receive the rest of a segment's bytes, from offset `got`, through a stream that must see
+/// them (TLS decrypts them): read into a reused buffer and `pwrite` into the segment's file.
+async fn receive_copy(stream: &mut Stream, seg: &SegmentWriter, mut got: usize) -> Result<()> {
+    let len = seg.len();
+    let mut buf = vec![0u8; (len - got).min(TRANSFER_CHUNK_BYTES)];
+    let mut turn = Turn::new();
+    while got < len {
+        let want = (len - got).min(buf.len());
+        let n = idle("receiving a value", stream.read(&mut buf[..want]))
+            .await?
+            .context("receive failed")?;
+        if n == 0 {
+            bail!("peer closed the connection {got} bytes into a value of {len}");
+        }
+        seg.write_at(&buf[..n], got)
+            .context("cannot write a received value to shared memory")?;
         got += n;
         turn.pass().await;
     }
@@ -496,7 +550,7 @@ impl Pipe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{accept, connect};
+    use crate::{accept, connect, Credentials};
     use rusk_proto::auth::Role;
     use rusk_proto::GraphId;
 
@@ -512,6 +566,18 @@ mod tests {
     /// segments on the receiving side, spliced or (under `SPLICE_MIN_BYTES`) read and written.
     #[test]
     fn values_of_every_kind_stream_intact() {
+        every_kind_streams_intact(Credentials::plain(b"t0ken"), Credentials::plain(b"t0ken"));
+    }
+
+    /// The same over TLS, where values are encrypted from and decrypted into their memory
+    /// rather than moved by the kernel.
+    #[test]
+    fn values_of_every_kind_stream_intact_over_tls() {
+        let (server, client) = crate::tests::tls_pair();
+        every_kind_streams_intact(server, client);
+    }
+
+    fn every_kind_streams_intact(server_creds: Credentials, client_creds: Credentials) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -538,7 +604,7 @@ mod tests {
             ];
             let server = tokio::spawn(async move {
                 let (s, _) = listener.accept().await.unwrap();
-                let (mut conn, _) = accept(s, b"t0ken", &[Role::Peer]).await.unwrap();
+                let (mut conn, _) = accept(s, &server_creds, &[Role::Peer]).await.unwrap();
                 // Two requests on one connection: the stream stays in step.
                 for _ in 0..2 {
                     let Some(DataRequest::Get { id, tasks }) =
@@ -553,7 +619,7 @@ mod tests {
                     send_values(&mut conn, id, &reply).await.unwrap();
                 }
             });
-            let mut conn = connect(&addr, b"t0ken", Role::Peer).await.unwrap();
+            let mut conn = connect(&addr, &client_creds, Role::Peer).await.unwrap();
             let got = fetch_values(&mut conn, 1, &[tr(0), tr(1), tr(2), tr(3), tr(4)])
                 .await
                 .unwrap();
@@ -615,7 +681,9 @@ mod tests {
             rt.block_on(async {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let (s, _) = listener.accept().await.unwrap();
-                let (mut conn, _) = accept(s, b"t0ken", &[Role::Peer]).await.unwrap();
+                let (mut conn, _) = accept(s, &Credentials::plain(b"t0ken"), &[Role::Peer])
+                    .await
+                    .unwrap();
                 let Some(DataRequest::Get { id, .. }) =
                     crate::recv::<DataRequest>(&mut conn).await.unwrap()
                 else {
@@ -632,7 +700,9 @@ mod tests {
         let ticks = ticking(&rt);
         let started = std::time::Instant::now();
         let got = rt.block_on(async {
-            let mut conn = connect(&addr, b"t0ken", Role::Peer).await.unwrap();
+            let mut conn = connect(&addr, &Credentials::plain(b"t0ken"), Role::Peer)
+                .await
+                .unwrap();
             fetch_values(&mut conn, 1, &[tr(0)]).await.unwrap()
         });
         let took = started.elapsed();
@@ -672,7 +742,9 @@ mod tests {
             rt().block_on(async {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let (s, _) = listener.accept().await.unwrap();
-                let (mut conn, _) = accept(s, b"t0ken", &[Role::Peer]).await.unwrap();
+                let (mut conn, _) = accept(s, &Credentials::plain(b"t0ken"), &[Role::Peer])
+                    .await
+                    .unwrap();
                 let Some(DataRequest::Get { id, .. }) =
                     crate::recv::<DataRequest>(&mut conn).await.unwrap()
                 else {
@@ -695,7 +767,9 @@ mod tests {
             });
         });
         rt().block_on(async {
-            let mut conn = connect(&addr, b"t0ken", Role::Peer).await.unwrap();
+            let mut conn = connect(&addr, &Credentials::plain(b"t0ken"), Role::Peer)
+                .await
+                .unwrap();
             let req = DataRequest::Get {
                 id: 1,
                 tasks: vec![tr(0)],

@@ -1,5 +1,7 @@
 //! The token handshake that opens every connection, as plain functions over values.
 //!
+//! 0. client → server: [`PLAINTEXT_PREAMBLE`] (plaintext only; over TLS the TLS handshake comes
+//!    first, and these steps run inside it);
 //! 1. server → client: [`ServerHello`] with a fresh random nonce;
 //! 2. client → server: [`ClientHello`] with its own nonce and
 //!    `HMAC-SHA256(token, "rusk-client" ‖ version ‖ role ‖ server_nonce ‖ client_nonce)`;
@@ -19,6 +21,13 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Magic bytes that open the server hello, so a stray non-rusk peer is told apart quickly.
 pub const MAGIC: [u8; 4] = *b"RUSK";
+/// What a plaintext client sends first, before any frame. A TLS client opens with its TLS
+/// handshake instead, so a listener tells the two apart from the first byte, and a plaintext
+/// client facing a TLS-only listener is told so rather than left waiting.
+pub const PLAINTEXT_PREAMBLE: [u8; 4] = *b"RUSK";
+/// The magic of the server hello a TLS-only listener sends a plaintext client before closing:
+/// the client reports that the endpoint requires TLS.
+pub const TLS_REQUIRED_MAGIC: [u8; 4] = *b"RTLS";
 
 /// How long a peer has to complete the handshake before it is dropped: long enough for a loaded
 /// machine, short enough that idle unauthenticated sockets cannot pile up.

@@ -234,13 +234,36 @@ impl Connection {
     }
 }
 
+/// The TLS of a connection: `spec` (JSON of `rusk_net::TlsSpec`), then the environment over it;
+/// `None` when neither says anything (plaintext).
+fn tls_of(spec: Option<&str>) -> anyhow::Result<Option<std::sync::Arc<rusk_net::Tls>>> {
+    use anyhow::Context;
+    let base: rusk_net::TlsSpec = match spec {
+        Some(json) if !json.is_empty() => {
+            serde_json::from_str(json).context("the scheduler file's tls section is not valid")?
+        }
+        _ => rusk_net::TlsSpec::default(),
+    };
+    let spec = base.overridden_by(rusk_net::TlsSpec::from_env()?);
+    if spec.is_empty() {
+        return Ok(None);
+    }
+    rusk_net::Tls::new(&spec)
+        .map(Some)
+        .context("cannot set up TLS")
+}
+
 #[pymethods]
 impl Connection {
-    /// Connect to the scheduler at `address` (`host:port`) with the cluster token.
+    /// Connect to the scheduler at `address` (`host:port`) with the cluster token. `tls`: the
+    /// `tls` section of a scheduler file (JSON), when the cluster encrypts; `RUSK_TLS` and the
+    /// files named by `RUSK_TLS_CA`, `RUSK_TLS_CERT` and `RUSK_TLS_KEY` apply over it.
     #[new]
-    fn new(py: Python<'_>, address: String, token: String) -> PyResult<Self> {
+    #[pyo3(signature = (address, token, tls=None))]
+    fn new(py: Python<'_>, address: String, token: String, tls: Option<String>) -> PyResult<Self> {
+        let tls = py.detach(|| tls_of(tls.as_deref())).map_err(io_err)?;
         let session = py
-            .detach(|| Session::connect(&address, &token))
+            .detach(|| Session::connect(&address, &token, tls))
             .map_err(io_err)?;
         Ok(Connection { session, address })
     }

@@ -120,12 +120,14 @@ pub struct Session {
 
 impl Session {
     /// Connect to the scheduler (blocking) and start the I/O thread.
-    pub fn connect(address: &str, token: &str) -> Result<Session> {
+    /// Connect to the scheduler at `address` with the cluster token, over TLS when `tls` says
+    /// so (`None`: plaintext).
+    pub fn connect(address: &str, token: &str, tls: Option<Arc<net::Tls>>) -> Result<Session> {
         let (req_tx, req_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = cb::unbounded();
         let (ready_tx, ready_rx) = cb::bounded::<Result<()>>(1);
         let address = address.to_string();
-        let token = token.to_string();
+        let creds = net::Credentials::new(token.as_bytes(), tls);
         let thread = std::thread::Builder::new()
             .name("rusk-client-io".into())
             .spawn(move || {
@@ -140,7 +142,7 @@ impl Session {
                     }
                 };
                 rt.block_on(async move {
-                    let conn = net::connect(&address, token.as_bytes(), Role::Client)
+                    let conn = net::connect(&address, &creds, Role::Client)
                         .await
                         .with_context(|| format!("cannot reach the scheduler at {address}"));
                     match conn {
@@ -149,7 +151,7 @@ impl Session {
                         }
                         Ok(conn) => {
                             let _ = ready_tx.send(Ok(()));
-                            run(conn, Arc::from(token.as_str()), req_rx, ev_tx).await;
+                            run(conn, creds, req_rx, ev_tx).await;
                         }
                     }
                 });
@@ -251,7 +253,7 @@ type Pool = Arc<Mutex<HashMap<String, Vec<Conn>>>>;
 
 async fn run(
     conn: Conn,
-    token: Arc<str>,
+    creds: net::Credentials,
     mut requests: mpsc::UnboundedReceiver<Request>,
     events: cb::Sender<Event>,
 ) {
@@ -265,28 +267,28 @@ async fn run(
             req = requests.recv() => match req {
                 None | Some(Request::Close) => break,
                 Some(Request::Fetch { holder, tasks, reply }) => {
-                    let (pool, token, next_id) = (pool.clone(), token.clone(), next_id.clone());
+                    let (pool, creds, next_id) = (pool.clone(), creds.clone(), next_id.clone());
                     tokio::spawn(async move {
-                        let r = fetch(&pool, &holder, &token, &next_id, tasks)
+                        let r = fetch(&pool, &holder, &creds, &next_id, tasks)
                             .await
                             .map_err(|e| format!("{e:#}"));
                         let _ = reply.send(r);
                     });
                 }
                 Some(Request::Put { holder, token: put_token, body, reply }) => {
-                    let (pool, token, next_id) = (pool.clone(), token.clone(), next_id.clone());
+                    let (pool, creds, next_id) = (pool.clone(), creds.clone(), next_id.clone());
                     tokio::spawn(async move {
-                        let r = put(&pool, &holder, &token, &next_id, put_token, body)
+                        let r = put(&pool, &holder, &creds, &next_id, put_token, body)
                             .await
                             .map_err(|e| format!("{e:#}"));
                         let _ = reply.send(r);
                     });
                 }
                 Some(Request::Logs { holder, reply }) => {
-                    let (token, next_id) = (token.clone(), next_id.clone());
+                    let (creds, next_id) = (creds.clone(), next_id.clone());
                     tokio::spawn(async move {
                         let r = async {
-                            let mut conn = connect_peer(&holder, &token).await?;
+                            let mut conn = connect_peer(&holder, &creds).await?;
                             let id = next_id.fetch_add(1, Ordering::Relaxed);
                             rusk_net::transfer::fetch_logs(&mut conn, id).await
                         }
@@ -425,7 +427,7 @@ fn route(m: SchedulerToClient, waiters: &mut VecDeque<Waiter>, events: &cb::Send
 async fn fetch(
     pool: &Pool,
     holder: &str,
-    token: &str,
+    creds: &net::Credentials,
     next_id: &AtomicU64,
     tasks: Vec<TaskRef>,
 ) -> Result<Vec<Option<Bytes>>> {
@@ -442,10 +444,10 @@ async fn fetch(
                     return Ok(order(&tasks, items));
                 }
                 // The pooled connection may have gone stale: retry on a fresh one.
-                Err(_) => connect_peer(holder, token).await?,
+                Err(_) => connect_peer(holder, creds).await?,
             }
         }
-        None => connect_peer(holder, token).await?,
+        None => connect_peer(holder, creds).await?,
     };
     let id = next_id.fetch_add(1, Ordering::Relaxed);
     let items = fetch_on(&mut conn, id, &tasks)
@@ -458,14 +460,14 @@ async fn fetch(
 async fn put(
     pool: &Pool,
     holder: &str,
-    token: &str,
+    creds: &net::Credentials,
     next_id: &AtomicU64,
     put_token: u128,
     body: rusk_net::transfer::PutBody,
 ) -> Result<()> {
     // A fresh connection: a put that fails half-way leaves a connection that cannot be reused,
     // and a stale pooled one would fail after part of the value was sent.
-    let mut conn = connect_peer(holder, token).await?;
+    let mut conn = connect_peer(holder, creds).await?;
     let id = next_id.fetch_add(1, Ordering::Relaxed);
     rusk_net::transfer::put_value(&mut conn, id, put_token, &body)
         .await
@@ -474,8 +476,8 @@ async fn put(
     Ok(())
 }
 
-async fn connect_peer(holder: &str, token: &str) -> Result<Conn> {
-    net::connect(holder, token.as_bytes(), Role::Peer)
+async fn connect_peer(holder: &str, creds: &net::Credentials) -> Result<Conn> {
+    net::connect(holder, creds, Role::Peer)
         .await
         .with_context(|| format!("cannot reach worker {holder}"))
 }

@@ -19,7 +19,7 @@ pub struct Client {
     conn: Conn,
     /// Messages received while waiting for something else.
     backlog: VecDeque<SchedulerToClient>,
-    token: String,
+    creds: net::Credentials,
 }
 
 /// The outcome of one output.
@@ -31,13 +31,14 @@ pub enum Output {
 
 impl Client {
     pub async fn connect(cluster: &Cluster) -> Result<Client> {
-        let conn = net::connect(&cluster.address, cluster.token.as_bytes(), Role::Client)
+        let creds = cluster.credentials();
+        let conn = net::connect(&cluster.address, &creds, Role::Client)
             .await
             .with_context(|| format!("cannot reach the scheduler at {}", cluster.address))?;
         Ok(Client {
             conn,
             backlog: VecDeque::new(),
-            token: cluster.token.clone(),
+            creds,
         })
     }
 
@@ -116,7 +117,7 @@ impl Client {
         }
         let mut fetched: BTreeMap<TaskRef, Bytes> = BTreeMap::new();
         for (holder, tasks) in by_holder {
-            let data = fetch_from(holder, self.token.as_bytes(), &tasks).await?;
+            let data = fetch_from(holder, &self.creds, &tasks).await?;
             for (t, d) in data {
                 let d = d.ok_or_else(|| anyhow!("worker {holder} no longer holds output {t}"))?;
                 fetched.insert(t, d);
@@ -180,10 +181,10 @@ impl Client {
 /// Fetch results from one worker's data server.
 pub async fn fetch_from(
     address: &str,
-    token: &[u8],
+    creds: &net::Credentials,
     tasks: &[TaskRef],
 ) -> Result<Vec<(TaskRef, Option<Bytes>)>> {
-    let mut conn = net::connect(address, token, Role::Peer).await?;
+    let mut conn = net::connect(address, creds, Role::Peer).await?;
     let mut items = Vec::with_capacity(tasks.len());
     for (n, chunk) in tasks
         .chunks(rusk_net::transfer::TRANSFER_ITEMS_MAX)

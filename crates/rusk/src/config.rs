@@ -4,7 +4,10 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use rusk_net::{Credentials, Tls, TlsSpec};
 
 /// What `rusk scheduler --scheduler-file PATH` writes (JSON, mode 0600) and everything else
 /// reads to find and join the cluster.
@@ -18,6 +21,10 @@ pub struct SchedulerFile {
     /// URL of the dashboard (`/metrics`, `/api/...` beside it), when the scheduler serves one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dashboard: Option<String>,
+    /// What joiners need for TLS when the cluster encrypts: the CA bundle, and the cluster CA's
+    /// key when the scheduler made the CA itself (so each joiner issues itself a certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
 }
 
 impl SchedulerFile {
@@ -80,11 +87,80 @@ pub struct ClusterArgs {
     /// The cluster token itself (with `--scheduler`); prefer a token file.
     #[arg(long, env = "RUSK_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
+/// Whether the scheduler encrypts its cluster's connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsMode {
+    /// TLS whenever the scheduler listens beyond loopback (or `--tls-*` files are given).
+    Auto,
+    /// TLS even on loopback.
+    On,
+    /// Plaintext even beyond loopback (a warning is logged).
+    Off,
+}
+
+/// TLS files of an operator's own CA (over what a scheduler file carries).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TlsArgs {
+    /// PEM bundle of the CAs this cluster trusts (re-read when it changes: remove a CA to
+    /// revoke what it issued).
+    #[arg(long, env = "RUSK_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM certificate (chain) of this process, issued by a CA of the bundle.
+    #[arg(long, env = "RUSK_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "RUSK_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    pub fn spec(&self) -> TlsSpec {
+        TlsSpec::from_files(
+            self.tls_ca.as_deref(),
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+        )
+    }
+}
+
+#[derive(Clone)]
 pub struct Cluster {
     pub address: String,
     pub token: String,
+    /// TLS of this process's connections, when the cluster encrypts.
+    pub tls: Option<Arc<Tls>>,
+}
+
+impl Cluster {
+    /// Join by a scheduler file, with `args` over the TLS it carries.
+    pub fn from_scheduler_file(f: SchedulerFile, args: &TlsArgs) -> Result<Cluster> {
+        Ok(Cluster {
+            address: f.address,
+            token: f.token,
+            tls: resolve_tls(f.tls, args)?,
+        })
+    }
+
+    pub fn credentials(&self) -> Credentials {
+        Credentials::new(self.token.as_bytes(), self.tls.clone())
+    }
+}
+
+/// This process's TLS: what the scheduler file carries, then `RUSK_TLS` (a worker's executors,
+/// a nanny's workers), then the operator's files; none of them is plaintext.
+fn resolve_tls(from_file: Option<TlsSpec>, args: &TlsArgs) -> Result<Option<Arc<Tls>>> {
+    let spec = from_file
+        .unwrap_or_default()
+        .overridden_by(TlsSpec::from_env()?)
+        .overridden_by(args.spec());
+    if spec.is_empty() {
+        return Ok(None);
+    }
+    Tls::new(&spec).map(Some).context("cannot set up TLS")
 }
 
 impl ClusterArgs {
@@ -104,16 +180,13 @@ impl ClusterArgs {
             return Ok(Cluster {
                 address: address.clone(),
                 token,
+                tls: resolve_tls(None, &self.tls)?,
             });
         }
         let Some(path) = &self.scheduler_file else {
             bail!("say where the scheduler is: --scheduler-file PATH, or --scheduler ADDR with a token");
         };
-        let f = SchedulerFile::read(path)?;
-        Ok(Cluster {
-            address: f.address,
-            token: f.token,
-        })
+        Cluster::from_scheduler_file(SchedulerFile::read(path)?, &self.tls)
     }
 }
 

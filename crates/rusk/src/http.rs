@@ -21,9 +21,10 @@ use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
-use tracing::{info, warn};
+use tokio_rustls::server::TlsStream;
+use tracing::{debug, info, warn};
 
 /// Events in one answer of `/api/events` (clients page with `next`).
 pub const EVENTS_PAGE_MAX: usize = 1000;
@@ -182,18 +183,94 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// Serve on `listener` until the process ends.
-pub fn spawn(listener: TcpListener, state: HttpState) {
+/// Serve on `listener` until the process ends: over HTTPS with `tls` (the dashboard of a
+/// cluster that encrypts), plain HTTP otherwise.
+pub fn spawn(listener: TcpListener, state: HttpState, tls: Option<Arc<rustls::ServerConfig>>) {
     let address = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    info!(dashboard = %format!("http://{address}/"), "dashboard and metrics served");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(dashboard = %format!("{scheme}://{address}/"), "dashboard and metrics served");
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(state)).await {
+        let served = match tls {
+            None => axum::serve(listener, router(state)).await,
+            Some(config) => axum::serve(TlsListener::new(listener, config), router(state)).await,
+        };
+        if let Err(e) = served {
             warn!(error = %e, "the dashboard server stopped");
         }
     });
+}
+
+/// HTTPS handshakes in progress at once, at most; more connections wait in the kernel's
+/// backlog.
+pub const HTTPS_HANDSHAKES_MAX: usize = 64;
+/// How long a browser has to complete the TLS handshake.
+const HTTPS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A listener whose connections are TLS: handshakes run beside the accept loop (a slow one
+/// holds up no other), under a deadline, and at most [`HTTPS_HANDSHAKES_MAX`] at once.
+struct TlsListener {
+    local: std::io::Result<std::net::SocketAddr>,
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
+}
+
+impl TlsListener {
+    fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> TlsListener {
+        let local = listener.local_addr();
+        let (tx, ready) = mpsc::channel(HTTPS_HANDSHAKES_MAX);
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let turns = Arc::new(Semaphore::new(HTTPS_HANDSHAKES_MAX));
+        tokio::spawn(async move {
+            loop {
+                let Ok(turn) = turns.clone().acquire_owned().await else {
+                    return;
+                };
+                let (stream, peer) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let shake =
+                        tokio::time::timeout(HTTPS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    match shake.await {
+                        Ok(Ok(tls)) => {
+                            drop(turn);
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => debug!(%peer, error = %e, "dashboard TLS handshake failed"),
+                        Err(_) => debug!(%peer, "dashboard TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        TlsListener { local, ready }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(x) => x,
+            // The accept loop ended (it never does while the runtime runs): serve nothing more.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        match &self.local {
+            Ok(a) => Ok(*a),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
 }
 
 fn with_type(body: impl Into<axum::body::Body>, content_type: &'static str) -> Response {

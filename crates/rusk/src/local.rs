@@ -40,6 +40,10 @@ pub struct LocalArgs {
     /// Sleep tasks of the demo (they make it run long enough to watch the healing).
     #[arg(long, default_value_t = 120)]
     demo_sleeps: u64,
+    /// TLS of the local cluster's connections (`auto`: plaintext, as it runs on loopback;
+    /// `on`: encrypted all the same, to see what TLS costs).
+    #[arg(long, value_enum, default_value = "auto")]
+    tls: crate::config::TlsMode,
     #[command(flatten)]
     core: crate::CoreArgs,
 }
@@ -236,6 +240,8 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         core.task_max_worker_deaths.to_string(),
         "--no-worker-timeout".into(),
         format!("{}ms", core.no_worker_timeout.as_millis()),
+        "--tls".into(),
+        format!("{:?}", a.tls).to_lowercase(),
     ])?);
     let sf = wait_for_file(&file, &mut children.0[0]).await?;
     if let Some(d) = &sf.dashboard {
@@ -256,10 +262,7 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         nanny.push(format!("--resources={}", r.to_arg()));
     }
     children.0.push(spawn_rusk(&nanny)?);
-    let cluster = Cluster {
-        address: sf.address,
-        token: sf.token,
-    };
+    let cluster = Cluster::from_scheduler_file(sf, &Default::default())?;
     let mut c = Client::connect(&cluster).await?;
     let start = Instant::now();
     loop {
@@ -288,12 +291,7 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         .submit(graph, false)
         .await
         .map_err(|e| crate::BadInput(format!("{e:#}")))?;
-    let chaos_task = chaos.then(|| {
-        tokio::spawn(inject_chaos(Cluster {
-            address: cluster.address.clone(),
-            token: cluster.token.clone(),
-        }))
-    });
+    let chaos_task = chaos.then(|| tokio::spawn(inject_chaos(cluster.clone())));
     let mut bar = client::ProgressBar::new();
     let outputs = c.wait(id, |p| bar.update(p)).await;
     bar.finish();

@@ -168,6 +168,13 @@ struct SchedulerArgs {
     /// taken, another free port on the same host is used (see the scheduler file).
     #[arg(long, env = "RUSK_DASHBOARD", default_value = "127.0.0.1:8787")]
     dashboard: String,
+    /// Encrypt every connection with TLS: `auto` whenever listening beyond loopback, `on`
+    /// always, `off` never. Without `--tls-*` files, the scheduler makes a cluster CA and puts
+    /// it in the scheduler file.
+    #[arg(long, env = "RUSK_TLS_MODE", value_enum, default_value = "auto")]
+    tls: config::TlsMode,
+    #[command(flatten)]
+    tls_files: config::TlsArgs,
     #[command(flatten)]
     core: CoreArgs,
 }
@@ -513,6 +520,8 @@ async fn run_scheduler(a: SchedulerArgs) -> Result<()> {
         token,
         core,
         dashboard: Some(a.dashboard).filter(|d| !d.eq_ignore_ascii_case("none")),
+        tls_mode: a.tls,
+        tls: a.tls_files.spec(),
     })
     .await
 }
@@ -538,6 +547,7 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
     worker_shell::run(worker_shell::WorkerOptions {
         scheduler: cluster.address,
         token: cluster.token,
+        tls: cluster.tls,
         name: a.name,
         nthreads: a.nthreads,
         resources: a.resources.unwrap_or_default().0,
@@ -607,6 +617,7 @@ async fn run_nanny(a: NannyArgs) -> Result<()> {
     nanny_shell::run(nanny_shell::NannyOptions {
         scheduler: cluster.address,
         token: cluster.token,
+        tls: cluster.tls,
         name,
         nthreads: a.nthreads,
         worker_args,

@@ -47,6 +47,8 @@ const SCHEDULER_RETRY_MAX: Duration = Duration::from_secs(5);
 pub struct NannyOptions {
     pub scheduler: String,
     pub token: String,
+    /// TLS of its connection and of its workers', when the cluster encrypts.
+    pub tls: Option<std::sync::Arc<net::Tls>>,
     pub name: String,
     pub nthreads: u32,
     pub worker_args: Vec<String>,
@@ -75,7 +77,7 @@ pub async fn run(opts: NannyOptions) -> Result<()> {
     };
     tokio::spawn(scheduler_link(
         opts.scheduler.clone(),
-        opts.token.clone(),
+        net::Credentials::new(opts.token.as_bytes(), opts.tls.clone()),
         info,
         tx.clone(),
     ));
@@ -302,13 +304,13 @@ async fn signals(tx: mpsc::UnboundedSender<Local>) {
 /// Keep a connection to the scheduler; reconnect with back-off when it drops.
 async fn scheduler_link(
     address: String,
-    token: String,
+    creds: net::Credentials,
     info: NannyInfo,
     tx: mpsc::UnboundedSender<Local>,
 ) {
     let mut delay = SCHEDULER_RETRY_MIN;
     loop {
-        match net::connect(&address, token.as_bytes(), Role::Nanny).await {
+        match net::connect(&address, &creds, Role::Nanny).await {
             Ok(conn) => {
                 delay = SCHEDULER_RETRY_MIN;
                 let reason = serve_link(conn, &info, &tx).await;
@@ -383,8 +385,13 @@ fn spawn_worker(opts: &NannyOptions, slot: u32, tx: mpsc::UnboundedSender<Local>
         .args(&opts.worker_args)
         .env("RUSK_TOKEN", &opts.token)
         .env_remove("RUSK_SCHEDULER_FILE")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(false);
+        .env_remove("RUSK_TLS");
+    if let Some(tls) = &opts.tls {
+        // The nanny's own certificate: its workers run on its host, under the same names.
+        let spec = serde_json::to_string(&tls.spec_for_children()).expect("a spec serialises");
+        cmd.env("RUSK_TLS", spec);
+    }
+    cmd.stdin(std::process::Stdio::null()).kill_on_drop(false);
     let fd = theirs.as_raw_fd();
     // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl) between fork and exec.
     unsafe {

@@ -9,14 +9,14 @@
 //! The same runtime serves the dashboard, `/metrics` and the JSON API (`crate::http`): the
 //! loop publishes a snapshot every 250 ms and answers queries between turns, so HTTP never
 //! holds the loop up.
-use crate::config::SchedulerFile;
+use crate::config::{SchedulerFile, TlsMode};
 use crate::http::{self, Query};
 use crate::metrics::{Observer, SchedulerIdentity, PUBLISH_INTERVAL};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use rusk_core::scheduler::{Command, Event, Scheduler, SchedulerConfig};
-use rusk_net::{self as net, Conn};
+use rusk_net::{self as net, Conn, TlsSpec};
 use rusk_proto::auth::Role;
 use rusk_proto::msg::{
     ClientToScheduler, NannyToScheduler, SchedulerToClient, SchedulerToNanny, SchedulerToWorker,
@@ -48,6 +48,73 @@ pub struct SchedulerOptions {
     pub core: SchedulerConfig,
     /// Where to serve the dashboard, `/metrics` and the JSON API (`None`: not at all).
     pub dashboard: Option<String>,
+    /// Whether connections are encrypted (`Auto`: whenever the listener is off loopback).
+    pub tls_mode: TlsMode,
+    /// The operator's own CA bundle, certificate and key (`--tls-*`); none: the scheduler makes
+    /// a cluster CA of its own when it encrypts.
+    pub tls: TlsSpec,
+}
+
+/// The scheduler's TLS, and what of it goes into the scheduler file for joiners.
+fn set_up_tls(
+    mode: TlsMode,
+    given: &TlsSpec,
+    local: SocketAddr,
+    scheduler_file: Option<&std::path::Path>,
+) -> Result<(Option<Arc<net::Tls>>, Option<TlsSpec>)> {
+    let encrypt = match mode {
+        TlsMode::On => true,
+        TlsMode::Off => false,
+        TlsMode::Auto => !local.ip().is_loopback() || !given.is_empty(),
+    };
+    if !encrypt {
+        if !local.ip().is_loopback() {
+            warn!(listen = %local, "listening beyond loopback WITHOUT TLS (--tls off): anyone on the path reads the data and code, and can inject frames");
+        }
+        return Ok((None, None));
+    }
+    if let Some(ca_file) = &given.ca_file {
+        let tls =
+            net::Tls::new(given).context("cannot set up TLS from --tls-ca/--tls-cert/--tls-key")?;
+        let bundle = std::fs::read_to_string(ca_file).context("cannot read the TLS CA bundle")?;
+        info!("TLS on, with the operator's CA: joiners need their own --tls-cert and --tls-key");
+        let for_joiners = TlsSpec {
+            ca_pem: Some(bundle),
+            ..TlsSpec::default()
+        };
+        return Ok((Some(tls), Some(for_joiners)));
+    }
+    if !given.is_empty() {
+        anyhow::bail!("--tls-cert and --tls-key need the CA bundle that issued them (--tls-ca)");
+    }
+    if scheduler_file.is_none() {
+        anyhow::bail!(
+            "TLS with a cluster CA made here needs --scheduler-file to hand the CA to joiners; \
+             or give your own CA (--tls-ca, --tls-cert, --tls-key), or --tls off"
+        );
+    }
+    let ca = net::tls::Ca::generate().context("cannot make the cluster CA")?;
+    let spec = TlsSpec {
+        ca_pem: Some(ca.cert_pem()),
+        ca_key_pem: Some(ca.key_pem()),
+        ..TlsSpec::default()
+    };
+    let tls = net::Tls::new(&spec).context("cannot set up TLS")?;
+    info!("TLS on, with a cluster CA made for this cluster (in the scheduler file, mode 0600)");
+    Ok((Some(tls), Some(spec)))
+}
+
+/// The address joiners dial: the listener's, or, when it is bound to every interface, the
+/// address of one of this host's interfaces (an unspecified address is never handed out).
+fn contact_address(local: SocketAddr) -> String {
+    if !local.ip().is_unspecified() {
+        return local.to_string();
+    }
+    let ip = net::tls::interface_addresses()
+        .into_iter()
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    SocketAddr::new(ip, local.port()).to_string()
 }
 
 enum Inbound {
@@ -101,13 +168,20 @@ pub async fn run(opts: SchedulerOptions) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
     let local: SocketAddr = listener.local_addr()?;
-    let address = local.to_string();
+    let address = contact_address(local);
+    let (tls, tls_for_joiners) = set_up_tls(
+        opts.tls_mode,
+        &opts.tls,
+        local,
+        opts.scheduler_file.as_deref(),
+    )?;
     let http_listener = match &opts.dashboard {
         Some(addr) => Some(http::bind(addr).await?),
         None => None,
     };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let dashboard = match &http_listener {
-        Some(l) => Some(format!("http://{}/", l.local_addr()?)),
+        Some(l) => Some(format!("{scheme}://{}/", l.local_addr()?)),
         None => None,
     };
     if let Some(path) = &opts.scheduler_file {
@@ -116,6 +190,7 @@ pub async fn run(opts: SchedulerOptions) -> Result<()> {
             token: opts.token.clone(),
             pid: std::process::id(),
             dashboard: dashboard.clone(),
+            tls: tls_for_joiners,
         }
         .write(path)?;
         info!(%address, file = %path.display(), dashboard = dashboard.as_deref().unwrap_or("none"), "scheduler listening; scheduler file written");
@@ -143,11 +218,15 @@ pub async fn run(opts: SchedulerOptions) -> Result<()> {
             info!("dashboard bound beyond loopback: every route but /health requires the cluster token");
             state = state.with_token(&opts.token);
         }
-        http::spawn(l, state);
+        let https = match &tls {
+            Some(t) => Some(t.https_config()?),
+            None => None,
+        };
+        http::spawn(l, state, https);
     }
     let (tx, rx) = mpsc::channel::<Inbound>(EVENT_QUEUE_MAX);
-    let token: Arc<[u8]> = Arc::from(opts.token.as_bytes());
-    tokio::spawn(accept_loop(listener, token, tx));
+    let creds = net::Credentials::new(opts.token.as_bytes(), tls);
+    tokio::spawn(accept_loop(listener, creds, tx));
     core_loop(core, epoch, rx, query_rx, observer).await
 }
 
@@ -189,7 +268,7 @@ impl LogLimiter {
     }
 }
 
-async fn accept_loop(listener: TcpListener, token: Arc<[u8]>, tx: mpsc::Sender<Inbound>) {
+async fn accept_loop(listener: TcpListener, creds: net::Credentials, tx: mpsc::Sender<Inbound>) {
     let ids = Arc::new(AtomicU64::new(1));
     let admission = net::admission::Admission::new();
     let limiter = Arc::new(std::sync::Mutex::new(LogLimiter::new()));
@@ -213,9 +292,9 @@ async fn accept_loop(listener: TcpListener, token: Arc<[u8]>, tx: mpsc::Sender<I
                 continue; // dropped: closed at once
             }
         };
-        let (token, tx, ids, limiter) = (token.clone(), tx.clone(), ids.clone(), limiter.clone());
+        let (creds, tx, ids, limiter) = (creds.clone(), tx.clone(), ids.clone(), limiter.clone());
         tokio::spawn(async move {
-            let res = serve_connection(stream, &token, tx, ids, permit).await;
+            let res = serve_connection(stream, &creds, tx, ids, permit).await;
             if let Err(e) = res {
                 if let Some(suppressed) = limiter.lock().expect("not poisoned").allow() {
                     warn!(%peer, error = %format!("{e:#}"), suppressed, "connection dropped");
@@ -227,14 +306,14 @@ async fn accept_loop(listener: TcpListener, token: Arc<[u8]>, tx: mpsc::Sender<I
 
 async fn serve_connection(
     stream: TcpStream,
-    token: &[u8],
+    creds: &net::Credentials,
     tx: mpsc::Sender<Inbound>,
     ids: Arc<AtomicU64>,
     mut permit: net::admission::Ticket,
 ) -> Result<()> {
     permit.turn().await;
     let (mut conn, role) =
-        net::accept(stream, token, &[Role::Worker, Role::Client, Role::Nanny]).await?;
+        net::accept(stream, creds, &[Role::Worker, Role::Client, Role::Nanny]).await?;
     drop(permit);
     let id = ids.fetch_add(1, Ordering::Relaxed);
     match role {

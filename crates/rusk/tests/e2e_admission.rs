@@ -122,9 +122,13 @@ fn a_registration_with_a_pid_that_is_not_one_process_is_refused() {
         .unwrap();
     for pid in [0u32, 1, u32::MAX] {
         let closed = rt.block_on(async {
-            let mut conn = net::connect(&address, token.as_bytes(), Role::Worker)
-                .await
-                .expect("the handshake itself succeeds");
+            let mut conn = net::connect(
+                &address,
+                &net::Credentials::plain(token.as_bytes()),
+                Role::Worker,
+            )
+            .await
+            .expect("the handshake itself succeeds");
             let info = WorkerInfo {
                 name: format!("liar-{pid}"),
                 host: "h".into(),

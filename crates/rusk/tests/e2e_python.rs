@@ -82,8 +82,9 @@ struct Wire {
 
 impl Wire {
     fn connect(address: &str, token: &str, role: Role) -> Wire {
-        let s = TcpStream::connect(address).unwrap();
+        let mut s = TcpStream::connect(address).unwrap();
         s.set_read_timeout(Some(SUBMIT_DEADLINE)).unwrap();
+        s.write_all(&auth::PLAINTEXT_PREAMBLE).unwrap();
         let mut w = Wire { s };
         let hello: ServerHello = w.recv();
         let nonce: [u8; 32] = rand::random();

@@ -30,7 +30,13 @@ struct Fleet {
 }
 
 async fn fake_worker(address: String, token: String, i: usize, fleet: Arc<Fleet>) {
-    let Ok(mut conn) = net::connect(&address, token.as_bytes(), Role::Worker).await else {
+    let Ok(mut conn) = net::connect(
+        &address,
+        &net::Credentials::plain(token.as_bytes()),
+        Role::Worker,
+    )
+    .await
+    else {
         return;
     };
     let info = WorkerInfo {

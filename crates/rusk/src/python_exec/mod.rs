@@ -115,10 +115,19 @@ pub struct PythonOptions {
     pub busy_timeout: Duration,
     /// Start the executors with the worker rather than with the first Python task.
     pub eager: bool,
-    /// The scheduler's address and the task credential (`rusk_proto::auth::task_token`),
-    /// given to executors as `RUSK_SCHEDULER_ADDRESS` and `RUSK_TASK_TOKEN` for
-    /// `rusk.get_client()` in tasks. `None`: tasks cannot reach the cluster.
-    pub cluster: Option<(String, String)>,
+    /// How tasks reach the cluster (`rusk.get_client()`). `None`: they cannot.
+    pub cluster: Option<TaskCluster>,
+}
+
+/// What executors get to reach the cluster from tasks: the scheduler's address
+/// (`RUSK_SCHEDULER_ADDRESS`), the task credential (`RUSK_TASK_TOKEN`,
+/// `rusk_proto::auth::task_token`) and, when the cluster encrypts, the worker's TLS without the
+/// CA's key (`RUSK_TLS`, JSON of `rusk_net::TlsSpec`).
+#[derive(Clone, Debug)]
+pub struct TaskCluster {
+    pub address: String,
+    pub task_token: String,
+    pub tls: Option<String>,
 }
 
 impl Default for PythonOptions {
@@ -285,7 +294,7 @@ struct ExecIo {
 
 struct Manager {
     core: PoolCore,
-    cluster: Option<(String, String)>,
+    cluster: Option<TaskCluster>,
     hang_timeout: Duration,
     python: PathBuf,
     work_dir: PathBuf,

@@ -33,13 +33,20 @@ impl Manager {
             // which opens client connections only (`rusk.get_client()`).
             .env_remove("RUSK_TOKEN")
             .env_remove("RUSK_TOKEN_FILE")
+            .env_remove("RUSK_TLS")
+            .env_remove("RUSK_TLS_CA")
+            .env_remove("RUSK_TLS_CERT")
+            .env_remove("RUSK_TLS_KEY")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        if let Some((address, task_token)) = &self.cluster {
-            cmd.env("RUSK_SCHEDULER_ADDRESS", address)
-                .env("RUSK_TASK_TOKEN", task_token);
+        if let Some(c) = &self.cluster {
+            cmd.env("RUSK_SCHEDULER_ADDRESS", &c.address)
+                .env("RUSK_TASK_TOKEN", &c.task_token);
+            if let Some(tls) = &c.tls {
+                cmd.env("RUSK_TLS", tls);
+            }
         }
         let parent = std::process::id() as i32;
         // SAFETY: only async-signal-safe calls between fork and exec.

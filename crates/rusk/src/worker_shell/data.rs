@@ -24,7 +24,7 @@ pub(super) type DataItems = Vec<(TaskRef, Option<Value>)>;
 /// Serve stored results to peers and clients.
 pub(super) async fn data_server(
     listener: TcpListener,
-    token: Arc<[u8]>,
+    creds: net::Credentials,
     local: mpsc::UnboundedSender<Local>,
     spill: SpillDir,
     puts: Puts,
@@ -47,10 +47,10 @@ pub(super) async fn data_server(
                 continue;
             }
         };
-        let (token, local, spill, puts) =
-            (token.clone(), local.clone(), spill.clone(), puts.clone());
+        let (creds, local, spill, puts) =
+            (creds.clone(), local.clone(), spill.clone(), puts.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_peer(stream, &token, local, spill, puts, ticket).await {
+            if let Err(e) = serve_peer(stream, &creds, local, spill, puts, ticket).await {
                 warn!(%peer, error = %format!("{e:#}"), "data connection dropped");
             }
         });
@@ -59,14 +59,14 @@ pub(super) async fn data_server(
 
 async fn serve_peer(
     stream: tokio::net::TcpStream,
-    token: &[u8],
+    creds: &net::Credentials,
     local: mpsc::UnboundedSender<Local>,
     spill: SpillDir,
     puts: Puts,
     mut ticket: net::admission::Ticket,
 ) -> Result<()> {
     ticket.turn().await;
-    let (mut conn, _) = net::accept(stream, token, &[Role::Peer]).await?;
+    let (mut conn, _) = net::accept(stream, creds, &[Role::Peer]).await?;
     drop(ticket); // authenticated: its place goes to the next stranger
     while let Some(req) = net::recv::<DataRequest>(&mut conn).await? {
         let (id, tasks) = match req {
@@ -178,7 +178,7 @@ pub(super) fn resolve_inputs(
 /// One task per peer: a single authenticated connection, requests served in order.
 pub(super) fn spawn_fetcher(
     peer: Arc<str>,
-    token: Arc<[u8]>,
+    creds: net::Credentials,
     local: mpsc::UnboundedSender<Local>,
 ) -> mpsc::UnboundedSender<Vec<TaskRef>> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<TaskRef>>();
@@ -187,7 +187,7 @@ pub(super) fn spawn_fetcher(
         let mut id = 0u64;
         while let Some(tasks) = rx.recv().await {
             id += 1;
-            let failure = match fetch_once(&mut conn, &peer, &token, id, &tasks).await {
+            let failure = match fetch_once(&mut conn, &peer, &creds, id, &tasks).await {
                 Ok(items) => {
                     let bytes = items.iter().flat_map(|(_, b)| b).map(|b| b.len() as u64);
                     crate::vitals::add_bytes_fetched(bytes.sum());
@@ -218,12 +218,12 @@ pub(super) fn spawn_fetcher(
 async fn fetch_once(
     conn: &mut Option<Conn>,
     peer: &str,
-    token: &[u8],
+    creds: &net::Credentials,
     id: u64,
     tasks: &[TaskRef],
 ) -> Result<Vec<(TaskRef, Option<Bytes>)>> {
     if conn.is_none() {
-        *conn = Some(net::connect(peer, token, Role::Peer).await?);
+        *conn = Some(net::connect(peer, creds, Role::Peer).await?);
     }
     let c = conn.as_mut().expect("just set");
     rusk_net::transfer::fetch_values(c, id, tasks).await

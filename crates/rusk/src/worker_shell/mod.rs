@@ -47,6 +47,8 @@ const DISPATCHED_PER_THREAD_MAX: u32 = 64;
 pub struct WorkerOptions {
     pub scheduler: String,
     pub token: String,
+    /// TLS of every connection, when the cluster encrypts.
+    pub tls: Option<Arc<net::Tls>>,
     pub name: Option<String>,
     pub nthreads: u32,
     /// What it offers to tasks that ask for resources (`--resources`).
@@ -144,7 +146,7 @@ pub fn hostname() -> String {
 }
 
 pub async fn run(opts: WorkerOptions) -> Result<()> {
-    let token: Arc<[u8]> = Arc::from(opts.token.as_bytes());
+    let creds = net::Credentials::new(opts.token.as_bytes(), opts.tls.clone());
     let listener = TcpListener::bind((opts.listen_host.as_str(), 0))
         .await
         .with_context(|| format!("cannot open the data server on {}", opts.listen_host))?;
@@ -187,7 +189,7 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
         Some(sup) => Some(NannyLink::open(sup.fd)?),
         None => None,
     };
-    let mut conn = connect_scheduler(&opts, &token).await?;
+    let mut conn = connect_scheduler(&opts, &creds).await?;
     let start = Instant::now();
     let mut core = WorkerCore::new(WorkerConfig {
         info: info.clone(),
@@ -210,7 +212,7 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
     let puts = puts::Puts::default();
     tokio::spawn(data_server(
         listener,
-        token.clone(),
+        creds.clone(),
         local_tx.clone(),
         spill.clone(),
         puts.clone(),
@@ -242,10 +244,14 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
     });
     let uploads = crate::python_exec::uploads_dir(&work_dir);
     let mut python = opts.python.clone();
-    python.cluster = Some((
-        opts.scheduler.clone(),
-        rusk_proto::auth::task_token(opts.token.as_bytes()),
-    ));
+    python.cluster = Some(crate::python_exec::TaskCluster {
+        address: opts.scheduler.clone(),
+        task_token: rusk_proto::auth::task_token(opts.token.as_bytes()),
+        tls: opts
+            .tls
+            .as_ref()
+            .map(|t| serde_json::to_string(&t.spec_for_children()).expect("a spec serialises")),
+    });
     let executor = Executor::start(
         info.nthreads,
         opts.fault_injection,
@@ -348,10 +354,10 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                 Command::Fetch { peer, tasks } => {
                     for chunk in tasks.chunks(FETCH_BATCH_MAX) {
                         let tx = fetchers.entry(peer.clone()).or_insert_with(|| {
-                            spawn_fetcher(peer.clone(), token.clone(), local_tx.clone())
+                            spawn_fetcher(peer.clone(), creds.clone(), local_tx.clone())
                         });
                         if tx.send(chunk.to_vec()).is_err() {
-                            let tx = spawn_fetcher(peer.clone(), token.clone(), local_tx.clone());
+                            let tx = spawn_fetcher(peer.clone(), creds.clone(), local_tx.clone());
                             let _ = tx.send(chunk.to_vec());
                             fetchers.insert(peer.clone(), tx);
                         }
@@ -444,12 +450,12 @@ pub struct ConnectionLost(pub String);
 /// Join the scheduler. A supervised worker keeps trying (its nanny's watchdog is fed
 /// meanwhile) except when refused, which retrying cannot fix; a standalone worker reports the
 /// first failure.
-async fn connect_scheduler(opts: &WorkerOptions, token: &[u8]) -> Result<Conn> {
+async fn connect_scheduler(opts: &WorkerOptions, creds: &net::Credentials) -> Result<Conn> {
     let mut delay = CONNECT_RETRY_MIN;
     // One line for the first failure, then one every 30 s: no log storm while it is down.
     let (mut attempts, mut last_log) = (0u64, None::<Instant>);
     loop {
-        match net::connect(&opts.scheduler, token, Role::Worker).await {
+        match net::connect(&opts.scheduler, creds, Role::Worker).await {
             Ok(c) => return Ok(c),
             Err(e) => {
                 let refused = format!("{e:#}").contains("refused us");
