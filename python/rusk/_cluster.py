@@ -127,6 +127,7 @@ class LocalCluster:
         self._log_files = []
         self._closed = False
         self.dashboard_link = None
+        self.tls = None
         env = _child_env(env)
         if dashboard is not None:
             scheduler_args = ["--dashboard", str(dashboard)] + list(scheduler_args)

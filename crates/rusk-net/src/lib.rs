@@ -33,6 +33,17 @@ pub use tls::{Tls, TlsSpec};
 
 pub type Conn = Framed<Stream, LengthDelimitedCodec>;
 
+/// A peer refused this process for good: a wrong token, role or version, a certificate it does
+/// not accept, or TLS it requires. Retrying with the same credentials cannot help.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// Whether `e` (with any context around it) is a [`Refused`].
+pub fn is_refusal(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Refused>())
+}
+
 /// What a process proves and checks on its connections: the cluster token, and TLS when the
 /// cluster encrypts ([`tls`]).
 #[derive(Clone)]
@@ -191,7 +202,20 @@ async fn open_client(mut stream: TcpStream, address: &str, creds: &Credentials) 
             let tls = tokio_rustls::TlsConnector::from(tls.client_config())
                 .connect(name, stream)
                 .await
-                .map_err(|e| anyhow!("TLS handshake with {address} failed: {e}"))?;
+                .map_err(|e| {
+                    let text = format!("TLS handshake with {address} failed: {e}");
+                    // A certificate refused either way stays refused; a dropped connection
+                    // may not.
+                    let rustls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+                    match rustls_error {
+                        Some(
+                            rustls::Error::InvalidCertificate(_)
+                            | rustls::Error::AlertReceived(_)
+                            | rustls::Error::NoCertificatesPresented,
+                        ) => anyhow::Error::from(Refused(text)),
+                        _ => anyhow!(text),
+                    }
+                })?;
             Ok(Stream::Tls(Box::new(tls.into())))
         }
         None => {
@@ -208,8 +232,8 @@ async fn open_client(mut stream: TcpStream, address: &str, creds: &Credentials) 
 /// our certificate says so with an alert once the TLS handshake seemed done.
 fn handshake_error(address: &str, creds: &Credentials, e: anyhow::Error) -> anyhow::Error {
     let text = format!("{e:#}");
-    if creds.tls.is_some() && text.contains("alert") {
-        anyhow!("{address} refused our TLS certificate: {text}")
+    if creds.tls.is_some() && text.contains("alert") && !is_refusal(&e) {
+        Refused(format!("{address} refused our TLS certificate: {text}")).into()
     } else if creds.tls.is_some() && text.contains("closed the connection during the handshake") {
         anyhow!("{text} (it may not speak TLS: a plaintext cluster, or not rusk)")
     } else {
@@ -233,11 +257,12 @@ pub async fn connect(address: &str, creds: &Credentials, role: Role) -> Result<C
             .await?
             .ok_or_else(|| anyhow!("{address} closed the connection during the handshake"))?;
         if hello.magic == auth::TLS_REQUIRED_MAGIC {
-            bail!(
+            return Err(Refused(format!(
                 "{address} requires TLS: this cluster encrypts its connections; give its CA \
                  bundle and a certificate (--tls-ca, --tls-cert, --tls-key or RUSK_TLS_*), or \
                  join with its scheduler file"
-            );
+            ))
+            .into());
         }
         if hello.magic != auth::MAGIC {
             bail!("{address} is not a rusk endpoint");
@@ -265,7 +290,9 @@ pub async fn connect(address: &str, creds: &Credentials, role: Role) -> Result<C
                 }
                 Ok(conn)
             }
-            ServerVerdict::Refused { reason } => bail!("{address} refused us: {reason}"),
+            ServerVerdict::Refused { reason } => {
+                Err(Refused(format!("{address} refused us: {reason}")).into())
+            }
         }
     };
     let mut conn = tokio::time::timeout(deadline(), work)

@@ -320,7 +320,7 @@ async fn scheduler_link(
             }
             Err(e) => {
                 let msg = format!("{e:#}");
-                if msg.contains("refused us") {
+                if net::is_refusal(&e) {
                     error!(error = %msg, "the scheduler refused this nanny");
                 }
                 let _ = tx.send(Local::SchedulerDown(msg));

@@ -458,7 +458,7 @@ async fn connect_scheduler(opts: &WorkerOptions, creds: &net::Credentials) -> Re
         match net::connect(&opts.scheduler, creds, Role::Worker).await {
             Ok(c) => return Ok(c),
             Err(e) => {
-                let refused = format!("{e:#}").contains("refused us");
+                let refused = net::is_refusal(&e);
                 if opts.supervision.is_none() || refused {
                     return Err(
                         e.context(format!("cannot join the scheduler at {}", opts.scheduler))

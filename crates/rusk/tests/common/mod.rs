@@ -54,7 +54,9 @@ impl Cluster {
         for _ in 0..n {
             c.add_worker();
         }
-        c.wait_workers(n);
+        if n > 0 {
+            c.wait_workers(n);
+        }
         c
     }
 
