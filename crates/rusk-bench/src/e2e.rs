@@ -23,6 +23,8 @@ pub struct E2eOptions {
     pub shapes: Vec<Shape>,
     pub rusk: PathBuf,
     pub timeout: Duration,
+    /// More flags for `rusk local` (`rusk-bench net`: `--tls on`).
+    pub local_args: Vec<String>,
 }
 
 /// The `rusk` binary next to this one (`target/release/rusk` when run from `target/release`),
@@ -40,10 +42,10 @@ pub fn default_rusk() -> PathBuf {
 }
 
 /// A scratch directory removed on drop.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Scratch {
-    fn new() -> Result<Scratch, String> {
+    pub(crate) fn new() -> Result<Scratch, String> {
         let dir = std::env::temp_dir().join(format!("rusk-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -57,7 +59,7 @@ impl Drop for Scratch {
     }
 }
 
-fn write_graph(g: &BenchGraph, path: &Path) -> Result<(), String> {
+pub(crate) fn write_graph(g: &BenchGraph, path: &Path) -> Result<(), String> {
     let f = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     let mut w = std::io::BufWriter::new(f);
     serde_json::to_writer(&mut w, &g.spec)
@@ -66,7 +68,7 @@ fn write_graph(g: &BenchGraph, path: &Path) -> Result<(), String> {
 }
 
 /// The last few lines of a text, for error messages.
-fn tail(text: &str, lines: usize) -> String {
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -81,7 +83,7 @@ pub fn parse_finished(stderr: &str) -> Option<f64> {
 }
 
 /// Check the outputs `rusk local --json` printed.
-fn check_outputs(g: &BenchGraph, stdout: &str) -> Result<(), String> {
+pub(crate) fn check_outputs(g: &BenchGraph, stdout: &str) -> Result<(), String> {
     let v: serde_json::Value = serde_json::from_str(stdout.trim())
         .map_err(|e| format!("stdout is not the JSON outputs object: {e}"))?;
     let obj = v
@@ -112,15 +114,15 @@ fn check_outputs(g: &BenchGraph, stdout: &str) -> Result<(), String> {
 }
 
 /// What one `rusk local` run took.
-struct Timing {
+pub(crate) struct Timing {
     /// As printed by `rusk local`: submission to outputs gathered.
-    finished: f64,
+    pub(crate) finished: f64,
     /// The whole process, start-up and shut-down included.
-    wall: f64,
+    pub(crate) wall: f64,
 }
 
 /// One `rusk local` run.
-fn run_once(
+pub(crate) fn run_once(
     opts: &E2eOptions,
     g: &BenchGraph,
     graph_path: &Path,
@@ -136,6 +138,7 @@ fn run_once(
         .args(["--workers", &opts.workers.to_string()])
         .args(["--nthreads", &opts.nthreads.to_string()])
         .arg("--json")
+        .args(&opts.local_args)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)

@@ -6,13 +6,17 @@
 //! - `rusk-bench e2e`: a real cluster (`rusk local`: a scheduler and 2 single-threaded workers
 //!   on loopback) running 100,000-task graphs: median tasks/s over 5 runs (see [`e2e`]).
 //!
-//! Both print a table of figures with their targets, or with `--tsv` one line per figure for
+//! - `rusk-bench net`: what TLS costs (tasks/s and transfer GB/s against plaintext) and what a
+//!   flood of unauthenticated connections costs a graph (see [`net`]).
+//!
+//! All print a table of figures with their targets, or with `--tsv` one line per figure for
 //! `bench/run` to collect (format in [`report`]). Progress goes to stderr. Exit status: 0 when
 //! the benchmarks ran (whatever the verdicts), 1 when a run failed, 2 on bad usage.
 mod alloc;
 mod core;
 mod e2e;
 mod graphs;
+mod net;
 mod report;
 
 use graphs::Shape;
@@ -28,12 +32,16 @@ usage: rusk-bench core [--tasks N] [--repeat N] [--workers N] [--nthreads N]
                        [--graph independent|tree|all] [--tsv]
        rusk-bench e2e  [--tasks N] [--repeat N] [--workers N] [--nthreads N]
                        [--graph independent|tree|all] [--rusk PATH] [--timeout SECS] [--tsv]
+       rusk-bench net  [--tasks N] [--repeat N] [--rusk PATH] [--timeout SECS] [--tsv]
 
 core: the scheduler core in process with instant simulated workers
       (defaults: --tasks 1000000 --repeat 3 --workers 2 --nthreads 1)
 e2e:  `rusk local GRAPH --json` with real processes on loopback
       (defaults: --tasks 100000 --repeat 5 --workers 2 --nthreads 1 --timeout 600,
        --rusk: the rusk binary next to rusk-bench, else target/release/rusk)
+net:  TLS against plaintext (tasks/s of `rusk local`, GB/s of a 1 GiB transfer) and a graph
+      with and without 2,000 unauthenticated connections held (defaults: --tasks 100000
+      --repeat 3)
 A tree graph of --tasks N has N/2 leaves, so N-1 tasks.";
 
 /// Options common to both suites, with their suite-specific defaults applied.
@@ -69,6 +77,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let (tasks, repeat) = match suite.as_str() {
         "core" => (1_000_000, 3),
         "e2e" => (100_000, 5),
+        "net" => (100_000, 3),
         "help" | "-h" | "--help" => return Err(String::new()),
         other => return Err(format!("unknown suite {other:?}")),
     };
@@ -124,7 +133,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = if a.suite == "core" {
+    let result = if a.suite == "net" {
+        net::run(&net::NetOptions {
+            tasks: a.tasks,
+            repeat: a.repeat,
+            rusk: a.rusk.unwrap_or_else(e2e::default_rusk),
+            timeout: a.timeout,
+            transfer_mib: 1024,
+        })
+    } else if a.suite == "core" {
         core::run(&core::CoreOptions {
             tasks: a.tasks,
             repeat: a.repeat,
@@ -141,6 +158,7 @@ fn main() -> ExitCode {
             shapes: a.shapes,
             rusk: a.rusk.unwrap_or_else(e2e::default_rusk),
             timeout: a.timeout,
+            local_args: Vec::new(),
         })
     };
     match result {

@@ -143,9 +143,19 @@ struct Built {
 
 /// rustls on *ring*: it builds with no toolchain beyond a C compiler. rustls deprecates it
 /// for lacking post-quantum key exchange (aws-lc-rs has it); see docs/security.md.
+/// AES-128-GCM is offered first: as safe for this use as AES-256 and about a third faster,
+/// which transfers of large values feel.
 #[allow(deprecated)]
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites.sort_by_key(|s| {
+        !matches!(
+            s.suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    Arc::new(p)
 }
 
 impl Tls {
