@@ -46,6 +46,14 @@ try {
       document.getElementById("worker-count").textContent === String(n),
     expected, { timeout: 20000 });
   step(`sees ${expected} workers`);
+  // Each worker's row names its host.
+  const shown = await page.evaluate(() => Object.fromEntries([...document.querySelectorAll("tr.worker-row")]
+    .map((tr) => [tr.dataset.worker, tr.querySelector("td.worker-host").textContent])));
+  const listed = await (await fetch(new URL("/api/status", url))).json();
+  for (const w of listed.workers) {
+    if (shown[w.id] !== w.host) throw new Error(`worker ${w.id} shows host "${shown[w.id]}", expected "${w.host}"`);
+  }
+  step("each worker row names its host");
   const slotChips = await page.locator(".host .chip").count();
   if (slotChips < expected) throw new Error(`expected ${expected} slot chips, saw ${slotChips}`);
 
@@ -58,11 +66,12 @@ try {
   const started = Date.now();
   step(`killed worker ${victim.id} (pid ${victim.pid}, incarnation ${victim.incarnation})`);
 
-  // The restart appears in the timeline, live.
-  await page.waitForSelector(
-    `tr.event-row[data-cause="crash"][data-restart="1"][data-old="${victim.incarnation}"]`,
-    { timeout: 30000 });
+  // The restart appears in the timeline, live, naming the victim's host.
+  const restartRow = `tr.event-row[data-cause="crash"][data-restart="1"][data-old="${victim.incarnation}"]`;
+  await page.waitForSelector(restartRow, { timeout: 30000 });
   step(`restart event shown ${Date.now() - started} ms after the kill`);
+  const eventHost = await page.locator(`${restartRow} td.event-host`).first().textContent();
+  if (eventHost !== victim.host) throw new Error(`restart event names host "${eventHost}", expected "${victim.host}"`);
   await page.waitForFunction(
     (n) => document.querySelectorAll("tr.worker-row").length === n, expected, { timeout: 20000 });
   const same = await page.evaluate(() => window.__sameDocument === true);

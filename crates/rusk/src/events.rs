@@ -54,11 +54,56 @@ pub fn format_record(r: &EventRecord) -> String {
         "{time} #{seq} [{source}] {host} {place}{inc} cause={cause}: {observed} -> {action};{timing}",
         seq = r.seq,
         source = r.source,
-        host = r.host,
+        host = if r.host.is_empty() { "-" } else { r.host.as_str() },
         cause = r.cause,
         observed = r.observed,
         action = r.action,
     )
     .trim_end_matches(';')
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> EventRecord {
+        EventRecord {
+            seq: 7,
+            time_unix_ms: 1_700_000_000_000,
+            source: "nanny".into(),
+            host: "beta.example.org".into(),
+            nanny: Some("n0".into()),
+            slot: Some(1),
+            worker: Some("n0/1".into()),
+            incarnation: Some(3),
+            new_incarnation: Some(4),
+            cause: "crash".into(),
+            observed: "exit code 1".into(),
+            action: "restarted".into(),
+            detection_ms: Some(2),
+            recovery_ms: Some(40),
+        }
+    }
+
+    #[test]
+    fn a_record_names_its_host_then_where_on_it() {
+        assert_eq!(
+            format_record(&record()),
+            "2023-11-14T22:13:20.000Z #7 [nanny] beta.example.org n0/1 incarnation 3->4 \
+             cause=crash: exit code 1 -> restarted; detected after 2 ms; recovered in 40 ms"
+        );
+        let unknown = EventRecord {
+            host: String::new(),
+            nanny: None,
+            slot: None,
+            worker: None,
+            ..record()
+        };
+        assert!(
+            format_record(&unknown).contains("[nanny] - - incarnation"),
+            "{}",
+            format_record(&unknown)
+        );
+    }
 }

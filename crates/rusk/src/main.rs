@@ -15,6 +15,7 @@ mod python_exec;
 mod recent_logs;
 mod scheduler_shell;
 mod spill;
+mod status;
 mod vitals;
 mod worker_shell;
 
@@ -721,79 +722,6 @@ async fn run_status(a: StatusArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
-    println!("{} worker(s)", s.workers.len());
-    println!(
-        "{:<24} {:>6} {:>8} {:>8} {:<9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>6} {:>8} {:>9} {:>8}  address",
-        "worker",
-        "incarn",
-        "pid",
-        "threads",
-        "state",
-        "restarts",
-        "assigned",
-        "memory",
-        "hb ms",
-        "rss MiB",
-        "lag ms",
-        "mem MiB",
-        "spill MiB",
-        "pool MiB"
-    );
-    for w in &s.workers {
-        println!(
-            "{:<24} {:>6} {:>8} {:>8} {:<9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>6} {:>8} {:>9} {:>8}  {}",
-            w.id,
-            w.incarnation,
-            w.pid,
-            w.nthreads,
-            w.state,
-            w.restarts,
-            w.tasks.get("assigned").copied().unwrap_or(0),
-            w.tasks.get("memory").copied().unwrap_or(0),
-            w.heartbeat_age_ms,
-            w.vitals.rss_bytes >> 20,
-            w.vitals.loop_lag_ms,
-            w.stored_bytes >> 20,
-            w.spilled_bytes >> 20,
-            w.vitals.reuse_pool_bytes >> 20,
-            w.address
-        );
-        if !w.resources.is_empty() {
-            let r: Vec<String> = w
-                .resources
-                .iter()
-                .map(|(n, a)| format!("{n}={a}"))
-                .collect();
-            println!("{:<24} resources: {}", "", r.join(", "));
-        }
-        if let Some(why) = &w.vitals.unhealthy {
-            println!("{:<24} unhealthy: {why}", "");
-        }
-        if let Some(why) = &w.paused {
-            println!("{:<24} {why}", "");
-        }
-    }
-    for n in &s.nannies {
-        println!("nanny {} on {} (pid {}):", n.name, n.host, n.pid);
-        for slot in &n.slots {
-            println!(
-                "  slot {:<3} {:<12} pid {:<8} incarnation {:<6} restarts {:<4} {}",
-                slot.slot,
-                slot.state,
-                slot.pid.map_or("-".to_string(), |p| p.to_string()),
-                slot.incarnation.map_or("-".to_string(), |i| i.to_string()),
-                slot.restarts,
-                slot.last_cause.as_deref().unwrap_or("")
-            );
-        }
-    }
-    let tasks: Vec<String> = s.tasks.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("tasks: {}", tasks.join(" "));
-    for g in &s.graphs {
-        println!(
-            "graph g{}: {}/{} done, {} erred",
-            g.graph, g.done, g.total, g.erred
-        );
-    }
+    print!("{}", status::format(&s));
     Ok(())
 }

@@ -6,6 +6,14 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::time::Duration;
 
+/// This machine's host name, as workers and nannies report it.
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 #[test]
 fn builtin_and_cmd_graph_from_the_docs_gives_the_right_result() {
     let c = Cluster::start(2);
@@ -177,9 +185,13 @@ fn status_json_lists_workers_with_their_fields() {
     let s = c.status();
     let workers = s["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 2);
+    let host = this_host();
+    let table = c.rusk(&["status"]);
+    let table = String::from_utf8_lossy(&table.stdout);
     for w in workers {
         for field in [
             "id",
+            "host",
             "pid",
             "state",
             "address",
@@ -191,6 +203,15 @@ fn status_json_lists_workers_with_their_fields() {
         }
         assert_eq!(w["nthreads"], json!(2));
         assert_eq!(w["state"], json!("running"));
+        assert_eq!(w["host"], json!(host));
+        // The table names the host in the column after the worker's id.
+        let id = w["id"].as_str().unwrap();
+        let row = table
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|r| r.first() == Some(&id))
+            .unwrap_or_else(|| panic!("no row for {id} in:\n{table}"));
+        assert_eq!(row[1], host, "{table}");
     }
     let pids: Vec<u64> = workers.iter().map(|w| w["pid"].as_u64().unwrap()).collect();
     let mut expected: Vec<u64> = c.workers.iter().map(|w| w.id() as u64).collect();

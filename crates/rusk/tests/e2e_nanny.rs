@@ -8,6 +8,14 @@ use std::time::{Duration, Instant};
 
 const RECOVERY: Duration = Duration::from_secs(15);
 
+/// This machine's host name, as workers and nannies report it.
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 fn only_worker(c: &NannyCluster) -> (u64, u64) {
     let w = c.worker_of_slot(0).expect("slot 0 has a worker");
     (
@@ -52,10 +60,19 @@ fn kill_9_of_an_idle_worker_is_restarted_in_its_slot() {
         ev[0]
     );
     assert_eq!(ev[0]["incarnation"], json!(inc));
+    assert_eq!(ev[0]["host"], json!(this_host()), "{}", ev[0]);
     assert!(
         ev[0]["recovery_ms"].as_u64().unwrap() < 1000,
         "a crashed worker is back within 1 s: {}",
         ev[0]
+    );
+    // `rusk events` names the host before the slot.
+    let out = c.rusk(&["events"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&format!("[nanny] {} n0/0 ", this_host()))),
+        "{text}"
     );
     // The graph still runs on the restored cluster.
     let (ok, out, err) =
@@ -415,6 +432,7 @@ fn status_shows_nanny_slot_incarnation_pid_state_and_restarts() {
     }
     let n = &s["nannies"][0];
     assert_eq!(n["name"], json!("n0"));
+    assert_eq!(n["host"], json!(this_host()));
     let slots = n["slots"].as_array().unwrap();
     assert_eq!(slots.len(), 2);
     assert!(
@@ -423,10 +441,16 @@ fn status_shows_nanny_slot_incarnation_pid_state_and_restarts() {
     );
     let out = c.rusk(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
+    // The nanny's row: name, host, pid, slots; then its slots.
+    let host = this_host();
+    let pid = n["pid"].to_string();
+    let row = ["n0", host.as_str(), pid.as_str(), "2"];
     assert!(
-        text.contains("nanny n0") && text.contains("slot 1"),
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == row),
         "{text}"
     );
+    assert!(text.contains("slot 1"), "{text}");
 }
 
 #[test]

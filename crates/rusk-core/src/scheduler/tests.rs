@@ -1112,3 +1112,107 @@ fn tasks_ready_one_at_a_time_are_spread_over_the_workers() {
     assert_eq!(to.get(&W1), Some(&3), "{to:?}");
     assert_eq!(to.get(&W2), Some(&3), "{to:?}");
 }
+
+/// Every recovery event names the host of the worker or nanny it concerns (`rusk events`,
+/// the dashboard): a worker's from its registration, a nanny's (its records, its leaving)
+/// from the nanny's; the scheduler's own events about no worker name the scheduler's host.
+#[test]
+fn recovery_events_name_the_host_of_the_worker_or_nanny_they_concern() {
+    let logs = |out: &[Command]| -> Vec<(String, String)> {
+        out.iter()
+            .filter_map(|c| match c {
+                Command::Log(r) => Some((r.cause.clone(), r.host.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut s = Scheduler::new(SchedulerConfig {
+        host: "sched-host".into(),
+        no_worker_timeout: Duration::from_secs(1),
+        ..SchedulerConfig::default()
+    });
+    let nanny = NannyId(1);
+    s.handle(
+        Duration::ZERO,
+        Event::NannyJoined {
+            nanny,
+            info: NannyInfo {
+                name: "n0".into(),
+                host: "beta".into(),
+                pid: 9,
+                nworkers: 1,
+                nthreads: 1,
+            },
+        },
+    );
+    for (inc, name, host, nanny) in [(W1, "w1", "alpha", None), (W2, "n0/0", "beta", Some(0))] {
+        s.handle(
+            Duration::ZERO,
+            Event::WorkerJoined {
+                incarnation: inc,
+                info: WorkerInfo {
+                    host: host.into(),
+                    nanny: nanny.map(|_| "n0".to_string()),
+                    slot: nanny,
+                    ..info(name, 1)
+                },
+            },
+        );
+    }
+    s.handle(Duration::ZERO, Event::ClientJoined { client: C });
+    s.check_invariants();
+
+    // The unsupervised worker on alpha is lost.
+    let out = worker_left(&mut s, W1);
+    assert_eq!(logs(&out), [("connection".into(), "alpha".into())]);
+    let r = s.events_since(0).last().expect("recorded").clone();
+    assert_eq!(
+        (r.host.as_str(), r.worker.as_deref()),
+        ("alpha", Some("w1"))
+    );
+
+    // The nanny on beta reports a crash of its slot 0, then its connection closes.
+    let out = s.handle(
+        2 * MS,
+        Event::NannyMessage {
+            nanny,
+            msg: NannyToScheduler::Record(NannyRecord {
+                slot: 0,
+                cause: "crash".into(),
+                observed: "exit code 1".into(),
+                action: "restarted".into(),
+                incarnation: Some(W2.0),
+                new_incarnation: None,
+                detection_ms: Some(1),
+                recovery_ms: None,
+            }),
+        },
+    );
+    assert_eq!(logs(&out), [("crash".into(), "beta".into())]);
+    let out = s.handle(
+        3 * MS,
+        Event::NannyLeft {
+            nanny,
+            reason: "closed".into(),
+        },
+    );
+    assert_eq!(logs(&out), [("nanny-gone".into(), "beta".into())]);
+
+    // A task no worker can run concerns no worker: the scheduler names its own host.
+    submit(
+        &mut s,
+        vec![TaskSpec {
+            resources: [("GPU".to_string(), 1.0)].into(),
+            ..spec("a", &[])
+        }],
+        &["a"],
+    );
+    let out = s.handle(Duration::from_secs(2), Event::Tick);
+    s.check_invariants();
+    assert!(
+        logs(&out).contains(&("unrunnable".into(), "sched-host".into())),
+        "{out:?}"
+    );
+    let hosts: Vec<&str> = s.events_since(0).map(|r| r.host.as_str()).collect();
+    assert_eq!(hosts, ["alpha", "beta", "beta", "sched-host"]);
+}

@@ -176,8 +176,8 @@ function renderWorkers() {
   $("workers-shown").textContent = filterText ? `(${rows.length} of ${total})` : `(${total})`;
   const html = rows.map((r) => {
     const cls = r.state !== "running" ? "bad" : r.problem >= 2 ? "problem" : "";
-    return `<tr class="worker-row ${cls}" data-worker="${esc(r.id)}" data-state="${esc(r.state)}">` +
-      `<td>${esc(r.id)}</td><td>${esc(r.host)}</td>` +
+    return `<tr class="worker-row ${cls}" data-worker="${esc(r.id)}" data-host="${esc(r.host)}" data-state="${esc(r.state)}">` +
+      `<td>${esc(r.id)}</td><td class="worker-host">${esc(r.host)}</td>` +
       `<td><span class="badge ${stateClass(r.state)}">${esc(r.state)}</span></td>` +
       `<td class="num">${r.incarnation}</td><td class="num">${dur(r.uptime)}</td>` +
       `<td class="num">${r.restarts}</td><td class="num">${r.cpu < 0 ? "-" : r.cpu.toFixed(0)}</td>` +
@@ -256,9 +256,10 @@ function renderGraphs() {
   }).join("") || '<span class="muted">no graphs</span>';
 }
 
+// Which worker or nanny an event concerns (its host is a column of its own).
 function where(r) {
   if (r.nanny != null && r.slot != null) return `${r.nanny}/${r.slot}`;
-  return r.worker || r.nanny || r.host;
+  return r.worker || r.nanny || "";
 }
 
 function renderEvents() {
@@ -267,10 +268,10 @@ function renderEvents() {
     const inc = r.incarnation != null || r.new_incarnation != null
       ? `${r.incarnation ?? ""}${r.new_incarnation != null ? " → " + r.new_incarnation : ""}` : "";
     const restart = r.new_incarnation != null ? ` data-restart="1" data-old="${r.incarnation ?? ""}"` : "";
-    return `<tr class="event-row${freshSeqs.has(r.seq) ? " fresh" : ""}" data-seq="${r.seq}" data-cause="${esc(r.cause)}"${restart}>` +
+    return `<tr class="event-row${freshSeqs.has(r.seq) ? " fresh" : ""}" data-seq="${r.seq}" data-cause="${esc(r.cause)}" data-host="${esc(r.host)}"${restart}>` +
       `<td title="${esc(new Date(r.time_unix_ms).toISOString())}">${clock(r.time_unix_ms)}</td>` +
       `<td><span class="badge ${causeClass(r.cause)}">${esc(r.cause)}</span> <span class="muted">${esc(r.source)}</span></td>` +
-      `<td>${esc(where(r))}</td><td>${esc(inc)}</td>` +
+      `<td class="event-host">${esc(r.host)}</td><td>${esc(where(r))}</td><td>${esc(inc)}</td>` +
       `<td class="wrap">${esc(r.observed)}</td><td class="wrap">${esc(r.action)}</td>` +
       `<td class="num">${r.detection_ms != null ? dur(r.detection_ms) : ""}</td>` +
       `<td class="num">${r.recovery_ms != null ? dur(r.recovery_ms) : ""}</td></tr>`;
@@ -290,7 +291,7 @@ function renderStrip() {
   const dots = [...events.values()].filter((r) => r.time_unix_ms >= from).map((r) => {
     const x = (((r.time_unix_ms - from) / STRIP_WINDOW_MS) * 1000).toFixed(1);
     return `<rect x="${x}" y="6" width="3" height="28" class="${causeClass(r.cause)}"><title>${esc(
-      `${clock(r.time_unix_ms)} ${r.cause} ${where(r)}: ${r.action}`)}</title></rect>`;
+      `${clock(r.time_unix_ms)} ${r.cause} ${where(r) ? where(r) + " " : ""}on ${r.host}: ${r.action}`)}</title></rect>`;
   });
   $("strip").innerHTML = marks.join("") + dots.join("");
 }
