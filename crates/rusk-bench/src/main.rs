@@ -32,7 +32,8 @@ usage: rusk-bench core [--tasks N] [--repeat N] [--workers N] [--nthreads N]
                        [--graph independent|tree|all] [--tsv]
        rusk-bench e2e  [--tasks N] [--repeat N] [--workers N] [--nthreads N]
                        [--graph independent|tree|all] [--rusk PATH] [--timeout SECS] [--tsv]
-       rusk-bench net  [--tasks N] [--repeat N] [--rusk PATH] [--timeout SECS] [--tsv]
+       rusk-bench net  [--tasks N] [--repeat N] [--rusk PATH] [--timeout SECS]
+                       [--only tasks|transfer|flood] [--tsv]
 
 core: the scheduler core in process with instant simulated workers
       (defaults: --tasks 1000000 --repeat 3 --workers 2 --nthreads 1)
@@ -55,6 +56,7 @@ struct Args {
     rusk: Option<PathBuf>,
     timeout: Duration,
     tsv: bool,
+    only: Option<String>,
 }
 
 fn number<T>(flag: &str, value: Option<String>, min: T) -> Result<T, String>
@@ -91,6 +93,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         rusk: None,
         timeout: Duration::from_secs(600),
         tsv: false,
+        only: None,
     };
     while let Some(flag) = it.next() {
         match flag.as_str() {
@@ -108,6 +111,16 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                 };
             }
             "--tsv" => a.tsv = true,
+            "--only" => {
+                let v = it.next().ok_or("--only needs a value")?;
+                if !net::PARTS.contains(&v.as_str()) || a.suite != "net" {
+                    return Err(format!(
+                        "--only {v:?}: the net suite's parts are {:?}",
+                        net::PARTS
+                    ));
+                }
+                a.only = Some(v);
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown option {other:?}")),
         }
@@ -140,6 +153,7 @@ fn main() -> ExitCode {
             rusk: a.rusk.unwrap_or_else(e2e::default_rusk),
             timeout: a.timeout,
             transfer_mib: 1024,
+            only: a.only,
         })
     } else if a.suite == "core" {
         core::run(&core::CoreOptions {

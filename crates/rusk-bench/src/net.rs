@@ -25,7 +25,7 @@ use rusk_proto::msg::DataRequest;
 use rusk_proto::{GraphId, TaskRef};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,12 +42,25 @@ pub struct NetOptions {
     pub rusk: PathBuf,
     pub timeout: Duration,
     pub transfer_mib: usize,
+    /// One of [`PARTS`], or all of them.
+    pub only: Option<String>,
 }
 
+/// The parts of the suite, for `--only`.
+pub const PARTS: [&str; 3] = ["tasks", "transfer", "flood"];
+
 pub fn run(opts: &NetOptions) -> Result<Vec<Record>, String> {
-    let mut records = tasks_per_sec(opts)?;
-    records.extend(transfer(opts)?);
-    records.extend(flood(opts)?);
+    let wanted = |part: &str| opts.only.as_deref().is_none_or(|o| o == part);
+    let mut records = Vec::new();
+    if wanted("tasks") {
+        records.extend(tasks_per_sec(opts)?);
+    }
+    if wanted("transfer") {
+        records.extend(transfer(opts)?);
+    }
+    if wanted("flood") {
+        records.extend(flood(opts)?);
+    }
     Ok(records)
 }
 
@@ -196,6 +209,10 @@ fn transfer_times(
 
 fn transfer(opts: &NetOptions) -> Result<Vec<Record>, String> {
     let len = opts.transfer_mib << 20;
+    // As a worker does (`segment_pool::pool_bound`): received values' memory is reused once
+    // freed, so each timed transfer writes into warm memory, and what is measured is the
+    // connection, not this VM's first touch of fresh memory (bench/README.md, data plane).
+    rusk_net::segment::set_pool_bound(2 << 30);
     let seg = SegmentWriter::create(len).map_err(|e| format!("{e:#}"))?;
     let chunk = vec![7u8; 8 << 20];
     let mut off = 0;
@@ -308,10 +325,12 @@ fn start_cluster(rusk: &Path, dir: &Path) -> Result<Cluster, String> {
 }
 
 /// 2,000 connections from 127.0.0.2 to `address` that never say anything, each reopened a
-/// second after the scheduler closes it, until `stop`. Returns how many are open.
+/// second after the scheduler closes it, until `stop` says `true`. Returns how many are open.
+/// The connections wait on the socket and on `stop` without polling, so the flood itself
+/// takes no CPU from the cluster on a 2-core machine beyond its reconnections.
 fn start_flood(
     address: String,
-    stop: Arc<AtomicBool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> (Arc<AtomicUsize>, std::thread::JoinHandle<()>) {
     let open = Arc::new(AtomicUsize::new(0));
     let counter = open.clone();
@@ -320,9 +339,9 @@ fn start_flood(
             let addr: std::net::SocketAddr = address.parse().expect("an address");
             let mut tasks = Vec::new();
             for _ in 0..FLOOD_CONNECTIONS {
-                let (stop, open) = (stop.clone(), counter.clone());
+                let (mut stop, open) = (stop.clone(), counter.clone());
                 tasks.push(tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
+                    while !*stop.borrow() {
                         let Ok(sock) = tokio::net::TcpSocket::new_v4() else {
                             return;
                         };
@@ -337,14 +356,15 @@ fn start_flood(
                                 use tokio::io::AsyncReadExt;
                                 tokio::select! {
                                     r = s.read(&mut buf) => if matches!(r, Ok(0) | Err(_)) { break },
-                                    _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                                        if stop.load(Ordering::Relaxed) { break }
-                                    }
+                                    _ = stop.changed() => break,
                                 }
                             }
                             open.fetch_sub(1, Ordering::Relaxed);
                         }
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = stop.changed() => {}
+                        }
                     }
                 }));
             }
@@ -397,8 +417,8 @@ fn flood(opts: &NetOptions) -> Result<Vec<Record>, String> {
     let mut held = Vec::new();
     for i in 0..opts.repeat {
         times[0].push(submit_time(&opts.rusk, &cluster.file, &path, &g)?);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (open, handle) = start_flood(address.clone(), stop.clone());
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let (open, handle) = start_flood(address.clone(), stop_rx);
         // Let the flood build up: every connection opened once, the admission queue full.
         let t0 = Instant::now();
         while open.load(Ordering::Relaxed) < FLOOD_CONNECTIONS / 4
@@ -407,19 +427,19 @@ fn flood(opts: &NetOptions) -> Result<Vec<Record>, String> {
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_millis(500));
-        held.push(open.load(Ordering::Relaxed) as f64);
+        let at_start = open.load(Ordering::Relaxed);
         let t = submit_time(&opts.rusk, &cluster.file, &path, &g);
-        held.push(open.load(Ordering::Relaxed) as f64);
-        stop.store(true, Ordering::Relaxed);
+        let at_end = open.load(Ordering::Relaxed);
+        held.extend([at_start as f64, at_end as f64]);
+        let _ = stop.send(true);
         let _ = handle.join();
         let t = t?;
         eprintln!(
-            "net flood run {}/{}: {:.3} s without, {:.3} s with {} connections open",
+            "net flood run {}/{}: {:.3} s without, {:.3} s with {at_start}..{at_end} connections open",
             i + 1,
             opts.repeat,
             times[0].last().unwrap(),
             t,
-            open.load(Ordering::Relaxed)
         );
         times[1].push(t);
     }

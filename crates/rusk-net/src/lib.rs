@@ -164,10 +164,10 @@ async fn open_server(mut stream: TcpStream, creds: &Credentials) -> Result<Strea
             bail!("refused a TLS peer: this endpoint is plaintext (its cluster does not use TLS)");
         };
         let tls = tokio_rustls::TlsAcceptor::from(tls.server_config())
-            .accept(stream)
+            .accept(stream::tls_socket(stream))
             .await
             .map_err(|e| anyhow!("refused in the TLS handshake: {e}"))?;
-        return Ok(Stream::Tls(Box::new(tls.into())));
+        return Ok(Stream::tls(tls.into()));
     }
     let mut preamble = [0u8; 4];
     stream
@@ -200,7 +200,7 @@ async fn open_client(mut stream: TcpStream, address: &str, creds: &Credentials) 
         Some(tls) => {
             let name = tls::server_name(address)?;
             let tls = tokio_rustls::TlsConnector::from(tls.client_config())
-                .connect(name, stream)
+                .connect(name, stream::tls_socket(stream))
                 .await
                 .map_err(|e| {
                     let text = format!("TLS handshake with {address} failed: {e}");
@@ -216,7 +216,7 @@ async fn open_client(mut stream: TcpStream, address: &str, creds: &Credentials) 
                         _ => anyhow!(text),
                     }
                 })?;
-            Ok(Stream::Tls(Box::new(tls.into())))
+            Ok(Stream::tls(tls.into()))
         }
         None => {
             stream

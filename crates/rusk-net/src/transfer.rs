@@ -298,7 +298,6 @@ async fn read_value(conn: &mut Conn, len: u64) -> Result<Bytes> {
     }
     seg.finish()
         .with_context(|| format!("cannot map a received value of {len} bytes"))
-        .with_context(|| format!("cannot map a received value of {len} bytes"))
 }
 
 /// Fill `dst` from the connection: first what the frame reader already buffered, then
