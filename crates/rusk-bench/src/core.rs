@@ -86,6 +86,7 @@ pub fn run_once(shape: Shape, tasks: u64, workers: u32, nthreads: u32) -> Result
             nanny: None,
             slot: None,
             resources: Default::default(),
+            held: Vec::new(),
         };
         sched.handle_into(
             clock.elapsed(),
@@ -181,7 +182,7 @@ pub fn run_once(shape: Shape, tasks: u64, workers: u32, nthreads: u32) -> Result
                 Command::Recovery(note) => {
                     return Err(format!("unexpected recovery: {note:?}"));
                 }
-                Command::Log(_) | Command::ToNanny { .. } => {}
+                Command::Log(_) | Command::ToNanny { .. } | Command::Journal(_) => {}
             }
         }
         if finished {

@@ -18,6 +18,7 @@
 pub mod builtins;
 pub mod executor;
 pub mod graph;
+pub mod journal;
 pub mod memory;
 pub mod nanny;
 pub mod scheduler;

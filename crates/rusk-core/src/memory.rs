@@ -173,6 +173,14 @@ impl Store {
         self.items.get(task).map(|s| s.size)
     }
 
+    /// Every stored result and its size, in memory or on disk (sorted, for a worker's
+    /// re-registration with a scheduler that restarted).
+    pub fn held(&self) -> Vec<(TaskRef, u64)> {
+        let mut v: Vec<(TaskRef, u64)> = self.items.iter().map(|(t, s)| (*t, s.size)).collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Bytes of all stored results, in memory or on disk.
     pub fn total_bytes(&self) -> u64 {
         self.memory_bytes + self.disk_bytes

@@ -66,6 +66,13 @@ pub struct SchedulerConfig {
     /// long, counted while at least one worker is connected; a worker joining in time that can
     /// run it lets it run.
     pub no_worker_timeout: Duration,
+    /// Emit [`Command::Journal`] records (the shell has a journal to write them to).
+    pub journal: bool,
+    /// After a restart from a journal: how long workers that held results may take to
+    /// register again before the tasks whose results they held are recomputed, and how long
+    /// clients may take to claim their graphs again before graphs nobody claimed (and that
+    /// were not detached) are released.
+    pub resume_grace: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -82,6 +89,8 @@ impl Default for SchedulerConfig {
             host: String::new(),
             no_worker_timeout: Duration::from_secs(10),
             work_stealing: true,
+            journal: false,
+            resume_grace: Duration::from_secs(10),
         }
     }
 }
@@ -163,6 +172,10 @@ pub enum Command {
     Recovery(RecoveryNote),
     /// A new entry of the recovery log; the shell logs it.
     Log(EventRecord),
+    /// Write this to the journal (only with `SchedulerConfig::journal`). The shell writes a
+    /// turn's records before it sends that turn's messages, durably when any record
+    /// [`needs_sync`](crate::journal::Record::needs_sync).
+    Journal(crate::journal::Record),
 }
 
 /// Why the scheduler considers a worker gone.
@@ -336,6 +349,8 @@ struct Class {
 }
 
 struct Graph {
+    /// Restored from the journal and not yet claimed by a client (`LocateOutputs`).
+    resumed: bool,
     tasks: Vec<Task>,
     outputs: Vec<u32>,
     owner: Option<ClientId>,
@@ -378,6 +393,8 @@ impl Failure {
 
 struct Worker {
     info: WorkerInfo,
+    /// `info.name`, shared (the journal names holders by it).
+    name: Arc<str>,
     address: Arc<str>,
     last_seen: Duration,
     assigned: FxHashSet<TaskRef>,
@@ -493,6 +510,9 @@ pub struct SchedulerStats {
     /// Replicas workers stored and the scheduler counted, and primaries they took over from.
     pub replicas_stored: u64,
     pub replicas_promoted: u64,
+    /// Results workers still held when they registered again, taken over instead of
+    /// recomputed (after a scheduler restart or a dropped connection).
+    pub results_adopted: u64,
 }
 
 struct Nanny {
@@ -544,6 +564,8 @@ pub struct Scheduler {
     shared: shared::Shared,
     /// Extra copies of results in memory, besides the primary holder (see `replicas.rs`).
     replicas: FxHashMap<TaskRef, Vec<Incarnation>>,
+    /// The journal's bookkeeping, and what a resumed scheduler waits for (see `resume.rs`).
+    resume: resume::ResumeState,
 }
 
 impl Scheduler {
@@ -578,6 +600,7 @@ impl Scheduler {
             uploads: uploads::Uploads::default(),
             shared: shared::Shared::default(),
             replicas: FxHashMap::default(),
+            resume: resume::ResumeState::default(),
         }
     }
 
@@ -637,6 +660,9 @@ impl Scheduler {
             }
         }
         self.retire_unpinned();
+        if self.resume.pending || self.resume.grace_until.is_some() {
+            self.resume_tick(now);
+        }
         self.schedule();
         std::mem::swap(&mut self.out, out);
     }
@@ -802,6 +828,7 @@ mod recovery;
 mod replicas;
 mod reports;
 mod restricted;
+mod resume;
 mod shared;
 mod status;
 mod uploads;

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use rusk_proto::graph::TaskKind;
 use rusk_proto::msg::{
     Assignment, HeartbeatInfo, SchedulerToWorker, TaskError, Vitals, WorkerInfo, WorkerToScheduler,
+    HELD_RESULTS_MAX,
 };
 use rusk_proto::{AttemptId, Incarnation, TaskRef};
 
@@ -101,6 +102,11 @@ pub enum Event {
         dep: TaskRef,
         during: Option<(TaskRef, AttemptId)>,
     },
+    /// The scheduler connection dropped. Queued work is forgotten (a scheduler that comes back
+    /// assigns it again under new attempts); running attempts go on, and what they store is
+    /// reported as held when the worker registers again ([`WorkerCore::start`]). Stored
+    /// results are kept.
+    SchedulerLost,
     Tick,
 }
 
@@ -236,12 +242,40 @@ impl WorkerCore {
         }
     }
 
-    /// The first command of every connection: register with the scheduler.
+    /// The first command of every connection: register with the scheduler, naming the results
+    /// stored here (none on the first connection).
     pub fn start(&mut self, now: Duration) -> Vec<Command> {
         self.next_heartbeat = now + self.heartbeat_interval;
-        vec![Command::ToScheduler(WorkerToScheduler::Register(
-            self.config.info.clone(),
-        ))]
+        let mut info = self.config.info.clone();
+        info.held = self.store.held();
+        if info.held.len() > HELD_RESULTS_MAX {
+            // Beyond the bound the scheduler would not hear of them: drop them here too.
+            for (t, _) in info.held.split_off(HELD_RESULTS_MAX) {
+                self.store.remove(&t, &mut self.store_out);
+            }
+        }
+        vec![Command::ToScheduler(WorkerToScheduler::Register(info))]
+    }
+
+    /// Whether the worker is connected to (and registered with) a scheduler.
+    pub fn connected(&self) -> bool {
+        self.incarnation.is_some()
+    }
+
+    fn on_scheduler_lost(&mut self) {
+        self.incarnation = None;
+        let queued: Vec<TaskRef> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.state != WState::Running)
+            .map(|(k, _)| *k)
+            .collect();
+        for t in queued {
+            self.forget(t);
+        }
+        self.started_unreported.clear();
+        self.seceded_unreported.clear();
+        self.rejoined_unreported.clear();
     }
 
     pub fn incarnation(&self) -> Option<Incarnation> {
@@ -268,6 +302,7 @@ impl WorkerCore {
         std::mem::swap(&mut self.out, out);
         match event {
             Event::FromScheduler(msg) => self.on_scheduler(msg),
+            Event::SchedulerLost => self.on_scheduler_lost(),
             Event::Fetched { peer: _, items } => {
                 for (dep, data) in items {
                     match data {

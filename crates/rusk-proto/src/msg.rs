@@ -138,7 +138,15 @@ pub struct WorkerInfo {
     /// Named resources this worker offers (`--resources "GPU=2,MEM=64e9"`): tasks assigned to
     /// it at once never ask for more in all.
     pub resources: BTreeMap<String, f64>,
+    /// Results it already stores, with their sizes: empty on a first registration; after it
+    /// reconnected (the scheduler restarted, or the connection dropped), what it kept, so the
+    /// scheduler adopts what it still needs instead of recomputing it. At most
+    /// [`HELD_RESULTS_MAX`] entries are sent; the rest are dropped by the worker.
+    pub held: Vec<(TaskRef, u64)>,
 }
+
+/// Stored results a worker reports when it registers again (`WorkerInfo::held`).
+pub const HELD_RESULTS_MAX: usize = 1_000_000;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HeartbeatInfo {

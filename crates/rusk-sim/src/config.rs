@@ -59,6 +59,9 @@ pub struct SimConfig {
     /// Also run two session clients that share keys (holds, adopt tasks, keeps, a dataset):
     /// see `sim/shared.rs`.
     pub shared_keys: bool,
+    /// Also crash the scheduler (one to three times in the safety phase) and restart it from
+    /// its journal (`sim/crash.rs`); not with `shared_keys`.
+    pub scheduler_crashes: bool,
     /// Events kept for the failure report.
     pub trace_len: usize,
     /// After the run, let everything settle and check that workers hold no results once every
@@ -94,6 +97,7 @@ impl Default for SimConfig {
             no_worker_timeout: Duration::from_secs(3600),
             work_stealing: true,
             shared_keys: false,
+            scheduler_crashes: false,
             trace_len: 60,
             check_leaks: true,
         }

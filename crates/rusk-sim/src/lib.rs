@@ -49,7 +49,7 @@ pub use config::SimConfig;
 pub use error::{FailureKind, SimFailure};
 pub use oracle::Accepted;
 pub use pool::{run_pool_seed, PoolReport, PoolSimConfig};
-pub use sim::{Death, FaultCounts, SharedCounts, Sim, SimReport};
+pub use sim::{CrashCounts, Death, FaultCounts, SharedCounts, Sim, SimReport};
 
 /// Run one seed: a random cluster, workload and fault plan, a safety phase, then a liveness
 /// phase. `Err` carries the seed and the last events.

@@ -148,6 +148,23 @@ impl Oracle {
         }
     }
 
+    /// A new scheduler resumed from the journal: it knows no incarnation and no attempt of
+    /// the one that crashed (attempt ids go on above a journaled floor, so none is reused).
+    /// What is fenced, accepted, failed and charged is judged per scheduler life from here
+    /// on; executor starts and steals stay (attempts are unique over the run).
+    pub(crate) fn scheduler_restarted(&mut self) {
+        let live = std::mem::take(&mut self.live);
+        self.removed.extend(live.into_keys());
+        self.last_assign.clear();
+        self.last_accept.clear();
+        self.live_assign.clear();
+        self.failures_accepted.clear();
+        self.deaths_charged.clear();
+        self.known_killings.clear();
+        self.start_accepted.clear();
+        self.pending_poison.clear();
+    }
+
     pub(crate) fn is_removed(&self, inc: Incarnation) -> bool {
         self.removed.contains(&inc)
     }

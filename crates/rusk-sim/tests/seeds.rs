@@ -9,11 +9,15 @@
 //! The shared-keys seeds (`shared_seeds`) likewise: `RUSK_SIM_SHARED_SEEDS=<n>` (default
 //! 2000), `RUSK_SIM_SHARED_SEEDS_FROM=<k>`, `RUSK_SIM_SHARED_SEED=<n>`.
 //!
+//! The scheduler-crash seeds (`crash_seeds`: the same random workload and faults, plus one to
+//! three scheduler crashes, each restarted from its journal) likewise: `RUSK_SIM_CRASH_SEEDS=<n>`
+//! (default 1000), `RUSK_SIM_CRASH_SEEDS_FROM=<k>`, `RUSK_SIM_CRASH_SEED=<n>`.
+//!
 //! The executor pool's seeds (`pool_seeds`) likewise: `RUSK_SIM_POOL_SEEDS=<n>` (default 500),
 //! `RUSK_SIM_POOL_SEEDS_FROM=<k>`, `RUSK_SIM_POOL_SEED=<n>`.
 use rusk_sim::{
-    run_pool_seed, run_seed, PoolReport, PoolSimConfig, SharedCounts, SimConfig, SimFailure,
-    SimReport,
+    run_pool_seed, run_seed, CrashCounts, PoolReport, PoolSimConfig, SharedCounts, SimConfig,
+    SimFailure, SimReport,
 };
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -22,6 +26,8 @@ use std::time::Instant;
 const DEFAULT_SEEDS: u64 = 1000;
 /// Shared-keys seeds run when `RUSK_SIM_SHARED_SEEDS` is not set: about 15 s on two cores.
 const DEFAULT_SHARED_SEEDS: u64 = 2000;
+/// Scheduler-crash seeds run when `RUSK_SIM_CRASH_SEEDS` is not set.
+const DEFAULT_CRASH_SEEDS: u64 = 1000;
 /// Pool seeds run when `RUSK_SIM_POOL_SEEDS` is not set: a few seconds on two cores.
 const DEFAULT_POOL_SEEDS: u64 = 500;
 /// Threads the seeds are spread over (the CI machine has two cores).
@@ -56,6 +62,73 @@ fn random_seeds() {
         |seed| run_seed(seed, &config),
         totals,
     );
+}
+
+fn crash_config() -> SimConfig {
+    SimConfig {
+        scheduler_crashes: true,
+        ..config()
+    }
+}
+
+/// The scheduler crashes (between turns, or inside one before or after its journal write,
+/// losing journal entries written without fsync) and restarts from its journal; workers,
+/// nannies and clients reconnect (`sim/crash.rs`).
+#[test]
+fn crash_seeds() {
+    let config = crash_config();
+    seeds_test(
+        "RUSK_SIM_CRASH",
+        DEFAULT_CRASH_SEEDS,
+        |seed| run_seed(seed, &config),
+        crash_totals,
+    );
+}
+
+#[test]
+fn a_crash_seed_replays_exactly() {
+    let config = crash_config();
+    for seed in [4, 13] {
+        let a = run_seed(seed, &config).map_err(|f| f.to_string());
+        let b = run_seed(seed, &config).map_err(|f| f.to_string());
+        assert_eq!(a, b, "crash seed {seed} ran differently twice");
+    }
+}
+
+/// What the scheduler-crash seeds exercised, summed (and that they exercised it at all).
+fn crash_totals(reports: &[SimReport]) -> String {
+    let mut t = CrashCounts::default();
+    for r in reports {
+        let c = &r.crash;
+        t.between_turns += c.between_turns;
+        t.before_write += c.before_write;
+        t.after_write += c.after_write;
+        t.unsynced_lost += c.unsynced_lost;
+        t.results_adopted += c.results_adopted;
+        t.claims += c.claims;
+        t.resubmits += c.resubmits;
+        t.worker_reconnects += c.worker_reconnects;
+        t.client_reconnects += c.client_reconnects;
+    }
+    if reports.len() >= 100 {
+        for (what, n) in [
+            ("crashes between turns", t.between_turns as u64),
+            ("crashes before a journal write", t.before_write as u64),
+            ("crashes after a journal write", t.after_write as u64),
+            ("unsynced journal entries lost", t.unsynced_lost as u64),
+            ("results adopted", t.results_adopted),
+            ("graphs claimed again", t.claims as u64),
+            ("graphs submitted again", t.resubmits as u64),
+            ("worker reconnections", t.worker_reconnects as u64),
+        ] {
+            assert!(n > 0, "no {what} in {} crash seeds", reports.len());
+        }
+    }
+    format!(
+        "{} scheduler crashes: {t:?}\n{}",
+        t.crashes(),
+        totals(reports)
+    )
 }
 
 /// Keys shared between clients: a session client's keys held, adopted, kept and published by

@@ -20,7 +20,14 @@ pub struct Client {
     /// Messages received while waiting for something else.
     backlog: VecDeque<SchedulerToClient>,
     creds: net::Credentials,
+    address: String,
 }
+
+/// How long a client waiting for a graph keeps trying to get back to a scheduler it lost
+/// (one restarted from its journal resumes the graph) before it gives up.
+pub const SCHEDULER_LOST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const RECONNECT_DELAY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+const RECONNECT_DELAY_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The outcome of one output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +46,43 @@ impl Client {
             conn,
             backlog: VecDeque::new(),
             creds,
+            address: cluster.address.clone(),
         })
+    }
+
+    /// Connect again after the scheduler connection dropped, with back-off, for at most
+    /// [`SCHEDULER_LOST_TIMEOUT`]. A refusal (another cluster now) ends it at once.
+    async fn reconnect(&mut self, why: anyhow::Error) -> Result<()> {
+        let since = std::time::Instant::now();
+        let mut delay = RECONNECT_DELAY_MIN;
+        tracing::warn!(error = %format!("{why:#}"), "lost the scheduler; reconnecting");
+        loop {
+            match net::connect(&self.address, &self.creds, Role::Client).await {
+                Ok(conn) => {
+                    self.conn = conn;
+                    self.backlog.clear();
+                    tracing::info!(
+                        away_s = since.elapsed().as_secs_f64(),
+                        "reconnected to the scheduler"
+                    );
+                    return Ok(());
+                }
+                Err(e) if net::is_refusal(&e) => {
+                    return Err(e.context(format!("the scheduler at {} refused us", self.address)))
+                }
+                Err(e) => {
+                    if since.elapsed() + delay > SCHEDULER_LOST_TIMEOUT {
+                        return Err(e.context(format!(
+                            "lost the scheduler at {} ({why:#}) and it stayed unreachable for {} s",
+                            self.address,
+                            SCHEDULER_LOST_TIMEOUT.as_secs()
+                        )));
+                    }
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RECONNECT_DELAY_MAX);
+        }
     }
 
     async fn next(&mut self) -> Result<SchedulerToClient> {
@@ -83,7 +126,18 @@ impl Client {
         let mut locator = Locator::new();
         loop {
             let outputs = loop {
-                match self.next().await? {
+                let msg = match self.next().await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // A scheduler restarted from its journal still has the graph: claim
+                        // it again, and it reports the outputs once they are finished.
+                        self.reconnect(e).await?;
+                        self.send(ClientToScheduler::LocateOutputs { graph })
+                            .await?;
+                        continue;
+                    }
+                };
+                match msg {
                     SchedulerToClient::Progress(p) if p.graph == graph.0 => progress(&p),
                     SchedulerToClient::GraphFinished { graph: g, outputs } if g == graph => {
                         break outputs

@@ -7,6 +7,7 @@ mod config;
 mod endpoint;
 mod events;
 mod http;
+mod journal;
 mod local;
 mod metrics;
 mod nanny_shell;
@@ -176,6 +177,11 @@ struct SchedulerArgs {
     tls: config::TlsMode,
     #[command(flatten)]
     tls_files: config::TlsArgs,
+    /// Keep a journal here (an embedded database file): the cluster's identity (token, CA,
+    /// address) and its graphs. A scheduler started again on the same journal is the same
+    /// cluster, and resumes the graphs; workers keep their results meanwhile.
+    #[arg(long, env = "RUSK_JOURNAL")]
+    journal: Option<PathBuf>,
     #[command(flatten)]
     core: CoreArgs,
 }
@@ -201,6 +207,10 @@ pub struct CoreArgs {
     /// Do not move queued tasks from busy workers to idle ones (for comparisons).
     #[arg(long, env = "RUSK_NO_WORK_STEALING")]
     no_work_stealing: bool,
+    /// After a restart from a journal: how long workers that held results may take to come
+    /// back before those results are recomputed, and clients to claim their graphs again.
+    #[arg(long, env = "RUSK_RESUME_GRACE", default_value = "10s", value_parser = parse_duration)]
+    resume_grace: Duration,
 }
 
 impl CoreArgs {
@@ -219,6 +229,7 @@ impl CoreArgs {
             task_max_worker_deaths: self.task_max_worker_deaths.max(1),
             no_worker_timeout: self.no_worker_timeout,
             work_stealing: !self.no_work_stealing,
+            resume_grace: self.resume_grace,
             ..SchedulerConfig::default()
         })
     }
@@ -259,6 +270,10 @@ struct WorkerArgs {
     memory_limit: Option<u64>,
     #[command(flatten)]
     memory: MemoryArgs,
+    /// When the scheduler connection drops, keep the stored results and reconnect (with
+    /// back-off) for this long before exiting; `0s`: exit at once.
+    #[arg(long, env = "RUSK_SCHEDULER_LOST_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    scheduler_lost_timeout: Duration,
     /// Set by the nanny: its name.
     #[arg(long, hide = true, requires = "nanny_fd")]
     nanny: Option<String>,
@@ -523,6 +538,7 @@ async fn run_scheduler(a: SchedulerArgs) -> Result<()> {
         dashboard: Some(a.dashboard).filter(|d| !d.eq_ignore_ascii_case("none")),
         tls_mode: a.tls,
         tls: a.tls_files.spec(),
+        journal: a.journal,
     })
     .await
 }
@@ -561,6 +577,7 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
         python: a.python.options()?,
         memory: a.memory.config(a.memory_limit)?,
         spill_dir: a.memory.spill_dir,
+        scheduler_lost_timeout: a.scheduler_lost_timeout,
     })
     .await
 }

@@ -91,8 +91,12 @@ pub async fn run(opts: NannyOptions) -> Result<()> {
     let mut next_memory_sample = start + MEMORY_SAMPLE_INTERVAL;
     let mut woke = Instant::now();
     let mut pending: Vec<Local> = Vec::new();
+    // systemd (Type=notify): ready once the first turn has started the slots (the scheduler
+    // may be down: supervising workers does not wait for it); pings from this loop.
+    let mut notify = crate::scheduler_shell::sd_notify::Notifier::from_env();
     core.handle_into(start.elapsed(), Event::Start, &mut out);
     loop {
+        notify.watchdog(); // every turn: at least every LAG_PROBE_INTERVAL
         let mut outgoing: Vec<NannyToScheduler> = Vec::new();
         for cmd in out.drain(..) {
             match cmd {
@@ -149,6 +153,7 @@ pub async fn run(opts: NannyOptions) -> Result<()> {
                 }
             }
         }
+        notify.ready("workers started");
         if !outgoing.is_empty() {
             match &to_scheduler {
                 Some(link) => {
@@ -226,6 +231,7 @@ pub async fn run(opts: NannyOptions) -> Result<()> {
                     }
                     SchedulerToNanny::Stop => {
                         info!("operator stop received from the scheduler; stopping all workers");
+                        notify.stopping("operator stop: stopping all workers");
                         core.handle_into(now, Event::Shutdown, &mut out);
                     }
                 },
@@ -235,15 +241,18 @@ pub async fn run(opts: NannyOptions) -> Result<()> {
                     )];
                     hello.extend(queued.drain(..));
                     let _ = link.send(hello);
+                    notify.status("supervising workers; scheduler connected");
                     to_scheduler = Some(link);
                 }
                 Local::SchedulerDown(reason) => {
                     if to_scheduler.take().is_some() {
                         warn!(%reason, "lost the scheduler; workers keep running, reconnecting");
+                        notify.status("supervising workers; scheduler lost, reconnecting");
                     }
                 }
                 Local::Terminate(sig) => {
                     info!(signal = sig, "stopping all workers for good");
+                    notify.stopping(&format!("{sig}: stopping all workers"));
                     core.handle_into(now, Event::Shutdown, &mut out);
                 }
             }
@@ -386,6 +395,9 @@ fn spawn_worker(opts: &NannyOptions, slot: u32, tx: mpsc::UnboundedSender<Local>
         .env("RUSK_TOKEN", &opts.token)
         .env_remove("RUSK_SCHEDULER_FILE")
         .env_remove("RUSK_TLS");
+    for var in crate::scheduler_shell::sd_notify::ENV_VARS {
+        cmd.env_remove(var); // the nanny speaks to systemd, its workers do not
+    }
     if let Some(tls) = &opts.tls {
         // The nanny's own certificate: its workers run on its host, under the same names.
         let spec = serde_json::to_string(&tls.spec_for_children()).expect("a spec serialises");

@@ -11,7 +11,11 @@
 //! holds the loop up.
 use crate::config::{SchedulerFile, TlsMode};
 use crate::http::{self, Query};
+use crate::journal::{Identity, Journal};
 use crate::metrics::{Observer, SchedulerIdentity, PUBLISH_INTERVAL};
+// Here rather than in main.rs: `crate::scheduler_shell::sd_notify` for the nanny too.
+#[path = "sd_notify.rs"]
+pub mod sd_notify;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -53,6 +57,9 @@ pub struct SchedulerOptions {
     /// The operator's own CA bundle, certificate and key (`--tls-*`); none: the scheduler makes
     /// a cluster CA of its own when it encrypts.
     pub tls: TlsSpec,
+    /// The journal (`--journal`): the cluster's identity and what is needed to resume its work
+    /// after a restart.
+    pub journal: Option<PathBuf>,
 }
 
 /// The scheduler's TLS, and what of it goes into the scheduler file for joiners.
@@ -61,6 +68,7 @@ fn set_up_tls(
     given: &TlsSpec,
     local: SocketAddr,
     scheduler_file: Option<&std::path::Path>,
+    journaled_ca: Option<TlsSpec>,
 ) -> Result<(Option<Arc<net::Tls>>, Option<TlsSpec>)> {
     let encrypt = match mode {
         TlsMode::On => true,
@@ -92,6 +100,12 @@ fn set_up_tls(
             "TLS with a cluster CA made here needs --scheduler-file to hand the CA to joiners; \
              or give your own CA (--tls-ca, --tls-cert, --tls-key), or --tls off"
         );
+    }
+    if let Some(spec) = journaled_ca {
+        // The same cluster as before the restart: joiners hold certificates of this CA.
+        let tls = net::Tls::new(&spec).context("cannot set up TLS with the journal's CA")?;
+        info!("TLS on, with the cluster CA from the journal");
+        return Ok((Some(tls), Some(spec)));
     }
     let ca = net::tls::Ca::generate().context("cannot make the cluster CA")?;
     let spec = TlsSpec {
@@ -163,18 +177,41 @@ struct Peer {
     reader: Option<AbortHandle>,
 }
 
-pub async fn run(opts: SchedulerOptions) -> Result<()> {
+pub async fn run(mut opts: SchedulerOptions) -> Result<()> {
+    let mut journal = None;
+    let mut resume = None;
+    let mut journaled_ca = None;
+    if let Some(path) = &opts.journal {
+        let (j, identity, state) = Journal::open(path)?;
+        if let Some(id) = identity {
+            info!(journal = %path.display(), address = %id.address, graphs = state.graphs.len(), "resuming the cluster from its journal: same token, CA and address");
+            opts.token = id.token;
+            journaled_ca = id.tls;
+            opts.listen = same_port(&opts.listen, &id.address);
+        }
+        journal = Some(j);
+        resume = Some(state);
+    }
     let listener = TcpListener::bind(&opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
     let local: SocketAddr = listener.local_addr()?;
     let address = contact_address(local);
+    let operator_ca = opts.tls.ca_file.is_some();
     let (tls, tls_for_joiners) = set_up_tls(
         opts.tls_mode,
         &opts.tls,
         local,
         opts.scheduler_file.as_deref(),
+        journaled_ca,
     )?;
+    if let Some(j) = &mut journal {
+        j.write_identity(&Identity {
+            token: opts.token.clone(),
+            tls: tls_for_joiners.clone().filter(|_| !operator_ca),
+            address: address.clone(),
+        })?;
+    }
     let http_listener = match &opts.dashboard {
         Some(addr) => Some(http::bind(addr).await?),
         None => None,
@@ -227,7 +264,40 @@ pub async fn run(opts: SchedulerOptions) -> Result<()> {
     let (tx, rx) = mpsc::channel::<Inbound>(EVENT_QUEUE_MAX);
     let creds = net::Credentials::new(opts.token.as_bytes(), tls);
     tokio::spawn(accept_loop(listener, creds, tx));
-    core_loop(core, epoch, rx, query_rx, observer).await
+    core.journal = journal.is_some();
+    let core = match resume {
+        Some(state) => {
+            let (core, first) = Scheduler::resume(core, state);
+            if let Some(j) = &mut journal {
+                let records = first
+                    .into_iter()
+                    .filter_map(|c| match c {
+                        Command::Journal(r) => Some(r),
+                        _ => None,
+                    })
+                    .collect();
+                j.append(records)?;
+            }
+            core
+        }
+        None => Scheduler::new(core),
+    };
+    // systemd (Type=notify): serving from here on (the journal replayed, so that a long replay
+    // runs under TimeoutStartSec, not the watchdog); watchdog pings from the core loop.
+    let mut notify = sd_notify::Notifier::from_env();
+    notify.ready(&format!("listening on {local}"));
+    notify.stop_on_signal();
+    core_loop(core, epoch, rx, query_rx, observer, notify, journal).await
+}
+
+/// `listen` with the journal's port when it asks for any port (`:0`): a restarted scheduler
+/// keeps its address.
+fn same_port(listen: &str, journaled: &str) -> String {
+    let port = journaled.rsplit(':').next().unwrap_or("0");
+    match listen.rsplit_once(':') {
+        Some((host, "0")) => format!("{host}:{port}"),
+        _ => listen.to_string(),
+    }
 }
 
 /// Warnings about refused or failed connections per [`LOG_WINDOW`] before the rest are only
@@ -464,13 +534,16 @@ struct Peers {
 }
 
 async fn core_loop(
-    config: SchedulerConfig,
+    mut core: Scheduler,
     start: Instant,
     mut rx: mpsc::Receiver<Inbound>,
     mut queries: mpsc::Receiver<Query>,
     mut observer: Observer,
+    mut notify: sd_notify::Notifier,
+    mut journal: Option<Journal>,
 ) -> Result<()> {
-    let mut core = Scheduler::new(config);
+    let mut records: Vec<rusk_core::journal::Record> = Vec::new();
+    let mut journal_log = LogLimiter::new();
     let mut next_publish = Instant::now();
     // Sequence number of the next recovery event (every record passes through `Command::Log`).
     let mut events_next = 0u64;
@@ -487,6 +560,7 @@ async fn core_loop(
     let mut carried: Option<Inbound> = None;
     let mut caught_up = false;
     loop {
+        notify.watchdog(); // every turn: at least every PUBLISH_INTERVAL
         let deadline = (start + core.next_timeout()).min(next_publish);
         let first = if let Some(ev) = carried.take() {
             Some(ev)
@@ -542,6 +616,7 @@ async fn core_loop(
         if now >= core.next_timeout() {
             core.handle_into(now, Event::Tick, &mut out);
         }
+        core.flush_journal(&mut out);
         // Carry out the commands: one frame per destination.
         for cmd in out.drain(..) {
             match cmd {
@@ -568,6 +643,15 @@ async fn core_loop(
                     observer.metrics.on_record(&record);
                     events_next = events_next.max(record.seq + 1);
                     log_record(&record);
+                }
+                Command::Journal(r) => records.push(r),
+            }
+        }
+        // The turn's records are on disk before its replies go out.
+        if let Some(j) = &mut journal {
+            if let Err(e) = j.append(std::mem::take(&mut records)) {
+                if let Some(suppressed) = journal_log.allow() {
+                    warn!(error = %format!("{e:#}"), failures = j.failures(), suppressed, "cannot write the journal (kept in memory, retried next turn); a restart now could lose the newest graphs");
                 }
             }
         }

@@ -208,30 +208,10 @@ fn a_corrupt_spill_file_means_recompute_not_a_wrong_answer() {
 /// paused worker still serves its results to the other worker, which finishes the graph.
 #[test]
 fn a_full_spill_disk_pauses_the_worker_with_an_event() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: mounting a small tmpfs needs root");
+    let Some(disk) = SmallDisk::mount("8m") else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let small = tmp.path().join("small");
-    std::fs::create_dir_all(&small).unwrap();
-    let mount = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(&small)
-        .status()
-        .unwrap();
-    assert!(mount.success(), "mount tmpfs");
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _guard = Unmount(small.clone());
+    };
+    let small = disk.path.clone();
     let mut c = Cluster::start_with(
         1,
         &[],

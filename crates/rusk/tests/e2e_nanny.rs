@@ -475,16 +475,6 @@ fn operator_restart_of_one_worker_and_of_all() {
     assert!(events_with_cause(&c, "operator").len() >= 2);
 }
 
-fn single_output(out: &std::process::Output) -> Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_object().unwrap().values().next().unwrap().clone()
-}
-
 #[test]
 fn kill_9_of_a_worker_mid_task_still_gives_the_right_answer() {
     let c = NannyCluster::start(2, &[], &[], &[]);
@@ -677,8 +667,11 @@ fn a_10000_task_graph_under_random_kills_and_freezes_gives_the_right_answer() {
             "fault {faults}: signal {sig} to {} (pid {})",
             w["id"], w["pid"]
         );
-        signal(w["pid"].as_u64().unwrap(), sig);
-        faults += 1;
+        // The worker may have died since the status was read (its nanny replaced a frozen
+        // one): then this fault did not happen.
+        if try_signal(w["pid"].as_u64().unwrap(), sig) {
+            faults += 1;
+        }
     }
     let out = wait_output(child, SUBMIT_DEADLINE);
     assert_eq!(single_output(&out), json!(expected));

@@ -48,6 +48,7 @@ async fn fake_worker(address: String, token: String, i: usize, fleet: Arc<Fleet>
         nanny: None,
         slot: None,
         resources: Default::default(),
+        held: Vec::new(),
     };
     if net::send(&mut conn, &vec![WorkerToScheduler::Register(info)])
         .await

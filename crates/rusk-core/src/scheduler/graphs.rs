@@ -5,35 +5,18 @@ use super::*;
 impl Scheduler {
     pub(super) fn on_client_message(&mut self, client: ClientId, msg: ClientToScheduler) {
         match msg {
-            ClientToScheduler::Submit { graph, detach } => match compile(graph) {
-                Ok(compiled)
-                    if compiled
-                        .tasks
-                        .iter()
-                        .any(|t| matches!(*t.kind, TaskKind::Adopt { .. })) =>
-                {
-                    self.out.push(Command::ToClient {
-                        client,
-                        msg: SchedulerToClient::Rejected {
-                            error: "\"adopt\" tasks belong in session graphs (Extend), not in \
-                                    submitted graphs"
-                                .into(),
-                        },
-                    })
-                }
-                Ok(compiled) => self.add_graph(client, compiled, detach),
-                Err(e) => self.out.push(Command::ToClient {
-                    client,
-                    msg: SchedulerToClient::Rejected {
-                        error: e.to_string(),
-                    },
-                }),
-            },
+            ClientToScheduler::Submit { graph, detach } => {
+                let journaled = self.config.journal.then(|| graph.clone());
+                self.on_submit(client, graph, detach, journaled)
+            }
             ClientToScheduler::LocateOutputs { graph } => match self.graphs.get_mut(&graph) {
                 // A session graph whose client left (kept for another's pins) is no one's to
-                // take over either: only a submitted graph without owner is (detached ones).
+                // take over either: only a submitted graph without owner is (detached ones),
+                // or any graph a restarted scheduler resumed from its journal (its client
+                // reconnecting).
                 Some(g)
-                    if g.owner.is_some_and(|o| o != client) || (g.session && g.owner.is_none()) =>
+                    if g.owner.is_some_and(|o| o != client)
+                        || (g.session && g.owner.is_none() && !g.resumed) =>
                 {
                     self.out.push(Command::ToClient {
                         client,
@@ -46,6 +29,7 @@ impl Scheduler {
                 }
                 Some(g) => {
                     g.owner = Some(client);
+                    g.resumed = false;
                     g.notify_finished = true;
                     if g.session {
                         // Report again every finished output; the others come when done.
@@ -71,7 +55,7 @@ impl Scheduler {
                     },
                 }),
             },
-            ClientToScheduler::Open => self.open_session(client),
+            ClientToScheduler::Open => self.open_session(Some(client), None),
             ClientToScheduler::Extend {
                 graph,
                 tasks,
@@ -147,6 +131,48 @@ impl Scheduler {
         }
     }
 
+    fn on_submit(
+        &mut self,
+        client: ClientId,
+        graph: rusk_proto::graph::GraphSpec,
+        detach: bool,
+        journaled: Option<rusk_proto::graph::GraphSpec>,
+    ) {
+        match compile(graph) {
+            Ok(compiled)
+                if compiled
+                    .tasks
+                    .iter()
+                    .any(|t| matches!(*t.kind, TaskKind::Adopt { .. })) =>
+            {
+                self.out.push(Command::ToClient {
+                    client,
+                    msg: SchedulerToClient::Rejected {
+                        error: "\"adopt\" tasks belong in session graphs (Extend), not in \
+                                submitted graphs"
+                            .into(),
+                    },
+                })
+            }
+            Ok(compiled) => {
+                let id = self.add_graph(Some(client), compiled, detach, None);
+                if let Some(spec) = journaled {
+                    self.journal(crate::journal::Record::Submitted {
+                        graph: id,
+                        detach,
+                        spec,
+                    });
+                }
+            }
+            Err(e) => self.out.push(Command::ToClient {
+                client,
+                msg: SchedulerToClient::Rejected {
+                    error: e.to_string(),
+                },
+            }),
+        }
+    }
+
     pub(super) fn on_client_left(&mut self, client: ClientId) {
         self.clients.remove(&client);
         self.drop_holds(client);
@@ -166,9 +192,18 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn add_graph(&mut self, client: ClientId, compiled: CompiledGraph, detach: bool) {
-        let id = GraphId(self.next_graph);
-        self.next_graph += 1;
+    /// Add a compiled graph for `owner` (none: resumed from the journal, under its old `id`).
+    pub(super) fn add_graph(
+        &mut self,
+        owner: Option<ClientId>,
+        compiled: CompiledGraph,
+        detach: bool,
+        id: Option<GraphId>,
+    ) -> GraphId {
+        let id = id.unwrap_or_else(|| {
+            self.next_graph += 1;
+            GraphId(self.next_graph - 1)
+        });
         let n = compiled.tasks.len();
         let mut dependents_count = vec![0u32; n];
         for t in &compiled.tasks {
@@ -207,7 +242,8 @@ impl Scheduler {
                 tasks,
                 outputs_pending: compiled.outputs.len() as u32,
                 outputs: compiled.outputs,
-                owner: Some(client),
+                owner,
+                resumed: owner.is_none(),
                 notify_finished: true,
                 errors: FxHashMap::default(),
                 done: 0,
@@ -224,13 +260,15 @@ impl Scheduler {
             self.detached.push_back(id);
             self.enforce_detached_bound();
         }
-        self.out.push(Command::ToClient {
-            client,
-            msg: SchedulerToClient::Submitted {
-                graph: id,
-                tasks: n as u64,
-            },
-        });
+        if let Some(client) = owner {
+            self.out.push(Command::ToClient {
+                client,
+                msg: SchedulerToClient::Submitted {
+                    graph: id,
+                    tasks: n as u64,
+                },
+            });
+        }
         for i in 0..n as u32 {
             let tref = TaskRef {
                 graph: id,
@@ -240,17 +278,23 @@ impl Scheduler {
                 self.make_ready(tref);
             }
         }
+        id
     }
 
-    pub(super) fn open_session(&mut self, client: ClientId) {
-        let id = GraphId(self.next_graph);
-        self.next_graph += 1;
+    /// Open a session graph for `owner` (none: resumed from the journal, under its old `id`).
+    pub(super) fn open_session(&mut self, owner: Option<ClientId>, id: Option<GraphId>) {
+        let id = id.unwrap_or_else(|| {
+            self.next_graph += 1;
+            GraphId(self.next_graph - 1)
+        });
+        self.journal(crate::journal::Record::Opened { graph: id });
         self.graphs.insert(
             id,
             Graph {
                 tasks: Vec::new(),
                 outputs: Vec::new(),
-                owner: Some(client),
+                owner,
+                resumed: owner.is_none(),
                 outputs_pending: 0,
                 notify_finished: false,
                 errors: FxHashMap::default(),
@@ -264,13 +308,15 @@ impl Scheduler {
                 newly_done: Vec::new(),
             },
         );
-        self.out.push(Command::ToClient {
-            client,
-            msg: SchedulerToClient::Submitted {
-                graph: id,
-                tasks: 0,
-            },
-        });
+        if let Some(client) = owner {
+            self.out.push(Command::ToClient {
+                client,
+                msg: SchedulerToClient::Submitted {
+                    graph: id,
+                    tasks: 0,
+                },
+            });
+        }
     }
 
     /// The session graph `id` if `client` owns it, else an error for the client.
@@ -296,31 +342,45 @@ impl Scheduler {
             });
             return;
         }
+        match self.extend_graph(id, specs, outputs) {
+            Ok(n) => self.out.push(Command::ToClient {
+                client,
+                msg: SchedulerToClient::Extended {
+                    graph: id,
+                    tasks: n,
+                },
+            }),
+            Err(error) => self.out.push(Command::ToClient {
+                client,
+                msg: SchedulerToClient::Rejected { error },
+            }),
+        }
+        self.maybe_finish_graph(id);
+    }
+
+    /// Grow session graph `id`: the number of tasks added, or why nothing was.
+    pub(super) fn extend_graph(
+        &mut self,
+        id: GraphId,
+        specs: Vec<rusk_proto::graph::TaskSpec>,
+        outputs: Vec<String>,
+    ) -> Result<u64, String> {
+        let journaled = self
+            .config
+            .journal
+            .then(|| (specs.clone(), outputs.clone()));
         let g = &self.graphs[&id];
         let existing = g.tasks.len() as u32;
-        let (tasks, outs) =
-            match crate::graph::compile_extension(&g.keys, existing, specs, &outputs) {
-                Ok(x) => x,
-                Err(e) => {
-                    self.out.push(Command::ToClient {
-                        client,
-                        msg: SchedulerToClient::Rejected {
-                            error: e.to_string(),
-                        },
-                    });
-                    return;
-                }
-            };
-        let sources = match self.resolve_adopts(&tasks) {
-            Ok(s) => s,
-            Err(error) => {
-                self.out.push(Command::ToClient {
-                    client,
-                    msg: SchedulerToClient::Rejected { error },
-                });
-                return;
-            }
-        };
+        let (tasks, outs) = crate::graph::compile_extension(&g.keys, existing, specs, &outputs)
+            .map_err(|e| e.to_string())?;
+        let sources = self.resolve_adopts(&tasks)?;
+        if let Some((tasks, outputs)) = journaled {
+            self.journal(crate::journal::Record::Extended {
+                graph: id,
+                tasks,
+                outputs,
+            });
+        }
         let n = tasks.len() as u32;
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -414,14 +474,7 @@ impl Scheduler {
                 }
             }
         }
-        self.out.push(Command::ToClient {
-            client,
-            msg: SchedulerToClient::Extended {
-                graph: id,
-                tasks: n as u64,
-            },
-        });
-        self.maybe_finish_graph(id);
+        Ok(n as u64)
     }
 
     /// The client no longer wants these outputs: drop what nothing else needs, cancelling
@@ -514,6 +567,7 @@ impl Scheduler {
         let Some(g) = self.graphs.remove(&id) else {
             return;
         };
+        self.journal(crate::journal::Record::Retired { graph: id });
         self.detached.retain(|&d| d != id);
         let mut releases: BTreeMap<Incarnation, Vec<TaskRef>> = BTreeMap::new();
         for (i, t) in g.tasks.iter().enumerate() {
@@ -609,6 +663,7 @@ impl Scheduler {
             client,
             msg: SchedulerToClient::GraphFinished { graph: id, outputs },
         });
+        self.journal(crate::journal::Record::Delivered { graph: id });
         if self.detached.contains(&id) {
             self.enforce_detached_bound();
         }

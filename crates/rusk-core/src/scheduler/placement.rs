@@ -28,7 +28,7 @@ impl Scheduler {
     /// chunks (so that neighbouring tasks, often siblings in a reduction, land together) to the
     /// workers with room, round robin, which balances load.
     pub(super) fn schedule(&mut self) {
-        if self.worker_order.is_empty() {
+        if self.worker_order.is_empty() || self.resume_holding() {
             return;
         }
         if !self.classes.is_empty() {
@@ -173,6 +173,7 @@ impl Scheduler {
     pub(super) fn assign(&mut self, task: TaskRef, inc: Incarnation) {
         let attempt = AttemptId(self.next_attempt);
         self.next_attempt += 1;
+        self.reserve_attempts();
         let g = &self.graphs[&task.graph];
         let t = &g.tasks[task.index as usize];
         let est = self.estimate_us(t.prefix);

@@ -41,6 +41,7 @@ impl Scheduler {
         w.assigned.remove(&task);
         w.holds.insert(task);
         self.set_state(task, TaskState::Memory { holder: inc, size });
+        self.journal_in_memory(task, size, inc);
         self.stats.tasks_completed += 1;
         let g = self.graphs.get_mut(&task.graph).expect("task exists");
         g.done += 1;

@@ -31,6 +31,7 @@ pub(super) fn info(name: &str, nthreads: u32) -> WorkerInfo {
         nanny: None,
         slot: None,
         resources: Default::default(),
+        held: Vec::new(),
     }
 }
 

@@ -145,6 +145,7 @@ mod scheduler_tests {
                     nanny: None,
                     slot: None,
                     resources: Default::default(),
+                    held: Vec::new(),
                 },
             },
         )

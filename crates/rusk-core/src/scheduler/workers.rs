@@ -8,8 +8,9 @@ impl Scheduler {
         &mut self,
         now: Duration,
         incarnation: Incarnation,
-        info: WorkerInfo,
+        mut info: WorkerInfo,
     ) {
+        let held = std::mem::take(&mut info.held);
         assert!(
             !self.workers.contains_key(&incarnation),
             "incarnation {incarnation} reused"
@@ -18,6 +19,7 @@ impl Scheduler {
         self.workers.insert(
             incarnation,
             Worker {
+                name: Arc::from(info.name.as_str()),
                 info,
                 address,
                 last_seen: now,
@@ -40,6 +42,9 @@ impl Scheduler {
             },
         });
         self.send_uploads(incarnation);
+        if !held.is_empty() {
+            self.adopt_held(incarnation, held);
+        }
     }
 
     pub(super) fn on_worker_message(

@@ -15,6 +15,7 @@ fn core() -> WorkerCore {
             nanny: None,
             slot: None,
             resources: Default::default(),
+            held: Vec::new(),
         },
         dispatched_per_thread_max: 1,
         heartbeat_interval: Duration::from_millis(500),

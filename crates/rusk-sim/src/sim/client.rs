@@ -22,13 +22,19 @@ const LOCATE_BACKOFF_MS_MAX: u64 = 300;
 
 pub(crate) struct ClientState {
     /// Models submitted whose `Submitted` has not arrived, in order (the link is ordered).
-    awaiting: VecDeque<usize>,
+    pub(crate) awaiting: VecDeque<usize>,
     pub(crate) graphs: BTreeMap<GraphId, ClientGraph>,
     /// Graphs this client will have submitted by the end of the run.
     planned: u32,
     /// Models it sent a `Submit` for.
     submitted_models: Vec<usize>,
     pub(crate) left: bool,
+    /// Connected to the scheduler (false from noticing a scheduler crash until reconnected).
+    pub(crate) connected: bool,
+    /// The scheduler life (`CrashState::epoch`) its connection is to.
+    pub(crate) epoch: u64,
+    /// Back-off of its next reconnection attempt.
+    pub(crate) retry: Duration,
 }
 
 pub(crate) struct ClientGraph {
@@ -40,6 +46,19 @@ pub(crate) struct ClientGraph {
     round_failed: bool,
     rounds: u32,
     done: bool,
+    /// A `LocateOutputs` is planned (`Ev::LocateAgain`) and not yet sent.
+    locate_pending: bool,
+}
+
+impl ClientGraph {
+    /// Waiting for `GraphFinished`: neither fetching, nor about to ask, nor done.
+    pub(crate) fn awaits_finish(&self) -> bool {
+        !self.done && self.round_pending == 0 && !self.locate_pending
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
 }
 
 impl ClientState {
@@ -50,6 +69,9 @@ impl ClientState {
             planned: 0,
             submitted_models: Vec::new(),
             left: false,
+            connected: true,
+            epoch: 0,
+            retry: super::crash::CLIENT_RETRY_MIN,
         }
     }
 }
@@ -79,6 +101,21 @@ impl Sim {
         };
         self.client_send(client, msg, Some(model));
         Ok(())
+    }
+
+    /// Submit `model` again: its `Submitted` died with the scheduler.
+    pub(crate) fn resubmit(&mut self, client: ClientId, model: usize) {
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        c.awaiting.push_back(model);
+        self.note(What::Client(client, "submit again", None));
+        let m = &self.models[model];
+        let msg = ClientToScheduler::Submit {
+            graph: m.spec.clone(),
+            detach: m.detach,
+        };
+        self.client_send(client, msg, Some(model));
     }
 
     pub(crate) fn on_client_to_sched(
@@ -133,9 +170,14 @@ impl Sim {
             return Ok(());
         };
         c.left = true;
+        // Only the scheduler it is connected to sees it leave.
+        let connected = c.connected && c.epoch == self.crash.epoch;
         self.note(What::Client(client, "leaves", None));
         if self.is_shared_client(client) {
             self.shared_left(client);
+        }
+        if !connected {
+            return Ok(());
         }
         self.sched_step(scheduler::Event::ClientLeft { client })
     }
@@ -172,6 +214,7 @@ impl Sim {
                         round_failed: false,
                         rounds: 0,
                         done: false,
+                        locate_pending: false,
                     },
                 );
                 self.note(What::Client(client, "submitted", Some(graph)));
@@ -377,6 +420,7 @@ impl Sim {
         }
         cg.round_failed = false;
         cg.rounds += 1;
+        cg.locate_pending = true;
         let backoff = Duration::from_millis(
             self.rng
                 .gen_range(LOCATE_BACKOFF_MS_MIN..=LOCATE_BACKOFF_MS_MAX),
@@ -385,6 +429,7 @@ impl Sim {
     }
 
     pub(crate) fn on_locate_again(&mut self, graph: GraphId) -> Result<(), FailureKind> {
+        self.client_graph(graph).locate_pending = false;
         self.note(What::Client(MAIN_CLIENT, "locate outputs", Some(graph)));
         self.client_send(
             MAIN_CLIENT,
@@ -398,6 +443,26 @@ impl Sim {
     /// the main client releases them (a graph without owner may be released by anyone), so
     /// that the run ends with nothing left.
     pub(crate) fn release_orphaned_graphs(&mut self) {
+        if self.crash.enabled {
+            // After scheduler crashes, also graphs whose `Submitted` died with it (their
+            // client submitted them again): every graph the main client does not own.
+            let own: BTreeSet<GraphId> = self
+                .clients
+                .get(&MAIN_CLIENT)
+                .map(|c| c.graphs.keys().copied().collect())
+                .unwrap_or_default();
+            let orphans: Vec<GraphId> = self
+                .oracle
+                .graphs()
+                .map(|(g, _)| g)
+                .filter(|g| !own.contains(g))
+                .collect();
+            for graph in orphans {
+                self.note(What::Client(MAIN_CLIENT, "release orphan", Some(graph)));
+                self.client_send(MAIN_CLIENT, ClientToScheduler::ReleaseGraph { graph }, None);
+            }
+            return;
+        }
         let orphans: Vec<GraphId> = self
             .clients
             .iter()

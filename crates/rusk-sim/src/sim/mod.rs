@@ -26,6 +26,7 @@
 //! every supervised slot must run a registered worker again within its own, shorter bound.
 mod api;
 mod client;
+mod crash;
 mod faults;
 mod nanny;
 mod net;
@@ -55,6 +56,7 @@ use std::time::Duration;
 use crate::timed::{catch_core_panic, Queued};
 pub(crate) use client::ClientState;
 
+pub use crash::CrashCounts;
 pub use faults::FaultCounts;
 pub(crate) use faults::FaultPlan;
 pub(crate) use nanny::{Host, NannyConn, NannyProc};
@@ -109,6 +111,8 @@ pub(crate) enum Ev {
         msg: ClientToScheduler,
         /// For `Submit`: which model the graph is.
         model: Option<usize>,
+        /// The scheduler life whose connection carries it (`CrashState::epoch`).
+        epoch: u64,
     },
     ToClient {
         client: ClientId,
@@ -216,6 +220,27 @@ pub(crate) enum Ev {
         slot: u32,
     },
     Heal,
+    /// The scheduler process dies (now, or armed for its next turn).
+    SchedCrash,
+    /// Its supervisor starts it again, from its journal.
+    SchedRestart,
+    /// A worker notices that its connection to scheduler life `epoch` closed.
+    SchedLost {
+        life: LifeId,
+        epoch: u64,
+    },
+    /// A worker that lost its scheduler tries to connect again.
+    WorkerReconnect {
+        life: LifeId,
+    },
+    /// A client notices that its connection to scheduler life `epoch` closed.
+    ClientLost {
+        client: ClientId,
+        epoch: u64,
+    },
+    ClientReconnect {
+        client: ClientId,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -249,6 +274,8 @@ pub struct SimReport {
     pub nanny_records: BTreeMap<&'static str, u32>,
     /// What the shared-keys clients did (`SimConfig::shared_keys`).
     pub shared: SharedCounts,
+    /// Scheduler crashes and what recovered from them (`SimConfig::scheduler_crashes`).
+    pub crash: CrashCounts,
     /// Hash of every event of the run: equal for two runs of one seed.
     pub fingerprint: u64,
 }
@@ -264,12 +291,15 @@ pub struct Sim {
     steps_at_now: u64,
     /// When the liveness phase began.
     healed_at: Duration,
-    queue: BinaryHeap<Reverse<Queued<Ev>>>,
+    pub(crate) queue: BinaryHeap<Reverse<Queued<Ev>>>,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) phase: Phase,
     heal_planned: bool,
     pub(crate) scheduler: Scheduler,
-    sched_tick_at: Option<Duration>,
+    /// The scheduler process's crashes, restarts and journal.
+    pub(crate) crash: crash::CrashState,
+    pub(crate) crash_counts: CrashCounts,
+    pub(crate) sched_tick_at: Option<Duration>,
     sbuf: Vec<scheduler::Command>,
     pub(crate) slots: Vec<Slot>,
     pub(crate) lives: Vec<Life>,
@@ -284,7 +314,7 @@ pub struct Sim {
     pub(crate) nanny_config: NannyConfig,
     pub(crate) nanny_records: BTreeMap<&'static str, u32>,
     /// Poison-task events the scheduler logged in the current step (their `observed`).
-    poison_logged: Vec<String>,
+    pub(crate) poison_logged: Vec<String>,
     /// Data address → the last life that listened on it.
     pub(crate) addresses: BTreeMap<Arc<str>, LifeId>,
     pub(crate) inc_to_life: BTreeMap<Incarnation, LifeId>,
@@ -302,7 +332,7 @@ pub struct Sim {
     /// One-shot scripted fault: duplicate the next worker packet carrying a `TaskDone`.
     pub(crate) dup_next_task_done: bool,
     /// Model of the `Submit` being handled by the scheduler right now.
-    submit_model: Option<usize>,
+    pub(crate) submit_model: Option<usize>,
     outputs_checked: u64,
     broken: bool,
     /// The shared-keys clients, when the config runs them.
@@ -333,6 +363,18 @@ impl Sim {
             no_worker_timeout: config.no_worker_timeout,
             work_stealing: config.work_stealing,
             ..SchedulerConfig::default()
+        };
+        // Scheduler crashes need its journal; the shared-keys clients (session graphs) do not
+        // reconnect, so they run without.
+        let crashes = config.scheduler_crashes && config.faults && !config.shared_keys;
+        let sched_config = if crashes {
+            SchedulerConfig {
+                journal: true,
+                resume_grace: Duration::from_millis(rng.gen_range(3_000..=6_000)),
+                ..sched_config
+            }
+        } else {
+            sched_config
         };
         let workers =
             rng.gen_range(config.workers_min..=config.workers_max.max(config.workers_min));
@@ -370,7 +412,9 @@ impl Sim {
             rng,
             phase: Phase::Safety,
             heal_planned: false,
-            scheduler: Scheduler::new(sched_config),
+            scheduler: Scheduler::new(sched_config.clone()),
+            crash: crash::CrashState::new(crashes, sched_config),
+            crash_counts: CrashCounts::default(),
             sched_tick_at: None,
             sbuf: Vec::new(),
             slots,
@@ -436,6 +480,7 @@ impl Sim {
             let first = self.plan.next_gap(&mut self.rng);
             self.push(first, Ev::Fault);
         }
+        self.plan_crashes();
         Ok(())
     }
 
@@ -583,7 +628,17 @@ impl Sim {
             Ev::ToSched { life, batch } => self.on_to_sched(life, batch),
             Ev::ToWorker { life, batch } => self.on_to_worker(life, batch),
             Ev::LinkClosed { life, reason } => self.on_link_closed(life, reason),
-            Ev::ClientToSched { client, msg, model } => self.on_client_to_sched(client, msg, model),
+            Ev::ClientToSched {
+                client,
+                msg,
+                model,
+                epoch,
+            } => {
+                if epoch != self.crash.epoch || self.crash.down {
+                    return Ok(()); // sent to a scheduler that died
+                }
+                self.on_client_to_sched(client, msg, model)
+            }
             Ev::ToClient { client, msg } => self.on_to_client(client, msg),
             Ev::ClientLeaves { client } => self.on_client_leaves(client),
             Ev::DataRequest { fetch } => self.on_data_request(fetch),
@@ -632,6 +687,15 @@ impl Sim {
             }
             Ev::SlotsCheck => self.on_slots_check(),
             Ev::Shared(ev) => self.on_shared(ev),
+            Ev::SchedCrash => self.on_sched_crash(),
+            Ev::SchedRestart => self.on_sched_restart(),
+            Ev::SchedLost { life, epoch } => self.on_sched_lost(life, epoch),
+            Ev::WorkerReconnect { life } => self.on_worker_reconnect(life),
+            Ev::ClientLost { client, epoch } => {
+                self.on_client_lost(client, epoch);
+                Ok(())
+            }
+            Ev::ClientReconnect { client } => self.on_client_reconnect(client),
         }
     }
 
@@ -641,7 +705,9 @@ impl Sim {
             Ev::WorkerTick { life, .. }
             | Ev::ToWorker { life, .. }
             | Ev::ExecDone { life, .. }
-            | Ev::JobStarted { life, .. } => *life,
+            | Ev::JobStarted { life, .. }
+            | Ev::SchedLost { life, .. }
+            | Ev::WorkerReconnect { life } => *life,
             Ev::DataRequest { fetch } => {
                 let f = self.net.fetches.get(fetch)?;
                 *self.addresses.get(&f.peer)?
@@ -661,6 +727,9 @@ impl Sim {
 
     /// One `Scheduler::handle` call, its invariant checks and the oracle's, then its commands.
     pub(crate) fn sched_step(&mut self, ev: scheduler::Event) -> Result<(), FailureKind> {
+        if self.crash.down {
+            return Ok(()); // the scheduler process is dead: nobody handles it
+        }
         let report = match &ev {
             scheduler::Event::WorkerMessage { incarnation, msg } => {
                 Some((*incarnation, msg.clone()))
@@ -676,6 +745,12 @@ impl Sim {
             self.oracle
                 .on_report(self.now, inc, &msg, accepted, &self.models)?;
         }
+        if self.end_turn(&mut out).is_err() {
+            // The scheduler died in this turn: its messages never went out.
+            out.clear();
+            self.sbuf = out;
+            return Ok(());
+        }
         let r = self.carry_out_sched(&mut out);
         out.clear();
         self.sbuf = out;
@@ -690,7 +765,10 @@ impl Sim {
         Ok(())
     }
 
-    fn carry_out_sched(&mut self, out: &mut Vec<scheduler::Command>) -> Result<(), FailureKind> {
+    pub(crate) fn carry_out_sched(
+        &mut self,
+        out: &mut Vec<scheduler::Command>,
+    ) -> Result<(), FailureKind> {
         let mut batches: Vec<(Incarnation, Vec<SchedulerToWorker>)> = Vec::new();
         let mut drops: Vec<Incarnation> = Vec::new();
         let mut to_nannies: Vec<(NannyId, Vec<SchedulerToNanny>)> = Vec::new();
@@ -769,6 +847,8 @@ impl Sim {
                         n.recomputing
                     )));
                 }
+                // Written in `end_turn`, before the turn's messages go out.
+                scheduler::Command::Journal(_) => {}
             }
         }
         for (inc, batch) in batches {
@@ -862,6 +942,7 @@ impl Sim {
                     let inc = Incarnation(self.next_incarnation);
                     self.next_incarnation += 1;
                     self.lives[life].incarnation = Some(inc);
+                    self.lives[life].incarnations.push(inc);
                     self.inc_to_life.insert(inc, life);
                     let slot = self.lives[life].slot as usize;
                     self.slots[slot].incarnations.push(inc);
@@ -970,7 +1051,8 @@ impl Sim {
                 return Err(self.failure(kind));
             }
         }
-        let stats = self.scheduler.stats().clone();
+        let stats = self.sched_stats();
+        let results_adopted = stats.results_adopted;
         Ok(SimReport {
             seed: self.seed,
             virtual_time: self.now,
@@ -988,6 +1070,10 @@ impl Sim {
                 .as_ref()
                 .map(|s| s.counts.clone())
                 .unwrap_or_default(),
+            crash: CrashCounts {
+                results_adopted,
+                ..self.crash_counts.clone()
+            },
             slowest_slot_recovery: self
                 .slots
                 .iter()

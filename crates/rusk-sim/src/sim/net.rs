@@ -202,7 +202,8 @@ impl Sim {
         batch: Vec<SchedulerToWorker>,
     ) -> Result<(), crate::error::FailureKind> {
         let l = &self.lives[life];
-        if !l.link_open || l.state != LifeState::Running {
+        // After a scheduler crash, what it sent before dying still arrives (`draining`).
+        if !(l.link_open || l.draining) || l.state != LifeState::Running {
             return Ok(());
         }
         self.note(What::Deliver {
@@ -226,8 +227,24 @@ impl Sim {
         msg: ClientToScheduler,
         model: Option<usize>,
     ) {
+        let Some(epoch) = self
+            .clients
+            .get(&client)
+            .map_or(Some(self.crash.epoch), |c| c.connected.then_some(c.epoch))
+        else {
+            // No connection (the scheduler died): it reconnects and claims its graphs then.
+            return;
+        };
         let at = self.client_arrival(client);
-        self.push(at, Ev::ClientToSched { client, msg, model });
+        self.push(
+            at,
+            Ev::ClientToSched {
+                client,
+                msg,
+                model,
+                epoch,
+            },
+        );
     }
 
     /// The client closes its connection: the scheduler sees it leave after everything it
@@ -248,6 +265,15 @@ impl Sim {
         let at = self.arrival(Duration::ZERO, last);
         self.net.client_last_to_sched.insert(client, at);
         at
+    }
+
+    /// When the last message the scheduler sent to `client` arrives.
+    pub(crate) fn last_to_client(&self, client: ClientId) -> Duration {
+        self.net
+            .client_last_to_client
+            .get(&client)
+            .copied()
+            .unwrap_or_default()
     }
 
     pub(crate) fn send_to_client(&mut self, client: ClientId, msg: SchedulerToClient) {

@@ -170,9 +170,11 @@ pub(crate) struct Life {
     /// When its event loop last pinged its nanny, and the time before.
     pub(crate) last_ping: Duration,
     pub(crate) prev_ping: Duration,
-    told_registered: bool,
+    pub(crate) told_registered: bool,
     // The connection to the scheduler:
     pub(crate) incarnation: Option<Incarnation>,
+    /// Every incarnation it registered as (more than one after scheduler restarts).
+    pub(crate) incarnations: Vec<Incarnation>,
     pub(crate) link_open: bool,
     /// After the link closed, packets already sent still reach the scheduler.
     pub(crate) flush_to_sched: bool,
@@ -180,6 +182,12 @@ pub(crate) struct Life {
     pub(crate) last_to_worker: Duration,
     /// The scheduler has been told this link is gone, or dropped it itself.
     pub(crate) sched_forgot: bool,
+    /// The scheduler crashed: what it sent before still arrives, then the worker notices.
+    pub(crate) draining: bool,
+    /// The scheduler life (`CrashState::epoch`) its connection is to.
+    pub(crate) sched_epoch: u64,
+    /// Back-off of its next attempt to reconnect to a restarted scheduler.
+    pub(crate) retry: Duration,
 }
 
 impl Life {
@@ -242,7 +250,7 @@ impl Sim {
         Ok(())
     }
 
-    fn carry_out_worker(
+    pub(crate) fn carry_out_worker(
         &mut self,
         life: LifeId,
         out: Vec<worker::Command>,
@@ -316,7 +324,7 @@ impl Sim {
             .index
     }
 
-    fn reschedule_worker_tick(&mut self, life: LifeId) {
+    pub(crate) fn reschedule_worker_tick(&mut self, life: LifeId) {
         let now = self.now;
         let l = &mut self.lives[life];
         let (LifeState::Running, Some(core)) = (l.state, l.core.as_ref()) else {
@@ -704,6 +712,7 @@ impl Sim {
             )]
             .into_iter()
             .collect(),
+            held: Vec::new(),
         };
         let mut core = WorkerCore::new(WorkerConfig {
             info,
@@ -733,11 +742,15 @@ impl Sim {
             prev_ping: self.now,
             told_registered: false,
             incarnation: None,
+            incarnations: Vec::new(),
             link_open: true,
             flush_to_sched: false,
             last_to_sched: Duration::ZERO,
             last_to_worker: Duration::ZERO,
             sched_forgot: false,
+            draining: false,
+            sched_epoch: self.crash.epoch,
+            retry: Duration::ZERO,
         });
         self.pids.insert(pid, life);
         let s = &mut self.slots[slot as usize];
@@ -749,7 +762,17 @@ impl Sim {
         self.note(What::Note(format!(
             "{node} (pid {pid}) starts at {address} with {threads} threads"
         )));
-        self.carry_out_worker(life, start)?;
+        if self.crash.down {
+            // No scheduler listens: the shell retries its connection with back-off, and
+            // registers once it gets through (`WorkerReconnect`).
+            let l = &mut self.lives[life];
+            l.link_open = false;
+            l.retry = Duration::from_millis(100);
+            let at = self.now + l.retry;
+            self.push(at, Ev::WorkerReconnect { life });
+        } else {
+            self.carry_out_worker(life, start)?;
+        }
         self.reschedule_worker_tick(life);
         self.schedule_ping(life, self.now);
         Ok(life)

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 mod data;
 mod faults;
@@ -68,6 +68,9 @@ pub struct WorkerOptions {
     pub memory: MemoryConfig,
     /// Where results are spilled (default: `spill/` in the work dir).
     pub spill_dir: Option<PathBuf>,
+    /// How long the worker keeps trying to get back to a scheduler it lost (keeping its
+    /// results) before it exits; zero: exit at once.
+    pub scheduler_lost_timeout: Duration,
 }
 
 /// How a nanny-supervised worker reaches its nanny.
@@ -86,6 +89,10 @@ const CONNECT_RETRY_MIN: Duration = Duration::from_millis(100);
 const CONNECT_RETRY_MAX: Duration = Duration::from_secs(2);
 
 enum Local {
+    /// The scheduler is reachable again (after its connection dropped).
+    Reconnected(Conn),
+    /// The scheduler stayed unreachable for `--scheduler-lost-timeout`, or refused us.
+    ReconnectFailed(String),
     /// An executor began a task. `ack`, when set, is answered once the scheduler has been
     /// told (the `TaskStarted` frame is on the socket): a task that may kill this process waits
     /// for it, so that its death is charged to it.
@@ -162,6 +169,7 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
         nanny: opts.supervision.as_ref().map(|s| s.nanny.clone()),
         slot: opts.supervision.as_ref().map(|s| s.slot),
         resources: opts.resources.clone(),
+        held: Vec::new(),
     };
     let work_dir = opts
         .work_dir
@@ -218,25 +226,12 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
         puts.clone(),
     ));
 
-    let (sched_sink, mut sched_stream) = conn.split();
-    let (sched_out, sched_out_rx) = mpsc::unbounded_channel::<OutFrame>();
-    tokio::spawn(write_frames(sched_sink, sched_out_rx));
-    let (sched_in_tx, mut sched_in) =
-        mpsc::unbounded_channel::<Result<Vec<SchedulerToWorker>, String>>();
-    tokio::spawn(async move {
-        loop {
-            let item = match sched_stream.next().await {
-                None => Err("scheduler closed the connection".to_string()),
-                Some(Err(e)) => Err(format!("bad frame from scheduler: {e}")),
-                Some(Ok(frame)) => rusk_proto::decode::<Vec<SchedulerToWorker>>(&frame)
-                    .map_err(|e| format!("malformed message from scheduler: {e}")),
-            };
-            let end = item.is_err();
-            if sched_in_tx.send(item).is_err() || end {
-                return;
-            }
-        }
-    });
+    let (sched_in_tx, mut sched_in) = mpsc::unbounded_channel::<SchedulerInput>();
+    // Connections to the scheduler so far: input from an earlier one is ignored.
+    let mut generation = 0u64;
+    let mut sched_out = open_scheduler_link(conn, generation, sched_in_tx.clone());
+    // Since when the scheduler is lost (we are reconnecting).
+    let mut lost_since: Option<Instant> = None;
 
     let vitals_tx = local_tx.clone();
     crate::vitals::spawn(work_dir.clone(), opts.health.clone(), move |v| {
@@ -278,12 +273,23 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                 let mut batch = msg;
                 loop {
                     match batch {
-                        Some(Ok(msgs)) => {
+                        Some((g, _)) if g != generation => {}
+                        Some((_, Ok(msgs))) => {
                             for m in msgs {
                                 core.handle_into(now, Event::FromScheduler(m), &mut out);
                             }
                         }
-                        Some(Err(reason)) => return Err(anyhow!(ConnectionLost(reason))),
+                        Some((_, Err(reason))) => {
+                            if opts.scheduler_lost_timeout.is_zero() {
+                                return Err(anyhow!(ConnectionLost(reason)));
+                            }
+                            warn!(%reason, stored = core.heartbeat_info().stored_results, timeout_s = opts.scheduler_lost_timeout.as_secs_f64(), "lost the scheduler; keeping results and reconnecting");
+                            core.handle_into(now, Event::SchedulerLost, &mut out);
+                            lost_since = Some(Instant::now());
+                            generation += 1;
+                            spawn_reconnect(&opts, &creds, local_tx.clone());
+                            break;
+                        }
                         None => return Err(anyhow!(ConnectionLost("reader ended".into()))),
                     }
                     batch = match sched_in.try_recv() {
@@ -297,6 +303,24 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                 let mut ev = ev;
                 while let Some(e) = ev.take() {
                     let event = match e {
+                        Local::Reconnected(conn) => {
+                            let away = lost_since.take().map_or(0.0, |t| t.elapsed().as_secs_f64());
+                            info!(away_s = away, held = core.heartbeat_info().stored_results, "scheduler reachable again; registering with the results kept");
+                            sched_out = open_scheduler_link(conn, generation, sched_in_tx.clone());
+                            let register: Vec<WorkerToScheduler> = core
+                                .start(start.elapsed())
+                                .into_iter()
+                                .filter_map(|c| match c {
+                                    Command::ToScheduler(m) => Some(m),
+                                    _ => None,
+                                })
+                                .collect();
+                            let _ = sched_out.send(OutFrame { frame: net::encode(&register), sent: None });
+                            registered_reported = false;
+                            ev = local_rx.try_recv().ok();
+                            continue;
+                        }
+                        Local::ReconnectFailed(reason) => return Err(anyhow!(ConnectionLost(reason))),
                         Local::Finished { task, attempt, result } => Event::Finished { task, attempt, result },
                         Local::Fetched { peer, items } => Event::Fetched { peer, items },
                         Local::FetchFailed { peer, tasks, reason } => {
@@ -412,6 +436,10 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                 }
             }
         }
+        if lost_since.is_some() {
+            // No scheduler to tell: what matters is re-reported when we register again.
+            to_scheduler.clear();
+        }
         if to_scheduler.is_empty() {
             // Nothing to tell the scheduler (the started attempts were cancelled meanwhile).
             for a in started_acks.drain(..) {
@@ -434,11 +462,84 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
                 });
                 Some(tx)
             };
-            if sched_out.send(OutFrame { frame, sent }).is_err() {
-                return Err(anyhow!(ConnectionLost("writer closed".into())));
-            }
+            // A closed writer means a dropped connection: its reader reports that.
+            let _ = sched_out.send(OutFrame { frame, sent });
         }
     }
+}
+
+/// What the reader of a scheduler connection passes on, tagged with the connection's
+/// generation.
+type SchedulerInput = (u64, Result<Vec<SchedulerToWorker>, String>);
+
+/// Start the writer and reader of a scheduler connection; returns the writer's queue.
+fn open_scheduler_link(
+    conn: Conn,
+    generation: u64,
+    input: mpsc::UnboundedSender<SchedulerInput>,
+) -> mpsc::UnboundedSender<OutFrame> {
+    let (sink, mut stream) = conn.split();
+    let (out, out_rx) = mpsc::unbounded_channel::<OutFrame>();
+    tokio::spawn(write_frames(sink, out_rx));
+    tokio::spawn(async move {
+        loop {
+            let item = match stream.next().await {
+                None => Err("scheduler closed the connection".to_string()),
+                Some(Err(e)) => Err(format!("bad frame from scheduler: {e}")),
+                Some(Ok(frame)) => rusk_proto::decode::<Vec<SchedulerToWorker>>(&frame)
+                    .map_err(|e| format!("malformed message from scheduler: {e}")),
+            };
+            let end = item.is_err();
+            if input.send((generation, item)).is_err() || end {
+                return;
+            }
+        }
+    });
+    out
+}
+
+/// Get back to a lost scheduler with back-off; `Reconnected` or, after
+/// `scheduler_lost_timeout` (or when refused: a different cluster), `ReconnectFailed`.
+fn spawn_reconnect(
+    opts: &WorkerOptions,
+    creds: &net::Credentials,
+    tx: mpsc::UnboundedSender<Local>,
+) {
+    let (address, creds, timeout) = (
+        opts.scheduler.clone(),
+        creds.clone(),
+        opts.scheduler_lost_timeout,
+    );
+    tokio::spawn(async move {
+        let since = Instant::now();
+        let mut delay = CONNECT_RETRY_MIN;
+        loop {
+            match net::connect(&address, &creds, Role::Worker).await {
+                Ok(c) => {
+                    let _ = tx.send(Local::Reconnected(c));
+                    return;
+                }
+                Err(e) if net::is_refusal(&e) => {
+                    let _ = tx.send(Local::ReconnectFailed(format!(
+                        "the scheduler at {address} refused us: {e:#}"
+                    )));
+                    return;
+                }
+                Err(e) => {
+                    if since.elapsed() + delay > timeout {
+                        let _ = tx.send(Local::ReconnectFailed(format!(
+                            "the scheduler at {address} stayed unreachable for {:.1} s (--scheduler-lost-timeout): {e:#}",
+                            since.elapsed().as_secs_f64()
+                        )));
+                        return;
+                    }
+                    debug!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "scheduler unreachable");
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(CONNECT_RETRY_MAX);
+        }
+    });
 }
 
 /// The worker lost its scheduler connection after joining: the process exits with

@@ -275,6 +275,36 @@ impl NannyCluster {
         c
     }
 
+    /// Start a new scheduler process (after the old one was killed) with the same scheduler
+    /// file and `args`; waits until it has written the file. Returns how long that took.
+    pub fn restart_scheduler(&mut self, args: &[&str]) -> Duration {
+        let _ = self.scheduler.wait();
+        let t0 = Instant::now();
+        let n = unique();
+        self.scheduler = Command::new(RUSK)
+            .args(["scheduler", "--listen", "127.0.0.1:0", "--scheduler-file"])
+            .arg(&self.file)
+            .args(args)
+            .env("RUSK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file(self.dir.path(), &format!("scheduler-out-r{n}")))
+            .stderr(log_file(self.dir.path(), &format!("scheduler-r{n}")))
+            .spawn()
+            .unwrap();
+        let pid = self.scheduler.id() as u64;
+        wait_until(
+            Duration::from_secs(10),
+            || {
+                std::fs::read_to_string(&self.file)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .is_some_and(|v| v["pid"].as_u64() == Some(pid))
+            },
+            "the new scheduler's file",
+        );
+        t0.elapsed()
+    }
+
     pub fn add_nanny(&mut self, nworkers: usize, args: &[&str], env: &[(&str, &str)]) -> usize {
         let i = self.nannies.len();
         let mut cmd = Command::new(RUSK);
@@ -433,6 +463,50 @@ impl Drop for NannyCluster {
     }
 }
 
+/// A small tmpfs (a disk that fills up), unmounted when dropped. Root only: `None` (and a
+/// line saying the test is skipped) otherwise; CI runs as root.
+pub struct SmallDisk {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    pub fn mount(size: &str) -> Option<SmallDisk> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting a small tmpfs needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("small");
+        std::fs::create_dir_all(&path).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs");
+        Some(SmallDisk { path, _dir: dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// The one output of a `rusk submit --wait --json` that succeeded.
+pub fn single_output(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_object().unwrap().values().next().unwrap().clone()
+}
+
 /// No test waits longer than this for a graph.
 pub const SUBMIT_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -458,6 +532,16 @@ pub fn wait_output(mut child: Child, deadline: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Signal `pid`; false when it no longer exists (it died between a status read and now).
+pub fn try_signal(pid: u64, sig: i32) -> bool {
+    if unsafe { libc::kill(pid as i32, sig) } == 0 {
+        return true;
+    }
+    let e = std::io::Error::last_os_error();
+    assert_eq!(e.raw_os_error(), Some(libc::ESRCH), "kill {pid} {sig}: {e}");
+    false
 }
 
 pub fn signal(pid: u64, sig: i32) {

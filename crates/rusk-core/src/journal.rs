@@ -1,0 +1,270 @@
+//! What the scheduler journals so that a new scheduler can resume its cluster's work, and the
+//! replay of those records. Pure: the scheduler core emits [`Record`]s as
+//! [`crate::scheduler::Command::Journal`]; the shell stores them (in an embedded store) and,
+//! after a restart, reads them back and hands them to [`replay`], whose [`Resume`] starts the
+//! new core ([`crate::scheduler::Scheduler::resume`]).
+//!
+//! What is journaled, and why it is enough:
+//! - every graph as submitted (`Submitted`, `Opened` + `Extended`), until it is retired;
+//! - each task that reached memory, with its holder's name and size (`InMemory`): so the new
+//!   scheduler knows whose re-registration to wait for before it recomputes anything;
+//! - graphs whose outputs were delivered (`Delivered`);
+//! - an attempt-id floor (`Reserved`): attempts issued before the crash are all below it, so
+//!   none is ever issued twice, and a stale report from before the crash matches nothing.
+//!
+//! Results themselves are never journaled: they stay with the workers, which keep them while
+//! the scheduler is away and name them when they register again (`WorkerInfo::held`).
+use rusk_proto::graph::{GraphSpec, TaskSpec};
+use rusk_proto::{GraphId, TaskRef};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Attempt ids reserved per `Reserved` record: one journal write per this many assignments.
+pub const ATTEMPTS_RESERVED_PER_RECORD: u64 = 1 << 20;
+
+/// One journal entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Record {
+    /// Attempt ids below `attempts`, and graph ids below `graphs`, may have been issued.
+    Reserved { attempts: u64, graphs: u64 },
+    /// A graph submitted whole (`Submit`).
+    Submitted {
+        graph: GraphId,
+        detach: bool,
+        spec: GraphSpec,
+    },
+    /// A session graph opened (`Open`); it grows by `Extended`.
+    Opened { graph: GraphId },
+    Extended {
+        graph: GraphId,
+        tasks: Vec<TaskSpec>,
+        outputs: Vec<String>,
+    },
+    /// The graph is gone (released, or its client left without detaching).
+    Retired { graph: GraphId },
+    /// These results reached memory on the named workers.
+    InMemory(Vec<(TaskRef, u64, Arc<str>)>),
+    /// The graph's `GraphFinished` went to its client.
+    Delivered { graph: GraphId },
+}
+
+impl Record {
+    /// Must this record be on disk before the replies of its turn go out? (A client told
+    /// `Submitted` must find its graph after a crash, and no attempt id may be issued twice;
+    /// a result's location may be lost: its holder names it again when it registers.)
+    pub fn needs_sync(&self) -> bool {
+        !matches!(self, Record::InMemory(_))
+    }
+}
+
+/// A graph to resume.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResumedGraph {
+    pub detach: bool,
+    pub session: bool,
+    /// The submitted graph; empty for a session graph.
+    pub spec: GraphSpec,
+    /// A session graph's extensions, in order: (tasks, outputs).
+    pub extensions: Vec<(Vec<TaskSpec>, Vec<String>)>,
+    pub delivered: bool,
+}
+
+/// Everything a new scheduler starts from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resume {
+    pub graphs: BTreeMap<GraphId, ResumedGraph>,
+    /// Where results of live graphs were in memory, by worker name.
+    pub in_memory: FxHashMap<TaskRef, (u64, Arc<str>)>,
+    /// The first attempt id the new scheduler may issue.
+    pub next_attempt: u64,
+    /// The first graph id the new scheduler may issue.
+    pub next_graph: u64,
+}
+
+impl Resume {
+    /// The records that rebuild this state: what a compacted journal holds.
+    pub fn to_records(&self) -> Vec<Record> {
+        let mut out = vec![Record::Reserved {
+            attempts: self.next_attempt,
+            graphs: self.next_graph,
+        }];
+        for (&graph, g) in &self.graphs {
+            if g.session {
+                out.push(Record::Opened { graph });
+                for (tasks, outputs) in &g.extensions {
+                    out.push(Record::Extended {
+                        graph,
+                        tasks: tasks.clone(),
+                        outputs: outputs.clone(),
+                    });
+                }
+            } else {
+                out.push(Record::Submitted {
+                    graph,
+                    detach: g.detach,
+                    spec: g.spec.clone(),
+                });
+            }
+            if g.delivered {
+                out.push(Record::Delivered { graph });
+            }
+        }
+        let mut mem: Vec<(TaskRef, u64, Arc<str>)> = self
+            .in_memory
+            .iter()
+            .map(|(t, (s, h))| (*t, *s, h.clone()))
+            .collect();
+        mem.sort_unstable_by_key(|(t, _, _)| *t);
+        if !mem.is_empty() {
+            out.push(Record::InMemory(mem));
+        }
+        out
+    }
+
+    /// Apply one record.
+    pub fn apply(&mut self, r: Record) {
+        let bump = |next: &mut u64, g: GraphId| *next = (*next).max(g.0 + 1);
+        match r {
+            Record::Reserved { attempts, graphs } => {
+                self.next_attempt = self.next_attempt.max(attempts);
+                self.next_graph = self.next_graph.max(graphs);
+            }
+            Record::Submitted {
+                graph,
+                detach,
+                spec,
+            } => {
+                bump(&mut self.next_graph, graph);
+                self.graphs.insert(
+                    graph,
+                    ResumedGraph {
+                        detach,
+                        session: false,
+                        spec,
+                        extensions: Vec::new(),
+                        delivered: false,
+                    },
+                );
+            }
+            Record::Opened { graph } => {
+                bump(&mut self.next_graph, graph);
+                self.graphs.insert(
+                    graph,
+                    ResumedGraph {
+                        detach: false,
+                        session: true,
+                        spec: GraphSpec::default(),
+                        extensions: Vec::new(),
+                        delivered: false,
+                    },
+                );
+            }
+            Record::Extended {
+                graph,
+                tasks,
+                outputs,
+            } => {
+                if let Some(g) = self.graphs.get_mut(&graph) {
+                    g.extensions.push((tasks, outputs));
+                }
+            }
+            Record::Retired { graph } => {
+                bump(&mut self.next_graph, graph);
+                if self.graphs.remove(&graph).is_some() {
+                    self.in_memory.retain(|t, _| t.graph != graph);
+                }
+            }
+            Record::InMemory(v) => {
+                for (t, size, holder) in v {
+                    if self.graphs.contains_key(&t.graph) {
+                        self.in_memory.insert(t, (size, holder));
+                    }
+                }
+            }
+            Record::Delivered { graph } => {
+                if let Some(g) = self.graphs.get_mut(&graph) {
+                    g.delivered = true;
+                }
+            }
+        }
+    }
+}
+
+/// The state the records describe, in order.
+pub fn replay(records: impl IntoIterator<Item = Record>) -> Resume {
+    let mut r = Resume {
+        next_attempt: 1,
+        next_graph: 1,
+        ..Resume::default()
+    };
+    for rec in records {
+        r.apply(rec);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(keys: &[&str]) -> GraphSpec {
+        GraphSpec {
+            tasks: keys
+                .iter()
+                .map(|k| TaskSpec {
+                    key: k.to_string(),
+                    builtin: Some("noop".into()),
+                    ..TaskSpec::default()
+                })
+                .collect(),
+            outputs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn replay_keeps_live_graphs_and_their_results_and_never_lowers_the_id_floors() {
+        let t = |g, i| TaskRef {
+            graph: GraphId(g),
+            index: i,
+        };
+        let recs = vec![
+            Record::Reserved {
+                attempts: 100,
+                graphs: 0,
+            },
+            Record::Submitted {
+                graph: GraphId(1),
+                detach: false,
+                spec: spec(&["a"]),
+            },
+            Record::Opened { graph: GraphId(2) },
+            Record::Extended {
+                graph: GraphId(2),
+                tasks: spec(&["x", "y"]).tasks,
+                outputs: vec!["y".into()],
+            },
+            Record::InMemory(vec![(t(1, 0), 8, "w1".into()), (t(2, 1), 9, "w2".into())]),
+            Record::Submitted {
+                graph: GraphId(3),
+                detach: true,
+                spec: spec(&["b"]),
+            },
+            Record::Retired { graph: GraphId(1) },
+            Record::Retired { graph: GraphId(3) },
+            Record::Reserved {
+                attempts: 50,
+                graphs: 2,
+            },
+        ];
+        let r = replay(recs);
+        assert_eq!(r.graphs.keys().copied().collect::<Vec<_>>(), [GraphId(2)]);
+        assert_eq!(r.graphs[&GraphId(2)].extensions.len(), 1);
+        assert_eq!(r.in_memory.len(), 1);
+        assert_eq!(r.in_memory[&t(2, 1)], (9, Arc::from("w2")));
+        assert_eq!((r.next_attempt, r.next_graph), (100, 4));
+        // Compaction keeps the same state.
+        assert_eq!(replay(r.to_records()), r);
+    }
+}

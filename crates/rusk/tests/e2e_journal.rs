@@ -1,0 +1,261 @@
+//! A scheduler that can die (issue 12): `rusk scheduler --journal` killed with SIGKILL while a
+//! graph runs, started again on the same journal; frozen with SIGSTOP; a damaged journal; a
+//! full disk under the journal. Real processes, real signals.
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// `cmd` tasks that each leave a mark per run (so runs can be counted), builtin leaves that
+/// depend on them and a sum tree over the leaves: about `20,000` tasks.
+fn journal_graph(dir: &Path, cmds: usize, leaves: usize) -> (Value, String) {
+    let runs = dir.join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    let mut leaf_specs = Vec::new();
+    let mut tasks = Vec::new();
+    for j in 0..cmds {
+        let mark = runs.join(format!("c{j}"));
+        tasks.push(json!({
+            "key": format!("c{j}"),
+            "cmd": ["sh", "-c", format!("echo run >> {}; sleep 0.03", mark.display())],
+        }));
+    }
+    for i in 0..leaves {
+        let key = format!("leaf{i}");
+        // The cmd prints nothing: the leaf's value is `i`.
+        let spec = json!({"key": key, "builtin": "concat", "args": [i.to_string()], "deps": [format!("c{}", i % cmds)]});
+        leaf_specs.push((key, spec));
+    }
+    let (tree, root) = sum_tree(&leaf_specs);
+    tasks.extend(tree);
+    let expected = (leaves * (leaves - 1) / 2).to_string();
+    (json!({"tasks": tasks, "outputs": [root]}), expected)
+}
+
+/// `rusk scheduler` on `journal`, writing `file`.
+fn scheduler_on(journal: &Path, file: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(RUSK);
+    cmd.args([
+        "scheduler",
+        "--listen",
+        "127.0.0.1:0",
+        "--dashboard",
+        "none",
+    ])
+    .arg("--scheduler-file")
+    .arg(file)
+    .arg("--journal")
+    .arg(journal);
+    cmd
+}
+
+fn worker_pids(c: &NannyCluster) -> Vec<u64> {
+    let mut p: Vec<u64> = c
+        .workers()
+        .iter()
+        .map(|w| w["pid"].as_u64().unwrap())
+        .collect();
+    p.sort_unstable();
+    p
+}
+
+#[test]
+fn kill_9_of_the_scheduler_five_times_during_a_20000_task_graph_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.redb");
+    let jarg = journal.to_str().unwrap().to_string();
+    let mut c = NannyCluster::start(2, &["--journal", &jarg], &[], &[]);
+    let address_before = std::fs::read_to_string(&c.file).unwrap();
+    let address_before: Value = serde_json::from_str(&address_before).unwrap();
+    let pids_before = worker_pids(&c);
+    let (graph, expected) = journal_graph(dir.path(), 400, 9_900);
+    assert!(graph["tasks"].as_array().unwrap().len() >= 20_000);
+    let child = c.submit_spawn(&graph);
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut restarts = Vec::new();
+    for k in 0..5 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        // A random point of the run: 0.4 to 1.6 s after the last start.
+        std::thread::sleep(Duration::from_millis(400 + rng % 1200));
+        signal(c.scheduler.id() as u64, libc::SIGKILL);
+        let took = c.restart_scheduler(&["--journal", &jarg]);
+        eprintln!("kill {k}: a new scheduler serves {took:?} after the kill");
+        restarts.push(took);
+    }
+    let out = wait_output(child, SUBMIT_DEADLINE);
+    assert!(
+        out.status.success(),
+        "submit failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outputs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(single_output(&out), json!(expected), "{outputs}");
+    // The same cluster: same address and token, so nobody was refused.
+    let after: Value = serde_json::from_str(&std::fs::read_to_string(&c.file).unwrap()).unwrap();
+    assert_eq!(after["address"], address_before["address"]);
+    assert_eq!(after["token"], address_before["token"]);
+    // The workers reconnected with their results instead of being restarted.
+    assert_eq!(worker_pids(&c), pids_before, "workers were replaced");
+    let events = c.events();
+    let adopted: u64 = events
+        .iter()
+        .filter(|e| e["cause"] == "rejoin")
+        .filter_map(|e| {
+            e["action"]
+                .as_str()?
+                .strip_prefix("adopted ")?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    // Every cmd task ran at least once; count those that ran twice (allowed: at least once).
+    let mut twice = 0;
+    for j in 0..400 {
+        let runs = std::fs::read_to_string(dir.path().join(format!("runs/c{j}")))
+            .unwrap()
+            .lines()
+            .count();
+        assert!(runs >= 1, "c{j} never ran");
+        if runs > 1 {
+            twice += 1;
+        }
+    }
+    eprintln!(
+        "5 restarts ({restarts:?}); results adopted after the last restart: {adopted}; cmd tasks run more than once: {twice} of 400"
+    );
+    assert!(
+        adopted > 0,
+        "the last restart adopted no results: {events:#?}"
+    );
+}
+
+#[test]
+fn a_scheduler_stopped_for_30_s_finds_its_workers_and_their_results_when_continued() {
+    let c = NannyCluster::start(2, &[], &[], &[]);
+    let pids = worker_pids(&c);
+    let (graph, expected) = slow_sum_graph(40, 2000, 50);
+    let child = c.submit_spawn(&graph);
+    std::thread::sleep(Duration::from_millis(800));
+    let stopped = Instant::now();
+    signal(c.scheduler.id() as u64, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(30));
+    signal(c.scheduler.id() as u64, libc::SIGCONT);
+    eprintln!("stopped for {:?}", stopped.elapsed());
+    let out = wait_output(child, SUBMIT_DEADLINE);
+    assert_eq!(single_output(&out), json!(expected));
+    assert_eq!(worker_pids(&c), pids, "a worker was replaced");
+    let lost: Vec<Value> = c
+        .events()
+        .into_iter()
+        .filter(|e| e["cause"] == "heartbeat" || e["cause"] == "connection")
+        .collect();
+    assert!(lost.is_empty(), "workers were dropped: {lost:#?}");
+}
+
+#[test]
+fn a_damaged_journal_gives_a_clear_error_and_a_truncated_one_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    // Not a journal at all.
+    let garbage = dir.path().join("garbage.redb");
+    std::fs::write(&garbage, vec![0xA5u8; 64 * 1024]).unwrap();
+    let out = scheduler_on(&garbage, &dir.path().join("s.json"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot be opened"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // A real journal cut short at many points: each start either resumes or refuses clearly.
+    let journal = dir.path().join("j.redb");
+    let c = NannyCluster::start(1, &["--journal", journal.to_str().unwrap()], &[], &[]);
+    let (graph, expected) = slow_sum_graph(4, 200, 10);
+    let (ok, out, err) = c.submit_wait(&graph);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.as_object().unwrap().values().next().unwrap(),
+        &json!(expected)
+    );
+    drop(c);
+    let whole = std::fs::read(&journal).unwrap();
+    for cut in [
+        whole.len() / 7,
+        whole.len() / 3,
+        whole.len() / 2,
+        whole.len() - 1,
+    ] {
+        let p = dir.path().join(format!("cut{cut}.redb"));
+        std::fs::write(&p, &whole[..cut]).unwrap();
+        let mut child = scheduler_on(&p, &dir.path().join(format!("s{cut}.json")))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Either it exits with an error, or it serves (resumed up to the last good record).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if dir.path().join(format!("s{cut}.json")).exists() || Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "cut at {cut}: {err}");
+        // `None`: it served.
+        if let Some(s) = status {
+            assert!(!s.success(), "cut at {cut}");
+            assert!(err.contains("journal"), "cut at {cut}: {err}");
+        }
+    }
+}
+
+/// Root only (CI is root): a 2 MiB tmpfs under the journal, filled up while graphs run.
+#[test]
+fn a_full_disk_under_the_journal_costs_the_running_graphs_nothing() {
+    let Some(disk) = SmallDisk::mount("2m") else {
+        return;
+    };
+    let mnt = disk.path.clone();
+    let journal = mnt.join("journal.redb");
+    let c = NannyCluster::start(2, &["--journal", journal.to_str().unwrap()], &[], &[]);
+    // Fill what is left.
+    let filler = mnt.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    for round in 0..3 {
+        let (graph, expected) = slow_sum_graph(8, 3000, 5);
+        let (ok, out, err) = c.submit_wait(&graph);
+        assert!(ok, "round {round}: {err}");
+        assert_eq!(
+            out.as_object().unwrap().values().next().unwrap(),
+            &json!(expected)
+        );
+    }
+    let log = c.log("scheduler");
+    assert!(
+        log.contains("cannot write the journal"),
+        "the full disk was not noticed: {log}"
+    );
+    assert!(!log.contains("panicked"));
+    // Space again: the journal catches up, and the cluster keeps working.
+    std::fs::remove_file(&filler).unwrap();
+    let (graph, expected) = slow_sum_graph(2, 100, 1);
+    let (ok, out, err) = c.submit_wait(&graph);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.as_object().unwrap().values().next().unwrap(),
+        &json!(expected)
+    );
+}
