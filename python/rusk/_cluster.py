@@ -102,7 +102,9 @@ class LocalCluster:
 
     ``resources`` (``{"GPU": 2}`` or ``"GPU=2"``) are what each worker offers to tasks that ask
     for resources. ``scheduler_args`` and ``nanny_args`` are extra command-line flags (e.g.
-    ``["--worker-ttl", "2s"]``); ``env`` adds environment variables for both."""
+    ``["--worker-ttl", "2s"]``); ``env`` adds environment variables for both. ``journal``
+    (default on) gives the scheduler a journal in the cluster's directory, so a scheduler
+    started again on it (``rusk scheduler --journal``) is the same cluster."""
 
     def __init__(
         self,
@@ -116,6 +118,7 @@ class LocalCluster:
         startup_timeout=STARTUP_TIMEOUT,
         rusk_bin=None,
         resources=None,
+        journal=True,
     ):
         self.n_workers = int(n_workers)
         self.threads_per_worker = int(threads_per_worker)
@@ -140,6 +143,7 @@ class LocalCluster:
                     "127.0.0.1:0",
                     "--scheduler-file",
                     self.scheduler_file,
+                    *(["--journal", os.path.join(self.directory, "journal.redb")] if journal else []),
                     *scheduler_args,
                 ],
                 env,

@@ -177,6 +177,47 @@ pub(crate) fn run_once(
     Ok(Timing { finished, wall })
 }
 
+/// tasks/s of `rusk local` on `shape` with two sets of extra flags, alternated run by run
+/// (`repeat` runs each, 2 workers x 1 thread), for comparisons made in the same run:
+/// `[rates with sides[0], rates with sides[1]]`.
+pub(crate) fn ab_rates(
+    base: &E2eOptions,
+    shape: Shape,
+    sides: [&[&str]; 2],
+    what: &str,
+) -> Result<[Vec<f64>; 2], String> {
+    let scratch = Scratch::new()?;
+    let g = graphs::build(shape, base.tasks);
+    let n = g.spec.tasks.len() as f64;
+    let path = scratch.0.join(format!("{shape}.json"));
+    write_graph(&g, &path)?;
+    let mut rates = [Vec::new(), Vec::new()];
+    for i in 0..base.repeat {
+        for (side, args) in sides.iter().enumerate() {
+            let o = E2eOptions {
+                tasks: base.tasks,
+                repeat: 1,
+                workers: 2,
+                nthreads: 1,
+                shapes: vec![shape],
+                rusk: base.rusk.clone(),
+                timeout: base.timeout,
+                local_args: args.iter().map(|s| s.to_string()).collect(),
+            };
+            let t = run_once(&o, &g, &path, &scratch.0)
+                .map_err(|e| format!("{what} {shape} {args:?} run {}: {e}", i + 1))?;
+            eprintln!(
+                "{what} {shape} {args:?} run {}/{}: {:.0} tasks/s",
+                i + 1,
+                base.repeat,
+                n / t.finished
+            );
+            rates[side].push(n / t.finished);
+        }
+    }
+    Ok(rates)
+}
+
 pub fn run(opts: &E2eOptions) -> Result<Vec<Record>, String> {
     if !opts.rusk.is_file() {
         return Err(format!(

@@ -8,6 +8,8 @@
 //!
 //! - `rusk-bench net`: what TLS costs (tasks/s and transfer GB/s against plaintext) and what a
 //!   flood of unauthenticated connections costs a graph (see [`net`]).
+//! - `rusk-bench journal`: what the scheduler's journal costs in tasks/s, and the time from a
+//!   killed scheduler to its graph making progress again (see [`journal`]).
 //!
 //! All print a table of figures with their targets, or with `--tsv` one line per figure for
 //! `bench/run` to collect (format in [`report`]). Progress goes to stderr. Exit status: 0 when
@@ -16,6 +18,7 @@ mod alloc;
 mod core;
 mod e2e;
 mod graphs;
+mod journal;
 mod net;
 mod report;
 
@@ -34,6 +37,7 @@ usage: rusk-bench core [--tasks N] [--repeat N] [--workers N] [--nthreads N]
                        [--graph independent|tree|all] [--rusk PATH] [--timeout SECS] [--tsv]
        rusk-bench net  [--tasks N] [--repeat N] [--rusk PATH] [--timeout SECS]
                        [--only tasks|transfer|flood] [--tsv]
+       rusk-bench journal [--tasks N] [--repeat N] [--rusk PATH] [--timeout SECS] [--tsv]
 
 core: the scheduler core in process with instant simulated workers
       (defaults: --tasks 1000000 --repeat 3 --workers 2 --nthreads 1)
@@ -43,6 +47,8 @@ e2e:  `rusk local GRAPH --json` with real processes on loopback
 net:  TLS against plaintext (tasks/s of `rusk local`, GB/s of a 1 GiB transfer) and a graph
       with and without 2,000 unauthenticated connections held (defaults: --tasks 100000
       --repeat 3)
+journal: tasks/s of `rusk local` with and without its journal, and kill -9 of a journaled
+      scheduler to its graph progressing again (defaults: --tasks 100000 --repeat 3)
 A tree graph of --tasks N has N/2 leaves, so N-1 tasks.";
 
 /// Options common to both suites, with their suite-specific defaults applied.
@@ -79,7 +85,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let (tasks, repeat) = match suite.as_str() {
         "core" => (1_000_000, 3),
         "e2e" => (100_000, 5),
-        "net" => (100_000, 3),
+        "net" | "journal" => (100_000, 3),
         "help" | "-h" | "--help" => return Err(String::new()),
         other => return Err(format!("unknown suite {other:?}")),
     };
@@ -154,6 +160,13 @@ fn main() -> ExitCode {
             timeout: a.timeout,
             transfer_mib: 1024,
             only: a.only,
+        })
+    } else if a.suite == "journal" {
+        journal::run(&journal::JournalOptions {
+            tasks: a.tasks,
+            repeat: a.repeat,
+            rusk: a.rusk.unwrap_or_else(e2e::default_rusk),
+            timeout: a.timeout,
         })
     } else if a.suite == "core" {
         core::run(&core::CoreOptions {

@@ -70,39 +70,24 @@ fn ratio_record(what: &str, plain: f64, tls: f64) -> Record {
 }
 
 fn tasks_per_sec(opts: &NetOptions) -> Result<Vec<Record>, String> {
-    let scratch = Scratch::new()?;
+    let base = E2eOptions {
+        tasks: opts.tasks,
+        repeat: opts.repeat,
+        workers: 2,
+        nthreads: 1,
+        shapes: Vec::new(),
+        rusk: opts.rusk.clone(),
+        timeout: opts.timeout,
+        local_args: Vec::new(),
+    };
     let mut records = Vec::new();
     for shape in [Shape::Independent, Shape::Tree] {
-        let g = graphs::build(shape, opts.tasks);
-        let n = g.spec.tasks.len() as f64;
-        let path = scratch.0.join(format!("{shape}.json"));
-        e2e::write_graph(&g, &path)?;
-        let mut rates = [Vec::new(), Vec::new()];
-        for i in 0..opts.repeat {
-            for (side, tls) in ["off", "on"].iter().enumerate() {
-                let o = E2eOptions {
-                    tasks: opts.tasks,
-                    repeat: 1,
-                    workers: 2,
-                    nthreads: 1,
-                    shapes: vec![shape],
-                    rusk: opts.rusk.clone(),
-                    timeout: opts.timeout,
-                    local_args: vec!["--tls".into(), tls.to_string()],
-                };
-                let t = e2e::run_once(&o, &g, &path, &scratch.0)
-                    .map_err(|e| format!("net {shape} --tls {tls} run {}: {e}", i + 1))?;
-                eprintln!(
-                    "net {shape} --tls {tls} run {}/{}: {:.0} tasks/s",
-                    i + 1,
-                    opts.repeat,
-                    n / t.finished
-                );
-                rates[side].push(n / t.finished);
-            }
-        }
+        let rates = e2e::ab_rates(&base, shape, [&["--tls", "off"], &["--tls", "on"]], "net")?;
         let (plain, tls) = (median(&rates[0]), median(&rates[1]));
-        let label = format!("{shape} {n}, 2w x 1t");
+        let label = format!(
+            "{shape} {}, 2w x 1t",
+            graphs::build(shape, opts.tasks).spec.tasks.len()
+        );
         records.push(Record::new(
             "net",
             format!("{label}: tasks/s plaintext"),

@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use rusk_proto::graph::{GraphSpec, TaskSpec};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long `rusk local` waits for its scheduler and workers to come up.
@@ -44,6 +45,10 @@ pub struct LocalArgs {
     /// `on`: encrypted all the same, to see what TLS costs).
     #[arg(long, value_enum, default_value = "auto")]
     tls: crate::config::TlsMode,
+    /// Run the scheduler without its journal (by default it keeps one, and a scheduler that
+    /// dies is started again on it: the graph goes on).
+    #[arg(long)]
+    no_journal: bool,
     #[command(flatten)]
     core: crate::CoreArgs,
 }
@@ -226,7 +231,7 @@ pub async fn run(a: LocalArgs) -> Result<()> {
     let file_arg = file.to_string_lossy().into_owned();
     let mut children = Children(Vec::new());
     let core = a.core.config()?;
-    children.0.push(spawn_rusk(&[
+    let mut scheduler_args: Vec<String> = vec![
         "scheduler".into(),
         "--listen".into(),
         "127.0.0.1:0".into(),
@@ -242,7 +247,17 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         format!("{}ms", core.no_worker_timeout.as_millis()),
         "--tls".into(),
         format!("{:?}", a.tls).to_lowercase(),
-    ])?);
+    ];
+    if !a.no_journal {
+        scheduler_args.push("--journal".into());
+        scheduler_args.push(
+            dir.path()
+                .join("journal.redb")
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    children.0.push(spawn_rusk(&scheduler_args)?);
     let sf = wait_for_file(&file, &mut children.0[0]).await?;
     if let Some(d) = &sf.dashboard {
         eprintln!("rusk local: dashboard at {d} (while this runs)");
@@ -262,6 +277,9 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         nanny.push(format!("--resources={}", r.to_arg()));
     }
     children.0.push(spawn_rusk(&nanny)?);
+    let children = Arc::new(Mutex::new(children));
+    let supervisor =
+        (!a.no_journal).then(|| tokio::spawn(keep_scheduler(children.clone(), scheduler_args)));
     let cluster = Cluster::from_scheduler_file(sf, &Default::default())?;
     let mut c = Client::connect(&cluster).await?;
     let start = Instant::now();
@@ -329,6 +347,33 @@ pub async fn run(a: LocalArgs) -> Result<()> {
             other => bail!("demo result is wrong: expected {expected:?}, got {other:?}"),
         }
     }
+    if let Some(s) = supervisor {
+        s.abort();
+    }
     drop(children);
     Ok(())
+}
+
+/// How often `rusk local` looks whether its scheduler is still there.
+const SCHEDULER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Start the scheduler (`children.0[0]`) again on its journal whenever it dies: its workers
+/// and this client reconnect, and the graph goes on.
+async fn keep_scheduler(children: Arc<Mutex<Children>>, args: Vec<String>) {
+    loop {
+        tokio::time::sleep(SCHEDULER_CHECK_INTERVAL).await;
+        let mut c = children.lock().expect("not poisoned");
+        if let Ok(Some(status)) = c.0[0].try_wait() {
+            eprintln!(
+                "rusk local: the scheduler died ({status}); starting it again on its journal"
+            );
+            match spawn_rusk(&args) {
+                Ok(child) => c.0[0] = child,
+                Err(e) => {
+                    eprintln!("rusk local: cannot start the scheduler again: {e:#}");
+                    return;
+                }
+            }
+        }
+    }
 }

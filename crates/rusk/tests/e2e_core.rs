@@ -327,10 +327,36 @@ fn frozen_worker_is_declared_lost_after_the_ttl_and_its_work_is_redone() {
         v.as_object().unwrap().values().next().unwrap(),
         &json!(expected)
     );
-    // Thawed, the old incarnation is fenced: the scheduler dropped its connection, it exits.
+    // Thawed, the old incarnation is fenced: the scheduler dropped its connection, so the
+    // same process registers again as a new incarnation, naming the results it kept (no
+    // longer needed: released).
+    let before: Vec<u64> = c.status()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["incarnation"].as_u64().unwrap())
+        .collect();
     c.signal_worker(0, libc::SIGCONT);
-    let status = c.workers[0].wait().unwrap();
-    assert!(!status.success());
+    wait_until(
+        Duration::from_secs(10),
+        || c.worker_count() == 2,
+        "the thawed worker back",
+    );
+    assert!(
+        c.workers[0].try_wait().unwrap().is_none(),
+        "it kept running"
+    );
+    let pid = c.workers[0].id() as u64;
+    let back = c.status()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["pid"].as_u64() == Some(pid))
+        .cloned()
+        .expect("the same process is a worker again");
+    assert!(!before.contains(&back["incarnation"].as_u64().unwrap()));
+    let events = String::from_utf8_lossy(&c.rusk(&["events", "--json"]).stdout).into_owned();
+    assert!(events.contains("\"rejoin\""), "{events}");
 }
 
 #[test]
