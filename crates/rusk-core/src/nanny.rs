@@ -791,6 +791,24 @@ impl NannyCore {
         let Some(s) = self.slots.get_mut(slot as usize) else {
             return;
         };
+        // The running worker registered again (its scheduler connection dropped, or the
+        // scheduler restarted): the same process under a new incarnation. Its old incarnation
+        // is gone, so a late `RestartWorker` naming it must not kill this one.
+        if let SlotState::Running {
+            pid: p,
+            incarnation: inc,
+            ..
+        } = &mut s.state
+        {
+            // (Not `>`: a restarted scheduler numbers its connections from 1 again.)
+            if *p == pid && incarnation != *inc {
+                *inc = incarnation;
+                s.last_incarnation = Some(incarnation);
+                let st = self.status(slot);
+                self.out.push(Command::SlotChanged(st));
+            }
+            return;
+        }
         let SlotState::Starting {
             pid: Some(p),
             recovery,

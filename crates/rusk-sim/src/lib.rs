@@ -25,6 +25,21 @@
 //! graph must finish, every output being the value (or the error: failure, poison task, time
 //! limit) the simulator worked out independently, within a virtual-time bound.
 //!
+//! With `SimConfig::scheduler_crashes` (the `crash_seeds` test; `RUSK_SIM_CRASH_SEED=<N>`
+//! replays one), the scheduler itself dies one to three times in the safety phase and is
+//! restarted from its journal (`SchedulerConfig::journal`, `Scheduler::resume`): between two
+//! loop turns, or inside one before or after the turn's journal write (so the turn's records
+//! are lost with its messages, or kept without them), and journal entries written without
+//! fsync (results reaching memory) after the last durable one may be lost. What was on its way
+//! to the dead scheduler is lost; what it sent still arrives. Workers keep their results and
+//! running attempts, reconnect with back-off and register naming what they hold; nannies
+//! reconnect; clients reconnect, claim their unfinished graphs (`LocateOutputs`), release
+//! again the ones they were done with and resubmit what was never acknowledged. All the
+//! checks above still hold, judged per scheduler life where the scheduler's memory is what
+//! they check (which attempt is current, what was accepted, charged or poisoned): a stale
+//! report from before a crash must not be accepted, every output must reach its client
+//! correct, once, and nothing may be left on the workers at the end.
+//!
 //! The Python executor pool of a worker has its own simulation ([`pool`]): the real
 //! `rusk_core::executor::PoolCore` against executor processes that crash, hang, compute
 //! silently (which must not be killed before the busy timeout), break the protocol and fail to

@@ -77,6 +77,8 @@ pub(crate) struct Oracle {
     deaths_charged: BTreeMap<TaskRef, u32>,
     /// Tasks whose charge reached the limit: the scheduler failed them as poison tasks.
     pub(crate) poisoned: BTreeSet<TaskRef>,
+    /// Of those, the ones failed so by the current scheduler life (all, without restarts).
+    pub(crate) poisoned_life: BTreeSet<TaskRef>,
     /// The poison-task events the scheduler must log in the current step (their `observed`).
     pending_poison: Vec<String>,
     /// Attempts that killed the worker running them, and attempts whose start the scheduler
@@ -138,6 +140,7 @@ impl Oracle {
             let n = *n;
             if n == self.max_worker_deaths {
                 self.poisoned.insert(task);
+                self.poisoned_life.insert(task);
                 let key = self
                     .model_of(task.graph)
                     .and_then(|m| models[m].task(task.index))
@@ -163,6 +166,7 @@ impl Oracle {
         self.known_killings.clear();
         self.start_accepted.clear();
         self.pending_poison.clear();
+        self.poisoned_life.clear();
     }
 
     pub(crate) fn is_removed(&self, inc: Incarnation) -> bool {

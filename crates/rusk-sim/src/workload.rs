@@ -261,6 +261,26 @@ impl GraphModel {
             .collect()
     }
 
+    /// Like [`GraphModel::acceptable_errors`] across scheduler restarts: a task failed as a
+    /// poison task only by an earlier scheduler life (`earlier`) runs again under the next one
+    /// (a resumed graph starts from its spec: outcomes are not journaled), so its own failure
+    /// is as acceptable as the poison error. Tasks in `poisoned` (the current life) are held
+    /// to the poison error.
+    pub fn acceptable_errors_across(
+        &self,
+        m: usize,
+        max_worker_deaths: u32,
+        poisoned: &BTreeSet<usize>,
+        earlier: &BTreeSet<usize>,
+    ) -> Vec<ErrorPattern> {
+        let mut all = self.acceptable_errors(m, max_worker_deaths, poisoned);
+        if !earlier.is_empty() {
+            let union: BTreeSet<usize> = poisoned.union(earlier).copied().collect();
+            all.extend(self.acceptable_errors(m, max_worker_deaths, &union));
+        }
+        all
+    }
+
     /// Task `m` and every task it depends on, transitively.
     pub fn upstream(&self, m: usize) -> BTreeSet<usize> {
         let mut seen = BTreeSet::new();

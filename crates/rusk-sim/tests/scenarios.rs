@@ -186,3 +186,36 @@ fn crash_loses_the_only_copy_of_a_chain_intermediate() {
         }
     }
 }
+
+/// The scheduler crashes in the middle of a chain whose results are spread over two workers:
+/// the new one resumes the graph from its journal, the workers register again naming the
+/// results they kept, and those still needed are adopted, not recomputed.
+#[test]
+fn scheduler_crash_mid_graph() {
+    let mut adopted = 0;
+    for seed in 0..SEEDS {
+        let report = check((|| {
+            let config = SimConfig {
+                scheduler_crashes: true,
+                ..SimConfig::scripted(2)
+            };
+            let mut sim = warm(seed, &config)?;
+            sim.submit(chain_graph(40));
+            let hit = sim.run_until(TRIGGER_WAIT, |s| s.accepted().len() >= 15)?;
+            assert!(hit, "seed {seed}: the chain did not get going");
+            sim.crash_scheduler()?;
+            sim.finish()
+        })());
+        assert_eq!(report.crash.crashes(), 1, "seed {seed}");
+        assert!(
+            report.crash.worker_reconnects >= 2,
+            "seed {seed}: {report:?}"
+        );
+        assert!(
+            report.crash.client_reconnects >= 1,
+            "seed {seed}: {report:?}"
+        );
+        adopted += report.crash.results_adopted;
+    }
+    assert!(adopted > 0, "no result was adopted after a scheduler crash");
+}

@@ -215,6 +215,69 @@ impl Journal {
     }
 }
 
+/// The journal on its own thread, so that encoding and writing records costs the scheduler's
+/// loop nothing, except where a turn must wait: a batch with a record that
+/// [`needs_sync`](Record::needs_sync) is handed over and waited for (it is on disk, fsynced,
+/// before the turn's replies go out); other batches are handed over and not waited for.
+/// Batches are written in order. Failed writes are retried with the next batch (see
+/// [`Journal::append`]) and logged here, rate-limited.
+pub struct JournalWriter {
+    tx: std::sync::mpsc::Sender<(Vec<Record>, Option<std::sync::mpsc::SyncSender<()>>)>,
+}
+
+/// Failed-write warnings per [`WARN_WINDOW`].
+const WARNINGS_PER_WINDOW: u32 = 5;
+const WARN_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl JournalWriter {
+    pub fn spawn(mut j: Journal) -> Result<JournalWriter> {
+        let (tx, rx) =
+            std::sync::mpsc::channel::<(Vec<Record>, Option<std::sync::mpsc::SyncSender<()>>)>();
+        std::thread::Builder::new()
+            .name("rusk-journal".into())
+            .spawn(move || {
+                let (mut window, mut warned) = (std::time::Instant::now(), 0u32);
+                while let Ok((mut records, ack)) = rx.recv() {
+                    let mut acks: Vec<_> = ack.into_iter().collect();
+                    // Whatever else is queued goes in the same write.
+                    while let Ok((more, ack)) = rx.try_recv() {
+                        records.extend(more);
+                        acks.extend(ack);
+                    }
+                    if let Err(e) = j.append(records) {
+                        if window.elapsed() >= WARN_WINDOW {
+                            (window, warned) = (std::time::Instant::now(), 0);
+                        }
+                        if warned < WARNINGS_PER_WINDOW {
+                            warned += 1;
+                            warn!(error = %format!("{e:#}"), failures = j.failures(), "cannot write the journal (kept in memory, retried with the next write); a restart now could lose the newest graphs");
+                        }
+                    }
+                    for a in acks {
+                        let _ = a.send(());
+                    }
+                }
+            })
+            .context("cannot start the journal's thread")?;
+        Ok(JournalWriter { tx })
+    }
+
+    /// Hand over one turn's records; returns once they are written when any must be.
+    pub fn write(&self, records: Vec<Record>) {
+        if records.is_empty() {
+            return;
+        }
+        if records.iter().any(Record::needs_sync) {
+            let (ack, done) = std::sync::mpsc::sync_channel(1);
+            if self.tx.send((records, Some(ack))).is_ok() {
+                let _ = done.recv();
+            }
+        } else {
+            let _ = self.tx.send((records, None));
+        }
+    }
+}
+
 /// Run `f` with the panic message printing turned off (the caller reports what happened).
 fn without_panic_output<T>(f: impl FnOnce() -> T) -> T {
     let hook = std::panic::take_hook();

@@ -11,7 +11,7 @@
 //! holds the loop up.
 use crate::config::{SchedulerFile, TlsMode};
 use crate::http::{self, Query};
-use crate::journal::{Identity, Journal};
+use crate::journal::{Identity, Journal, JournalWriter};
 use crate::metrics::{Observer, SchedulerIdentity, PUBLISH_INTERVAL};
 // Here rather than in main.rs: `crate::scheduler_shell::sd_notify` for the nanny too.
 #[path = "sd_notify.rs"]
@@ -287,6 +287,7 @@ pub async fn run(mut opts: SchedulerOptions) -> Result<()> {
     let mut notify = sd_notify::Notifier::from_env();
     notify.ready(&format!("listening on {local}"));
     notify.stop_on_signal();
+    let journal = journal.map(JournalWriter::spawn).transpose()?;
     core_loop(core, epoch, rx, query_rx, observer, notify, journal).await
 }
 
@@ -540,10 +541,9 @@ async fn core_loop(
     mut queries: mpsc::Receiver<Query>,
     mut observer: Observer,
     mut notify: sd_notify::Notifier,
-    mut journal: Option<Journal>,
+    journal: Option<JournalWriter>,
 ) -> Result<()> {
     let mut records: Vec<rusk_core::journal::Record> = Vec::new();
-    let mut journal_log = LogLimiter::new();
     let mut next_publish = Instant::now();
     // Sequence number of the next recovery event (every record passes through `Command::Log`).
     let mut events_next = 0u64;
@@ -648,12 +648,8 @@ async fn core_loop(
             }
         }
         // The turn's records are on disk before its replies go out.
-        if let Some(j) = &mut journal {
-            if let Err(e) = j.append(std::mem::take(&mut records)) {
-                if let Some(suppressed) = journal_log.allow() {
-                    warn!(error = %format!("{e:#}"), failures = j.failures(), suppressed, "cannot write the journal (kept in memory, retried next turn); a restart now could lose the newest graphs");
-                }
-            }
+        if let Some(j) = &journal {
+            j.write(std::mem::take(&mut records));
         }
         for (nanny, msgs) in to_nannies.drain() {
             if let Some(p) = peers.nannies.get(&nanny) {

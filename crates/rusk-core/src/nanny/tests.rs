@@ -372,6 +372,39 @@ fn scheduler_restart_request_for_a_stale_incarnation_is_a_no_op() {
     assert!(signals(&step(&mut n, S, current)).is_empty());
 }
 
+/// A running worker that registers again (its scheduler connection dropped, or the scheduler
+/// restarted) is the same process under a new incarnation: a late restart request for the old
+/// one must not kill it, and one for the new one does.
+#[test]
+fn a_worker_that_registers_again_is_known_by_its_new_incarnation() {
+    let mut n = nanny(1);
+    step(&mut n, Duration::ZERO, Event::Start);
+    running(&mut n, MS, 1, 100, 5);
+    let again = Event::Registered {
+        slot: 0,
+        pid: 100,
+        incarnation: Incarnation(2),
+    };
+    let out = step(&mut n, S, again);
+    assert!(
+        out.iter().any(|c| matches!(c, Command::SlotChanged(_))),
+        "the scheduler hears of it"
+    );
+    assert_eq!(n.slot_state(0), "running");
+    let old = Event::SchedulerRestart {
+        slot: 0,
+        incarnation: Incarnation(5),
+        silent_for: 3 * S,
+    };
+    assert!(signals(&step(&mut n, S, old)).is_empty());
+    let new = Event::SchedulerRestart {
+        slot: 0,
+        incarnation: Incarnation(2),
+        silent_for: 3 * S,
+    };
+    assert_eq!(signals(&step(&mut n, S, new)), vec![(0, 100, Signal::Kill)]);
+}
+
 #[test]
 fn memory_over_the_limit_restarts_with_term_then_kill() {
     let mut n = nanny(1);

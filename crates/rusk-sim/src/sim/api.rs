@@ -207,6 +207,23 @@ impl Sim {
         }
     }
 
+    /// Crash the scheduler now, between two of its turns (needs
+    /// `SimConfig::scheduler_crashes`): it restarts from its journal after a short while and
+    /// everyone reconnects (`sim/crash.rs`).
+    pub fn crash_scheduler(&mut self) -> Result<(), SimFailure> {
+        assert!(
+            self.crash.enabled,
+            "crashing the scheduler needs SimConfig::scheduler_crashes"
+        );
+        self.guarded(|s| {
+            if !s.crash.down {
+                s.crash_counts.between_turns += 1;
+                s.crash_now("between turns (scripted)");
+            }
+            Ok(())
+        })
+    }
+
     /// Deliver the next worker packet that carries a `TaskDone` twice.
     pub fn duplicate_next_task_done(&mut self) {
         self.dup_next_task_done = true;

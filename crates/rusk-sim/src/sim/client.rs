@@ -271,13 +271,15 @@ impl Sim {
             return protocol(format!("GraphFinished for {graph} that was not asked for"));
         }
         let model = &self.models[cg.model];
-        let poisoned: BTreeSet<usize> = self
-            .oracle
-            .poisoned
-            .iter()
-            .filter(|t| t.graph == graph)
-            .filter_map(|t| model.model_of.get(t.index as usize).copied())
-            .collect();
+        let of_model = |set: &BTreeSet<TaskRef>, only: Option<&BTreeSet<TaskRef>>| {
+            set.iter()
+                .filter(|t| t.graph == graph && only.is_none_or(|o| !o.contains(t)))
+                .filter_map(|t| model.model_of.get(t.index as usize).copied())
+                .collect::<BTreeSet<usize>>()
+        };
+        // Poisoned by this scheduler life, and only by earlier ones (`acceptable_errors_across`).
+        let poisoned = of_model(&self.oracle.poisoned_life, None);
+        let earlier = of_model(&self.oracle.poisoned, Some(&self.oracle.poisoned_life));
         if outputs.len() != model.outputs.len() {
             return protocol(format!(
                 "{graph} finished with {} outputs, expected {}",
@@ -311,8 +313,12 @@ impl Sim {
                 (OutputResult::Failed { error, .. }, expected) => {
                     // Any task may have been failed as a poison task, if the oracle saw it
                     // (or one upstream) running on enough workers that died.
-                    let acceptable =
-                        model.acceptable_errors(m, self.oracle.max_worker_deaths, &poisoned);
+                    let acceptable = model.acceptable_errors_across(
+                        m,
+                        self.oracle.max_worker_deaths,
+                        &poisoned,
+                        &earlier,
+                    );
                     if !acceptable.iter().any(|p| p.matches(&error)) {
                         let want = match expected {
                             Expected::Value(v) => Shown(v).to_string(),

@@ -67,6 +67,8 @@ pub(crate) struct CrashState {
     /// The next turn crashes at this point.
     armed: Option<CrashPoint>,
     config: SchedulerConfig,
+    /// When the scheduler last restarted.
+    pub(crate) restarted_at: Option<Duration>,
     /// Statistics of the scheduler lives that ended.
     pub(crate) results_adopted: u64,
     pub(crate) stale_reports: u64,
@@ -80,6 +82,7 @@ impl CrashState {
             down: false,
             epoch: 0,
             armed: None,
+            restarted_at: None,
             config,
             results_adopted: 0,
             stale_reports: 0,
@@ -158,7 +161,8 @@ impl Sim {
                 _ => None,
             })
             .collect();
-        let armed = self.crash.armed.take();
+        // Healing (the liveness phase) disarms a crash that had not struck yet.
+        let armed = self.crash.armed.take().filter(|_| self.faults_active());
         if armed == Some(CrashPoint::BeforeWrite) {
             self.crash_counts.before_write += 1;
             out.clear();
@@ -197,7 +201,7 @@ impl Sim {
     }
 
     /// The scheduler process dies now.
-    fn crash_now(&mut self, when: &str) {
+    pub(crate) fn crash_now(&mut self, when: &str) {
         let stats = self.scheduler.stats();
         self.crash.results_adopted += stats.results_adopted;
         self.crash.stale_reports += stats.stale_reports;
@@ -294,6 +298,7 @@ impl Sim {
         let (core, mut out) = Scheduler::resume(self.crash.config.clone(), resume);
         self.scheduler = core;
         self.crash.down = false;
+        self.crash.restarted_at = Some(self.now);
         self.oracle.scheduler_restarted();
         self.note(What::Note(format!(
             "the scheduler restarts from its journal: {graphs} graphs, {held} results in memory"
@@ -314,6 +319,18 @@ impl Sim {
         self.sched_tick_at = Some(next);
         self.push(next, Ev::SchedTick { due: next });
         Ok(())
+    }
+
+    /// Everyone is back with the scheduler: it runs, and every client, worker and nanny that
+    /// lost it has reconnected (what the end-of-run checks need after a late restart).
+    pub(crate) fn all_reconnected(&self) -> bool {
+        !self.crash.down
+            && self.clients.values().all(|c| c.left || c.connected)
+            && self
+                .lives
+                .iter()
+                .all(|l| !l.is_alive() || l.link_open || !(l.draining || l.retry > Duration::ZERO))
+            && self.nannies.iter().all(|n| !n.alive || n.conn.is_some())
     }
 
     /// Statistics of the scheduler over all its lives (the current one's, plus what the

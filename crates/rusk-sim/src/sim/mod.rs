@@ -365,8 +365,9 @@ impl Sim {
             ..SchedulerConfig::default()
         };
         // Scheduler crashes need its journal; the shared-keys clients (session graphs) do not
-        // reconnect, so they run without.
-        let crashes = config.scheduler_crashes && config.faults && !config.shared_keys;
+        // reconnect, so they run without. Random crashes come with the random faults;
+        // scripted scenarios crash it themselves.
+        let crashes = config.scheduler_crashes && !config.shared_keys;
         let sched_config = if crashes {
             SchedulerConfig {
                 journal: true,
@@ -1039,8 +1040,22 @@ impl Sim {
     /// is left behind anywhere.
     fn settle_and_report(mut self) -> Result<SimReport, SimFailure> {
         if self.config.check_leaks {
+            if self.crash.enabled {
+                // A late scheduler restart: let everyone reconnect before the orphans are
+                // released and the leaks checked.
+                let bound = self.now + self.config.liveness_bound;
+                while !self.all_reconnected() && self.peek_time().is_some_and(|t| t <= bound) {
+                    self.step()?;
+                }
+            }
             self.release_orphaned_graphs();
-            let settle = self.now + SETTLE;
+            // After a scheduler restart, nannies may still be backing off before they
+            // reconnect.
+            let reconnected = self
+                .crash
+                .restarted_at
+                .map_or(Duration::ZERO, |t| t + nanny::RECONNECT_MAX + SETTLE);
+            let settle = (self.now + SETTLE).max(reconnected);
             while self.peek_time().is_some_and(|t| t <= settle) {
                 self.step()?;
             }

@@ -113,13 +113,11 @@ impl NannyConn {
     }
 }
 
-/// `NannyCore` takes a worker's incarnation from its first `Registered` only: a worker that
-/// registers again (after a scheduler restart, as a new incarnation) stays known to its nanny,
-/// and so to `rusk status` and to `RestartWorker` requests, by its first one. A gap of the core
-/// (`NannyCore::on_registered` ignores `Registered` in `Running`), reported; while it stands,
-/// the checks below expect the first incarnation of such a worker. Set to `false` once the
-/// nanny follows re-registrations.
-const NANNY_KEEPS_FIRST_INCARNATION: bool = true;
+/// Whether `NannyCore` knew a worker only by the incarnation of its first `Registered`. It did
+/// (found by the crash seeds: a late `RestartWorker` for the old incarnation killed the
+/// reconnected worker); it now follows re-registrations of the running process, so the checks
+/// below expect the latest incarnation. Kept as a switch to replay the old behaviour's seeds.
+const NANNY_KEEPS_FIRST_INCARNATION: bool = false;
 
 /// A slot as `rusk status` shows it: index, state, pid, incarnation.
 type SlotView<'a> = (u32, &'a str, Option<u32>, Option<u64>);
@@ -452,10 +450,12 @@ impl Sim {
         if let Some(named) = requested {
             // This very process under an earlier connection (see
             // `NANNY_KEEPS_FIRST_INCARNATION`) is still the worker the request is meant for.
+            // What the nanny knows: the incarnation the worker last told it (it may be
+            // reconnecting, with no current one).
             let known = if NANNY_KEEPS_FIRST_INCARNATION {
-                l.incarnations.first().copied().or(l.incarnation)
+                l.first_told.or(l.incarnation)
             } else {
-                l.incarnation
+                l.last_told.or(l.incarnation)
             };
             if known != Some(named) {
                 return bad(
@@ -970,9 +970,9 @@ impl Sim {
                         life.map(|l| l.pid),
                         life.and_then(|l| {
                             if NANNY_KEEPS_FIRST_INCARNATION {
-                                l.incarnations.first().copied().or(l.incarnation)
+                                l.first_told.or(l.incarnation)
                             } else {
-                                l.incarnation
+                                l.last_told.or(l.incarnation)
                             }
                         })
                         .map(|i| i.0),

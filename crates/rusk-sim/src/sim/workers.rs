@@ -175,6 +175,9 @@ pub(crate) struct Life {
     pub(crate) incarnation: Option<Incarnation>,
     /// Every incarnation it registered as (more than one after scheduler restarts).
     pub(crate) incarnations: Vec<Incarnation>,
+    /// The first and the latest incarnation it told its nanny.
+    pub(crate) first_told: Option<Incarnation>,
+    pub(crate) last_told: Option<Incarnation>,
     pub(crate) link_open: bool,
     /// After the link closed, packets already sent still reach the scheduler.
     pub(crate) flush_to_sched: bool,
@@ -303,6 +306,8 @@ impl Sim {
         };
         let (slot, pid) = (self.sup_index(l.slot), l.pid);
         self.lives[life].told_registered = true;
+        self.lives[life].first_told.get_or_insert(incarnation);
+        self.lives[life].last_told = Some(incarnation);
         self.push(
             self.now,
             Ev::NannyEvent {
@@ -743,6 +748,8 @@ impl Sim {
             told_registered: false,
             incarnation: None,
             incarnations: Vec::new(),
+            first_told: None,
+            last_told: None,
             link_open: true,
             flush_to_sched: false,
             last_to_sched: Duration::ZERO,
