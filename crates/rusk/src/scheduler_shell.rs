@@ -188,9 +188,11 @@ pub async fn run(mut opts: SchedulerOptions) -> Result<()> {
             opts.token = id.token;
             journaled_ca = id.tls;
             opts.listen = same_port(&opts.listen, &id.address);
+            // A restart: resume what the journal holds (a new journal starts a new cluster,
+            // with no `scheduler-restart` event).
+            resume = Some(state);
         }
         journal = Some(j);
-        resume = Some(state);
     }
     let listener = TcpListener::bind(&opts.listen)
         .await
