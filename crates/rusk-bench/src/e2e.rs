@@ -177,15 +177,31 @@ pub(crate) fn run_once(
     Ok(Timing { finished, wall })
 }
 
+impl E2eOptions {
+    /// The options of a same-run comparison ([`ab_rates`]): 2 workers x 1 thread.
+    pub(crate) fn for_ab(tasks: u64, repeat: u32, rusk: PathBuf, timeout: Duration) -> Self {
+        E2eOptions {
+            tasks,
+            repeat,
+            workers: 2,
+            nthreads: 1,
+            shapes: Vec::new(),
+            rusk,
+            timeout,
+            local_args: Vec::new(),
+        }
+    }
+}
+
 /// tasks/s of `rusk local` on `shape` with two sets of extra flags, alternated run by run
 /// (`repeat` runs each, 2 workers x 1 thread), for comparisons made in the same run:
-/// `[rates with sides[0], rates with sides[1]]`.
+/// `[rates with sides[0], rates with sides[1]]`, and the graph's task count.
 pub(crate) fn ab_rates(
     base: &E2eOptions,
     shape: Shape,
     sides: [&[&str]; 2],
     what: &str,
-) -> Result<[Vec<f64>; 2], String> {
+) -> Result<([Vec<f64>; 2], usize), String> {
     let scratch = Scratch::new()?;
     let g = graphs::build(shape, base.tasks);
     let n = g.spec.tasks.len() as f64;
@@ -215,7 +231,7 @@ pub(crate) fn ab_rates(
             rates[side].push(n / t.finished);
         }
     }
-    Ok(rates)
+    Ok((rates, g.spec.tasks.len()))
 }
 
 pub fn run(opts: &E2eOptions) -> Result<Vec<Record>, String> {

@@ -10,7 +10,7 @@
 //!   (serving), and until the graph has made progress again (a task more finished than when the
 //!   new scheduler first reported it, polled every 10 ms).
 use crate::e2e::{self, E2eOptions, Scratch};
-use crate::graphs::{self, Shape};
+use crate::graphs::Shape;
 use crate::report::{median, Record, Target};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,20 +29,10 @@ pub struct JournalOptions {
 }
 
 pub fn run(opts: &JournalOptions) -> Result<Vec<Record>, String> {
-    let base = E2eOptions {
-        tasks: opts.tasks,
-        repeat: opts.repeat,
-        workers: 2,
-        nthreads: 1,
-        shapes: Vec::new(),
-        rusk: opts.rusk.clone(),
-        timeout: opts.timeout,
-        local_args: Vec::new(),
-    };
+    let base = E2eOptions::for_ab(opts.tasks, opts.repeat, opts.rusk.clone(), opts.timeout);
     let mut records = Vec::new();
     for shape in [Shape::Independent, Shape::Tree] {
-        let n = graphs::build(shape, opts.tasks).spec.tasks.len();
-        let rates = e2e::ab_rates(&base, shape, [&["--no-journal"], &[]], "journal")?;
+        let (rates, n) = e2e::ab_rates(&base, shape, [&["--no-journal"], &[]], "journal")?;
         let (off, on) = (median(&rates[0]), median(&rates[1]));
         let label = format!("{shape} {n}, 2w x 1t");
         records.push(Record::new(

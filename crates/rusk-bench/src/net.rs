@@ -70,24 +70,12 @@ fn ratio_record(what: &str, plain: f64, tls: f64) -> Record {
 }
 
 fn tasks_per_sec(opts: &NetOptions) -> Result<Vec<Record>, String> {
-    let base = E2eOptions {
-        tasks: opts.tasks,
-        repeat: opts.repeat,
-        workers: 2,
-        nthreads: 1,
-        shapes: Vec::new(),
-        rusk: opts.rusk.clone(),
-        timeout: opts.timeout,
-        local_args: Vec::new(),
-    };
+    let base = E2eOptions::for_ab(opts.tasks, opts.repeat, opts.rusk.clone(), opts.timeout);
     let mut records = Vec::new();
     for shape in [Shape::Independent, Shape::Tree] {
-        let rates = e2e::ab_rates(&base, shape, [&["--tls", "off"], &["--tls", "on"]], "net")?;
+        let (rates, n) = e2e::ab_rates(&base, shape, [&["--tls", "off"], &["--tls", "on"]], "net")?;
         let (plain, tls) = (median(&rates[0]), median(&rates[1]));
-        let label = format!(
-            "{shape} {}, 2w x 1t",
-            graphs::build(shape, opts.tasks).spec.tasks.len()
-        );
+        let label = format!("{shape} {n}, 2w x 1t");
         records.push(Record::new(
             "net",
             format!("{label}: tasks/s plaintext"),
