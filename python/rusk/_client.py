@@ -142,6 +142,12 @@ class Client(_ClusterOps, _DataOps, _SharedOps):
     address. Use it as a context manager. ``progress`` draws a progress bar on stderr while
     ``get`` runs a Dask graph (default: when stderr is a terminal).
 
+    A scheduler that dies and is started again on its journal (``LocalCluster`` and ``rusk
+    local`` do it themselves) is the same cluster: the client reconnects for up to
+    ``scheduler_lost_timeout`` seconds (60 by default; at once given up for a local cluster
+    without a journal), claims its graphs again and sends again what was not answered, so
+    pending futures still get their results.
+
     As ``distributed.Client`` does, a new client becomes Dask's default scheduler
     (``set_as_default=True``): ``x.compute()``, ``dask.compute(...)`` and ``ddf.to_parquet(...)``
     run on the cluster with no ``scheduler=``, and dataframe shuffles use the ``"tasks"``
@@ -160,6 +166,7 @@ class Client(_ClusterOps, _DataOps, _SharedOps):
         progress=None,
         set_as_default=True,
         asynchronous=False,
+        scheduler_lost_timeout=None,
         **cluster_kwargs,
     ):
         self.cluster = None
@@ -168,6 +175,7 @@ class Client(_ClusterOps, _DataOps, _SharedOps):
         self._started = False
         self.asynchronous = bool(asynchronous)
         self._start_args = (address_or_scheduler_file, n_workers, threads_per_worker, token, timeout, progress, set_as_default, cluster_kwargs)
+        self._scheduler_lost_timeout = scheduler_lost_timeout
         if not self.asynchronous:
             self._start()
 
@@ -200,8 +208,12 @@ class Client(_ClusterOps, _DataOps, _SharedOps):
                     token = f.read().strip()
             if not token:
                 raise ValueError("joining %s by address needs the cluster token (token= or RUSK_TOKEN)" % address)
+        lost_timeout = self._scheduler_lost_timeout
+        if lost_timeout is None and self.cluster is not None and not self.cluster.journal:
+            # Nobody can resume a scheduler without a journal: fail pending work at once.
+            lost_timeout = 0
         try:
-            self._conn = _connection_class()(address, token, tls)
+            self._conn = _connection_class()(address, token, tls, lost_timeout)
             self._graph = self._conn.open()
         except BaseException:
             if self._own_cluster:
@@ -893,6 +905,10 @@ class Client(_ClusterOps, _DataOps, _SharedOps):
                 self._cond.notify_all()
         elif kind == "error":
             logger.warning("rusk scheduler: %s", ev["message"])
+        elif kind == "reconnecting":
+            logger.warning("rusk: lost the scheduler (%s); reconnecting", ev["message"])
+        elif kind == "reconnected":
+            logger.warning("rusk: reconnected to the scheduler after %.2f s; pending work resumed", ev["away_s"])
         _run_callbacks(callbacks)
 
     # === lifetime ===

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -17,6 +18,11 @@ from pathlib import Path
 STARTUP_TIMEOUT = 30.0
 #: SIGTERM, then SIGKILL after this long.
 STOP_GRACE = 5.0
+# A scheduler with a journal that dies is started again on it this many times at most over a
+# cluster's life (then it stays down and clients give up after their scheduler_lost_timeout).
+SCHEDULER_RESTARTS_MAX = 10
+# How often the supervisor looks at the scheduler process.
+SUPERVISE_INTERVAL = 0.05
 
 
 def find_rusk_binary():
@@ -103,8 +109,9 @@ class LocalCluster:
     ``resources`` (``{"GPU": 2}`` or ``"GPU=2"``) are what each worker offers to tasks that ask
     for resources. ``scheduler_args`` and ``nanny_args`` are extra command-line flags (e.g.
     ``["--worker-ttl", "2s"]``); ``env`` adds environment variables for both. ``journal``
-    (default on) gives the scheduler a journal in the cluster's directory, so a scheduler
-    started again on it (``rusk scheduler --journal``) is the same cluster."""
+    (default on) gives the scheduler a journal in the cluster's directory; a scheduler that dies
+    is then started again on it (at most ``SCHEDULER_RESTARTS_MAX`` times), as the same cluster:
+    workers keep their results and clients their futures."""
 
     def __init__(
         self,
@@ -131,23 +138,24 @@ class LocalCluster:
         self._closed = False
         self.dashboard_link = None
         self.tls = None
+        self.journal = bool(journal)
+        self.scheduler_restarts = 0
+        self._spawn_lock = threading.Lock()
         env = _child_env(env)
         if dashboard is not None:
             scheduler_args = ["--dashboard", str(dashboard)] + list(scheduler_args)
+        self._scheduler_cmd = [
+            "scheduler",
+            "--listen",
+            "127.0.0.1:0",
+            "--scheduler-file",
+            self.scheduler_file,
+            *(["--journal", os.path.join(self.directory, "journal.redb")] if journal else []),
+            *scheduler_args,
+        ]
+        self._env = env
         try:
-            self.scheduler = self._spawn(
-                "scheduler",
-                [
-                    "scheduler",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--scheduler-file",
-                    self.scheduler_file,
-                    *(["--journal", os.path.join(self.directory, "journal.redb")] if journal else []),
-                    *scheduler_args,
-                ],
-                env,
-            )
+            self.scheduler = self._spawn("scheduler", self._scheduler_cmd, env)
             deadline = time.monotonic() + startup_timeout
             while True:
                 try:
@@ -188,6 +196,27 @@ class LocalCluster:
             self.close()
             raise
         _live_clusters.add(self)
+        if self.journal:
+            threading.Thread(target=self._supervise, name="rusk-scheduler-supervisor", daemon=True).start()
+
+    def _supervise(self):
+        """Start the scheduler again on its journal when it dies (kill -9, a crash), as
+        ``rusk local`` does: the same address and token, so workers and clients reconnect."""
+        while not self._closed:
+            time.sleep(SUPERVISE_INTERVAL)
+            p = self.scheduler
+            if self._closed or p.poll() is None:
+                continue
+            if self.scheduler_restarts >= SCHEDULER_RESTARTS_MAX:
+                return
+            self.scheduler_restarts += 1
+            try:
+                with self._spawn_lock:
+                    if self._closed:
+                        return
+                    self.scheduler = self._spawn("scheduler", self._scheduler_cmd, self._env)
+            except OSError:
+                return
 
     def _spawn(self, name, args, env):
         log = open(os.path.join(self.directory, name + ".log"), "ab")
@@ -224,7 +253,8 @@ class LocalCluster:
         """Stop the nanny (and so its workers), then the scheduler."""
         if self._closed:
             return
-        self._closed = True
+        with self._spawn_lock:
+            self._closed = True
         _live_clusters.discard(self)
         for p in reversed(self._procs):
             if p.poll() is None:

@@ -69,6 +69,7 @@ pub fn run_once(shape: Shape, tasks: u64, workers: u32, nthreads: u32) -> Result
         worker_ttl: Duration::from_secs(3600),
         // The simulated workers run every task at once: nothing to balance.
         work_stealing: false,
+        journal: std::env::var_os("RUSK_BENCH_CORE_JOURNAL").is_some(),
         ..SchedulerConfig::default()
     };
     let mut sched = Scheduler::new(config);
@@ -87,6 +88,7 @@ pub fn run_once(shape: Shape, tasks: u64, workers: u32, nthreads: u32) -> Result
             slot: None,
             resources: Default::default(),
             held: Vec::new(),
+            running: Vec::new(),
         };
         sched.handle_into(
             clock.elapsed(),
@@ -215,6 +217,7 @@ pub fn run_once(shape: Shape, tasks: u64, workers: u32, nthreads: u32) -> Result
         if now >= sched.next_timeout() {
             sched.handle_into(now, Event::Tick, &mut out);
         }
+        sched.flush_journal(&mut out);
         if answered == 0 && out.is_empty() {
             return Err(format!(
                 "the run stalled after {assigns} assignments: nothing assigned, graph not \

@@ -9,8 +9,9 @@
 //! - each task that reached memory, with its holder's name and size (`InMemory`): so the new
 //!   scheduler knows whose re-registration to wait for before it recomputes anything;
 //! - graphs whose outputs were delivered (`Delivered`);
-//! - an attempt-id floor (`Reserved`): attempts issued before the crash are all below it, so
-//!   none is ever issued twice, and a stale report from before the crash matches nothing.
+//! - attempt- and graph-id floors (`Reserved`): ids issued before the crash are all below
+//!   them, so none is ever issued twice, and a stale report from before the crash matches
+//!   nothing.
 //!
 //! Results themselves are never journaled: they stay with the workers, which keep them while
 //! the scheduler is away and name them when they register again (`WorkerInfo::held`).
@@ -23,6 +24,11 @@ use std::sync::Arc;
 
 /// Attempt ids reserved per `Reserved` record: one journal write per this many assignments.
 pub const ATTEMPTS_RESERVED_PER_RECORD: u64 = 1 << 20;
+
+/// Graph ids reserved per `Reserved` record. A restarted scheduler starts above the floor, so a
+/// graph whose submission died unjournaled with the scheduler never shares its id with a new
+/// graph: results of its tasks that workers still hold can never be taken for another's.
+pub const GRAPHS_RESERVED_PER_RECORD: u64 = 1 << 20;
 
 /// One journal entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,6 +62,17 @@ impl Record {
     /// a result's location may be lost: its holder names it again when it registers.)
     pub fn needs_sync(&self) -> bool {
         !matches!(self, Record::InMemory(_))
+    }
+
+    /// Must this record be on disk before its turn's messages to *workers* go out too? Only an
+    /// id floor: the turn's assignments may carry ids above the old one. Every other durable
+    /// record holds back only the replies to clients, and the workers start at once: if the
+    /// scheduler dies before the record is on disk, the work they did is for a graph (or an
+    /// extension) the restarted scheduler does not know, under ids it never issues again
+    /// (`GRAPHS_RESERVED_PER_RECORD`), so their results are released when they register, and
+    /// the client, never told, sends its request again.
+    pub fn holds_workers(&self) -> bool {
+        matches!(self, Record::Reserved { .. })
     }
 }
 

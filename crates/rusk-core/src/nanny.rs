@@ -23,11 +23,13 @@
 //! Safety rule: a new worker is spawned only after the previous one's exit was observed, so a
 //! slot never has two live workers. Messages from any pid other than the slot's current one
 //! (a ping from a worker already being killed, say) are ignored.
+use rusk_proto::msg::EventCause;
 use rusk_proto::Incarnation;
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
+mod record;
 mod watch;
 use watch::{Limits, Step, Watch};
 pub use watch::{
@@ -143,17 +145,19 @@ pub enum RestartCause {
 }
 
 impl RestartCause {
-    /// Short machine-friendly name (metrics label, JSON).
-    pub fn kind(&self) -> &'static str {
+    /// The recovery log's cause for it (metrics label, JSON).
+    pub fn kind(&self) -> EventCause {
         match self {
-            RestartCause::Exited(s) if s.code == Some(EXIT_CONNECTION_LOST) => "connection",
-            RestartCause::Exited(_) => "crash",
-            RestartCause::Watchdog { .. } => "watchdog",
-            RestartCause::StartTimeout => "start-timeout",
-            RestartCause::SchedulerRequest { .. } => "heartbeat",
-            RestartCause::Memory { .. } => "memory",
-            RestartCause::Operator => "operator",
-            RestartCause::SpawnFailed(_) => "spawn-failed",
+            RestartCause::Exited(s) if s.code == Some(EXIT_CONNECTION_LOST) => {
+                EventCause::Connection
+            }
+            RestartCause::Exited(_) => EventCause::Crash,
+            RestartCause::Watchdog { .. } => EventCause::Watchdog,
+            RestartCause::StartTimeout => EventCause::StartTimeout,
+            RestartCause::SchedulerRequest { .. } => EventCause::Heartbeat,
+            RestartCause::Memory { .. } => EventCause::Memory,
+            RestartCause::Operator => EventCause::Operator,
+            RestartCause::SpawnFailed(_) => EventCause::SpawnFailed,
         }
     }
 

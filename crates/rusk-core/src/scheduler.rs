@@ -17,16 +17,20 @@
 //! any unfinished state ──own failure, no retries left / dependency erred──▶ Erred
 //! ```
 //!
+//! `Assigned { started }` tells a task queued on its worker from one executing there
+//! (`TaskStarted`): only a started attempt is charged when its worker dies.
+//!
 //! Fencing: every assignment gets a fresh [`AttemptId`]; only a report for the current attempt,
 //! from the incarnation it was given to, moves a task. So a result is accepted exactly once.
 use crate::graph::{compile, CompiledGraph, CompiledTask, Restrictions};
 use bytes::Bytes;
 use rusk_proto::graph::TaskKind;
 use rusk_proto::msg::{
-    Assignment, ClientToScheduler, DatasetRequest, DepLocation, EventRecord, GraphProgress,
-    HeartbeatInfo, NannyInfo, NannyRecord, NannyStatus, NannyToScheduler, OutputResult,
-    OutputState, RestartTarget, SchedulerToClient, SchedulerToNanny, SchedulerToWorker, SlotReport,
-    StatusSnapshot, TaskError, WorkerInfo, WorkerStatus, WorkerToScheduler,
+    Assignment, ClientToScheduler, DatasetRequest, DepLocation, EventCause, EventRecord,
+    EventSource, GraphProgress, HeartbeatInfo, NannyInfo, NannyRecord, NannyStatus,
+    NannyToScheduler, OutputResult, OutputState, RestartTarget, SchedulerToClient,
+    SchedulerToNanny, SchedulerToWorker, SlotReport, StatusSnapshot, TaskError, WorkerInfo,
+    WorkerStatus, WorkerToScheduler,
 };
 use rusk_proto::{AttemptId, ClientId, GraphId, Incarnation, NannyId, TaskRef};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -186,11 +190,11 @@ pub enum LossCause {
 }
 
 impl LossCause {
-    /// Short name for the event log.
-    pub fn kind(&self) -> &'static str {
+    /// The event log's cause for it.
+    pub fn kind(&self) -> EventCause {
         match self {
-            LossCause::ConnectionClosed(_) => "connection",
-            LossCause::HeartbeatTimeout { .. } => "heartbeat",
+            LossCause::ConnectionClosed(_) => EventCause::Connection,
+            LossCause::HeartbeatTimeout { .. } => EventCause::Heartbeat,
         }
     }
 }
@@ -222,13 +226,37 @@ pub struct RecoveryNote {
 enum TaskState {
     Waiting,
     Ready,
-    Assigned { worker: Incarnation },
-    Memory { holder: Incarnation, size: u64 },
+    /// Placed on `worker`; `started`: when its current attempt's `TaskStarted` arrived (it was
+    /// executing there, not just queued).
+    Assigned {
+        worker: Incarnation,
+        started: Option<Duration>,
+    },
+    Memory {
+        holder: Incarnation,
+        size: u64,
+    },
     Released,
     Erred,
 }
 
 impl TaskState {
+    /// Placed on a worker, not yet started there.
+    fn assigned(worker: Incarnation) -> TaskState {
+        TaskState::Assigned {
+            worker,
+            started: None,
+        }
+    }
+
+    /// The worker it is assigned to, started or not.
+    fn assigned_to(self) -> Option<Incarnation> {
+        match self {
+            TaskState::Assigned { worker, .. } => Some(worker),
+            _ => None,
+        }
+    }
+
     /// "Unfinished" tasks still need their dependencies' results.
     fn is_unfinished(self) -> bool {
         matches!(
@@ -268,8 +296,6 @@ struct Task {
     is_output: bool,
     /// Present in the ready queue (entries are removed lazily).
     queued: bool,
-    /// The current attempt reported `TaskStarted` (it was executing, not just queued).
-    started: bool,
     /// Workers that died while an attempt of this task was executing.
     worker_deaths: u32,
     /// Time limit of one attempt in milliseconds (0: none).
@@ -284,8 +310,6 @@ struct Task {
     prefix: u32,
     /// Its estimated run time when it was assigned, counted in its worker's `expected_us`.
     est_us: u64,
-    /// When the current attempt's `TaskStarted` arrived.
-    started_at: Option<Duration>,
     /// Its worker refused to give the current attempt up (it had started it).
     steal_refused: bool,
 }
@@ -305,7 +329,6 @@ impl Task {
             attempt: AttemptId(0),
             is_output: false,
             queued: false,
-            started: false,
             worker_deaths: 0,
             timeout_ms: t.timeout_ms,
             priority: t.priority,
@@ -314,9 +337,21 @@ impl Task {
             restrictions: t.restrictions,
             prefix: 0,
             est_us: 0,
-            started_at: None,
             steal_refused: false,
         }
+    }
+
+    /// When its current attempt's `TaskStarted` arrived (`None`: not assigned, or queued).
+    fn started_at(&self) -> Option<Duration> {
+        match self.state {
+            TaskState::Assigned { started, .. } => started,
+            _ => None,
+        }
+    }
+
+    /// Its current attempt is executing on its worker (not just queued there).
+    fn started(&self) -> bool {
+        self.started_at().is_some()
     }
 
     fn ready_key(&self, task: TaskRef) -> ReadyKey {
@@ -513,6 +548,9 @@ pub struct SchedulerStats {
     /// Results workers still held when they registered again, taken over instead of
     /// recomputed (after a scheduler restart or a dropped connection).
     pub results_adopted: u64,
+    /// Attempts still running on a worker that registered again, taken over instead of run
+    /// a second time (`WorkerInfo::running`).
+    pub attempts_adopted: u64,
 }
 
 struct Nanny {
@@ -732,7 +770,7 @@ impl Scheduler {
             }
         }
         // Estimated work and resources are held exactly while the task is assigned to a worker.
-        if let TaskState::Assigned { worker } = old {
+        if let TaskState::Assigned { worker, .. } = old {
             if let Some(w) = self.workers.get_mut(&worker) {
                 w.expected_us -= t.est_us;
                 if !w.seceded.is_empty() {
@@ -740,7 +778,7 @@ impl Scheduler {
                 }
             }
         }
-        if let TaskState::Assigned { worker } = new {
+        if let TaskState::Assigned { worker, .. } = new {
             let w = self
                 .workers
                 .get_mut(&worker)
@@ -748,12 +786,12 @@ impl Scheduler {
             w.expected_us += t.est_us;
         }
         if let Some(r) = &t.restrictions {
-            if let TaskState::Assigned { worker } = old {
+            if let TaskState::Assigned { worker, .. } = old {
                 if let Some(w) = self.workers.get_mut(&worker) {
                     release_resources(w, r);
                 }
             }
-            if let TaskState::Assigned { worker } = new {
+            if let TaskState::Assigned { worker, .. } = new {
                 let w = self
                     .workers
                     .get_mut(&worker)
@@ -842,5 +880,7 @@ mod tests_balance;
 mod tests_placement;
 #[cfg(test)]
 mod tests_replicas;
+#[cfg(test)]
+mod tests_resume;
 #[cfg(test)]
 mod tests_shared;

@@ -254,6 +254,15 @@ impl WorkerCore {
                 self.store.remove(&t, &mut self.store_out);
             }
         }
+        // Attempts that outlived the last connection (queued ones were forgotten with it).
+        info.running = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.state == WState::Running)
+            .map(|(k, t)| (*k, t.assignment.attempt))
+            .take(HELD_RESULTS_MAX)
+            .collect();
+        info.running.sort_unstable();
         vec![Command::ToScheduler(WorkerToScheduler::Register(info))]
     }
 

@@ -283,6 +283,7 @@ pub fn frame_seeds() -> Vec<Vec<u8>> {
         slot: Some(0),
         resources: [("GPU".to_string(), 2.0)].into_iter().collect(),
         held: Vec::new(),
+        running: Vec::new(),
     };
     let assignment = Assignment {
         task: tr(3),

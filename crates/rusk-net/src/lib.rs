@@ -9,6 +9,7 @@
 //! decoded. A malformed or oversized frame is an error value that closes that one connection.
 pub mod admission;
 pub mod locate;
+pub mod reconnect;
 pub mod segment;
 pub mod stream;
 pub mod tls;

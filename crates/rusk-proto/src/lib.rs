@@ -20,7 +20,7 @@ pub use ids::*;
 
 /// Version of the message protocol; both ends must speak exactly this version.
 /// Bump it on any incompatible change of a message type.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Largest frame any rusk process accepts after the handshake. It bounds the memory one peer can
 /// make another allocate for a single message. 256 MiB leaves room for a 1,000,000-task graph

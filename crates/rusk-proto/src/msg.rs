@@ -93,7 +93,7 @@ pub enum ExecutorCause {
 
 impl WorkerEvent {
     /// The recovery log's `cause`, `observed` and `action` for this event.
-    pub fn describe(&self) -> (&'static str, String, &'static str) {
+    pub fn describe(&self) -> (EventCause, String, &'static str) {
         match self {
             WorkerEvent::ExecutorReplaced {
                 pid,
@@ -101,21 +101,21 @@ impl WorkerEvent {
                 observed,
             } => (
                 match cause {
-                    ExecutorCause::Hung => "executor-hung",
-                    ExecutorCause::BusyTooLong => "executor-busy-timeout",
-                    ExecutorCause::Died => "executor-died",
-                    ExecutorCause::Protocol => "executor-protocol",
+                    ExecutorCause::Hung => EventCause::ExecutorHung,
+                    ExecutorCause::BusyTooLong => EventCause::ExecutorBusyTimeout,
+                    ExecutorCause::Died => EventCause::ExecutorDied,
+                    ExecutorCause::Protocol => EventCause::ExecutorProtocol,
                 },
                 format!("executor pid {pid}: {observed}"),
                 "executor replaced; its running task failed (retries apply), queued tasks run in the new one",
             ),
             WorkerEvent::ExecutorBusy { pid, silent_ms } => (
-                "executor-busy",
+                EventCause::ExecutorBusy,
                 format!("executor pid {pid} silent for {silent_ms} ms while using CPU (a long C call holding the GIL)"),
                 "left running until --executor-busy-timeout",
             ),
             WorkerEvent::SpillLost { task } => (
-                "spill-lost",
+                EventCause::SpillLost,
                 format!("the spill file of {task} is corrupt or missing"),
                 "result dropped; recomputed from its lineage where still needed",
             ),
@@ -143,6 +143,11 @@ pub struct WorkerInfo {
     /// scheduler adopts what it still needs instead of recomputing it. At most
     /// [`HELD_RESULTS_MAX`] entries are sent; the rest are dropped by the worker.
     pub held: Vec<(TaskRef, u64)>,
+    /// Attempts still running here when it registers again (they outlived the connection):
+    /// the scheduler lets a still-needed one finish instead of running the task again. At most
+    /// [`HELD_RESULTS_MAX`] entries.
+    #[serde(default)]
+    pub running: Vec<(TaskRef, AttemptId)>,
 }
 
 /// Stored results a worker reports when it registers again (`WorkerInfo::held`).
@@ -272,6 +277,11 @@ pub enum ClientToScheduler {
         graph: GraphId,
         tasks: Vec<GraphSpecTask>,
         outputs: Vec<String>,
+        /// Sent again after reconnecting to a restarted scheduler, which may already have it
+        /// from its journal: when every key is in the graph already, it is acknowledged again
+        /// (`tasks: 0`) instead of rejected for duplicate keys.
+        #[serde(default)]
+        resent: bool,
     },
     /// The client no longer wants these outputs (futures dropped or cancelled): release their
     /// results, and cancel them if nothing else needs them.
@@ -385,6 +395,12 @@ pub enum SchedulerToClient {
         graph: GraphId,
         tasks: u64,
     },
+    /// Reply to `LocateOutputs`: the graph is this client's now; its finished outputs follow
+    /// (`OutputsReady` or `GraphFinished`), the others come when done. An unknown graph gets
+    /// `Error` instead.
+    Located {
+        graph: GraphId,
+    },
     /// Outputs of a session graph that just finished (in memory somewhere, or failed).
     OutputsReady {
         graph: GraphId,
@@ -429,23 +445,172 @@ pub enum SchedulerToClient {
 pub struct EventRecord {
     pub seq: u64,
     pub time_unix_ms: u64,
-    /// Who observed it: `scheduler`, `nanny` or `worker`.
-    pub source: String,
+    /// Who observed it.
+    pub source: EventSource,
     pub host: String,
     pub nanny: Option<String>,
     pub slot: Option<u32>,
     pub worker: Option<String>,
     pub incarnation: Option<u64>,
     pub new_incarnation: Option<u64>,
-    /// Short cause: crash, watchdog, heartbeat, connection, memory, operator, crash-loop,
-    /// poison-task, nanny-gone, ...
-    pub cause: String,
+    pub cause: EventCause,
     /// What was observed, in words (exit code or signal, silence, RSS, ...).
     pub observed: String,
     /// What was done about it.
     pub action: String,
     pub detection_ms: Option<u64>,
     pub recovery_ms: Option<u64>,
+}
+
+/// Who observed a recovery-log entry. Its name ([`EventSource::as_str`], also its serde name,
+/// so the JSON of `rusk events --json` and `/api/events`) is what logs and metrics show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventSource {
+    Scheduler,
+    Nanny,
+    /// A worker's own recoveries and warnings (`WorkerEvent`), logged by the scheduler.
+    Worker,
+}
+
+impl EventSource {
+    /// Every source, in declaration order.
+    pub const ALL: [EventSource; 3] = [
+        EventSource::Scheduler,
+        EventSource::Nanny,
+        EventSource::Worker,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventSource::Scheduler => "scheduler",
+            EventSource::Nanny => "nanny",
+            EventSource::Worker => "worker",
+        }
+    }
+}
+
+impl std::fmt::Display for EventSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a recovery-log entry was written, in a word. Its name ([`EventCause::as_str`], also its
+/// serde name, so the JSON of `rusk events --json` and `/api/events`) is what logs, the metrics'
+/// `cause` label and the dashboard show: renaming a variant's string breaks them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventCause {
+    // Nanny restarts (`rusk_core::nanny::RestartCause::kind`) and crash loops.
+    /// The worker exited by itself.
+    Crash,
+    /// The worker exited because it lost its scheduler connection; also the scheduler's
+    /// own when a worker's connection closes.
+    Connection,
+    /// The worker's event loop stopped pinging its nanny.
+    Watchdog,
+    /// The scheduler saw no heartbeat (and asked the nanny for a restart).
+    Heartbeat,
+    /// The worker's memory went over its limit.
+    Memory,
+    /// `rusk restart`.
+    Operator,
+    /// The worker never pinged its nanny after being spawned.
+    StartTimeout,
+    /// The worker process could not be started.
+    SpawnFailed,
+    /// A slot backing off after crashes in a row, or failed after too many.
+    CrashLoop,
+    // The scheduler's own.
+    /// A task failed for running on too many workers that died.
+    PoisonTask,
+    /// Tasks failed because no worker could ever run them.
+    Unrunnable,
+    /// A nanny's connection closed.
+    NannyGone,
+    /// The scheduler started from its journal.
+    SchedulerRestart,
+    /// A worker registered again holding results.
+    Rejoin,
+    /// A worker paused (memory) or resumed.
+    Paused,
+    Resumed,
+    /// A worker reported itself unhealthy, or healthy again.
+    Unhealthy,
+    Healthy,
+    // A worker's own (`WorkerEvent`).
+    ExecutorHung,
+    ExecutorBusyTimeout,
+    ExecutorDied,
+    ExecutorProtocol,
+    ExecutorBusy,
+    SpillLost,
+}
+
+impl EventCause {
+    /// Every cause, in declaration order.
+    pub const ALL: [EventCause; 24] = [
+        EventCause::Crash,
+        EventCause::Connection,
+        EventCause::Watchdog,
+        EventCause::Heartbeat,
+        EventCause::Memory,
+        EventCause::Operator,
+        EventCause::StartTimeout,
+        EventCause::SpawnFailed,
+        EventCause::CrashLoop,
+        EventCause::PoisonTask,
+        EventCause::Unrunnable,
+        EventCause::NannyGone,
+        EventCause::SchedulerRestart,
+        EventCause::Rejoin,
+        EventCause::Paused,
+        EventCause::Resumed,
+        EventCause::Unhealthy,
+        EventCause::Healthy,
+        EventCause::ExecutorHung,
+        EventCause::ExecutorBusyTimeout,
+        EventCause::ExecutorDied,
+        EventCause::ExecutorProtocol,
+        EventCause::ExecutorBusy,
+        EventCause::SpillLost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventCause::Crash => "crash",
+            EventCause::Connection => "connection",
+            EventCause::Watchdog => "watchdog",
+            EventCause::Heartbeat => "heartbeat",
+            EventCause::Memory => "memory",
+            EventCause::Operator => "operator",
+            EventCause::StartTimeout => "start-timeout",
+            EventCause::SpawnFailed => "spawn-failed",
+            EventCause::CrashLoop => "crash-loop",
+            EventCause::PoisonTask => "poison-task",
+            EventCause::Unrunnable => "unrunnable",
+            EventCause::NannyGone => "nanny-gone",
+            EventCause::SchedulerRestart => "scheduler-restart",
+            EventCause::Rejoin => "rejoin",
+            EventCause::Paused => "paused",
+            EventCause::Resumed => "resumed",
+            EventCause::Unhealthy => "unhealthy",
+            EventCause::Healthy => "healthy",
+            EventCause::ExecutorHung => "executor-hung",
+            EventCause::ExecutorBusyTimeout => "executor-busy-timeout",
+            EventCause::ExecutorDied => "executor-died",
+            EventCause::ExecutorProtocol => "executor-protocol",
+            EventCause::ExecutorBusy => "executor-busy",
+            EventCause::SpillLost => "spill-lost",
+        }
+    }
+}
+
+impl std::fmt::Display for EventCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Nanny → scheduler.
@@ -481,7 +646,7 @@ pub struct SlotReport {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NannyRecord {
     pub slot: u32,
-    pub cause: String,
+    pub cause: EventCause,
     pub observed: String,
     pub action: String,
     pub incarnation: Option<u64>,
@@ -624,4 +789,67 @@ pub enum DataReply {
         id: u64,
         lines: Vec<(String, String)>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The recovery log's names are what the JSON, the CLI, the dashboard and the metrics show:
+    /// `as_str` and serde agree, and `ALL` lists every variant (postcard numbers variants in
+    /// declaration order, and knows none past the last).
+    #[test]
+    fn event_names_are_their_serde_names_and_all_lists_every_variant() {
+        for (i, c) in EventCause::ALL.into_iter().enumerate() {
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{c}\""));
+            assert_eq!(
+                serde_json::from_str::<EventCause>(&format!("\"{c}\"")).unwrap(),
+                c
+            );
+            assert_eq!(crate::encode(&c).unwrap(), [i as u8]);
+        }
+        assert!(crate::decode::<EventCause>(&[EventCause::ALL.len() as u8]).is_err());
+        for (i, s) in EventSource::ALL.into_iter().enumerate() {
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
+            assert_eq!(
+                serde_json::from_str::<EventSource>(&format!("\"{s}\"")).unwrap(),
+                s
+            );
+            assert_eq!(crate::encode(&s).unwrap(), [i as u8]);
+        }
+        assert!(crate::decode::<EventSource>(&[EventSource::ALL.len() as u8]).is_err());
+        assert_eq!(EventCause::PoisonTask.as_str(), "poison-task");
+        assert_eq!(
+            EventCause::ExecutorBusyTimeout.as_str(),
+            "executor-busy-timeout"
+        );
+    }
+
+    /// A record in JSON keeps the strings the Python client, the dashboard and `rusk events
+    /// --json` read; in postcard it round-trips.
+    #[test]
+    fn an_event_record_is_json_with_string_source_and_cause() {
+        let r = EventRecord {
+            seq: 1,
+            time_unix_ms: 2,
+            source: EventSource::Nanny,
+            host: "h".into(),
+            nanny: Some("n0".into()),
+            slot: Some(0),
+            worker: None,
+            incarnation: None,
+            new_incarnation: None,
+            cause: EventCause::CrashLoop,
+            observed: "o".into(),
+            action: "a".into(),
+            detection_ms: None,
+            recovery_ms: None,
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["source"], "nanny");
+        assert_eq!(json["cause"], "crash-loop");
+        assert_eq!(serde_json::from_value::<EventRecord>(json).unwrap(), r);
+        let bytes = crate::encode(&r).unwrap();
+        assert_eq!(crate::decode::<EventRecord>(&bytes).unwrap(), r);
+    }
 }

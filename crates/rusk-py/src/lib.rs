@@ -191,6 +191,14 @@ fn event_to_py<'py>(py: Python<'py>, e: &Event) -> PyResult<Bound<'py, PyDict>> 
             d.set_item("type", "error")?;
             d.set_item("message", message)?;
         }
+        Event::Reconnecting(message) => {
+            d.set_item("type", "reconnecting")?;
+            d.set_item("message", message)?;
+        }
+        Event::Reconnected { away_s } => {
+            d.set_item("type", "reconnected")?;
+            d.set_item("away_s", away_s)?;
+        }
         Event::Disconnected(message) => {
             d.set_item("type", "disconnected")?;
             d.set_item("message", message)?;
@@ -257,13 +265,24 @@ fn tls_of(spec: Option<&str>) -> anyhow::Result<Option<std::sync::Arc<rusk_net::
 impl Connection {
     /// Connect to the scheduler at `address` (`host:port`) with the cluster token. `tls`: the
     /// `tls` section of a scheduler file (JSON), when the cluster encrypts; `RUSK_TLS` and the
-    /// files named by `RUSK_TLS_CA`, `RUSK_TLS_CERT` and `RUSK_TLS_KEY` apply over it.
+    /// files named by `RUSK_TLS_CA`, `RUSK_TLS_CERT` and `RUSK_TLS_KEY` apply over it. A lost
+    /// scheduler is reconnected for up to `scheduler_lost_timeout` seconds (60 by default; 0:
+    /// pending requests fail at once), its graphs claimed again and unanswered requests sent
+    /// again; events `reconnecting` and `reconnected` say so.
     #[new]
-    #[pyo3(signature = (address, token, tls=None))]
-    fn new(py: Python<'_>, address: String, token: String, tls: Option<String>) -> PyResult<Self> {
+    #[pyo3(signature = (address, token, tls=None, scheduler_lost_timeout=None))]
+    fn new(
+        py: Python<'_>,
+        address: String,
+        token: String,
+        tls: Option<String>,
+        scheduler_lost_timeout: Option<f64>,
+    ) -> PyResult<Self> {
+        let lost_timeout =
+            seconds(scheduler_lost_timeout)?.unwrap_or(session::SCHEDULER_LOST_TIMEOUT);
         let tls = py.detach(|| tls_of(tls.as_deref())).map_err(io_err)?;
         let session = py
-            .detach(|| Session::connect(&address, &token, tls))
+            .detach(|| Session::connect(&address, &token, tls, lost_timeout))
             .map_err(io_err)?;
         Ok(Connection { session, address })
     }
@@ -300,6 +319,7 @@ impl Connection {
             graph: GraphId(graph),
             tasks,
             outputs,
+            resent: false,
         };
         match self.ask(py, msg, Expect::Extended, timeout_s)? {
             Reply::Extended { tasks } => Ok(tasks),
@@ -651,11 +671,17 @@ impl Connection {
         }
     }
 
-    /// Ask the scheduler to report the graph's outputs again (after a fetch failed).
+    /// Ask the scheduler to report the graph's outputs again (after a fetch failed). Not
+    /// waited for, but its answer (`Located`, or an error) is matched to it, not to another
+    /// request.
     fn locate(&self, graph: u64) -> PyResult<()> {
-        self.send(ClientToScheduler::LocateOutputs {
+        let msg = ClientToScheduler::LocateOutputs {
             graph: GraphId(graph),
-        })
+        };
+        self.session
+            .request(msg, Expect::Located)
+            .map(drop)
+            .map_err(io_err)
     }
 
     /// The locate-and-retry policy for one gather of the graph's outputs: see [`Locator`].

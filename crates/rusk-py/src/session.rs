@@ -14,13 +14,22 @@ use rusk_proto::msg::{
     ClientToScheduler, EventRecord, GraphProgress, OutputState, SchedulerToClient, StatusSnapshot,
 };
 use rusk_proto::{GraphId, TaskRef};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Idle data-server connections kept per worker.
 const POOLED_PER_HOLDER_MAX: usize = 4;
+
+/// How long a client keeps trying to get back to a scheduler it lost before its pending
+/// futures fail (a scheduler restarted on its journal is found again within this; the
+/// Python `Client(scheduler_lost_timeout=...)` changes it).
+pub const SCHEDULER_LOST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Requests and messages kept while the scheduler is away; more fail at once.
+pub const AWAITING_RECONNECT_MAX: usize = 100_000;
 
 /// What a request waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +47,8 @@ pub enum Expect {
     DatasetNames,
     /// Where keys' results are.
     WhoHas,
+    /// `LocateOutputs`: `Located`, or an error for a graph it cannot have.
+    Located,
 }
 
 /// The scheduler's answer to one request.
@@ -59,6 +70,8 @@ pub enum Reply {
     DatasetNames(Vec<String>),
     /// Each key asked and the data addresses holding it.
     WhoHas(Vec<(String, Vec<Arc<str>>)>),
+    /// The graph is this client's again (after reconnecting).
+    Located,
     /// Graph validation failed (`Rejected`).
     Rejected(String),
     /// `Error` from the scheduler, or the connection was lost.
@@ -76,13 +89,21 @@ pub enum Event {
     },
     Progress(GraphProgress),
     Error(String),
-    /// The connection to the scheduler is gone; nothing more will come.
+    /// The connection to the scheduler dropped; the client is reconnecting (why).
+    Reconnecting(String),
+    /// Back on the scheduler (after this many seconds away); requests were sent again.
+    Reconnected {
+        away_s: f64,
+    },
+    /// The connection to the scheduler is gone for good; nothing more will come.
     Disconnected(String),
 }
 
 struct Waiter {
     expect: Expect,
     tx: cb::Sender<Reply>,
+    /// The request, kept until answered: sent again to a scheduler restarted meanwhile.
+    msg: Option<ClientToScheduler>,
 }
 
 type FetchResult = Result<Vec<Option<Bytes>>, String>;
@@ -119,10 +140,15 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connect to the scheduler (blocking) and start the I/O thread.
     /// Connect to the scheduler at `address` with the cluster token, over TLS when `tls` says
-    /// so (`None`: plaintext).
-    pub fn connect(address: &str, token: &str, tls: Option<Arc<net::Tls>>) -> Result<Session> {
+    /// so (`None`: plaintext), and start the I/O thread. A lost connection is reconnected for
+    /// up to `lost_timeout` (zero: given up at once).
+    pub fn connect(
+        address: &str,
+        token: &str,
+        tls: Option<Arc<net::Tls>>,
+        lost_timeout: Duration,
+    ) -> Result<Session> {
         let (req_tx, req_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = cb::unbounded();
         let (ready_tx, ready_rx) = cb::bounded::<Result<()>>(1);
@@ -151,7 +177,7 @@ impl Session {
                         }
                         Ok(conn) => {
                             let _ = ready_tx.send(Ok(()));
-                            run(conn, creds, req_rx, ev_tx).await;
+                            run(conn, address, creds, lost_timeout, req_rx, ev_tx).await;
                         }
                     }
                 });
@@ -190,7 +216,11 @@ impl Session {
         let (tx, rx) = cb::bounded(1);
         self.push(Request::Send {
             msg,
-            waiter: Some(Waiter { expect, tx }),
+            waiter: Some(Waiter {
+                expect,
+                tx,
+                msg: None,
+            }),
         })?;
         Ok(rx)
     }
@@ -251,176 +281,425 @@ impl Drop for Session {
 /// Idle data-server connections by worker address.
 type Pool = Arc<Mutex<HashMap<String, Vec<Conn>>>>;
 
+/// How a spell of serving one connection ended.
+enum End {
+    /// `close()`: the client is done.
+    Closed,
+    /// The connection dropped (or the scheduler said something malformed): try to get back.
+    Dropped(String),
+    /// The scheduler came back without this client's graphs: nothing to get back to.
+    Gone(String),
+}
+
+/// What one request from Python comes down to.
+enum Asked {
+    Send(ClientToScheduler, Option<Waiter>),
+    /// Served on its own (a fetch, a put, a worker's logs).
+    Handled,
+    Close,
+}
+
+/// The client's side of its scheduler link, kept across reconnections: the requests still
+/// waiting for their replies (and the messages, to send again), the graphs it owns, and what
+/// was sent while the scheduler was away.
+struct Client {
+    address: String,
+    creds: net::Credentials,
+    lost_timeout: Duration,
+    events: cb::Sender<Event>,
+    waiters: VecDeque<Waiter>,
+    /// Graphs this client submitted or opened and has not released: claimed again
+    /// (`LocateOutputs`) from a scheduler restarted on its journal.
+    owned: BTreeSet<GraphId>,
+    /// Messages that need no reply, sent while the scheduler was away.
+    queued: Vec<ClientToScheduler>,
+    /// `LocateOutputs` sent on reconnecting, by graph: `Located`, or `Error` for a graph the
+    /// restarted scheduler does not have.
+    locating: Vec<(GraphId, cb::Receiver<Reply>)>,
+    /// Why the client gave up on the scheduler; requests fail at once with it.
+    lost: Option<String>,
+    pool: Pool,
+    next_id: Arc<AtomicU64>,
+}
+
 async fn run(
     conn: Conn,
+    address: String,
     creds: net::Credentials,
+    lost_timeout: Duration,
     mut requests: mpsc::UnboundedReceiver<Request>,
     events: cb::Sender<Event>,
 ) {
-    let (mut sink, mut stream) = conn.split();
-    let mut waiters: VecDeque<Waiter> = VecDeque::new();
-    let mut lost: Option<String> = None;
-    let pool: Pool = Arc::default();
-    let next_id = Arc::new(AtomicU64::new(1));
+    let mut c = Client {
+        address,
+        creds,
+        lost_timeout,
+        events,
+        waiters: VecDeque::new(),
+        owned: BTreeSet::new(),
+        queued: Vec::new(),
+        locating: Vec::new(),
+        lost: None,
+        pool: Arc::default(),
+        next_id: Arc::new(AtomicU64::new(1)),
+    };
+    let mut conn = conn;
+    let mut again = false;
     loop {
-        tokio::select! {
-            req = requests.recv() => match req {
-                None | Some(Request::Close) => break,
-                Some(Request::Fetch { holder, tasks, reply }) => {
-                    let (pool, creds, next_id) = (pool.clone(), creds.clone(), next_id.clone());
-                    tokio::spawn(async move {
-                        let r = fetch(&pool, &holder, &creds, &next_id, tasks)
-                            .await
-                            .map_err(|e| format!("{e:#}"));
-                        let _ = reply.send(r);
-                    });
-                }
-                Some(Request::Put { holder, token: put_token, body, reply }) => {
-                    let (pool, creds, next_id) = (pool.clone(), creds.clone(), next_id.clone());
-                    tokio::spawn(async move {
-                        let r = put(&pool, &holder, &creds, &next_id, put_token, body)
-                            .await
-                            .map_err(|e| format!("{e:#}"));
-                        let _ = reply.send(r);
-                    });
-                }
-                Some(Request::Logs { holder, reply }) => {
-                    let (creds, next_id) = (creds.clone(), next_id.clone());
-                    tokio::spawn(async move {
-                        let r = async {
-                            let mut conn = connect_peer(&holder, &creds).await?;
-                            let id = next_id.fetch_add(1, Ordering::Relaxed);
-                            rusk_net::transfer::fetch_logs(&mut conn, id).await
-                        }
+        let why = match c.serve(conn, again, &mut requests).await {
+            End::Closed => return,
+            End::Gone(why) => {
+                c.give_up(why);
+                return c.serve_lost(&mut requests).await;
+            }
+            End::Dropped(why) => why,
+        };
+        match c.away(why, &mut requests).await {
+            Some(Ok(back)) => {
+                conn = back;
+                again = true;
+            }
+            Some(Err(why)) => {
+                c.give_up(why);
+                return c.serve_lost(&mut requests).await;
+            }
+            None => return,
+        }
+    }
+}
+
+impl Client {
+    /// Start what does not involve the scheduler connection; say what the rest is.
+    fn take(&self, req: Option<Request>) -> Asked {
+        match req {
+            None | Some(Request::Close) => Asked::Close,
+            Some(Request::Send { msg, waiter }) => Asked::Send(msg, waiter),
+            Some(Request::Fetch {
+                holder,
+                tasks,
+                reply,
+            }) => {
+                let (pool, creds, next_id) =
+                    (self.pool.clone(), self.creds.clone(), self.next_id.clone());
+                tokio::spawn(async move {
+                    let r = fetch(&pool, &holder, &creds, &next_id, tasks)
                         .await
                         .map_err(|e| format!("{e:#}"));
-                        let _ = reply.send(r);
+                    let _ = reply.send(r);
+                });
+                Asked::Handled
+            }
+            Some(Request::Put {
+                holder,
+                token: put_token,
+                body,
+                reply,
+            }) => {
+                let (pool, creds, next_id) =
+                    (self.pool.clone(), self.creds.clone(), self.next_id.clone());
+                tokio::spawn(async move {
+                    let r = put(&pool, &holder, &creds, &next_id, put_token, body)
+                        .await
+                        .map_err(|e| format!("{e:#}"));
+                    let _ = reply.send(r);
+                });
+                Asked::Handled
+            }
+            Some(Request::Logs { holder, reply }) => {
+                let (creds, next_id) = (self.creds.clone(), self.next_id.clone());
+                tokio::spawn(async move {
+                    let r = async {
+                        let mut conn = connect_peer(&holder, &creds).await?;
+                        let id = next_id.fetch_add(1, Ordering::Relaxed);
+                        rusk_net::transfer::fetch_logs(&mut conn, id).await
+                    }
+                    .await
+                    .map_err(|e| format!("{e:#}"));
+                    let _ = reply.send(r);
+                });
+                Asked::Handled
+            }
+        }
+    }
+
+    /// Note a message on its way to the scheduler.
+    fn sending(&mut self, msg: &ClientToScheduler) {
+        if let ClientToScheduler::ReleaseGraph { graph } = msg {
+            self.owned.remove(graph);
+        }
+    }
+
+    /// Serve one connection until it ends. `again`: it replaces a lost one, so first claim the
+    /// owned graphs, then send again every request still unanswered and what queued meanwhile.
+    async fn serve(
+        &mut self,
+        conn: Conn,
+        again: bool,
+        requests: &mut mpsc::UnboundedReceiver<Request>,
+    ) -> End {
+        let (mut sink, mut stream) = conn.split();
+        if again {
+            if let Err(e) = self.resume(&mut sink).await {
+                return End::Dropped(format!("lost the connection to the scheduler: {e}"));
+            }
+        }
+        loop {
+            tokio::select! {
+                req = requests.recv() => match self.take(req) {
+                    Asked::Close => {
+                        let _ = sink.close().await;
+                        return End::Closed;
+                    }
+                    Asked::Handled => {}
+                    Asked::Send(msg, waiter) => {
+                        self.sending(&msg);
+                        let sent = sink.send(net::encode(&vec![&msg])).await;
+                        if let Some(mut w) = waiter {
+                            w.msg = Some(msg);
+                            self.waiters.push_back(w);
+                        }
+                        if let Err(e) = sent {
+                            return End::Dropped(format!("lost the connection to the scheduler: {e}"));
+                        }
+                    }
+                },
+                frame = stream.next() => match frame {
+                    None => return End::Dropped("the scheduler closed the connection".into()),
+                    Some(Err(e)) => {
+                        return End::Dropped(format!("lost the connection to the scheduler: {e}"))
+                    }
+                    Some(Ok(frame)) => match rusk_proto::decode::<Vec<SchedulerToClient>>(&frame) {
+                        Ok(batch) => {
+                            for m in batch {
+                                self.route(m);
+                            }
+                            if let Some(why) = self.graphs_gone() {
+                                let _ = sink.close().await;
+                                return End::Gone(why);
+                            }
+                        }
+                        Err(e) => {
+                            return End::Dropped(format!("malformed message from the scheduler: {e}"))
+                        }
+                    },
+                },
+            }
+        }
+    }
+
+    /// On a new connection: `LocateOutputs` for every owned graph (their replies first, so
+    /// their waiters go first), then the unanswered requests again (`Extend`s marked as
+    /// resent), then the messages queued while away.
+    async fn resume(
+        &mut self,
+        sink: &mut futures::stream::SplitSink<Conn, Bytes>,
+    ) -> std::result::Result<(), std::io::Error> {
+        let mut msgs = Vec::new();
+        let mut front = Vec::new();
+        self.locating.clear();
+        for &graph in &self.owned {
+            let (tx, rx) = cb::bounded(1);
+            front.push(Waiter {
+                expect: Expect::Located,
+                tx,
+                msg: None,
+            });
+            self.locating.push((graph, rx));
+            msgs.push(ClientToScheduler::LocateOutputs { graph });
+        }
+        // Locates from the last connection got no answer: only this connection's count.
+        self.waiters.retain(|w| w.expect != Expect::Located);
+        for w in &mut self.waiters {
+            if let Some(ClientToScheduler::Extend { resent, .. }) = &mut w.msg {
+                *resent = true;
+            }
+            msgs.extend(w.msg.clone());
+        }
+        for w in front.into_iter().rev() {
+            self.waiters.push_front(w);
+        }
+        msgs.append(&mut self.queued);
+        for m in &msgs {
+            sink.feed(net::encode(&vec![m])).await?;
+        }
+        sink.flush().await
+    }
+
+    /// A graph the restarted scheduler does not have (it had no journal, or released the
+    /// graph): why this client cannot go on.
+    fn graphs_gone(&mut self) -> Option<String> {
+        let mut gone = None;
+        self.locating.retain(|(graph, rx)| match rx.try_recv() {
+            Err(cb::TryRecvError::Empty) => true,
+            Ok(Reply::Error(message)) => {
+                gone.get_or_insert(format!(
+                    "the scheduler came back without graph {graph} (restarted without its \
+                     journal?): {message}"
+                ));
+                false
+            }
+            _ => false,
+        });
+        gone
+    }
+
+    /// The scheduler is unreachable: reconnect with back-off for up to the lost timeout, while
+    /// requests queue (fetches from workers go on). `None` when the client closed meanwhile.
+    async fn away(
+        &mut self,
+        why: String,
+        requests: &mut mpsc::UnboundedReceiver<Request>,
+    ) -> Option<std::result::Result<Conn, String>> {
+        let since = Instant::now();
+        let _ = self.events.send(Event::Reconnecting(why.clone()));
+        let (address, creds) = (self.address.clone(), self.creds.clone());
+        let attempt =
+            net::reconnect::reconnect(&address, &creds, Role::Client, self.lost_timeout, |_, _| {});
+        tokio::pin!(attempt);
+        loop {
+            tokio::select! {
+                r = &mut attempt => {
+                    return Some(match r {
+                        Ok(conn) => {
+                            let _ = self.events.send(Event::Reconnected {
+                                away_s: since.elapsed().as_secs_f64(),
+                            });
+                            Ok(conn)
+                        }
+                        Err(e) => Err(format!("{e} (after {why})")),
                     });
                 }
-                Some(Request::Send { msg, waiter }) => {
-                    if let Some(why) = &lost {
-                        if let Some(w) = waiter {
-                            let _ = w.tx.send(Reply::Error(why.clone()));
-                        }
-                        continue;
-                    }
-                    if let Some(w) = waiter {
-                        waiters.push_back(w);
-                    }
-                    if let Err(e) = sink.send(net::encode(&vec![msg])).await {
-                        let why = format!("lost the connection to the scheduler: {e}");
-                        disconnect(&mut lost, why, &mut waiters, &events);
-                    }
-                }
-            },
-            frame = stream.next(), if lost.is_none() => match frame {
-                None => disconnect(
-                    &mut lost,
-                    "the scheduler closed the connection".into(),
-                    &mut waiters,
-                    &events,
-                ),
-                Some(Err(e)) => disconnect(
-                    &mut lost,
-                    format!("lost the connection to the scheduler: {e}"),
-                    &mut waiters,
-                    &events,
-                ),
-                Some(Ok(frame)) => match rusk_proto::decode::<Vec<SchedulerToClient>>(&frame) {
-                    Ok(batch) => {
-                        for m in batch {
-                            route(m, &mut waiters, &events);
-                        }
-                    }
-                    Err(e) => disconnect(
-                        &mut lost,
-                        format!("malformed message from the scheduler: {e}"),
-                        &mut waiters,
-                        &events,
-                    ),
+                req = requests.recv() => match self.take(req) {
+                    Asked::Close => return None,
+                    Asked::Handled => {}
+                    Asked::Send(msg, waiter) => self.hold(msg, waiter),
                 },
-            },
+            }
         }
     }
-    let _ = sink.close().await;
-}
 
-fn disconnect(
-    lost: &mut Option<String>,
-    why: String,
-    waiters: &mut VecDeque<Waiter>,
-    events: &cb::Sender<Event>,
-) {
-    if lost.is_some() {
-        return;
-    }
-    for w in waiters.drain(..) {
-        let _ = w.tx.send(Reply::Error(why.clone()));
-    }
-    let _ = events.send(Event::Disconnected(why.clone()));
-    *lost = Some(why);
-}
-
-/// Give a reply to the oldest request waiting for that kind of reply; everything else is an
-/// event. The scheduler answers one client's requests in order, so the oldest is the right one.
-fn route(m: SchedulerToClient, waiters: &mut VecDeque<Waiter>, events: &cb::Sender<Event>) {
-    let (accepts, reply): (fn(Expect) -> bool, Reply) = match m {
-        SchedulerToClient::Submitted { graph, .. } => {
-            (|e| e == Expect::Submitted, Reply::Submitted { graph })
-        }
-        SchedulerToClient::Extended { tasks, .. } => {
-            (|e| e == Expect::Extended, Reply::Extended { tasks })
-        }
-        SchedulerToClient::Rejected { error } => (
-            |e| matches!(e, Expect::Submitted | Expect::Extended),
-            Reply::Rejected(error),
-        ),
-        SchedulerToClient::Status(s) => (|e| e == Expect::Status, Reply::Status(s)),
-        SchedulerToClient::Events { records, next } => {
-            (|e| e == Expect::Events, Reply::Events { records, next })
-        }
-        SchedulerToClient::Done { message } => (|e| e == Expect::Done, Reply::Done(message)),
-        SchedulerToClient::Dataset { data, .. } => (|e| e == Expect::Dataset, Reply::Dataset(data)),
-        SchedulerToClient::DatasetNames { names } => {
-            (|e| e == Expect::DatasetNames, Reply::DatasetNames(names))
-        }
-        SchedulerToClient::WhoHas { holders, .. } => {
-            (|e| e == Expect::WhoHas, Reply::WhoHas(holders))
-        }
-        SchedulerToClient::Error { message } => {
-            // Errors answer requests (an operator request, an unknown graph); one nobody waits
-            // for is reported as an event.
-            if let Some(w) = waiters.pop_front() {
-                let _ = w.tx.send(Reply::Error(message));
-            } else {
-                let _ = events.send(Event::Error(message));
+    /// Keep a request for when the scheduler is back, within [`AWAITING_RECONNECT_MAX`].
+    fn hold(&mut self, msg: ClientToScheduler, waiter: Option<Waiter>) {
+        if self.waiters.len() + self.queued.len() >= AWAITING_RECONNECT_MAX {
+            let why = format!(
+                "the scheduler is unreachable and {AWAITING_RECONNECT_MAX} requests already \
+                 wait for it (AWAITING_RECONNECT_MAX)"
+            );
+            match waiter {
+                Some(w) => {
+                    let _ = w.tx.send(Reply::Error(why));
+                }
+                None => {
+                    let _ = self
+                        .events
+                        .send(Event::Error(format!("dropped a message: {why}")));
+                }
             }
             return;
         }
-        SchedulerToClient::OutputsReady { graph, outputs } => {
-            let _ = events.send(Event::Outputs {
-                graph,
-                finished: false,
-                outputs,
-            });
-            return;
+        self.sending(&msg);
+        match waiter {
+            Some(mut w) => {
+                w.msg = Some(msg);
+                self.waiters.push_back(w);
+            }
+            None => self.queued.push(msg),
         }
-        SchedulerToClient::GraphFinished { graph, outputs } => {
-            let _ = events.send(Event::Outputs {
-                graph,
-                finished: true,
-                outputs,
-            });
-            return;
+    }
+
+    /// Fail everything waiting with `why`, tell Python, and refuse what comes later.
+    fn give_up(&mut self, why: String) {
+        for w in self.waiters.drain(..) {
+            let _ = w.tx.send(Reply::Error(why.clone()));
         }
-        SchedulerToClient::Progress(p) => {
-            let _ = events.send(Event::Progress(p));
-            return;
+        self.queued.clear();
+        let _ = self.events.send(Event::Disconnected(why.clone()));
+        self.lost = Some(why);
+    }
+
+    /// After giving up: requests to the scheduler fail at once; fetches from workers still
+    /// work (results already located stay reachable).
+    async fn serve_lost(&mut self, requests: &mut mpsc::UnboundedReceiver<Request>) {
+        loop {
+            match self.take(requests.recv().await) {
+                Asked::Close => return,
+                Asked::Handled => {}
+                Asked::Send(_, waiter) => {
+                    if let (Some(w), Some(why)) = (waiter, &self.lost) {
+                        let _ = w.tx.send(Reply::Error(why.clone()));
+                    }
+                }
+            }
         }
-    };
-    if let Some(i) = waiters.iter().position(|w| accepts(w.expect)) {
-        let w = waiters.remove(i).expect("index from position");
-        let _ = w.tx.send(reply);
+    }
+
+    /// Give a reply to the oldest request waiting for that kind of reply; everything else is
+    /// an event. The scheduler answers one client's requests in order, so the oldest is the
+    /// right one.
+    fn route(&mut self, m: SchedulerToClient) {
+        let (waiters, events) = (&mut self.waiters, &self.events);
+        let (accepts, reply): (fn(Expect) -> bool, Reply) = match m {
+            SchedulerToClient::Submitted { graph, .. } => {
+                self.owned.insert(graph);
+                (|e| e == Expect::Submitted, Reply::Submitted { graph })
+            }
+            SchedulerToClient::Extended { tasks, .. } => {
+                (|e| e == Expect::Extended, Reply::Extended { tasks })
+            }
+            SchedulerToClient::Located { .. } => (|e| e == Expect::Located, Reply::Located),
+            SchedulerToClient::Rejected { error } => (
+                |e| matches!(e, Expect::Submitted | Expect::Extended),
+                Reply::Rejected(error),
+            ),
+            SchedulerToClient::Status(s) => (|e| e == Expect::Status, Reply::Status(s)),
+            SchedulerToClient::Events { records, next } => {
+                (|e| e == Expect::Events, Reply::Events { records, next })
+            }
+            SchedulerToClient::Done { message } => (|e| e == Expect::Done, Reply::Done(message)),
+            SchedulerToClient::Dataset { data, .. } => {
+                (|e| e == Expect::Dataset, Reply::Dataset(data))
+            }
+            SchedulerToClient::DatasetNames { names } => {
+                (|e| e == Expect::DatasetNames, Reply::DatasetNames(names))
+            }
+            SchedulerToClient::WhoHas { holders, .. } => {
+                (|e| e == Expect::WhoHas, Reply::WhoHas(holders))
+            }
+            SchedulerToClient::Error { message } => {
+                // Errors answer requests (an operator request, an unknown graph); one nobody
+                // waits for is reported as an event.
+                if let Some(w) = waiters.pop_front() {
+                    let _ = w.tx.send(Reply::Error(message));
+                } else {
+                    let _ = events.send(Event::Error(message));
+                }
+                return;
+            }
+            SchedulerToClient::OutputsReady { graph, outputs } => {
+                let _ = events.send(Event::Outputs {
+                    graph,
+                    finished: false,
+                    outputs,
+                });
+                return;
+            }
+            SchedulerToClient::GraphFinished { graph, outputs } => {
+                let _ = events.send(Event::Outputs {
+                    graph,
+                    finished: true,
+                    outputs,
+                });
+                return;
+            }
+            SchedulerToClient::Progress(p) => {
+                let _ = events.send(Event::Progress(p));
+                return;
+            }
+        };
+        if let Some(i) = waiters.iter().position(|w| accepts(w.expect)) {
+            let w = waiters.remove(i).expect("index from position");
+            let _ = w.tx.send(reply);
+        }
     }
 }
 

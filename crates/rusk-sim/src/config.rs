@@ -60,7 +60,8 @@ pub struct SimConfig {
     /// see `sim/shared.rs`.
     pub shared_keys: bool,
     /// Also crash the scheduler (one to three times in the safety phase) and restart it from
-    /// its journal (`sim/crash.rs`); not with `shared_keys`.
+    /// its journal (`sim/crash.rs`); with `shared_keys`, the session clients reconnect too
+    /// (`sim/shared/reconnect.rs`).
     pub scheduler_crashes: bool,
     /// Events kept for the failure report.
     pub trace_len: usize,

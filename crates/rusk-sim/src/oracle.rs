@@ -69,6 +69,9 @@ pub(crate) struct Oracle {
     order: u64,
     pub(crate) accepted: Vec<Accepted>,
     live_assign: BTreeMap<TaskRef, LiveAssign>,
+    /// Every attempt the scheduler gave out, over all its lives, with the worker (by name) it
+    /// went to.
+    issued: BTreeMap<(TaskRef, AttemptId), String>,
     /// Attempts some simulated executor actually began running.
     executor_started: BTreeSet<(TaskRef, AttemptId)>,
     /// Attempts a worker gave up to a steal (the scheduler accepted it).
@@ -115,6 +118,49 @@ impl Oracle {
 
     pub(crate) fn joined(&mut self, inc: Incarnation, info: &WorkerInfo) {
         self.live.insert(inc, info.clone());
+    }
+
+    /// The scheduler took over, as `inc`'s assignment, an attempt that worker process was
+    /// still running when it registered again (`WorkerInfo::running`). It must be an attempt
+    /// some earlier incarnation of the same worker (by name) was given: never one made up,
+    /// never another worker's.
+    pub(crate) fn adopted_running(
+        &mut self,
+        inc: Incarnation,
+        task: TaskRef,
+        attempt: AttemptId,
+    ) -> Result<(), FailureKind> {
+        let name = self.live.get(&inc).map(|i| i.name.clone());
+        let issued_here = self.issued.get(&(task, attempt)).cloned();
+        if name.is_none() || issued_here != name {
+            return Err(FailureKind::FencedResultAccepted {
+                task,
+                attempt,
+                incarnation: inc,
+                why: "adopted a running attempt never given to that worker",
+            });
+        }
+        self.order += 1;
+        self.last_assign.insert(
+            task,
+            AssignRec {
+                attempt,
+                incarnation: inc,
+                order: self.order,
+            },
+        );
+        self.live_assign.insert(
+            task,
+            LiveAssign {
+                attempt,
+                incarnation: inc,
+                started: true,
+            },
+        );
+        if self.start_accepted.insert((task, attempt)) {
+            self.count_killing(task, attempt)?;
+        }
+        Ok(())
     }
 
     /// The scheduler forgot `inc` (dropped it, or was told it left). Every started attempt it
@@ -251,6 +297,9 @@ impl Oracle {
         a: &Assignment,
         models: &[GraphModel],
     ) -> Result<(), FailureKind> {
+        if let Some(w) = self.live.get(&inc) {
+            self.issued.insert((a.task, a.attempt), w.name.clone());
+        }
         self.order += 1;
         self.last_assign.insert(
             a.task,

@@ -2,6 +2,7 @@
 //! of nanny-supervised workers. Each runs under several seeds (latencies, placements and
 //! back-off jitter differ), must end with every output correct (or failed as expected), and
 //! must show that the intended recovery path ran: which nanny record, which restart.
+use rusk_proto::msg::{EventCause, EventSource};
 use rusk_sim::workload::{GraphBuilder, GraphModel, TIME_LIMITED_SLEEP_MS};
 use rusk_sim::{Sim, SimConfig, SimFailure, SimReport};
 use std::time::Duration;
@@ -33,10 +34,10 @@ fn records(report: &SimReport, kind: &str) -> u32 {
 }
 
 /// Recovery events the scheduler logged, as `(source, cause)`.
-fn events(sim: &Sim) -> Vec<(String, String)> {
+fn events(sim: &Sim) -> Vec<(EventSource, EventCause)> {
     sim.scheduler()
         .events_since(0)
-        .map(|r| (r.source.clone(), r.cause.clone()))
+        .map(|r| (r.source, r.cause))
         .collect()
 }
 
@@ -67,13 +68,17 @@ fn crash_loop_backs_off_then_fails_until_an_operator_restart() {
             assert_eq!(sim.slot_status(0), "failed");
             assert_eq!(sim.slot_pid(0), None);
             assert_eq!(sim.slot_restarts(0), restarts);
-            let nanny_events: Vec<String> = events(&sim)
+            let nanny_events: Vec<EventCause> = events(&sim)
                 .into_iter()
-                .filter(|(source, _)| source == "nanny")
+                .filter(|(source, _)| *source == EventSource::Nanny)
                 .map(|(_, cause)| cause)
                 .collect();
             assert!(
-                nanny_events.iter().filter(|c| *c == "crash-loop").count() >= 3,
+                nanny_events
+                    .iter()
+                    .filter(|c| **c == EventCause::CrashLoop)
+                    .count()
+                    >= 3,
                 "seed {seed}: back-offs and the failure reach the scheduler: {nanny_events:?}"
             );
             sim.operator_restart_slot(0);
@@ -224,7 +229,7 @@ fn nanny_death_takes_its_workers_and_a_new_nanny_brings_them_back() {
             assert!(
                 events(&sim)
                     .iter()
-                    .any(|(s, c)| s == "scheduler" && c == "nanny-gone"),
+                    .any(|&(s, c)| s == EventSource::Scheduler && c == EventCause::NannyGone),
                 "seed {seed}: {:?}",
                 events(&sim)
             );

@@ -9,9 +9,10 @@
 //! The shared-keys seeds (`shared_seeds`) likewise: `RUSK_SIM_SHARED_SEEDS=<n>` (default
 //! 2000), `RUSK_SIM_SHARED_SEEDS_FROM=<k>`, `RUSK_SIM_SHARED_SEED=<n>`.
 //!
-//! The scheduler-crash seeds (`crash_seeds`: the same random workload and faults, plus one to
-//! three scheduler crashes, each restarted from its journal) likewise: `RUSK_SIM_CRASH_SEEDS=<n>`
-//! (default 1000), `RUSK_SIM_CRASH_SEEDS_FROM=<k>`, `RUSK_SIM_CRASH_SEED=<n>`.
+//! The scheduler-crash seeds (`crash_seeds`: the same random workload and faults, the
+//! shared-keys clients' session graphs, plus one to three scheduler crashes, each restarted
+//! from its journal) likewise: `RUSK_SIM_CRASH_SEEDS=<n>` (default 1000),
+//! `RUSK_SIM_CRASH_SEEDS_FROM=<k>`, `RUSK_SIM_CRASH_SEED=<n>`.
 //!
 //! The executor pool's seeds (`pool_seeds`) likewise: `RUSK_SIM_POOL_SEEDS=<n>` (default 500),
 //! `RUSK_SIM_POOL_SEEDS_FROM=<k>`, `RUSK_SIM_POOL_SEED=<n>`.
@@ -67,13 +68,15 @@ fn random_seeds() {
 fn crash_config() -> SimConfig {
     SimConfig {
         scheduler_crashes: true,
+        shared_keys: true,
         ..config()
     }
 }
 
 /// The scheduler crashes (between turns, or inside one before or after its journal write,
 /// losing journal entries written without fsync) and restarts from its journal; workers,
-/// nannies and clients reconnect (`sim/crash.rs`).
+/// nannies and clients reconnect (`sim/crash.rs`), the shared-keys clients' session graphs
+/// as the Python client does (`sim/shared/reconnect.rs`).
 #[test]
 fn crash_seeds() {
     let config = crash_config();
@@ -102,6 +105,7 @@ fn crash_totals(reports: &[SimReport]) -> String {
         let c = &r.crash;
         t.between_turns += c.between_turns;
         t.before_write += c.before_write;
+        t.workers_told_before_write += c.workers_told_before_write;
         t.after_write += c.after_write;
         t.unsynced_lost += c.unsynced_lost;
         t.results_adopted += c.results_adopted;
@@ -109,24 +113,36 @@ fn crash_totals(reports: &[SimReport]) -> String {
         t.resubmits += c.resubmits;
         t.worker_reconnects += c.worker_reconnects;
         t.client_reconnects += c.client_reconnects;
+        t.session_claims += c.session_claims;
+        t.requests_resent += c.requests_resent;
+        t.extends_replayed += c.extends_replayed;
+        t.keys_held_again += c.keys_held_again;
     }
     if reports.len() >= 100 {
         for (what, n) in [
             ("crashes between turns", t.between_turns as u64),
             ("crashes before a journal write", t.before_write as u64),
+            (
+                "crashes with workers told, before a journal write",
+                t.workers_told_before_write as u64,
+            ),
             ("crashes after a journal write", t.after_write as u64),
             ("unsynced journal entries lost", t.unsynced_lost as u64),
             ("results adopted", t.results_adopted),
             ("graphs claimed again", t.claims as u64),
             ("graphs submitted again", t.resubmits as u64),
             ("worker reconnections", t.worker_reconnects as u64),
+            ("session graphs claimed again", t.session_claims as u64),
+            ("session requests sent again", t.requests_resent as u64),
+            ("keys held again", t.keys_held_again as u64),
         ] {
             assert!(n > 0, "no {what} in {} crash seeds", reports.len());
         }
     }
     format!(
-        "{} scheduler crashes: {t:?}\n{}",
+        "{} scheduler crashes: {t:?}\nshared keys: {:?}\n{}",
         t.crashes(),
+        shared_sum(reports),
         totals(reports)
     )
 }
@@ -155,8 +171,8 @@ fn shared_seeds() {
     );
 }
 
-/// What the shared-keys seeds exercised, summed (and that they exercised it at all).
-fn shared_totals(reports: &[SimReport]) -> String {
+/// What the shared-keys clients did in `reports`, summed.
+fn shared_sum(reports: &[SimReport]) -> SharedCounts {
     let mut t = SharedCounts::default();
     for r in reports {
         let s = &r.shared;
@@ -176,6 +192,12 @@ fn shared_totals(reports: &[SimReport]) -> String {
         t.replicates += s.replicates;
         t.keys_with_copies += s.keys_with_copies;
     }
+    t
+}
+
+/// What the shared-keys seeds exercised, summed (and that they exercised it at all).
+fn shared_totals(reports: &[SimReport]) -> String {
+    let t = shared_sum(reports);
     let stored: u64 = reports.iter().map(|r| r.scheduler.replicas_stored).sum();
     let promoted: u64 = reports.iter().map(|r| r.scheduler.replicas_promoted).sum();
     if reports.len() >= 100 {

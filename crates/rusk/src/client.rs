@@ -26,8 +26,6 @@ pub struct Client {
 /// How long a client waiting for a graph keeps trying to get back to a scheduler it lost
 /// (one restarted from its journal resumes the graph) before it gives up.
 pub const SCHEDULER_LOST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-const RECONNECT_DELAY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
-const RECONNECT_DELAY_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The outcome of one output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,35 +52,23 @@ impl Client {
     /// [`SCHEDULER_LOST_TIMEOUT`]. A refusal (another cluster now) ends it at once.
     async fn reconnect(&mut self, why: anyhow::Error) -> Result<()> {
         let since = std::time::Instant::now();
-        let mut delay = RECONNECT_DELAY_MIN;
         tracing::warn!(error = %format!("{why:#}"), "lost the scheduler; reconnecting");
-        loop {
-            match net::connect(&self.address, &self.creds, Role::Client).await {
-                Ok(conn) => {
-                    self.conn = conn;
-                    self.backlog.clear();
-                    tracing::info!(
-                        away_s = since.elapsed().as_secs_f64(),
-                        "reconnected to the scheduler"
-                    );
-                    return Ok(());
-                }
-                Err(e) if net::is_refusal(&e) => {
-                    return Err(e.context(format!("the scheduler at {} refused us", self.address)))
-                }
-                Err(e) => {
-                    if since.elapsed() + delay > SCHEDULER_LOST_TIMEOUT {
-                        return Err(e.context(format!(
-                            "lost the scheduler at {} ({why:#}) and it stayed unreachable for {} s",
-                            self.address,
-                            SCHEDULER_LOST_TIMEOUT.as_secs()
-                        )));
-                    }
-                }
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(RECONNECT_DELAY_MAX);
-        }
+        let conn = net::reconnect::reconnect(
+            &self.address,
+            &self.creds,
+            Role::Client,
+            SCHEDULER_LOST_TIMEOUT,
+            |_, _| {},
+        )
+        .await
+        .map_err(|e| anyhow!(e).context(format!("lost the scheduler ({why:#})")))?;
+        self.conn = conn;
+        self.backlog.clear();
+        tracing::info!(
+            away_s = since.elapsed().as_secs_f64(),
+            "reconnected to the scheduler"
+        );
+        Ok(())
     }
 
     async fn next(&mut self) -> Result<SchedulerToClient> {

@@ -66,19 +66,20 @@ pub fn format_record(r: &EventRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusk_proto::msg::{EventCause, EventSource};
 
     fn record() -> EventRecord {
         EventRecord {
             seq: 7,
             time_unix_ms: 1_700_000_000_000,
-            source: "nanny".into(),
+            source: EventSource::Nanny,
             host: "beta.example.org".into(),
             nanny: Some("n0".into()),
             slot: Some(1),
             worker: Some("n0/1".into()),
             incarnation: Some(3),
             new_incarnation: Some(4),
-            cause: "crash".into(),
+            cause: EventCause::Crash,
             observed: "exit code 1".into(),
             action: "restarted".into(),
             detection_ms: Some(2),

@@ -4,9 +4,13 @@
 //! - `meta`: `identity` → the cluster's token, TLS material and address (JSON).
 //! - `log`: sequence number → one loop turn's records (postcard).
 //!
-//! One write transaction per loop turn that produced records, committed durably (fsync) when
-//! a record must survive a crash before the turn's replies go out (`Record::needs_sync`), and
-//! without an fsync otherwise (a later durable commit persists it). At start-up the log is
+//! One write transaction per batch of loop turns that produced records (the writer thread
+//! takes every turn queued since its last write), committed durably (fsync). redb's
+//! non-durable commits do not survive even a `kill -9` of the process (the file's header
+//! still names the last durable commit), and losing the results-in-memory records makes a
+//! restarted scheduler recompute results its workers still hold, so every commit is durable;
+//! the loop waits only for turns with a record that must be on disk before their replies go
+//! out (`Record::needs_sync`), so the fsyncs cost it nothing otherwise. At start-up the log is
 //! replayed and compacted into one entry; while running it is compacted again once
 //! [`COMPACT_AFTER_BYTES`] have been appended since. A log entry that does not decode ends the
 //! replay there: recovery up to the last good record, with a warning.
@@ -48,7 +52,6 @@ pub struct Journal {
     state: Resume,
     /// Records not yet written (a write failed); retried with the next turn.
     pending: Vec<Record>,
-    pending_sync: bool,
     /// A write failed and records were dropped: the log is incomplete until compacted.
     incomplete: bool,
     failures: u64,
@@ -106,7 +109,6 @@ impl Journal {
             appended: 0,
             state: state.clone(),
             pending: Vec::new(),
-            pending_sync: false,
             incomplete: false,
             failures: 0,
         };
@@ -138,17 +140,14 @@ impl Journal {
         if records.is_empty() && self.pending.is_empty() {
             return Ok(());
         }
-        self.pending_sync |= records.iter().any(Record::needs_sync);
         self.pending.extend(records);
         let bytes = postcard::to_allocvec(&self.pending).expect("records serialise");
-        let sync = self.pending_sync;
-        match self.write_entry(&bytes, sync) {
+        match self.write_entry(&bytes) {
             Ok(()) => {
                 self.appended += bytes.len() as u64;
                 for r in self.pending.drain(..) {
                     self.state.apply(r);
                 }
-                self.pending_sync = false;
                 if self.incomplete {
                     // The whole state again, so what was dropped is covered.
                     self.compact()?;
@@ -176,13 +175,9 @@ impl Journal {
         self.failures
     }
 
-    fn write_entry(&mut self, bytes: &[u8], sync: bool) -> Result<()> {
+    fn write_entry(&mut self, bytes: &[u8]) -> Result<()> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(if sync {
-            Durability::Immediate
-        } else {
-            Durability::None
-        });
+        txn.set_durability(Durability::Immediate);
         {
             let mut t = txn.open_table(LOG)?;
             t.insert(self.next_seq, bytes)?;
@@ -216,23 +211,26 @@ impl Journal {
 }
 
 /// The journal on its own thread, so that encoding and writing records costs the scheduler's
-/// loop nothing, except where a turn must wait: a batch with a record that
-/// [`needs_sync`](Record::needs_sync) is handed over and waited for (it is on disk, fsynced,
-/// before the turn's replies go out); other batches are handed over and not waited for.
-/// Batches are written in order. Failed writes are retried with the next batch (see
-/// [`Journal::append`]) and logged here, rate-limited.
+/// loop nothing. Batches are written in order, each durably. A batch with a record that
+/// [`needs_sync`](Record::needs_sync) gets a ticket that completes once it is on disk: the
+/// loop holds that turn's replies to clients (and, for an id floor, everything) until then
+/// ([`HeldReplies`]). Failed writes are retried with the next batch (see [`Journal::append`])
+/// and logged here, rate-limited.
 pub struct JournalWriter {
-    tx: std::sync::mpsc::Sender<(Vec<Record>, Option<std::sync::mpsc::SyncSender<()>>)>,
+    tx: std::sync::mpsc::Sender<(Vec<Record>, Option<tokio::sync::oneshot::Sender<()>>)>,
 }
 
 /// Failed-write warnings per [`WARN_WINDOW`].
 const WARNINGS_PER_WINDOW: u32 = 5;
 const WARN_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// A turn's records are on disk when this completes (or the writer is gone).
+pub type Ticket = tokio::sync::oneshot::Receiver<()>;
+
 impl JournalWriter {
     pub fn spawn(mut j: Journal) -> Result<JournalWriter> {
         let (tx, rx) =
-            std::sync::mpsc::channel::<(Vec<Record>, Option<std::sync::mpsc::SyncSender<()>>)>();
+            std::sync::mpsc::channel::<(Vec<Record>, Option<tokio::sync::oneshot::Sender<()>>)>();
         std::thread::Builder::new()
             .name("rusk-journal".into())
             .spawn(move || {
@@ -262,18 +260,66 @@ impl JournalWriter {
         Ok(JournalWriter { tx })
     }
 
-    /// Hand over one turn's records; returns once they are written when any must be.
-    pub fn write(&self, records: Vec<Record>) {
+    /// Hand over one turn's records; a ticket when any must be on disk before the turn's
+    /// replies go out.
+    pub fn write(&self, records: Vec<Record>) -> Option<Ticket> {
         if records.is_empty() {
-            return;
+            return None;
         }
         if records.iter().any(Record::needs_sync) {
-            let (ack, done) = std::sync::mpsc::sync_channel(1);
+            let (ack, done) = tokio::sync::oneshot::channel();
             if self.tx.send((records, Some(ack))).is_ok() {
-                let _ = done.recv();
+                return Some(done);
             }
+            None
         } else {
             let _ = self.tx.send((records, None));
+            None
+        }
+    }
+}
+
+/// Replies to clients held until the journal has what they acknowledge, in order: a turn's
+/// replies wait for its ticket, and later turns' replies queue behind them.
+#[derive(Default)]
+pub struct HeldReplies<M> {
+    queue: std::collections::VecDeque<(Option<Ticket>, M)>,
+}
+
+impl<M> HeldReplies<M> {
+    /// Whether nothing is held (a turn without a ticket may then reply at once).
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn hold(&mut self, ticket: Option<Ticket>, replies: M) {
+        self.queue.push_back((ticket, replies));
+    }
+
+    /// The replies whose records are on disk now, oldest first.
+    pub fn ready(&mut self) -> Vec<M> {
+        let mut out = Vec::new();
+        while let Some((ticket, _)) = self.queue.front_mut() {
+            if let Some(t) = ticket {
+                // Otherwise written, or the writer is gone (nothing left to wait for).
+                if let Err(tokio::sync::oneshot::error::TryRecvError::Empty) = t.try_recv() {
+                    break;
+                }
+            }
+            out.push(self.queue.pop_front().expect("front exists").1);
+        }
+        out
+    }
+
+    /// Completes when the oldest held batch's records are on disk (never when none waits).
+    pub async fn next_written(&mut self) {
+        match self.queue.iter_mut().find(|(t, _)| t.is_some()) {
+            Some((t, _)) => {
+                let _ = t.as_mut().expect("found").await;
+                // Done: a completed receiver must not be polled again.
+                *t = None;
+            }
+            None => std::future::pending().await,
         }
     }
 }
@@ -338,4 +384,51 @@ fn read_all(db: &Database, path: &Path) -> Result<(Option<Identity>, Vec<Record>
         Err(e) => return Err(unreadable(e.to_string()).into()),
     }
     Ok((identity, records, next_seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn replies_wait_for_their_records_and_later_replies_keep_their_order() {
+        let mut held: HeldReplies<&str> = HeldReplies::default();
+        let (written1, ticket1) = tokio::sync::oneshot::channel();
+        let (written2, ticket2) = tokio::sync::oneshot::channel();
+        held.hold(Some(ticket1), "submitted");
+        held.hold(None, "progress"); // needs nothing on disk, but comes after "submitted"
+        held.hold(Some(ticket2), "extended");
+        assert!(held.ready().is_empty());
+        written1.send(()).unwrap();
+        held.next_written().await;
+        assert_eq!(held.ready(), vec!["submitted", "progress"]);
+        assert!(!held.is_empty());
+        // A writer that is gone releases what waited for it (nothing more will be written).
+        drop(written2);
+        held.next_written().await;
+        assert_eq!(held.ready(), vec!["extended"]);
+        assert!(held.is_empty());
+    }
+
+    #[test]
+    fn a_journal_written_then_reopened_resumes_its_graphs_and_id_floors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let (mut j, identity, state) = Journal::open(&path).unwrap();
+        assert!(identity.is_none() && state.graphs.is_empty());
+        j.append(vec![
+            Record::Reserved {
+                attempts: 1 << 20,
+                graphs: 1 << 20,
+            },
+            Record::Opened {
+                graph: rusk_proto::GraphId(7),
+            },
+        ])
+        .unwrap();
+        drop(j);
+        let (_, _, state) = Journal::open(&path).unwrap();
+        assert!(state.graphs.contains_key(&rusk_proto::GraphId(7)));
+        assert_eq!((state.next_attempt, state.next_graph), (1 << 20, 1 << 20));
+    }
 }

@@ -19,7 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use rusk_core::scheduler::SchedulerStats;
-use rusk_proto::msg::{EventRecord, StatusSnapshot};
+use rusk_proto::msg::{EventCause, EventRecord, EventSource, StatusSnapshot};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
@@ -51,15 +51,15 @@ const SLOT_STATES: [&str; 7] = [
     "stopped",
 ];
 /// Causes of a nanny's restarts (`RestartCause::kind`), exported at 0 from the start.
-const RESTART_CAUSES: [&str; 8] = [
-    "crash",
-    "connection",
-    "watchdog",
-    "heartbeat",
-    "memory",
-    "operator",
-    "start-timeout",
-    "spawn-failed",
+const RESTART_CAUSES: [EventCause; 8] = [
+    EventCause::Crash,
+    EventCause::Connection,
+    EventCause::Watchdog,
+    EventCause::Heartbeat,
+    EventCause::Memory,
+    EventCause::Operator,
+    EventCause::StartTimeout,
+    EventCause::SpawnFailed,
 ];
 /// Worker states as `rusk status` shows them.
 const WORKER_STATES: [&str; 2] = ["running", "unhealthy"];
@@ -186,7 +186,9 @@ impl Metrics {
         let restarts = Family::<Label, Counter>::default();
         // Present from the start (at 0) so that rate() and increase() see the first restart.
         for cause in RESTART_CAUSES {
-            restarts.get_or_create(&label("cause", cause)).inc_by(0);
+            restarts
+                .get_or_create(&label("cause", cause.as_str()))
+                .inc_by(0);
         }
         r.register(
             "rusk_restarts",
@@ -324,10 +326,13 @@ impl Metrics {
     /// A recovery log entry: count it, and time it.
     pub fn on_record(&self, r: &EventRecord) {
         self.events
-            .get_or_create(&[("source", r.source.clone()), ("cause", r.cause.clone())])
+            .get_or_create(&[
+                ("source", r.source.as_str().to_string()),
+                ("cause", r.cause.as_str().to_string()),
+            ])
             .inc();
-        let cause = label("cause", &r.cause);
-        if r.source == "nanny" && r.new_incarnation.is_some() {
+        let cause = label("cause", r.cause.as_str());
+        if r.source == EventSource::Nanny && r.new_incarnation.is_some() {
             self.restarts.get_or_create(&cause).inc();
         }
         if let Some(ms) = r.detection_ms {

@@ -40,8 +40,8 @@ const LAG_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 const MESSAGES_PER_TURN_MAX: usize = 1024;
 /// Records kept while the scheduler is unreachable; older ones are dropped (they stay in the log).
 const RECORDS_QUEUED_MAX: usize = 1000;
-/// Back-off between attempts to reach the scheduler.
-const SCHEDULER_RETRY_MIN: Duration = Duration::from_millis(100);
+/// The longest wait between attempts to reach the scheduler (from
+/// `rusk_net::reconnect::RECONNECT_DELAY_MIN`, doubling).
 const SCHEDULER_RETRY_MAX: Duration = Duration::from_secs(5);
 
 pub struct NannyOptions {
@@ -135,7 +135,7 @@ pub async fn run(opts: NannyOptions) -> Result<()> {
                 Command::Notice(n) => log_notice(&opts.name, &n),
                 Command::Record(r) => {
                     log_record(&opts.name, &r);
-                    outgoing.push(NannyToScheduler::Record(to_wire(&r)));
+                    outgoing.push(NannyToScheduler::Record(NannyRecord::from(&r)));
                 }
                 Command::SlotChanged(s) => {
                     outgoing.push(NannyToScheduler::Slots(vec![slot_report(&s)]))
@@ -317,11 +317,11 @@ async fn scheduler_link(
     info: NannyInfo,
     tx: mpsc::UnboundedSender<Local>,
 ) {
-    let mut delay = SCHEDULER_RETRY_MIN;
+    let mut backoff = net::reconnect::Backoff::new(SCHEDULER_RETRY_MAX);
     loop {
         match net::connect(&address, &creds, Role::Nanny).await {
             Ok(conn) => {
-                delay = SCHEDULER_RETRY_MIN;
+                backoff.reset();
                 let reason = serve_link(conn, &info, &tx).await;
                 if tx.send(Local::SchedulerDown(reason)).is_err() {
                     return;
@@ -335,8 +335,7 @@ async fn scheduler_link(
                 let _ = tx.send(Local::SchedulerDown(msg));
             }
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(SCHEDULER_RETRY_MAX);
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
@@ -551,7 +550,7 @@ fn log_record(nanny: &str, r: &Record) {
             pid,
             action,
         } => warn!(
-            nanny, slot = r.slot, cause = cause.kind(), observed = %cause,
+            nanny, slot = r.slot, cause = cause.kind().as_str(), observed = %cause,
             incarnation = incarnation.map(|i| i.0), pid, %action, "worker fault detected"
         ),
         RecordKind::Recovered {
@@ -563,7 +562,7 @@ fn log_record(nanny: &str, r: &Record) {
         } => info!(
             nanny,
             slot = r.slot,
-            cause = cause.kind(),
+            cause = cause.kind().as_str(),
             old_incarnation = old_incarnation.map(|i| i.0),
             new_incarnation = new_incarnation.0,
             detection_ms = detection.as_millis() as u64,
@@ -585,76 +584,6 @@ fn log_record(nanny: &str, r: &Record) {
             crashes,
             "crash loop: backing off"
         ),
-    }
-}
-
-fn to_wire(r: &Record) -> NannyRecord {
-    let (cause, observed, action, incarnation, new_incarnation, detection_ms, recovery_ms) =
-        match &r.what {
-            RecordKind::Detected {
-                cause,
-                incarnation,
-                action,
-                ..
-            } => (
-                cause.kind().to_string(),
-                cause.to_string(),
-                action.clone(),
-                incarnation.map(|i| i.0),
-                None,
-                None,
-                None,
-            ),
-            RecordKind::Recovered {
-                cause,
-                old_incarnation,
-                new_incarnation,
-                detection,
-                recovery,
-            } => (
-                cause.kind().to_string(),
-                cause.to_string(),
-                "restarted".to_string(),
-                old_incarnation.map(|i| i.0),
-                Some(new_incarnation.0),
-                Some(detection.as_millis() as u64),
-                Some(recovery.as_millis() as u64),
-            ),
-            RecordKind::Failed {
-                crashes,
-                window,
-                last,
-            } => (
-                "crash-loop".to_string(),
-                format!(
-                    "{crashes} crashes within {} s; last: {last}",
-                    window.as_secs()
-                ),
-                "slot failed; no more restarts until `rusk restart`".to_string(),
-                None,
-                None,
-                None,
-                None,
-            ),
-            RecordKind::BackingOff { delay, crashes } => (
-                "crash-loop".to_string(),
-                format!("{crashes} crashes in a row"),
-                format!("back off {} ms before restarting", delay.as_millis()),
-                None,
-                None,
-                None,
-                None,
-            ),
-        };
-    NannyRecord {
-        slot: r.slot,
-        cause,
-        observed,
-        action,
-        incarnation,
-        new_incarnation,
-        detection_ms,
-        recovery_ms,
     }
 }
 

@@ -11,7 +11,7 @@
 //! holds the loop up.
 use crate::config::{SchedulerFile, TlsMode};
 use crate::http::{self, Query};
-use crate::journal::{Identity, Journal, JournalWriter};
+use crate::journal::{HeldReplies, Identity, Journal, JournalWriter};
 use crate::metrics::{Observer, SchedulerIdentity, PUBLISH_INTERVAL};
 // Here rather than in main.rs: `crate::scheduler_shell::sd_notify` for the nanny too.
 #[path = "sd_notify.rs"]
@@ -558,6 +558,8 @@ async fn core_loop(
     let mut to_workers: FxHashMap<Incarnation, Vec<SchedulerToWorker>> = FxHashMap::default();
     let mut to_clients: FxHashMap<ClientId, Vec<SchedulerToClient>> = FxHashMap::default();
     let mut to_nannies: FxHashMap<NannyId, Vec<SchedulerToNanny>> = FxHashMap::default();
+    // Replies to clients waiting for the journal to have what they acknowledge.
+    let mut held: HeldReplies<FxHashMap<ClientId, Vec<SchedulerToClient>>> = HeldReplies::default();
     // After a late turn: the event that woke it, handled first in the next turn.
     let mut carried: Option<Inbound> = None;
     let mut caught_up = false;
@@ -574,6 +576,12 @@ async fn core_loop(
             },
             Some(q) = queries.recv() => {
                 answer(&core, q);
+                continue;
+            }
+            _ = held.next_written(), if !held.is_empty() => {
+                for batch in held.ready() {
+                    send_to_clients(&peers, batch);
+                }
                 continue;
             }
             _ = tokio::time::sleep_until(deadline.into()) => None,
@@ -649,9 +657,19 @@ async fn core_loop(
                 Command::Journal(r) => records.push(r),
             }
         }
-        // The turn's records are on disk before its replies go out.
+        // The turn's records are on disk before its replies to clients go out; before its
+        // messages to workers too when it raised an id floor (`Record::holds_workers`).
+        let mut ticket = None;
         if let Some(j) = &journal {
-            j.write(std::mem::take(&mut records));
+            let holds_workers = records
+                .iter()
+                .any(rusk_core::journal::Record::holds_workers);
+            ticket = j.write(std::mem::take(&mut records));
+            if holds_workers {
+                if let Some(t) = ticket.take() {
+                    let _ = t.await;
+                }
+            }
         }
         for (nanny, msgs) in to_nannies.drain() {
             if let Some(p) = peers.nannies.get(&nanny) {
@@ -663,10 +681,13 @@ async fn core_loop(
                 let _ = p.out.send(net::encode(&msgs));
             }
         }
-        for (client, msgs) in to_clients.drain() {
-            if let Some(p) = peers.clients.get(&client) {
-                let _ = p.out.send(net::encode(&msgs));
+        if ticket.is_some() || !held.is_empty() {
+            held.hold(ticket, std::mem::take(&mut to_clients));
+            for batch in held.ready() {
+                send_to_clients(&peers, batch);
             }
+        } else {
+            send_to_clients(&peers, to_clients.drain());
         }
         if handled > 0 {
             observer.metrics.observe_turn(turn_started.elapsed());
@@ -683,6 +704,17 @@ async fn core_loop(
                 ],
             );
             next_publish = Instant::now() + PUBLISH_INTERVAL;
+        }
+    }
+}
+
+fn send_to_clients(
+    peers: &Peers,
+    batch: impl IntoIterator<Item = (ClientId, Vec<SchedulerToClient>)>,
+) {
+    for (client, msgs) in batch {
+        if let Some(p) = peers.clients.get(&client) {
+            let _ = p.out.send(net::encode(&msgs));
         }
     }
 }
@@ -706,6 +738,7 @@ fn answer(core: &Scheduler, q: Query) {
 /// `RUSK_LOG_FORMAT=json` gives them as JSON keys). Events that need no one's attention (a
 /// restart done, a worker healthy again) are `info`, the rest `warn`.
 fn log_record(r: &rusk_proto::msg::EventRecord) {
+    use rusk_proto::msg::{EventCause, EventSource};
     macro_rules! emit {
         ($level:ident, $msg:literal) => {
             tracing::$level!(
@@ -726,12 +759,14 @@ fn log_record(r: &rusk_proto::msg::EventRecord) {
             )
         };
     }
-    match (r.source.as_str(), r.cause.as_str()) {
-        (_, "healthy") => emit!(info, "worker healthy again"),
-        (_, "unhealthy") => emit!(warn, "worker unhealthy"),
-        ("scheduler", "connection" | "heartbeat") => emit!(warn, "worker lost"),
-        ("nanny", _) if r.new_incarnation.is_some() => emit!(info, "worker restarted"),
-        ("nanny", _) => emit!(warn, "worker fault (nanny)"),
+    match (r.source, r.cause) {
+        (_, EventCause::Healthy) => emit!(info, "worker healthy again"),
+        (_, EventCause::Unhealthy) => emit!(warn, "worker unhealthy"),
+        (EventSource::Scheduler, EventCause::Connection | EventCause::Heartbeat) => {
+            emit!(warn, "worker lost")
+        }
+        (EventSource::Nanny, _) if r.new_incarnation.is_some() => emit!(info, "worker restarted"),
+        (EventSource::Nanny, _) => emit!(warn, "worker fault (nanny)"),
         _ => emit!(warn, "recovery event"),
     }
 }

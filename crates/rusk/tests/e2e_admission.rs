@@ -139,6 +139,7 @@ fn a_registration_with_a_pid_that_is_not_one_process_is_refused() {
                 slot: None,
                 resources: Default::default(),
                 held: Vec::new(),
+                running: Vec::new(),
             };
             net::send(&mut conn, &vec![WorkerToScheduler::Register(info)])
                 .await

@@ -49,6 +49,7 @@ async fn fake_worker(address: String, token: String, i: usize, fleet: Arc<Fleet>
         slot: None,
         resources: Default::default(),
         held: Vec::new(),
+        running: Vec::new(),
     };
     if net::send(&mut conn, &vec![WorkerToScheduler::Register(info)])
         .await

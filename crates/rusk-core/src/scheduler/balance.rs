@@ -99,7 +99,7 @@ impl Scheduler {
     pub(super) fn record_duration(&mut self, task: TaskRef) {
         let t = self.task(task).expect("exists");
         let sample = t
-            .started_at
+            .started_at()
             .map_or(0.0, |s| self.now.saturating_sub(s).as_micros() as f64);
         let prefix = t.prefix as usize;
         let d = &mut self.durations[prefix];
@@ -190,7 +190,7 @@ impl Scheduler {
         let mut best: Option<ReadyKey> = None;
         for &task in &v.assigned {
             let t = self.task(task).expect("assigned task exists");
-            if t.started || t.steal_refused || self.steals.contains_key(&task) {
+            if t.started() || t.steal_refused || self.steals.contains_key(&task) {
                 continue;
             }
             if !t_allows(t, th) {

@@ -46,6 +46,10 @@ impl Scheduler {
                             .collect();
                         g.newly_done.extend(finished);
                     }
+                    self.out.push(Command::ToClient {
+                        client,
+                        msg: SchedulerToClient::Located { graph },
+                    });
                     self.maybe_finish_graph(graph);
                 }
                 None => self.out.push(Command::ToClient {
@@ -60,7 +64,8 @@ impl Scheduler {
                 graph,
                 tasks,
                 outputs,
-            } => self.on_extend(client, graph, tasks, outputs),
+                resent,
+            } => self.on_extend(client, graph, tasks, outputs, resent),
             ClientToScheduler::ReleaseKeys { graph, keys } => {
                 self.on_release_keys(client, graph, keys)
             }
@@ -200,10 +205,10 @@ impl Scheduler {
         detach: bool,
         id: Option<GraphId>,
     ) -> GraphId {
-        let id = id.unwrap_or_else(|| {
-            self.next_graph += 1;
-            GraphId(self.next_graph - 1)
-        });
+        let id = match id {
+            Some(id) => id,
+            None => self.new_graph_id(),
+        };
         let n = compiled.tasks.len();
         let mut dependents_count = vec![0u32; n];
         for t in &compiled.tasks {
@@ -283,10 +288,10 @@ impl Scheduler {
 
     /// Open a session graph for `owner` (none: resumed from the journal, under its old `id`).
     pub(super) fn open_session(&mut self, owner: Option<ClientId>, id: Option<GraphId>) {
-        let id = id.unwrap_or_else(|| {
-            self.next_graph += 1;
-            GraphId(self.next_graph - 1)
-        });
+        let id = match id {
+            Some(id) => id,
+            None => self.new_graph_id(),
+        };
         self.journal(crate::journal::Record::Opened { graph: id });
         self.graphs.insert(
             id,
@@ -334,6 +339,7 @@ impl Scheduler {
         id: GraphId,
         specs: Vec<rusk_proto::graph::TaskSpec>,
         outputs: Vec<String>,
+        resent: bool,
     ) {
         if let Err(message) = self.own_session(client, id) {
             self.out.push(Command::ToClient {
@@ -342,7 +348,15 @@ impl Scheduler {
             });
             return;
         }
-        match self.extend_graph(id, specs, outputs) {
+        // A client that lost a restarted scheduler sends again the `Extend`s it had no reply
+        // to. One the journal already had (extensions are journaled whole, before the reply)
+        // is acknowledged again rather than rejected for its duplicate keys.
+        let g = &self.graphs[&id];
+        let replay = resent
+            && !specs.is_empty()
+            && specs.iter().all(|t| g.keys.contains_key(t.key.as_str()));
+        let specs = if replay { Vec::new() } else { specs };
+        match self.extend_graph(id, specs, outputs, false) {
             Ok(n) => self.out.push(Command::ToClient {
                 client,
                 msg: SchedulerToClient::Extended {
@@ -358,12 +372,17 @@ impl Scheduler {
         self.maybe_finish_graph(id);
     }
 
-    /// Grow session graph `id`: the number of tasks added, or why nothing was.
+    /// Grow session graph `id`: the number of tasks added, or why nothing was. `resuming`: a
+    /// journaled extension replayed by a restarted scheduler, in which an adopt task whose
+    /// source is gone (its graph was released after the adopter had finished) is not a reason
+    /// to refuse it: that adopt task fails as its lost value would (`recompute`), and the rest
+    /// of the extension stays.
     pub(super) fn extend_graph(
         &mut self,
         id: GraphId,
         specs: Vec<rusk_proto::graph::TaskSpec>,
         outputs: Vec<String>,
+        resuming: bool,
     ) -> Result<u64, String> {
         let journaled = self
             .config
@@ -373,7 +392,19 @@ impl Scheduler {
         let existing = g.tasks.len() as u32;
         let (tasks, outs) = crate::graph::compile_extension(&g.keys, existing, specs, &outputs)
             .map_err(|e| e.to_string())?;
-        let sources = self.resolve_adopts(&tasks)?;
+        // Per task: not an adopt task (None), its source, or (when resuming) a source gone.
+        let sources: Vec<Option<Option<TaskRef>>> = if resuming {
+            tasks
+                .iter()
+                .map(|t| match &*t.kind {
+                    TaskKind::Adopt { graph, key } => Some(self.resolve_key(*graph, key)),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            let sources = self.resolve_adopts(&tasks)?;
+            sources.into_iter().map(|s| s.map(Some)).collect()
+        };
         if let Some((tasks, outputs)) = journaled {
             self.journal(crate::journal::Record::Extended {
                 graph: id,
@@ -408,6 +439,8 @@ impl Scheduler {
                 graph: id,
                 index: idx,
             };
+            let gone = src == Some(None);
+            let src = src.flatten();
             if let Some(src) = src {
                 self.link_adopt(tref, src);
             }
@@ -435,6 +468,16 @@ impl Scheduler {
                         missing += 1
                     }
                 }
+            }
+            if gone {
+                let f = Failure::new(format!(
+                    "task {:?} lost its value, and the key it adopted was released by its \
+                     client since",
+                    &*self.task(tref).expect("just added").key
+                ));
+                self.task_mut(tref).expect("just added").missing = missing + 1;
+                self.fail_with(tref, f.clone(), f);
+                continue;
             }
             self.task_mut(tref).expect("just added").missing = missing;
             if let Some(d) = erred {
@@ -523,7 +566,7 @@ impl Scheduler {
             match state {
                 TaskState::Memory { .. } => self.release_if_unneeded(task),
                 TaskState::Waiting | TaskState::Ready | TaskState::Assigned { .. } => {
-                    if let TaskState::Assigned { worker } = state {
+                    if let TaskState::Assigned { worker, .. } = state {
                         if let Some(w) = self.workers.get_mut(&worker) {
                             w.assigned.remove(&task);
                         }
@@ -577,7 +620,7 @@ impl Scheduler {
             };
             self.state_counts[t.state.slot()] -= 1;
             match t.state {
-                TaskState::Assigned { worker } => {
+                TaskState::Assigned { worker, .. } => {
                     if let Some(w) = self.workers.get_mut(&worker) {
                         w.assigned.remove(&tref);
                         w.seceded.remove(&tref);

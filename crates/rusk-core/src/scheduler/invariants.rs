@@ -90,9 +90,9 @@ impl Scheduler {
                         assert_eq!(missing, 0, "{tref} ready with missing deps");
                         assert!(t.queued, "{tref} ready but not queued");
                     }
-                    TaskState::Assigned { worker } => {
+                    TaskState::Assigned { worker, .. } => {
                         // Only a started attempt runs on after an input was lost.
-                        if t.started {
+                        if t.started() {
                             assert_eq!(t.missing, missing, "{tref} missing count");
                         } else {
                             assert_eq!(missing, 0, "{tref} assigned with missing deps");
@@ -218,8 +218,8 @@ impl Scheduler {
                 .task(*task)
                 .unwrap_or_else(|| panic!("steal of unknown {task}"));
             assert_eq!(
-                (t.state, t.attempt),
-                (TaskState::Assigned { worker: p.victim }, p.attempt),
+                (t.state.assigned_to(), t.attempt),
+                (Some(p.victim), p.attempt),
                 "{task}: pending steal of an attempt no longer on its victim"
             );
             *incoming.entry(p.thief).or_default() += 1;

@@ -54,7 +54,7 @@ impl Scheduler {
                 let r = EventRecord {
                     seq: 0,
                     time_unix_ms: 0,
-                    source: "nanny".into(),
+                    source: EventSource::Nanny,
                     host: n.info.host.clone(),
                     nanny: Some(n.info.name.clone()),
                     slot: Some(slot),
@@ -90,14 +90,14 @@ impl Scheduler {
             EventRecord {
                 seq: 0,
                 time_unix_ms: 0,
-                source: "scheduler".into(),
+                source: EventSource::Scheduler,
                 host: n.info.host.clone(),
                 nanny: Some(n.info.name.clone()),
                 slot: None,
                 worker: None,
                 incarnation: None,
                 new_incarnation: None,
-                cause: "nanny-gone".into(),
+                cause: EventCause::NannyGone,
                 observed: format!("nanny connection closed ({reason})"),
                 action: format!(
                     "{workers} of its worker(s) still connected; a dead nanny's workers exit with it and are recovered as their connections close"

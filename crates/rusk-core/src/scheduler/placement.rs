@@ -173,7 +173,7 @@ impl Scheduler {
     pub(super) fn assign(&mut self, task: TaskRef, inc: Incarnation) {
         let attempt = AttemptId(self.next_attempt);
         self.next_attempt += 1;
-        self.reserve_attempts();
+        self.reserve_ids();
         let g = &self.graphs[&task.graph];
         let t = &g.tasks[task.index as usize];
         let est = self.estimate_us(t.prefix);
@@ -211,11 +211,9 @@ impl Scheduler {
             .insert(task);
         let t = self.task_mut(task).expect("exists");
         t.attempt = attempt;
-        t.started = false;
-        t.started_at = None;
         t.steal_refused = false;
         t.est_us = est;
-        self.set_state(task, TaskState::Assigned { worker: inc });
+        self.set_state(task, TaskState::assigned(inc));
         self.out.push(Command::ToWorker {
             incarnation: inc,
             msg: SchedulerToWorker::Assign(Arc::new(assignment)),

@@ -4,18 +4,18 @@ use super::*;
 
 impl Scheduler {
     /// An event-log entry of the scheduler's own about `host`, to be completed by the caller.
-    pub(super) fn scheduler_record(host: String) -> EventRecord {
+    pub(super) fn scheduler_record(host: String, cause: EventCause) -> EventRecord {
         EventRecord {
             seq: 0,
             time_unix_ms: 0,
-            source: "scheduler".into(),
+            source: EventSource::Scheduler,
             host,
             nanny: None,
             slot: None,
             worker: None,
             incarnation: None,
             new_incarnation: None,
-            cause: String::new(),
+            cause,
             observed: String::new(),
             action: String::new(),
             detection_ms: None,
@@ -23,19 +23,24 @@ impl Scheduler {
         }
     }
 
-    /// An event-log entry about a worker, to be completed by the caller.
-    pub(super) fn worker_record(&self, info: &WorkerInfo, inc: Incarnation) -> EventRecord {
+    /// An event-log entry of the scheduler's own about a worker, to be completed by the caller.
+    pub(super) fn worker_record(
+        &self,
+        info: &WorkerInfo,
+        inc: Incarnation,
+        cause: EventCause,
+    ) -> EventRecord {
         EventRecord {
             seq: 0,
             time_unix_ms: 0,
-            source: "scheduler".into(),
+            source: EventSource::Scheduler,
             host: info.host.clone(),
             nanny: info.nanny.clone(),
             slot: info.slot,
             worker: Some(info.name.clone()),
             incarnation: Some(inc.0),
             new_incarnation: None,
-            cause: String::new(),
+            cause,
             observed: String::new(),
             action: String::new(),
             detection_ms: None,
@@ -112,12 +117,12 @@ impl Scheduler {
             let dt = self.task_mut(dref).expect("dependent exists");
             match dt.state {
                 TaskState::Waiting => dt.missing += 1,
-                TaskState::Assigned { .. } if dt.started => dt.missing += 1,
+                TaskState::Assigned { .. } if dt.started() => dt.missing += 1,
                 TaskState::Ready => {
                     dt.missing += 1;
                     self.set_state(dref, TaskState::Waiting);
                 }
-                TaskState::Assigned { worker } => {
+                TaskState::Assigned { worker, .. } => {
                     dt.missing += 1;
                     let attempt = dt.attempt;
                     if let Some(w) = self.workers.get_mut(&worker) {
@@ -251,7 +256,7 @@ impl Scheduler {
             if !t.state.is_unfinished() {
                 continue;
             }
-            if let TaskState::Assigned { worker } = t.state {
+            if let TaskState::Assigned { worker, .. } = t.state {
                 let attempt = t.attempt;
                 // The reporting worker already dropped its own failed attempt.
                 let still_there = self

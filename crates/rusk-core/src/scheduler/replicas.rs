@@ -152,7 +152,7 @@ impl Scheduler {
         // attempt's, which the assignment already cleared the old copy for).
         let reassigned = self
             .task(task)
-            .is_some_and(|t| t.state == TaskState::Assigned { worker: inc });
+            .is_some_and(|t| t.state.assigned_to() == Some(inc));
         if !reassigned && !self.has_copy(task, inc) {
             self.out.push(Command::ToWorker {
                 incarnation: inc,

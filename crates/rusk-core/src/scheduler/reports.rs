@@ -8,7 +8,7 @@ impl Scheduler {
         let Some(t) = self.task(task) else {
             return false;
         };
-        t.attempt == attempt && t.state == TaskState::Assigned { worker: inc }
+        t.attempt == attempt && t.state.assigned_to() == Some(inc)
     }
 
     pub(super) fn on_task_done(
@@ -26,7 +26,7 @@ impl Scheduler {
             // store entry), tell it to drop the copy: nobody else ever will.
             let counted = self.task(task).is_some_and(|t| {
                 matches!(t.state, TaskState::Memory { holder, .. } if holder == inc)
-                    || t.state == TaskState::Assigned { worker: inc }
+                    || t.state.assigned_to() == Some(inc)
             });
             if !counted {
                 self.out.push(Command::ToWorker {

@@ -186,11 +186,10 @@ impl Scheduler {
                 self.record(
                     now,
                     EventRecord {
-                        cause: "unrunnable".into(),
                         observed: why,
                         action: format!("{failed} task(s) failed; the rest of their graphs go on"),
                         detection_ms: Some(timeout.as_millis() as u64),
-                        ..Self::scheduler_record(self.config.host.clone())
+                        ..Self::scheduler_record(self.config.host.clone(), EventCause::Unrunnable)
                     },
                 );
             }

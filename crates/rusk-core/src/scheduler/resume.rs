@@ -6,7 +6,7 @@
 //! adopted, not recomputed. Graphs no client claims within the same grace (`LocateOutputs`)
 //! are released, unless they were detached.
 use super::*;
-use crate::journal::{Record, Resume, ATTEMPTS_RESERVED_PER_RECORD};
+use crate::journal::{Record, Resume, ATTEMPTS_RESERVED_PER_RECORD, GRAPHS_RESERVED_PER_RECORD};
 
 #[derive(Default)]
 pub(super) struct ResumeState {
@@ -14,6 +14,8 @@ pub(super) struct ResumeState {
     pub(super) mem: Vec<(TaskRef, u64, Arc<str>)>,
     /// Attempt ids below this are covered by a journaled `Reserved`.
     pub(super) reserved: u64,
+    /// Graph ids below this may have been issued (journaled as `Reserved`).
+    pub(super) reserved_graphs: u64,
     /// Workers (by name) that held results before the restart and have not registered again.
     pub(super) awaiting: FxHashSet<Arc<str>>,
     /// Until when placement waits for `awaiting` and graphs wait to be claimed (set by the
@@ -23,6 +25,9 @@ pub(super) struct ResumeState {
     pub(super) pending: bool,
 }
 
+/// A session graph's extension as journaled: its tasks and the outputs it named.
+type JournaledExtension = (Vec<rusk_proto::graph::TaskSpec>, Vec<String>);
+
 impl Scheduler {
     /// A scheduler that resumes the work the journal describes. Its first commands (the id
     /// reservation, to be journaled at once) are in the returned vector.
@@ -30,15 +35,12 @@ impl Scheduler {
         let mut s = Scheduler::new(config);
         s.next_attempt = from.next_attempt.max(1);
         s.next_graph = from.next_graph.max(1);
-        s.reserve_attempts();
+        s.reserve_ids();
+        let mut extensions = Vec::new();
         for (id, g) in from.graphs {
             if g.session {
                 s.open_session(None, Some(id));
-                for (tasks, outputs) in g.extensions {
-                    // A journaled extension compiled before; if it no longer does (its adopt
-                    // source is gone), the graph resumes without it.
-                    let _ = s.extend_graph(id, tasks, outputs);
-                }
+                extensions.push((id, VecDeque::from(g.extensions)));
             } else {
                 match compile(g.spec) {
                     Ok(compiled) => {
@@ -54,6 +56,7 @@ impl Scheduler {
                 }
             }
         }
+        s.replay_extensions(extensions);
         let mut awaited = 0u64;
         for (task, (_, holder)) in from.in_memory {
             if s.task(task).is_some() {
@@ -62,8 +65,8 @@ impl Scheduler {
             }
         }
         s.resume.pending = true;
-        let mut r = Scheduler::scheduler_record(s.config.host.clone());
-        r.cause = "scheduler-restart".into();
+        let mut r =
+            Scheduler::scheduler_record(s.config.host.clone(), EventCause::SchedulerRestart);
         r.observed = format!(
             "started from its journal: {} graph(s), {} result(s) held by {} worker(s) before",
             s.graphs.len(),
@@ -77,6 +80,50 @@ impl Scheduler {
         s.record(Duration::ZERO, r);
         let out = std::mem::take(&mut s.out);
         (s, out)
+    }
+
+    /// Grow the resumed session graphs by their journaled extensions. The journal keeps each
+    /// graph's extensions in order, not their order across graphs, and an adopt task may name
+    /// a key of a graph with a higher id (opened later, extended earlier): so each graph's next
+    /// extension goes in once every key it adopts is there, round after round. One still
+    /// waiting when no round adds anything adopts keys no graph will have again (their graph
+    /// was released after the adopters had finished): it goes in with those adopt tasks failed
+    /// (`extend_graph` resuming), so that its other tasks, and the later extensions that build
+    /// on its keys, are not lost.
+    fn replay_extensions(&mut self, mut pending: Vec<(GraphId, VecDeque<JournaledExtension>)>) {
+        loop {
+            let mut progress = false;
+            for (id, exts) in &mut pending {
+                while let Some((tasks, _)) = exts.front() {
+                    let ready = tasks.iter().all(|t| {
+                        t.adopt
+                            .as_ref()
+                            .is_none_or(|a| self.resolve_key(a.graph, &a.key).is_some())
+                    });
+                    if !ready {
+                        break;
+                    }
+                    let (tasks, outputs) = exts.pop_front().expect("looked at");
+                    // Journaled once it compiled, so it compiles again (a journal of another
+                    // version might not: the graph then resumes without it).
+                    let _ = self.extend_graph(*id, tasks, outputs, false);
+                    progress = true;
+                }
+            }
+            if progress {
+                continue;
+            }
+            let Some((id, exts)) = pending.iter_mut().find(|(_, e)| !e.is_empty()) else {
+                break;
+            };
+            let (tasks, outputs) = exts.pop_front().expect("not empty");
+            let _ = self.extend_graph(*id, tasks, outputs, true);
+        }
+        // Outputs that finished (failed) while being replayed: nobody owns the graphs yet, and
+        // the client that claims one is told every finished output then.
+        for g in self.graphs.values_mut() {
+            g.newly_done.clear();
+        }
     }
 
     /// Queue a journal record (nothing without a journal).
@@ -105,14 +152,30 @@ impl Scheduler {
     }
 
     /// Journal a new attempt-id floor before ids reach the old one.
-    pub(super) fn reserve_attempts(&mut self) {
-        if self.config.journal && self.next_attempt >= self.resume.reserved {
-            self.resume.reserved = self.next_attempt + ATTEMPTS_RESERVED_PER_RECORD;
-            self.journal(Record::Reserved {
-                attempts: self.resume.reserved,
-                graphs: self.next_graph,
-            });
+    pub(super) fn reserve_ids(&mut self) {
+        if !self.config.journal
+            || (self.next_attempt < self.resume.reserved
+                && self.next_graph < self.resume.reserved_graphs)
+        {
+            return;
         }
+        if self.next_attempt >= self.resume.reserved {
+            self.resume.reserved = self.next_attempt + ATTEMPTS_RESERVED_PER_RECORD;
+        }
+        if self.next_graph >= self.resume.reserved_graphs {
+            self.resume.reserved_graphs = self.next_graph + GRAPHS_RESERVED_PER_RECORD;
+        }
+        self.journal(Record::Reserved {
+            attempts: self.resume.reserved,
+            graphs: self.resume.reserved_graphs,
+        });
+    }
+
+    /// A new graph id, above every id a previous life of this scheduler may have issued.
+    pub(super) fn new_graph_id(&mut self) -> GraphId {
+        self.next_graph += 1;
+        self.reserve_ids();
+        GraphId(self.next_graph - 1)
     }
 
     /// Start the grace at the first event after a restart; end it when it runs out.
@@ -152,6 +215,45 @@ impl Scheduler {
             || (self.resume.grace_until.is_some() && !self.resume.awaiting.is_empty())
     }
 
+    /// A worker that registered naming attempts still running there (they outlived its last
+    /// connection): each one whose task is still needed and ready, not placed elsewhere, is
+    /// taken over as this worker's assignment under its attempt id, so its result is accepted
+    /// when it comes, instead of the task running a second time. Ids this scheduler's journal
+    /// never reserved are ignored (a peer's mistake), as are tasks no longer ready: their late
+    /// results are stale reports, released.
+    pub(super) fn adopt_running(&mut self, inc: Incarnation, running: Vec<(TaskRef, AttemptId)>) {
+        for (task, attempt) in running {
+            if attempt.0 >= self.next_attempt {
+                continue;
+            }
+            let adoptable = self.task(task).is_some_and(|t| {
+                t.state == TaskState::Ready && (t.is_output || t.unfinished_dependents > 0)
+            });
+            if !adoptable {
+                continue;
+            }
+            let est = self.estimate_us(self.task(task).expect("checked").prefix);
+            self.workers
+                .get_mut(&inc)
+                .expect("just joined")
+                .assigned
+                .insert(task);
+            let now = self.now;
+            let t = self.task_mut(task).expect("checked");
+            t.attempt = attempt;
+            t.steal_refused = false;
+            t.est_us = est;
+            self.set_state(
+                task,
+                TaskState::Assigned {
+                    worker: inc,
+                    started: Some(now),
+                },
+            );
+            self.stats.attempts_adopted += 1;
+        }
+    }
+
     /// A worker that registered naming results it already stores: take over those still
     /// needed and not yet in memory; tell it to drop the others.
     pub(super) fn adopt_held(&mut self, inc: Incarnation, held: Vec<(TaskRef, u64)>) {
@@ -170,7 +272,7 @@ impl Scheduler {
             }
             let attempt = AttemptId(self.next_attempt);
             self.next_attempt += 1;
-            self.reserve_attempts();
+            self.reserve_ids();
             self.workers
                 .get_mut(&inc)
                 .expect("just joined")
@@ -178,17 +280,14 @@ impl Scheduler {
                 .insert(task);
             let t = self.task_mut(task).expect("checked");
             t.attempt = attempt;
-            t.started = false;
-            t.started_at = None;
             t.est_us = 0;
-            self.set_state(task, TaskState::Assigned { worker: inc });
+            self.set_state(task, TaskState::assigned(inc));
             self.on_task_done(inc, task, attempt, size);
         }
         let adopted = (reported - release.len()) as u64;
         self.stats.results_adopted += adopted;
         let info = self.workers[&inc].info.clone();
-        let mut r = self.worker_record(&info, inc);
-        r.cause = "rejoin".into();
+        let mut r = self.worker_record(&info, inc, EventCause::Rejoin);
         r.observed = format!("registered again holding {reported} result(s)");
         r.action = format!(
             "adopted {adopted} (not recomputed); {} no longer needed, released",

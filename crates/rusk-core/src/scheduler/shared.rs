@@ -151,13 +151,15 @@ impl Scheduler {
         }
     }
 
-    /// Remove the ownerless graphs whose last pin went in this step.
+    /// Remove the ownerless graphs whose last pin went in this step. Not one a restarted
+    /// scheduler resumed that no client claimed yet: it is ownerless only until its client
+    /// is back (`resume_tick` retires it at the end of the grace if none claimed it).
     pub(super) fn retire_unpinned(&mut self) {
         while let Some(id) = self.shared.retire.pop() {
             if self
                 .graphs
                 .get(&id)
-                .is_some_and(|g| g.pinned == 0 && g.owner.is_none() && g.session)
+                .is_some_and(|g| g.pinned == 0 && g.owner.is_none() && g.session && !g.resumed)
             {
                 self.remove_graph(id);
             }

@@ -90,6 +90,12 @@ impl Scheduler {
         STATE_NAMES.iter().copied().zip(self.state_counts).collect()
     }
 
+    /// The worker and attempt `task` is assigned to now (`None`: not assigned, or unknown).
+    pub fn assigned_attempt(&self, task: TaskRef) -> Option<(Incarnation, AttemptId)> {
+        let t = self.task(task)?;
+        Some((t.state.assigned_to()?, t.attempt))
+    }
+
     pub fn worker_count(&self) -> usize {
         self.workers.len()
     }

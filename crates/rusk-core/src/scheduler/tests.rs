@@ -32,6 +32,7 @@ pub(super) fn info(name: &str, nthreads: u32) -> WorkerInfo {
         slot: None,
         resources: Default::default(),
         held: Vec::new(),
+        running: Vec::new(),
     }
 }
 
@@ -290,7 +291,7 @@ fn lost_worker_tasks_are_rescheduled_and_lost_results_recomputed() {
         }
     );
     assert!(
-        matches!(&out[1], Command::Log(r) if r.cause == "connection" && r.worker.as_deref() == Some("w2")
+        matches!(&out[1], Command::Log(r) if r.cause == EventCause::Connection && r.worker.as_deref() == Some("w2")
             && r.action.contains("1 lost result(s) recomputing")),
         "{:?}",
         out[1]
@@ -627,6 +628,7 @@ fn extend(s: &mut Scheduler, g: GraphId, tasks: Vec<TaskSpec>, outputs: &[&str])
                 graph: g,
                 tasks,
                 outputs: outputs.iter().map(|o| o.to_string()).collect(),
+                resent: false,
             },
         },
     );
@@ -672,6 +674,58 @@ fn session_graph_reports_each_output_and_links_later_tasks_to_earlier_results() 
     );
     let out = done(&mut s, W1, TaskRef { graph: g, index: 1 }, 2);
     assert_eq!(outputs_ready(&out), vec![("b".to_string(), true)]);
+}
+
+#[test]
+fn an_extend_sent_again_after_a_reconnect_is_acknowledged_not_rejected_nor_run_twice() {
+    let mut s = sched_with_workers(1);
+    let g = open(&mut s);
+    extend(&mut s, g, vec![spec("a", &[]), spec("b", &["a"])], &["b"]);
+    let resend = |s: &mut Scheduler, tasks: Vec<TaskSpec>, outputs: &[&str]| {
+        let out = s.handle(
+            MS,
+            Event::ClientMessage {
+                client: C,
+                msg: ClientToScheduler::Extend {
+                    graph: g,
+                    tasks,
+                    outputs: outputs.iter().map(|o| o.to_string()).collect(),
+                    resent: true,
+                },
+            },
+        );
+        s.check_invariants();
+        out
+    };
+    // The journal had it: acknowledged with nothing added, and no task assigned again.
+    let out = resend(&mut s, vec![spec("a", &[]), spec("b", &["a"])], &["b", "a"]);
+    assert!(
+        matches!(
+            &out[..],
+            [Command::ToClient {
+                msg: SchedulerToClient::Extended { tasks: 0, .. },
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    // ... and `a`, named an output by the resent message, is reported when done.
+    let out = done(&mut s, W1, TaskRef { graph: g, index: 0 }, 1);
+    assert_eq!(outputs_ready(&out), vec![("a".to_string(), true)]);
+    // The journal did not have it: added as usual.
+    let out = resend(&mut s, vec![spec("c", &["a"])], &["c"]);
+    assert!(out.iter().any(|c| matches!(
+        c,
+        Command::ToClient {
+            msg: SchedulerToClient::Extended { tasks: 1, .. },
+            ..
+        }
+    )));
+    // A genuine duplicate mixed with a new key is still refused.
+    let out = resend(&mut s, vec![spec("a", &[]), spec("d", &[])], &[]);
+    assert!(
+        matches!(&out[0], Command::ToClient { msg: SchedulerToClient::Rejected { error }, .. } if error.contains("duplicate"))
+    );
 }
 
 #[test]
@@ -1087,7 +1141,7 @@ fn a_started_task_whose_input_holder_died_under_it_is_charged() {
     assert!(
         out.iter().any(|c| matches!(
             c,
-            Command::Log(r) if r.cause == "poison-task" && r.observed.starts_with("task \"b\"")
+            Command::Log(r) if r.cause == EventCause::PoisonTask && r.observed.starts_with("task \"b\"")
         )),
         "{out:?}"
     );
@@ -1119,10 +1173,10 @@ fn tasks_ready_one_at_a_time_are_spread_over_the_workers() {
 /// from the nanny's; the scheduler's own events about no worker name the scheduler's host.
 #[test]
 fn recovery_events_name_the_host_of_the_worker_or_nanny_they_concern() {
-    let logs = |out: &[Command]| -> Vec<(String, String)> {
+    let logs = |out: &[Command]| -> Vec<(EventCause, String)> {
         out.iter()
             .filter_map(|c| match c {
-                Command::Log(r) => Some((r.cause.clone(), r.host.clone())),
+                Command::Log(r) => Some((r.cause, r.host.clone())),
                 _ => None,
             })
             .collect()
@@ -1165,7 +1219,7 @@ fn recovery_events_name_the_host_of_the_worker_or_nanny_they_concern() {
 
     // The unsupervised worker on alpha is lost.
     let out = worker_left(&mut s, W1);
-    assert_eq!(logs(&out), [("connection".into(), "alpha".into())]);
+    assert_eq!(logs(&out), [(EventCause::Connection, "alpha".into())]);
     let r = s.events_since(0).last().expect("recorded").clone();
     assert_eq!(
         (r.host.as_str(), r.worker.as_deref()),
@@ -1179,7 +1233,7 @@ fn recovery_events_name_the_host_of_the_worker_or_nanny_they_concern() {
             nanny,
             msg: NannyToScheduler::Record(NannyRecord {
                 slot: 0,
-                cause: "crash".into(),
+                cause: EventCause::Crash,
                 observed: "exit code 1".into(),
                 action: "restarted".into(),
                 incarnation: Some(W2.0),
@@ -1189,7 +1243,7 @@ fn recovery_events_name_the_host_of_the_worker_or_nanny_they_concern() {
             }),
         },
     );
-    assert_eq!(logs(&out), [("crash".into(), "beta".into())]);
+    assert_eq!(logs(&out), [(EventCause::Crash, "beta".into())]);
     let out = s.handle(
         3 * MS,
         Event::NannyLeft {
@@ -1197,7 +1251,7 @@ fn recovery_events_name_the_host_of_the_worker_or_nanny_they_concern() {
             reason: "closed".into(),
         },
     );
-    assert_eq!(logs(&out), [("nanny-gone".into(), "beta".into())]);
+    assert_eq!(logs(&out), [(EventCause::NannyGone, "beta".into())]);
 
     // A task no worker can run concerns no worker: the scheduler names its own host.
     submit(
@@ -1211,7 +1265,7 @@ fn recovery_events_name_the_host_of_the_worker_or_nanny_they_concern() {
     let out = s.handle(Duration::from_secs(2), Event::Tick);
     s.check_invariants();
     assert!(
-        logs(&out).contains(&("unrunnable".into(), "sched-host".into())),
+        logs(&out).contains(&(EventCause::Unrunnable, "sched-host".into())),
         "{out:?}"
     );
     let hosts: Vec<&str> = s.events_since(0).map(|r| r.host.as_str()).collect();

@@ -204,7 +204,9 @@ fn an_idle_worker_steals_the_task_that_would_run_last_and_it_runs_there_once() {
         },
     );
     assert_eq!(s.stats.stale_reports, stale + 1);
-    assert!(matches!(s.task(t(4)).unwrap().state, TaskState::Assigned { worker } if worker == W2));
+    assert!(
+        matches!(s.task(t(4)).unwrap().state, TaskState::Assigned { worker, .. } if worker == W2)
+    );
 }
 
 #[test]

@@ -306,7 +306,7 @@ fn a_task_no_worker_can_run_fails_after_the_timeout_and_the_rest_goes_on() {
     );
     assert_eq!(fin[1], ("other".to_string(), Ok(W1)));
     let logged: Vec<&EventRecord> = s.events_since(0).collect();
-    assert_eq!(logged.last().unwrap().cause, "unrunnable");
+    assert_eq!(logged.last().unwrap().cause, EventCause::Unrunnable);
 }
 
 #[test]

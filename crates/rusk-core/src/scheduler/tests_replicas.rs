@@ -57,6 +57,7 @@ fn x_in_memory(s: &mut Scheduler) -> (GraphId, TaskRef, Incarnation, AttemptId) 
             graph,
             tasks: vec![spec("x", &[])],
             outputs: keys(&["x"]),
+            resent: false,
         },
     );
     let (inc, a) = first_assign(&out);
@@ -243,6 +244,7 @@ fn a_lost_primary_hands_over_to_a_replica_and_nothing_is_recomputed() {
             graph: g,
             tasks: vec![spec("y", &["x"])],
             outputs: keys(&["y"]),
+            resent: false,
         },
     );
     let a = first_assign(&out);
@@ -275,6 +277,7 @@ fn a_lost_replica_is_forgotten_and_a_failed_fetch_from_the_primary_promotes_one(
             graph: g,
             tasks: vec![spec("y", &["x"])],
             outputs: keys(&["y"]),
+            resent: false,
         },
     );
     let (w, a) = first_assign(&out);

@@ -54,6 +54,7 @@ fn extend(
             graph,
             tasks,
             outputs,
+            resent: false,
         },
     )
 }

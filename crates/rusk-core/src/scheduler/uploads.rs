@@ -146,6 +146,7 @@ mod scheduler_tests {
                     slot: None,
                     resources: Default::default(),
                     held: Vec::new(),
+                    running: Vec::new(),
                 },
             },
         )

@@ -11,6 +11,7 @@ impl Scheduler {
         mut info: WorkerInfo,
     ) {
         let held = std::mem::take(&mut info.held);
+        let running = std::mem::take(&mut info.running);
         assert!(
             !self.workers.contains_key(&incarnation),
             "incarnation {incarnation} reused"
@@ -45,6 +46,10 @@ impl Scheduler {
         if !held.is_empty() {
             self.adopt_held(incarnation, held);
         }
+        // After the held results: they may be what a running attempt's task needed.
+        if !running.is_empty() {
+            self.adopt_running(incarnation, running);
+        }
     }
 
     pub(super) fn on_worker_message(
@@ -70,12 +75,12 @@ impl Scheduler {
                     let info = w.info.clone();
                     let (cause, observed, action) = match &now_paused {
                         Some(why) => (
-                            "paused",
+                            EventCause::Paused,
                             why.clone(),
                             "no new tasks; it still serves its results",
                         ),
                         None => (
-                            "resumed",
+                            EventCause::Resumed,
                             format!(
                                 "memory back under its thresholds (was {})",
                                 was_paused.unwrap_or_default()
@@ -86,10 +91,9 @@ impl Scheduler {
                     self.record(
                         now,
                         EventRecord {
-                            cause: cause.into(),
                             observed,
                             action: action.into(),
-                            ..self.worker_record(&info, inc)
+                            ..self.worker_record(&info, inc, cause)
                         },
                     );
                 }
@@ -100,12 +104,12 @@ impl Scheduler {
                     let info = w.info.clone();
                     let (cause, observed, action) = match &now_unhealthy {
                         Some(why) => (
-                            "unhealthy",
+                            EventCause::Unhealthy,
                             why.clone(),
                             "no new tasks until it is healthy again",
                         ),
                         None => (
-                            "healthy",
+                            EventCause::Healthy,
                             format!("recovered from: {}", was.unwrap_or_default()),
                             "receives tasks again",
                         ),
@@ -113,10 +117,9 @@ impl Scheduler {
                     self.record(
                         now,
                         EventRecord {
-                            cause: cause.into(),
                             observed,
                             action: action.into(),
-                            ..self.worker_record(&info, inc)
+                            ..self.worker_record(&info, inc, cause)
                         },
                     );
                 }
@@ -140,11 +143,10 @@ impl Scheduler {
                 self.record(
                     now,
                     EventRecord {
-                        cause: cause.into(),
                         observed,
                         action: action.into(),
-                        source: "worker".into(),
-                        ..self.worker_record(&info, inc)
+                        source: EventSource::Worker,
+                        ..self.worker_record(&info, inc, cause)
                     },
                 );
             }
@@ -184,9 +186,12 @@ impl Scheduler {
             }
             WorkerToScheduler::TaskStarted { task, attempt } => {
                 if self.is_current(inc, task, attempt) {
+                    // Within `Assigned`: nothing counted changes, so not through `set_state`.
                     let t = self.task_mut(task).expect("current");
-                    t.started = true;
-                    t.started_at = Some(now);
+                    t.state = TaskState::Assigned {
+                        worker: inc,
+                        started: Some(now),
+                    };
                 } else {
                     self.stats.stale_reports += 1;
                 }
@@ -227,7 +232,7 @@ impl Scheduler {
         let mut poisoned: Vec<(TaskRef, Failure)> = Vec::new();
         for t in assigned {
             let task = self.task_mut(t).expect("assigned task exists");
-            if !task.started {
+            if !task.started() {
                 self.unassign(t);
                 continue;
             }
@@ -250,10 +255,9 @@ impl Scheduler {
             self.record(
                 now,
                 EventRecord {
-                    cause: "poison-task".into(),
                     observed: format!("task {key:?} was running on {deaths} workers that died"),
                     action: "task failed; the rest of its graph goes on".into(),
-                    ..self.worker_record(&w.info, inc)
+                    ..self.worker_record(&w.info, inc, EventCause::PoisonTask)
                 },
             );
             poisoned.push((t, Failure::new(msg)));
@@ -307,11 +311,10 @@ impl Scheduler {
         self.record(
             now,
             EventRecord {
-                cause: cause.kind().into(),
                 observed: cause.to_string(),
                 action,
                 detection_ms,
-                ..self.worker_record(&w.info, inc)
+                ..self.worker_record(&w.info, inc, cause.kind())
             },
         );
         self.out.push(Command::Recovery(RecoveryNote {

@@ -16,6 +16,7 @@ fn core() -> WorkerCore {
             slot: None,
             resources: Default::default(),
             held: Vec::new(),
+            running: Vec::new(),
         },
         dispatched_per_thread_max: 1,
         heartbeat_interval: Duration::from_millis(500),

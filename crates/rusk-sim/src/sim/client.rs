@@ -244,6 +244,7 @@ impl Sim {
             }
             SchedulerToClient::Error { .. }
             | SchedulerToClient::GraphFinished { .. }
+            | SchedulerToClient::Located { .. }
             | SchedulerToClient::Progress(_)
             | SchedulerToClient::Status(_)
             | SchedulerToClient::Events { .. }

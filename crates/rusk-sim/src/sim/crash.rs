@@ -7,6 +7,10 @@
 //! happens
 //! - between turns: everything sent so far is on its way, nothing more comes;
 //! - inside a turn, before its journal write: neither its records nor its messages exist;
+//! - inside a turn with durable records (none an id floor), after its messages to workers and
+//!   nannies went out but before its records reached the disk: the shell holds only the
+//!   replies to clients for the write (`HeldReplies`), so workers may run tasks of a graph
+//!   the new scheduler never hears of (their results are released when they register);
 //! - inside a turn, after its journal write: its records exist, its messages were never sent.
 //!
 //! Entries written without an fsync (turns that only moved results to memory) and not
@@ -17,12 +21,19 @@
 //! Every connection to the dead scheduler is gone: what was in flight towards it is lost;
 //! what it had sent before dying still arrives, then each peer notices the close. Workers
 //! forget their queued work (`worker::Event::SchedulerLost`), keep running attempts and stored
-//! results, and reconnect with back-off (100 ms doubling to 2 s, as the worker shell), each
-//! registration naming the results they hold; incarnations stay unique over the whole run.
-//! Nannies reconnect as they do after any lost link. Clients reconnect with back-off (100 ms
-//! doubling to 1 s), claim their unfinished graphs with `LocateOutputs`, release again the
-//! graphs they were done with (the release may have died with the scheduler), and submit
-//! again what they never heard `Submitted` for (as a user would rerun `rusk submit`).
+//! results, and reconnect with back-off (100 ms doubling to 2 s, `rusk_net::reconnect`, as
+//! every endpoint), each registration naming the results they hold; incarnations stay unique
+//! over the whole run. Nannies reconnect as they do after any lost link. Clients reconnect
+//! with the same back-off. The main client claims its unfinished graphs with `LocateOutputs`,
+//! releases again the graphs it was done with (the release may have died with the
+//! scheduler), and submits again what it never heard `Submitted` for (as a user would rerun
+//! `rusk submit`). The shared-keys clients' session graphs reconnect as the Python client
+//! does (`shared/reconnect.rs`): claim the graph, send again every request not answered,
+//! then what was queued meanwhile.
+//!
+//! A result a worker still holds when it registers again is adopted by the new scheduler
+//! without any report the oracle saw accepted (the worker's `TaskDone` may have died with the
+//! old one): the journal's `InMemory` records of each turn tell which (`CrashState::adopted`).
 use super::{Ev, LifeId, LifeState, Sim};
 use crate::error::FailureKind;
 use crate::trace::What;
@@ -31,18 +42,21 @@ use rusk_core::journal::{replay, Record};
 use rusk_core::scheduler::{self, Scheduler, SchedulerConfig, SchedulerStats};
 use rusk_core::worker;
 use rusk_proto::msg::{ClientToScheduler, SchedulerToClient};
-use rusk_proto::{ClientId, GraphId};
+use rusk_proto::{ClientId, GraphId, TaskRef};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How long the scheduler stays down before its supervisor (systemd) has started it again.
 const DOWN_MS_MIN: u64 = 20;
 const DOWN_MS_MAX: u64 = 2_500;
-/// Back-off of a worker reconnecting (the worker shell's `CONNECT_RETRY_MIN/MAX`).
+/// Back-off of a worker reconnecting: `rusk_net::reconnect::{RECONNECT_DELAY_MIN,
+/// RECONNECT_DELAY_MAX}`, the one back-off of every endpoint (the worker shell's included).
 const WORKER_RETRY_MIN: Duration = Duration::from_millis(100);
 const WORKER_RETRY_MAX: Duration = Duration::from_secs(2);
-/// Back-off of a client reconnecting (`rusk::client`'s `RECONNECT_DELAY_MIN/MAX`).
+/// Back-off of a client reconnecting (`rusk::client` and the Python client's session): the
+/// same `rusk_net::reconnect` back-off.
 pub(crate) const CLIENT_RETRY_MIN: Duration = Duration::from_millis(100);
-const CLIENT_RETRY_MAX: Duration = Duration::from_secs(1);
+const CLIENT_RETRY_MAX: Duration = Duration::from_secs(2);
 /// How long a peer takes to notice that its connection closed.
 const NOTICE_US_MIN: u64 = 500;
 const NOTICE_US_MAX: u64 = 50_000;
@@ -50,8 +64,13 @@ const NOTICE_US_MAX: u64 = 50_000;
 /// Where in a turn the armed crash strikes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum CrashPoint {
-    BeforeWrite,
-    AfterWrite,
+    /// Before its journal write: neither its records nor its messages exist.
+    Unwritten,
+    /// In a turn whose durable records hold back only its client replies: its messages to
+    /// workers and nannies went out, its records never reached the disk.
+    WorkersToldUnwritten,
+    /// After its journal write: its records exist, its messages were never sent.
+    Written,
 }
 
 /// The scheduler process's life and its journal.
@@ -72,6 +91,12 @@ pub(crate) struct CrashState {
     /// Statistics of the scheduler lives that ended.
     pub(crate) results_adopted: u64,
     pub(crate) stale_reports: u64,
+    /// Results a restarted scheduler adopted from the workers that held them, per task: each
+    /// one reached memory (and was reported to whoever waits for it) without a report the
+    /// oracle saw accepted.
+    pub(crate) adopted: BTreeMap<TaskRef, u32>,
+    /// How many of the oracle's accepted results the turns so far accounted for.
+    accepted_seen: usize,
 }
 
 impl CrashState {
@@ -86,7 +111,14 @@ impl CrashState {
             config,
             results_adopted: 0,
             stale_reports: 0,
+            adopted: BTreeMap::new(),
+            accepted_seen: 0,
         }
+    }
+
+    /// How long a restarted scheduler waits for holders to register and graphs to be claimed.
+    pub(crate) fn resume_grace(&self) -> Duration {
+        self.config.resume_grace
     }
 }
 
@@ -96,6 +128,8 @@ pub struct CrashCounts {
     /// Crashes, by where they struck: between turns, before a turn's journal write, after it.
     pub between_turns: u32,
     pub before_write: u32,
+    /// In a turn with durable records: its workers told, its records and replies lost.
+    pub workers_told_before_write: u32,
     pub after_write: u32,
     /// Journal entries written without fsync and lost at a crash.
     pub unsynced_lost: u32,
@@ -108,11 +142,20 @@ pub struct CrashCounts {
     /// Worker and client reconnections to a restarted scheduler.
     pub worker_reconnects: u32,
     pub client_reconnects: u32,
+    /// Session graphs their client claimed again on reconnecting (`LocateOutputs`).
+    pub session_claims: u32,
+    /// Requests of the session clients sent again on reconnecting (no reply had come).
+    pub requests_resent: u32,
+    /// Of those, `Extend`s the restarted scheduler had from its journal already (acknowledged
+    /// with no task added).
+    pub extends_replayed: u32,
+    /// Keys of another session held again on reconnecting (holds are not journaled).
+    pub keys_held_again: u32,
 }
 
 impl CrashCounts {
     pub fn crashes(&self) -> u32 {
-        self.between_turns + self.before_write + self.after_write
+        self.between_turns + self.before_write + self.workers_told_before_write + self.after_write
     }
 }
 
@@ -135,21 +178,25 @@ impl Sim {
         if !self.faults_active() || self.crash.down || self.crash.armed.is_some() {
             return Ok(());
         }
-        match self.rng.gen_range(0..3) {
+        match self.rng.gen_range(0..4) {
             0 => {
                 self.crash_counts.between_turns += 1;
                 self.crash_now("between turns");
             }
-            1 => self.crash.armed = Some(CrashPoint::BeforeWrite),
-            _ => self.crash.armed = Some(CrashPoint::AfterWrite),
+            1 => self.crash.armed = Some(CrashPoint::Unwritten),
+            2 => self.crash.armed = Some(CrashPoint::WorkersToldUnwritten),
+            _ => self.crash.armed = Some(CrashPoint::Written),
         }
         Ok(())
     }
 
     /// The end of a scheduler turn: its journal records are written (durably if any needs
-    /// it), unless the armed crash strikes first. `Err(())`: the scheduler died in this turn
-    /// and `out` must not be carried out.
-    pub(crate) fn end_turn(&mut self, out: &mut Vec<scheduler::Command>) -> Result<(), ()> {
+    /// it), unless the armed crash strikes first. `Err`: the scheduler died in this turn and
+    /// `out` must not be carried out (with the failure found in what it did send, if any).
+    pub(crate) fn end_turn(
+        &mut self,
+        out: &mut Vec<scheduler::Command>,
+    ) -> Result<(), Option<FailureKind>> {
         if !self.crash.enabled {
             return Ok(());
         }
@@ -162,23 +209,73 @@ impl Sim {
             })
             .collect();
         // Healing (the liveness phase) disarms a crash that had not struck yet.
-        let armed = self.crash.armed.take().filter(|_| self.faults_active());
-        if armed == Some(CrashPoint::BeforeWrite) {
+        let mut armed = self.crash.armed.take().filter(|_| self.faults_active());
+        // The shell sends a turn's messages to workers before its records are on disk unless
+        // one raises an id floor (`Record::holds_workers`): this crash waits, armed, for a turn
+        // with durable records and no floor.
+        if armed == Some(CrashPoint::WorkersToldUnwritten) {
+            let durable = records.iter().any(Record::needs_sync);
+            if durable && !records.iter().any(Record::holds_workers) {
+                self.crash.accepted_seen = self.oracle.accepted.len();
+                self.crash_counts.workers_told_before_write += 1;
+                out.retain(|c| {
+                    !matches!(
+                        c,
+                        scheduler::Command::ToClient { .. } | scheduler::Command::Journal(_)
+                    )
+                });
+                // What workers and nannies were sent: checked and delivered as usual.
+                let told = self.carry_out_sched(out);
+                out.clear();
+                told.map_err(Some)?;
+                self.crash_now("in a turn, workers told, before its journal write");
+                return Err(None);
+            }
+            self.crash.armed = armed;
+            armed = None;
+        }
+        if armed == Some(CrashPoint::Unwritten) {
+            self.crash.accepted_seen = self.oracle.accepted.len();
             self.crash_counts.before_write += 1;
             out.clear();
             self.crash_now("in a turn, before its journal write");
-            return Err(());
+            return Err(None);
+        }
+        self.count_adopted(&records);
+        if self.shared.is_some() {
+            self.shared_turn_written(&records);
         }
         if !records.is_empty() {
             let synced = records.iter().any(Record::needs_sync);
             self.crash.journal.push((records, synced));
         }
-        if armed == Some(CrashPoint::AfterWrite) {
+        if armed == Some(CrashPoint::Written) {
             self.crash_counts.after_write += 1;
             self.crash_in_turn(out, "in a turn, after its journal write");
-            return Err(());
+            return Err(None);
         }
         Ok(())
+    }
+
+    /// The results of this turn that reached memory (`InMemory`) without a result the oracle
+    /// saw accepted in it: adopted from a worker that registered again.
+    fn count_adopted(&mut self, records: &[Record]) {
+        let mut accepted: BTreeMap<TaskRef, u32> = BTreeMap::new();
+        for a in &self.oracle.accepted[self.crash.accepted_seen..] {
+            *accepted.entry(a.task).or_default() += 1;
+        }
+        self.crash.accepted_seen = self.oracle.accepted.len();
+        for r in records {
+            let Record::InMemory(v) = r else {
+                continue;
+            };
+            for (task, _, _) in v {
+                match accepted.get_mut(task) {
+                    Some(n) if *n > 0 => *n -= 1,
+                    _ => *self.crash.adopted.entry(*task).or_default() += 1,
+                }
+            }
+        }
     }
 
     /// The scheduler dies after writing its turn's records.
@@ -300,6 +397,9 @@ impl Sim {
         self.crash.down = false;
         self.crash.restarted_at = Some(self.now);
         self.oracle.scheduler_restarted();
+        if self.shared.is_some() {
+            self.shared_restarted();
+        }
         self.note(What::Note(format!(
             "the scheduler restarts from its journal: {graphs} graphs, {held} results in memory"
         )));
@@ -440,6 +540,10 @@ impl Sim {
         self.crash_counts.client_reconnects += 1;
         self.note(What::Client(client, "reconnects", None));
         self.sched_step(scheduler::Event::ClientJoined { client })?;
+        if self.is_shared_client(client) {
+            self.shared_reconnected(client);
+            return Ok(());
+        }
         let c = self.clients.get_mut(&client).expect("checked");
         // Submissions never answered: the scheduler may have died before or after taking
         // them; a graph it took and resumed is nobody's and is released after the grace.

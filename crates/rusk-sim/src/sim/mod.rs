@@ -364,10 +364,9 @@ impl Sim {
             work_stealing: config.work_stealing,
             ..SchedulerConfig::default()
         };
-        // Scheduler crashes need its journal; the shared-keys clients (session graphs) do not
-        // reconnect, so they run without. Random crashes come with the random faults;
+        // Scheduler crashes need its journal. Random crashes come with the random faults;
         // scripted scenarios crash it themselves.
-        let crashes = config.scheduler_crashes && !config.shared_keys;
+        let crashes = config.scheduler_crashes;
         let sched_config = if crashes {
             SchedulerConfig {
                 journal: true,
@@ -746,11 +745,12 @@ impl Sim {
             self.oracle
                 .on_report(self.now, inc, &msg, accepted, &self.models)?;
         }
-        if self.end_turn(&mut out).is_err() {
-            // The scheduler died in this turn: its messages never went out.
+        if let Err(failure) = self.end_turn(&mut out) {
+            // The scheduler died in this turn: its messages never went out (or only those to
+            // workers and nannies, carried out already).
             out.clear();
             self.sbuf = out;
-            return Ok(());
+            return failure.map_or(Ok(()), Err);
         }
         let r = self.carry_out_sched(&mut out);
         out.clear();
@@ -829,7 +829,7 @@ impl Sim {
                     }
                 }
                 scheduler::Command::Log(r) => {
-                    if r.cause == "poison-task" {
+                    if r.cause == rusk_proto::msg::EventCause::PoisonTask {
                         self.poison_logged.push(r.observed.clone());
                     }
                     self.note(What::Note(format!(
@@ -949,10 +949,18 @@ impl Sim {
                     self.slots[slot].incarnations.push(inc);
                     self.oracle.joined(inc, &info);
                     self.note(What::Note(format!("{node} joins as {inc}")));
+                    let running = info.running.clone();
                     self.sched_step(scheduler::Event::WorkerJoined {
                         incarnation: inc,
                         info,
                     })?;
+                    // Attempts it was still running that the scheduler took over: its
+                    // assignments from now on, under their old ids.
+                    for (task, attempt) in running {
+                        if self.scheduler.assigned_attempt(task) == Some((inc, attempt)) {
+                            self.oracle.adopted_running(inc, task, attempt)?;
+                        }
+                    }
                 }
                 (None, _) => {
                     // Before `Register` the shell accepts nothing (only possible with reordering).
@@ -1050,11 +1058,11 @@ impl Sim {
             }
             self.release_orphaned_graphs();
             // After a scheduler restart, nannies may still be backing off before they
-            // reconnect.
-            let reconnected = self
-                .crash
-                .restarted_at
-                .map_or(Duration::ZERO, |t| t + nanny::RECONNECT_MAX + SETTLE);
+            // reconnect, and session graphs whose client left meanwhile go only when the grace
+            // ends (nobody claimed them).
+            let reconnected = self.crash.restarted_at.map_or(Duration::ZERO, |t| {
+                t + nanny::RECONNECT_MAX.max(self.crash.resume_grace()) + SETTLE
+            });
             let settle = (self.now + SETTLE).max(reconnected);
             while self.peek_time().is_some_and(|t| t <= settle) {
                 self.step()?;

@@ -288,7 +288,7 @@ impl Sim {
                     }
                     self.count_record(&r);
                     self.note(What::Note(format!("{name} slot {}: {:?}", r.slot, r.what)));
-                    outgoing.push(NannyToScheduler::Record(record_to_wire(&r)));
+                    outgoing.push(NannyToScheduler::Record(NannyRecord::from(&r)));
                 }
                 Command::SlotChanged(s) => {
                     self.note(What::Note(format!(
@@ -319,7 +319,7 @@ impl Sim {
 
     fn count_record(&mut self, r: &Record) {
         let key = match &r.what {
-            RecordKind::Detected { cause, .. } => cause.kind(),
+            RecordKind::Detected { cause, .. } => cause.kind().as_str(),
             RecordKind::Recovered { .. } => "recovered",
             RecordKind::Failed { .. } => "failed",
             RecordKind::BackingOff { .. } => "backing-off",
@@ -1016,59 +1016,6 @@ impl Sim {
         }
         Ok(())
     }
-}
-
-/// A recovery record as the nanny shell sends it to the scheduler.
-fn record_to_wire(r: &Record) -> NannyRecord {
-    let mut w = NannyRecord {
-        slot: r.slot,
-        cause: String::new(),
-        observed: String::new(),
-        action: String::new(),
-        incarnation: None,
-        new_incarnation: None,
-        detection_ms: None,
-        recovery_ms: None,
-    };
-    match &r.what {
-        RecordKind::Detected {
-            cause,
-            incarnation,
-            action,
-            ..
-        } => {
-            w.cause = cause.kind().into();
-            w.observed = cause.to_string();
-            w.action = action.clone();
-            w.incarnation = incarnation.map(|i| i.0);
-        }
-        RecordKind::Recovered {
-            cause,
-            old_incarnation,
-            new_incarnation,
-            detection,
-            recovery,
-        } => {
-            w.cause = cause.kind().into();
-            w.observed = cause.to_string();
-            w.action = "restarted".into();
-            w.incarnation = old_incarnation.map(|i| i.0);
-            w.new_incarnation = Some(new_incarnation.0);
-            w.detection_ms = Some(detection.as_millis() as u64);
-            w.recovery_ms = Some(recovery.as_millis() as u64);
-        }
-        RecordKind::Failed { crashes, last, .. } => {
-            w.cause = "crash-loop".into();
-            w.observed = format!("{crashes} crashes; last: {last}");
-            w.action = "slot failed".into();
-        }
-        RecordKind::BackingOff { delay, crashes } => {
-            w.cause = "crash-loop".into();
-            w.observed = format!("{crashes} crashes in a row");
-            w.action = format!("back off {} ms", delay.as_millis());
-        }
-    }
-    w
 }
 
 fn slot_report(s: &SlotStatus) -> SlotReport {

@@ -24,6 +24,13 @@
 //! getting the dataset never fail. The oracle's `on_execute` checks that every adopt task
 //! runs on its source's true value. At the end every kept key must have finished, and once
 //! both clients have left the usual leak check finds no graph and no stored result.
+//!
+//! With scheduler crashes, both reconnect as the Python client does (`reconnect.rs`): claim
+//! their session graph, send again the requests not answered (an `Extend` the dead scheduler
+//! had journaled is acknowledged with no task added, one it had not is added again), then
+//! what queued; B holds its keys again. The oracle's model is reset at the restart to what
+//! the journal keeps: no holds, keeps, dataset or failures, every journaled output an output
+//! again; a result adopted from a worker counts as one that finished.
 use super::net::Requester;
 use super::{ClientState, Ev, Sim};
 use crate::error::{FailureKind, Shown};
@@ -42,6 +49,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 mod oracle;
+mod reconnect;
 
 /// Client A, whose session graph's keys are shared, and client B, which uses them.
 pub(crate) const OWNER: ClientId = ClientId(4);
@@ -114,7 +122,7 @@ pub struct SharedCounts {
     pub keys_with_copies: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum ExtRef {
     Owner(usize),
     User(usize),
@@ -153,7 +161,9 @@ struct Item {
 
 /// What the client message the scheduler is handling expects.
 enum InStep {
-    Extend(ExtRef),
+    /// An extension; `true`: one a scheduler that died had journaled (sent again, it is
+    /// acknowledged with no task added).
+    Extend(ExtRef, bool),
     Hold {
         client: ClientId,
         tasks: Vec<TaskRef>,
@@ -184,7 +194,14 @@ pub(crate) struct SharedState {
     /// B has closed its connection.
     user_leaving: bool,
     items: BTreeMap<TaskRef, Item>,
+    /// The extensions on their way to the scheduler, per client, in order.
     ext_queue: BTreeMap<ClientId, VecDeque<ExtRef>>,
+    /// Each client's side of its scheduler link, kept across reconnections.
+    links: BTreeMap<ClientId, reconnect::Link>,
+    /// Extensions in their graph's model (handled by a scheduler), and those of them a
+    /// scheduler journaled (a restarted one has them).
+    committed: BTreeSet<ExtRef>,
+    journaled: BTreeSet<ExtRef>,
     // === the oracle's view, kept in step with the scheduler ===
     in_step: Option<InStep>,
     asked: BTreeSet<(ClientId, TaskRef)>,
@@ -331,6 +348,9 @@ impl Sim {
             user_leaving: false,
             items: BTreeMap::new(),
             ext_queue: BTreeMap::new(),
+            links: BTreeMap::new(),
+            committed: BTreeSet::new(),
+            journaled: BTreeSet::new(),
             in_step: None,
             asked: BTreeSet::new(),
             last_done: BTreeMap::new(),
@@ -385,7 +405,7 @@ impl Sim {
                     self.sh().user_model
                 };
                 self.note(What::Client(client, "open", None));
-                self.client_send(client, ClientToScheduler::Open, Some(model));
+                self.shared_send_as(client, ClientToScheduler::Open, Some(model), None);
             }
             SharedEv::Extend { ext } => self.owner_extend(ext),
             SharedEv::ReleaseKeys | SharedEv::Keep | SharedEv::Publish | SharedEv::Replicate => {
@@ -408,14 +428,14 @@ impl Sim {
                 if !self.client_gone(USER) {
                     let name = DATASET.to_string();
                     let msg = ClientToScheduler::Dataset(DatasetRequest::Get { name });
-                    self.client_send(USER, msg, None);
+                    self.shared_send(USER, msg);
                 }
             }
             SharedEv::Unpublish => {
                 self.sh().user_pending -= 1;
                 let name = DATASET.to_string();
                 let msg = ClientToScheduler::Dataset(DatasetRequest::Unpublish { name });
-                self.client_send(USER, msg, None);
+                self.shared_send(USER, msg);
             }
             SharedEv::Retry { task } => {
                 self.sh().user_pending -= 1;
@@ -424,7 +444,7 @@ impl Sim {
             SharedEv::WhoHas { graph, keys } => {
                 if !self.client_gone(OWNER) {
                     let msg = ClientToScheduler::WhoHas { graph, keys };
-                    self.client_send(OWNER, msg, None);
+                    self.shared_send(OWNER, msg);
                 }
             }
         }
@@ -453,10 +473,6 @@ impl Sim {
         let sh = self.sh();
         let (range, outputs) = sh.owner_exts[ext].clone();
         sh.owner_sent = ext + 1;
-        sh.ext_queue
-            .entry(OWNER)
-            .or_default()
-            .push_back(ExtRef::Owner(ext));
         let b = &self.sh().owner_builder;
         let mut tasks: Vec<_> = range.clone().map(|m| b.task_spec(m)).collect();
         let outputs = outputs.iter().map(|&o| b.tasks()[o].key.clone()).collect();
@@ -466,8 +482,9 @@ impl Sim {
             graph,
             tasks,
             outputs,
+            resent: false,
         };
-        self.client_send(OWNER, msg, None);
+        self.shared_send_as(OWNER, msg, None, Some(ExtRef::Owner(ext)));
     }
 
     /// A's release, keep or publish, of some keys of the extensions it sent.
@@ -510,7 +527,7 @@ impl Sim {
                     workers: None,
                 };
                 self.note(What::Client(OWNER, "replicates keys", Some(graph)));
-                self.client_send(OWNER, ask, None);
+                self.shared_send(OWNER, ask);
                 // Where they are: now, and once the copies had time to arrive.
                 for after in [0, self.rng.gen_range(20..=500)] {
                     let at = self.now + Duration::from_millis(after);
@@ -538,7 +555,7 @@ impl Sim {
             }
         };
         self.note(What::Client(OWNER, "lets go of keys", Some(graph)));
-        self.client_send(OWNER, msg, None);
+        self.shared_send(OWNER, msg);
     }
 
     /// B hears of the keys of A's extension `ext`: it holds some, and adopts some.
@@ -656,10 +673,6 @@ impl Sim {
         let graph = self.sh().user_graph.expect("opened before learning");
         let sh = self.sh();
         sh.plans[plan].state = PlanState::Sent;
-        sh.ext_queue
-            .entry(USER)
-            .or_default()
-            .push_back(ExtRef::User(plan));
         let p = &sh.plans[plan];
         let mut tasks: Vec<_> = (0..p.builder.len())
             .map(|m| p.builder.task_spec(m))
@@ -675,8 +688,9 @@ impl Sim {
             graph,
             tasks,
             outputs,
+            resent: false,
         };
-        self.client_send(USER, msg, None);
+        self.shared_send_as(USER, msg, None, Some(ExtRef::User(plan)));
     }
 
     /// B holds these keys of A's graph (again, for those it held already).
@@ -701,7 +715,7 @@ impl Sim {
             }
         }
         self.note(What::Client(USER, "hold", Some(graph)));
-        self.client_send(USER, ClientToScheduler::Hold { graph, keys }, None);
+        self.shared_send(USER, ClientToScheduler::Hold { graph, keys });
     }
 
     fn user_retry(&mut self, task: TaskRef) {
@@ -721,7 +735,7 @@ impl Sim {
         } else {
             self.note(What::Client(USER, "locate outputs", Some(task.graph)));
             let msg = ClientToScheduler::LocateOutputs { graph: task.graph };
-            self.client_send(USER, msg, None);
+            self.shared_send(USER, msg);
         }
     }
 
@@ -731,6 +745,8 @@ impl Sim {
         client: ClientId,
         msg: SchedulerToClient,
     ) -> Result<(), FailureKind> {
+        // A reply goes to the request it answers, as the Python client routes it.
+        self.shared_route(client, &msg)?;
         match msg {
             SchedulerToClient::Submitted { graph, .. } => {
                 let sh = self.sh();
@@ -840,13 +856,13 @@ impl Sim {
                 graph,
                 keys: vec![key],
             };
-            self.client_send(USER, msg, None);
+            self.shared_send(USER, msg);
         } else if !held && self.rng.gen_bool(0.3) {
             let msg = ClientToScheduler::ReleaseKeys {
                 graph,
                 keys: vec![key],
             };
-            self.client_send(USER, msg, None);
+            self.shared_send(USER, msg);
         }
     }
 
@@ -885,8 +901,7 @@ impl Sim {
     }
 
     fn kept_finished(&self, t: TaskRef) -> bool {
-        self.oracle.done_count.get(&t).is_some_and(|&n| n > 0)
-            || !self.upstream_poisoned(t).is_empty()
+        self.finishes(t) > 0 || !self.upstream_poisoned(t).is_empty()
     }
 
     pub(crate) fn shared_summary(&self) -> String {

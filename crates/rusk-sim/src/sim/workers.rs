@@ -718,6 +718,7 @@ impl Sim {
             .into_iter()
             .collect(),
             held: Vec::new(),
+            running: Vec::new(),
         };
         let mut core = WorkerCore::new(WorkerConfig {
             info,

@@ -84,9 +84,6 @@ pub struct Supervision {
 /// How often the worker's event loop pings its nanny (the nanny's watchdog timeout is a
 /// multiple of this).
 pub const NANNY_PING_INTERVAL: Duration = Duration::from_millis(200);
-/// Back-off while a supervised worker cannot reach the scheduler.
-const CONNECT_RETRY_MIN: Duration = Duration::from_millis(100);
-const CONNECT_RETRY_MAX: Duration = Duration::from_secs(2);
 
 enum Local {
     /// The scheduler is reachable again (after its connection dropped).
@@ -170,6 +167,7 @@ pub async fn run(opts: WorkerOptions) -> Result<()> {
         slot: opts.supervision.as_ref().map(|s| s.slot),
         resources: opts.resources.clone(),
         held: Vec::new(),
+        running: Vec::new(),
     };
     let work_dir = opts
         .work_dir
@@ -511,34 +509,14 @@ fn spawn_reconnect(
         opts.scheduler_lost_timeout,
     );
     tokio::spawn(async move {
-        let since = Instant::now();
-        let mut delay = CONNECT_RETRY_MIN;
-        loop {
-            match net::connect(&address, &creds, Role::Worker).await {
-                Ok(c) => {
-                    let _ = tx.send(Local::Reconnected(c));
-                    return;
-                }
-                Err(e) if net::is_refusal(&e) => {
-                    let _ = tx.send(Local::ReconnectFailed(format!(
-                        "the scheduler at {address} refused us: {e:#}"
-                    )));
-                    return;
-                }
-                Err(e) => {
-                    if since.elapsed() + delay > timeout {
-                        let _ = tx.send(Local::ReconnectFailed(format!(
-                            "the scheduler at {address} stayed unreachable for {:.1} s (--scheduler-lost-timeout): {e:#}",
-                            since.elapsed().as_secs_f64()
-                        )));
-                        return;
-                    }
-                    debug!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "scheduler unreachable");
-                }
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(CONNECT_RETRY_MAX);
-        }
+        let r = net::reconnect::reconnect(&address, &creds, Role::Worker, timeout, |e, delay| {
+            debug!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "scheduler unreachable")
+        })
+        .await;
+        let _ = tx.send(match r {
+            Ok(c) => Local::Reconnected(c),
+            Err(e) => Local::ReconnectFailed(format!("{e} (--scheduler-lost-timeout)")),
+        });
     });
 }
 
@@ -552,7 +530,7 @@ pub struct ConnectionLost(pub String);
 /// meanwhile) except when refused, which retrying cannot fix; a standalone worker reports the
 /// first failure.
 async fn connect_scheduler(opts: &WorkerOptions, creds: &net::Credentials) -> Result<Conn> {
-    let mut delay = CONNECT_RETRY_MIN;
+    let mut backoff = net::reconnect::Backoff::default();
     // One line for the first failure, then one every 30 s: no log storm while it is down.
     let (mut attempts, mut last_log) = (0u64, None::<Instant>);
     loop {
@@ -566,12 +544,12 @@ async fn connect_scheduler(opts: &WorkerOptions, creds: &net::Credentials) -> Re
                     );
                 }
                 attempts += 1;
+                let delay = backoff.next_delay();
                 if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
                     last_log = Some(Instant::now());
                     warn!(error = %format!("{e:#}"), attempts, retry_in_ms = delay.as_millis() as u64, "scheduler unreachable; retrying");
                 }
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(CONNECT_RETRY_MAX);
             }
         }
     }

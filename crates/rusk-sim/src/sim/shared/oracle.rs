@@ -24,12 +24,38 @@ impl Sim {
                 graph,
                 tasks,
                 outputs,
+                resent: _,
             } => {
                 let ext = sh
                     .ext_queue
                     .get_mut(&client)
                     .and_then(|q| q.pop_front())
                     .expect("every Extend of a shared client is queued when sent");
+                if sh.committed.contains(&ext) {
+                    // Sent again after a scheduler crash: handled already by the one that
+                    // died in that turn, so in the model already. A restarted scheduler has it
+                    // if it was journaled (then acknowledges it with no task added), else adds
+                    // it under the same indexes (the journal has every earlier extension).
+                    let again = sh.journaled.contains(&ext);
+                    let model = match ext {
+                        ExtRef::Owner(_) => sh.owner_model,
+                        ExtRef::User(_) => sh.user_model,
+                    };
+                    let m = &self.models[model];
+                    for key in outputs {
+                        let k = m.tasks.iter().position(|t| t.key == *key);
+                        let k = k.expect("modelled");
+                        let t = TaskRef {
+                            graph: *graph,
+                            index: m.spec_pos[k],
+                        };
+                        sh.outputs.insert((client, t));
+                        sh.asked.insert((client, t));
+                    }
+                    sh.in_step = Some(InStep::Extend(ext, again));
+                    return;
+                }
+                sh.committed.insert(ext);
                 let (model, new, local) = match ext {
                     ExtRef::Owner(i) => {
                         let r = sh.owner_exts[i].0.clone();
@@ -63,7 +89,22 @@ impl Sim {
                     m.model_of[m.spec_pos[k] as usize] = k;
                 }
                 if let ExtRef::User(j) = ext {
+                    // B waits for the outputs of its extension from now on (as the Python
+                    // client's futures, made when it sent it): a report of one may come before
+                    // the reply (after a scheduler crash: the claim's, while the `Extend` is
+                    // sent again).
                     sh.plans[j].base = base as u32;
+                    for &o in &sh.plans[j].outputs {
+                        let t = TaskRef {
+                            graph: *graph,
+                            index: m.spec_pos[base + o],
+                        };
+                        let item = Item {
+                            held: false,
+                            state: ItemState::Waiting,
+                        };
+                        sh.items.insert(t, item);
+                    }
                 }
                 for key in outputs {
                     let k = m
@@ -78,7 +119,7 @@ impl Sim {
                     sh.outputs.insert((client, t));
                     sh.asked.insert((client, t));
                 }
-                sh.in_step = Some(InStep::Extend(ext));
+                sh.in_step = Some(InStep::Extend(ext, false));
             }
             ClientToScheduler::Hold { graph, keys } => {
                 let tasks: Vec<TaskRef> = keys
@@ -146,7 +187,14 @@ impl Sim {
 
     /// After the scheduler handled a message of A or B.
     pub(crate) fn shared_after(&mut self, client: ClientId) -> Result<(), FailureKind> {
+        let down = self.crash.down;
         let sh = self.shared.as_mut().expect("shared clients");
+        if down {
+            // The scheduler died in that turn: nothing it did is known to anyone (and what it
+            // journaled is in `journaled`); the client sends a request again.
+            sh.in_step = None;
+            return Ok(());
+        }
         match sh.in_step.take() {
             Some(InStep::Hold { tasks, failed, .. }) => {
                 for t in tasks {
@@ -180,10 +228,20 @@ impl Sim {
         sh.holds.retain(|(c, _)| *c != client);
         sh.outputs.retain(|(c, _)| *c != client);
         sh.asked.retain(|(c, _)| *c != client);
+        // B may have waited only for A to be done (A left with requests unanswered: the
+        // scheduler was away).
+        self.maybe_user_done();
     }
 
-    fn violation(message: String) -> Result<(), FailureKind> {
+    pub(super) fn violation(message: String) -> Result<(), FailureKind> {
         Err(FailureKind::SharedKeys { message })
+    }
+
+    /// Results of `t` that reached memory: accepted from a worker's report, or adopted by a
+    /// restarted scheduler from a worker that held it (`CrashState::adopted`).
+    pub(crate) fn finishes(&self, t: TaskRef) -> u32 {
+        let accepted = self.oracle.done_count.get(&t).copied().unwrap_or(0);
+        accepted + self.crash.adopted.get(&t).copied().unwrap_or(0)
     }
 
     /// May `graph` be gone: its owner let go and no hold or dataset pins one of its keys
@@ -290,20 +348,26 @@ impl Sim {
             .in_step
             .as_ref();
         let what = match (msg, in_step) {
-            (SchedulerToClient::Submitted { .. } | SchedulerToClient::Progress(_), _) => {
-                return Ok(())
-            }
+            (
+                SchedulerToClient::Submitted { .. }
+                | SchedulerToClient::Progress(_)
+                | SchedulerToClient::Located { .. },
+                _,
+            ) => return Ok(()),
             (SchedulerToClient::OutputsReady { graph, outputs }, _) => {
                 for o in outputs {
                     self.check_report(client, *graph, o)?;
                 }
                 return Ok(());
             }
-            (SchedulerToClient::Extended { tasks, .. }, Some(&InStep::Extend(ext))) => {
-                self.on_extended(client, ext, *tasks)?;
+            (SchedulerToClient::Extended { tasks, .. }, Some(&InStep::Extend(ext, again))) => {
+                self.on_extended(client, ext, *tasks, again)?;
                 "extended"
             }
-            (SchedulerToClient::Rejected { error }, Some(&InStep::Extend(ExtRef::User(j)))) => {
+            (
+                SchedulerToClient::Rejected { error },
+                Some(&InStep::Extend(ExtRef::User(j), false)),
+            ) => {
                 let sh = self.shared.as_ref().expect("shared clients");
                 let sources = sh.plans[j].sources.clone();
                 if !(error.contains("is not there") && sources.iter().any(|&g| self.may_be_gone(g)))
@@ -332,10 +396,23 @@ impl Sim {
             }
             (SchedulerToClient::Dataset { data, .. }, Some(InStep::Get)) => {
                 let sh = self.shared.as_ref().expect("shared clients");
-                if *data != sh.dataset_data {
-                    return Self::violation(format!("dataset data {data:?}"));
+                if *data != sh.dataset_data || sh.published.is_none() {
+                    return Self::violation(format!(
+                        "dataset data {data:?}, published: {:?}",
+                        sh.published
+                    ));
                 }
                 "dataset"
+            }
+            // Datasets are not journaled: one published before a scheduler restart is gone
+            // (and only then, `shared_restarted`, is there none to get or unpublish).
+            (SchedulerToClient::Error { message }, Some(InStep::Get | InStep::Unpublish)) => {
+                if self.shared.as_ref().expect("shared").published.is_some() {
+                    return Self::violation(format!(
+                        "{client:?} told the dataset is not there: {message}"
+                    ));
+                }
+                "no dataset"
             }
             (SchedulerToClient::WhoHas { holders, .. }, Some(InStep::WhoHas)) => {
                 // No copy twice (the invariants check each is on a live worker).
@@ -364,13 +441,24 @@ impl Sim {
         Ok(())
     }
 
-    fn on_extended(&mut self, client: ClientId, ext: ExtRef, n: u64) -> Result<(), FailureKind> {
-        let user_graph = self.shared.as_ref().and_then(|s| s.user_graph);
+    /// An extension is acknowledged (`again`: one a restarted scheduler had from its journal,
+    /// sent again, so with no task added).
+    fn on_extended(
+        &mut self,
+        client: ClientId,
+        ext: ExtRef,
+        n: u64,
+        again: bool,
+    ) -> Result<(), FailureKind> {
+        if again {
+            self.crash_counts.extends_replayed += 1;
+        }
         let sh = self.shared.as_mut().expect("shared clients");
         sh.counts.extensions += 1;
+        let added = |len: usize| if again { 0 } else { len as u64 };
         match ext {
             ExtRef::Owner(i) => {
-                if n != sh.owner_exts[i].0.len() as u64 {
+                if n != added(sh.owner_exts[i].0.len()) {
                     return Self::violation(format!("A's extension {i} got {n} tasks"));
                 }
                 sh.owner_pending -= 1;
@@ -382,25 +470,10 @@ impl Sim {
             }
             ExtRef::User(j) => {
                 let p = &mut sh.plans[j];
-                if n != p.builder.len() as u64 {
+                if n != added(p.builder.len()) {
                     return Self::violation(format!("B's extension {j} got {n} tasks"));
                 }
                 p.state = PlanState::Extended;
-                let graph = user_graph.expect("B's graph is open");
-                let m = &self.models[sh.user_model];
-                for &o in &p.outputs {
-                    let t = TaskRef {
-                        graph,
-                        index: m.spec_pos[p.base as usize + o],
-                    };
-                    sh.items.insert(
-                        t,
-                        Item {
-                            held: false,
-                            state: ItemState::Waiting,
-                        },
-                    );
-                }
             }
         }
         let _ = client;
@@ -411,6 +484,7 @@ impl Sim {
     fn rollback(&mut self, j: usize) {
         let sh = self.shared.as_mut().expect("shared clients");
         sh.counts.refused_gone += 1;
+        sh.committed.remove(&ExtRef::User(j));
         let p = &mut sh.plans[j];
         p.state = PlanState::Rejected;
         let base = p.base as usize;
@@ -423,6 +497,7 @@ impl Sim {
         let gone = |t: &TaskRef| Some(t.graph) == graph && t.index as usize >= base;
         sh.outputs.retain(|(_, t)| !gone(t));
         sh.asked.retain(|(_, t)| !gone(t));
+        sh.items.retain(|t, _| !gone(t));
     }
 
     /// One output report to A or B: to a client that holds the key or owns it as an output,
@@ -475,7 +550,9 @@ impl Sim {
                 "{client:?} got a report of {key:?} ({t}), which it neither holds nor owns"
             ));
         }
-        let done = self.oracle.done_count.get(&t).copied().unwrap_or(0);
+        // `finishes(t)` (`sh` is borrowed).
+        let done = self.oracle.done_count.get(&t).copied().unwrap_or(0)
+            + self.crash.adopted.get(&t).copied().unwrap_or(0);
         let asked = sh.asked.remove(&(client, t));
         let fresh = match &o.result {
             OutputResult::Ready { .. } => {
