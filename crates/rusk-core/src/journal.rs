@@ -50,8 +50,11 @@ pub enum Record {
     },
     /// The graph is gone (released, or its client left without detaching).
     Retired { graph: GraphId },
-    /// These results reached memory on the named workers.
-    InMemory(Vec<(TaskRef, u64, Arc<str>)>),
+    /// These results (task, size) reached memory on the worker named `holder`.
+    InMemory {
+        holder: Arc<str>,
+        results: Vec<(TaskRef, u64)>,
+    },
     /// The graph's `GraphFinished` went to its client.
     Delivered { graph: GraphId },
 }
@@ -61,7 +64,7 @@ impl Record {
     /// `Submitted` must find its graph after a crash, and no attempt id may be issued twice;
     /// a result's location may be lost: its holder names it again when it registers.)
     pub fn needs_sync(&self) -> bool {
-        !matches!(self, Record::InMemory(_))
+        !matches!(self, Record::InMemory { .. })
     }
 
     /// Must this record be on disk before its turn's messages to *workers* go out too? Only an
@@ -128,14 +131,14 @@ impl Resume {
                 out.push(Record::Delivered { graph });
             }
         }
-        let mut mem: Vec<(TaskRef, u64, Arc<str>)> = self
-            .in_memory
-            .iter()
-            .map(|(t, (s, h))| (*t, *s, h.clone()))
-            .collect();
-        mem.sort_unstable_by_key(|(t, _, _)| *t);
-        if !mem.is_empty() {
-            out.push(Record::InMemory(mem));
+        let mut by_holder: std::collections::BTreeMap<Arc<str>, Vec<(TaskRef, u64)>> =
+            Default::default();
+        for (t, (s, h)) in &self.in_memory {
+            by_holder.entry(h.clone()).or_default().push((*t, *s));
+        }
+        for (holder, mut results) in by_holder {
+            results.sort_unstable();
+            out.push(Record::InMemory { holder, results });
         }
         out
     }
@@ -193,10 +196,10 @@ impl Resume {
                     self.in_memory.retain(|t, _| t.graph != graph);
                 }
             }
-            Record::InMemory(v) => {
-                for (t, size, holder) in v {
+            Record::InMemory { holder, results } => {
+                for (t, size) in results {
                     if self.graphs.contains_key(&t.graph) {
-                        self.in_memory.insert(t, (size, holder));
+                        self.in_memory.insert(t, (size, holder.clone()));
                     }
                 }
             }
@@ -262,7 +265,14 @@ mod tests {
                 tasks: spec(&["x", "y"]).tasks,
                 outputs: vec!["y".into()],
             },
-            Record::InMemory(vec![(t(1, 0), 8, "w1".into()), (t(2, 1), 9, "w2".into())]),
+            Record::InMemory {
+                holder: "w1".into(),
+                results: vec![(t(1, 0), 8)],
+            },
+            Record::InMemory {
+                holder: "w2".into(),
+                results: vec![(t(2, 1), 9)],
+            },
             Record::Submitted {
                 graph: GraphId(3),
                 detach: true,

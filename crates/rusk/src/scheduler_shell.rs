@@ -282,7 +282,13 @@ pub async fn run(mut opts: SchedulerOptions) -> Result<()> {
             }
             core
         }
-        None => Scheduler::new(core),
+        None => {
+            let mut core = Scheduler::new(core);
+            if let Some(j) = &mut journal {
+                j.append(core.start_journal())?;
+            }
+            core
+        }
     };
     // systemd (Type=notify): serving from here on (the journal replayed, so that a long replay
     // runs under TimeoutStartSec, not the watchdog); watchdog pings from the core loop.

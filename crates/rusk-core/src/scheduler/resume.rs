@@ -8,10 +8,14 @@
 use super::*;
 use crate::journal::{Record, Resume, ATTEMPTS_RESERVED_PER_RECORD, GRAPHS_RESERVED_PER_RECORD};
 
+/// One worker's results that reached memory in a turn: its incarnation, its name, (task, size).
+type HolderResults = (Incarnation, Arc<str>, Vec<(TaskRef, u64)>);
+
 #[derive(Default)]
 pub(super) struct ResumeState {
-    /// Results that reached memory since the last [`Scheduler::flush_journal`].
-    pub(super) mem: Vec<(TaskRef, u64, Arc<str>)>,
+    /// Results that reached memory since the last [`Scheduler::flush_journal`], by holder
+    /// (a turn's results come from a few workers: found by a short scan, the name cloned once).
+    pub(super) mem: Vec<HolderResults>,
     /// Attempt ids below this are covered by a journaled `Reserved`.
     pub(super) reserved: u64,
     /// Graph ids below this may have been issued (journaled as `Reserved`).
@@ -127,6 +131,21 @@ impl Scheduler {
     }
 
     /// Queue a journal record (nothing without a journal).
+    /// A new journal's first records (the id floors), for the shell to write before it serves,
+    /// so that no turn of a running cluster waits for a floor until a million ids are used.
+    pub fn start_journal(&mut self) -> Vec<Record> {
+        self.reserve_ids();
+        let mut records = Vec::new();
+        self.out.retain(|c| match c {
+            Command::Journal(r) => {
+                records.push(r.clone());
+                false
+            }
+            _ => true,
+        });
+        records
+    }
+
     pub(super) fn journal(&mut self, r: Record) {
         if self.config.journal {
             self.out.push(Command::Journal(r));
@@ -135,19 +154,28 @@ impl Scheduler {
 
     /// Journal a result that reached memory: batched until [`Scheduler::flush_journal`].
     pub(super) fn journal_in_memory(&mut self, task: TaskRef, size: u64, holder: Incarnation) {
-        if self.config.journal {
-            let name = self.workers[&holder].name.clone();
-            self.resume.mem.push((task, size, name));
+        if !self.config.journal {
+            return;
+        }
+        match self
+            .resume
+            .mem
+            .iter_mut()
+            .find(|(inc, _, _)| *inc == holder)
+        {
+            Some((_, _, results)) => results.push((task, size)),
+            None => {
+                let name = self.workers[&holder].name.clone();
+                self.resume.mem.push((holder, name, vec![(task, size)]));
+            }
         }
     }
 
-    /// The records batched over the events of one loop turn: the shell calls this once per
-    /// turn, before it writes the turn's journal records.
+    /// Hand the results batched this turn to the shell: one `InMemory` record per holder.
+    /// The shell calls it once per turn.
     pub fn flush_journal(&mut self, out: &mut Vec<Command>) {
-        if !self.resume.mem.is_empty() {
-            out.push(Command::Journal(Record::InMemory(std::mem::take(
-                &mut self.resume.mem,
-            ))));
+        for (_, holder, results) in self.resume.mem.drain(..) {
+            out.push(Command::Journal(Record::InMemory { holder, results }));
         }
     }
 

@@ -266,10 +266,10 @@ impl Sim {
         }
         self.crash.accepted_seen = self.oracle.accepted.len();
         for r in records {
-            let Record::InMemory(v) = r else {
+            let Record::InMemory { results, .. } = r else {
                 continue;
             };
-            for (task, _, _) in v {
+            for (task, _) in results {
                 match accepted.get_mut(task) {
                     Some(n) if *n > 0 => *n -= 1,
                     _ => *self.crash.adopted.entry(*task).or_default() += 1,
