@@ -90,3 +90,22 @@ def test_a_client_of_an_outside_scheduler_reconnects_within_its_bound(tmp_path):
             kill_scheduler_and_wait_for_the_next(cluster)
             assert f.result(60) == 2
             assert c.submit(slow_inc, 2).result(30) == 3
+
+
+def test_a_key_held_from_another_client_still_arrives_after_a_restart():
+    """B holds A's key (holds are not journaled: B holds it again on reconnecting); the
+    scheduler dies while the key is still computing; both futures get the value."""
+    with rusk.LocalCluster(n_workers=1, journal=True) as cluster:
+        a = rusk.Client(cluster)
+        b = rusk.Client(cluster)
+        try:
+            fa = a.submit(slow_inc, 41, delay=1.5, key="answer")
+            fb = b._foreign_future(a._graph, "answer")
+            time.sleep(0.3)
+            kill_scheduler_and_wait_for_the_next(cluster)
+            assert fa.result(60) == 42
+            assert fb.result(60) == 42
+            assert b.submit(slow_inc, fb, pure=False).result(60) == 43
+        finally:
+            a.close()
+            b.close()

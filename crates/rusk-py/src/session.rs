@@ -14,7 +14,7 @@ use rusk_proto::msg::{
     ClientToScheduler, EventRecord, GraphProgress, OutputState, SchedulerToClient, StatusSnapshot,
 };
 use rusk_proto::{GraphId, TaskRef};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +30,11 @@ pub const SCHEDULER_LOST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Requests and messages kept while the scheduler is away; more fail at once.
 pub const AWAITING_RECONNECT_MAX: usize = 100_000;
+
+/// Keys of other sessions held, and keys kept (`fire_and_forget`), remembered to be held and
+/// kept again by a restarted scheduler (neither is journaled); beyond this many, newer ones
+/// are not remembered.
+pub const PINS_REMEMBERED_MAX: usize = 100_000;
 
 /// What a request waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -313,6 +318,11 @@ struct Client {
     owned: BTreeSet<GraphId>,
     /// Messages that need no reply, sent while the scheduler was away.
     queued: Vec<ClientToScheduler>,
+    /// Keys of other graphs this client holds (`Hold` not yet `Unhold`), and keys it asked
+    /// to keep: sent again after reconnecting.
+    held: BTreeMap<GraphId, BTreeSet<String>>,
+    kept: BTreeMap<GraphId, BTreeSet<String>>,
+    pins: usize,
     /// `LocateOutputs` sent on reconnecting, by graph: `Located`, or `Error` for a graph the
     /// restarted scheduler does not have.
     locating: Vec<(GraphId, cb::Receiver<Reply>)>,
@@ -338,6 +348,9 @@ async fn run(
         waiters: VecDeque::new(),
         owned: BTreeSet::new(),
         queued: Vec::new(),
+        held: BTreeMap::new(),
+        kept: BTreeMap::new(),
+        pins: 0,
         locating: Vec::new(),
         lost: None,
         pool: Arc::default(),
@@ -424,8 +437,30 @@ impl Client {
 
     /// Note a message on its way to the scheduler.
     fn sending(&mut self, msg: &ClientToScheduler) {
-        if let ClientToScheduler::ReleaseGraph { graph } = msg {
-            self.owned.remove(graph);
+        match msg {
+            ClientToScheduler::ReleaseGraph { graph } => {
+                self.owned.remove(graph);
+                self.pins -= self.kept.remove(graph).map_or(0, |k| k.len());
+            }
+            ClientToScheduler::Hold { graph, keys } => {
+                self.pins += remember(&mut self.held, *graph, keys, self.pins);
+            }
+            ClientToScheduler::Keep { graph, keys } => {
+                self.pins += remember(&mut self.kept, *graph, keys, self.pins);
+            }
+            ClientToScheduler::Unhold { graph, keys } => {
+                if let Some(set) = self.held.get_mut(graph) {
+                    for k in keys {
+                        if set.remove(k) {
+                            self.pins -= 1;
+                        }
+                    }
+                    if set.is_empty() {
+                        self.held.remove(graph);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -517,6 +552,18 @@ impl Client {
         }
         for w in front.into_iter().rev() {
             self.waiters.push_front(w);
+        }
+        // Holds and keeps are not journaled: ask for them again (a key no longer there is
+        // reported failed to a holder, and ignored for a keep).
+        for (pins, hold) in [(&self.held, true), (&self.kept, false)] {
+            for (&graph, keys) in pins {
+                let keys: Vec<String> = keys.iter().cloned().collect();
+                msgs.push(if hold {
+                    ClientToScheduler::Hold { graph, keys }
+                } else {
+                    ClientToScheduler::Keep { graph, keys }
+                });
+            }
         }
         msgs.append(&mut self.queued);
         for m in &msgs {
@@ -701,6 +748,27 @@ impl Client {
             let _ = w.tx.send(reply);
         }
     }
+}
+
+/// Add `keys` to what is remembered for `graph`, within [`PINS_REMEMBERED_MAX`] in all
+/// (`pins` so far); how many were new.
+fn remember(
+    pins: &mut BTreeMap<GraphId, BTreeSet<String>>,
+    graph: GraphId,
+    keys: &[String],
+    mut total: usize,
+) -> usize {
+    let set = pins.entry(graph).or_default();
+    let before = total;
+    for k in keys {
+        if total >= PINS_REMEMBERED_MAX {
+            break;
+        }
+        if set.insert(k.clone()) {
+            total += 1;
+        }
+    }
+    total - before
 }
 
 async fn fetch(
