@@ -57,6 +57,14 @@ pub enum Record {
     },
     /// The graph's `GraphFinished` went to its client.
     Delivered { graph: GraphId },
+    /// The task failed for good (no retries left, poison, unrunnable): a restarted scheduler
+    /// fails it again, with the same error, instead of running it again. Its dependents'
+    /// failures follow from it.
+    Failed {
+        task: TaskRef,
+        message: String,
+        detail: Option<bytes::Bytes>,
+    },
 }
 
 impl Record {
@@ -97,6 +105,8 @@ pub struct Resume {
     pub graphs: BTreeMap<GraphId, ResumedGraph>,
     /// Where results of live graphs were in memory, by worker name.
     pub in_memory: FxHashMap<TaskRef, (u64, Arc<str>)>,
+    /// Tasks of live graphs that failed for good: (message, detail).
+    pub failed: BTreeMap<TaskRef, (String, Option<bytes::Bytes>)>,
     /// The first attempt id the new scheduler may issue.
     pub next_attempt: u64,
     /// The first graph id the new scheduler may issue.
@@ -139,6 +149,13 @@ impl Resume {
         for (holder, mut results) in by_holder {
             results.sort_unstable();
             out.push(Record::InMemory { holder, results });
+        }
+        for (&task, (message, detail)) in &self.failed {
+            out.push(Record::Failed {
+                task,
+                message: message.clone(),
+                detail: detail.clone(),
+            });
         }
         out
     }
@@ -194,6 +211,7 @@ impl Resume {
                 bump(&mut self.next_graph, graph);
                 if self.graphs.remove(&graph).is_some() {
                     self.in_memory.retain(|t, _| t.graph != graph);
+                    self.failed.retain(|t, _| t.graph != graph);
                 }
             }
             Record::InMemory { holder, results } => {
@@ -206,6 +224,16 @@ impl Resume {
             Record::Delivered { graph } => {
                 if let Some(g) = self.graphs.get_mut(&graph) {
                     g.delivered = true;
+                }
+            }
+            Record::Failed {
+                task,
+                message,
+                detail,
+            } => {
+                if self.graphs.contains_key(&task.graph) {
+                    self.in_memory.remove(&task);
+                    self.failed.insert(task, (message, detail));
                 }
             }
         }

@@ -215,6 +215,11 @@ impl Scheduler {
     /// Mark `root` erred with its own `error`, and every unfinished task downstream of it with
     /// `dependency "<root>" failed: <error>`.
     pub(super) fn fail_task(&mut self, root: TaskRef, error: Failure) {
+        self.journal(crate::journal::Record::Failed {
+            task: root,
+            message: error.message.to_string(),
+            detail: error.detail.clone(),
+        });
         let root_key = self.task(root).expect("exists").key.clone();
         let downstream = Failure {
             message: Arc::from(format!(

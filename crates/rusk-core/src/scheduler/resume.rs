@@ -61,6 +61,18 @@ impl Scheduler {
             }
         }
         s.replay_extensions(extensions);
+        // Failed for good before the crash: failed again, not run again.
+        for (task, (message, detail)) in from.failed {
+            if s.task(task).is_some_and(|t| t.state.is_unfinished()) {
+                s.fail_task(
+                    task,
+                    Failure {
+                        message: message.into(),
+                        detail,
+                    },
+                );
+            }
+        }
         let mut awaited = 0u64;
         for (task, (_, holder)) in from.in_memory {
             if s.task(task).is_some() {

@@ -127,6 +127,40 @@ use rusk_proto::graph::{AdoptSpec, TaskSpec};
 const A: ClientId = ClientId(11);
 const B: ClientId = ClientId(12);
 
+#[test]
+fn a_task_that_failed_for_good_before_the_crash_fails_again_and_is_not_run_again() {
+    let mut s = Scheduler::new(journaling());
+    let out = join(&mut s, W1, info("w1", 2));
+    let mut records = journaled(&mut s, &out);
+    let out = submit(&mut s, vec![spec("a", &[]), spec("b", &["a"])], &["b"]);
+    records.extend(journaled(&mut s, &out));
+    let (_, a, attempt) = assigned(&out)[0];
+    let out = s.handle(
+        MS,
+        Event::WorkerMessage {
+            incarnation: W1,
+            msg: WorkerToScheduler::TaskFailed {
+                task: a,
+                attempt,
+                error: TaskError {
+                    message: "task \"a\" exited with code 3".into(),
+                    exit_code: Some(3),
+                    detail: Some(bytes::Bytes::from_static(b"traceback")),
+                },
+            },
+        },
+    );
+    records.extend(journaled(&mut s, &out));
+    assert!(records.iter().any(|r| matches!(r, Record::Failed { task, .. } if *task == a)));
+    // kill -9, and the worker back: nothing is assigned, `a` and `b` are erred with `a`'s error.
+    let (mut s, _) = Scheduler::resume(journaling(), replay(records));
+    s.check_invariants();
+    let out = join(&mut s, Incarnation(5), info("w1", 2));
+    assert_eq!(assigned(&out), vec![], "{out:?}");
+    assert_eq!(s.task_counts()["erred"], 2);
+    assert_eq!(s.stats().tasks_erred, 2);
+}
+
 /// One client message, its invariants, and its records added to `journal`.
 fn say(
     s: &mut Scheduler,
