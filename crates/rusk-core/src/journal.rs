@@ -57,6 +57,9 @@ pub enum Record {
     },
     /// The graph's `GraphFinished` went to its client.
     Delivered { graph: GraphId },
+    /// The client released these keys of its session graph (futures dropped): a restarted
+    /// scheduler does not keep them for it (unless a later extension named them again).
+    ReleasedKeys { graph: GraphId, keys: Vec<String> },
     /// The task failed for good (no retries left, poison, unrunnable): a restarted scheduler
     /// fails it again, with the same error, instead of running it again. Its dependents'
     /// failures follow from it.
@@ -72,7 +75,8 @@ impl Record {
     /// `Submitted` must find its graph after a crash, and no attempt id may be issued twice;
     /// a result's location may be lost: its holder names it again when it registers.)
     pub fn needs_sync(&self) -> bool {
-        !matches!(self, Record::InMemory { .. })
+        // A lost release only keeps a result until its graph goes.
+        !matches!(self, Record::InMemory { .. } | Record::ReleasedKeys { .. })
     }
 
     /// Must this record be on disk before its turn's messages to *workers* go out too? Only an
@@ -96,6 +100,8 @@ pub struct ResumedGraph {
     pub spec: GraphSpec,
     /// A session graph's extensions, in order: (tasks, outputs).
     pub extensions: Vec<(Vec<TaskSpec>, Vec<String>)>,
+    /// Keys its client released, each with the number of extensions journaled before.
+    pub released: Vec<(usize, Vec<String>)>,
     pub delivered: bool,
 }
 
@@ -123,11 +129,24 @@ impl Resume {
         for (&graph, g) in &self.graphs {
             if g.session {
                 out.push(Record::Opened { graph });
-                for (tasks, outputs) in &g.extensions {
+                let mut released = g.released.iter().peekable();
+                for (i, (tasks, outputs)) in g.extensions.iter().enumerate() {
+                    while let Some((_, keys)) = released.next_if(|(at, _)| *at <= i) {
+                        out.push(Record::ReleasedKeys {
+                            graph,
+                            keys: keys.clone(),
+                        });
+                    }
                     out.push(Record::Extended {
                         graph,
                         tasks: tasks.clone(),
                         outputs: outputs.clone(),
+                    });
+                }
+                for (_, keys) in released {
+                    out.push(Record::ReleasedKeys {
+                        graph,
+                        keys: keys.clone(),
                     });
                 }
             } else {
@@ -181,6 +200,7 @@ impl Resume {
                         session: false,
                         spec,
                         extensions: Vec::new(),
+                        released: Vec::new(),
                         delivered: false,
                     },
                 );
@@ -194,6 +214,7 @@ impl Resume {
                         session: true,
                         spec: GraphSpec::default(),
                         extensions: Vec::new(),
+                        released: Vec::new(),
                         delivered: false,
                     },
                 );
@@ -205,6 +226,12 @@ impl Resume {
             } => {
                 if let Some(g) = self.graphs.get_mut(&graph) {
                     g.extensions.push((tasks, outputs));
+                }
+            }
+            Record::ReleasedKeys { graph, keys } => {
+                if let Some(g) = self.graphs.get_mut(&graph) {
+                    let at = g.extensions.len();
+                    g.released.push((at, keys));
                 }
             }
             Record::Retired { graph } => {

@@ -526,6 +526,17 @@ impl Scheduler {
         if self.own_session(client, id).is_err() {
             return; // the graph may already be gone; releasing is idempotent
         }
+        if self.config.journal {
+            self.journal(crate::journal::Record::ReleasedKeys {
+                graph: id,
+                keys: keys.clone(),
+            });
+        }
+        self.release_keys(id, keys);
+    }
+
+    /// Session graph `id`'s client no longer wants `keys`.
+    pub(super) fn release_keys(&mut self, id: GraphId, keys: Vec<String>) {
         for key in keys {
             let g = self.graphs.get_mut(&id).expect("checked");
             let Some(&idx) = g.keys.get(key.as_str()) else {

@@ -41,9 +41,22 @@ impl Scheduler {
         s.next_graph = from.next_graph.max(1);
         s.reserve_ids();
         let mut extensions = Vec::new();
+        let mut releases: Vec<(GraphId, Vec<String>)> = Vec::new();
         for (id, g) in from.graphs {
             if g.session {
                 s.open_session(None, Some(id));
+                // A released key stays released unless a later extension named it again.
+                for (at, keys) in &g.released {
+                    let later = &g.extensions[(*at).min(g.extensions.len())..];
+                    let keys: Vec<String> = keys
+                        .iter()
+                        .filter(|k| !later.iter().any(|(_, outs)| outs.contains(k)))
+                        .cloned()
+                        .collect();
+                    if !keys.is_empty() {
+                        releases.push((id, keys));
+                    }
+                }
                 extensions.push((id, VecDeque::from(g.extensions)));
             } else {
                 match compile(g.spec) {
@@ -61,6 +74,11 @@ impl Scheduler {
             }
         }
         s.replay_extensions(extensions);
+        for (id, keys) in releases {
+            if s.graphs.contains_key(&id) {
+                s.release_keys(id, keys);
+            }
+        }
         // Failed for good before the crash: failed again, not run again.
         for (task, (message, detail)) in from.failed {
             if s.task(task).is_some_and(|t| t.state.is_unfinished()) {

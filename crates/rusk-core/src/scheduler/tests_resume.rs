@@ -151,7 +151,9 @@ fn a_task_that_failed_for_good_before_the_crash_fails_again_and_is_not_run_again
         },
     );
     records.extend(journaled(&mut s, &out));
-    assert!(records.iter().any(|r| matches!(r, Record::Failed { task, .. } if *task == a)));
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, Record::Failed { task, .. } if *task == a)));
     // kill -9, and the worker back: nothing is assigned, `a` and `b` are erred with `a`'s error.
     let (mut s, _) = Scheduler::resume(journaling(), replay(records));
     s.check_invariants();
@@ -425,4 +427,47 @@ fn a_resumed_session_graph_waits_for_its_client_even_when_its_last_pin_goes() {
         "{out:?}"
     );
     assert_eq!(reported(&out, A), vec![("x".to_string(), Ok(()))]);
+}
+
+#[test]
+fn keys_released_before_the_crash_stay_released_unless_named_again_later() {
+    let mut s = Scheduler::new(journaling());
+    let out = join(&mut s, W1, info("w1", 4));
+    let mut journal = journaled(&mut s, &out);
+    s.handle(MS, Event::ClientJoined { client: B });
+    let g = opened(&say(&mut s, &mut journal, B, ClientToScheduler::Open));
+    let tasks = vec![spec("x", &[]), spec("y", &[]), spec("z", &[])];
+    let out = say(
+        &mut s,
+        &mut journal,
+        B,
+        extend_msg(g, tasks, &["x", "y", "z"]),
+    );
+    run_all(&mut s, &mut journal, out);
+    let release = |keys: &[&str]| ClientToScheduler::ReleaseKeys {
+        graph: g,
+        keys: keys.iter().map(|k| k.to_string()).collect(),
+    };
+    say(&mut s, &mut journal, B, release(&["x", "y"]));
+    // `y` is wanted again (an extension naming it as an output, as a resubmission does).
+    say(&mut s, &mut journal, B, extend_msg(g, vec![], &["y"]));
+    // kill -9; B claims its graph: `y` and `z` are reported, `x` is not.
+    let (mut s, _) = Scheduler::resume(journaling(), replay(journal.clone()));
+    s.check_invariants();
+    // w1 comes back holding all three: `x` is no longer wanted, so released, not adopted.
+    let mut w1 = info("w1", 4);
+    w1.held = (0..3)
+        .map(|index| (TaskRef { graph: g, index }, 8))
+        .collect();
+    let out = join(&mut s, Incarnation(9), w1);
+    assert!(out.iter().any(|c| matches!(c, Command::ToWorker { msg: SchedulerToWorker::Release { tasks }, .. } if tasks == &vec![TaskRef { graph: g, index: 0 }])), "{out:?}");
+    let out2 = claim(&mut s, &mut journal, g);
+    let out = run_all(&mut s, &mut journal, [out, out2].concat());
+    let mut keys: Vec<String> = reported(&out, B).into_iter().map(|(k, _)| k).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys, vec!["y".to_string(), "z".to_string()]);
+    // The compacted journal says the same.
+    let again = replay(replay(journal).to_records());
+    assert_eq!(again.graphs[&g].released.len(), 1);
 }
