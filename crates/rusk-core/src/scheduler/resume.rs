@@ -341,6 +341,23 @@ impl Scheduler {
             t.est_us = 0;
             self.set_state(task, TaskState::assigned(inc));
             self.on_task_done(inc, task, attempt, size);
+            // Its inputs may have been waiting to be computed (their results were released
+            // before the crash): now that it is in memory, nothing may need them any more.
+            let inputs: Vec<TaskRef> = self
+                .task(task)
+                .map(|t| {
+                    t.deps
+                        .iter()
+                        .map(|&index| TaskRef {
+                            graph: task.graph,
+                            index,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            for input in inputs {
+                self.drop_unneeded(input);
+            }
         }
         let adopted = (reported - release.len()) as u64;
         self.stats.results_adopted += adopted;
