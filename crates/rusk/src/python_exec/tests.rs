@@ -272,6 +272,7 @@ fn a_busy_silent_executor_is_not_killed_before_its_busy_budget() {
     let p = python_bytes(
         r#"
 out.append(payload(lambda: sum(range(100_000_000))))
+out.append(payload(lambda: sum(range(10_000_000_000))))
 "#,
     );
     rt().block_on(async {
@@ -289,7 +290,8 @@ out.append(payload(lambda: sum(range(100_000_000))))
         let mut o = opts(Duration::from_millis(500));
         o.busy_timeout = Duration::from_millis(800);
         let mut h = Harness::new(1, o);
-        h.run(0, &p[0], vec![]);
+        // Far longer than the budget on any machine (the first one can take under 800 ms).
+        h.run(0, &p[1], vec![]);
         let (_, r) = h.finished().await;
         let m = r.unwrap_err().message;
         assert!(m.contains("busy timeout") && m.contains("<lambda>"), "{m}");
