@@ -8,16 +8,11 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Python task payloads, made by `python3` with `cloudpickle` as the Python client makes them:
 /// `mark(j, path)` for each `j` in `0..n`, which appends a line to `path` per run and returns
 /// `j`, then `total(*values)`, which returns their sum as text.
 fn python_payloads(runs: &Path, n: usize) -> Vec<Vec<u8>> {
-    let script = format!(
+    python_bytes(&format!(
         r#"
-import sys, json, cloudpickle
-HEADER = json.dumps({{"py": "%d.%d" % sys.version_info[:2], "cloudpickle": cloudpickle.__version__, "rusk": 2}}).encode() + b"\n"
-def payload(f, args=(), kwargs=None, paths=()):
-    return HEADER + cloudpickle.dumps((f, tuple(args), dict(kwargs or {{}}), [tuple(p) for p in paths]), protocol=5)
 def mark(j, path):
     with open(path, "a") as f:
         f.write("run\n")
@@ -25,31 +20,11 @@ def mark(j, path):
 def total(*values):
     return "python total %d" % sum(values)
 for j in range({n}):
-    print(payload(mark, (j, "{runs}/p%d" % j)).hex())
-print(payload(total, (None,) * {n}, {{}}, [(0, i) for i in range({n})]).hex())
+    out.append(payload(mark, (j, "{runs}/p%d" % j)))
+out.append(payload(total, (None,) * {n}, {{}}, [(0, i) for i in range({n})]))
 "#,
         runs = runs.display()
-    );
-    let o = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .expect("this test needs python3 with cloudpickle on PATH");
-    assert!(
-        o.status.success(),
-        "python3: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|hex| {
-            (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                .collect()
-        })
-        .collect()
+    ))
 }
 
 /// `cmd` tasks that each leave a mark per run (so runs can be counted), builtin leaves that

@@ -18,42 +18,6 @@ use std::time::{Duration, Instant};
 // ---------------------------------------------------------------------------------------------
 // Python helpers
 
-const PRELUDE: &str = r#"
-import sys, json, pickle, cloudpickle, os, time, ctypes
-HEADER = json.dumps({"py": "%d.%d" % sys.version_info[:2], "cloudpickle": cloudpickle.__version__, "rusk": 2}).encode() + b"\n"
-def payload(f, args=(), kwargs=None, paths=()):
-    return HEADER + cloudpickle.dumps((f, tuple(args), dict(kwargs or {}), [tuple(p) for p in paths]), protocol=5)
-out = []
-"#;
-
-fn python3(script: &str) -> String {
-    let o = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .expect("these tests need python3 (with cloudpickle) on PATH");
-    assert!(
-        o.status.success(),
-        "python3 failed (these tests need cloudpickle: pip install cloudpickle): {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-/// Byte strings made by `code`, which appends them to `out` (with `payload(f, args, kwargs,
-/// dep_paths)` available, the Python client's format).
-fn python_bytes(code: &str) -> Vec<Vec<u8>> {
-    let script = format!("{PRELUDE}\n{code}\nfor b in out:\n    print(b.hex())\n");
-    python3(&script).lines().map(hex_decode).collect()
-}
-
-fn hex_decode(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
-
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

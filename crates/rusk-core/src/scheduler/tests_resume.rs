@@ -1,6 +1,7 @@
 //! A scheduler restarted from its journal: workers that register again with results they kept
 //! and attempts still running there have them adopted, not run a second time.
 use super::tests::{done, info, spec, submit, t, MS, W1};
+use super::tests_shared::adopt;
 use super::*;
 use crate::journal::{replay, Record};
 
@@ -122,7 +123,7 @@ fn a_running_attempt_the_journal_never_issued_or_a_task_placed_elsewhere_is_not_
 
 // === session graphs sharing keys (adopt tasks) across a restart ===
 
-use rusk_proto::graph::{AdoptSpec, TaskSpec};
+use rusk_proto::graph::TaskSpec;
 
 const A: ClientId = ClientId(11);
 const B: ClientId = ClientId(12);
@@ -194,17 +195,6 @@ fn extend_msg(graph: GraphId, tasks: Vec<TaskSpec>, outputs: &[&str]) -> ClientT
         tasks,
         outputs: outputs.iter().map(|o| o.to_string()).collect(),
         resent: false,
-    }
-}
-
-fn adopt(key: &str, graph: GraphId, from: &str) -> TaskSpec {
-    TaskSpec {
-        key: key.into(),
-        adopt: Some(AdoptSpec {
-            graph,
-            key: from.into(),
-        }),
-        ..Default::default()
     }
 }
 

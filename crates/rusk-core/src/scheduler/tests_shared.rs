@@ -59,7 +59,7 @@ fn extend(
     )
 }
 
-fn adopt(key: &str, graph: GraphId, from: &str) -> TaskSpec {
+pub(super) fn adopt(key: &str, graph: GraphId, from: &str) -> TaskSpec {
     TaskSpec {
         key: key.into(),
         adopt: Some(AdoptSpec {

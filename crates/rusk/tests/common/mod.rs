@@ -581,3 +581,42 @@ pub fn slow_sum_graph(slow: usize, leaves: usize, sleep_ms: u64) -> (Value, Stri
     let expected = (leaves * (leaves - 1) / 2).to_string();
     (json!({"tasks": tasks, "outputs": [root]}), expected)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Python task payloads, made by `python3` with `cloudpickle` as the Python client makes them
+
+pub const PRELUDE: &str = r#"
+import sys, json, pickle, cloudpickle, os, time, ctypes
+HEADER = json.dumps({"py": "%d.%d" % sys.version_info[:2], "cloudpickle": cloudpickle.__version__, "rusk": 2}).encode() + b"\n"
+def payload(f, args=(), kwargs=None, paths=()):
+    return HEADER + cloudpickle.dumps((f, tuple(args), dict(kwargs or {}), [tuple(p) for p in paths]), protocol=5)
+out = []
+"#;
+
+pub fn python3(script: &str) -> String {
+    let o = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("these tests need python3 (with cloudpickle) on PATH");
+    assert!(
+        o.status.success(),
+        "python3 failed (these tests need cloudpickle: pip install cloudpickle): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Byte strings made by `code`, which appends them to `out` (with `payload(f, args, kwargs,
+/// dep_paths)` available, the Python client's format).
+pub fn python_bytes(code: &str) -> Vec<Vec<u8>> {
+    let script = format!("{PRELUDE}\n{code}\nfor b in out:\n    print(b.hex())\n");
+    python3(&script).lines().map(hex_decode).collect()
+}
+
+pub fn hex_decode(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
