@@ -225,9 +225,6 @@ pub struct JournalWriter {
 /// them again when they register), and a stream of them costs at most ~1/this commits a second.
 pub const JOURNAL_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// The writer thread's nice value (the lowest priority).
-const JOURNAL_NICE: libc::c_int = 19;
-
 /// Failed-write warnings per [`WARN_WINDOW`].
 const WARNINGS_PER_WINDOW: u32 = 5;
 const WARN_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
@@ -242,14 +239,6 @@ impl JournalWriter {
         std::thread::Builder::new()
             .name("rusk-journal".into())
             .spawn(move || {
-                // Encoding and committing take CPU the loop and the workers need more: the
-                // writer runs at the lowest priority, on what they leave (it is never late
-                // for anyone but a client waiting for an acknowledgement).
-                // SAFETY: plain syscalls on this thread's own id.
-                unsafe {
-                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-                    libc::setpriority(libc::PRIO_PROCESS, tid, JOURNAL_NICE);
-                }
                 let (mut window, mut warned) = (std::time::Instant::now(), 0u32);
                 while let Ok((mut records, ack)) = rx.recv() {
                     let mut acks: Vec<_> = ack.into_iter().collect();
