@@ -241,6 +241,15 @@ impl SegmentWriter {
         self.fd.as_raw_fd()
     }
 
+    /// Another handle on the same segment (its file duplicated), to write part of it from
+    /// another thread. Only the original is finished; a copy dropped frees nothing.
+    pub fn try_clone(&self) -> io::Result<SegmentWriter> {
+        Ok(SegmentWriter {
+            fd: self.fd.try_clone()?,
+            len: self.len,
+        })
+    }
+
     /// Write all of `buf` at `offset`; the segment's size does not change.
     pub fn write_at(&self, buf: &[u8], offset: usize) -> io::Result<()> {
         if offset + buf.len() > self.len {

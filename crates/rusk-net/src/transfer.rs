@@ -394,26 +394,80 @@ async fn receive_into(stream: &mut TcpStream, seg: &SegmentWriter, mut got: usiz
 }
 
 /// Receive the rest of a segment's bytes, from offset `got`, through a stream that must see
-/// them (TLS decrypts them): read into a reused buffer and `pwrite` into the segment's file.
+/// them (TLS decrypts them): read into a buffer and `pwrite` it into the segment's file. Above
+/// [`PIPELINE_MIN_BYTES`] the `pwrite` of one piece runs on the blocking pool while the next
+/// piece is read and decrypted, so a large value's copy into shared memory no longer waits
+/// behind its decryption on the event loop's thread (nor the other way round).
 async fn receive_copy(stream: &mut Stream, seg: &SegmentWriter, mut got: usize) -> Result<()> {
     let len = seg.len();
     let mut buf = vec![0u8; (len - got).min(TRANSFER_CHUNK_BYTES)];
+    let pipelined = len - got >= PIPELINE_MIN_BYTES;
+    let writer = if pipelined {
+        Some(std::sync::Arc::new(
+            seg.try_clone()
+                .context("cannot write a received value to shared memory")?,
+        ))
+    } else {
+        None
+    };
+    // The write in flight: it gives its buffer back when done.
+    let mut writing: Option<tokio::task::JoinHandle<(Vec<u8>, std::io::Result<()>)>> = None;
     let mut turn = Turn::new();
     while got < len {
         let want = (len - got).min(buf.len());
-        let n = idle("receiving a value", stream.read(&mut buf[..want]))
-            .await?
-            .context("receive failed")?;
-        if n == 0 {
-            bail!("peer closed the connection {got} bytes into a value of {len}");
+        let mut filled = 0;
+        while filled < want {
+            let n = idle("receiving a value", stream.read(&mut buf[filled..want]))
+                .await?
+                .context("receive failed")?;
+            if n == 0 {
+                bail!(
+                    "peer closed the connection {} bytes into a value of {len}",
+                    got + filled
+                );
+            }
+            filled += n;
+            if writer.is_none() {
+                break;
+            }
+            turn.pass().await;
         }
-        seg.write_at(&buf[..n], got)
-            .context("cannot write a received value to shared memory")?;
-        got += n;
-        turn.pass().await;
+        let Some(writer) = &writer else {
+            seg.write_at(&buf[..filled], got)
+                .context("cannot write a received value to shared memory")?;
+            got += filled;
+            turn.pass().await;
+            continue;
+        };
+        let spare = match writing.take() {
+            Some(w) => written(w).await?,
+            None => vec![0u8; buf.len()],
+        };
+        let full = std::mem::replace(&mut buf, spare);
+        let (writer, at) = (writer.clone(), got);
+        writing = Some(tokio::task::spawn_blocking(move || {
+            let r = writer.write_at(&full[..filled], at);
+            (full, r)
+        }));
+        got += filled;
+    }
+    if let Some(w) = writing {
+        written(w).await?;
     }
     Ok(())
 }
+
+/// The end of a pipelined write of [`receive_copy`]: its buffer, for the next piece.
+async fn written(w: tokio::task::JoinHandle<(Vec<u8>, std::io::Result<()>)>) -> Result<Vec<u8>> {
+    let (buf, r) = w.await.context("the write of a received value panicked")?;
+    r.context("cannot write a received value to shared memory")?;
+    Ok(buf)
+}
+
+/// From this many bytes left to receive through TLS, [`receive_copy`] writes one piece into
+/// shared memory while it decrypts the next (below it, a second buffer and a hand-off to the
+/// blocking pool cost more than they save).
+pub const PIPELINE_MIN_BYTES: usize = 2 * TRANSFER_CHUNK_BYTES;
 
 /// A transfer gives the rest of its event loop a turn at least this often, even when its
 /// socket never makes it wait (the cooperative budget alone is not enough where copying into
@@ -594,12 +648,19 @@ mod tests {
             let seg = SegmentWriter::create(5 << 20).unwrap();
             seg.write_at(&pattern(5 << 20, 3), 0).unwrap();
             let seg = seg.finish().unwrap();
+            // Over PIPELINE_MIN_BYTES, with a last piece shorter than the others: under TLS
+            // written on the blocking pool while the next piece is decrypted.
+            let large = Bytes::from(pattern(
+                PIPELINE_MIN_BYTES + TRANSFER_CHUNK_BYTES + 12_345,
+                5,
+            ));
             let items = [
                 (tr(0), Some(small.clone())),
                 (tr(1), None),
                 (tr(2), Some(heap.clone())),
                 (tr(3), Some(seg.clone())),
                 (tr(4), Some(mid.clone())),
+                (tr(5), Some(large.clone())),
             ];
             let server = tokio::spawn(async move {
                 let (s, _) = listener.accept().await.unwrap();
@@ -619,7 +680,7 @@ mod tests {
                 }
             });
             let mut conn = connect(&addr, &client_creds, Role::Peer).await.unwrap();
-            let got = fetch_values(&mut conn, 1, &[tr(0), tr(1), tr(2), tr(3), tr(4)])
+            let got = fetch_values(&mut conn, 1, &[tr(0), tr(1), tr(2), tr(3), tr(4), tr(5)])
                 .await
                 .unwrap();
             assert_eq!(got[0], (tr(0), Some(small)));
@@ -627,7 +688,8 @@ mod tests {
             assert_eq!(got[2].1.as_deref(), Some(&heap[..]));
             assert_eq!(got[3].1.as_deref(), Some(&seg[..]));
             assert_eq!(got[4].1.as_deref(), Some(&mid[..]));
-            for v in [&got[2], &got[3], &got[4]] {
+            assert_eq!(got[5].1.as_deref(), Some(&large[..]));
+            for v in [&got[2], &got[3], &got[4], &got[5]] {
                 assert!(segment::fd_of(v.1.as_ref().unwrap()).is_some());
             }
             let again = fetch_values(&mut conn, 2, &[tr(3), tr(0)]).await.unwrap();
