@@ -6,7 +6,10 @@ impl Scheduler {
     pub(super) fn on_client_message(&mut self, client: ClientId, msg: ClientToScheduler) {
         match msg {
             ClientToScheduler::Submit { graph, detach } => {
-                let journaled = self.config.journal.then(|| graph.clone());
+                let journaled = self
+                    .config
+                    .journal
+                    .then(|| crate::journal::Encoded::new(&graph));
                 self.on_submit(client, graph, detach, journaled)
             }
             ClientToScheduler::LocateOutputs { graph } => match self.graphs.get_mut(&graph) {
@@ -141,7 +144,7 @@ impl Scheduler {
         client: ClientId,
         graph: rusk_proto::graph::GraphSpec,
         detach: bool,
-        journaled: Option<rusk_proto::graph::GraphSpec>,
+        journaled: Option<crate::journal::Encoded<rusk_proto::graph::GraphSpec>>,
     ) {
         match compile(graph) {
             Ok(compiled)
@@ -387,7 +390,7 @@ impl Scheduler {
         let journaled = self
             .config
             .journal
-            .then(|| (specs.clone(), outputs.clone()));
+            .then(|| crate::journal::Encoded::new(&specs));
         let g = &self.graphs[&id];
         let existing = g.tasks.len() as u32;
         let (tasks, outs) = crate::graph::compile_extension(&g.keys, existing, specs, &outputs)
@@ -405,7 +408,7 @@ impl Scheduler {
             let sources = self.resolve_adopts(&tasks)?;
             sources.into_iter().map(|s| s.map(Some)).collect()
         };
-        if let Some((tasks, outputs)) = journaled {
+        if let Some(tasks) = journaled {
             self.journal(crate::journal::Record::Extended {
                 graph: id,
                 tasks,

@@ -57,14 +57,22 @@ impl Scheduler {
                         releases.push((id, keys));
                     }
                 }
-                extensions.push((id, VecDeque::from(g.extensions)));
+                // Journaled once each compiled, so each decodes again; a journal of another
+                // version might not: the graph then resumes up to that extension.
+                let exts: VecDeque<JournaledExtension> = g
+                    .extensions
+                    .into_iter()
+                    .map_while(|(tasks, outputs)| Some((tasks.decode().ok()?, outputs)))
+                    .collect();
+                extensions.push((id, exts));
             } else {
-                match compile(g.spec) {
-                    Ok(compiled) => {
+                match g.spec.decode().map(compile) {
+                    Ok(Ok(compiled)) => {
                         s.add_graph(None, compiled, g.detach, Some(id));
                     }
-                    // Accepted once, so it compiles; a journal from another version might not.
-                    Err(_) => continue,
+                    // Accepted once, so it decodes and compiles; a journal from another
+                    // version might not.
+                    _ => continue,
                 }
             }
             if g.delivered {

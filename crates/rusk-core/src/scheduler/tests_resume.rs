@@ -461,3 +461,58 @@ fn keys_released_before_the_crash_stay_released_unless_named_again_later() {
     let again = replay(replay(journal).to_records());
     assert_eq!(again.graphs[&g].released.len(), 1);
 }
+
+/// A journaled graph (or extension) whose encoding no longer decodes (a damaged or older
+/// journal) is left out at resume, and nothing else is.
+#[test]
+fn a_journaled_graph_that_no_longer_decodes_is_left_out_and_the_others_resume() {
+    use crate::journal::Encoded;
+    use rusk_proto::graph::GraphSpec;
+    let specs = |keys: &[&str]| -> Vec<TaskSpec> { keys.iter().map(|k| spec(k, &[])).collect() };
+    let graph = |keys: &[&str]| GraphSpec {
+        tasks: specs(keys),
+        outputs: keys.iter().map(|k| k.to_string()).collect(),
+    };
+    // Bytes that are no graph, as postcard stores them (their length, then them).
+    let damaged = || rusk_proto::decode::<Encoded<GraphSpec>>(&[3, 0xff, 0xff, 0xff]).unwrap();
+    let damaged_tasks =
+        || rusk_proto::decode::<Encoded<Vec<TaskSpec>>>(&[3, 0xff, 0xff, 0xff]).unwrap();
+    assert!(damaged().decode().is_err());
+    let records = vec![
+        Record::Submitted {
+            graph: GraphId(1),
+            detach: false,
+            spec: damaged(),
+        },
+        Record::Submitted {
+            graph: GraphId(2),
+            detach: false,
+            spec: Encoded::new(&graph(&["a", "b"])),
+        },
+        Record::Opened { graph: GraphId(3) },
+        Record::Extended {
+            graph: GraphId(3),
+            tasks: Encoded::new(&specs(&["x"])),
+            outputs: vec!["x".into()],
+        },
+        Record::Extended {
+            graph: GraphId(3),
+            tasks: damaged_tasks(),
+            outputs: vec![],
+        },
+        Record::Extended {
+            graph: GraphId(3),
+            tasks: Encoded::new(&specs(&["z"])),
+            outputs: vec!["z".into()],
+        },
+    ];
+    let (s, _) = Scheduler::resume(journaling(), replay(records));
+    s.check_invariants();
+    let tasks = |g: u64| s.graphs.get(&GraphId(g)).map(|g| g.tasks.len());
+    assert_eq!(tasks(1), None, "the damaged graph is left out");
+    assert_eq!(tasks(2), Some(2));
+    // The session graph resumes up to the extension that does not decode (later ones may
+    // build on it): "x" only.
+    assert_eq!(tasks(3), Some(1));
+    assert!(s.graphs[&GraphId(3)].keys.contains_key("x"));
+}
