@@ -215,10 +215,20 @@ impl Journal {
 /// [`needs_sync`](Record::needs_sync) gets a ticket that completes once it is on disk: the
 /// loop holds that turn's replies to clients (and, for an id floor, everything) until then
 /// ([`HeldReplies`]). Failed writes are retried with the next batch (see [`Journal::append`])
-/// and logged here, rate-limited.
+/// and logged here, rate-limited. At most [`JOURNAL_QUEUE_TURNS_MAX`] turns wait for the thread.
 pub struct JournalWriter {
-    tx: std::sync::mpsc::Sender<(Vec<Record>, Option<tokio::sync::oneshot::Sender<()>>)>,
+    tx: std::sync::mpsc::SyncSender<Batch>,
+    /// Times the loop waited for a full queue.
+    waits: std::sync::atomic::AtomicU64,
 }
+
+/// One turn's records, and who waits for them to be on disk.
+type Batch = (Vec<Record>, Option<tokio::sync::oneshot::Sender<()>>);
+
+/// Turns of records queued for the journal's thread at most. A loop that gets this far ahead of
+/// the disk waits for it (and the inbound event queue then fills, so the connections' readers
+/// wait in turn): a slow disk slows the cluster down rather than growing the scheduler's memory.
+pub const JOURNAL_QUEUE_TURNS_MAX: usize = 1024;
 
 /// How long records nobody waits for (results that reached memory) wait for more before the
 /// writer commits them: at most this much of them is lost with a `kill -9` (their holders name
@@ -233,9 +243,12 @@ const WARN_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 pub type Ticket = tokio::sync::oneshot::Receiver<()>;
 
 impl JournalWriter {
-    pub fn spawn(mut j: Journal) -> Result<JournalWriter> {
-        let (tx, rx) =
-            std::sync::mpsc::channel::<(Vec<Record>, Option<tokio::sync::oneshot::Sender<()>>)>();
+    pub fn spawn(j: Journal) -> Result<JournalWriter> {
+        JournalWriter::spawn_bounded(j, JOURNAL_QUEUE_TURNS_MAX)
+    }
+
+    fn spawn_bounded(mut j: Journal, turns: usize) -> Result<JournalWriter> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(turns);
         std::thread::Builder::new()
             .name("rusk-journal".into())
             .spawn(move || {
@@ -272,24 +285,45 @@ impl JournalWriter {
                 }
             })
             .context("cannot start the journal's thread")?;
-        Ok(JournalWriter { tx })
+        Ok(JournalWriter {
+            tx,
+            waits: Default::default(),
+        })
     }
 
     /// Hand over one turn's records; a ticket when any must be on disk before the turn's
-    /// replies go out.
-    pub fn write(&self, records: Vec<Record>) -> Option<Ticket> {
+    /// replies go out. Waits while [`JOURNAL_QUEUE_TURNS_MAX`] turns are queued already.
+    pub async fn write(&self, records: Vec<Record>) -> Option<Ticket> {
         if records.is_empty() {
             return None;
         }
-        if records.iter().any(Record::needs_sync) {
+        let (ack, done) = if records.iter().any(Record::needs_sync) {
             let (ack, done) = tokio::sync::oneshot::channel();
-            if self.tx.send((records, Some(ack))).is_ok() {
-                return Some(done);
-            }
-            None
+            (Some(ack), Some(done))
         } else {
-            let _ = self.tx.send((records, None));
-            None
+            (None, None)
+        };
+        match self.tx.try_send((records, ack)) {
+            Ok(()) => done,
+            Err(std::sync::mpsc::TrySendError::Full(batch)) => {
+                let waits = self
+                    .waits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if waits.is_multiple_of(1000) {
+                    warn!(
+                        queued = JOURNAL_QUEUE_TURNS_MAX,
+                        times = waits + 1,
+                        "the journal's disk is behind: the scheduler's loop waits for it"
+                    );
+                }
+                let tx = self.tx.clone();
+                match tokio::task::spawn_blocking(move || tx.send(batch)).await {
+                    Ok(Ok(())) => done,
+                    _ => None,
+                }
+            }
+            // The writer is gone (it only stops with the process).
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => None,
         }
     }
 }
@@ -423,6 +457,45 @@ mod tests {
         held.next_written().await;
         assert_eq!(held.ready(), vec!["extended"]);
         assert!(held.is_empty());
+    }
+
+    /// More turns than the queue holds, handed over without waiting for any: the loop waits
+    /// for room instead of queueing without bound, and every record reaches the disk, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_full_queue_makes_the_loop_wait_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let (j, _, _) = Journal::open(&path).unwrap();
+        let w = JournalWriter::spawn_bounded(j, 2).unwrap();
+        let mut tickets = Vec::new();
+        for g in 1..=200u64 {
+            let mut records = vec![Record::Opened {
+                graph: rusk_proto::GraphId(g),
+            }];
+            if g % 2 == 0 {
+                records.push(Record::Retired {
+                    graph: rusk_proto::GraphId(g),
+                });
+            }
+            tickets.push(w.write(records).await.expect("a ticket"));
+        }
+        for t in tickets {
+            t.await.expect("written");
+        }
+        assert!(w.waits.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        drop(w);
+        // The thread lets go of the file once its queue closes.
+        let reopened = (0..100).find_map(|_| match Journal::open(&path) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                None
+            }
+        });
+        let (_, _, state) = reopened.expect("the journal reopens");
+        let open: Vec<u64> = state.graphs.keys().map(|g| g.0).collect();
+        assert_eq!(open, (1..=200).step_by(2).collect::<Vec<_>>());
+        assert_eq!(state.next_graph, 201);
     }
 
     #[test]

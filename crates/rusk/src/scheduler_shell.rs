@@ -670,7 +670,7 @@ async fn core_loop(
             let holds_workers = records
                 .iter()
                 .any(rusk_core::journal::Record::holds_workers);
-            ticket = j.write(std::mem::take(&mut records));
+            ticket = j.write(std::mem::take(&mut records)).await;
             if holds_workers {
                 if let Some(t) = ticket.take() {
                     let _ = t.await;
