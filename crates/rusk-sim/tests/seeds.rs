@@ -107,6 +107,9 @@ fn crash_totals(reports: &[SimReport]) -> String {
         t.before_write += c.before_write;
         t.workers_told_before_write += c.workers_told_before_write;
         t.after_write += c.after_write;
+        t.writer_behind += c.writer_behind;
+        t.writer_caught_up += c.writer_caught_up;
+        t.writer_behind_turns += c.writer_behind_turns;
         t.unsynced_lost += c.unsynced_lost;
         t.results_adopted += c.results_adopted;
         t.claims += c.claims;
@@ -127,6 +130,10 @@ fn crash_totals(reports: &[SimReport]) -> String {
                 t.workers_told_before_write as u64,
             ),
             ("crashes after a journal write", t.after_write as u64),
+            (
+                "crashes with the journal's writer turns behind",
+                t.writer_behind as u64,
+            ),
             ("unsynced journal entries lost", t.unsynced_lost as u64),
             ("results adopted", t.results_adopted),
             ("graphs claimed again", t.claims as u64),

@@ -11,7 +11,13 @@
 //!   nannies went out but before its records reached the disk: the shell holds only the
 //!   replies to clients for the write (`HeldReplies`), so workers may run tasks of a graph
 //!   the new scheduler never hears of (their results are released when they register);
-//! - inside a turn, after its journal write: its records exist, its messages were never sent.
+//! - inside a turn, after its journal write: its records exist, its messages were never sent;
+//! - with the journal's writer several turns behind (`CrashPoint::WriterBehind`): for 2 to 6
+//!   turns the loop sends its messages to workers and nannies while their records wait for the
+//!   writer (the shell's queue, up to `JOURNAL_QUEUE_TURNS_MAX` turns) and every reply to a
+//!   client waits behind them (`HeldReplies`), then the scheduler dies with all of them
+//!   unwritten. A turn that raises an id floor makes the loop wait for the writer (everything
+//!   queued is written, then the held replies go out, in order), and so does healing.
 //!
 //! Entries written without an fsync (turns that only moved results to memory) and not
 //! followed by a durable one may be lost at a crash: a random number of the trailing ones is
@@ -71,7 +77,24 @@ pub(crate) enum CrashPoint {
     WorkersToldUnwritten,
     /// After its journal write: its records exist, its messages were never sent.
     Written,
+    /// The writer falls behind for a few turns, then the scheduler dies (see the module).
+    WriterBehind,
 }
+
+/// Turns the journal's writer is behind, and what waits for it.
+struct Behind {
+    /// Turns until the crash.
+    turns_left: u32,
+    turns: u32,
+    /// Each turn's records, not yet on disk.
+    records: Vec<Vec<Record>>,
+    /// Replies to clients, held until the records before them are on disk.
+    replies: Vec<scheduler::Command>,
+}
+
+/// How many turns the writer may fall behind before the crash (`CrashPoint::WriterBehind`).
+const BEHIND_TURNS_MIN: u32 = 2;
+const BEHIND_TURNS_MAX: u32 = 6;
 
 /// The scheduler process's life and its journal.
 pub(crate) struct CrashState {
@@ -85,6 +108,8 @@ pub(crate) struct CrashState {
     pub(crate) epoch: u64,
     /// The next turn crashes at this point.
     armed: Option<CrashPoint>,
+    /// The writer is behind: turns written later, or lost at the crash.
+    behind: Option<Behind>,
     config: SchedulerConfig,
     /// When the scheduler last restarted.
     pub(crate) restarted_at: Option<Duration>,
@@ -107,6 +132,7 @@ impl CrashState {
             down: false,
             epoch: 0,
             armed: None,
+            behind: None,
             restarted_at: None,
             config,
             results_adopted: 0,
@@ -131,6 +157,13 @@ pub struct CrashCounts {
     /// In a turn with durable records: its workers told, its records and replies lost.
     pub workers_told_before_write: u32,
     pub after_write: u32,
+    /// With the journal's writer 2 to 6 turns behind: those turns' workers told, their
+    /// records and client replies lost.
+    pub writer_behind: u32,
+    /// Turns those crashes had their records and replies queued, in all.
+    pub writer_behind_turns: u32,
+    /// Times the writer caught up instead (an id floor, or healing).
+    pub writer_caught_up: u32,
     /// Journal entries written without fsync and lost at a crash.
     pub unsynced_lost: u32,
     /// Results workers still held when they registered again, adopted by the new scheduler.
@@ -155,7 +188,11 @@ pub struct CrashCounts {
 
 impl CrashCounts {
     pub fn crashes(&self) -> u32 {
-        self.between_turns + self.before_write + self.workers_told_before_write + self.after_write
+        self.between_turns
+            + self.before_write
+            + self.workers_told_before_write
+            + self.after_write
+            + self.writer_behind
     }
 }
 
@@ -175,16 +212,21 @@ impl Sim {
 
     /// A planned crash: now, or armed for the next turn (before or after its journal write).
     pub(crate) fn on_sched_crash(&mut self) -> Result<(), FailureKind> {
-        if !self.faults_active() || self.crash.down || self.crash.armed.is_some() {
+        if !self.faults_active()
+            || self.crash.down
+            || self.crash.armed.is_some()
+            || self.crash.behind.is_some()
+        {
             return Ok(());
         }
-        match self.rng.gen_range(0..4) {
+        match self.rng.gen_range(0..5) {
             0 => {
                 self.crash_counts.between_turns += 1;
                 self.crash_now("between turns");
             }
             1 => self.crash.armed = Some(CrashPoint::Unwritten),
             2 => self.crash.armed = Some(CrashPoint::WorkersToldUnwritten),
+            3 => self.crash.armed = Some(CrashPoint::WriterBehind),
             _ => self.crash.armed = Some(CrashPoint::Written),
         }
         Ok(())
@@ -210,6 +252,41 @@ impl Sim {
             .collect();
         // Healing (the liveness phase) disarms a crash that had not struck yet.
         let mut armed = self.crash.armed.take().filter(|_| self.faults_active());
+        if armed == Some(CrashPoint::WriterBehind) {
+            let turns = self.rng.gen_range(BEHIND_TURNS_MIN..=BEHIND_TURNS_MAX);
+            self.note(What::Note(format!(
+                "fault: the journal's writer falls {turns} turns behind, then the scheduler crashes"
+            )));
+            self.crash.behind = Some(Behind {
+                turns_left: turns,
+                turns,
+                records: Vec::new(),
+                replies: Vec::new(),
+            });
+            armed = None;
+        }
+        if let Some(mut behind) = self.crash.behind.take() {
+            if self.faults_active() && !records.iter().any(Record::holds_workers) {
+                return self.turn_behind(behind, records, out);
+            }
+            // The loop waits for the writer: what was queued is written, in order, then the
+            // replies it held go out before this turn's.
+            self.crash_counts.writer_caught_up += 1;
+            self.note(What::Note(format!(
+                "the journal's writer catches up ({} turns queued, {} replies held)",
+                behind.records.len(),
+                behind.replies.len()
+            )));
+            let queued: Vec<Record> = behind.records.drain(..).flatten().collect();
+            if self.shared.is_some() {
+                self.shared_turn_written(&queued);
+            }
+            if !queued.is_empty() {
+                let synced = queued.iter().any(Record::needs_sync);
+                self.crash.journal.push((queued, synced));
+            }
+            out.splice(0..0, behind.replies);
+        }
         // The shell sends a turn's messages to workers before its records are on disk unless
         // one raises an id floor (`Record::holds_workers`): this crash waits, armed, for a turn
         // with durable records and no floor.
@@ -255,6 +332,48 @@ impl Sim {
             return Err(None);
         }
         Ok(())
+    }
+
+    /// A turn while the writer is behind: its messages to workers and nannies go out, its
+    /// records and its replies to clients wait; the last such turn ends with the crash.
+    fn turn_behind(
+        &mut self,
+        mut behind: Behind,
+        records: Vec<Record>,
+        out: &mut Vec<scheduler::Command>,
+    ) -> Result<(), Option<FailureKind>> {
+        self.count_adopted(&records);
+        if !records.is_empty() {
+            behind.records.push(records);
+        }
+        let mut kept = Vec::with_capacity(out.len());
+        for c in out.drain(..) {
+            match c {
+                scheduler::Command::ToClient { .. } => behind.replies.push(c),
+                scheduler::Command::Journal(_) => {}
+                _ => kept.push(c),
+            }
+        }
+        *out = kept;
+        behind.turns_left -= 1;
+        // The shared-keys oracle follows each session request to its answer within its turn:
+        // a turn whose answer would wait for the writer is the one the crash strikes.
+        let answer_held = self.shared_request_unanswered();
+        if behind.turns_left > 0 && !answer_held {
+            self.crash.behind = Some(behind);
+            return Ok(());
+        }
+        self.crash_counts.writer_behind += 1;
+        let turns = behind.turns - behind.turns_left;
+        self.crash_counts.writer_behind_turns += turns;
+        let told = self.carry_out_sched(out);
+        out.clear();
+        told.map_err(Some)?;
+        self.crash_now(&format!(
+            "with its journal's writer {turns} turns behind ({} replies to clients held)",
+            behind.replies.len()
+        ));
+        Err(None)
     }
 
     /// The results of this turn that reached memory (`InMemory`) without a result the oracle
@@ -304,6 +423,8 @@ impl Sim {
         self.crash.stale_reports += stats.stale_reports;
         self.crash.down = true;
         self.crash.epoch += 1;
+        // A writer behind loses what it had queued, and the replies held for it.
+        self.crash.behind = None;
         self.poison_logged.clear();
         // Entries written without fsync after the last durable one: the OS may lose them.
         let durable = self

@@ -370,6 +370,11 @@ impl Sim {
         self.shared.as_mut().expect("shared clients planned")
     }
 
+    /// A session request this turn handled still waits for its answer.
+    pub(crate) fn shared_request_unanswered(&self) -> bool {
+        self.shared.as_ref().is_some_and(|sh| sh.in_step.is_some())
+    }
+
     pub(crate) fn is_shared_client(&self, client: ClientId) -> bool {
         self.shared.is_some() && (client == OWNER || client == USER)
     }
