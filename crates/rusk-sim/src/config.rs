@@ -45,6 +45,13 @@ pub struct SimConfig {
     /// already sent still reach the scheduler core (they were read before the socket closed).
     /// This is what exercises fencing of a dropped incarnation.
     pub late_delivery_after_drop: f64,
+    /// The chance, drawn per seed, that its workers run with a `--scheduler-lost-timeout` (the
+    /// real default, 60 s): a worker whose scheduler connection breaks or that the scheduler
+    /// dropped keeps its results and running tasks, reconnects with back-off and registers
+    /// again (a new incarnation) naming what it holds and runs, which the scheduler adopts
+    /// when still needed. Otherwise (`--scheduler-lost-timeout 0`) it exits and is restarted.
+    /// Scheduler crashes make workers reconnect either way.
+    pub worker_reconnect_share: f64,
     /// Scheduler tunables (scaled down from the defaults so that faults are detected quickly).
     pub worker_ttl: Duration,
     pub heartbeat_interval: Duration,
@@ -92,6 +99,7 @@ impl Default for SimConfig {
             faults: true,
             reorder_within_links: false,
             late_delivery_after_drop: 0.5,
+            worker_reconnect_share: 0.0,
             worker_ttl: Duration::from_millis(1500),
             heartbeat_interval: Duration::from_millis(250),
             fetch_timeout: Duration::from_millis(1000),

@@ -50,6 +50,9 @@ fn config() -> SimConfig {
     SimConfig {
         reorder_within_links: std::env::var("RUSK_SIM_REORDER").is_ok_and(|v| v == "1"),
         trace_len: env_u64("RUSK_SIM_TRACE").map_or(default.trace_len, |n| n as usize),
+        // Most seeds' workers reconnect after losing their scheduler, as real ones do by
+        // default; the others exit (`--scheduler-lost-timeout 0`).
+        worker_reconnect_share: 0.7,
         ..default
     }
 }
@@ -61,7 +64,22 @@ fn random_seeds() {
         "RUSK_SIM",
         DEFAULT_SEEDS,
         |seed| run_seed(seed, &config),
-        totals,
+        |reports| {
+            // Most seeds' workers reconnect after a broken link or a drop, as real ones do:
+            // that path must have run, and the scheduler must have adopted what they kept.
+            if reports.len() >= 100 {
+                let sum = |f: fn(&SimReport) -> u64| reports.iter().map(f).sum::<u64>();
+                assert!(
+                    sum(|r| r.crash.worker_reconnects as u64) > 0,
+                    "no worker reconnected"
+                );
+                assert!(
+                    sum(|r| r.scheduler.results_adopted) > 0,
+                    "no result adopted"
+                );
+            }
+            totals(reports)
+        },
     );
 }
 
@@ -448,7 +466,7 @@ fn totals(reports: &[SimReport]) -> String {
         "{} steps, {:.0} virtual s, {} graphs, {} tasks, {} results accepted, {} outputs checked, \
          {} worker lives; faults: {} crashes, {} silent deaths, {} freezes, {} broken links, \
          {} duplicates, {} delays, {} fetch failures; scheduler: {} stale reports, {} workers \
-         lost, {} results recomputed",
+         lost, {} results recomputed; {} worker reconnections, {} results adopted",
         sum(|r| r.steps),
         reports
             .iter()
@@ -469,5 +487,7 @@ fn totals(reports: &[SimReport]) -> String {
         sum(|r| r.scheduler.stale_reports),
         sum(|r| r.scheduler.workers_lost),
         sum(|r| r.scheduler.results_recomputed),
+        sum(|r| r.crash.worker_reconnects as u64),
+        sum(|r| r.scheduler.results_adopted),
     )
 }

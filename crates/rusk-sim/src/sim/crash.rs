@@ -240,6 +240,18 @@ impl Sim {
         out: &mut Vec<scheduler::Command>,
     ) -> Result<(), Option<FailureKind>> {
         if !self.crash.enabled {
+            if self.workers_reconnect {
+                // No crash, but results adopted from reconnecting workers are counted.
+                self.scheduler.flush_journal(out);
+                let records: Vec<Record> = out
+                    .iter()
+                    .filter_map(|c| match c {
+                        scheduler::Command::Journal(r) => Some(r.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                self.count_adopted(&records);
+            }
             return Ok(());
         }
         self.scheduler.flush_journal(out);
@@ -410,6 +422,14 @@ impl Sim {
                 {
                     self.oracle.graph_submitted(*graph, m);
                 }
+            }
+        }
+        // Workers it dropped in that turn are dropped in what it journaled too (a poison
+        // verdict charged to their deaths is a `Failed` record the new scheduler fails the task
+        // with again): the oracle charges those deaths as the scheduler did.
+        for c in out.iter() {
+            if let scheduler::Command::DropWorker { incarnation, .. } = c {
+                self.oracle.removed(*incarnation, &self.models);
             }
         }
         out.clear();
@@ -600,6 +620,7 @@ impl Sim {
             return Ok(());
         }
         l.link_open = true;
+        l.link += 1;
         l.flush_to_sched = false;
         l.sched_forgot = false;
         l.incarnation = None;

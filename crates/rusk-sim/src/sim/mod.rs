@@ -94,16 +94,21 @@ pub(crate) enum Ev {
     /// A packet of a worker link arrives at the scheduler's end.
     ToSched {
         life: LifeId,
+        /// Which of the life's connections (`Life::link`): an earlier one's packets are lost.
+        link: u32,
         batch: Vec<WorkerToScheduler>,
     },
     /// A packet of a worker link arrives at the worker's end.
     ToWorker {
         life: LifeId,
+        link: u32,
         batch: Vec<SchedulerToWorker>,
     },
     /// The scheduler's shell notices that a worker's connection closed.
     LinkClosed {
         life: LifeId,
+        /// The incarnation registered on that connection, if any.
+        inc: Option<Incarnation>,
         reason: &'static str,
     },
     ClientToSched {
@@ -298,6 +303,9 @@ pub struct Sim {
     pub(crate) scheduler: Scheduler,
     /// The scheduler process's crashes, restarts and journal.
     pub(crate) crash: crash::CrashState,
+    /// Workers reconnect after losing their scheduler connection (`SimConfig::
+    /// worker_reconnect_share`), rather than exit.
+    pub(crate) workers_reconnect: bool,
     pub(crate) crash_counts: CrashCounts,
     pub(crate) sched_tick_at: Option<Duration>,
     sbuf: Vec<scheduler::Command>,
@@ -367,6 +375,14 @@ impl Sim {
         // Scheduler crashes need its journal. Random crashes come with the random faults;
         // scripted scenarios crash it themselves.
         let crashes = config.scheduler_crashes;
+        let workers_reconnect =
+            config.worker_reconnect_share > 0.0 && rng.gen_bool(config.worker_reconnect_share);
+        // Results a reconnecting worker names are adopted without a report the oracle sees:
+        // the journal's `InMemory` records tell which (`CrashState::adopted`).
+        let sched_config = SchedulerConfig {
+            journal: workers_reconnect,
+            ..sched_config
+        };
         let sched_config = if crashes {
             SchedulerConfig {
                 journal: true,
@@ -414,6 +430,7 @@ impl Sim {
             heal_planned: false,
             scheduler: Scheduler::new(sched_config.clone()),
             crash: crash::CrashState::new(crashes, sched_config),
+            workers_reconnect,
             crash_counts: CrashCounts::default(),
             sched_tick_at: None,
             sbuf: Vec::new(),
@@ -625,9 +642,9 @@ impl Sim {
                 Ok(())
             }
             Ev::WorkerTick { life, due } => self.on_worker_tick(life, due),
-            Ev::ToSched { life, batch } => self.on_to_sched(life, batch),
-            Ev::ToWorker { life, batch } => self.on_to_worker(life, batch),
-            Ev::LinkClosed { life, reason } => self.on_link_closed(life, reason),
+            Ev::ToSched { life, link, batch } => self.on_to_sched(life, link, batch),
+            Ev::ToWorker { life, link, batch } => self.on_to_worker(life, link, batch),
+            Ev::LinkClosed { life, inc, reason } => self.on_link_closed(life, inc, reason),
             Ev::ClientToSched {
                 client,
                 msg,
@@ -857,14 +874,19 @@ impl Sim {
                 .inc_to_life
                 .get(&inc)
                 .expect("the scheduler only knows incarnations the sim gave it");
-            self.send_to_worker(life, batch);
+            // An earlier incarnation of a worker that reconnected: its connection is gone.
+            if self.lives[life].incarnation == Some(inc) {
+                self.send_to_worker(life, batch);
+            }
         }
         for inc in drops {
             let life = *self
                 .inc_to_life
                 .get(&inc)
                 .expect("the scheduler only knows incarnations the sim gave it");
-            self.on_drop_worker(life);
+            if self.lives[life].incarnation == Some(inc) {
+                self.on_drop_worker(life);
+            }
         }
         for (conn, batch) in to_nannies {
             self.send_sched_to_nanny(conn, batch);
@@ -924,10 +946,11 @@ impl Sim {
     fn on_to_sched(
         &mut self,
         life: LifeId,
+        link: u32,
         batch: Vec<WorkerToScheduler>,
     ) -> Result<(), FailureKind> {
         let l = &self.lives[life];
-        if !(l.link_open || l.flush_to_sched) {
+        if !(l.link_open || l.flush_to_sched) || link != l.link {
             return Ok(()); // lost with the connection
         }
         let node = l.node();
@@ -973,15 +996,25 @@ impl Sim {
         Ok(())
     }
 
-    fn on_link_closed(&mut self, life: LifeId, reason: &'static str) -> Result<(), FailureKind> {
-        let l = &mut self.lives[life];
-        let Some(incarnation) = l.incarnation else {
+    fn on_link_closed(
+        &mut self,
+        life: LifeId,
+        inc: Option<Incarnation>,
+        reason: &'static str,
+    ) -> Result<(), FailureKind> {
+        let Some(incarnation) = inc else {
             return Ok(()); // never registered: the scheduler never knew it
         };
-        if l.sched_forgot {
+        if self.oracle.is_removed(incarnation) {
             return Ok(());
         }
-        l.sched_forgot = true;
+        let l = &mut self.lives[life];
+        if l.incarnation == Some(incarnation) {
+            if l.sched_forgot {
+                return Ok(());
+            }
+            l.sched_forgot = true;
+        }
         let node = l.node();
         self.note(What::Note(format!(
             "sched sees {node} ({incarnation}) leave: {reason}"

@@ -159,7 +159,7 @@ impl Sim {
         let Some((extra, twice)) = self.faulted(life, carries_done) else {
             return;
         };
-        let last = self.lives[life].last_to_sched;
+        let (last, link) = (self.lives[life].last_to_sched, self.lives[life].link);
         let at = self.link_arrival(extra, last);
         self.lives[life].last_to_sched = at;
         if twice {
@@ -167,11 +167,12 @@ impl Sim {
                 at,
                 Ev::ToSched {
                     life,
+                    link,
                     batch: batch.clone(),
                 },
             );
         }
-        self.push(at, Ev::ToSched { life, batch });
+        self.push(at, Ev::ToSched { life, link, batch });
     }
 
     pub(crate) fn send_to_worker(&mut self, life: LifeId, batch: Vec<SchedulerToWorker>) {
@@ -181,7 +182,7 @@ impl Sim {
         let Some((extra, twice)) = self.faulted(life, false) else {
             return;
         };
-        let last = self.lives[life].last_to_worker;
+        let (last, link) = (self.lives[life].last_to_worker, self.lives[life].link);
         let at = self.link_arrival(extra, last);
         self.lives[life].last_to_worker = at;
         if twice {
@@ -189,21 +190,25 @@ impl Sim {
                 at,
                 Ev::ToWorker {
                     life,
+                    link,
                     batch: batch.clone(),
                 },
             );
         }
-        self.push(at, Ev::ToWorker { life, batch });
+        self.push(at, Ev::ToWorker { life, link, batch });
     }
 
     pub(crate) fn on_to_worker(
         &mut self,
         life: LifeId,
+        link: u32,
         batch: Vec<SchedulerToWorker>,
     ) -> Result<(), crate::error::FailureKind> {
         let l = &self.lives[life];
-        // After a scheduler crash, what it sent before dying still arrives (`draining`).
-        if !(l.link_open || l.draining) || l.state != LifeState::Running {
+        // After a scheduler crash, what it sent before dying still arrives (`draining`); what
+        // an earlier connection carried never reaches a later one (the worker's shell drops
+        // an old connection's reads).
+        if !(l.link_open || l.draining) || l.state != LifeState::Running || link != l.link {
             return Ok(());
         }
         self.note(What::Deliver {

@@ -166,6 +166,11 @@ pub(crate) struct Life {
     exec_queue: VecDeque<u64>,
     /// It exits as soon as it thaws (it lost its connection, or got SIGTERM, while frozen).
     exit_on_thaw: Option<Death>,
+    /// Its connections to the scheduler so far, minus one: packets carry it, so that an
+    /// earlier connection's never reach a later one.
+    pub(crate) link: u32,
+    /// Lost its scheduler connection while frozen: it reconnects when it thaws.
+    lost_on_thaw: bool,
     ping_at: Option<Duration>,
     /// When its event loop last pinged its nanny, and the time before.
     pub(crate) last_ping: Duration,
@@ -743,6 +748,8 @@ impl Sim {
             threads_busy: 0,
             exec_queue: VecDeque::new(),
             exit_on_thaw: None,
+            link: 0,
+            lost_on_thaw: false,
             ping_at: None,
             last_ping: self.now,
             prev_ping: self.now,
@@ -809,6 +816,7 @@ impl Sim {
                     at,
                     Ev::LinkClosed {
                         life,
+                        inc: self.lives[life].incarnation,
                         reason: "connection reset (process died)",
                     },
                 );
@@ -866,6 +874,7 @@ impl Sim {
             self.now + close_delay,
             Ev::LinkClosed {
                 life,
+                inc: self.lives[life].incarnation,
                 reason: "connection broke",
             },
         );
@@ -886,8 +895,25 @@ impl Sim {
     }
 
     /// A worker that lost its scheduler exits (`EXIT_CONNECTION_LOST`): shortly if it runs,
-    /// when it thaws if it is frozen.
+    /// when it thaws if it is frozen. With a `--scheduler-lost-timeout` (`workers_reconnect`)
+    /// it keeps its results and running tasks and reconnects instead (`on_sched_lost`).
     fn notice_link_loss(&mut self, life: LifeId, death: Death) {
+        if self.workers_reconnect {
+            let l = &mut self.lives[life];
+            match l.state {
+                LifeState::Running => {
+                    // What the scheduler sent before the close may still arrive.
+                    l.draining = true;
+                    let epoch = l.sched_epoch;
+                    let at =
+                        self.now + Duration::from_micros(self.rng.gen_range(0..=NOTICE_US_MAX));
+                    self.push(at, Ev::SchedLost { life, epoch });
+                }
+                LifeState::Frozen => l.lost_on_thaw = true,
+                LifeState::Gone(_) => {}
+            }
+            return;
+        }
         match self.lives[life].state {
             LifeState::Running => {
                 let at = self.now + Duration::from_micros(self.rng.gen_range(0..=NOTICE_US_MAX));
@@ -955,6 +981,7 @@ impl Sim {
             return Ok(());
         }
         let inbox = std::mem::take(&mut l.inbox);
+        let lost = std::mem::take(&mut l.lost_on_thaw);
         let node = l.node();
         self.note(What::Note(format!(
             "{node} thaws with {} queued events",
@@ -962,6 +989,13 @@ impl Sim {
         )));
         for ev in inbox {
             self.dispatch(ev)?;
+        }
+        if lost && self.lives[life].state == LifeState::Running {
+            // It notices now that its connection closed while it was stopped.
+            let l = &mut self.lives[life];
+            l.draining = true;
+            let epoch = l.sched_epoch;
+            self.push(self.now, Ev::SchedLost { life, epoch });
         }
         self.reschedule_worker_tick(life);
         self.schedule_ping(life, self.now);
