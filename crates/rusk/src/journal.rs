@@ -25,6 +25,14 @@ use tracing::{info, warn};
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 
+/// The format of the records this rusk writes and reads. 2: task specs stored encoded
+/// (`rusk_core::journal::Encoded`). A journal without the mark is format 1 (rusk before
+/// 2026-12-07). A journal of another format is refused with a clear error rather than
+/// replayed up to its first record this version cannot read (and then compacted without
+/// the rest).
+pub const JOURNAL_FORMAT: u32 = 2;
+const FORMAT_KEY: &str = "format";
+
 /// Bytes appended to the log after which it is compacted (rewritten as the state it
 /// describes).
 pub const COMPACT_AFTER_BYTES: u64 = 256 << 20;
@@ -128,6 +136,7 @@ impl Journal {
         {
             let mut t = txn.open_table(META)?;
             t.insert("identity", bytes.as_slice())?;
+            t.insert(FORMAT_KEY, JOURNAL_FORMAT.to_le_bytes().as_slice())?;
         }
         txn.commit()
             .with_context(|| format!("cannot write the journal {}", self.path.display()))?;
@@ -199,6 +208,8 @@ impl Journal {
             let mut t = txn.open_table(LOG)?;
             t.retain(|_, _| false)?;
             t.insert(self.next_seq, bytes.as_slice())?;
+            let mut m = txn.open_table(META)?;
+            m.insert(FORMAT_KEY, JOURNAL_FORMAT.to_le_bytes().as_slice())?;
         }
         txn.commit()
             .with_context(|| format!("cannot write the journal {}", self.path.display()))?;
@@ -390,17 +401,43 @@ fn read_all(db: &Database, path: &Path) -> Result<(Option<Identity>, Vec<Record>
         reason,
     };
     let txn = db.begin_read().map_err(|e| unreadable(e.to_string()))?;
-    let identity = match txn.open_table(META) {
-        Ok(t) => match t.get("identity").map_err(|e| unreadable(e.to_string()))? {
-            Some(v) => Some(
-                serde_json::from_slice::<Identity>(v.value())
-                    .map_err(|e| unreadable(format!("its identity does not decode: {e}")))?,
-            ),
-            None => None,
-        },
-        Err(redb::TableError::TableDoesNotExist(_)) => None,
+    let (identity, format) = match txn.open_table(META) {
+        Ok(t) => {
+            let identity = match t.get("identity").map_err(|e| unreadable(e.to_string()))? {
+                Some(v) => Some(
+                    serde_json::from_slice::<Identity>(v.value())
+                        .map_err(|e| unreadable(format!("its identity does not decode: {e}")))?,
+                ),
+                None => None,
+            };
+            let format = match t.get(FORMAT_KEY).map_err(|e| unreadable(e.to_string()))? {
+                Some(v) => Some(
+                    <[u8; 4]>::try_from(v.value())
+                        .map(u32::from_le_bytes)
+                        .map_err(|_| unreadable("its format mark does not decode".into()))?,
+                ),
+                None => None,
+            };
+            (identity, format)
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => (None, None),
         Err(e) => return Err(unreadable(e.to_string()).into()),
     };
+    // A journal that holds anything without a format mark was written before the mark.
+    let format = format.or(identity.as_ref().map(|_| 1));
+    if let Some(f) = format.filter(|&f| f != JOURNAL_FORMAT) {
+        return Err(unreadable(format!(
+            "it was written in journal format {f} by {} rusk; this rusk reads format \
+             {JOURNAL_FORMAT}. Finish its work with the version that wrote it, or move it \
+             away to start a new cluster",
+            if f < JOURNAL_FORMAT {
+                "an earlier"
+            } else {
+                "a later"
+            }
+        ))
+        .into());
+    }
     let mut records = Vec::new();
     let mut next_seq = 0;
     match txn.open_table(LOG) {
@@ -496,6 +533,55 @@ mod tests {
         let open: Vec<u64> = state.graphs.keys().map(|g| g.0).collect();
         assert_eq!(open, (1..=200).step_by(2).collect::<Vec<_>>());
         assert_eq!(state.next_graph, 201);
+    }
+
+    /// A journal of another format (an earlier rusk's, without the mark, or a later one's)
+    /// is refused with a clear error, and left as it is.
+    #[test]
+    fn a_journal_of_another_format_is_refused_clearly_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Identity {
+            token: "t".into(),
+            tls: None,
+            address: "127.0.0.1:1".into(),
+        };
+        for (name, mark) in [("old", None), ("new", Some(JOURNAL_FORMAT + 1))] {
+            let path = dir.path().join(format!("{name}.redb"));
+            let (mut j, _, _) = Journal::open(&path).unwrap();
+            j.write_identity(&identity).unwrap();
+            drop(j);
+            {
+                let db = Database::create(&path).unwrap();
+                let txn = db.begin_write().unwrap();
+                {
+                    let mut t = txn.open_table(META).unwrap();
+                    match mark {
+                        None => {
+                            t.remove(FORMAT_KEY).unwrap();
+                        }
+                        Some(f) => {
+                            t.insert(FORMAT_KEY, f.to_le_bytes().as_slice()).unwrap();
+                        }
+                    }
+                }
+                txn.commit().unwrap();
+            }
+            let before = std::fs::read(&path).unwrap();
+            let e = Journal::open(&path).err().expect("refused").to_string();
+            let expect = match mark {
+                None => "journal format 1 by an earlier rusk; this rusk reads format 2",
+                Some(_) => "journal format 3 by a later rusk; this rusk reads format 2",
+            };
+            assert!(e.contains(expect), "{e}");
+            assert_eq!(std::fs::read(&path).unwrap(), before, "left as it was");
+        }
+        // A journal of this format opens, and keeps its identity.
+        let path = dir.path().join("this.redb");
+        let (mut j, _, _) = Journal::open(&path).unwrap();
+        j.write_identity(&identity).unwrap();
+        drop(j);
+        let (_, id, _) = Journal::open(&path).unwrap();
+        assert_eq!(id.unwrap().token, "t");
     }
 
     #[test]
