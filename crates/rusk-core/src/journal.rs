@@ -9,6 +9,9 @@
 //! - each task that reached memory, with its holder's name and size (`InMemory`): so the new
 //!   scheduler knows whose re-registration to wait for before it recomputes anything;
 //! - graphs whose outputs were delivered (`Delivered`);
+//! - each nanny with its slots as last reported (`Nanny`), until a restarted scheduler gives
+//!   up waiting for it (`NannyForgotten`): so that a host lost while the scheduler was down is
+//!   noticed and named, not silently missing;
 //! - attempt- and graph-id floors (`Reserved`): ids issued before the crash are all below
 //!   them, so none is ever issued twice, and a stale report from before the crash matches
 //!   nothing.
@@ -16,6 +19,7 @@
 //! Results themselves are never journaled: they stay with the workers, which keep them while
 //! the scheduler is away and name them when they register again (`WorkerInfo::held`).
 use rusk_proto::graph::{GraphSpec, TaskSpec};
+use rusk_proto::msg::{NannyInfo, SlotReport};
 use rusk_proto::{GraphId, TaskRef};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -96,6 +100,13 @@ pub enum Record {
         message: String,
         detail: Option<bytes::Bytes>,
     },
+    /// A nanny registered, or reported its slots: what a restarted scheduler expects back.
+    Nanny {
+        info: NannyInfo,
+        slots: Vec<SlotReport>,
+    },
+    /// A restarted scheduler gave up waiting for this nanny (named in an event).
+    NannyForgotten { name: String },
 }
 
 impl Record {
@@ -103,8 +114,15 @@ impl Record {
     /// `Submitted` must find its graph after a crash, and no attempt id may be issued twice;
     /// a result's location may be lost: its holder names it again when it registers.)
     pub fn needs_sync(&self) -> bool {
-        // A lost release only keeps a result until its graph goes.
-        !matches!(self, Record::InMemory { .. } | Record::ReleasedKeys { .. })
+        // A lost release only keeps a result until its graph goes; a lost slot report is
+        // sent again when its nanny registers.
+        !matches!(
+            self,
+            Record::InMemory { .. }
+                | Record::ReleasedKeys { .. }
+                | Record::Nanny { .. }
+                | Record::NannyForgotten { .. }
+        )
     }
 
     /// Must this record be on disk before its turn's messages to *workers* go out too? Only an
@@ -145,6 +163,8 @@ pub struct Resume {
     pub next_attempt: u64,
     /// The first graph id the new scheduler may issue.
     pub next_graph: u64,
+    /// Nannies by name, with their slots as last reported.
+    pub nannies: BTreeMap<String, (NannyInfo, Vec<SlotReport>)>,
 }
 
 impl Resume {
@@ -202,6 +222,12 @@ impl Resume {
                 task,
                 message: message.clone(),
                 detail: detail.clone(),
+            });
+        }
+        for (info, slots) in self.nannies.values() {
+            out.push(Record::Nanny {
+                info: info.clone(),
+                slots: slots.clone(),
             });
         }
         out
@@ -291,6 +317,12 @@ impl Resume {
                     self.in_memory.remove(&task);
                     self.failed.insert(task, (message, detail));
                 }
+            }
+            Record::Nanny { info, slots } => {
+                self.nannies.insert(info.name.clone(), (info, slots));
+            }
+            Record::NannyForgotten { name } => {
+                self.nannies.remove(&name);
             }
         }
     }

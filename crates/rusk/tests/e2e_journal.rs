@@ -316,3 +316,64 @@ fn a_full_disk_under_the_journal_costs_the_running_graphs_nothing() {
         &json!(expected)
     );
 }
+
+/// The journal keeps each nanny and its slots: a nanny lost while the scheduler was down (kill
+/// -9 of both) is named in a `nanny-gone` event once the restarted scheduler's grace ends; the
+/// nanny that came back is not.
+#[test]
+fn a_nanny_lost_while_the_scheduler_was_down_is_named_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.redb");
+    let jarg = journal.to_str().unwrap().to_string();
+    let args = ["--journal", jarg.as_str(), "--resume-grace", "2s"];
+    let mut c = NannyCluster::start(1, &args, &[], &[]);
+    c.add_nanny(1, &[], &[]);
+    c.wait_workers(2);
+    // n1's slot report has reached the scheduler (and so its journal).
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            c.status()["nannies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["name"] == "n1" && n["slots"][0]["pid"].as_u64().is_some())
+        },
+        "n1's slot reported",
+    );
+    signal(c.scheduler.id() as u64, libc::SIGKILL);
+    // n1 dies while the scheduler is down; its worker follows its parent.
+    signal(c.nannies[1].id() as u64, libc::SIGKILL);
+    let _ = c.nannies[1].wait();
+    c.restart_scheduler(&args);
+    let gone = |c: &NannyCluster| -> Vec<Value> {
+        c.events()
+            .into_iter()
+            .filter(|e| e["cause"] == "nanny-gone")
+            .collect()
+    };
+    wait_until(
+        Duration::from_secs(20),
+        || gone(&c).iter().any(|e| e["nanny"] == "n1"),
+        "a nanny-gone event naming n1",
+    );
+    let events = gone(&c);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let observed = events[0]["observed"].as_str().unwrap();
+    assert!(
+        observed.contains("did not register again") && observed.contains("(pid "),
+        "{observed}"
+    );
+    // n0 registered again and runs its worker.
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            c.status()["nannies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["name"] == "n0")
+        },
+        "n0 back",
+    );
+}

@@ -12,6 +12,11 @@ impl Scheduler {
     }
 
     pub(super) fn on_nanny_joined(&mut self, nanny: NannyId, info: NannyInfo) {
+        self.resume.nannies.remove(&info.name);
+        self.journal(crate::journal::Record::Nanny {
+            info: info.clone(),
+            slots: Vec::new(),
+        });
         self.nannies.insert(
             nanny,
             Nanny {
@@ -40,6 +45,11 @@ impl Scheduler {
                 for r in reports {
                     n.slots.insert(r.slot, r);
                 }
+                let record = crate::journal::Record::Nanny {
+                    info: n.info.clone(),
+                    slots: n.slots.values().cloned().collect(),
+                };
+                self.journal(record);
             }
             NannyToScheduler::Record(NannyRecord {
                 slot,

@@ -27,6 +27,9 @@ pub(super) struct ResumeState {
     pub(super) grace_until: Option<Duration>,
     /// Resumed and still waiting for the grace to start.
     pub(super) pending: bool,
+    /// Nannies the journal names that have not registered again since the restart; those
+    /// still missing when the grace ends are named in a `nanny-gone` event and forgotten.
+    pub(super) nannies: BTreeMap<String, (NannyInfo, Vec<SlotReport>)>,
 }
 
 /// A session graph's extension as journaled: its tasks and the outputs it named.
@@ -107,13 +110,16 @@ impl Scheduler {
             }
         }
         s.resume.pending = true;
+        s.resume.nannies = from.nannies;
         let mut r =
             Scheduler::scheduler_record(s.config.host.clone(), EventCause::SchedulerRestart);
         r.observed = format!(
-            "started from its journal: {} graph(s), {} result(s) held by {} worker(s) before",
+            "started from its journal: {} graph(s), {} result(s) held by {} worker(s) before, \
+             {} nanny(ies)",
             s.graphs.len(),
             awaited,
-            s.resume.awaiting.len()
+            s.resume.awaiting.len(),
+            s.resume.nannies.len()
         );
         r.action = format!(
             "graphs resumed; placement waits up to {} ms for those workers to register again",
@@ -259,6 +265,7 @@ impl Scheduler {
         }
         self.resume.grace_until = None;
         self.resume.awaiting.clear();
+        self.forget_missing_nannies(now);
         // Graphs nobody claimed: their clients are not coming back.
         let mut unclaimed: Vec<GraphId> = self
             .graphs
@@ -272,6 +279,39 @@ impl Scheduler {
         }
         for g in self.graphs.values_mut() {
             g.resumed = false;
+        }
+    }
+
+    /// The grace is over: each nanny the journal named that has not registered again is named
+    /// in an event (its host may have gone while the scheduler was down) and forgotten.
+    fn forget_missing_nannies(&mut self, now: Duration) {
+        for (name, (info, slots)) in std::mem::take(&mut self.resume.nannies) {
+            let mut r = Scheduler::scheduler_record(info.host.clone(), EventCause::NannyGone);
+            r.nanny = Some(name.clone());
+            let described: Vec<String> = slots
+                .iter()
+                .map(|s| match s.pid {
+                    Some(pid) => format!("{}: {} (pid {pid})", s.slot, s.state),
+                    None => format!("{}: {}", s.slot, s.state),
+                })
+                .collect();
+            r.observed = format!(
+                "nanny {name} on {} did not register again within {} ms of the scheduler's \
+                 restart; its {} slot(s) when last reported: {}",
+                info.host,
+                self.config.resume_grace.as_millis(),
+                info.nworkers,
+                if described.is_empty() {
+                    "none reported".to_string()
+                } else {
+                    described.join(", ")
+                }
+            );
+            r.action = "forgotten until it registers again: check that host (its workers, if \
+                        they live, register on their own)"
+                .into();
+            self.record(now, r);
+            self.journal(Record::NannyForgotten { name });
         }
     }
 

@@ -516,3 +516,95 @@ fn a_journaled_graph_that_no_longer_decodes_is_left_out_and_the_others_resume() 
     assert_eq!(tasks(3), Some(1));
     assert!(s.graphs[&GraphId(3)].keys.contains_key("x"));
 }
+
+/// The journal keeps each nanny with its slots. After a restart, a nanny that registers again
+/// is expected and nothing is said; one still missing when the grace ends (its host may have
+/// gone while the scheduler was down) is named in a `nanny-gone` event, with its slots as last
+/// reported, and forgotten.
+#[test]
+fn nannies_are_journaled_and_one_that_never_comes_back_is_named_when_the_grace_ends() {
+    let nanny_info = |name: &str, host: &str| NannyInfo {
+        name: name.into(),
+        host: host.into(),
+        pid: 7,
+        nworkers: 2,
+        nthreads: 1,
+    };
+    let slot = |slot: u32, pid: u32| SlotReport {
+        slot,
+        state: "running".into(),
+        pid: Some(pid),
+        incarnation: None,
+        restarts: 0,
+        last_cause: None,
+    };
+    let mut s = Scheduler::new(journaling());
+    let mut records = Vec::new();
+    for (id, name, host) in [(1, "n-a", "alpha"), (2, "n-b", "beta")] {
+        let out = s.handle(
+            MS,
+            Event::NannyJoined {
+                nanny: NannyId(id),
+                info: nanny_info(name, host),
+            },
+        );
+        records.extend(journaled(&mut s, &out));
+        let out = s.handle(
+            MS,
+            Event::NannyMessage {
+                nanny: NannyId(id),
+                msg: NannyToScheduler::Slots(vec![slot(0, 100 + id as u32), slot(1, 200)]),
+            },
+        );
+        records.extend(journaled(&mut s, &out));
+    }
+    let (mut s2, _) = Scheduler::resume(journaling(), replay(records));
+    let mut logged = Vec::new();
+    let mut log = |out: Vec<Command>| {
+        logged.extend(out.into_iter().filter_map(|c| match c {
+            Command::Log(r) => Some(r),
+            _ => None,
+        }))
+    };
+    // The first event starts the grace; n-a registers again within it, n-b never does.
+    log(s2.handle(MS, Event::Tick));
+    log(s2.handle(
+        MS * 2,
+        Event::NannyJoined {
+            nanny: NannyId(7),
+            info: nanny_info("n-a", "alpha"),
+        },
+    ));
+    let grace = journaling().resume_grace;
+    let out = s2.handle(MS + grace + MS, Event::Tick);
+    let forgotten: Vec<Record> = journaled(&mut s2, &out)
+        .into_iter()
+        .filter(|r| matches!(r, Record::NannyForgotten { .. }))
+        .collect();
+    log(out);
+    s2.check_invariants();
+    let gone: Vec<&EventRecord> = logged
+        .iter()
+        .filter(|r| r.cause == EventCause::NannyGone)
+        .collect();
+    assert_eq!(gone.len(), 1, "{logged:?}");
+    assert_eq!(gone[0].nanny.as_deref(), Some("n-b"));
+    assert_eq!(gone[0].host, "beta");
+    assert!(
+        gone[0]
+            .observed
+            .contains("0: running (pid 102), 1: running (pid 200)"),
+        "{}",
+        gone[0].observed
+    );
+    assert_eq!(forgotten, [Record::NannyForgotten { name: "n-b".into() }]);
+    // A journal replayed after that no longer expects n-b.
+    let r = replay([
+        Record::Nanny {
+            info: nanny_info("n-b", "beta"),
+            slots: vec![],
+        },
+        forgotten[0].clone(),
+    ]);
+    assert!(r.nannies.is_empty());
+}

@@ -239,19 +239,7 @@ impl Sim {
         &mut self,
         out: &mut Vec<scheduler::Command>,
     ) -> Result<(), Option<FailureKind>> {
-        if !self.crash.enabled {
-            if self.workers_reconnect {
-                // No crash, but results adopted from reconnecting workers are counted.
-                self.scheduler.flush_journal(out);
-                let records: Vec<Record> = out
-                    .iter()
-                    .filter_map(|c| match c {
-                        scheduler::Command::Journal(r) => Some(r.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                self.count_adopted(&records);
-            }
+        if !self.crash.enabled && !self.workers_reconnect {
             return Ok(());
         }
         self.scheduler.flush_journal(out);
@@ -262,6 +250,11 @@ impl Sim {
                 _ => None,
             })
             .collect();
+        if !self.crash.enabled {
+            // No crash, but results adopted from reconnecting workers are counted.
+            self.count_adopted(&records);
+            return Ok(());
+        }
         // Healing (the liveness phase) disarms a crash that had not struck yet.
         let mut armed = self.crash.armed.take().filter(|_| self.faults_active());
         if armed == Some(CrashPoint::WriterBehind) {
