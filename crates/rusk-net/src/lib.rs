@@ -164,11 +164,11 @@ async fn open_server(mut stream: TcpStream, creds: &Credentials) -> Result<Strea
         let Some(tls) = &creds.tls else {
             bail!("refused a TLS peer: this endpoint is plaintext (its cluster does not use TLS)");
         };
-        let tls = tokio_rustls::TlsAcceptor::from(tls.server_config())
+        let s = tokio_rustls::TlsAcceptor::from(tls.server_config())
             .accept(stream::tls_socket(stream))
             .await
             .map_err(|e| anyhow!("refused in the TLS handshake: {e}"))?;
-        return Ok(Stream::tls(tls.into()));
+        return Ok(Stream::tls(s.into(), tls.clone()));
     }
     let mut preamble = [0u8; 4];
     stream
@@ -200,7 +200,7 @@ async fn open_client(mut stream: TcpStream, address: &str, creds: &Credentials) 
     match &creds.tls {
         Some(tls) => {
             let name = tls::server_name(address)?;
-            let tls = tokio_rustls::TlsConnector::from(tls.client_config())
+            let s = tokio_rustls::TlsConnector::from(tls.client_config())
                 .connect(name, stream::tls_socket(stream))
                 .await
                 .map_err(|e| {
@@ -217,7 +217,7 @@ async fn open_client(mut stream: TcpStream, address: &str, creds: &Credentials) 
                         _ => anyhow!(text),
                     }
                 })?;
-            Ok(Stream::tls(tls.into()))
+            Ok(Stream::tls(s.into(), tls.clone()))
         }
         None => {
             stream
@@ -488,6 +488,67 @@ pub(crate) mod tests {
         let (s, c) = (err(s), err(c));
         assert!(s.contains("UnknownIssuer"), "{s}");
         assert!(c.contains("refused our TLS certificate"), "{c}");
+    }
+
+    /// Removing a CA from the bundle file also closes the open connections of the peers it
+    /// issued, at their next read, within the check interval; peers of the CA that stays keep
+    /// theirs.
+    #[test]
+    fn a_ca_removed_from_the_bundle_file_closes_the_open_connections_it_issued() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, team) = (Ca::generate().unwrap(), Ca::generate().unwrap());
+        let now = SystemTime::now();
+        let bundle = dir.path().join("ca.pem");
+        std::fs::write(&bundle, ca.cert_pem() + &team.cert_pem()).unwrap();
+        let mut server = spec(&ca, &["127.0.0.1"], now, ISSUED_CERT_VALIDITY);
+        server.ca_pem = None;
+        server.ca_file = Some(bundle.clone());
+        let server = creds(&server);
+        let trusting = |issuer: &Ca| {
+            creds(
+                &spec(issuer, &["client"], now, ISSUED_CERT_VALIDITY).overridden_by(TlsSpec {
+                    ca_pem: Some(ca.cert_pem()),
+                    ..TlsSpec::default()
+                }),
+            )
+        };
+        let (revoked, kept) = (trusting(&team), trusting(&ca));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let mut clients = Vec::new();
+            let mut served = Vec::new();
+            for c in [&revoked, &kept] {
+                let (accepted, connected) = tokio::join!(
+                    async {
+                        let (s, _) = listener.accept().await.unwrap();
+                        accept(s, &server, &[Role::Client]).await.unwrap().0
+                    },
+                    connect(&addr, c, Role::Client)
+                );
+                clients.push(connected.unwrap());
+                served.push(accepted);
+            }
+            for (c, s) in clients.iter_mut().zip(&mut served) {
+                send(c, &1u8).await.unwrap();
+                assert_eq!(recv::<u8>(s).await.unwrap(), Some(1));
+            }
+            std::thread::sleep(Duration::from_millis(20)); // a new modification time
+            std::fs::write(&bundle, ca.cert_pem()).unwrap();
+            tokio::time::sleep(tls::CA_BUNDLE_CHECK_INTERVAL + Duration::from_millis(500)).await;
+            for c in &mut clients {
+                let _ = send(c, &2u8).await;
+            }
+            let cut = recv::<u8>(&mut served[0]).await;
+            let e = format!("{:#}", cut.expect_err("closed"));
+            assert!(e.contains("no longer trusted"), "{e}");
+            // The other peer's CA stays in the bundle: its connection goes on.
+            assert_eq!(recv::<u8>(&mut served[1]).await.unwrap(), Some(2));
+        });
     }
 
     #[test]

@@ -17,11 +17,13 @@ use rcgen::{
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 /// The first byte of a TLS record carrying a handshake: how a listener tells a TLS client from
@@ -33,6 +35,10 @@ pub const ISSUED_CERT_VALIDITY: Duration = Duration::from_secs(397 * 24 * 3600);
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Certificates in a CA bundle, at most (a larger bundle is refused with this bound's name).
 pub const CA_BUNDLE_CERTS_MAX: usize = 1024;
+/// How often a process looks at its CA bundle file for changes. A CA removed from it is
+/// refused from the next handshake on, and each open connection whose peer's certificate
+/// no longer chains to the bundle is closed at its next read or write.
+pub const CA_BUNDLE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// The common name of a CA made by `rusk scheduler`.
 const CLUSTER_CA_NAME: &str = "rusk cluster CA";
 
@@ -127,6 +133,8 @@ pub struct Tls {
     /// The certificate and key as PEM, for the spec a worker gives its executors.
     identity_pem: (String, String),
     built: Mutex<Built>,
+    /// Bumped at each reload of the CA bundle: open connections check their peer again.
+    generation: AtomicU64,
 }
 
 enum CaSource {
@@ -139,6 +147,8 @@ struct Built {
     stamp: Option<SystemTime>,
     client: Arc<ClientConfig>,
     server: Arc<ServerConfig>,
+    roots: Arc<RootCertStore>,
+    client_verifier: Arc<dyn ClientCertVerifier>,
 }
 
 /// rustls on *ring*: it builds with no toolchain beyond a C compiler. rustls deprecates it
@@ -203,20 +213,49 @@ impl Tls {
             chain,
             key,
             identity_pem: (cert_pem, key_pem),
-            built: Mutex::new(Built {
-                stamp: None,
-                client: Arc::new(placeholder_client()?),
-                server: Arc::new(placeholder_server()?),
-            }),
+            built: Mutex::new(placeholder_built()?),
+            generation: AtomicU64::new(0),
         };
         let (stamp, pem) = tls.read_ca()?;
-        let (client, server) = tls.build(&pem)?;
-        *tls.built.lock().expect("not poisoned") = Built {
-            stamp,
-            client,
-            server,
+        *tls.built.lock().expect("not poisoned") = tls.build(stamp, &pem)?;
+        let tls = Arc::new(tls);
+        if matches!(tls.ca, CaSource::File(_)) {
+            watch_bundle(Arc::downgrade(&tls));
+        }
+        Ok(tls)
+    }
+
+    /// The number of CA bundle reloads so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Does `chain` (a peer's certificates, end entity first) still chain to the current CA
+    /// bundle, as a client's or as a server's certificate?
+    pub fn still_trusts(&self, chain: &[CertificateDer<'static>]) -> bool {
+        let Some((end, intermediates)) = chain.split_first() else {
+            return false;
         };
-        Ok(Arc::new(tls))
+        let (roots, verifier) = {
+            let b = self.built.lock().expect("not poisoned");
+            (b.roots.clone(), b.client_verifier.clone())
+        };
+        let now = rustls::pki_types::UnixTime::now();
+        if verifier.verify_client_cert(end, intermediates, now).is_ok() {
+            return true;
+        }
+        let Ok(parsed) = rustls::server::ParsedCertificate::try_from(end) else {
+            return false;
+        };
+        let algs = provider().signature_verification_algorithms;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &roots,
+            intermediates,
+            now,
+            algs.all,
+        )
+        .is_ok()
     }
 
     fn read_ca(&self) -> Result<(Option<SystemTime>, String)> {
@@ -231,7 +270,7 @@ impl Tls {
         }
     }
 
-    fn build(&self, ca_pem: &str) -> Result<(Arc<ClientConfig>, Arc<ServerConfig>)> {
+    fn build(&self, stamp: Option<SystemTime>, ca_pem: &str) -> Result<Built> {
         let cas = parse_certs(ca_pem, "CA bundle")?;
         if cas.len() > CA_BUNDLE_CERTS_MAX {
             bail!(
@@ -251,15 +290,21 @@ impl Tls {
             .with_root_certificates(roots.clone())
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .context("this process's TLS certificate and key do not go together")?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
             .build()
             .context("cannot build the TLS client verifier")?;
         let server = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
-            .with_client_cert_verifier(verifier)
+            .with_client_cert_verifier(verifier.clone())
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .context("this process's TLS certificate and key do not go together")?;
-        Ok((Arc::new(client), Arc::new(server)))
+        Ok(Built {
+            stamp,
+            client: Arc::new(client),
+            server: Arc::new(server),
+            roots,
+            client_verifier: verifier,
+        })
     }
 
     /// The configurations, rebuilt first when the CA file changed since they were built (a CA
@@ -270,17 +315,11 @@ impl Tls {
         if let CaSource::File(f) = &self.ca {
             let stamp = std::fs::metadata(f).and_then(|m| m.modified()).ok();
             if stamp != built.stamp {
-                match self
-                    .read_ca()
-                    .and_then(|(s, pem)| Ok((s, self.build(&pem)?)))
-                {
-                    Ok((stamp, (client, server))) => {
+                match self.read_ca().and_then(|(s, pem)| self.build(s, &pem)) {
+                    Ok(new) => {
                         tracing::info!(file = %f.display(), "TLS CA bundle changed: reloaded");
-                        *built = Built {
-                            stamp,
-                            client,
-                            server,
-                        };
+                        *built = new;
+                        self.generation.fetch_add(1, Ordering::AcqRel);
                     }
                     Err(e) => {
                         tracing::warn!(file = %f.display(), error = %format!("{e:#}"), "TLS CA bundle changed but cannot be used; keeping the last good one");
@@ -327,6 +366,35 @@ impl Tls {
             ..TlsSpec::default()
         }
     }
+}
+
+/// Look at the CA bundle file every [`CA_BUNDLE_CHECK_INTERVAL`] while its `Tls` lives.
+fn watch_bundle(tls: Weak<Tls>) {
+    let spawned = std::thread::Builder::new()
+        .name("rusk-tls-ca".into())
+        .spawn(move || loop {
+            std::thread::sleep(CA_BUNDLE_CHECK_INTERVAL);
+            match tls.upgrade() {
+                Some(t) => {
+                    t.current();
+                }
+                None => return,
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot watch the TLS CA bundle: changes apply to new connections only");
+    }
+}
+
+fn placeholder_built() -> Result<Built> {
+    let roots = Arc::new(RootCertStore::empty());
+    Ok(Built {
+        stamp: None,
+        client: Arc::new(placeholder_client()?),
+        server: Arc::new(placeholder_server()?),
+        client_verifier: WebPkiClientVerifier::no_client_auth(),
+        roots,
+    })
 }
 
 fn placeholder_client() -> Result<ClientConfig> {
