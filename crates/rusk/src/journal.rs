@@ -25,6 +25,70 @@ use tracing::{info, warn};
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 
+/// What a journal's commit survives once it returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum JournalSync {
+    /// Each commit is fsynced: it survives the scheduler process dying and the machine
+    /// crashing or losing power. For a scheduler on its own host (`rusk scheduler`).
+    #[default]
+    Machine,
+    /// Each commit is written to the operating system but not fsynced: it survives the
+    /// scheduler process dying (kill -9 included); a machine crash may lose the newest
+    /// commits. For clusters on one machine (`rusk local`, the Python `LocalCluster`), whose
+    /// workers and clients a machine crash takes down too; an fsync per commit would cost
+    /// every Python `submit` its latency.
+    Process,
+}
+
+/// The journal's file: redb's own file backend, with `sync_data` skipped under
+/// [`JournalSync::Process`] (the writes themselves still reach the operating system, in
+/// order, before each commit returns).
+#[derive(Debug)]
+struct JournalFile {
+    file: redb::backends::FileBackend,
+    sync: JournalSync,
+}
+
+impl redb::StorageBackend for JournalFile {
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.file.read(offset, len)
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
+        match self.sync {
+            JournalSync::Machine => self.file.sync_data(eventual),
+            JournalSync::Process => Ok(()),
+        }
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.file.write(offset, data)
+    }
+}
+
+/// Open (or create) the journal's database at `path`.
+fn open_database(path: &Path, sync: JournalSync) -> Result<Database, String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let file = redb::backends::FileBackend::new(file).map_err(|e| e.to_string())?;
+    Database::builder()
+        .create_with_backend(JournalFile { file, sync })
+        .map_err(|e| e.to_string())
+}
+
 /// The format of the records this rusk writes and reads. 2: task specs stored encoded
 /// (`rusk_core::journal::Encoded`). A journal without the mark is format 1 (rusk before
 /// 2026-12-07). A journal of another format is refused with a clear error rather than
@@ -76,7 +140,7 @@ pub struct JournalUnreadable {
 
 impl Journal {
     /// Open (or create) the journal, read the identity and replay the log.
-    pub fn open(path: &Path) -> Result<(Journal, Option<Identity>, Resume)> {
+    pub fn open(path: &Path, sync: JournalSync) -> Result<(Journal, Option<Identity>, Resume)> {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -89,7 +153,7 @@ impl Journal {
         // error: such a panic is caught here and reported as the unreadable journal it is.
         let opened = without_panic_output(|| {
             std::panic::catch_unwind(|| -> Result<_> {
-                let db = Database::create(path).map_err(|e| unreadable(e.to_string()))?;
+                let db = open_database(path, sync).map_err(unreadable)?;
                 let all = read_all(&db, path)?;
                 Ok((db, all))
             })
@@ -502,7 +566,7 @@ mod tests {
     async fn a_full_queue_makes_the_loop_wait_and_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.redb");
-        let (j, _, _) = Journal::open(&path).unwrap();
+        let (j, _, _) = Journal::open(&path, JournalSync::Machine).unwrap();
         let w = JournalWriter::spawn_bounded(j, 2).unwrap();
         let mut tickets = Vec::new();
         for g in 1..=200u64 {
@@ -522,7 +586,7 @@ mod tests {
         assert!(w.waits.load(std::sync::atomic::Ordering::Relaxed) > 0);
         drop(w);
         // The thread lets go of the file once its queue closes.
-        let reopened = (0..100).find_map(|_| match Journal::open(&path) {
+        let reopened = (0..100).find_map(|_| match Journal::open(&path, JournalSync::Machine) {
             Ok(r) => Some(r),
             Err(_) => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
@@ -547,7 +611,7 @@ mod tests {
         };
         for (name, mark) in [("old", None), ("new", Some(JOURNAL_FORMAT + 1))] {
             let path = dir.path().join(format!("{name}.redb"));
-            let (mut j, _, _) = Journal::open(&path).unwrap();
+            let (mut j, _, _) = Journal::open(&path, JournalSync::Machine).unwrap();
             j.write_identity(&identity).unwrap();
             drop(j);
             {
@@ -567,7 +631,10 @@ mod tests {
                 txn.commit().unwrap();
             }
             let before = std::fs::read(&path).unwrap();
-            let e = Journal::open(&path).err().expect("refused").to_string();
+            let e = Journal::open(&path, JournalSync::Machine)
+                .err()
+                .expect("refused")
+                .to_string();
             let expect = match mark {
                 None => "journal format 1 by an earlier rusk; this rusk reads format 2",
                 Some(_) => "journal format 3 by a later rusk; this rusk reads format 2",
@@ -577,10 +644,10 @@ mod tests {
         }
         // A journal of this format opens, and keeps its identity.
         let path = dir.path().join("this.redb");
-        let (mut j, _, _) = Journal::open(&path).unwrap();
+        let (mut j, _, _) = Journal::open(&path, JournalSync::Machine).unwrap();
         j.write_identity(&identity).unwrap();
         drop(j);
-        let (_, id, _) = Journal::open(&path).unwrap();
+        let (_, id, _) = Journal::open(&path, JournalSync::Machine).unwrap();
         assert_eq!(id.unwrap().token, "t");
     }
 
@@ -588,7 +655,7 @@ mod tests {
     fn a_journal_written_then_reopened_resumes_its_graphs_and_id_floors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.redb");
-        let (mut j, identity, state) = Journal::open(&path).unwrap();
+        let (mut j, identity, state) = Journal::open(&path, JournalSync::Machine).unwrap();
         assert!(identity.is_none() && state.graphs.is_empty());
         j.append(vec![
             Record::Reserved {
@@ -601,7 +668,7 @@ mod tests {
         ])
         .unwrap();
         drop(j);
-        let (_, _, state) = Journal::open(&path).unwrap();
+        let (_, _, state) = Journal::open(&path, JournalSync::Machine).unwrap();
         assert!(state.graphs.contains_key(&rusk_proto::GraphId(7)));
         assert_eq!((state.next_attempt, state.next_graph), (1 << 20, 1 << 20));
     }

@@ -249,6 +249,9 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         format!("{:?}", a.tls).to_lowercase(),
     ];
     if !a.no_journal {
+        // One machine: a commit need only survive the scheduler process (`JournalSync`).
+        scheduler_args.push("--journal-sync".into());
+        scheduler_args.push("process".into());
         scheduler_args.push("--journal".into());
         scheduler_args.push(
             dir.path()

@@ -182,6 +182,11 @@ struct SchedulerArgs {
     /// cluster, and resumes the graphs; workers keep their results meanwhile.
     #[arg(long, env = "RUSK_JOURNAL")]
     journal: Option<PathBuf>,
+    /// What each journal commit survives: `machine` (fsynced: power loss too) or `process`
+    /// (written, not fsynced: the scheduler dying, kill -9 included, but not the machine; what
+    /// `rusk local` and the Python `LocalCluster` use, all on one machine anyway).
+    #[arg(long, env = "RUSK_JOURNAL_SYNC", value_enum, default_value = "machine")]
+    journal_sync: journal::JournalSync,
     #[command(flatten)]
     core: CoreArgs,
 }
@@ -539,6 +544,7 @@ async fn run_scheduler(a: SchedulerArgs) -> Result<()> {
         tls_mode: a.tls,
         tls: a.tls_files.spec(),
         journal: a.journal,
+        journal_sync: a.journal_sync,
     })
     .await
 }

@@ -60,6 +60,7 @@ pub struct SchedulerOptions {
     /// The journal (`--journal`): the cluster's identity and what is needed to resume its work
     /// after a restart.
     pub journal: Option<PathBuf>,
+    pub journal_sync: crate::journal::JournalSync,
 }
 
 /// The scheduler's TLS, and what of it goes into the scheduler file for joiners.
@@ -182,7 +183,7 @@ pub async fn run(mut opts: SchedulerOptions) -> Result<()> {
     let mut resume = None;
     let mut journaled_ca = None;
     if let Some(path) = &opts.journal {
-        let (j, identity, state) = Journal::open(path)?;
+        let (j, identity, state) = Journal::open(path, opts.journal_sync)?;
         if let Some(id) = identity {
             info!(journal = %path.display(), address = %id.address, graphs = state.graphs.len(), "resuming the cluster from its journal: same token, CA and address");
             opts.token = id.token;
