@@ -462,28 +462,61 @@ pub(crate) mod tests {
 
     /// Removing a CA from the bundle file revokes what it issued, from the next connection on,
     /// without a restart.
+    /// Two CAs, `ca` and `team`, in a bundle file the server reads (its own certificate is
+    /// `ca`'s); `revoke` rewrites the bundle with `ca` alone. Clients trust `ca` and hold a
+    /// certificate of the CA they are given.
+    struct TwoCaBundle {
+        _dir: tempfile::TempDir,
+        bundle: std::path::PathBuf,
+        ca: Ca,
+        team: Ca,
+        server: Credentials,
+    }
+
+    impl TwoCaBundle {
+        fn new() -> TwoCaBundle {
+            let dir = tempfile::tempdir().unwrap();
+            let (ca, team) = (Ca::generate().unwrap(), Ca::generate().unwrap());
+            let bundle = dir.path().join("ca.pem");
+            std::fs::write(&bundle, ca.cert_pem() + &team.cert_pem()).unwrap();
+            let mut server = spec(&ca, &["127.0.0.1"], SystemTime::now(), ISSUED_CERT_VALIDITY);
+            server.ca_pem = None;
+            server.ca_file = Some(bundle.clone());
+            let server = creds(&server);
+            TwoCaBundle {
+                _dir: dir,
+                bundle,
+                ca,
+                team,
+                server,
+            }
+        }
+
+        fn client_of(&self, issuer: &Ca) -> Credentials {
+            creds(
+                &spec(issuer, &["client"], SystemTime::now(), ISSUED_CERT_VALIDITY).overridden_by(
+                    TlsSpec {
+                        ca_pem: Some(self.ca.cert_pem()),
+                        ..TlsSpec::default()
+                    },
+                ),
+            )
+        }
+
+        fn revoke_team(&self) {
+            std::thread::sleep(Duration::from_millis(20)); // a new modification time
+            std::fs::write(&self.bundle, self.ca.cert_pem()).unwrap();
+        }
+    }
+
     #[test]
     fn a_ca_removed_from_the_bundle_file_is_refused_from_then_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let (ca, team) = (Ca::generate().unwrap(), Ca::generate().unwrap());
-        let now = SystemTime::now();
-        let bundle = dir.path().join("ca.pem");
-        std::fs::write(&bundle, ca.cert_pem() + &team.cert_pem()).unwrap();
-        let mut server = spec(&ca, &["127.0.0.1"], now, ISSUED_CERT_VALIDITY);
-        server.ca_pem = None;
-        server.ca_file = Some(bundle.clone());
-        let server = creds(&server);
-        let client = creds(
-            &spec(&team, &["client"], now, ISSUED_CERT_VALIDITY).overridden_by(TlsSpec {
-                ca_pem: Some(ca.cert_pem()),
-                ..TlsSpec::default()
-            }),
-        );
+        let b = TwoCaBundle::new();
+        let (server, client) = (b.server.clone(), b.client_of(&b.team));
         let (s, c) = attempt(server.clone(), client.clone());
         s.unwrap();
         c.unwrap();
-        std::thread::sleep(Duration::from_millis(20)); // a new modification time
-        std::fs::write(&bundle, ca.cert_pem()).unwrap();
+        b.revoke_team();
         let (s, c) = attempt(server, client);
         let (s, c) = (err(s), err(c));
         assert!(s.contains("UnknownIssuer"), "{s}");
@@ -495,24 +528,9 @@ pub(crate) mod tests {
     /// theirs.
     #[test]
     fn a_ca_removed_from_the_bundle_file_closes_the_open_connections_it_issued() {
-        let dir = tempfile::tempdir().unwrap();
-        let (ca, team) = (Ca::generate().unwrap(), Ca::generate().unwrap());
-        let now = SystemTime::now();
-        let bundle = dir.path().join("ca.pem");
-        std::fs::write(&bundle, ca.cert_pem() + &team.cert_pem()).unwrap();
-        let mut server = spec(&ca, &["127.0.0.1"], now, ISSUED_CERT_VALIDITY);
-        server.ca_pem = None;
-        server.ca_file = Some(bundle.clone());
-        let server = creds(&server);
-        let trusting = |issuer: &Ca| {
-            creds(
-                &spec(issuer, &["client"], now, ISSUED_CERT_VALIDITY).overridden_by(TlsSpec {
-                    ca_pem: Some(ca.cert_pem()),
-                    ..TlsSpec::default()
-                }),
-            )
-        };
-        let (revoked, kept) = (trusting(&team), trusting(&ca));
+        let b = TwoCaBundle::new();
+        let server = b.server.clone();
+        let (revoked, kept) = (b.client_of(&b.team), b.client_of(&b.ca));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -537,8 +555,7 @@ pub(crate) mod tests {
                 send(c, &1u8).await.unwrap();
                 assert_eq!(recv::<u8>(s).await.unwrap(), Some(1));
             }
-            std::thread::sleep(Duration::from_millis(20)); // a new modification time
-            std::fs::write(&bundle, ca.cert_pem()).unwrap();
+            b.revoke_team();
             tokio::time::sleep(tls::CA_BUNDLE_CHECK_INTERVAL + Duration::from_millis(500)).await;
             for c in &mut clients {
                 let _ = send(c, &2u8).await;

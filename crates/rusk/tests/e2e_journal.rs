@@ -329,15 +329,17 @@ fn a_nanny_lost_while_the_scheduler_was_down_is_named_after_the_restart() {
     let mut c = NannyCluster::start(1, &args, &[], &[]);
     c.add_nanny(1, &[], &[]);
     c.wait_workers(2);
+    // Is a nanny listed for which `f` holds?
+    let listed = |c: &NannyCluster, f: &dyn Fn(&Value) -> bool| {
+        c.status()["nannies"].as_array().unwrap().iter().any(f)
+    };
     // n1's slot report has reached the scheduler (and so its journal).
     wait_until(
         Duration::from_secs(10),
         || {
-            c.status()["nannies"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|n| n["name"] == "n1" && n["slots"][0]["pid"].as_u64().is_some())
+            listed(&c, &|n| {
+                n["name"] == "n1" && n["slots"][0]["pid"].as_u64().is_some()
+            })
         },
         "n1's slot reported",
     );
@@ -367,13 +369,7 @@ fn a_nanny_lost_while_the_scheduler_was_down_is_named_after_the_restart() {
     // n0 registered again and runs its worker.
     wait_until(
         Duration::from_secs(10),
-        || {
-            c.status()["nannies"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|n| n["name"] == "n0")
-        },
+        || listed(&c, &|n| n["name"] == "n0"),
         "n0 back",
     );
 }
