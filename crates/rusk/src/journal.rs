@@ -14,6 +14,7 @@
 //! replayed and compacted into one entry; while running it is compacted again once
 //! [`COMPACT_AFTER_BYTES`] have been appended since. A log entry that does not decode ends the
 //! replay there: recovery up to the last good record, with a warning.
+use crate::metrics::JournalMetrics;
 use anyhow::{Context, Result};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use rusk_core::journal::{replay, Record, Resume};
@@ -122,6 +123,8 @@ pub struct Journal {
     appended: u64,
     /// The state the log describes, kept to compact it.
     state: Resume,
+    /// Bytes of records written since the journal was opened.
+    written: u64,
     /// Records not yet written (a write failed); retried with the next turn.
     pending: Vec<Record>,
     /// A write failed and records were dropped: the log is incomplete until compacted.
@@ -179,6 +182,7 @@ impl Journal {
             db,
             next_seq,
             appended: 0,
+            written: 0,
             state: state.clone(),
             pending: Vec::new(),
             incomplete: false,
@@ -207,6 +211,11 @@ impl Journal {
         Ok(())
     }
 
+    /// Bytes of records appended since the journal was opened (compactions not counted).
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
     /// Write one turn's records. On failure (disk full) they are kept and retried with the
     /// next call, up to [`PENDING_RECORDS_MAX`]; the error is returned for the caller to log.
     pub fn append(&mut self, records: Vec<Record>) -> Result<()> {
@@ -218,6 +227,7 @@ impl Journal {
         match self.write_entry(&bytes) {
             Ok(()) => {
                 self.appended += bytes.len() as u64;
+                self.written += bytes.len() as u64;
                 for r in self.pending.drain(..) {
                     self.state.apply(r);
                 }
@@ -295,6 +305,7 @@ pub struct JournalWriter {
     tx: std::sync::mpsc::SyncSender<Batch>,
     /// Times the loop waited for a full queue.
     waits: std::sync::atomic::AtomicU64,
+    metrics: JournalMetrics,
 }
 
 /// One turn's records, and who waits for them to be on disk.
@@ -318,11 +329,16 @@ const WARN_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 pub type Ticket = tokio::sync::oneshot::Receiver<()>;
 
 impl JournalWriter {
-    pub fn spawn(j: Journal) -> Result<JournalWriter> {
-        JournalWriter::spawn_bounded(j, JOURNAL_QUEUE_TURNS_MAX)
+    pub fn spawn(j: Journal, metrics: JournalMetrics) -> Result<JournalWriter> {
+        JournalWriter::spawn_bounded(j, JOURNAL_QUEUE_TURNS_MAX, metrics)
     }
 
-    fn spawn_bounded(mut j: Journal, turns: usize) -> Result<JournalWriter> {
+    fn spawn_bounded(
+        mut j: Journal,
+        turns: usize,
+        metrics: JournalMetrics,
+    ) -> Result<JournalWriter> {
+        let m = metrics.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(turns);
         std::thread::Builder::new()
             .name("rusk-journal".into())
@@ -345,7 +361,15 @@ impl JournalWriter {
                         records.extend(more);
                         acks.extend(ack);
                     }
-                    if let Err(e) = j.append(records) {
+                    let (started, written) = (std::time::Instant::now(), j.bytes_written());
+                    let appended = j.append(records);
+                    m.commit_seconds.observe(started.elapsed().as_secs_f64());
+                    m.bytes.inc_by(j.bytes_written() - written);
+                    match &appended {
+                        Ok(()) => m.commits.inc(),
+                        Err(_) => m.write_failures.inc(),
+                    };
+                    if let Err(e) = appended {
                         if window.elapsed() >= WARN_WINDOW {
                             (window, warned) = (std::time::Instant::now(), 0);
                         }
@@ -363,6 +387,7 @@ impl JournalWriter {
         Ok(JournalWriter {
             tx,
             waits: Default::default(),
+            metrics,
         })
     }
 
@@ -381,6 +406,7 @@ impl JournalWriter {
         match self.tx.try_send((records, ack)) {
             Ok(()) => done,
             Err(std::sync::mpsc::TrySendError::Full(batch)) => {
+                self.metrics.queue_waits.inc();
                 let waits = self
                     .waits
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -567,7 +593,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.redb");
         let (j, _, _) = Journal::open(&path, JournalSync::Machine).unwrap();
-        let w = JournalWriter::spawn_bounded(j, 2).unwrap();
+        let metrics = JournalMetrics::default();
+        let w = JournalWriter::spawn_bounded(j, 2, metrics.clone()).unwrap();
         let mut tickets = Vec::new();
         for g in 1..=200u64 {
             let mut records = vec![Record::Opened {
@@ -584,6 +611,12 @@ mod tests {
             t.await.expect("written");
         }
         assert!(w.waits.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        assert_eq!(
+            metrics.queue_waits.get(),
+            w.waits.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        assert!(metrics.commits.get() > 0 && metrics.bytes.get() > 0);
+        assert_eq!(metrics.write_failures.get(), 0);
         drop(w);
         // The thread lets go of the file once its queue closes.
         let reopened = (0..100).find_map(|_| match Journal::open(&path, JournalSync::Machine) {

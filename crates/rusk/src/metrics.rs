@@ -113,6 +113,8 @@ pub struct Metrics {
     loop_lag: FloatGauge,
     loop_lag_seconds: Histogram,
     turn_seconds: Histogram,
+    /// The journal's writer thread counts into these.
+    pub journal: JournalMetrics,
     uptime: FloatGauge,
     /// Loop lag in microseconds (max over the last second), for the snapshots.
     lag_us: AtomicU64,
@@ -273,6 +275,34 @@ impl Metrics {
             "Time the core loop spends per turn (handling a batch of events and sending)",
             turn_seconds.clone(),
         );
+        let journal = JournalMetrics::default();
+        r.register(
+            "rusk_journal_commits",
+            "Commits of the scheduler's journal (each holds one or more loop turns' records)",
+            journal.commits.clone(),
+        );
+        r.register(
+            "rusk_journal_commit_seconds",
+            "Time one journal commit took (encoding, writing, and its fsync unless \
+             --journal-sync process)",
+            journal.commit_seconds.clone(),
+        );
+        r.register(
+            "rusk_journal_bytes",
+            "Bytes of records written to the journal",
+            journal.bytes.clone(),
+        );
+        r.register(
+            "rusk_journal_write_failures",
+            "Journal writes that failed (disk full, say); their records are kept and retried",
+            journal.write_failures.clone(),
+        );
+        r.register(
+            "rusk_journal_queue_waits",
+            "Times the scheduler's loop waited because JOURNAL_QUEUE_TURNS_MAX turns were \
+             queued for the journal (its disk is behind)",
+            journal.queue_waits.clone(),
+        );
         let uptime = FloatGauge::default();
         r.register(
             "rusk_scheduler_uptime_seconds",
@@ -310,6 +340,7 @@ impl Metrics {
             loop_lag,
             loop_lag_seconds,
             turn_seconds,
+            journal,
             uptime,
             lag_us: AtomicU64::new(0),
         }
@@ -355,6 +386,28 @@ impl Metrics {
     /// Largest loop lag over the last second.
     pub fn loop_lag(&self) -> Duration {
         Duration::from_micros(self.lag_us.load(Ordering::Relaxed))
+    }
+}
+
+/// What the journal's writer thread counts (clones share the counts).
+#[derive(Clone)]
+pub struct JournalMetrics {
+    pub commits: Counter,
+    pub commit_seconds: Histogram,
+    pub bytes: Counter,
+    pub write_failures: Counter,
+    pub queue_waits: Counter,
+}
+
+impl Default for JournalMetrics {
+    fn default() -> Self {
+        JournalMetrics {
+            commits: Counter::default(),
+            commit_seconds: Histogram::new(LOOP_BUCKETS),
+            bytes: Counter::default(),
+            write_failures: Counter::default(),
+            queue_waits: Counter::default(),
+        }
     }
 }
 

@@ -296,7 +296,9 @@ pub async fn run(mut opts: SchedulerOptions) -> Result<()> {
     let mut notify = sd_notify::Notifier::from_env();
     notify.ready(&format!("listening on {local}"));
     notify.stop_on_signal();
-    let journal = journal.map(JournalWriter::spawn).transpose()?;
+    let journal = journal
+        .map(|j| JournalWriter::spawn(j, observer.metrics.journal.clone()))
+        .transpose()?;
     core_loop(core, epoch, rx, query_rx, observer, notify, journal).await
 }
 

@@ -22,7 +22,11 @@ fn metrics(base: &str) -> http::Exposition {
 
 #[test]
 fn metrics_parse_and_a_kill_9_counts_one_crash_restart() {
-    let c = NannyCluster::start(2, &DASHBOARD, &[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.redb");
+    let mut args = DASHBOARD.to_vec();
+    args.extend(["--journal", journal.to_str().unwrap()]);
+    let c = NannyCluster::start(2, &args, &[], &[]);
     let base = http::dashboard_url(&c.file);
     let r = http::get(&format!("{base}/metrics"));
     assert!(
@@ -48,9 +52,28 @@ fn metrics_parse_and_a_kill_9_counts_one_crash_restart() {
         "rusk_worker_rss_bytes",
         "rusk_worker_cpu_seconds",
         "rusk_worker_loop_lag_seconds",
+        "rusk_journal_commits",
+        "rusk_journal_commit_seconds",
+        "rusk_journal_bytes",
+        "rusk_journal_write_failures",
+        "rusk_journal_queue_waits",
     ] {
         assert!(ex.types.contains_key(family), "no {family} in /metrics");
     }
+    // The nanny's registration and slot reports went into the journal.
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            let ex = metrics(&base);
+            ex.value("rusk_journal_commits_total", &[]) > 0.0
+                && ex.value("rusk_journal_bytes_total", &[]) > 0.0
+        },
+        "journal commits in /metrics",
+    );
+    assert_eq!(
+        metrics(&base).value("rusk_journal_write_failures_total", &[]),
+        0.0
+    );
     wait_until(
         Duration::from_secs(10),
         || {
