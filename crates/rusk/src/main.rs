@@ -187,6 +187,10 @@ struct SchedulerArgs {
     /// `rusk local` and the Python `LocalCluster` use, all on one machine anyway).
     #[arg(long, env = "RUSK_JOURNAL_SYNC", value_enum, default_value = "machine")]
     journal_sync: journal::JournalSync,
+    /// Bytes queued for one connection (a worker, client or nanny) before it is cut off as not
+    /// reading its messages; it leaves as if its connection broke, and may reconnect.
+    #[arg(long, env = "RUSK_PEER_OUTBOX_LIMIT", default_value_t = scheduler_shell::PEER_OUTBOX_BYTES_MAX as u64, value_parser = config::parse_bytes)]
+    peer_outbox_limit: u64,
     #[command(flatten)]
     core: CoreArgs,
 }
@@ -545,6 +549,7 @@ async fn run_scheduler(a: SchedulerArgs) -> Result<()> {
         tls: a.tls_files.spec(),
         journal: a.journal,
         journal_sync: a.journal_sync,
+        peer_outbox_limit: usize::try_from(a.peer_outbox_limit).unwrap_or(usize::MAX),
     })
     .await
 }

@@ -1,8 +1,8 @@
 //! The scheduler process: a thin tokio shell around `rusk_core::scheduler::Scheduler`.
 //!
 //! One task accepts connections and runs the handshake; each authenticated connection gets a
-//! reader task (decode frames → events) and a writer task (frames from an unbounded queue →
-//! socket). The core runs on one loop that drains every event available, then sends each
+//! reader task (decode frames → events) and a writer task (frames from its outbox → socket;
+//! `outbox`: bounded in bytes, a peer that stops reading is cut off). The core runs on one loop that drains every event available, then sends each
 //! destination one frame with all its messages: batching is where the throughput comes from.
 //! The loop never waits on a socket, so a slow peer cannot stall the cluster.
 //!
@@ -13,14 +13,17 @@ use crate::config::{SchedulerFile, TlsMode};
 use crate::http::{self, Query};
 use crate::journal::{HeldReplies, Identity, Journal, JournalWriter};
 use crate::metrics::{Observer, SchedulerIdentity, PUBLISH_INTERVAL};
+mod outbox;
+pub use outbox::PEER_OUTBOX_BYTES_MAX;
+use outbox::{outbox, read_loop, writer, Outbox};
 // Here rather than in main.rs: `crate::scheduler_shell::sd_notify` for the nanny too.
 #[path = "sd_notify.rs"]
 pub mod sd_notify;
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use rusk_core::scheduler::{Command, Event, Scheduler, SchedulerConfig};
-use rusk_net::{self as net, Conn, TlsSpec};
+use rusk_net::{self as net, TlsSpec};
 use rusk_proto::auth::Role;
 use rusk_proto::msg::{
     ClientToScheduler, NannyToScheduler, SchedulerToClient, SchedulerToNanny, SchedulerToWorker,
@@ -61,6 +64,8 @@ pub struct SchedulerOptions {
     /// after a restart.
     pub journal: Option<PathBuf>,
     pub journal_sync: crate::journal::JournalSync,
+    /// Bytes queued for one peer before it is cut off as not reading (`PEER_OUTBOX_BYTES_MAX`).
+    pub peer_outbox_limit: usize,
 }
 
 /// The scheduler's TLS, and what of it goes into the scheduler file for joiners.
@@ -136,7 +141,7 @@ enum Inbound {
     WorkerJoined {
         incarnation: Incarnation,
         info: rusk_proto::msg::WorkerInfo,
-        out: mpsc::UnboundedSender<Bytes>,
+        out: Outbox,
         reader: AbortHandle,
     },
     Worker {
@@ -149,7 +154,7 @@ enum Inbound {
     },
     ClientJoined {
         client: ClientId,
-        out: mpsc::UnboundedSender<Bytes>,
+        out: Outbox,
     },
     Client {
         client: ClientId,
@@ -161,7 +166,7 @@ enum Inbound {
     NannyJoined {
         nanny: NannyId,
         info: rusk_proto::msg::NannyInfo,
-        out: mpsc::UnboundedSender<Bytes>,
+        out: Outbox,
     },
     Nanny {
         nanny: NannyId,
@@ -174,8 +179,20 @@ enum Inbound {
 }
 
 struct Peer {
-    out: mpsc::UnboundedSender<Bytes>,
+    out: Outbox,
     reader: Option<AbortHandle>,
+}
+
+impl Peer {
+    /// Queue a frame for the peer; one that stopped reading is cut off (said once), and leaves
+    /// through its reader like any closed connection.
+    fn send(&self, frame: Bytes, who: &dyn std::fmt::Display) {
+        if let Err(o) = self.out.send(frame) {
+            if o.first {
+                warn!(peer = %who, queued = o.queued, limit = self.out.limit(), "peer cut off: it is not reading its messages (outbox over --peer-outbox-limit)");
+            }
+        }
+    }
 }
 
 pub async fn run(mut opts: SchedulerOptions) -> Result<()> {
@@ -266,7 +283,7 @@ pub async fn run(mut opts: SchedulerOptions) -> Result<()> {
     }
     let (tx, rx) = mpsc::channel::<Inbound>(EVENT_QUEUE_MAX);
     let creds = net::Credentials::new(opts.token.as_bytes(), tls);
-    tokio::spawn(accept_loop(listener, creds, tx));
+    tokio::spawn(accept_loop(listener, creds, tx, opts.peer_outbox_limit));
     core.journal = journal.is_some();
     let core = match resume {
         Some(state) => {
@@ -350,7 +367,12 @@ impl LogLimiter {
     }
 }
 
-async fn accept_loop(listener: TcpListener, creds: net::Credentials, tx: mpsc::Sender<Inbound>) {
+async fn accept_loop(
+    listener: TcpListener,
+    creds: net::Credentials,
+    tx: mpsc::Sender<Inbound>,
+    outbox_limit: usize,
+) {
     let ids = Arc::new(AtomicU64::new(1));
     let admission = net::admission::Admission::new();
     let limiter = Arc::new(std::sync::Mutex::new(LogLimiter::new()));
@@ -376,7 +398,7 @@ async fn accept_loop(listener: TcpListener, creds: net::Credentials, tx: mpsc::S
         };
         let (creds, tx, ids, limiter) = (creds.clone(), tx.clone(), ids.clone(), limiter.clone());
         tokio::spawn(async move {
-            let res = serve_connection(stream, &creds, tx, ids, permit).await;
+            let res = serve_connection(stream, &creds, tx, ids, permit, outbox_limit).await;
             if let Err(e) = res {
                 if let Some(suppressed) = limiter.lock().expect("not poisoned").allow() {
                     warn!(%peer, error = %format!("{e:#}"), suppressed, "connection dropped");
@@ -392,6 +414,7 @@ async fn serve_connection(
     tx: mpsc::Sender<Inbound>,
     ids: Arc<AtomicU64>,
     mut permit: net::admission::Ticket,
+    outbox_limit: usize,
 ) -> Result<()> {
     permit.turn().await;
     let (mut conn, role) =
@@ -418,13 +441,14 @@ async fn serve_connection(
             }
             let incarnation = Incarnation(id);
             info!(worker = %info.name, %incarnation, pid = info.pid, address = %info.data_address, "worker joined");
-            let (out_tx, out_rx) = mpsc::unbounded_channel();
+            let (out_tx, out_rx, cut) = outbox(outbox_limit);
             let (sink, stream) = conn.split();
-            tokio::spawn(writer(sink, out_rx));
+            tokio::spawn(writer(sink, out_rx, cut.clone()));
             let reader_tx = tx.clone();
             let reader = tokio::spawn(async move {
                 let reason = read_loop(
                     stream,
+                    cut,
                     |msgs| Inbound::Worker { incarnation, msgs },
                     &reader_tx,
                 )
@@ -447,16 +471,16 @@ async fn serve_connection(
         }
         Role::Client => {
             let client = ClientId(id);
-            let (out_tx, out_rx) = mpsc::unbounded_channel();
+            let (out_tx, out_rx, cut) = outbox(outbox_limit);
             let (sink, stream) = conn.split();
-            tokio::spawn(writer(sink, out_rx));
+            tokio::spawn(writer(sink, out_rx, cut.clone()));
             tx.send(Inbound::ClientJoined {
                 client,
                 out: out_tx,
             })
             .await
             .ok();
-            let reason = read_loop(stream, |msgs| Inbound::Client { client, msgs }, &tx).await;
+            let reason = read_loop(stream, cut, |msgs| Inbound::Client { client, msgs }, &tx).await;
             debug!(%client, %reason, "client left");
             tx.send(Inbound::ClientLeft { client }).await.ok();
         }
@@ -478,9 +502,9 @@ async fn serve_connection(
             }
             let nanny = NannyId(id);
             info!(nanny = %info.name, host = %info.host, pid = info.pid, slots = info.nworkers, "nanny joined");
-            let (out_tx, out_rx) = mpsc::unbounded_channel();
+            let (out_tx, out_rx, cut) = outbox(outbox_limit);
             let (sink, stream) = conn.split();
-            tokio::spawn(writer(sink, out_rx));
+            tokio::spawn(writer(sink, out_rx, cut.clone()));
             tx.send(Inbound::NannyJoined {
                 nanny,
                 info,
@@ -488,55 +512,12 @@ async fn serve_connection(
             })
             .await
             .ok();
-            let reason = read_loop(stream, |msgs| Inbound::Nanny { nanny, msgs }, &tx).await;
+            let reason = read_loop(stream, cut, |msgs| Inbound::Nanny { nanny, msgs }, &tx).await;
             tx.send(Inbound::NannyLeft { nanny, reason }).await.ok();
         }
         Role::Peer => unreachable!("not allowed by accept"),
     }
     Ok(())
-}
-
-/// Read frames until the connection ends; returns why it ended.
-async fn read_loop<M: serde::de::DeserializeOwned>(
-    mut stream: futures::stream::SplitStream<Conn>,
-    wrap: impl Fn(Vec<M>) -> Inbound,
-    tx: &mpsc::Sender<Inbound>,
-) -> String {
-    loop {
-        match stream.next().await {
-            None => return "closed by peer".to_string(),
-            Some(Err(e)) => return format!("bad frame: {e}"),
-            Some(Ok(frame)) => match rusk_proto::decode::<Vec<M>>(&frame) {
-                Ok(msgs) => {
-                    if tx.send(wrap(msgs)).await.is_err() {
-                        return "scheduler shutting down".to_string();
-                    }
-                }
-                Err(e) => return format!("malformed message ({} bytes): {e}", frame.len()),
-            },
-        }
-    }
-}
-
-async fn writer(
-    mut sink: futures::stream::SplitSink<Conn, Bytes>,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-) {
-    while let Some(frame) = rx.recv().await {
-        if sink.feed(frame).await.is_err() {
-            return;
-        }
-        // Coalesce whatever else is queued into one flush.
-        while let Ok(frame) = rx.try_recv() {
-            if sink.feed(frame).await.is_err() {
-                return;
-            }
-        }
-        if sink.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = sink.close().await;
 }
 
 struct Peers {
@@ -682,12 +663,12 @@ async fn core_loop(
         }
         for (nanny, msgs) in to_nannies.drain() {
             if let Some(p) = peers.nannies.get(&nanny) {
-                let _ = p.out.send(net::encode(&msgs));
+                p.send(net::encode(&msgs), &nanny);
             }
         }
         for (inc, msgs) in to_workers.drain() {
             if let Some(p) = peers.workers.get(&inc) {
-                let _ = p.out.send(net::encode(&msgs));
+                p.send(net::encode(&msgs), &inc);
             }
         }
         if ticket.is_some() || !held.is_empty() {
@@ -723,7 +704,7 @@ fn send_to_clients(
 ) {
     for (client, msgs) in batch {
         if let Some(p) = peers.clients.get(&client) {
-            let _ = p.out.send(net::encode(&msgs));
+            p.send(net::encode(&msgs), &client);
         }
     }
 }

@@ -47,6 +47,20 @@ fn address_of(file: &std::path::Path) -> SocketAddr {
     v["address"].as_str().unwrap().parse().unwrap()
 }
 
+/// The scheduler's address and token, and a runtime to speak the wire protocol to it.
+fn speak_to(c: &Cluster) -> (String, String, tokio::runtime::Runtime) {
+    let sf: serde_json::Value = serde_json::from_slice(&std::fs::read(&c.file).unwrap()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    (
+        sf["address"].as_str().unwrap().to_string(),
+        sf["token"].as_str().unwrap().to_string(),
+        rt,
+    )
+}
+
 #[test]
 fn a_flood_from_one_address_locks_nobody_out() {
     let limit = raise_nofile();
@@ -111,15 +125,7 @@ fn a_registration_with_a_pid_that_is_not_one_process_is_refused() {
     use rusk_proto::msg::{WorkerInfo, WorkerToScheduler};
 
     let c = Cluster::start(0);
-    let sf: serde_json::Value = serde_json::from_slice(&std::fs::read(&c.file).unwrap()).unwrap();
-    let (address, token) = (
-        sf["address"].as_str().unwrap().to_string(),
-        sf["token"].as_str().unwrap().to_string(),
-    );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (address, token, rt) = speak_to(&c);
     for pid in [0u32, 1, u32::MAX] {
         let closed = rt.block_on(async {
             let mut conn = net::connect(
@@ -155,4 +161,53 @@ fn a_registration_with_a_pid_that_is_not_one_process_is_refused() {
     assert_eq!(c.worker_count(), 0);
     let log = c.scheduler_log();
     assert!(log.contains("not a process id"), "{log}");
+}
+
+/// A client that sends requests but never reads the replies: once more than
+/// `--peer-outbox-limit` is queued for it, the scheduler cuts it off (closes its connection, as
+/// if it had left) and says so; everyone else goes on as before.
+#[test]
+fn a_peer_that_does_not_read_is_cut_off_at_its_outbox_limit() {
+    use futures::SinkExt;
+    use rusk_net as net;
+    use rusk_proto::auth::Role;
+    use rusk_proto::msg::ClientToScheduler;
+
+    let c = Cluster::start_with(1, &["--peer-outbox-limit", "4MiB"], &[]);
+    let (address, token, rt) = speak_to(&c);
+    let frames_sent = rt.block_on(async {
+        let mut conn = net::connect(
+            &address,
+            &net::Credentials::plain(token.as_bytes()),
+            Role::Client,
+        )
+        .await
+        .unwrap();
+        // Each frame asks for a thousand status replies (about a MiB); none is ever read.
+        let many = net::encode(&vec![ClientToScheduler::Status; 1_000]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut sent = 0usize;
+        while std::time::Instant::now() < deadline {
+            let step =
+                tokio::time::timeout(std::time::Duration::from_secs(5), conn.send(many.clone()));
+            match step.await {
+                Ok(Ok(())) => sent += 1,
+                // Reset by the scheduler (or our writes blocked on a closed window): cut off.
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        sent
+    });
+    wait_until(
+        std::time::Duration::from_secs(30),
+        || c.scheduler_log().contains("peer cut off"),
+        "the scheduler to cut the client off",
+    );
+    assert!(frames_sent >= 4, "only {frames_sent} frames went out");
+    // The others are not affected: the CLI connects, and a graph runs.
+    assert_eq!(c.worker_count(), 1);
+    let graph = serde_json::json!({"tasks": [{"key": "a", "builtin": "concat", "args": ["x", "y"]}], "outputs": ["a"]});
+    let (ok, out, err) = c.submit_wait(&graph);
+    assert!(ok, "{err}");
+    assert_eq!(out["a"], serde_json::json!("xy"));
 }
