@@ -20,18 +20,24 @@ worker -> executor
                   it exists, another executor took the task: skip it (``X``).
     ``C`` cancel  drop the queued task ``id`` if it has not started (answered by ``X``).
     ``F`` free    the worker has mapped the result segment of task ``id``: close our fd.
+    ``G`` grant   the answer to task ``id``'s ``A``: ``1: u8, fd: u32 BE, len: u64 BE``, a
+                  segment of the worker (``/proc/<worker pid>/fd/<fd>``, often memory it
+                  reused) to write the result into; or ``0: u8``, none: write a memfd of our own.
 executor -> worker
     ``H`` hello   once, first: JSON ``{"py", "python", "cloudpickle", "pid", "executable"}``,
                   or ``{"error": "..."}`` when the executor cannot run tasks (then it exits).
     ``P`` ping    every 100 ms from a background thread. A C call that holds the GIL stops them:
                   that is how the worker detects a hung executor.
     ``S`` started task ``id`` begins.
+    ``A`` ask     ``size: u64 BE``: the running task ``id``'s result takes ``size`` bytes (at
+                  least ``INLINE_VALUE_MAX``); the worker answers ``G``.
     ``R`` result  ``kind: u8``; 0: the value follows inline; 1: ``fd: u32 BE, len: u64 BE``,
                   the value is in the sealed memfd ``/proc/<executor pid>/fd/<fd>``, which the
                   worker maps (and answers with ``F``); 2: ``input: u32 BE``, the task returned
                   its input ``input`` unchanged and the value cannot have been changed in place
                   (a read-only numpy array, bytes, str): the worker stores that input's bytes
-                  again, so nothing is pickled or copied.
+                  again, so nothing is pickled or copied; 3: ``len: u64 BE``, the value is
+                  in the segment the worker granted to the task (``G``).
     ``E`` error   ``msg_len: u32 BE``, the UTF-8 message, then the pickled
                   ``(exception, traceback_text)`` of task ``id`` (nothing when the task
                   failed before running, e.g. on a version mismatch).
@@ -78,11 +84,14 @@ K_TASK = ord("T")
 K_CLAIM = ord("K")
 K_CANCEL = ord("C")
 K_FREE = ord("F")
+K_GRANT = ord("G")
 PING = HEADER.pack(ord("P"), 0, 0)
 # A task frame's blob descriptor: kind, fd, offset, length.
 BLOB = struct.Struct(">B3xIQQ")
 # A `K` frame's body: the claim.
 CLAIM = struct.Struct(">I")
+# A `G` frame's body when granted: 1, the worker's fd, the segment's length.
+GRANT = struct.Struct(">BIQ")
 # Results smaller than this (with no out-of-band buffers) go inline through the pipe; the rest
 # are written to a shared-memory segment (the worker's INLINE_VALUE_MAX).
 INLINE_VALUE_MAX = 64 * 1024
@@ -268,6 +277,7 @@ class Input:
         self.buf = bytearray()
         self.frames = deque()
         self.claims = {}  # task id -> the claim its queued `T` must take (`K`)
+        self.grants = {}  # task id -> (worker fd, length) or None: the answer to its `A`
         self.poller = select.poll()
         self.poller.register(fd, select.POLLIN)
 
@@ -318,11 +328,24 @@ class Input:
                 fd = self.out.result_fds.pop(fid, None)
                 if fd is not None:
                     os.close(fd)
+            elif kind == K_GRANT:
+                self.grants[fid] = GRANT.unpack(body)[1:] if len(body) == GRANT.size else None
             else:
                 sys.stderr.write("rusk executor: unexpected frame kind %r\n" % kind)
                 os._exit(2)
         if pos:
             del buf[:pos]
+
+    def wait_grant(self, fid):
+        """Read frames until the worker answers task ``fid``'s ``A``; the others are queued
+        as usual. Returns ``(worker fd, length)``, or None when refused."""
+        while fid not in self.grants:
+            data = os.read(self.fd, 1 << 18)
+            if not data:
+                raise EOFError
+            self.buf += data
+            self._parse()
+        return self.grants.pop(fid)
 
     def _cancel(self, fid):
         for f in self.frames:
@@ -608,12 +631,49 @@ class Executor:
         if size < INLINE_VALUE_MAX:
             # Small, with out-of-band buffers: laid out inline, no segment.
             return frame(ord("R"), tid, b"\x00", lay_out(size, data))
+        if self.write_granted(tid, size, data):
+            return frame(ord("R"), tid, struct.pack(">BQ", 3, size))
         try:
             fd = write_segment(size, data)
         except BaseException as exc:
             return self.fail_exc(tid, exc, "cannot store the task's result of %d bytes: " % size)
         self.out.result_fds[tid] = fd
         return frame(ord("R"), tid, struct.pack(">BIQ", 1, fd, size))
+
+    def write_granted(self, tid, size, pieces):
+        """Write a result into a segment the worker grants (``A``, answered by ``G``): its
+        warm memory, reused from values it freed, costs far less to fill than a new memfd.
+        False when it grants none or the write fails: the caller makes its own segment."""
+        self.out.send(ord("A"), tid, struct.pack(">Q", size))
+        try:
+            granted = self.inp.wait_grant(tid)
+        except EOFError:
+            os._exit(0)  # the worker is gone
+        if granted is None:
+            return False
+        wfd, length = granted
+        if length != size:
+            return False
+        try:
+            fd = os.open("/proc/%d/fd/%d" % (self.worker_pid, wfd), os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            # The segment may hold an earlier value's bytes: the gaps are written as zeros.
+            pos = 0
+            for off, p in pieces + [(size, b"")]:
+                if off > pos:
+                    os.pwrite(fd, bytes(off - pos), pos)
+                mv = memoryview(p).cast("B")
+                done = 0
+                while done < len(mv):
+                    done += os.pwrite(fd, mv[done : done + (1 << 30)], off + done)
+                pos = off + len(mv)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return True
 
     def dump_result(self, result):
         """``dump_value`` of a task's result. A generator or other iterator that does not

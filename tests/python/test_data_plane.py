@@ -563,12 +563,14 @@ WRITE = 1536 * MIB
 
 
 def catch_writing(exec_pids, timeout=60):
-    """Wait until one of ``exec_pids`` holds a ``rusk-result`` segment it is still writing;
-    freeze it (SIGSTOP) there and return ``(pid, filled, size)``."""
+    """Wait until one of ``exec_pids`` holds a result segment it is still writing (the
+    ``rusk-value`` segment its worker granted it, opened through ``/proc``, or a
+    ``rusk-result`` of its own); freeze it (SIGSTOP) there and return ``(pid, filled, size)``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for pid in exec_pids:
-            for fd in memfd_fds(pid, "rusk-result"):
+            fds = list(memfd_fds(pid, "rusk-value")) + list(memfd_fds(pid, "rusk-result"))
+            for fd in fds:
                 path = "/proc/%d/fd/%d" % (pid, fd)
                 try:
                     filled, size = filled_bytes(path)
@@ -595,7 +597,8 @@ def test_executor_killed_while_writing_a_large_result_is_retried_and_leaks_nothi
     marker = str(tmp_path / "attempts")
 
     fut = c.submit(make_chunk, WRITE, 3, marker, retries=1, key="written")
-    # The executor returned the array and is copying it into its new segment: freeze it there
+    # The executor returned the array and is copying it into the segment its worker granted
+    # (fresh memory: the worker has none kept yet): freeze it there
     # (so the kill lands mid-write, whatever the machine's speed), then kill -9 it.
     pid, filled, size = catch_writing([first_exec])
     try:
@@ -611,19 +614,25 @@ def test_executor_killed_while_writing_a_large_result_is_retried_and_leaks_nothi
     w = worker_by_pid(c, worker_pid)
     assert w["restarts"] == 0 and w["vitals"]["executors_replaced"] >= 1
     (new_exec,) = executor_pids(worker_pid)
-    # The retry's result was adopted: the new executor kept no segment (it closes its fd when
-    # the worker has mapped it) ...
-    wait_until(lambda: memfd_fds(new_exec, "rusk-result") == {}, timeout=10, what="no segment left in the executor")
-    # ... and the worker holds exactly one more (that result: an adopted segment keeps its
-    # name and its fd while stored), none of the killed attempt.
+    # The retry's result was written into a segment the worker granted: the new executor
+    # kept no segment open ...
+    wait_until(
+        lambda: memfd_fds(new_exec, "rusk-result") == {} and memfd_fds(new_exec, "rusk-value") == {},
+        timeout=10,
+        what="no segment left in the executor",
+    )
+    # ... and the worker holds exactly one more (that result), none of the killed attempt
+    # (its grant was freed with the executor).
     held = segments(worker_pid)
-    assert held["result_fds"] == before["result_fds"] + 1, (before, held)
-    assert held["result_maps"] == before["result_maps"] + 1, (before, held)
-    assert held["value_fds"] == before["value_fds"], (before, held)
-    # Released, it is gone from the worker too.
+    assert held["value_fds"] == before["value_fds"] + 1, (before, held)
+    assert held["value_maps"] == before["value_maps"] + 1, (before, held)
+    assert held["result_fds"] == before["result_fds"], (before, held)
+    # Released, it is unmapped at once and kept for reuse at most SEGMENT_POOL_IDLE (10 s)
+    # unused, then freed: nothing stays behind.
     del arr
     fut.release()
-    wait_until(lambda: segments(worker_pid) == before, timeout=20, what="the result's segment freed")
+    wait_until(lambda: segments(worker_pid)["value_maps"] == before["value_maps"], timeout=20, what="the result unmapped")
+    wait_until(lambda: segments(worker_pid) == before, timeout=30, what="the result's segment freed")
     print(
         "\nexecutor %d killed with %d of %d bytes of its result segment written; retried in %d; "
         "worker segments before %s, holding the result %s, after release %s"
@@ -759,10 +768,11 @@ def test_worker_killed_while_streaming_to_another_worker_is_recomputed(split, tm
     runs = attempts(marker)
     assert len(runs) == 2 and runs[1][1] != a["pid"], runs
     # b dropped the segment the interrupted stream went into: it holds the chunk once, as
-    # its own result (recomputed on b) or fetched again (recomputed on a's successor).
-    again = 0 if runs[1][1] == b["pid"] else 1
+    # its own result (recomputed on b, written into a segment b granted its executor) or
+    # fetched again (recomputed on a's successor).
     held = segments(b["pid"])
-    assert held["value_fds"] == len(known) + again and held["value_maps"] == len(known) + again, held
+    assert held["value_fds"] == len(known) + 1 and held["value_maps"] == len(known) + 1, held
+    assert held["result_fds"] == 0, held
     assert check_chunk(chunk.result(60), STREAM, 9) == []
     print(
         "\nworker a (%d) killed after streaming %d of %d bytes to worker b; the chunk was "

@@ -11,8 +11,8 @@
 //! Every live segment is listed in a registry keyed by its address, so the shell can tell, for
 //! any `Bytes` the core hands it, whether it is a whole segment (and which fd names it).
 //!
-//! Warm memory is reused: a segment this process wrote itself ([`SegmentWriter`]: a received
-//! value) is, when its last `Bytes` goes, kept in a pool ([`rusk_core::segment_pool`] decides
+//! Warm memory is reused: a segment this process made ([`SegmentWriter`]: a received value, or
+//! a task's result an executor wrote into the segment its worker granted it) is, when its last `Bytes` goes, kept in a pool ([`rusk_core::segment_pool`] decides
 //! what to keep and for how long) and the next value of about its size is written into its
 //! pages, which are much cheaper to fill than fresh ones. Such a segment is therefore not
 //! sealed. It never goes back to the pool once something could hold it without this process

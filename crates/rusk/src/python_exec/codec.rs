@@ -36,6 +36,12 @@ pub enum ToExecutor {
     Cancel(u64),
     /// `F`: the result segment of task `id` is mapped; close it.
     ResultMapped(u64),
+    /// `G`: the answer to task `id`'s `A`: a segment of the worker (`fd`, `len`) to write its
+    /// result into, or none (the executor makes its own).
+    Grant {
+        id: u64,
+        segment: Option<(u32, u64)>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +91,21 @@ impl Encoder<ToExecutor> for ExecutorCodec {
             }
             ToExecutor::ResultMapped(id) => {
                 put_header(dst, b'F', id, 0);
+                return Ok(());
+            }
+            ToExecutor::Grant { id, segment } => {
+                match segment {
+                    Some((fd, len)) => {
+                        put_header(dst, b'G', id, 13);
+                        dst.put_u8(1);
+                        dst.put_u32(fd);
+                        dst.put_u64(len);
+                    }
+                    None => {
+                        put_header(dst, b'G', id, 1);
+                        dst.put_u8(0);
+                    }
+                }
                 return Ok(());
             }
             ToExecutor::Task {

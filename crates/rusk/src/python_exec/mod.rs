@@ -20,13 +20,15 @@
 //! | → | `K` claim | `claim: u32 BE`: the next `T` of task `id` may run elsewhere too: before starting it, create `<id>.<claim>` in `RUSK_CLAIMS_DIR` exclusively (`O_EXCL`), and skip it (`X`) if it exists |
 //! | → | `C` cancel | - (drop queued task `id` unless it has started) |
 //! | → | `F` result mapped | - (close the fd of task `id`'s result segment) |
+//! | → | `G` grant | `1: u8, fd: u32 BE, len: u64 BE`: a segment of the worker for task `id`'s result (`rusk_net::segment::SegmentWriter`: warm memory from the segment pool when there is some), written by the executor through `/proc/<worker pid>/fd/<fd>`; or `0: u8`, none (it makes its own) |
 //! | ← | `H` hello | JSON `{"py","python","cloudpickle","pid","executable"}`, or `{"error"}` then exit |
 //! | ← | `P` ping | - (every 100 ms, from a background thread) |
 //! | ← | `S` started | - |
+//! | ← | `A` ask | `size: u64 BE`: the running task `id`'s result takes `size` bytes (≥ `INLINE_VALUE_MAX`); answered by `G`. A grant lives until the task's answer, or the executor's death (then it is freed) |
 //! | ← | `W` seceded | - (the running task `id` stops holding a thread slot while it waits: `rusk.secede()`) |
 //! | ← | `J` rejoined | - (the seceded task `id` holds a thread slot again: `rusk.rejoin()`) |
 //! | ← | `U` unmapped | `n` × `fd: u32 BE` (id 0): input segments the executor mapped (through the worker's fd `fd`) and has unmapped since, one per mapping; the worker keeps each segment it sent until then |
-//! | ← | `R` result | `0: u8` then the value, or `1: u8, fd: u32 BE, len: u64 BE`: a sealed memfd of the executor holding the value, mapped here at once through `/proc/<executor pid>/fd/<fd>` (then `F`), or `2: u8, input: u32 BE`: the task returned its input `input` unchanged (an immutable value: the worker stores the input's bytes again, nothing is copied) |
+//! | ← | `R` result | `0: u8` then the value, or `1: u8, fd: u32 BE, len: u64 BE`: a sealed memfd of the executor holding the value, mapped here at once through `/proc/<executor pid>/fd/<fd>` (then `F`), or `2: u8, input: u32 BE`: the task returned its input `input` unchanged (an immutable value: the worker stores the input's bytes again, nothing is copied), or `3: u8, len: u64 BE`: the value is in the segment granted to the task (`G`), its layout's gaps written as zeros |
 //! | ← | `E` error | `len: u32 BE`, the UTF-8 message, the pickled `(exception, traceback)` (none if the task never ran: bad header, version mismatch) |
 //! | ← | `X` skipped | - (a cancelled task, or one claimed by another executor, that never started here) |
 //!

@@ -1,6 +1,7 @@
 //! An executor process: the script file, spawning (with its reader, writer, stderr forwarder
 //! and waiter tasks), and its exit (with the Python stacks of a hung one).
 use super::*;
+use rusk_net::segment::SegmentWriter;
 
 /// How long to wait for a hung executor's stacks (SIGUSR1, faulthandler) before SIGKILL.
 const STACKS_WAIT: Duration = Duration::from_millis(300);
@@ -97,6 +98,7 @@ impl Manager {
                 pid,
                 writer: writer.clone(),
                 stderr_tail: stderr_tail.clone(),
+                grants: FxHashMap::default(),
             },
             stamped,
             self.ev_tx.clone(),
@@ -202,13 +204,62 @@ struct ExecLink {
     writer: mpsc::UnboundedSender<ToExecutor>,
     /// Cleared when a task starts, so that a death quotes what that task wrote.
     stderr_tail: Arc<Mutex<Vec<u8>>>,
+    /// Result segments granted to running tasks (`A`), by job: the executor writes the value
+    /// into it through `/proc/<worker pid>/fd/<fd>`, then answers `R` kind 3. Dropped (freed)
+    /// with any other answer of that job, or with this link when the executor dies.
+    grants: FxHashMap<u64, SegmentWriter>,
 }
 
 impl ExecLink {
-    /// The value of an `R` frame: inline, or the executor's sealed memfd, mapped here at once
-    /// (then the executor is told to close its fd with `F`).
-    fn result_value(&self, id: u64, mut body: Bytes) -> Result<Bytes, String> {
+    /// A task's request for a segment of `size` bytes to write its result into: one of this
+    /// worker's (warm memory from the segment pool when it has some, see
+    /// `rusk_net::segment`), or a refusal, after which the executor writes a memfd of its own.
+    fn grant(&mut self, id: u64, body: &[u8]) -> Result<(), String> {
+        let size = match <[u8; 8]>::try_from(body) {
+            Ok(b) => u64::from_be_bytes(b),
+            Err(_) => return Err("a malformed segment request".into()),
+        };
+        let granted = if size < segment::INLINE_VALUE_MAX as u64 || self.grants.contains_key(&id) {
+            None // small values go inline; one grant per task at a time
+        } else {
+            usize::try_from(size)
+                .ok()
+                .and_then(|len| SegmentWriter::create(len).ok())
+        };
+        let answer = granted
+            .as_ref()
+            .map(|s| (s.raw_fd() as u32, s.len() as u64));
+        if let Some(s) = granted {
+            self.grants.insert(id, s);
+        }
+        let _ = self.writer.send(ToExecutor::Grant {
+            id,
+            segment: answer,
+        });
+        Ok(())
+    }
+
+    /// The value of an `R` frame: inline, in the segment granted to the task (kind 3), or the
+    /// executor's sealed memfd, mapped here at once (then the executor is told to close its fd
+    /// with `F`).
+    fn result_value(&mut self, id: u64, mut body: Bytes) -> Result<Bytes, String> {
+        let granted = self.grants.remove(&id);
         match body.first() {
+            Some(3) if body.len() == 9 => {
+                body.advance(1);
+                let len = body.get_u64();
+                let Some(s) = granted else {
+                    return Err("a result in a segment that was not granted".into());
+                };
+                if len != s.len() as u64 {
+                    return Err(format!(
+                        "a result of {len} bytes in a granted segment of {}",
+                        s.len()
+                    ));
+                }
+                s.finish()
+                    .map_err(|e| format!("cannot map the granted result segment: {e}"))
+            }
             Some(0) => {
                 body.advance(1);
                 Ok(body)
@@ -229,8 +280,16 @@ impl ExecLink {
     }
 
     /// The event a frame means, or what is wrong with it.
-    fn event(&self, f: Frame) -> Result<Option<FromExec>, String> {
+    fn event(&mut self, f: Frame) -> Result<Option<FromExec>, String> {
         let (exec, job) = (self.exec, JobId(f.id));
+        if f.kind == b'A' {
+            self.grant(f.id, &f.body)?;
+            return Ok(None);
+        }
+        if matches!(f.kind, b'E' | b'X') || (f.kind == b'R' && f.body.first() == Some(&2)) {
+            // Answered without the segment it may have been granted: freed.
+            self.grants.remove(&f.id);
+        }
         if f.kind == b'U' {
             if !f.body.len().is_multiple_of(4) {
                 return Err("a malformed unmapped frame".into());
@@ -295,7 +354,7 @@ impl ExecLink {
 }
 
 async fn read_frames(
-    link: ExecLink,
+    mut link: ExecLink,
     stdout: Stamped<tokio::process::ChildStdout>,
     ev: mpsc::UnboundedSender<FromExec>,
 ) {

@@ -604,6 +604,44 @@ out.append(dump(list(range(10))))
     });
 }
 
+/// A large result is written into a segment the worker grants (`A`, `G`, then `R` kind 3):
+/// the memory of a freed value kept in the segment pool is used again, what the earlier value
+/// left in it never shows (the layout's gaps are zeros, as in a new segment), and the result
+/// goes back to the pool when freed.
+#[test]
+fn a_large_result_is_written_into_pooled_memory_the_worker_grants() {
+    let p = python_bytes(&format!(
+        r#"
+sys.path.insert(0, {:?})
+import _executor
+def big():
+    return (pickle.PickleBuffer(bytearray(b"a" * (3 << 20) + b"z")), b"b" * 1000)
+out.append(payload(big))
+out.append(bytes(_executor.lay_out(*_executor.dump_value(big(), cloudpickle.dumps))))
+"#,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../python/rusk")
+    ));
+    let expected = &p[1];
+    segment::set_pool_bound(1 << 30);
+    let junk = segment::SegmentWriter::create(expected.len()).unwrap();
+    junk.write_at(&vec![0xEE; expected.len()], 0).unwrap();
+    drop(junk.finish().unwrap());
+    assert_eq!(segment::pooled().1, 1, "the junk segment is kept for reuse");
+    rt().block_on(async {
+        let mut h = Harness::new(1, opts(Duration::from_secs(10)));
+        for i in 0..2 {
+            h.run(i, &p[0], vec![]);
+            let (_, r) = h.finished().await;
+            let v = r.expect("success");
+            assert_eq!(segment::pooled(), (0, 0), "the kept segment was granted");
+            assert!(segment::fd_of(&v).is_some(), "a segment of the worker");
+            assert!(v[..] == expected[..], "the value as laid out, gaps zeroed");
+            drop(v);
+            assert_eq!(segment::pooled().1, 1, "freed into the pool again");
+        }
+    });
+}
+
 /// Fuzz (with rusk-fuzz's engine): what an executor writes on its pipe, through the frame
 /// codec and the body parsers, never panics the worker. `RUSK_FUZZ_ITERATIONS` sets the run
 /// (200,000 by default; the long run's figure is in fuzz/README.md).
