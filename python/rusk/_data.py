@@ -42,7 +42,7 @@ def _dump(value):
     caller closes it)."""
     import cloudpickle
 
-    size, data = _executor.dump_value(value, cloudpickle.dumps)
+    size, data = _executor.dump_value(value, _executor.value_dumps(cloudpickle))
     if size is None:
         return bytes(data), None
     if size < _executor.INLINE_VALUE_MAX:

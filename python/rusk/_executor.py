@@ -136,6 +136,41 @@ def dump_value(obj, dumps):
     return max(end, 1), pieces
 
 
+def value_dumps(cloudpickle):
+    """``cloudpickle.dumps`` for stored values: a numpy array with a zero stride (a broadcast
+    view: ``np.broadcast_to``, and every chunk of ``da.ones``, ``da.zeros``, ``da.full``) is
+    pickled as its one repeated part and comes back as the same read-only broadcast view, as
+    Dask's serialisation does, instead of being copied out to its full size."""
+    import io
+
+    base = cloudpickle.Pickler
+    parent = getattr(base, "reducer_override", None)
+
+    class Pickler(base):
+        def reducer_override(self, obj):
+            np = sys.modules.get("numpy")
+            if (
+                np is not None
+                and type(obj) is np.ndarray
+                and 0 in obj.strides
+                and obj.size > 1
+                and any(st == 0 and n > 1 for st, n in zip(obj.strides, obj.shape))
+            ):
+                # Axes of length 1 have no stride to speak of: only the repeated ones shrink.
+                part = obj[tuple(slice(0, 1) if st == 0 else slice(None) for st in obj.strides)]
+                return np.broadcast_to, (np.ascontiguousarray(part), obj.shape)
+            if parent is None:
+                return NotImplemented
+            return parent(self, obj)
+
+    def dumps(obj, protocol=5, buffer_callback=None):
+        f = io.BytesIO()
+        Pickler(f, protocol=protocol, buffer_callback=buffer_callback).dump(obj)
+        return f.getvalue()
+
+    return dumps
+
+
 def dump_value_in_band(obj, dumps, data=None):
     if data is None:
         data = dumps(obj, protocol=5)
@@ -422,6 +457,7 @@ class Executor:
         self.py = py
         self.cp = cp
         self.cloudpickle = cloudpickle
+        self.dumps = value_dumps(cloudpickle)
         self.pickle = pickle
         self.good_header = None
         self.preludes = {}  # prelude bytes -> its list of functions and classes
@@ -680,11 +716,11 @@ class Executor:
         pickle is stored as the list of its items (it cannot leave this process; Dask keeps it
         on the worker, where each dependent would consume the same one)."""
         try:
-            return dump_value(result, self.cloudpickle.dumps)
+            return dump_value(result, self.dumps)
         except Exception:
             if not _is_iterator(result):
                 raise
-        return dump_value(list(result), self.cloudpickle.dumps)
+        return dump_value(list(result), self.dumps)
 
     def _pin_maps(self):
         self.pinned.extend(self.maps)

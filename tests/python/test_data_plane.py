@@ -400,6 +400,31 @@ def fork_keeper(a, path, fill):
     return pid
 
 
+def broadcast_rows(n):
+    import numpy as np
+
+    return np.broadcast_to(np.arange(3.0), (n, 3))
+
+
+@pytest.mark.parametrize("fresh_client", [dict(n_workers=1)], indirect=True)
+def test_a_broadcast_array_is_stored_and_sent_as_its_repeated_part(fresh_client):
+    """A result with a zero stride (``np.broadcast_to``; every chunk of ``da.ones``) is kept
+    as its one repeated part, not copied out to full size (24 MB here, which would need a
+    segment), and comes back as the same read-only broadcast view, as from Dask."""
+    import numpy as np
+
+    c = fresh_client
+    (w,) = workers(c)
+    before = segments(w["pid"])
+    fut = c.submit(broadcast_rows, 1_000_000)
+    arr = fut.result(60)
+    assert arr.shape == (1_000_000, 3) and arr.strides == (0, 8) and not arr.flags.writeable
+    assert np.array_equal(arr[-1], [0.0, 1.0, 2.0])
+    assert segments(w["pid"]) == before, "stored in full"
+    # A task taking it gets the same view.
+    assert c.submit(lambda a: (a.strides, float(a[:, 2].sum())), fut).result(60) == ((0, 8), 2e6)
+
+
 def test_received_memory_is_reused_but_never_while_an_executor_maps_it(split, tmp_path):
     """Worker b receives values from a. A freed received segment's memory is written again
     by the next value of its size (fewer distinct segments than values), while the segment a
