@@ -142,9 +142,10 @@ fn transfer_times(
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             let (s, _) = listener.accept().await.unwrap();
             let (mut conn, _) = rusk_net::accept(s, &server, &[Role::Peer]).await.unwrap();
-            while let Ok(Some(DataRequest::Get { id, tasks })) =
-                rusk_net::recv::<DataRequest>(&mut conn).await
-            {
+            while let Ok(Some(req)) = rusk_net::recv::<DataRequest>(&mut conn).await {
+                let DataRequest::Get { id, tasks } = req else {
+                    continue; // `Read`: the value stays held, so its memory is never reused
+                };
                 let items: Vec<_> = tasks.iter().map(|t| (*t, Some(value.clone()))).collect();
                 if rusk_net::transfer::send_values(&mut conn, id, &items)
                     .await

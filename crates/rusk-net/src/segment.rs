@@ -17,8 +17,9 @@
 //! pages, which are much cheaper to fill than fresh ones. Such a segment is therefore not
 //! sealed. It never goes back to the pool once something could hold it without this process
 //! knowing: one handed out by [`proc_path`] (to a command), [`dup_fd`] (to Python in a
-//! client) or [`fd_to_send`] (to the kernel's socket buffers, which keep references to the
-//! pages `sendfile` gave them) is freed, not kept. A worker keeps a value its executors map alive until they
+//! client) is freed, not kept; one lent to a socket ([`lend_to_socket`]: the kernel's socket
+//! buffers keep references to the pages `sendfile` gave them) is kept only if it was given
+//! back ([`give_back`]: the peer read it) before it was freed. A worker keeps a value its executors map alive until they
 //! say they unmapped it (see `python_exec`), so that one is only pooled once nobody sees it.
 use bytes::Bytes;
 use rusk_core::segment_pool::SegmentPool;
@@ -47,7 +48,21 @@ struct Entry {
     fd: RawFd,
     /// Kept for reuse when its last `Bytes` goes (written by this process, never handed out).
     poolable: bool,
+    /// Sends (`sendfile`) whose socket may still hold its pages: while any is out, its memory
+    /// is not kept for reuse ([`lend_to_socket`], [`give_back`]).
+    lent: u32,
+    /// Tells this segment from a later one mapped at the same address.
+    generation: u64,
 }
+
+/// A segment's pages lent to a socket by [`lend_to_socket`], until [`give_back`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lent {
+    addr: usize,
+    generation: u64,
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// Address -> entry, for every live segment of this process.
 static REGISTRY: Mutex<BTreeMap<usize, Entry>> = Mutex::new(BTreeMap::new());
@@ -156,7 +171,7 @@ impl Drop for Mapping {
                 .lock()
                 .expect("not poisoned")
                 .remove(&(self.ptr as usize));
-            poolable &= entry.is_some_and(|e| e.poolable);
+            poolable &= entry.is_some_and(|e| e.poolable && e.lent == 0);
             LIVE_BYTES.fetch_sub(self.len as u64, Ordering::Relaxed);
             LIVE_SEGMENTS.fetch_sub(1, Ordering::Relaxed);
         }
@@ -343,6 +358,8 @@ fn register(map: Mapping) -> Bytes {
             len: map.len,
             fd: map.fd.as_raw_fd(),
             poolable: map.poolable,
+            lent: 0,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         },
     );
     map.registered = true;
@@ -461,11 +478,43 @@ pub fn never_reuse(value: &Bytes) {
     entry_of(value, true);
 }
 
-/// The fd of `value`'s segment, to `sendfile` it: the socket then holds references to its
-/// pages until the peer has them (on loopback, until it reads them; over a network, until they
-/// are acknowledged), after the call returns, so its memory is never reused.
-pub fn fd_to_send(value: &Bytes) -> Option<RawFd> {
-    entry_of(value, true)
+/// The fd of `value`'s segment, to `sendfile` it. The socket then holds references to its
+/// pages after the call returns, until the peer has them (on loopback, until it reads them;
+/// over a network, until they are acknowledged), so its memory is not reused while the
+/// returned [`Lent`] is out: [`give_back`] once the peer has shown it read them all (it said
+/// so, or sent its next request, which it only does after reading). A segment freed while
+/// lent is freed, not kept.
+pub fn lend_to_socket(value: &Bytes) -> Option<(RawFd, Lent)> {
+    if value.len() < INLINE_VALUE_MAX {
+        return None;
+    }
+    let addr = value.as_ptr() as usize;
+    let mut reg = REGISTRY.lock().expect("not poisoned");
+    let (&start, entry) = reg.range_mut(..=addr).next_back()?;
+    if start != addr || entry.len != value.len() {
+        return None;
+    }
+    entry.lent += 1;
+    Some((
+        entry.fd,
+        Lent {
+            addr,
+            generation: entry.generation,
+        },
+    ))
+}
+
+/// The peer has read what these sends gave its socket: the segments' memory may be reused
+/// once they are freed (those freed meanwhile were freed, not kept).
+pub fn give_back(lent: impl IntoIterator<Item = Lent>) {
+    let mut reg = REGISTRY.lock().expect("not poisoned");
+    for l in lent {
+        if let Some(e) = reg.get_mut(&l.addr) {
+            if e.generation == l.generation {
+                e.lent = e.lent.saturating_sub(1);
+            }
+        }
+    }
 }
 
 /// A new close-on-exec fd of the segment that is `value`, when it is a whole segment (its

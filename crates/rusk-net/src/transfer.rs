@@ -13,7 +13,10 @@
 //!   client's memory) with `splice`, through its file rather than a mapping, so a value is
 //!   copied once, by the kernel, on each side, and the new memory is never faulted in;
 //! - a transfer that makes no progress for [`TRANSFER_IDLE_TIMEOUT`] fails (the connection is
-//!   then dropped: its stream position is unknown), however large the value.
+//!   then dropped: its stream position is unknown), however large the value;
+//! - a fetcher that received a value of [`segment::INLINE_VALUE_MAX`] bytes or more says it
+//!   read the reply to the end (`DataRequest::Read { id }`, not answered), so the sender may
+//!   reuse the memory `sendfile` lent to the socket ([`segment::give_back`]).
 use crate::segment::{self, SegmentWriter};
 use crate::{encode, Conn, Stream};
 use anyhow::{anyhow, bail, Context, Result};
@@ -41,11 +44,15 @@ async fn idle<T>(what: &str, f: impl std::future::Future<Output = T>) -> Result<
 
 /// Server side: answer request `id` with `items` (the values the worker holds, in the order
 /// asked; `None` for one it does not hold).
+///
+/// Returns the segments lent to the socket (sent with `sendfile`): the caller gives them back
+/// ([`segment::give_back`]) when the peer says it read them (`DataRequest::Read`) or sends its
+/// next request.
 pub async fn send_values(
     conn: &mut Conn,
     id: u64,
     items: &[(TaskRef, Option<Bytes>)],
-) -> Result<()> {
+) -> Result<Vec<segment::Lent>> {
     let sizes = DataReply::Sizes {
         id,
         items: items
@@ -57,14 +64,18 @@ pub async fn send_values(
         .await?
         .context("send failed")?;
     let stream = conn.get_mut();
+    let mut lent = Vec::new();
     for value in items.iter().filter_map(|(_, v)| v.as_ref()) {
-        if let (Some(fd), Some(tcp)) = (segment::fd_to_send(value), stream.plain()) {
-            // A whole segment (or spill file) from its start: the kernel hands its pages to the
-            // socket (no mapping faults, no copy through user space); they stay referenced
-            // there after the call, so the segment's memory is never reused (`fd_to_send`).
-            // Over TLS the bytes are encrypted from the mapping instead.
-            send_file(tcp, fd, value.len()).await?;
-            continue;
+        if let Some(tcp) = stream.plain() {
+            if let Some((fd, l)) = segment::lend_to_socket(value) {
+                // A whole segment (or spill file) from its start: the kernel hands its pages to
+                // the socket (no mapping faults, no copy through user space); they stay
+                // referenced there after the call, so the segment is lent until the peer has
+                // read it. Over TLS the bytes are encrypted from the mapping instead.
+                lent.push(l);
+                send_file(tcp, fd, value.len()).await?;
+                continue;
+            }
         }
         for piece in value.chunks(TRANSFER_CHUNK_BYTES) {
             idle("sending a value", stream.write_all(piece))
@@ -75,7 +86,7 @@ pub async fn send_values(
     idle("sending a value", stream.flush())
         .await?
         .context("send failed")?;
-    Ok(())
+    Ok(lent)
 }
 
 /// `sendfile` the first `len` bytes of `fd` to the socket, [`TRANSFER_CHUNK_BYTES`] at a time.
@@ -172,12 +183,24 @@ pub async fn fetch_values(
         bail!("peer answered other values than asked");
     }
     let mut out = Vec::with_capacity(items.len());
+    let mut large = false;
     for (task, size) in items {
         let value = match size {
             None => None,
-            Some(len) => Some(read_value(conn, len).await?),
+            Some(len) => {
+                large |= len >= segment::INLINE_VALUE_MAX as u64;
+                Some(read_value(conn, len).await?)
+            }
         };
         out.push((task, value));
+    }
+    if large {
+        // Read to the end: the holder may reuse the memory it sent them from.
+        let _ = idle(
+            "sending a request",
+            conn.send(encode(&DataRequest::Read { id })),
+        )
+        .await;
     }
     Ok(out)
 }
@@ -677,6 +700,11 @@ mod tests {
                         .map(|t| items[t.index as usize].clone())
                         .collect();
                     send_values(&mut conn, id, &reply).await.unwrap();
+                    // The client says it read them to the end.
+                    assert_eq!(
+                        crate::recv::<DataRequest>(&mut conn).await.unwrap(),
+                        Some(DataRequest::Read { id })
+                    );
                 }
             });
             let mut conn = connect(&addr, &client_creds, Role::Peer).await.unwrap();
@@ -780,6 +808,53 @@ mod tests {
             send_gap <= bound(sent_in),
             "sender: {send_gap:?} without a turn in {sent_in:?}"
         );
+    }
+
+    /// A segment sent with `sendfile` is lent to the socket until the peer says it read it
+    /// (`Read`, which `fetch_values` sends): given back then, it is kept for reuse when freed.
+    #[test]
+    fn a_sent_segment_the_peer_has_read_is_reused() {
+        const LEN: usize = segment::INLINE_VALUE_MAX;
+        segment::set_pool_bound(1 << 30);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let server = tokio::spawn(async move {
+                let (s, _) = listener.accept().await.unwrap();
+                let (mut conn, _) = accept(s, &Credentials::plain(b"t0ken"), &[Role::Peer])
+                    .await
+                    .unwrap();
+                let Some(DataRequest::Get { id, .. }) =
+                    crate::recv::<DataRequest>(&mut conn).await.unwrap()
+                else {
+                    panic!("a request")
+                };
+                let w = SegmentWriter::create(LEN).unwrap();
+                w.write_at(&[0xaa; LEN], 0).unwrap();
+                let sent = w.finish().unwrap();
+                let lent = send_values(&mut conn, id, &[(tr(0), Some(sent.clone()))])
+                    .await
+                    .unwrap();
+                assert_eq!(lent.len(), 1, "sent with sendfile");
+                assert_eq!(
+                    crate::recv::<DataRequest>(&mut conn).await.unwrap(),
+                    Some(DataRequest::Read { id })
+                );
+                segment::give_back(lent);
+                drop(sent);
+                assert_eq!(segment::pooled(), (LEN as u64, 1), "kept for reuse");
+            });
+            let mut conn = connect(&addr, &Credentials::plain(b"t0ken"), Role::Peer)
+                .await
+                .unwrap();
+            let got = fetch_values(&mut conn, 1, &[tr(0)]).await.unwrap();
+            assert!(got[0].1.as_ref().unwrap().iter().all(|&b| b == 0xaa));
+            server.await.unwrap();
+        });
     }
 
     /// A segment sent with `sendfile` is not reused: the socket still holds its pages after

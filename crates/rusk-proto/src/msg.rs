@@ -770,6 +770,12 @@ pub enum DataRequest {
     Logs {
         id: u64,
     },
+    /// The values of `Get` request `id` have been read to the end (no reply): the holder may
+    /// reuse the memory it sent them from (`rusk_net::segment::give_back`). Sent after a reply
+    /// with a value of at least `INLINE_VALUE_MAX` bytes.
+    Read {
+        id: u64,
+    },
 }
 
 /// Worker data server → peer: the size of each value asked for (`None` for one the worker does

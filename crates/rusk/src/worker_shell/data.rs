@@ -68,8 +68,18 @@ async fn serve_peer(
     ticket.turn().await;
     let (mut conn, _) = net::accept(stream, creds, &[Role::Peer]).await?;
     drop(ticket); // authenticated: its place goes to the next stranger
+                  // Segments of the last reply lent to the socket, until the peer shows it read them: it
+                  // says so (`Read`) or asks again (a peer reads a reply to the end before its next request).
+    let mut lent: Option<(u64, Vec<rusk_net::segment::Lent>)> = None;
     while let Some(req) = net::recv::<DataRequest>(&mut conn).await? {
+        if let Some((sent, l)) = lent.take() {
+            match req {
+                DataRequest::Read { id } if id != sent => lent = Some((sent, l)),
+                _ => rusk_net::segment::give_back(l),
+            }
+        }
         let (id, tasks) = match req {
+            DataRequest::Read { .. } => continue,
             DataRequest::Get { id, tasks } => (id, tasks),
             DataRequest::Put { id, token, size } => {
                 if let Err(why) = puts.admit(size) {
@@ -118,7 +128,10 @@ async fn serve_peer(
                 .collect::<Vec<_>>()
         })
         .await?;
-        rusk_net::transfer::send_values(&mut conn, id, &items).await?;
+        let sent = rusk_net::transfer::send_values(&mut conn, id, &items).await?;
+        if !sent.is_empty() {
+            lent = Some((id, sent));
+        }
     }
     Ok(())
 }
