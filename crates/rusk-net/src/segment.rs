@@ -443,6 +443,16 @@ pub fn fd_of(value: &Bytes) -> Option<RawFd> {
 /// The fd of `value`'s segment; `hand_out`: another process may keep it without our knowing,
 /// so its memory must never be reused.
 fn entry_of(value: &Bytes, hand_out: bool) -> Option<RawFd> {
+    with_entry(value, |entry| {
+        if hand_out && entry.poolable {
+            seal_handed_out(entry);
+        }
+        entry.fd
+    })
+}
+
+/// `f` on the registry entry of `value`, when it is a whole segment of this process.
+fn with_entry<R>(value: &Bytes, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
     if value.len() < INLINE_VALUE_MAX {
         return None;
     }
@@ -452,21 +462,22 @@ fn entry_of(value: &Bytes, hand_out: bool) -> Option<RawFd> {
     if start != addr || entry.len != value.len() {
         return None;
     }
-    if hand_out && entry.poolable {
-        entry.poolable = false;
-        // Nobody may change it from now on (a command given its path could open it for
-        // writing otherwise). Our read-only mapping of a file we opened read-write counts as
-        // writable for F_SEAL_WRITE, so this seals future writes.
-        // SAFETY: plain fcntl on an fd the registry keeps open.
-        unsafe {
-            libc::fcntl(
-                entry.fd,
-                libc::F_ADD_SEALS,
-                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | F_SEAL_FUTURE_WRITE,
-            )
-        };
-    }
-    Some(entry.fd)
+    Some(f(entry))
+}
+
+/// Never kept for reuse, and nobody may change it from now on (a command given its path could
+/// open it for writing otherwise). Our read-only mapping of a file we opened read-write counts
+/// as writable for F_SEAL_WRITE, so this seals future writes.
+fn seal_handed_out(entry: &mut Entry) {
+    entry.poolable = false;
+    // SAFETY: plain fcntl on an fd the registry keeps open.
+    unsafe {
+        libc::fcntl(
+            entry.fd,
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | F_SEAL_FUTURE_WRITE,
+        )
+    };
 }
 
 /// `F_SEAL_FUTURE_WRITE` (Linux 5.1): no new writes or writable mappings, by anyone.
@@ -485,23 +496,17 @@ pub fn never_reuse(value: &Bytes) {
 /// so, or sent its next request, which it only does after reading). A segment freed while
 /// lent is freed, not kept.
 pub fn lend_to_socket(value: &Bytes) -> Option<(RawFd, Lent)> {
-    if value.len() < INLINE_VALUE_MAX {
-        return None;
-    }
     let addr = value.as_ptr() as usize;
-    let mut reg = REGISTRY.lock().expect("not poisoned");
-    let (&start, entry) = reg.range_mut(..=addr).next_back()?;
-    if start != addr || entry.len != value.len() {
-        return None;
-    }
-    entry.lent += 1;
-    Some((
-        entry.fd,
-        Lent {
-            addr,
-            generation: entry.generation,
-        },
-    ))
+    with_entry(value, |entry| {
+        entry.lent += 1;
+        (
+            entry.fd,
+            Lent {
+                addr,
+                generation: entry.generation,
+            },
+        )
+    })
 }
 
 /// The peer has read what these sends gave its socket: the segments' memory may be reused

@@ -769,15 +769,7 @@ mod tests {
             let started = std::time::Instant::now();
             rt.block_on(async {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let (s, _) = listener.accept().await.unwrap();
-                let (mut conn, _) = accept(s, &Credentials::plain(b"t0ken"), &[Role::Peer])
-                    .await
-                    .unwrap();
-                let Some(DataRequest::Get { id, .. }) =
-                    crate::recv::<DataRequest>(&mut conn).await.unwrap()
-                else {
-                    panic!("a request")
-                };
+                let (mut conn, id) = accept_get(&listener).await;
                 send_values(&mut conn, id, &[(tr(0), Some(seg))])
                     .await
                     .unwrap();
@@ -810,6 +802,27 @@ mod tests {
         );
     }
 
+    /// Accept a peer on `listener` and read its first request, a `Get`: its id.
+    async fn accept_get(listener: &tokio::net::TcpListener) -> (Conn, u64) {
+        let (s, _) = listener.accept().await.unwrap();
+        let (mut conn, _) = accept(s, &Credentials::plain(b"t0ken"), &[Role::Peer])
+            .await
+            .unwrap();
+        let Some(DataRequest::Get { id, .. }) =
+            crate::recv::<DataRequest>(&mut conn).await.unwrap()
+        else {
+            panic!("a request")
+        };
+        (conn, id)
+    }
+
+    /// A new segment of `len` bytes of `byte`.
+    fn segment_of(len: usize, byte: u8) -> Bytes {
+        let w = SegmentWriter::create(len).unwrap();
+        w.write_at(&vec![byte; len], 0).unwrap();
+        w.finish().unwrap()
+    }
+
     /// A segment sent with `sendfile` is lent to the socket until the peer says it read it
     /// (`Read`, which `fetch_values` sends): given back then, it is kept for reuse when freed.
     #[test]
@@ -824,18 +837,8 @@ mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap().to_string();
             let server = tokio::spawn(async move {
-                let (s, _) = listener.accept().await.unwrap();
-                let (mut conn, _) = accept(s, &Credentials::plain(b"t0ken"), &[Role::Peer])
-                    .await
-                    .unwrap();
-                let Some(DataRequest::Get { id, .. }) =
-                    crate::recv::<DataRequest>(&mut conn).await.unwrap()
-                else {
-                    panic!("a request")
-                };
-                let w = SegmentWriter::create(LEN).unwrap();
-                w.write_at(&[0xaa; LEN], 0).unwrap();
-                let sent = w.finish().unwrap();
+                let (mut conn, id) = accept_get(&listener).await;
+                let sent = segment_of(LEN, 0xaa);
                 let lent = send_values(&mut conn, id, &[(tr(0), Some(sent.clone()))])
                     .await
                     .unwrap();
@@ -877,25 +880,13 @@ mod tests {
         let server = std::thread::spawn(move || {
             rt().block_on(async {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let (s, _) = listener.accept().await.unwrap();
-                let (mut conn, _) = accept(s, &Credentials::plain(b"t0ken"), &[Role::Peer])
-                    .await
-                    .unwrap();
-                let Some(DataRequest::Get { id, .. }) =
-                    crate::recv::<DataRequest>(&mut conn).await.unwrap()
-                else {
-                    panic!("a request")
-                };
-                let w = SegmentWriter::create(LEN).unwrap();
-                w.write_at(&[0xaa; LEN], 0).unwrap();
-                let sent = w.finish().unwrap();
+                let (mut conn, id) = accept_get(&listener).await;
+                let sent = segment_of(LEN, 0xaa);
                 send_values(&mut conn, id, &[(tr(0), Some(sent))])
                     .await
                     .unwrap();
                 // The value is gone here; the next one of its size must not get its memory.
-                let w = SegmentWriter::create(LEN).unwrap();
-                w.write_at(&[0x55; LEN], 0).unwrap();
-                let next = w.finish().unwrap();
+                let next = segment_of(LEN, 0x55);
                 overwritten_tx.send(()).unwrap();
                 // Keep the connection (and the new value) until the client has read.
                 let _ = crate::recv::<DataRequest>(&mut conn).await;
