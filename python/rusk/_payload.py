@@ -7,9 +7,10 @@ A Python task's payload is a header line, JSON with the client's versions::
 followed by ``cloudpickle.dumps((func, args, kwargs, dep_paths), protocol=5)``, or, for the tasks
 of one graph encoded together (:func:`encode_calls`), by ``b"S"``, the length of a *prelude*
 (4 bytes, big-endian), the prelude, and a pickle of the call whose functions and classes are
-persistent ids into the prelude: the prelude is ``cloudpickle.dumps`` of the list of the graph's
-distinct functions and classes, pickled once for the whole graph (a function used by 4,000
-tasks is pickled once, not 4,000 times), and each executor unpickles a prelude once. Each dependency's
+persistent ids into the prelude: the prelude is ``cloudpickle.dumps`` of a dict from those ids
+to the functions and classes the call uses, pickled once for all the calls that use the same
+ones (a function used by 4,000 tasks is pickled once, not 4,000 times; a task with a lambda of
+its own carries only that lambda), and each executor unpickles a prelude once. Each dependency's
 value sits in ``(args, kwargs)`` as a ``None`` placeholder at ``dep_paths[i]``: ``(0, 2)`` is
 ``args[2]``, ``(1, "x")`` is ``kwargs["x"]``, ``(0, 1, "k", 0)`` is ``args[1]["k"][0]``. The task's
 ``deps`` list names the key of each path, in the same order (a key may appear several times).
@@ -74,41 +75,78 @@ def encode_calls(calls, normalized=False, each=()):
     index = {}
     shared_types = _SHARED_TYPES
     plain_types = _PLAIN_TYPES
+    sep = os.urandom(16)  # between the calls of the one-pass pickle (`_dump_all`)
+    # The shared objects each call refers to, so that its prelude holds only those (a prelude
+    # of every function of the graph in every payload is quadratic: a graph of 5,000 tasks
+    # each with its own lambda would send 5,000 x 5,000 functions).
+    used = []
+    current = set()
 
     def persistent_id(obj):
+        nonlocal current
         t = type(obj)
         if t in plain_types:
+            if obj is sep:
+                used.append(current)
+                current = set()
             return None
         if t in shared_types or isinstance(obj, type):
             i = index.get(id(obj))
             if i is None:
                 i = index[id(obj)] = len(shared)
                 shared.append(obj)
+            current.add(i)
             return i
         return None
+
+    def end_call():
+        nonlocal current
+        used.append(current)
+        current = set()
 
     if not normalized:
         calls = [(f, tuple(a), dict(kw), [tuple(p) for p in paths]) for f, a, kw, paths in calls]
     one_by_one = set(each)
     together = [c for i, c in enumerate(calls) if i not in one_by_one] if one_by_one else calls
-    bodies = _dump_all(together, persistent_id) if together else []
+    bodies = _dump_all(together, persistent_id, sep) if together else []
     if bodies is None:  # every call on its own, then
         one_by_one = set(range(len(calls)))
         bodies = []
+        used.clear()
+        current = set()
     if one_by_one:
-        alone = iter(_dump_each([calls[i] for i in sorted(one_by_one)], persistent_id))
-        rest = iter(bodies)
-        bodies = [next(alone) if i in one_by_one else next(rest) for i in range(len(calls))]
-    prelude = cloudpickle.dumps(shared, protocol=PICKLE_PROTOCOL)
-    head = HEADER + b"S" + struct.pack(">I", len(prelude)) + prelude
-    return [head + body for body in bodies]
+        used_together = used[:]
+        used.clear()
+        alone = iter(_dump_each([calls[i] for i in sorted(one_by_one)], persistent_id, end_call))
+        used_alone = iter(used[:])
+        rest, used_rest = iter(bodies), iter(used_together)
+        bodies, used[:] = [], []
+        for i in range(len(calls)):
+            if i in one_by_one:
+                bodies.append(next(alone))
+                used.append(next(used_alone))
+            else:
+                bodies.append(next(rest))
+                used.append(next(used_rest))
+    # One prelude per distinct set of shared objects: a function all tasks use is pickled
+    # once, and each task with a lambda of its own carries only that lambda.
+    heads = {}
+    out = []
+    for body, refs in zip(bodies, used):
+        key = frozenset(refs)
+        head = heads.get(key)
+        if head is None:
+            prelude = cloudpickle.dumps({i: shared[i] for i in sorted(key)}, protocol=PICKLE_PROTOCOL)
+            head = heads[key] = HEADER + b"S" + struct.pack(">I", len(prelude)) + prelude
+        out.append(head + body)
+    return out
 
 
 # Types the prelude never holds: most of what a call is made of (faster `persistent_id`).
 _PLAIN_TYPES = frozenset((type(None), bool, int, float, str, bytes, tuple, list, dict))
 
 
-def _dump_all(calls, persistent_id):
+def _dump_all(calls, persistent_id, sep):
     """The pickles of ``calls``, made in ONE pass of the standard pickler (one ``dump`` of
     them all, not one per call), or None if it fails.
 
@@ -125,7 +163,6 @@ def _dump_all(calls, persistent_id):
         pass
 
     Fast.persistent_id = staticmethod(persistent_id)
-    sep = os.urandom(16)
     seq = [sep] * (2 * len(calls))
     seq[::2] = calls
     buf = io.BytesIO()
@@ -146,9 +183,9 @@ def _dump_all(calls, persistent_id):
     return [piece + b"." for piece in pieces]
 
 
-def _dump_each(calls, persistent_id):
+def _dump_each(calls, persistent_id, end_call):
     """The pickles of ``calls``, one ``dump`` each: by the standard pickler, or by cloudpickle
-    where that fails."""
+    where that fails. ``end_call()`` after each."""
     import io
 
     class Fast(pickle.Pickler):
@@ -176,6 +213,7 @@ def _dump_each(calls, persistent_id):
             full.clear_memo()
             full.dump(call)
         bodies.append(buf.getvalue())
+        end_call()
     return bodies
 
 

@@ -560,3 +560,12 @@ def slow_inc_for_progress(x):
 
 def fail_for_progress():
     raise ValueError("nope")
+
+
+def test_a_task_over_the_message_limit_is_refused_with_its_reason_and_the_client_goes_on(client):
+    """A task whose arguments encode past ``MAX_FRAME_BYTES`` is refused at submit with a
+    clear error (it was sent, dropped by the scheduler, and sent again on every reconnection,
+    forever); the client goes on."""
+    with pytest.raises(ValueError, match="MAX_FRAME_BYTES.*scatter"):
+        client.submit(len, b"x" * (300 << 20)).result(60)
+    assert client.submit(len, b"ok").result(30) == 2

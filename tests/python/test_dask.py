@@ -286,8 +286,9 @@ def test_futures_are_dask_task_references(client):
 
 
 def test_a_graphs_functions_are_pickled_once_and_run_on_the_cluster(client):
-    """``to_tasks`` pickles each function and class of a graph once, in a prelude that every
-    task's payload shares; a closure over 100 KB is not copied into each task."""
+    """``to_tasks`` pickles each function and class of a graph once, in a prelude that the
+    payloads of the tasks using it share; a closure over 100 KB is not copied into each task,
+    nor into a task that does not use it."""
     import struct
 
     from rusk import _executor, _payload
@@ -305,15 +306,17 @@ def test_a_graphs_functions_are_pickled_once_and_run_on_the_cluster(client):
     total = dask.delayed(lambda xs: sum(x.v for x in xs))(leaves)
     tasks, outputs, _decode, _ = to_tasks(total.__dask_graph__(), [total.key])
     assert len(tasks) == 101
-    heads = set()
+    heads = {}
     for t in tasks:
         p = t["python"]
         nl = p.index(b"\n")
         assert p[nl + 1 : nl + 2] == b"S"
         (n,) = struct.unpack_from(">I", p, nl + 2)
-        heads.add(p[: nl + 6 + n])
+        heads.setdefault(p[: nl + 6 + n], []).append(t)
         assert len(p) - (nl + 6 + n) < 20_000, "a task body carries the closure again"
-    assert len(heads) == 1 and len(next(iter(heads))) > 100_000
+    # The 100 leaves share one prelude with the closure; the sum's own lambda has a small one.
+    assert sorted(len(ts) for ts in heads.values()) == [1, 100]
+    assert sorted(len(h) > 100_000 for h in heads) == [False, True]
     # The executor's decoder gives back the call, the prelude unpickled once.
     ex = object.__new__(_executor.Executor)
     ex.pickle, ex.preludes = __import__("pickle"), {}
@@ -325,3 +328,17 @@ def test_a_graphs_functions_are_pickled_once_and_run_on_the_cluster(client):
     # And on the cluster.
     assert total.compute(scheduler=client.get) == sum(range(100)) + 100 * 100_000
     assert _payload.PAYLOAD_VERSION == _executor.RUSK_PROTOCOL
+
+
+def test_a_graph_of_tasks_each_with_its_own_lambda_is_encoded_in_linear_size(client):
+    """Each task's prelude holds only the functions it uses: 3,000 tasks each with a lambda of
+    their own (a closure made in a loop) are not 3,000 x 3,000 functions on the wire (which
+    was over the frame limit, and sent again forever by the reconnecting client)."""
+    leaves = [dask.delayed(lambda i: i * 2)(i) for i in range(3000)]
+    graph = {}
+    for x in leaves:
+        graph.update(x.__dask_graph__())
+    tasks, _outputs, _decode, _ = to_tasks(graph, [x.key for x in leaves])
+    per_task = sum(len(t["python"]) for t in tasks) / len(tasks)
+    assert per_task < 4_000, per_task
+    assert sum(dask.compute(*leaves, scheduler=client.get)) == 2 * sum(range(3000))

@@ -135,8 +135,9 @@ def test_one_pass_pickling_and_its_fallbacks(monkeypatch):
         (pair, ([None, 2],), {"b": None}, ((0, 0, 0), (1, "b"))),
     ]
     no_prelude = lambda obj: None  # noqa: E731
-    assert _payload._dump_all(calls[2:3], no_prelude) is None  # then pickled one by one
-    assert _payload._dump_all(calls[3:4], no_prelude) is None
+    sep = lambda: _payload.os.urandom(16)  # noqa: E731  (as encode_calls makes it)
+    assert _payload._dump_all(calls[2:3], no_prelude, sep()) is None  # then pickled one by one
+    assert _payload._dump_all(calls[3:4], no_prelude, sep()) is None
     for each in ((), (1, 3)):
         out = decode(_payload.encode_calls(calls, normalized=True, each=each))
         assert [c[0].__name__ for c in out] == ["local", "inc", "local", "local", "pair"]
@@ -148,9 +149,9 @@ def test_one_pass_pickling_and_its_fallbacks(monkeypatch):
     # Without a failing call, the pass is one dump: and a separator that the data happens to
     # contain is noticed (the calls are then pickled one by one).
     plain = [(inc, (i, b"s" * 16), {}, ()) for i in range(5)]
-    assert len(_payload._dump_all(plain, no_prelude)) == 5
+    assert len(_payload._dump_all(plain, no_prelude, sep())) == 5
     monkeypatch.setattr(_payload.os, "urandom", lambda n: b"s" * n)
-    assert _payload._dump_all(plain, no_prelude) is None
+    assert _payload._dump_all(plain, no_prelude, sep()) is None
     out = decode(_payload.encode_calls(plain, normalized=True))
     assert [c[1] for c in out] == [(i, b"s" * 16) for i in range(5)]
 

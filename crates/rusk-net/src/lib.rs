@@ -104,7 +104,25 @@ pub async fn recv<T: DeserializeOwned>(conn: &mut Conn) -> Result<Option<T>> {
 }
 
 pub async fn send<T: Serialize>(conn: &mut Conn, value: &T) -> Result<()> {
-    conn.send(encode(value)).await.context("send failed")
+    let frame = encode(value);
+    if let Some(why) = over_frame_limit(frame.len()) {
+        bail!("{why}");
+    }
+    conn.send(frame).await.context("send failed")
+}
+
+/// Why a message of `len` encoded bytes cannot be sent: over [`MAX_FRAME_BYTES`] (the peer
+/// would drop the connection on it, and a client that reconnects would send it again).
+pub fn over_frame_limit(len: usize) -> Option<String> {
+    (len > MAX_FRAME_BYTES).then(|| {
+        format!(
+            "this message encodes to {} MiB, over the {} MiB one message may take \
+             (MAX_FRAME_BYTES): submit the graph in parts, or put large objects in with \
+             scatter() instead of the graph",
+            len >> 20,
+            MAX_FRAME_BYTES >> 20
+        )
+    })
 }
 
 /// Server side of the handshake: TLS first when the peer opens with it (refused on a

@@ -487,8 +487,22 @@ impl Client {
                     }
                     Asked::Handled => {}
                     Asked::Send(msg, waiter) => {
+                        let frame = net::encode(&vec![&msg]);
+                        if let Some(why) = net::over_frame_limit(frame.len()) {
+                            // Refused here: the connection would fail on it, and so would
+                            // every reconnection that sent it again.
+                            match waiter {
+                                Some(w) => {
+                                    let _ = w.tx.send(Reply::Rejected(why));
+                                }
+                                None => {
+                                    let _ = self.events.send(Event::Error(why));
+                                }
+                            }
+                            continue;
+                        }
                         self.sending(&msg);
-                        let sent = sink.send(net::encode(&vec![&msg])).await;
+                        let sent = sink.send(frame).await;
                         if let Some(mut w) = waiter {
                             w.msg = Some(msg);
                             self.waiters.push_back(w);
