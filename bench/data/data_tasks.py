@@ -77,3 +77,24 @@ def warm_imports(_i=None):
     import pandas  # noqa: F401
 
     return os.getpid()
+
+
+def make_keyed(part, rows, keys, salt=None):
+    """Partition `part` of a table of `rows` rows: k = i % keys, v = i (floats)."""
+    import numpy as np
+    import pandas as pd
+
+    del salt
+    i = np.arange(part * rows, (part + 1) * rows, dtype="int64")
+    return pd.DataFrame({"k": i % keys, "v": i.astype("float64")})
+
+
+def make_shuffled(part, rows, salt=None):
+    """Partition `part` of a table whose column k is a permutation-like scramble of the row
+    numbers (so sorting moves rows between every pair of partitions)."""
+    import numpy as np
+    import pandas as pd
+
+    del salt
+    i = np.arange(part * rows, (part + 1) * rows, dtype="int64")
+    return pd.DataFrame({"k": (i * 2654435761) % (1 << 32), "v": i})

@@ -7,6 +7,8 @@ the benchmark's venv, prepared as for the `python` suite, plus dask[dataframe] a
   3.  x.dot(x.T).sum(), 3000 x 3000 in 500 x 500 chunks                              Dask/rusk >= 1
   4.  one 200 MB chunk returned to the client                                        rusk <= 0.64 s
   5.  (x + x.T).sum(); da.linalg.tsqr of 200,000 x 100; map_overlap depth 1          Dask/rusk >= 1
+      everyday work: a dataframe groupby-agg and sort_values, bag word frequencies, 5,000
+      delayed calls of a lambda each                                                 Dask/rusk >= 1
   6.  1 GiB from a task on worker A to a task on worker B            rusk >= 0.5 x loopback TCP copy
   7.  peak RSS of the receiving worker meanwhile (< 1.2 GiB); a worker's RSS for a stored value of
       N bytes (<= N + 64 KiB)
@@ -52,11 +54,11 @@ EXTRAS = ["dask[dataframe]==2026.8.*", "pandas", "pyarrow", "psutil"]
 EXTRAS_UNPINNED = ["dask[dataframe]", "pandas", "pyarrow", "psutil"]
 EXTRAS_CHECK = "import dask.dataframe, pandas, pyarrow, psutil"
 
-COMPARED = ["rechunk", "merge", "dot", "gather", "transpose", "tsqr", "overlap", "transfer",
-            "stored"]
+COMPARED = ["rechunk", "merge", "dot", "gather", "transpose", "tsqr", "overlap", "groupby",
+            "sort", "bag", "lambdas", "transfer", "stored"]
 DASK_DEFAULT = ["rechunk-default", "merge-default"]
 TARGETS = {"rechunk": 1.5, "merge": 1.5, "dot": 1.0, "transpose": 1.0, "tsqr": 1.0,
-           "overlap": 1.0}
+           "overlap": 1.0, "groupby": 1.0, "sort": 1.0, "bag": 1.0, "lambdas": 1.0}
 GATHER_TARGET_S = 0.64  # Dask on Ray's figure for the same shape, measured earlier on this machine
 TRANSFER_TARGET = 0.5  # of the loopback socket's bandwidth
 RSS_TARGET = 1.2 * (1 << 30)
@@ -195,6 +197,17 @@ def title(shape, size):
     if shape == "overlap":
         n, c = size
         return "5c. map_overlap(5-point stencil, depth=1), %d x %d in %d x %d chunks" % (n, n, c, c)
+    if shape == "groupby":
+        rows, parts = size
+        return "5d. dataframe groupby-agg, %s rows in %d partitions" % (f"{rows:,}", parts)
+    if shape == "sort":
+        rows, parts = size
+        return "5e. dataframe sort_values, %s rows in %d partitions" % (f"{rows:,}", parts)
+    if shape == "bag":
+        lines, parts = size
+        return "5f. bag word frequencies, %s lines in %d partitions" % (f"{lines:,}", parts)
+    if shape == "lambdas":
+        return "5g. %s delayed calls, each of its own lambda" % f"{size:,}"
     if shape == "transfer":
         return "6. %s worker A to worker B" % size_text(size)
     if shape == "stored":

@@ -23,6 +23,13 @@ thread). Shapes (sizes with --quick in brackets):
                                                                               [50,000]
   overlap    x.map_overlap(stencil, depth=1, boundary="reflect").sum(), x 4000 x 4000 in
              1000 x 1000 chunks; stencil = a 5-point average                  [2000, 500]
+  groupby    dask.dataframe groupby("k").v.agg(["sum", "mean", "count"]), 2,000,000 rows in 16
+             partitions made in the graph (from_map), 1,000 keys               [200,000, 4]
+  sort       dask.dataframe sort_values("k"), 1,000,000 rows in 8 partitions, k scrambled;
+             the sorted frame returned to the client                           [100,000, 4]
+  bag        dask.bag word frequencies of 200,000 lines in 16 partitions        [20,000, 4]
+  lambdas    dask.compute of 5,000 delayed calls, each of a lambda of its own (a closure made
+             in a loop, as user code does)                                     [500]
   transfer   a task on worker A makes a 1 GiB uint8 array, a task on worker B consumes it; the
              time from submitting the consumer to its result [256 MiB]. Meanwhile every worker
              process that may receive it (and its rusk executors) is sampled every 10 ms (its
@@ -71,6 +78,10 @@ FULL = {
     "transpose": (4000, 500),
     "tsqr": (200_000, 100, 10_000),
     "overlap": (4000, 1000),
+    "groupby": (2_000_000, 16),
+    "sort": (1_000_000, 8),
+    "bag": (200_000, 16),
+    "lambdas": 5000,
     "transfer": GIB,
     "stored": 64 * MIB,
     "socket": GIB,
@@ -83,6 +94,10 @@ QUICK = dict(
     transpose=(2000, 500),
     tsqr=(50_000, 100, 10_000),
     overlap=(2000, 500),
+    groupby=(200_000, 4),
+    sort=(100_000, 4),
+    bag=(20_000, 4),
+    lambdas=500,
     transfer=256 * MIB,
     stored=16 * MIB,
     socket=256 * MIB,
@@ -185,6 +200,55 @@ def shape_overlap(side, size):
     s = x.map_overlap(data_tasks.stencil, depth=1, boundary="reflect").sum()
     dt, (v,) = timed(lambda: compute(side, s))
     assert abs(v / (n * n) - 0.5) < 0.01, "overlap: wrong result"
+    return dt, {}
+
+
+def shape_groupby(side, size):
+    import dask.dataframe as dd
+
+    rows, parts = size
+    salt = uuid.uuid4().hex
+    df = dd.from_map(data_tasks.make_keyed, range(parts), args=(rows // parts, 1000, salt),
+                     meta=data_tasks.make_keyed(0, 0, 1000), enforce_metadata=False)
+    g = df.groupby("k").v.agg(["sum", "mean", "count"])
+    dt, (v,) = timed(lambda: compute(side, g))
+    assert v.shape == (1000, 3) and v["count"].sum() == rows, "groupby: wrong result"
+    return dt, {}
+
+
+def shape_sort(side, size):
+    import dask.dataframe as dd
+
+    rows, parts = size
+    salt = uuid.uuid4().hex
+    df = dd.from_map(data_tasks.make_shuffled, range(parts), args=(rows // parts, salt),
+                     meta=data_tasks.make_shuffled(0, 0), enforce_metadata=False)
+    s = df.sort_values("k")
+    dt, (v,) = timed(lambda: compute(side, s))
+    assert len(v) == rows and v["k"].is_monotonic_increasing, "sort: wrong result"
+    return dt, {}
+
+
+def shape_bag(side, size):
+    import dask.bag as db
+
+    lines, parts = size
+    salt = uuid.uuid4().hex[:6]
+    text = ["the quick brown fox %s jumps over the lazy dog %d" % (salt, i % 100)
+            for i in range(lines)]
+    b = db.from_sequence(text, npartitions=parts).str.split().flatten().frequencies()
+    dt, (v,) = timed(lambda: compute(side, b))
+    assert len(v) == 109 and dict(v)["fox"] == lines, "bag: wrong result"
+    return dt, {}
+
+
+def shape_lambdas(side, n):
+    import dask
+
+    salt = uuid.uuid4().hex  # new keys each run
+    calls = [dask.delayed(lambda i, s=salt: i * 2, pure=False)(i) for i in range(n)]
+    dt, v = timed(lambda: compute(side, *calls))
+    assert sum(v) == n * (n - 1), "lambdas: wrong result"
     return dt, {}
 
 
@@ -553,6 +617,10 @@ ARRAY_SHAPES = {
     "transpose": shape_transpose,
     "tsqr": shape_tsqr,
     "overlap": shape_overlap,
+    "groupby": shape_groupby,
+    "sort": shape_sort,
+    "bag": shape_bag,
+    "lambdas": shape_lambdas,
 }
 STATEFUL_SHAPES = {"transfer": shape_transfer, "stored": shape_stored}
 SHAPES = sorted(list(ARRAY_SHAPES) + list(STATEFUL_SHAPES) + ["socket"])
