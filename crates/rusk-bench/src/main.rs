@@ -19,6 +19,7 @@ mod core;
 mod e2e;
 mod graphs;
 mod journal;
+mod link;
 mod net;
 mod report;
 
@@ -36,7 +37,7 @@ usage: rusk-bench core [--tasks N] [--repeat N] [--workers N] [--nthreads N]
        rusk-bench e2e  [--tasks N] [--repeat N] [--workers N] [--nthreads N]
                        [--graph independent|tree|all] [--rusk PATH] [--timeout SECS] [--tsv]
        rusk-bench net  [--tasks N] [--repeat N] [--rusk PATH] [--timeout SECS]
-                       [--only tasks|transfer|flood] [--tsv]
+                       [--only tasks|transfer|flood] [--link-gbit N] [--tsv]
        rusk-bench journal [--tasks N] [--repeat N] [--rusk PATH] [--timeout SECS] [--tsv]
 
 core: the scheduler core in process with instant simulated workers
@@ -44,9 +45,10 @@ core: the scheduler core in process with instant simulated workers
 e2e:  `rusk local GRAPH --json` with real processes on loopback
       (defaults: --tasks 100000 --repeat 5 --workers 2 --nthreads 1 --timeout 600,
        --rusk: the rusk binary next to rusk-bench, else target/release/rusk)
-net:  TLS against plaintext (tasks/s of `rusk local`, GB/s of a 1 GiB transfer) and a graph
-      with and without 2,000 unauthenticated connections held (defaults: --tasks 100000
-      --repeat 3)
+net:  TLS against plaintext (tasks/s of `rusk local`, GB/s of a 1 GiB transfer over loopback
+      and, as root, over a --link-gbit link between two network namespaces, 0: not) and a
+      graph with and without 2,000 unauthenticated connections held (defaults: --tasks 100000
+      --repeat 3 --link-gbit 10)
 journal: tasks/s of `rusk local` with and without its journal, and kill -9 of a journaled
       scheduler to its graph progressing again (defaults: --tasks 100000 --repeat 3)
 A tree graph of --tasks N has N/2 leaves, so N-1 tasks.";
@@ -63,6 +65,7 @@ struct Args {
     timeout: Duration,
     tsv: bool,
     only: Option<String>,
+    link_gbit: u32,
 }
 
 fn number<T>(flag: &str, value: Option<String>, min: T) -> Result<T, String>
@@ -100,6 +103,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         timeout: Duration::from_secs(600),
         tsv: false,
         only: None,
+        link_gbit: 10,
     };
     while let Some(flag) = it.next() {
         match flag.as_str() {
@@ -117,6 +121,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                 };
             }
             "--tsv" => a.tsv = true,
+            "--link-gbit" => a.link_gbit = number(&flag, it.next(), 0)?,
             "--only" => {
                 let v = it.next().ok_or("--only needs a value")?;
                 if !net::PARTS.contains(&v.as_str()) || a.suite != "net" {
@@ -160,6 +165,7 @@ fn main() -> ExitCode {
             timeout: a.timeout,
             transfer_mib: 1024,
             only: a.only,
+            link_gbit: a.link_gbit,
         })
     } else if a.suite == "journal" {
         journal::run(&journal::JournalOptions {

@@ -16,6 +16,7 @@
 //!   scheduler drops it. Target: the graph takes at most 1.2x its time without the flood.
 use crate::e2e::{self, E2eOptions, Scratch};
 use crate::graphs::{self, Shape};
+use crate::link::{self, Link};
 use crate::report::{median, Record, Target};
 use rusk_net::segment::SegmentWriter;
 use rusk_net::tls::{Ca, ISSUED_CERT_VALIDITY};
@@ -44,6 +45,9 @@ pub struct NetOptions {
     pub transfer_mib: usize,
     /// One of [`PARTS`], or all of them.
     pub only: Option<String>,
+    /// The transfer again over a link of this many Gbit/s between two network namespaces
+    /// (`crate::link`); 0: not.
+    pub link_gbit: u32,
 }
 
 /// The parts of the suite, for `--only`.
@@ -109,7 +113,10 @@ fn tls_credentials() -> Result<(Credentials, Credentials), String> {
         .map_err(|e| format!("{e:#}"))?;
         Ok(Credentials::new(b"bench", Some(tls)))
     };
-    Ok((make(&["127.0.0.1".into()])?, make(&["client".into()])?))
+    Ok((
+        make(&["127.0.0.1".into(), link::SERVER_IP.into()])?,
+        make(&["client".into()])?,
+    ))
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -120,24 +127,47 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Seconds to move the value once from a server thread to this one, for each repetition.
+/// Over loopback, or over `link` (the server in one namespace, the client in the other).
 fn transfer_times(
     server: Credentials,
     client: Credentials,
     value: bytes::Bytes,
     repeat: u32,
+    link: Option<&Link>,
 ) -> Result<Vec<f64>, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| e.to_string())?
-        .to_string();
-    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let (server_ns, client_ns) = match link {
+        Some(l) => (Some(l.server_ns.clone()), Some(l.client_ns.clone())),
+        None => (None, None),
+    };
+    let (listener_tx, listener_rx) = std::sync::mpsc::channel();
     let task = TaskRef {
         graph: GraphId(1),
         index: 0,
     };
     let len = value.len();
     let serving = std::thread::spawn(move || {
+        let bound = (|| {
+            let ip = match &server_ns {
+                Some(ns) => {
+                    Link::enter(ns)?;
+                    link::SERVER_IP
+                }
+                None => "127.0.0.1",
+            };
+            let l = std::net::TcpListener::bind((ip, 0)).map_err(|e| e.to_string())?;
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            Ok::<_, String>(l)
+        })();
+        let listener = match bound {
+            Ok(l) => {
+                let _ = listener_tx.send(l.local_addr().map_err(|e| e.to_string()));
+                l
+            }
+            Err(e) => {
+                let _ = listener_tx.send(Err(e));
+                return;
+            }
+        };
         runtime().block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             let (s, _) = listener.accept().await.unwrap();
@@ -156,8 +186,34 @@ fn transfer_times(
             }
         })
     });
-    let times = runtime().block_on(async move {
-        let mut conn = rusk_net::connect(&addr, &client, Role::Peer)
+    let addr = listener_rx
+        .recv()
+        .map_err(|_| "the serving thread died".to_string())??
+        .to_string();
+    // A thread of its own: it may enter the client's namespace.
+    let fetching = std::thread::spawn(move || {
+        if let Some(ns) = &client_ns {
+            Link::enter(ns)?;
+        }
+        fetch_times(&addr, client, task, len, repeat)
+    });
+    let times = fetching
+        .join()
+        .map_err(|_| "the fetching thread panicked")??;
+    serving.join().map_err(|_| "the serving thread panicked")?;
+    Ok(times)
+}
+
+/// Fetch the value `repeat + 1` times; the seconds of all but the first.
+fn fetch_times(
+    addr: &str,
+    client: Credentials,
+    task: TaskRef,
+    len: usize,
+    repeat: u32,
+) -> Result<Vec<f64>, String> {
+    runtime().block_on(async move {
+        let mut conn = rusk_net::connect(addr, &client, Role::Peer)
             .await
             .map_err(|e| format!("{e:#}"))?;
         let mut times = Vec::new();
@@ -176,9 +232,7 @@ fn transfer_times(
             }
         }
         Ok::<_, String>(times)
-    })?;
-    serving.join().map_err(|_| "the serving thread panicked")?;
-    Ok(times)
+    })
 }
 
 fn transfer(opts: &NetOptions) -> Result<Vec<Record>, String> {
@@ -199,19 +253,45 @@ fn transfer(opts: &NetOptions) -> Result<Vec<Record>, String> {
     let value = seg.finish().map_err(|e| format!("{e:#}"))?;
     let (tls_server, tls_client) = tls_credentials()?;
     let plain = Credentials::plain(b"bench");
+    let sides = [
+        (plain.clone(), plain.clone()),
+        (tls_server.clone(), tls_client.clone()),
+    ];
+    let mut records = transfer_pair(opts, &sides, &value, None, "between two event loops")?;
+    if opts.link_gbit > 0 {
+        match Link::new(opts.link_gbit) {
+            Ok(l) => records.extend(transfer_pair(
+                opts,
+                &sides,
+                &value,
+                Some(&l),
+                &format!(
+                    "over a {} Gbit/s link between two network namespaces",
+                    l.gbit
+                ),
+            )?),
+            Err(why) => eprintln!("net transfer over a link: skipped ({why})"),
+        }
+    }
+    Ok(records)
+}
+
+/// Plaintext and TLS alternated, `opts.repeat` runs each: their GB/s and the ratio.
+fn transfer_pair(
+    opts: &NetOptions,
+    sides: &[(Credentials, Credentials); 2],
+    value: &bytes::Bytes,
+    link: Option<&Link>,
+    how: &str,
+) -> Result<Vec<Record>, String> {
+    let len = value.len();
     let mut rates = [Vec::new(), Vec::new()];
     for i in 0..opts.repeat {
-        for (side, (s, c)) in [
-            (plain.clone(), plain.clone()),
-            (tls_server.clone(), tls_client.clone()),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let times = transfer_times(s, c, value.clone(), 1)?;
+        for (side, (s, c)) in sides.iter().enumerate() {
+            let times = transfer_times(s.clone(), c.clone(), value.clone(), 1, link)?;
             let gbs = len as f64 / times[0] / 1e9;
             eprintln!(
-                "net transfer of {} MiB {} run {}/{}: {gbs:.2} GB/s",
+                "net transfer of {} MiB {how}, {} run {}/{}: {gbs:.2} GB/s",
                 opts.transfer_mib,
                 ["plaintext", "TLS"][side],
                 i + 1,
@@ -221,10 +301,7 @@ fn transfer(opts: &NetOptions) -> Result<Vec<Record>, String> {
         }
     }
     let (plain, tls) = (median(&rates[0]), median(&rates[1]));
-    let label = format!(
-        "transfer of {} MiB between two event loops",
-        opts.transfer_mib
-    );
+    let label = format!("transfer of {} MiB {how}", opts.transfer_mib);
     Ok(vec![
         Record::new("net", format!("{label}: GB/s plaintext"), plain, "GB/s"),
         Record::new("net", format!("{label}: GB/s TLS"), tls, "GB/s"),
