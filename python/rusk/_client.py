@@ -380,11 +380,25 @@ class Client(_ClusterOps, _DataOps, _SharedOps):
         return task
 
     def _prepare(self, fn, args, kwargs, key, retries, timeout, placement=None):
-        """One task dict for ``fn(*args, **kwargs)``."""
+        """The task dict for ``fn(*args, **kwargs)``, and the put tasks of its big literals."""
         call, deps = self._call(fn, args, kwargs)
         task = self._task(key, deps, retries, timeout, placement or {})
-        task["python"] = _payload.encode_call(*call)
-        return task
+        big = []
+        (task["python"],) = _payload.encode_calls([call], big=big)
+        return task, self._put_literals([task], big)
+
+    def _put_literals(self, tasks, big):
+        """Put the big literals ``encode_calls`` took out of ``tasks``' payloads on workers and
+        make each task depend on its own first; returns the put tasks, to send first."""
+        if not any(big):
+            return []
+        from ._data import put_literals
+
+        puts, keys = put_literals(self, big)
+        for task, ks in zip(tasks, keys):
+            if ks:
+                task["deps"] = ks + task["deps"]
+        return puts
 
     def _extend(self, tasks, keys, needed=()):
         """Send ``tasks`` and ask for ``keys``; return one Future per key. Keys the session
@@ -522,8 +536,8 @@ class Client(_ClusterOps, _DataOps, _SharedOps):
         with self._lock:
             if key in self._keys or key in self._known:
                 return self._extend([None], [key])[0]
-        task = self._prepare(fn, args, kwargs, key, retries, timeout, placement)
-        return self._extend([task], [key])[0]
+        task, puts = self._prepare(fn, args, kwargs, key, retries, timeout, placement)
+        return self._extend([task], [key], needed=puts)[0]
 
     def map(
         self,
@@ -586,9 +600,10 @@ class Client(_ClusterOps, _DataOps, _SharedOps):
                 calls.append(call)
                 tasks.append(self._task(k, deps, retries, timeout, placement))
         fresh = [t for t in tasks if t is not None]
-        for task, payload in zip(fresh, _payload.encode_calls(calls) if calls else ()):
+        big = []
+        for task, payload in zip(fresh, _payload.encode_calls(calls, big=big) if calls else ()):
             task["python"] = payload
-        return self._extend(tasks, keys)
+        return self._extend(tasks, keys, needed=self._put_literals(fresh, big))
 
     # === results ===
 

@@ -126,7 +126,7 @@ def _unoptimised_layers(expr):
     return layers
 
 
-def to_tasks(dsk, keys, external=None, placement=None):
+def to_tasks(dsk, keys, external=None, placement=None, client=None):
     """``(tasks, outputs, decode, used)``: rusk task dicts for the part of ``dsk`` that ``keys``
     need (dependencies first), the encoded output keys, a map from encoded key back to the Dask
     key, and whether the graph refers to results already held on the cluster.
@@ -136,19 +136,26 @@ def to_tasks(dsk, keys, external=None, placement=None):
     wanted key it does not define, must be one of those.
 
     ``placement``: task fields (``_placement.fields``) for every task, overridden per key by
-    the graph's ``dask.annotate`` annotations."""
+    the graph's ``dask.annotate`` annotations.
+
+    ``client``: when the graph's big literals (numpy arrays and pandas frames of
+    ``da.from_array``, ``dd.from_pandas``, ...) pass ``_payload.BIG_LITERALS_PUT_MIN_TOTAL``
+    in all, they are put on workers through the client's data connections, as ``scatter``
+    does, and the tasks name them (``_data.put_literals``, first in ``tasks``): they do not
+    travel through the scheduler (nor its journal), and the graph is not bounded by
+    ``MAX_FRAME_BYTES`` for them."""
     import gc
 
     collecting = gc.isenabled()
     gc.disable()  # full collections would walk the whole Dask graph, repeatedly
     try:
-        return _to_tasks(dsk, keys, external, placement)
+        return _to_tasks(dsk, keys, external, placement, client)
     finally:
         if collecting:
             gc.enable()
 
 
-def _to_tasks(dsk, keys, external, placement):
+def _to_tasks(dsk, keys, external, placement, client):
     from dask._task_spec import convert_legacy_graph
 
     dsk, annotations = _graph_of(dsk)
@@ -203,7 +210,7 @@ def _to_tasks(dsk, keys, external, placement):
     tasks = []
     _encoding.graph = True
     try:
-        _encode_nodes(graph, order, decode, enc, tasks)
+        puts = _encode_nodes(graph, order, decode, enc, tasks, client)
     finally:
         _encoding.graph = False
     ranks = _dask_order(graph, order)
@@ -214,7 +221,7 @@ def _to_tasks(dsk, keys, external, placement):
         base = placement or {}
         for k, task in zip(order, tasks):
             task.update(_placement.per_key(base, annotations, k))
-    return tasks, [enc(k) for k in wanted], decode, bool(outside)
+    return puts + tasks, [enc(k) for k in wanted], decode, bool(outside)
 
 
 def _dask_order(graph, keys):
@@ -237,11 +244,14 @@ def _dask_order(graph, keys):
         return None
 
 
-def _encode_nodes(graph, order, decode, enc, tasks):
+def _encode_nodes(graph, order, decode, enc, tasks, client=None):
+    """Fill ``tasks`` for the nodes of ``order``; returns the put tasks of the graph's big
+    literals (``_data.put_literals``), which go first, when ``client`` is given."""
     spec = _spec()
     Task, DataNode, Alias = spec.Task, spec.DataNode, spec.Alias
     encoded = {}
     calls = []
+    called = []  # the tasks of `calls`, in order (put values have no call)
     by_node = []  # indexes of the calls that carry a Dask node
     for k in order:
         node = graph[k]
@@ -264,11 +274,23 @@ def _encode_nodes(graph, order, decode, enc, tasks):
             call = (_run_node, (node, deps) + (None,) * n, _NO_KWARGS, _arg_paths(2, n))
             by_node.append(len(calls))
         calls.append(call)
-        tasks.append({"key": ek, "deps": [encoded[d] if d in encoded else enc(d) for d in deps]})
+        task = {"key": ek, "deps": [encoded[d] if d in encoded else enc(d) for d in deps]}
+        tasks.append(task)
+        called.append(task)
     # The graph's functions and classes pickled once, for all its tasks.
-    payloads = _payload.encode_calls(calls, normalized=True, each=by_node)
-    for task, payload in zip(tasks, payloads):
+    big = [] if client is not None else None
+    payloads = _payload.encode_calls(calls, normalized=True, each=by_node, big=big) if calls else []
+    for task, payload in zip(called, payloads):
         task["python"] = payload
+    if not big or not any(big):
+        return []
+    from . import _data
+
+    puts, keys = _data.put_literals(client, big)
+    for task, ks in zip(called, keys):
+        if ks:
+            task["deps"] = ks + task["deps"]
+    return puts
 
 
 _NO_KWARGS = {}
@@ -375,7 +397,9 @@ def get(client, dsk, keys, **kwargs):
     are; others run as a graph of their own. Placement keywords (``priority=``,
     ``resources=``, ``workers=``, ...) apply to every task."""
     placement, _rest = _placement.split_keywords(dict(kwargs))
-    tasks, outputs, decode, uses_session = to_tasks(dsk, keys, client._session_key, _placement.fields(**placement))
+    tasks, outputs, decode, uses_session = to_tasks(
+        dsk, keys, client._session_key, _placement.fields(**placement), client
+    )
     if not outputs:
         return _nested(keys, {})
     if uses_session:
@@ -433,7 +457,7 @@ def _identity(x):
 def session_futures(client, dsk, keys, placement=None):
     """Futures of ``keys`` (a flat list of Dask keys) of the graph ``dsk``, whose tasks go into
     the client's session; each future's ``key`` is its Dask key."""
-    tasks, outputs, _decode, _uses = to_tasks(dsk, keys, client._session_key, placement)
+    tasks, outputs, _decode, _uses = to_tasks(dsk, keys, client._session_key, placement, client)
     wanted = list(dict.fromkeys(keys))
     futures = client._extend([None] * len(outputs), outputs, needed=tasks)
     by_key = {}

@@ -153,6 +153,36 @@ def _scatter(client, data, workers, broadcast, direct, hash, timeout):
     return futures[0]
 
 
+def put_literals(client, per_call):
+    """Put the big literals ``_payload.encode_calls`` took out of a submission's payloads on
+    live workers (least loaded first, in turn), each distinct object once, as ``scatter``
+    does. Returns the put tasks (to send before the calls' tasks) and, per call, the keys its
+    task must list first among its dependencies. Like scattered data, a put literal has no
+    lineage: a worker lost with it fails the tasks that still need it, with an error naming
+    it."""
+    keys = {}
+    tasks = []
+    targets = None
+    for objs in per_call:
+        for obj in objs:
+            if id(obj) in keys:
+                continue
+            if targets is None:
+                targets = _targets(client, None)
+            body, fd = _dump(obj)
+            name, address = targets[len(tasks) % len(targets)]
+            token = uuid.uuid4().hex
+            try:
+                client._conn.put(address, token, body, SCATTER_TIMEOUT)
+            finally:
+                if fd is not None:
+                    os.close(fd)
+            key = "literal-%s" % token
+            keys[id(obj)] = key
+            tasks.append({"key": key, "put": token, "deps": [], "workers": [name]})
+    return tasks, [[keys[id(o)] for o in objs] for objs in per_call]
+
+
 def _chunks(items, size=KEYS_PER_REQUEST):
     for i in range(0, len(items), size):
         yield items[i : i + size]

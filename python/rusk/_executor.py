@@ -607,27 +607,30 @@ class Executor:
             if problem:
                 return self.fail(tid, problem)
             self.good_header = header
+        refs = {}  # big literals the call refers to: its first inputs, by index
         try:
-            func, args, kwargs, dep_paths = self.load_call(payload, nl + 1)
+            func, args, kwargs, dep_paths = self.load_call(payload, nl + 1, blobs, refs)
         except BaseException as exc:
             return self.fail_exc(tid, exc, "cannot unpickle the task's function and arguments: ")
         n = len(blobs)
-        if len(dep_paths) != n - 1:
+        nref = len(refs)
+        if len(dep_paths) + nref != n - 1:
             return self.fail(
                 tid,
-                "the task's payload places %d dependencies but the worker gave it %d inputs"
-                % (len(dep_paths), n - 1),
+                "the task's payload places %d dependencies and %d literals but the worker gave "
+                "it %d inputs" % (len(dep_paths), nref, n - 1),
             )
-        loaded = []
+        loaded = [(j, v) for j, v in refs.items() if type(blobs[j + 1].obj).__name__ == "mmap"]
         if dep_paths:
             root = [args, kwargs]
             for i, path in enumerate(dep_paths):
+                blob = blobs[nref + i + 1]
                 try:
-                    value = load_value(blobs[i + 1], pickle.loads)
+                    value = load_value(blob, pickle.loads)
                 except BaseException as exc:
-                    return self.fail_exc(tid, exc, "cannot unpickle input %d: " % i)
-                if type(blobs[i + 1].obj).__name__ == "mmap":
-                    loaded.append((i, value))
+                    return self.fail_exc(tid, exc, "cannot unpickle input %d: " % (nref + i))
+                if type(blob.obj).__name__ == "mmap":
+                    loaded.append((nref + i, value))
                 try:
                     root = _put(root, path, 0, value)
                 except Exception as exc:
@@ -774,11 +777,14 @@ class Executor:
                 raise ValueError("unknown blob kind %d" % kind)
         return out
 
-    def load_call(self, payload, at):
+    def load_call(self, payload, at, blobs=(), refs=None):
         """``(func, args, kwargs, dep_paths)`` from the payload's body at ``at``: a pickle, or
-        ``S``, a prelude (unpickled once per executor) and a pickle that refers into it."""
+        ``S``, a prelude (unpickled once per executor) and a pickle that refers into it, and
+        to big literals (``("v", j)``: the task's input ``j``, loaded into ``refs``)."""
         if payload[at] != ord("S"):
             return self.pickle.loads(payload[at:])
+        if refs is None:
+            refs = {}
         (n,) = struct.unpack_from(">I", payload, at + 1)
         start = at + 5
         key = bytes(payload[start : start + n])
@@ -788,8 +794,20 @@ class Executor:
             if len(self.preludes) >= PRELUDES_MAX:
                 self.preludes.pop(next(iter(self.preludes)))
             self.preludes[key] = shared
-        unpickler = self.pickle.Unpickler(io.BytesIO(payload[start + n :]))
-        unpickler.persistent_load = shared.__getitem__
+        pickle = self.pickle
+
+        def persistent_load(pid):
+            if type(pid) is not tuple:
+                return shared[pid]
+            j = pid[1]
+            if j not in refs:
+                if not 0 <= j < len(blobs) - 1:
+                    raise ValueError("the payload refers to input %d of %d" % (j, len(blobs) - 1))
+                refs[j] = load_value(blobs[j + 1], pickle.loads)
+            return refs[j]
+
+        unpickler = pickle.Unpickler(io.BytesIO(payload[start + n :]))
+        unpickler.persistent_load = persistent_load
         return unpickler.load()
 
     def check_header(self, header):

@@ -15,6 +15,12 @@ value sits in ``(args, kwargs)`` as a ``None`` placeholder at ``dep_paths[i]``: 
 ``args[2]``, ``(1, "x")`` is ``kwargs["x"]``, ``(0, 1, "k", 0)`` is ``args[1]["k"][0]``. The task's
 ``deps`` list names the key of each path, in the same order (a key may appear several times).
 
+A call whose big literals (numpy arrays, pandas frames: ``BIG_LITERAL_MIN``) were taken out
+(``encode_calls(big=...)``, when those of the submission pass ``BIG_LITERALS_PUT_MIN_TOTAL``)
+refers to each by the persistent id ``("v", j)``: the task's input ``j``. Those inputs come
+first, before the dependencies placed at ``dep_paths``; they are put on workers by the client
+(``_data.put_literals``) and named by the task's first ``deps``.
+
 A result is a value as ``_executor.dump_value`` lays it out (a plain pickle, or the ``RSKV``
 layout with out-of-band buffers); a failure's detail is
 ``cloudpickle.dumps((exception, traceback_text))``.
@@ -59,7 +65,66 @@ def encode_call(func, args, kwargs, dep_paths):
     return HEADER + body
 
 
-def encode_calls(calls, normalized=False, each=()):
+#: Literal objects (numpy arrays, pandas frames) this big or bigger are candidates to be
+#: put on a worker rather than pickled into their tasks' payloads.
+BIG_LITERAL_MIN = 1 << 20
+#: ... which they are once the distinct ones of one submission pass this many bytes in all:
+#: below it they stay in the payloads, which travel through the scheduler (and its journal)
+#: but keep the graph's lineage whole (a task can always run again).
+BIG_LITERALS_PUT_MIN_TOTAL = 64 << 20
+
+
+def size_hint(value):
+    """The bytes of ``value``'s data, cheaply (no pickling): numpy arrays, pandas objects,
+    bytes; 0 for what it cannot tell."""
+    n = getattr(value, "nbytes", None)
+    if isinstance(n, int):
+        return n
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    usage = getattr(value, "memory_usage", None)
+    if callable(usage):
+        try:
+            u = usage(index=True, deep=False)
+            return int(u.sum() if hasattr(u, "sum") else u)
+        except Exception:
+            return 0
+    return 0
+
+
+def _big_types():
+    """The exact types whose big instances ``encode_calls`` takes out of payloads (those of
+    numpy and pandas, when they are imported: no import here)."""
+    out = set()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        out.add(np.ndarray)
+    pd = sys.modules.get("pandas")
+    if pd is not None:
+        out.update((pd.DataFrame, pd.Series))
+    return frozenset(out)
+
+
+def encode_calls(calls, normalized=False, each=(), big=None):
+    """``_encode_calls``; with a list ``big``, big literal objects are taken out of the
+    payloads when those of the whole submission pass ``BIG_LITERALS_PUT_MIN_TOTAL``: each call
+    refers to its own by persistent id ``("v", j)``, the executor's input ``j`` (the first
+    inputs of the task, before its dependencies), and ``big`` gets, per call, the list of its
+    objects in that order, for the caller to put on workers as the tasks' first
+    dependencies. Otherwise ``big`` gets an empty list per call."""
+    if big is None:
+        return _encode_calls(calls, normalized, each, False)
+    found = []
+    out = _encode_calls(calls, normalized, each, found)
+    distinct = {id(o): o for objs in found for o in objs}
+    if sum(size_hint(o) for o in distinct.values()) < BIG_LITERALS_PUT_MIN_TOTAL:
+        big.extend([] for _ in found)
+        return _encode_calls(calls, normalized, each, False) if distinct else out
+    big.extend(found)
+    return out
+
+
+def _encode_calls(calls, normalized, each, found):
     """The payloads of many calls ``(func, args, kwargs, dep_paths)`` at once, their functions
     and classes pickled once, by cloudpickle, in a shared prelude. The rest of the calls is
     pickled by the standard pickler (2-3x faster than cloudpickle, since everything only
@@ -81,14 +146,19 @@ def encode_calls(calls, normalized=False, each=()):
     # each with its own lambda would send 5,000 x 5,000 functions).
     used = []
     current = set()
+    # `found` (a list): big literals are taken out, by id per call: (j, object).
+    big_types = _big_types() if found is not False else frozenset()
+    bigs = []
+    current_big = {}
 
     def persistent_id(obj):
-        nonlocal current
+        nonlocal current, current_big
         t = type(obj)
         if t in plain_types:
             if obj is sep:
                 used.append(current)
-                current = set()
+                bigs.append(current_big)
+                current, current_big = set(), {}
             return None
         if t in shared_types or isinstance(obj, type):
             i = index.get(id(obj))
@@ -97,12 +167,18 @@ def encode_calls(calls, normalized=False, each=()):
                 shared.append(obj)
             current.add(i)
             return i
+        if t in big_types and size_hint(obj) >= BIG_LITERAL_MIN:
+            e = current_big.get(id(obj))
+            if e is None:
+                e = current_big[id(obj)] = (len(current_big), obj)
+            return ("v", e[0])
         return None
 
     def end_call():
-        nonlocal current
+        nonlocal current, current_big
         used.append(current)
-        current = set()
+        bigs.append(current_big)
+        current, current_big = set(), {}
 
     if not normalized:
         calls = [(f, tuple(a), dict(kw), [tuple(p) for p in paths]) for f, a, kw, paths in calls]
@@ -113,21 +189,23 @@ def encode_calls(calls, normalized=False, each=()):
         one_by_one = set(range(len(calls)))
         bodies = []
         used.clear()
-        current = set()
+        bigs.clear()
+        current, current_big = set(), {}
     if one_by_one:
-        used_together = used[:]
+        together_marks = list(zip(used, bigs))
         used.clear()
+        bigs.clear()
         alone = iter(_dump_each([calls[i] for i in sorted(one_by_one)], persistent_id, end_call))
-        used_alone = iter(used[:])
-        rest, used_rest = iter(bodies), iter(used_together)
-        bodies, used[:] = [], []
+        marks_alone = iter(list(zip(used, bigs)))
+        rest, marks_rest = iter(bodies), iter(together_marks)
+        bodies, used[:], bigs[:] = [], [], []
         for i in range(len(calls)):
-            if i in one_by_one:
-                bodies.append(next(alone))
-                used.append(next(used_alone))
-            else:
-                bodies.append(next(rest))
-                used.append(next(used_rest))
+            body, marks = (next(alone), next(marks_alone)) if i in one_by_one else (next(rest), next(marks_rest))
+            bodies.append(body)
+            used.append(marks[0])
+            bigs.append(marks[1])
+    if found is not False:
+        found.extend([o for _, o in sorted(d.values(), key=lambda e: e[0])] for d in bigs)
     # One prelude per distinct set of shared objects: a function all tasks use is pickled
     # once, and each task with a lambda of its own carries only that lambda.
     heads = {}

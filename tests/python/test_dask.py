@@ -342,3 +342,44 @@ def test_a_graph_of_tasks_each_with_its_own_lambda_is_encoded_in_linear_size(cli
     per_task = sum(len(t["python"]) for t in tasks) / len(tasks)
     assert per_task < 4_000, per_task
     assert sum(dask.compute(*leaves, scheduler=client.get)) == 2 * sum(range(3000))
+
+
+def test_big_literals_are_put_on_workers_not_sent_through_the_scheduler(client):
+    """A graph whose literal arrays pass ``BIG_LITERALS_PUT_MIN_TOTAL`` (here ``da.from_array``
+    of a 128 MB numpy array, each chunk a literal of its task) has them put on workers and
+    named by its tasks, so the submission stays small (it used to carry them all, and one over
+    256 MiB was refused); the result is the same."""
+    import numpy as np
+    import dask.array as da
+
+    from rusk import _payload
+
+    a = np.arange(16_000_000, dtype=np.float64).reshape(4000, 4000)
+    x = da.from_array(a, chunks=(1000, 1000)).sum()
+    tasks, _outputs, _decode, _ = to_tasks(
+        dict(x.__dask_graph__()), x.__dask_keys__(), client=client
+    )
+    puts = [t for t in tasks if "put" in t]
+    assert len(puts) == 16 and all(t["key"].startswith("literal-") for t in puts)
+    payload = sum(len(t.get("python", b"")) for t in tasks)
+    assert payload < 1 << 20, payload
+    assert a.nbytes >= _payload.BIG_LITERALS_PUT_MIN_TOTAL
+    assert x.compute(scheduler=client.get) == a.sum()
+    # Under the threshold they stay in the graph (whose lineage stays whole).
+    small = da.from_array(a[:1000], chunks=(500, 1000)).sum()
+    tasks, _o, _d, _ = to_tasks(
+        dict(small.__dask_graph__()), small.__dask_keys__(), client=client
+    )
+    assert not any("put" in t for t in tasks)
+    assert small.compute(scheduler=client.get) == a[:1000].sum()
+
+
+def test_a_big_array_argument_is_put_once_for_all_the_calls_using_it(client):
+    """``client.map`` and ``client.submit`` with a big numpy array argument: the array is put
+    on a worker once and every task names it (its own first input), not pickled per task."""
+    import numpy as np
+
+    big = np.ones(10_000_000)  # 80 MB
+    futures = client.map(lambda i, arr: float(arr[i:].sum()), range(4), [big] * 4)
+    assert client.gather(futures) == [1e7, 1e7 - 1, 1e7 - 2, 1e7 - 3]
+    assert client.submit(lambda arr: arr.shape, big).result(60) == (10_000_000,)
