@@ -23,7 +23,7 @@ from ._client import (
     wait,
 )
 from ._cluster import LocalCluster, find_rusk_binary
-from ._futures import fire_and_forget
+from ._futures import fire_and_forget, futures_of
 from ._progress import progress
 from ._task_client import get_client, rejoin, secede, worker_client
 
@@ -47,6 +47,7 @@ __all__ = [
     "as_completed",
     "find_rusk_binary",
     "fire_and_forget",
+    "futures_of",
     "progress",
     "wait",
 ]

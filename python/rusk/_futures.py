@@ -269,6 +269,28 @@ def _flat_futures(x):
     return out
 
 
+def futures_of(o):
+    """The futures in ``o``, each once, as ``distributed.futures_of``: a future; lists,
+    tuples, sets and dict values of them, nested; and Dask collections, whose graphs hold
+    futures once persisted."""
+    out, seen, stack = [], set(), [o]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Future):
+            if id(x) not in seen:
+                seen.add(id(x))
+                out.append(x)
+        elif isinstance(x, (list, tuple, set, frozenset)):
+            stack.extend(reversed(list(x)))
+        elif isinstance(x, dict):
+            stack.extend(reversed(list(x.values())))
+        elif hasattr(x, "__dask_graph__") and not isinstance(x, type):
+            graph = x.__dask_graph__()
+            if graph is not None:
+                stack.extend(v for v in dict(graph).values() if isinstance(v, Future))
+    return out
+
+
 class _Skip:
     def __repr__(self):
         return "<skipped>"
@@ -296,12 +318,10 @@ ALL_COMPLETED = "ALL_COMPLETED"
 
 
 def wait(fs, timeout=None, return_when=ALL_COMPLETED):
-    """Wait until the futures are done (``ALL_COMPLETED``), one is (``FIRST_COMPLETED``) or one
+    """Wait until the futures (anything ``futures_of`` takes: persisted collections too) are done (``ALL_COMPLETED``), one is (``FIRST_COMPLETED``) or one
     failed (``FIRST_EXCEPTION``); returns ``(done, not_done)`` sets. Raises ``TimeoutError``
     when ``timeout`` passes first."""
-    if isinstance(fs, Future):
-        fs = [fs]
-    fs = list(fs)
+    fs = futures_of(fs)
     if not fs:
         return DoneAndNotDoneFutures(set(), set())
     client = fs[0]._client

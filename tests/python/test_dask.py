@@ -383,3 +383,19 @@ def test_a_big_array_argument_is_put_once_for_all_the_calls_using_it(client):
     futures = client.map(lambda i, arr: float(arr[i:].sum()), range(4), [big] * 4)
     assert client.gather(futures) == [1e7, 1e7 - 1, 1e7 - 2, 1e7 - 3]
     assert client.submit(lambda arr: arr.shape, big).result(60) == (10_000_000,)
+
+
+def test_wait_and_futures_of_take_persisted_collections(client):
+    """``wait`` and ``futures_of`` take a persisted collection (its futures), and nested
+    containers of futures, as in Dask (``wait(x)`` after ``x = client.persist(x)`` raised)."""
+    import dask.array as da
+
+    x = client.persist(da.ones((100, 100), chunks=(50, 50)))
+    fs = rusk.futures_of(x)
+    assert len(fs) == 4 and all(isinstance(f, rusk.Future) for f in fs)
+    done, not_done = rusk.wait(x, timeout=60)
+    assert len(done) == 4 and not not_done
+    f = client.submit(abs, -3)
+    nested = rusk.futures_of({"a": [f, (f,)], "b": x})
+    assert nested[0] is f and len(nested) == 5  # each once
+    assert float(x.sum().compute(scheduler=client.get)) == 10_000.0
