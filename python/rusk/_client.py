@@ -383,6 +383,9 @@ class Client(_ClusterOps, _DataOps, _SharedOps):
         """The task dict for ``fn(*args, **kwargs)``, and the put tasks of its big literals."""
         call, deps = self._call(fn, args, kwargs)
         task = self._task(key, deps, retries, timeout, placement or {})
+        if not _payload.may_put(call[1], call[2]):
+            task["python"] = _payload.encode_call(*call)  # the common case, 4x cheaper
+            return task, []
         big = []
         (task["python"],) = _payload.encode_calls([call], big=big)
         return task, self._put_literals([task], big)

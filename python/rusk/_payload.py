@@ -92,6 +92,22 @@ def size_hint(value):
     return 0
 
 
+def may_put(args, kwargs):
+    """Whether the big literals among a call's arguments (and one level into its lists,
+    tuples and dicts) pass ``BIG_LITERALS_PUT_MIN_TOTAL``: a cheap look before
+    ``encode_calls(big=...)``, which costs more than ``encode_call``."""
+    types = _big_types()
+    if not types:
+        return False
+    total = 0
+    for a in list(args) + list(kwargs.values()):
+        items = a.values() if type(a) is dict else a if type(a) in (list, tuple) else (a,)
+        for x in items:
+            if type(x) in types:
+                total += size_hint(x)
+    return total >= BIG_LITERALS_PUT_MIN_TOTAL
+
+
 def _big_types():
     """The exact types whose big instances ``encode_calls`` takes out of payloads (those of
     numpy and pandas, when they are imported: no import here)."""

@@ -68,8 +68,9 @@ async fn serve_peer(
     ticket.turn().await;
     let (mut conn, _) = net::accept(stream, creds, &[Role::Peer]).await?;
     drop(ticket); // authenticated: its place goes to the next stranger
-                  // Segments of the last reply lent to the socket, until the peer shows it read them: it
-                  // says so (`Read`) or asks again (a peer reads a reply to the end before its next request).
+
+    // Segments of the last reply lent to the socket, until the peer shows it read them: it
+    // says so (`Read`) or asks again (a peer reads a reply to the end before its next request).
     let mut lent: Option<(u64, Vec<rusk_net::segment::Lent>)> = None;
     while let Some(req) = net::recv::<DataRequest>(&mut conn).await? {
         if let Some((sent, l)) = lent.take() {
