@@ -61,6 +61,18 @@ def _dump(value):
     return (fd, size), fd
 
 
+def _put(client, value, address, timeout):
+    """Send ``value`` to the worker at ``address`` to keep for a put task; its token."""
+    body, fd = _dump(value)
+    token = uuid.uuid4().hex
+    try:
+        client._conn.put(address, token, body, timeout)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return token
+
+
 def _targets(client, workers):
     """``[(name, data address)]`` of the live workers to scatter to, least loaded first."""
     live = [w for w in client.status.__wrapped__(client)["workers"] if w["state"] not in ("lost",)]
@@ -134,14 +146,8 @@ def _scatter(client, data, workers, broadcast, direct, hash, timeout):
             # The session put this key before and let it go: its put task cannot run again
             # (scattered data has no lineage), so this value goes under a key of its own.
             key = "%s-%s" % (key, uuid.uuid4().hex[:12])
-        body, fd = _dump(value)
         name, address = targets[i % len(targets)]
-        token = uuid.uuid4().hex
-        try:
-            client._conn.put(address, token, body, timeout)
-        finally:
-            if fd is not None:
-                os.close(fd)
+        token = _put(client, value, address, timeout)
         task = {"key": key, "put": token, "deps": [], "workers": [name]}
         futures.append(client._extend([task], [key])[0])
     if broadcast:
@@ -169,14 +175,8 @@ def put_literals(client, per_call):
                 continue
             if targets is None:
                 targets = _targets(client, None)
-            body, fd = _dump(obj)
             name, address = targets[len(tasks) % len(targets)]
-            token = uuid.uuid4().hex
-            try:
-                client._conn.put(address, token, body, SCATTER_TIMEOUT)
-            finally:
-                if fd is not None:
-                    os.close(fd)
+            token = _put(client, obj, address, SCATTER_TIMEOUT)
             key = "literal-%s" % token
             keys[id(obj)] = key
             tasks.append({"key": key, "put": token, "deps": [], "workers": [name]})
