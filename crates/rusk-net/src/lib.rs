@@ -345,6 +345,14 @@ pub(crate) mod tests {
         Credentials::new(TOKEN, Some(Tls::new(spec).unwrap()))
     }
 
+    /// A current-thread tokio runtime for one test.
+    pub(crate) fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// Server and client credentials of one cluster CA, the server's certificate naming
     /// 127.0.0.1.
     pub(crate) fn tls_pair() -> (Credentials, Credentials) {
@@ -358,10 +366,7 @@ pub(crate) mod tests {
 
     /// One connection: the server's result and the client's.
     fn attempt(server: Credentials, client: Credentials) -> (Result<Role>, Result<()>) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::tests::runtime();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap().to_string();
@@ -549,10 +554,7 @@ pub(crate) mod tests {
         let b = TwoCaBundle::new();
         let server = b.server.clone();
         let (revoked, kept) = (b.client_of(&b.team), b.client_of(&b.ca));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::tests::runtime();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap().to_string();

@@ -654,10 +654,7 @@ mod tests {
     }
 
     fn every_kind_streams_intact(server_creds: Credentials, client_creds: Credentials) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::tests::runtime();
         rt.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap().to_string();
@@ -738,12 +735,7 @@ mod tests {
         let seg = SegmentWriter::create(LEN).unwrap();
         seg.write_at(&vec![5u8; LEN], 0).unwrap();
         let seg = seg.finish().unwrap();
-        let rt = || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-        };
+        let rt = crate::tests::runtime;
         // Each side on its own single-threaded runtime, with a ticker beside it.
         let ticking = |rt: &tokio::runtime::Runtime| {
             let ticks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -829,10 +821,7 @@ mod tests {
     fn a_sent_segment_the_peer_has_read_is_reused() {
         const LEN: usize = segment::INLINE_VALUE_MAX;
         segment::set_pool_bound(1 << 30);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::tests::runtime();
         rt.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap().to_string();
@@ -871,12 +860,7 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         listener.set_nonblocking(true).unwrap();
         let (overwritten_tx, overwritten_rx) = std::sync::mpsc::channel();
-        let rt = || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-        };
+        let rt = crate::tests::runtime;
         let server = std::thread::spawn(move || {
             rt().block_on(async {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
